@@ -1,0 +1,67 @@
+, := ,
+# Thin wrapper around CMake. Every target that builds runs `deps` first, so `make run` and
+# `make test` work on a fresh Debian 12 machine from a clean clone.
+
+# The one list of Debian packages the project needs (the Dockerfile runs `make deps` too).
+DEBIAN_PACKAGES := build-essential cmake pkg-config libboost-context-dev libspdlog-dev \
+                   node-llhttp libgtest-dev libgmock-dev libbenchmark-dev wrk curl python3 golang-go
+
+JOBS    ?= $(shell nproc)
+BUILD   ?= build
+CMAKE   ?= cmake
+CTEST_FLAGS ?= --output-on-failure --timeout 600
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build run test test-release test-asan test-tsan bench loadtest clean format
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "make deps: all Debian packages present"; fi
+
+# $(1) build dir, $(2) extra cmake flags
+define cmake_build
+	$(CMAKE) -S . -B $(1) -DCMAKE_BUILD_TYPE=Release $(2) >/dev/null
+	$(CMAKE) --build $(1) -j $(JOBS)
+endef
+
+build: deps
+	$(call cmake_build,$(BUILD),)
+
+run: build
+	./$(BUILD)/greenhttp
+
+test: deps test-release test-asan test-tsan
+	@echo "make test: Release, ASan+UBSan and TSan suites passed"
+
+test-release:
+	$(call cmake_build,$(BUILD),)
+	cd $(BUILD) && ctest $(CTEST_FLAGS)
+
+test-asan:
+	$(call cmake_build,$(BUILD)-asan,-DGREEN_SANITIZE=address$(,)undefined -DGREEN_BUILD_BENCH=OFF)
+	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ctest $(CTEST_FLAGS)
+
+test-tsan:
+	$(call cmake_build,$(BUILD)-tsan,-DGREEN_SANITIZE=thread -DGREEN_BUILD_BENCH=OFF)
+	cd $(BUILD)-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest $(CTEST_FLAGS)
+
+bench: build
+	./$(BUILD)/bench/runtime_bench
+
+loadtest: build
+	@echo "make loadtest: the wrk comparison arrives with the HTTP server (see README)"; exit 1
+
+format:
+	clang-format -i $$(git ls-files '*.cpp' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan

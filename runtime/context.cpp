@@ -1,0 +1,117 @@
+// Context switches with the per-switch state fcontext does not carry. See context.h.
+#include "runtime/context.h"
+
+#include <cxxabi.h>
+
+#include <cerrno>
+
+#include "runtime/green_thread.h"
+#include "runtime/machine.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define GREEN_ASAN 1
+#endif
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define GREEN_TSAN 1
+#endif
+
+namespace green::detail {
+namespace bctx = boost::context::detail;
+
+namespace {
+
+// glibc declares __errno_location and libstdc++ declares __cxa_get_globals
+// __attribute__((const)): the compiler may compute their (thread-specific) result once per
+// function and reuse it across a switch, after which the G runs on another thread. noipa keeps
+// every call real.
+[[gnu::noipa]] int* errno_address() { return &errno; }
+[[gnu::noipa]] ExceptionState* exception_state_address() {
+  return reinterpret_cast<ExceptionState*>(abi::__cxa_get_globals());
+}
+
+// Called on the G's stack just before it leaves the thread.
+inline void save_thread_state(GreenThread* g) {
+  g->saved_errno = *errno_address();
+  ExceptionState* eh = exception_state_address();
+  g->exception_state = *eh;
+  *eh = ExceptionState{};
+}
+
+// Called on the G's stack right after it arrives on a (possibly different) thread.
+inline void restore_thread_state(GreenThread* g) {
+  *errno_address() = g->saved_errno;
+  *exception_state_address() = g->exception_state;
+}
+
+}  // namespace
+
+void* make_green_context(char* top, GreenThread* g, void (*fn)(Transfer)) {
+  return bctx::make_fcontext(top, static_cast<std::size_t>(top - g->stack.lo), fn);
+}
+
+void sanitizer_create_fiber(GreenThread* g) {
+#if GREEN_TSAN
+  if (g->tsan_fiber == nullptr) g->tsan_fiber = __tsan_create_fiber(0);
+#else
+  (void)g;
+#endif
+}
+
+void sanitizer_init_machine(Machine* m) {
+#if GREEN_TSAN
+  m->tsan_fiber = __tsan_get_current_fiber();
+#else
+  (void)m;
+#endif
+}
+
+void* resume_green_thread(Machine* m, GreenThread* g) {
+#if GREEN_TSAN
+  __tsan_switch_to_fiber(g->tsan_fiber, 0);
+#endif
+#if GREEN_ASAN
+  __sanitizer_start_switch_fiber(&m->asan_fake_stack, g->stack.lo, g->stack.size());
+#endif
+  Transfer t = bctx::jump_fcontext(g->ctx, m);
+#if GREEN_ASAN
+  __sanitizer_finish_switch_fiber(m->asan_fake_stack, nullptr, nullptr);
+#endif
+  g->ctx = t.fctx;
+  return t.data;
+}
+
+Machine* suspend_green_thread(GreenThread* g, Machine* m, void* request, bool exiting) {
+  save_thread_state(g);
+#if GREEN_TSAN
+  __tsan_switch_to_fiber(m->tsan_fiber, 0);
+#endif
+#if GREEN_ASAN
+  __sanitizer_start_switch_fiber(exiting ? nullptr : &g->asan_fake_stack, m->g0_stack_bottom,
+                                 m->g0_stack_size);
+#else
+  (void)exiting;
+#endif
+  Transfer t = bctx::jump_fcontext(m->g0_ctx, request);
+  // Resumed, possibly by another M.
+  auto* nm = static_cast<Machine*>(t.data);
+  nm->g0_ctx = t.fctx;
+#if GREEN_ASAN
+  __sanitizer_finish_switch_fiber(g->asan_fake_stack, &nm->g0_stack_bottom, &nm->g0_stack_size);
+#endif
+  restore_thread_state(g);
+  return nm;
+}
+
+Machine* enter_green_thread(Transfer t, GreenThread* g) {
+  auto* m = static_cast<Machine*>(t.data);
+  m->g0_ctx = t.fctx;
+#if GREEN_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &m->g0_stack_bottom, &m->g0_stack_size);
+#endif
+  restore_thread_state(g);
+  return m;
+}
+
+}  // namespace green::detail

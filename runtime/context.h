@@ -1,0 +1,42 @@
+// Context switching between g0 (an M's scheduler stack) and green threads, on Boost.Context's
+// fcontext (jump_fcontext: ~20 instructions, saves callee-saved registers, FPU control words).
+//
+// Every switch also carries what fcontext does not:
+//   * libstdc++'s exception state (__cxa_eh_globals) and errno, saved per G, because a G may
+//     resume on another thread;
+//   * AddressSanitizer's and ThreadSanitizer's fiber annotations, so sanitizer builds follow
+//     the stack switches (compiled only into sanitizer builds).
+//
+// Transfer protocol: g0 passes its Machine* to the G it resumes; a G passes a SwitchRequest*
+// back to g0. The G learns which M (and which g0 context) it resumed on from that Machine*,
+// never from a thread_local cached before the switch.
+#pragma once
+
+#include <boost/context/detail/fcontext.hpp>
+
+namespace green::detail {
+
+struct GreenThread;
+struct Machine;
+
+using Transfer = boost::context::detail::transfer_t;
+
+// Builds a context on g's stack (below `top`) that starts in fn(Transfer).
+void* make_green_context(char* top, GreenThread* g, void (*fn)(Transfer));
+
+// On g0: runs g until it switches back; returns the data it passed (its SwitchRequest*) and
+// stores its saved context in g->ctx.
+void* resume_green_thread(Machine* m, GreenThread* g);
+
+// On a G: switches to m's g0 with `request`; returns the Machine the G was resumed on.
+// `exiting`: the G will never be resumed (lets ASan release its fake stack).
+Machine* suspend_green_thread(GreenThread* g, Machine* m, void* request, bool exiting);
+
+// On a G, first thing in its entry function: records g0's context and sanitizer state.
+Machine* enter_green_thread(Transfer t, GreenThread* g);
+
+// Sanitizer fiber objects for a G (no-ops outside sanitizer builds).
+void sanitizer_create_fiber(GreenThread* g);
+void sanitizer_init_machine(Machine* m);
+
+}  // namespace green::detail

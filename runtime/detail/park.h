@@ -1,0 +1,106 @@
+// Parking and unparking: the one mechanism every blocking primitive (channels, select, Mutex,
+// WaitGroup, ConditionVariable, sleep, and later the netpoller) is built on.
+//
+// A Waiter is the identity of whoever blocks: a green thread, or a plain OS thread (so channels,
+// WaitGroup and Mutex also work from threads outside the runtime). The protocol is Go's
+// gopark/goready:
+//
+//   1. The blocking primitive takes its own SpinLock, finds it must wait, and links a Waiter
+//      (living on the caller's stack) into its wait queue.
+//   2. It calls park(w, reason, commit, arg). For a green thread, park switches to the scheduler
+//      stack (g0) and only there, once the green thread's context is saved, runs commit(arg),
+//      which releases the primitive's lock. From then on a waker may find the Waiter and
+//      unpark it; it can never resume a green thread whose stack is still in use. For an OS
+//      thread, commit(arg) runs at once and the thread sleeps on a futex.
+//   3. A waker, under the primitive's lock, removes the Waiter and must win w.try_claim(tag)
+//      before acting on it (handing it a value, say); then, preferably after dropping the lock,
+//      calls unpark(w) exactly once. Losing the claim means someone else (a timeout, another
+//      select case) owns the wakeup: leave that waiter alone.
+//   4. park() returns after unpark(). w.claimed_by() tells who woke it.
+//
+// Deadlines: with a deadline, the runtime arms a timer before commit runs; when it fires it
+// tries w.try_claim(kTimeoutTag) and, if it wins, unparks. A primitive woken that way must
+// unlink its Waiter itself (under its lock) before returning.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "runtime/detail/spin_lock.h"
+
+namespace green::detail {
+
+struct GreenThread;
+
+// Why a green thread is parked: shown by dumps (Go's waitReason).
+enum class WaitReason : uint8_t {
+  kNone,
+  kChanSend,
+  kChanReceive,
+  kSelect,
+  kSelectNoCases,
+  kSleep,
+  kMutex,
+  kConditionVariable,
+  kWaitGroup,
+  kOnce,
+  kContextDone,
+  kNetpollRead,
+  kNetpollWrite,
+  kBlockingCall,
+};
+
+const char* wait_reason_name(WaitReason reason);
+
+// Monotonic clock in nanoseconds (CLOCK_MONOTONIC).
+int64_t now_ns();
+
+inline constexpr int64_t kNoDeadline = INT64_MAX;
+inline constexpr uint32_t kTimeoutTag = 0xFFFFFFFEu;
+
+struct Waiter {
+  Waiter();  // binds to the calling green thread, or to the calling OS thread
+  Waiter(const Waiter&) = delete;
+  Waiter& operator=(const Waiter&) = delete;
+
+  // Exactly one party wins: the waker that will unpark this waiter. acq_rel: the winner sees
+  // everything the parker wrote before linking the waiter; the parker, after waking, sees
+  // everything the winner wrote before unpark().
+  bool try_claim(uint32_t tag) noexcept {
+    uint32_t expected = 0;
+    return claim_.compare_exchange_strong(expected, tag + 1, std::memory_order_acq_rel);
+  }
+  bool claimed() const noexcept { return claim_.load(std::memory_order_acquire) != 0; }
+  // The tag passed to the winning try_claim(); only meaningful once claimed.
+  uint32_t claimed_by() const noexcept { return claim_.load(std::memory_order_acquire) - 1; }
+
+  GreenThread* green_thread() const noexcept { return g_; }
+
+  // Free for the primitive's use: intrusive links and a payload pointer.
+  Waiter* next = nullptr;
+  Waiter* prev = nullptr;
+  void* data = nullptr;
+  uint32_t index = 0;  // e.g. the select case this waiter stands for
+
+ private:
+  friend void park(Waiter&, WaitReason, void (*)(void*), void*, int64_t);
+  friend void unpark(Waiter&);
+  GreenThread* g_;
+  std::atomic<uint32_t> claim_{0};
+  std::atomic<uint32_t> os_woken_{0};  // OS-thread waiters sleep on this futex word
+};
+
+using CommitFn = void (*)(void*);
+
+// Blocks the caller until unpark(w). `commit(arg)` (may be null) runs once the caller can be
+// woken safely; see the protocol above. `deadline_ns` is absolute (now_ns() clock).
+void park(Waiter& w, WaitReason reason, CommitFn commit, void* arg,
+          int64_t deadline_ns = kNoDeadline);
+
+// Wakes a parked waiter (which must have been claimed by the caller). Never blocks.
+void unpark(Waiter& w);
+
+// Convenience commit function: unlocks the SpinLock passed as arg.
+void unlock_spin_lock(void* lock);
+
+}  // namespace green::detail

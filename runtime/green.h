@@ -1,0 +1,168 @@
+// greenrt: a Go-style M:N green-thread runtime.
+//
+// Green threads (G) are scheduled by logical processors (P) onto OS threads (M), as in Go:
+// per-P run queues with work stealing, a global queue, lazily committed guarded stacks.
+// See runtime/scheduler.cpp for the design; this header is the public contract.
+//
+//   green::run({}, [] {
+//     green::WaitGroup wg;
+//     for (int i = 0; i < 10; ++i) { wg.add(1); green::go([&] { work(); wg.done(); }); }
+//     wg.wait();
+//   });
+//
+// Rules for code that runs in a green thread (the price of migrating between OS threads):
+//   * A green thread may resume on another OS thread after any call that can park or yield.
+//     Never keep the address of a thread_local across such a call; use green::GreenLocal<T>.
+//   * Preemption is cooperative: a loop that runs for long without calling into the runtime
+//     should call green::checkpoint() now and then (arrives with sysmon).
+//   * An exception escaping a green thread's function ends the process with a message naming
+//     the green thread and where it was spawned (Go's unrecovered panic).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <new>
+#include <source_location>
+#include <type_traits>
+#include <utility>
+
+namespace green {
+
+struct Options {
+  // Number of Ps (OS threads running green threads at once). 0: $GREEN_MAXPROCS, else the
+  // number of CPUs.
+  int procs = 0;
+  // Reserved virtual size of each green thread's stack. Pages are committed on first touch, so
+  // a green thread costs one page until it goes deeper. Rounded up to the page size.
+  std::size_t stack_size = 256 * 1024;
+  // A recycled stack that has pages committed more than this far below its top is trimmed
+  // back to this depth with MADV_DONTNEED.
+  std::size_t stack_shrink_threshold = 32 * 1024;
+};
+
+// Starts the runtime with `main` as its first green thread and returns when `main` returns,
+// like Go's main: green threads still parked or runnable at that point are discarded without
+// being unwound (their closures are not destroyed). May be called again after it returns, but
+// not concurrently and not from inside a green thread. Returns only after every M has stopped,
+// so a green thread that never reaches a scheduling point keeps run() from returning.
+void run(const Options& options, std::function<void()> main);
+
+// True while run() is active.
+bool running();
+
+namespace detail {
+struct GreenThread;
+// Allocates a green thread with room for a closure of `size` bytes at the top of its stack.
+GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_align,
+                              void (*entry)(void*), void** closure_out,
+                              const std::source_location& where);
+// Makes a freshly built green thread runnable.
+void start_green_thread(GreenThread* g);
+
+template <typename F>
+void invoke_closure(void* p) {
+  F* f = static_cast<F*>(p);
+  (*f)();
+  f->~F();
+}
+}  // namespace detail
+
+// Spawns a green thread running f(). Callable from green threads and from plain threads while
+// run() is active (a precondition: outside run() it aborts with a message). Never blocks. The
+// callable is moved onto the top of the new green thread's stack: no heap allocation.
+template <typename F>
+void go(F&& f, const std::source_location& where = std::source_location::current()) {
+  using Fn = std::decay_t<F>;
+  static_assert(std::is_invocable_v<Fn&>, "green::go needs a callable taking no arguments");
+  void* storage = nullptr;
+  detail::GreenThread* g = detail::new_green_thread(sizeof(Fn), alignof(Fn),
+                                                    &detail::invoke_closure<Fn>, &storage, where);
+  ::new (storage) Fn(std::forward<F>(f));
+  detail::start_green_thread(g);
+}
+
+// Puts the calling green thread at the back of its P's run queue and runs others. From a plain
+// thread it calls sched_yield().
+void yield();
+
+// Parks the calling green thread (not its OS thread) for at least `d`. From a plain thread it
+// sleeps the thread.
+void sleep_for(std::chrono::nanoseconds d);
+
+template <typename Rep, typename Period>
+void sleep_for(std::chrono::duration<Rep, Period> d) {
+  sleep_for(std::chrono::duration_cast<std::chrono::nanoseconds>(d));
+}
+
+// Green threads that exist now (runnable, running or parked): Go's runtime.NumGoroutine().
+int64_t num_green_threads();
+
+// Number of Ps of the running runtime (0 when not running).
+int num_procs();
+
+namespace this_green_thread {
+// Id of the calling green thread (1 is main; ids are never reused within a run). 0 from a
+// plain thread.
+uint64_t id();
+// True when the caller is a green thread.
+bool is_green();
+// Index of the P the caller runs on, or -1 from a plain thread. Changes across parks.
+int processor_id();
+// Returns committed stack pages below the caller's current depth to the kernel
+// (MADV_DONTNEED). For long-lived green threads that went deep once and now idle.
+void shrink_stack();
+}  // namespace this_green_thread
+
+// Green-thread-local storage: one T per green thread, default-constructed on first get() in
+// that green thread and destroyed when it exits. Replaces thread_local for code that parks.
+// At most 64 GreenLocal objects may exist at once (aborts beyond).
+namespace detail {
+int gls_key_create(void (*destroy)(void*));
+void gls_key_delete(int key);
+void* gls_get(int key);
+void gls_set(int key, void* value);
+}  // namespace detail
+
+template <typename T>
+class GreenLocal {
+ public:
+  GreenLocal() : key_(detail::gls_key_create([](void* p) { delete static_cast<T*>(p); })) {}
+  ~GreenLocal() { detail::gls_key_delete(key_); }
+  GreenLocal(const GreenLocal&) = delete;
+  GreenLocal& operator=(const GreenLocal&) = delete;
+
+  // Must be called from a green thread.
+  T& get() {
+    void* p = detail::gls_get(key_);
+    if (p == nullptr) {
+      p = new T();
+      detail::gls_set(key_, p);
+    }
+    return *static_cast<T*>(p);
+  }
+
+ private:
+  int key_;
+};
+
+// Scheduler counters, summed over Ps. Cheap enough to call for /metrics.
+struct ProcessorStats {
+  uint64_t scheduled = 0;  // green threads this P ran (switches into a green thread)
+  uint64_t stolen = 0;     // green threads this P took from other Ps' queues
+  uint32_t runq_length = 0;
+};
+struct RuntimeStats {
+  int procs = 0;
+  int machines = 0;        // OS threads created for the runtime (Ms)
+  int idle_procs = 0;
+  int spinning_machines = 0;
+  int64_t green_threads = 0;
+  uint64_t green_threads_created = 0;
+  uint32_t global_runq_length = 0;
+  ProcessorStats per_proc[256];
+};
+RuntimeStats stats();
+
+}  // namespace green

@@ -1,0 +1,91 @@
+// GreenThread (G): a green thread's control block.
+//
+// The block lives at the very top of the green thread's own stack, followed (downwards) by the
+// closure it runs; the stack proper starts below them. A G therefore costs one page until its
+// frames go deeper, and spawning needs no heap allocation. Blocks are recycled with their stack
+// (per-P free lists, then a global one) and never returned to the system while the process
+// lives, so a G pointer stays dereferenceable (type-stable), as Go's allgs are.
+//
+// Ownership of the fields:
+//   * status: atomic; any thread may read it (dumps, stats). It is written by the M running the
+//     G or by whoever readies it.
+//   * ctx: written by the g0 that the G switched away from, read by the g0 that resumes it. The
+//     run queue's release/acquire pair orders the two.
+//   * everything else is written only by the G itself or by the M that currently owns it.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <source_location>
+
+#include "runtime/detail/park.h"
+#include "runtime/stack.h"
+
+namespace green::detail {
+
+struct Machine;
+struct Processor;
+
+enum class GStatus : uint8_t {
+  kIdle,      // in a free list, not a green thread right now
+  kRunnable,  // in a run queue
+  kRunning,   // on an M
+  kWaiting,   // parked (wait_reason says on what)
+  kDead,      // finished, about to be recycled
+};
+
+const char* status_name(GStatus status);
+
+// libstdc++'s per-thread exception state (__cxa_eh_globals): caught-exception stack and the
+// uncaught count. Saved per G on every switch, because a G may be switched out inside a catch
+// block and resumed on another thread (Boost.Context 1.74 does not do this for us).
+struct ExceptionState {
+  void* caught_exceptions = nullptr;
+  unsigned int uncaught_exceptions = 0;
+};
+
+inline constexpr int kMaxGreenLocals = 64;
+
+struct GreenThread {
+  void* ctx = nullptr;  // saved fcontext while not running
+  std::atomic<GStatus> status{GStatus::kIdle};
+  std::atomic<WaitReason> wait_reason{WaitReason::kNone};  // read racily by dumps
+  bool is_main = false;
+  GreenThread* sched_link = nullptr;  // global run queue / free lists
+  uint64_t id = 0;
+  Stack stack;
+  void (*entry)(void*) = nullptr;  // runs and destroys the closure
+  void* closure = nullptr;
+  std::atomic<int64_t> wait_since_ns{0};  // read racily by dumps
+  char* lowest_sp = nullptr;  // deepest saved context seen this life (a trim hint)
+  const char* spawn_file = nullptr;
+  uint32_t spawn_line = 0;
+  int saved_errno = 0;
+  ExceptionState exception_state;
+  void** locals = nullptr;  // kMaxGreenLocals slots, allocated on first GreenLocal use
+  void* tsan_fiber = nullptr;
+  void* asan_fake_stack = nullptr;
+};
+
+// Allocates and prepares a G whose closure storage is `closure_size` bytes below the control
+// block. Called by green::go().
+GreenThread* allocate_green_thread(Processor* p, std::size_t closure_size,
+                                   std::size_t closure_align, void** closure_out);
+
+// Prepares the saved context so that the first switch into `g` runs its closure.
+void prepare_entry(GreenThread* g);
+
+// Returns a dead G to the free lists of `p` (or the global list when p is null).
+void free_green_thread(Processor* p, GreenThread* g);
+
+// After run() stops: recycles every G that was still parked or runnable (never unwound).
+void reclaim_abandoned_green_threads();
+
+// Runs the destructors of the G's GreenLocal values (on the G's own stack, before it dies).
+void destroy_green_locals(GreenThread* g);
+
+// The calling green thread, or null on g0 or a plain thread. Not inlined across switches.
+GreenThread* current_green_thread();
+
+}  // namespace green::detail

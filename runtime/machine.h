@@ -1,0 +1,56 @@
+// Machine (M): an OS thread that runs green threads. An M runs schedule() on its own thread
+// stack ("g0", Go's name) and switches into a G; the G switches back to g0 to park, yield or
+// exit, and g0 finishes that transition (the "commit") before choosing the next G. Doing the
+// commit on g0 is what makes wakeups safe: a G becomes visible to other Ms only after its
+// context has been saved.
+//
+// Ms are created on demand (startm) up to the number needed to keep every P busy, and park on a
+// futex when there is no work. The thread that calls green::run() becomes M0.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <thread>
+
+namespace green::detail {
+
+struct GreenThread;
+struct Processor;
+
+struct alignas(64) Machine {
+  int id = 0;
+  void* g0_ctx = nullptr;          // g0's context while a G runs
+  GreenThread* curg = nullptr;     // the G running on this M, null on g0
+  Processor* p = nullptr;          // the P held, null when idle
+  Processor* next_p = nullptr;     // handed over by startm() before waking us
+  bool spinning = false;           // looking for work to steal (counted in sched.nmspinning)
+  Machine* idle_link = nullptr;    // idle M list, under sched lock
+  bool in_idle_list = false;       // under sched lock
+
+  // Futex word the M sleeps on when idle: 0 asleep, kWakeRun/kWakeTimers/kWakeExit set by
+  // wakers.
+  std::atomic<uint32_t> wake{0};
+  static constexpr uint32_t kWakeRun = 1;     // next_p is set: run
+  static constexpr uint32_t kWakeTimers = 2;  // a timer earlier than we wait for was added
+  static constexpr uint32_t kWakeExit = 3;    // the runtime is shutting down
+
+  std::thread thread;  // empty for M0 (the thread that called run())
+
+  // Sanitizer bookkeeping for g0.
+  void* tsan_fiber = nullptr;
+  void* asan_fake_stack = nullptr;
+  const void* g0_stack_bottom = nullptr;
+  std::size_t g0_stack_size = 0;
+};
+
+// The M running on this OS thread, or null. Never inlined: a G that resumed on another thread
+// must read the new thread's value, not a cached one.
+Machine* current_machine();
+void set_current_machine(Machine* m);
+
+// Futex helpers (machine.cpp).
+void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, int64_t timeout_ns);
+void futex_wake(std::atomic<uint32_t>* word, int count);
+
+}  // namespace green::detail

@@ -1,0 +1,169 @@
+// Per-P run queue: Go's runqput/runqget/runqgrab/runqsteal, in C++ atomics. See processor.h.
+//
+// Memory ordering:
+//   * The owner stores a G into runq[tail] (relaxed) and then publishes it with a release store
+//     of runq_tail; consumers load runq_tail with acquire before reading the slot.
+//   * Consumers read a slot and then claim it with a CAS on runq_head (release); the CAS failing
+//     means someone else took it first and the read value is discarded. Slots are atomics so
+//     such a discarded racy read is not a data race.
+//   * The G's saved context (written by the g0 that parked it) is published by the release that
+//     made the G visible in the first place (tail store, runnext store or the global queue's
+//     lock), and read after the matching acquire.
+#include "runtime/processor.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "runtime/green_thread.h"
+#include "runtime/scheduler.h"
+
+namespace green::detail {
+namespace {
+
+// Moves half of p's ring plus g to the global queue. Returns false if a thief moved the head
+// meanwhile (the caller retries the fast path).
+bool runq_put_slow(Processor* p, GreenThread* g, uint32_t head, uint32_t tail) {
+  constexpr uint32_t kBatch = kRunQueueSize / 2;
+  GreenThread* batch[kBatch + 1];
+  uint32_t n = (tail - head) / 2;
+  if (n != kBatch) {
+    std::fprintf(stderr, "greenrt: fatal: runq_put_slow: queue of P%d not full\n", p->id);
+    std::abort();
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    batch[i] = p->runq[(head + i) % kRunQueueSize].load(std::memory_order_relaxed);
+  }
+  if (!p->runq_head.compare_exchange_strong(head, head + n, std::memory_order_release,
+                                            std::memory_order_relaxed)) {
+    return false;
+  }
+  batch[n] = g;
+  for (uint32_t i = 0; i < n; ++i) batch[i]->sched_link = batch[i + 1];
+  g->sched_link = nullptr;
+  std::lock_guard<SpinLock> guard(sched.lock);
+  global_put_locked(batch[0], g, n + 1);
+  return true;
+}
+
+// Grabs about half of victim's queue into batch[batch_head...] (batch is the thief's ring).
+uint32_t runq_grab(Processor* victim, std::atomic<GreenThread*>* batch, uint32_t batch_head,
+                   bool steal_runnext) {
+  for (;;) {
+    uint32_t head = victim->runq_head.load(std::memory_order_acquire);
+    uint32_t tail = victim->runq_tail.load(std::memory_order_acquire);
+    uint32_t n = tail - head;
+    n = n - n / 2;
+    if (n == 0) {
+      if (steal_runnext) {
+        GreenThread* next = victim->runnext.load(std::memory_order_acquire);
+        if (next != nullptr) {
+          if (!victim->idle.load(std::memory_order_relaxed)) {
+            // The victim is running and probably about to run `next` itself (a channel
+            // handoff takes well under a microsecond); taking it now would bounce the pair
+            // between Ps. Go waits 3 us here.
+            usleep(3);
+          }
+          if (!victim->runnext.compare_exchange_strong(next, nullptr, std::memory_order_acq_rel)) {
+            continue;
+          }
+          batch[batch_head % kRunQueueSize].store(next, std::memory_order_relaxed);
+          return 1;
+        }
+      }
+      return 0;
+    }
+    if (n > kRunQueueSize / 2) continue;  // head and tail read inconsistently; retry
+    for (uint32_t i = 0; i < n; ++i) {
+      GreenThread* g = victim->runq[(head + i) % kRunQueueSize].load(std::memory_order_relaxed);
+      batch[(batch_head + i) % kRunQueueSize].store(g, std::memory_order_relaxed);
+    }
+    if (victim->runq_head.compare_exchange_strong(head, head + n, std::memory_order_acq_rel,
+                                                  std::memory_order_relaxed)) {
+      return n;
+    }
+  }
+}
+
+}  // namespace
+
+void runq_put(Processor* p, GreenThread* g, bool next) {
+  if (next) {
+    // release: publishes g's context to a thief that CASes runnext away.
+    GreenThread* old = p->runnext.exchange(g, std::memory_order_acq_rel);
+    if (old == nullptr) return;
+    g = old;  // the previous runnext goes to the tail
+  }
+  for (;;) {
+    uint32_t head = p->runq_head.load(std::memory_order_acquire);
+    uint32_t tail = p->runq_tail.load(std::memory_order_relaxed);
+    if (tail - head < kRunQueueSize) {
+      p->runq[tail % kRunQueueSize].store(g, std::memory_order_relaxed);
+      // release: the slot (and the G's context) are visible before the new tail.
+      p->runq_tail.store(tail + 1, std::memory_order_release);
+      return;
+    }
+    if (runq_put_slow(p, g, head, tail)) return;
+  }
+}
+
+GreenThread* runq_get(Processor* p, bool* inherit_time) {
+  GreenThread* next = p->runnext.load(std::memory_order_relaxed);
+  if (next != nullptr &&
+      p->runnext.compare_exchange_strong(next, nullptr, std::memory_order_acquire)) {
+    *inherit_time = true;
+    return next;
+  }
+  *inherit_time = false;
+  for (;;) {
+    uint32_t head = p->runq_head.load(std::memory_order_acquire);
+    uint32_t tail = p->runq_tail.load(std::memory_order_relaxed);
+    if (tail == head) return nullptr;
+    GreenThread* g = p->runq[head % kRunQueueSize].load(std::memory_order_relaxed);
+    if (p->runq_head.compare_exchange_strong(head, head + 1, std::memory_order_acq_rel,
+                                             std::memory_order_relaxed)) {
+      return g;
+    }
+  }
+}
+
+GreenThread* runq_steal(Processor* p, Processor* victim, bool steal_runnext) {
+  uint32_t tail = p->runq_tail.load(std::memory_order_relaxed);
+  uint32_t n = runq_grab(victim, p->runq, tail, steal_runnext);
+  if (n == 0) return nullptr;
+  p->stolen.fetch_add(n, std::memory_order_relaxed);
+  --n;
+  GreenThread* g = p->runq[(tail + n) % kRunQueueSize].load(std::memory_order_relaxed);
+  if (n == 0) return g;
+  uint32_t head = p->runq_head.load(std::memory_order_acquire);
+  if (tail - head + n >= kRunQueueSize) {
+    std::fprintf(stderr, "greenrt: fatal: runq_steal: queue of P%d overflow\n", p->id);
+    std::abort();
+  }
+  p->runq_tail.store(tail + n, std::memory_order_release);
+  return g;
+}
+
+bool runq_empty(const Processor* p) {
+  // Read head, tail, runnext, and re-read tail: a concurrent runq_put that moves runnext to
+  // the ring must not make a non-empty queue look empty (Go's runqempty).
+  for (;;) {
+    uint32_t head = p->runq_head.load(std::memory_order_acquire);
+    uint32_t tail = p->runq_tail.load(std::memory_order_acquire);
+    GreenThread* next = p->runnext.load(std::memory_order_acquire);
+    if (tail == p->runq_tail.load(std::memory_order_acquire)) {
+      return head == tail && next == nullptr;
+    }
+  }
+}
+
+uint32_t runq_length(const Processor* p) {
+  uint32_t head = p->runq_head.load(std::memory_order_acquire);
+  uint32_t tail = p->runq_tail.load(std::memory_order_acquire);
+  uint32_t n = tail - head;
+  if (n > kRunQueueSize) n = 0;  // racy read
+  return n + (p->runnext.load(std::memory_order_relaxed) != nullptr ? 1 : 0);
+}
+
+}  // namespace green::detail

@@ -1,0 +1,77 @@
+// Processor (P): the right to run green threads. There are Options::procs of them; an M must
+// hold one to run a G. Each P owns a run queue, a free-G cache and a timer heap.
+//
+// Run queue, as Go's runq: a 256-slot ring plus a `runnext` slot.
+//   * Only the owner P pushes (tail); anyone pops from the head with a CAS, so thieves and the
+//     owner race only on `runq_head`.
+//   * runnext holds a G readied or spawned by the running G: it runs next and inherits the
+//     time slice, which makes a ping-pong pair cheap. Others may CAS it to null (steal) only
+//     after a short back-off, to give the owner the chance to run it.
+//   * A full ring moves half of itself plus the new G to the global queue in one batch.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "runtime/detail/spin_lock.h"
+#include "runtime/timer.h"
+
+namespace green::detail {
+
+struct GreenThread;
+struct Machine;
+
+inline constexpr uint32_t kRunQueueSize = 256;
+
+struct alignas(64) Processor {
+  int id = 0;
+
+  // ---- run queue ----
+  // head: CAS by owner and thieves; tail: stored by the owner only.
+  alignas(64) std::atomic<uint32_t> runq_head{0};
+  alignas(64) std::atomic<uint32_t> runq_tail{0};
+  std::atomic<GreenThread*> runq[kRunQueueSize] = {};
+  std::atomic<GreenThread*> runnext{nullptr};
+
+  // ---- owner-only state (the M holding this P) ----
+  alignas(64) uint32_t schedtick = 0;  // incremented per scheduling that does not inherit time
+  uint32_t rand_state = 0;
+  uint32_t recycle_count = 0;
+  GreenThread* free_gs = nullptr;  // dead Gs with their stacks, ready for reuse
+  int free_count = 0;
+  uint64_t next_id = 0, id_limit = 0;  // batch of G ids taken from the global counter
+  Machine* m = nullptr;                // the M holding this P, if any
+  Processor* idle_link = nullptr;      // idle P list, under sched lock
+
+  // Written under sched lock; read racily by thieves to skip idle Ps.
+  std::atomic<bool> idle{false};
+
+  TimerHeap timers;
+
+  // ---- statistics: written by the owner (relaxed), read by anyone ----
+  std::atomic<uint64_t> scheduled{0};
+  std::atomic<uint64_t> stolen{0};
+  std::atomic<uint64_t> spawned{0};
+  std::atomic<uint64_t> exited{0};
+
+  uint32_t fastrand() {
+    // xorshift32: a per-P sequence for steal order and select; no shared state.
+    uint32_t x = rand_state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    rand_state = x;
+    return x;
+  }
+};
+
+// Run queue operations (processor.cpp).
+void runq_put(Processor* p, GreenThread* g, bool next);
+// Returns a G and whether it inherits the current time slice (it came from runnext).
+GreenThread* runq_get(Processor* p, bool* inherit_time);
+// Moves about half of victim's queue into p's; returns one of them to run now, or null.
+GreenThread* runq_steal(Processor* p, Processor* victim, bool steal_runnext);
+bool runq_empty(const Processor* p);
+uint32_t runq_length(const Processor* p);
+
+}  // namespace green::detail

@@ -1,0 +1,715 @@
+// The green-thread scheduler: Go's G-M-P design in C++.
+//
+// G (GreenThread) is a green thread, M (Machine) an OS thread, P (Processor) the right to run
+// Gs; there are Options::procs Ps. An M runs schedule() on its own stack (g0): find a runnable
+// G, switch into it, and when it switches back (to park, yield or exit) finish that transition
+// on g0 before looking for the next one.
+//
+// find_runnable() looks, in order, at: this P's expired timers; the global queue every 61st
+// tick (so two Gs respawning each other cannot starve it); runnext and the local queue; the
+// global queue; other Ps (steal half of a random victim's queue, 4 rounds, their runnext and
+// timers on the last); then gives up the P and parks the M on a futex. The (netpoll) step
+// between the global queue and stealing arrives with the netpoller.
+//
+// Spinning: an M without work may spin (look for work to steal) only while spinning Ms are at
+// most half the busy Ps, and wakep() starts a new spinning M only if none is spinning. The M
+// that stops spinning because it found work wakes another, so work spreads one M at a time
+// without a thundering herd. An M that gives up its P re-checks every queue after dropping it
+// (Go's "delicate dance"): a producer that saw a spinning M did not wake anyone.
+//
+// Timers: each P has a heap. The first idle M becomes the timer waiter and sleeps until the
+// earliest deadline of all Ps; adding an earlier timer wakes it (what Go's blocking netpoll M
+// does).
+//
+// Lock order: sched.lock, then a P's timer lock; sched.free_lock is a leaf. Channel and other
+// primitive locks are taken by Gs and released on g0 in park's commit, never while holding
+// sched.lock.
+#include "runtime/scheduler.h"
+
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <mutex>
+#include <string>
+
+#include "runtime/context.h"
+#include "runtime/stack.h"
+
+namespace green::detail {
+
+Scheduler sched;
+
+namespace {
+
+int64_t coarse_now_ns() {
+  struct timespec ts {};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
+}
+
+// ---- idle P and M lists (caller holds sched.lock) ----
+
+Processor* pidle_get_locked() {
+  Processor* p = sched.idle_procs;
+  if (p == nullptr) return nullptr;
+  sched.idle_procs = p->idle_link;
+  p->idle_link = nullptr;
+  p->idle.store(false, std::memory_order_relaxed);
+  sched.npidle.fetch_sub(1);
+  return p;
+}
+
+void pidle_put_locked(Processor* p) {
+  p->m = nullptr;
+  p->idle.store(true, std::memory_order_relaxed);
+  p->idle_link = sched.idle_procs;
+  sched.idle_procs = p;
+  sched.npidle.fetch_add(1);
+}
+
+Machine* midle_get_locked() {
+  Machine* m = sched.idle_machines;
+  if (m == nullptr) return nullptr;
+  sched.idle_machines = m->idle_link;
+  m->idle_link = nullptr;
+  m->in_idle_list = false;
+  return m;
+}
+
+void midle_remove_locked(Machine* m) {
+  for (Machine** link = &sched.idle_machines; *link != nullptr; link = &(*link)->idle_link) {
+    if (*link == m) {
+      *link = m->idle_link;
+      m->idle_link = nullptr;
+      m->in_idle_list = false;
+      return;
+    }
+  }
+}
+
+// Takes up to `max` (0: a fair share) Gs from the global queue; returns one, queues the rest
+// on p. Caller holds sched.lock. With max == 0 p's ring must be empty, so the rest (at most
+// half a ring) fit without runq_put spilling back to the global queue under our lock.
+GreenThread* global_get_locked(Processor* p, uint32_t max) {
+  uint32_t size = sched.global_size.load(std::memory_order_relaxed);
+  if (size == 0) return nullptr;
+  uint32_t n = std::min(size, size / static_cast<uint32_t>(sched.nprocs) + 1);
+  if (max > 0) n = std::min(n, max);
+  n = std::min(n, kRunQueueSize / 2);
+  sched.global_size.store(size - n, std::memory_order_relaxed);
+  GreenThread* g = sched.global_head;
+  sched.global_head = g->sched_link;
+  for (uint32_t i = 1; i < n; ++i) {
+    GreenThread* x = sched.global_head;
+    sched.global_head = x->sched_link;
+    runq_put(p, x, false);
+  }
+  if (sched.global_head == nullptr) sched.global_tail = nullptr;
+  return g;
+}
+
+GreenThread* global_get(Processor* p, uint32_t max) {
+  if (sched.global_size.load(std::memory_order_relaxed) == 0) return nullptr;
+  std::lock_guard<SpinLock> guard(sched.lock);
+  return global_get_locked(p, max);
+}
+
+void acquire_p(Machine* m, Processor* p) {
+  m->p = p;
+  p->m = m;
+}
+
+// ---- M lifecycle ----
+
+void schedule(Machine* m);
+
+void machine_main(Machine* m) {
+  set_current_machine(m);
+  ensure_signal_stack();
+  sanitizer_init_machine(m);
+  acquire_p(m, m->next_p);
+  m->next_p = nullptr;
+  schedule(m);
+  set_current_machine(nullptr);
+  release_signal_stack();
+}
+
+// Runs p (or an idle P) on an idle or new M. `spinning`: the caller already counted the M in
+// nmspinning.
+void startm(Processor* p, bool spinning) {
+  Machine* m;
+  {
+    std::lock_guard<SpinLock> guard(sched.lock);
+    if (sched.stopping.load(std::memory_order_relaxed)) {
+      if (spinning) sched.nmspinning.fetch_sub(1);
+      if (p != nullptr) pidle_put_locked(p);
+      return;
+    }
+    if (p == nullptr) {
+      p = pidle_get_locked();
+      if (p == nullptr) {
+        if (spinning) sched.nmspinning.fetch_sub(1);
+        return;
+      }
+    }
+    m = midle_get_locked();
+    if (m == nullptr) {
+      auto owned = std::make_unique<Machine>();
+      m = owned.get();
+      m->id = static_cast<int>(sched.machines.size());
+      sched.machines.push_back(std::move(owned));
+      sched.nmachines.fetch_add(1);
+      m->spinning = spinning;
+      m->next_p = p;
+      m->thread = std::thread(machine_main, m);
+      return;
+    }
+  }
+  m->spinning = spinning;
+  m->next_p = p;
+  // release: next_p and spinning are visible to the woken M.
+  m->wake.store(Machine::kWakeRun, std::memory_order_release);
+  futex_wake(&m->wake, 1);
+}
+
+// Earliest pending timer over all Ps.
+int64_t earliest_timer() {
+  int64_t earliest = INT64_MAX;
+  for (int i = 0; i < sched.nprocs; ++i) {
+    earliest = std::min(earliest, sched.procs[i].timers.earliest());
+  }
+  return earliest;
+}
+
+// After taking a P as the timer waiter: run every P's expired timers here (their Gs land on
+// our P), and hand the waiter role to another idle M if timers remain.
+void service_timers_as_waiter() {
+  int64_t now = now_ns();
+  for (int i = 0; i < sched.nprocs; ++i) run_expired_timers(&sched.procs[i], now);
+}
+
+// Parks the M until it is handed a P (returns true) or the runtime stops (returns false).
+bool stopm(Machine* m) {
+  {
+    std::lock_guard<SpinLock> guard(sched.lock);
+    if (sched.stopping.load(std::memory_order_relaxed)) return false;
+    m->idle_link = sched.idle_machines;
+    sched.idle_machines = m;
+    m->in_idle_list = true;
+  }
+  for (;;) {
+    Machine* expected = nullptr;
+    const bool timer_waiter = sched.timer_waiter.compare_exchange_strong(expected, m);
+    int64_t timeout = -1;
+    if (timer_waiter) {
+      // seq_cst pairs with timer_add's push + wake_timer_waiter(): either we see the new
+      // timer in earliest_timer(), or the adder sees kTimerWaiterComputing / a later deadline
+      // and wakes us.
+      sched.timer_waiter_until.store(kTimerWaiterComputing);
+      int64_t until = earliest_timer();
+      sched.timer_waiter_until.store(until);
+      if (until != INT64_MAX) timeout = std::max<int64_t>(0, until - now_ns());
+    }
+    if (timeout != 0) futex_wait(&m->wake, 0, timeout);
+    if (timer_waiter) {
+      sched.timer_waiter_until.store(kNoTimerWaiter);
+      sched.timer_waiter.store(nullptr);
+    }
+    uint32_t why = m->wake.exchange(0, std::memory_order_acquire);
+    if (why == Machine::kWakeRun) {
+      acquire_p(m, m->next_p);
+      m->next_p = nullptr;
+      // We may have been the timer waiter: let another idle M take over the role.
+      if (timer_waiter && earliest_timer() != INT64_MAX) nudge_idle_machine_for_timers();
+      return true;
+    }
+    if (why == Machine::kWakeExit || sched.stopping.load()) return false;
+    if (earliest_timer() > now_ns()) continue;  // spurious, or a new earlier deadline
+    // A timer is due: take an idle P to run it, unless someone is already handing us one.
+    Processor* p = nullptr;
+    {
+      std::lock_guard<SpinLock> guard(sched.lock);
+      if (!m->in_idle_list) continue;  // a startm() popped us: its kWakeRun is on the way
+      p = pidle_get_locked();
+      if (p != nullptr) midle_remove_locked(m);
+    }
+    if (p == nullptr) {
+      // Every P is busy; each runs its own timers at its next scheduling point. Sleep without
+      // the waiter role until something changes.
+      futex_wait(&m->wake, 0, 1'000'000);
+      continue;
+    }
+    acquire_p(m, p);
+    service_timers_as_waiter();
+    if (earliest_timer() != INT64_MAX) nudge_idle_machine_for_timers();
+    return true;
+  }
+}
+
+void reset_spinning(Machine* m) {
+  m->spinning = false;
+  // The last spinner to find work wakes a replacement, in case there is more work.
+  if (sched.nmspinning.fetch_sub(1) == 1) wakep();
+}
+
+GreenThread* steal_work(Processor* p) {
+  const int n = sched.nprocs;
+  constexpr int kStealTries = 4;
+  for (int round = 0; round < kStealTries; ++round) {
+    const bool last = round == kStealTries - 1;
+    const int start = static_cast<int>(p->fastrand() % static_cast<uint32_t>(n));
+    for (int k = 0; k < n; ++k) {
+      Processor* victim = &sched.procs[(start + k) % n];
+      if (victim == p) continue;
+      if (last && victim->timers.earliest() <= now_ns()) {
+        // Timers are stolen only on the last round (their Gs land on our queue).
+        if (run_expired_timers(victim, now_ns()) > 0) {
+          bool inherit = false;
+          if (GreenThread* g = runq_get(p, &inherit)) return g;
+        }
+      }
+      if (victim->idle.load(std::memory_order_relaxed)) continue;
+      if (GreenThread* g = runq_steal(p, victim, last)) return g;
+    }
+  }
+  return nullptr;
+}
+
+// Is there anything for an M that just released its P to come back for?
+bool work_anywhere() {
+  if (sched.global_size.load() != 0) return true;
+  for (int i = 0; i < sched.nprocs; ++i) {
+    if (!runq_empty(&sched.procs[i])) return true;
+  }
+  return earliest_timer() <= now_ns();
+}
+
+// Returns the next G to run on m's P, parking the M when there is none. Null: stopping.
+GreenThread* find_runnable(Machine* m, bool* inherit_time) {
+  for (;;) {
+    if (sched.stopping.load(std::memory_order_relaxed)) return nullptr;
+    Processor* p = m->p;
+    *inherit_time = false;
+    if (p->timers.earliest() != INT64_MAX) run_expired_timers(p, now_ns());
+    if (p->schedtick % 61 == 0) {
+      if (GreenThread* g = global_get(p, 1)) return g;
+    }
+    if (GreenThread* g = runq_get(p, inherit_time)) return g;
+    if (GreenThread* g = global_get(p, 0)) return g;
+    // (netpoll, non-blocking, goes here)
+    const int busy = sched.nprocs - sched.npidle.load();
+    if (m->spinning || 2 * sched.nmspinning.load() < busy) {
+      if (!m->spinning) {
+        m->spinning = true;
+        sched.nmspinning.fetch_add(1);
+      }
+      if (GreenThread* g = steal_work(p)) return g;
+    }
+
+    // Nothing found: give up the P.
+    {
+      std::lock_guard<SpinLock> guard(sched.lock);
+      if (GreenThread* g = global_get_locked(p, 0)) return g;
+      pidle_put_locked(p);
+      m->p = nullptr;
+    }
+    const bool was_spinning = m->spinning;
+    if (was_spinning) {
+      m->spinning = false;
+      sched.nmspinning.fetch_sub(1);  // seq_cst: before the re-check below
+    }
+    // Re-check: a producer may have queued work after we looked and, seeing a spinning M
+    // (us), not woken anyone.
+    if (work_anywhere()) {
+      Processor* again;
+      {
+        std::lock_guard<SpinLock> guard(sched.lock);
+        again = pidle_get_locked();
+      }
+      if (again != nullptr) {
+        acquire_p(m, again);
+        if (was_spinning) {
+          m->spinning = true;
+          sched.nmspinning.fetch_add(1);
+        }
+        if (earliest_timer() <= now_ns()) service_timers_as_waiter();
+        continue;
+      }
+    }
+    if (!stopm(m)) return nullptr;
+  }
+}
+
+void begin_stop() {
+  sched.stopping.store(true);
+  std::lock_guard<SpinLock> guard(sched.lock);
+  for (auto& m : sched.machines) {
+    m->wake.store(Machine::kWakeExit, std::memory_order_release);
+    futex_wake(&m->wake, 1);
+  }
+}
+
+// Completes the switch a G asked for, on g0, after its context was saved.
+void finish_switch(Machine* m, GreenThread* g, SwitchRequest* request) {
+  auto* sp = static_cast<char*>(g->ctx);
+  if (sp < g->lowest_sp) g->lowest_sp = sp;
+  switch (request->kind) {
+    case SwitchRequest::kYield:
+      g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+      runq_put(m->p, g, false);
+      return;
+    case SwitchRequest::kPark: {
+      // Copy first: once commit runs, g may be resumed elsewhere and reuse this stack memory.
+      const SwitchRequest req = *request;
+      g->wait_reason.store(req.reason, std::memory_order_relaxed);
+      g->wait_since_ns.store(coarse_now_ns(), std::memory_order_relaxed);
+      g->status.store(GStatus::kWaiting, std::memory_order_release);
+      if (req.timer != nullptr) timer_add(req.timer);
+      if (req.commit != nullptr) req.commit(req.commit_arg);
+      return;
+    }
+    case SwitchRequest::kExit: {
+      const bool was_main = g->is_main;
+      g->status.store(GStatus::kDead, std::memory_order_relaxed);
+      Processor* p = m->p;
+      p->exited.store(p->exited.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      free_green_thread(p, g);
+      if (was_main) begin_stop();
+      return;
+    }
+  }
+}
+
+void execute(Machine* m, GreenThread* g, bool inherit_time) {
+  Processor* p = m->p;
+  if (!inherit_time) ++p->schedtick;
+  p->scheduled.store(p->scheduled.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  m->curg = g;
+  g->status.store(GStatus::kRunning, std::memory_order_relaxed);
+  void* request = resume_green_thread(m, g);
+  m->curg = nullptr;
+  finish_switch(m, g, static_cast<SwitchRequest*>(request));
+}
+
+void schedule(Machine* m) {
+  for (;;) {
+    bool inherit_time = false;
+    GreenThread* g = find_runnable(m, &inherit_time);
+    if (g == nullptr) return;
+    if (m->spinning) reset_spinning(m);
+    execute(m, g, inherit_time);
+  }
+}
+
+int procs_from(const Options& options) {
+  if (options.procs > 0) return std::min(options.procs, static_cast<int>(kRunQueueSize));
+  if (const char* env = std::getenv("GREEN_MAXPROCS"); env != nullptr && *env != '\0') {
+    char* end = nullptr;
+    long v = std::strtol(env, &end, 10);
+    if (*end != '\0' || v < 1 || v > static_cast<long>(kRunQueueSize)) {
+      std::fprintf(stderr, "greenrt: GREEN_MAXPROCS=%s: want an integer from 1 to %u\n", env,
+                   kRunQueueSize);
+      std::exit(2);
+    }
+    return static_cast<int>(v);
+  }
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  return static_cast<int>(std::clamp<long>(cpus, 1, kRunQueueSize));
+}
+
+[[noreturn]] void fatal(const char* message) {
+  std::fprintf(stderr, "greenrt: fatal: %s\n", message);
+  std::abort();
+}
+
+void reset_scheduler() {
+  // Per-P caches of dead Gs outlive their Ps on the global free list.
+  for (int i = 0; i < sched.nprocs; ++i) {
+    Processor* p = &sched.procs[i];
+    while (GreenThread* g = p->free_gs) {
+      p->free_gs = g->sched_link;
+      g->sched_link = sched.free_head;
+      sched.free_head = g;
+      ++sched.free_count;
+    }
+    p->free_count = 0;
+  }
+  reclaim_abandoned_green_threads();
+  sched.procs.reset();
+  sched.nprocs = 0;
+  sched.machines.clear();
+  sched.global_head = sched.global_tail = nullptr;
+  sched.global_size.store(0);
+  sched.idle_procs = nullptr;
+  sched.idle_machines = nullptr;
+  sched.npidle.store(0);
+  sched.nmspinning.store(0);
+  sched.nmachines.store(0);
+  sched.timer_waiter.store(nullptr);
+  sched.timer_waiter_until.store(kNoTimerWaiter);
+  sched.outside_spawned.store(0);
+  sched.stopping.store(false);
+}
+
+std::size_t round_to_pages(std::size_t n) {
+  const std::size_t page = page_size();
+  return std::max(page * 4, (n + page - 1) / page * page);
+}
+
+}  // namespace
+
+// ---- entry points used by other runtime files ----
+
+void global_put_locked(GreenThread* head, GreenThread* tail, uint32_t n) {
+  tail->sched_link = nullptr;
+  if (sched.global_tail != nullptr) {
+    sched.global_tail->sched_link = head;
+  } else {
+    sched.global_head = head;
+  }
+  sched.global_tail = tail;
+  sched.global_size.store(sched.global_size.load(std::memory_order_relaxed) + n,
+                          std::memory_order_relaxed);
+}
+
+void wakep() {
+  if (sched.npidle.load() == 0) return;
+  // Be conservative: start one spinning M only when none is spinning. It wakes the next one
+  // when it finds work (reset_spinning).
+  int expected = 0;
+  if (sched.nmspinning.load() != 0 || !sched.nmspinning.compare_exchange_strong(expected, 1)) {
+    return;
+  }
+  startm(nullptr, true);
+}
+
+void wake_timer_waiter(int64_t when) {
+  int64_t until = sched.timer_waiter_until.load();
+  if (until != kTimerWaiterComputing && until != kNoTimerWaiter && when >= until) return;
+  if (Machine* m = sched.timer_waiter.load(); m != nullptr) {
+    uint32_t expected = 0;
+    if (m->wake.compare_exchange_strong(expected, Machine::kWakeTimers)) futex_wake(&m->wake, 1);
+    return;
+  }
+  nudge_idle_machine_for_timers();
+}
+
+void nudge_idle_machine_for_timers() {
+  // Only idle Ps' timers need an idle M: a busy P runs its own at its next scheduling point.
+  if (sched.npidle.load() == 0) return;
+  std::lock_guard<SpinLock> guard(sched.lock);
+  if (Machine* idle = sched.idle_machines; idle != nullptr) {
+    uint32_t expected = 0;
+    if (idle->wake.compare_exchange_strong(expected, Machine::kWakeTimers)) {
+      futex_wake(&idle->wake, 1);
+    }
+  }
+}
+
+void ready(GreenThread* g, bool next) {
+  g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+  Machine* m = current_machine();
+  if (m != nullptr && m->p != nullptr) {
+    runq_put(m->p, g, next && m->curg != nullptr);
+  } else {
+    std::lock_guard<SpinLock> guard(sched.lock);
+    global_put_locked(g, g, 1);
+  }
+  wakep();
+}
+
+uint64_t new_goid(Processor* p) {
+  if (p == nullptr) return sched.next_goid.fetch_add(1);
+  if (p->next_id == p->id_limit) {
+    constexpr uint64_t kBatch = 16;
+    p->next_id = sched.next_goid.fetch_add(kBatch);
+    p->id_limit = p->next_id + kBatch;
+  }
+  return p->next_id++;
+}
+
+void switch_to_scheduler(GreenThread* g, SwitchRequest* req) {
+  suspend_green_thread(g, current_machine(), req, req->kind == SwitchRequest::kExit);
+}
+
+GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_align,
+                              void (*entry)(void*), void** closure_out,
+                              const std::source_location& where) {
+  if (!sched.active.load(std::memory_order_acquire)) {
+    fatal("green::go called while the runtime is not running (call it inside green::run)");
+  }
+  Machine* m = current_machine();
+  Processor* p = m != nullptr ? m->p : nullptr;
+  GreenThread* g = allocate_green_thread(p, closure_size, closure_align, closure_out);
+  g->entry = entry;
+  g->id = new_goid(p);
+  g->spawn_file = where.file_name();
+  g->spawn_line = where.line();
+  g->wait_reason.store(WaitReason::kNone, std::memory_order_relaxed);
+  if (p != nullptr) {
+    p->spawned.store(p->spawned.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  } else {
+    sched.outside_spawned.fetch_add(1, std::memory_order_relaxed);
+  }
+  return g;
+}
+
+void start_green_thread(GreenThread* g) {
+  prepare_entry(g);
+  ready(g, true);
+}
+
+}  // namespace green::detail
+
+// ---- public API ----
+namespace green {
+using namespace detail;
+
+void run(const Options& options, std::function<void()> main) {
+  if (sched.active.load()) fatal("green::run called while the runtime is already running");
+  Options opts = options;
+  opts.procs = procs_from(options);
+  opts.stack_size = round_to_pages(options.stack_size);
+  opts.stack_shrink_threshold =
+      std::min(round_to_pages(options.stack_shrink_threshold), opts.stack_size);
+  if (opts.stack_size != sched.options.stack_size) {
+    // Cached Gs carry stacks of the old size: leave them (trimmed) in their slabs.
+    std::lock_guard<SpinLock> guard(sched.free_lock);
+    while (GreenThread* g = sched.free_head) {
+      sched.free_head = g->sched_link;
+      trim_stack(g->stack, reinterpret_cast<char*>(g));
+    }
+    sched.free_count = 0;
+  }
+  sched.options = opts;
+  sched.nprocs = opts.procs;
+  sched.procs = std::make_unique<Processor[]>(static_cast<std::size_t>(opts.procs));
+  for (int i = 0; i < opts.procs; ++i) {
+    Processor* p = &sched.procs[i];
+    p->id = i;
+    p->rand_state = 0x9E3779B9u * static_cast<uint32_t>(i + 1);
+  }
+  install_overflow_handler();
+  ensure_signal_stack();
+
+  auto m0_owned = std::make_unique<Machine>();
+  Machine* m0 = m0_owned.get();
+  sched.machines.push_back(std::move(m0_owned));
+  sched.nmachines.store(1);
+  sanitizer_init_machine(m0);
+  set_current_machine(m0);
+  acquire_p(m0, &sched.procs[0]);
+  for (int i = opts.procs - 1; i >= 1; --i) pidle_put_locked(&sched.procs[i]);
+  sched.active.store(true, std::memory_order_release);
+
+  using Main = std::function<void()>;
+  void* storage = nullptr;
+  GreenThread* main_g =
+      new_green_thread(sizeof(Main), alignof(Main), &invoke_closure<Main>, &storage,
+                       std::source_location::current());
+  ::new (storage) Main(std::move(main));
+  main_g->is_main = true;
+  start_green_thread(main_g);
+
+  schedule(m0);
+
+  // Stopping: every other M leaves schedule() once its current G switches back. Taking the
+  // lock once orders us after any startm() that created an M before it saw `stopping`.
+  { std::lock_guard<SpinLock> guard(sched.lock); }
+  for (auto& m : sched.machines) {
+    if (m->thread.joinable()) m->thread.join();
+  }
+  set_current_machine(nullptr);
+  sched.active.store(false, std::memory_order_release);
+  reset_scheduler();
+  release_signal_stack();
+}
+
+bool running() { return sched.active.load(std::memory_order_acquire); }
+
+void yield() {
+  GreenThread* g = current_green_thread();
+  if (g == nullptr) {
+    sched_yield();
+    return;
+  }
+  SwitchRequest req{SwitchRequest::kYield};
+  switch_to_scheduler(g, &req);
+}
+
+void sleep_for(std::chrono::nanoseconds d) {
+  if (current_green_thread() == nullptr) {
+    if (d.count() > 0) {
+      struct timespec ts {};
+      ts.tv_sec = d.count() / 1'000'000'000;
+      ts.tv_nsec = d.count() % 1'000'000'000;
+      while (nanosleep(&ts, &ts) != 0) {
+      }
+    }
+    return;
+  }
+  if (d.count() <= 0) {
+    yield();
+    return;
+  }
+  Waiter w;
+  park(w, WaitReason::kSleep, nullptr, nullptr, now_ns() + d.count());
+}
+
+int64_t num_green_threads() {
+  if (!running()) return 0;
+  int64_t n = sched.outside_spawned.load(std::memory_order_relaxed);
+  for (int i = 0; i < sched.nprocs; ++i) {
+    n += static_cast<int64_t>(sched.procs[i].spawned.load(std::memory_order_relaxed));
+    n -= static_cast<int64_t>(sched.procs[i].exited.load(std::memory_order_relaxed));
+  }
+  return n;
+}
+
+int num_procs() { return running() ? sched.nprocs : 0; }
+
+RuntimeStats stats() {
+  RuntimeStats s;
+  if (!running()) return s;
+  s.procs = sched.nprocs;
+  s.machines = sched.nmachines.load();
+  s.idle_procs = sched.npidle.load();
+  s.spinning_machines = sched.nmspinning.load();
+  s.green_threads = num_green_threads();
+  s.global_runq_length = sched.global_size.load(std::memory_order_relaxed);
+  uint64_t created = static_cast<uint64_t>(sched.outside_spawned.load());
+  for (int i = 0; i < sched.nprocs; ++i) {
+    Processor* p = &sched.procs[i];
+    s.per_proc[i].scheduled = p->scheduled.load(std::memory_order_relaxed);
+    s.per_proc[i].stolen = p->stolen.load(std::memory_order_relaxed);
+    s.per_proc[i].runq_length = runq_length(p);
+    created += p->spawned.load(std::memory_order_relaxed);
+  }
+  s.green_threads_created = created;
+  return s;
+}
+
+namespace this_green_thread {
+uint64_t id() {
+  GreenThread* g = current_green_thread();
+  return g != nullptr ? g->id : 0;
+}
+bool is_green() { return current_green_thread() != nullptr; }
+int processor_id() {
+  Machine* m = current_machine();
+  return m != nullptr && m->curg != nullptr && m->p != nullptr ? m->p->id : -1;
+}
+void shrink_stack() {
+  GreenThread* g = current_green_thread();
+  if (g == nullptr) return;
+  // Keep a page below our frame for the calls that do the trimming.
+  auto* here = static_cast<char*>(__builtin_frame_address(0));
+  trim_stack(g->stack, here - page_size());
+}
+}  // namespace this_green_thread
+
+}  // namespace green

@@ -1,0 +1,85 @@
+// Scheduler internals shared by the runtime's files. Not a public header.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "runtime/detail/park.h"
+#include "runtime/detail/spin_lock.h"
+#include "runtime/green.h"
+#include "runtime/green_thread.h"
+#include "runtime/machine.h"
+#include "runtime/processor.h"
+
+namespace green::detail {
+
+// The runtime's global state: one instance, `sched`, alive between run() start and end.
+// Fields under `lock` are marked; the rest are atomics or written only during start/stop.
+struct Scheduler {
+  Options options;
+  int nprocs = 0;
+  std::unique_ptr<Processor[]> procs;
+
+  SpinLock lock;
+  // -- under lock --
+  GreenThread* global_head = nullptr;
+  GreenThread* global_tail = nullptr;
+  Processor* idle_procs = nullptr;
+  Machine* idle_machines = nullptr;
+  std::vector<std::unique_ptr<Machine>> machines;
+  // -- atomics --
+  std::atomic<uint32_t> global_size{0};
+  std::atomic<int> npidle{0};
+  std::atomic<int> nmspinning{0};
+  std::atomic<int> nmachines{0};
+  std::atomic<bool> stopping{false};
+  std::atomic<bool> active{false};
+
+  // The idle M that sleeps until the earliest timer (Go's blocking netpoll M): at most one.
+  std::atomic<Machine*> timer_waiter{nullptr};
+  std::atomic<int64_t> timer_waiter_until{INT64_MIN};  // kTimerWaiterComputing while choosing
+
+  // G ids and counts.
+  std::atomic<uint64_t> next_goid{1};
+  std::atomic<int64_t> outside_spawned{0};  // spawns from plain threads (no P)
+
+  // Dead Gs beyond the per-P caches, with their stacks. Survive across runs.
+  SpinLock free_lock;
+  GreenThread* free_head = nullptr;  // under free_lock
+  int free_count = 0;                // under free_lock
+};
+
+extern Scheduler sched;
+
+inline constexpr int64_t kTimerWaiterComputing = -1;
+inline constexpr int64_t kNoTimerWaiter = INT64_MIN;
+
+// --- scheduling (scheduler.cpp) ---
+// Makes a parked or new G runnable. `next`: run it next on the caller's P (caller is a G).
+void ready(GreenThread* g, bool next);
+// Starts an M to run an idle P if there is one and no M is already spinning.
+void wakep();
+// Wakes the timer-waiting M if `when` is earlier than what it waits for.
+void wake_timer_waiter(int64_t when);
+// Wakes an idle M so that it becomes the timer waiter (when an idle P has timers).
+void nudge_idle_machine_for_timers();
+// Global run queue (caller holds sched.lock).
+void global_put_locked(GreenThread* head, GreenThread* tail, uint32_t n);
+// Takes G ids for p (batches of 16, as Go's goidcache).
+uint64_t new_goid(Processor* p);
+
+// --- switching (scheduler.cpp) ---
+// What a G asks g0 to do once it is off its stack.
+struct SwitchRequest {
+  enum Kind : uint8_t { kYield, kPark, kExit } kind;
+  WaitReason reason = WaitReason::kNone;
+  CommitFn commit = nullptr;
+  void* commit_arg = nullptr;
+  Timer* timer = nullptr;  // armed on g0 before commit, for park with deadline
+};
+// Switches from the running G to g0 with `req`; returns when the G is resumed.
+void switch_to_scheduler(GreenThread* g, SwitchRequest* req);
+
+}  // namespace green::detail

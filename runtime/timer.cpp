@@ -1,0 +1,120 @@
+// Per-P timer heaps. See timer.h.
+#include "runtime/timer.h"
+
+#include <mutex>
+
+#include "runtime/scheduler.h"
+
+namespace green::detail {
+
+void TimerHeap::place(size_t i, Timer* t) {
+  heap_[i] = t;
+  t->heap_index = static_cast<int32_t>(i);
+}
+
+void TimerHeap::sift_up(size_t i) {
+  Timer* t = heap_[i];
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (heap_[parent]->when <= t->when) break;
+    place(i, heap_[parent]);
+    i = parent;
+  }
+  place(i, t);
+}
+
+void TimerHeap::sift_down(size_t i) {
+  Timer* t = heap_[i];
+  const size_t n = heap_.size();
+  for (;;) {
+    size_t child = 2 * i + 1;
+    if (child >= n) break;
+    if (child + 1 < n && heap_[child + 1]->when < heap_[child]->when) ++child;
+    if (t->when <= heap_[child]->when) break;
+    place(i, heap_[child]);
+    i = child;
+  }
+  place(i, t);
+}
+
+void TimerHeap::update_earliest() {
+  earliest_.store(heap_.empty() ? INT64_MAX : heap_[0]->when, std::memory_order_release);
+}
+
+void TimerHeap::push(Timer* t) {
+  heap_.push_back(t);
+  sift_up(heap_.size() - 1);
+  update_earliest();
+}
+
+bool TimerHeap::remove(Timer* t) {
+  auto i = static_cast<size_t>(t->heap_index);
+  if (t->heap_index < 0 || i >= heap_.size() || heap_[i] != t) return false;
+  Timer* last = heap_.back();
+  heap_.pop_back();
+  t->heap_index = -1;
+  if (last != t) {
+    place(i, last);
+    sift_down(i);
+    sift_up(static_cast<size_t>(last->heap_index));
+  }
+  update_earliest();
+  return true;
+}
+
+Timer* TimerHeap::pop_expired(int64_t now) {
+  if (heap_.empty() || heap_[0]->when > now) return nullptr;
+  Timer* t = heap_[0];
+  remove(t);
+  t->state.store(Timer::kRunning, std::memory_order_release);
+  return t;
+}
+
+void timer_add(Timer* t) {
+  Machine* m = current_machine();
+  Processor* p = (m != nullptr && m->p != nullptr) ? m->p : &sched.procs[0];
+  t->owner = p;
+  {
+    std::lock_guard<SpinLock> guard(p->timers.lock());
+    t->state.store(Timer::kPending, std::memory_order_relaxed);
+    p->timers.push(t);
+  }
+  wake_timer_waiter(t->when);
+}
+
+bool timer_cancel(Timer* t) {
+  for (;;) {
+    uint8_t state = t->state.load(std::memory_order_acquire);
+    if (state == Timer::kIdle || state == Timer::kFired) return false;
+    if (state == Timer::kRunning) {
+      // The callback is short (claim + unpark); wait for it so t may be destroyed after us.
+      cpu_relax();
+      continue;
+    }
+    Processor* p = t->owner;
+    std::lock_guard<SpinLock> guard(p->timers.lock());
+    if (t->state.load(std::memory_order_relaxed) != Timer::kPending) continue;
+    p->timers.remove(t);
+    t->state.store(Timer::kIdle, std::memory_order_release);
+    return true;
+  }
+}
+
+int run_expired_timers(Processor* p, int64_t now) {
+  if (p->timers.earliest() > now) return 0;
+  int ran = 0;
+  for (;;) {
+    Timer* t;
+    {
+      std::lock_guard<SpinLock> guard(p->timers.lock());
+      t = p->timers.pop_expired(now);
+    }
+    if (t == nullptr) return ran;
+    t->fire(t);
+    // release: the callback's effects happen-before timer_cancel() observing kFired.
+    t->state.store(Timer::kFired, std::memory_order_release);
+    ++ran;
+  }
+}
+
+}  // namespace green::detail
