@@ -11,8 +11,6 @@
 //     lock), and read after the matching acquire.
 #include "runtime/processor.h"
 
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstdlib>
 
@@ -62,8 +60,12 @@ uint32_t runq_grab(Processor* victim, std::atomic<GreenThread*>* batch, uint32_t
           if (!victim->idle.load(std::memory_order_relaxed)) {
             // The victim is running and probably about to run `next` itself (a channel
             // handoff takes well under a microsecond); taking it now would bounce the pair
-            // between Ps. Go waits 3 us here.
-            usleep(3);
+            // between Ps. Go sleeps 3 us here; usleep(3) really sleeps ~60 us on Linux (timer
+            // slack), so spin for the 3 us instead.
+            const int64_t until = now_ns() + 3000;
+            while (now_ns() < until && victim->runnext.load(std::memory_order_relaxed) == next) {
+              cpu_relax();
+            }
           }
           if (!victim->runnext.compare_exchange_strong(next, nullptr, std::memory_order_acq_rel)) {
             continue;
@@ -108,8 +110,8 @@ void runq_put(Processor* p, GreenThread* g, bool next) {
   }
 }
 
-GreenThread* runq_get(Processor* p, bool* inherit_time) {
-  GreenThread* next = p->runnext.load(std::memory_order_relaxed);
+GreenThread* runq_get(Processor* p, bool* inherit_time, bool skip_runnext) {
+  GreenThread* next = skip_runnext ? nullptr : p->runnext.load(std::memory_order_relaxed);
   if (next != nullptr &&
       p->runnext.compare_exchange_strong(next, nullptr, std::memory_order_acquire)) {
     *inherit_time = true;
@@ -119,7 +121,7 @@ GreenThread* runq_get(Processor* p, bool* inherit_time) {
   for (;;) {
     uint32_t head = p->runq_head.load(std::memory_order_acquire);
     uint32_t tail = p->runq_tail.load(std::memory_order_relaxed);
-    if (tail == head) return nullptr;
+    if (tail == head) return skip_runnext ? runq_get(p, inherit_time, false) : nullptr;
     GreenThread* g = p->runq[head % kRunQueueSize].load(std::memory_order_relaxed);
     if (p->runq_head.compare_exchange_strong(head, head + 1, std::memory_order_acq_rel,
                                              std::memory_order_relaxed)) {

@@ -34,7 +34,8 @@ struct alignas(64) Processor {
   std::atomic<GreenThread*> runnext{nullptr};
 
   // ---- owner-only state (the M holding this P) ----
-  alignas(64) uint32_t schedtick = 0;  // incremented per scheduling that does not inherit time
+  alignas(64) uint32_t schedtick = 0;   // incremented on every scheduling (global-queue check)
+  uint32_t runnext_streak = 0;          // consecutive Gs taken from runnext
   uint32_t rand_state = 0;
   uint32_t recycle_count = 0;
   GreenThread* free_gs = nullptr;  // dead Gs with their stacks, ready for reuse
@@ -68,7 +69,8 @@ struct alignas(64) Processor {
 // Run queue operations (processor.cpp).
 void runq_put(Processor* p, GreenThread* g, bool next);
 // Returns a G and whether it inherits the current time slice (it came from runnext).
-GreenThread* runq_get(Processor* p, bool* inherit_time);
+// `skip_runnext`: take the ring's head even if runnext is set (fairness, see find_runnable).
+GreenThread* runq_get(Processor* p, bool* inherit_time, bool skip_runnext = false);
 // Moves about half of victim's queue into p's; returns one of them to run now, or null.
 GreenThread* runq_steal(Processor* p, Processor* victim, bool steal_runnext);
 bool runq_empty(const Processor* p);

@@ -298,7 +298,14 @@ GreenThread* find_runnable(Machine* m, bool* inherit_time) {
     if (p->schedtick % 61 == 0) {
       if (GreenThread* g = global_get(p, 1)) return g;
     }
-    if (GreenThread* g = runq_get(p, inherit_time)) return g;
+    // A G that keeps readying or respawning another fills runnext forever; Go breaks such a
+    // chain with sysmon's time-slice preemption. Without waiting for that, after 61 runnext
+    // picks in a row the ring's head goes first, so queued Gs cannot starve.
+    const bool skip_runnext = p->runnext_streak >= 61;
+    if (GreenThread* g = runq_get(p, inherit_time, skip_runnext)) {
+      p->runnext_streak = *inherit_time ? p->runnext_streak + 1 : 0;
+      return g;
+    }
     if (GreenThread* g = global_get(p, 0)) return g;
     // (netpoll, non-blocking, goes here)
     const int busy = sched.nprocs - sched.npidle.load();
@@ -386,7 +393,10 @@ void finish_switch(Machine* m, GreenThread* g, SwitchRequest* request) {
 
 void execute(Machine* m, GreenThread* g, bool inherit_time) {
   Processor* p = m->p;
-  if (!inherit_time) ++p->schedtick;
+  // Counted even when the G inherits the slice (unlike Go, whose sysmon covers that case), so
+  // the every-61st-tick look at the global queue also happens during runnext chains.
+  ++p->schedtick;
+  (void)inherit_time;
   p->scheduled.store(p->scheduled.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   m->curg = g;
   g->status.store(GStatus::kRunning, std::memory_order_relaxed);
@@ -586,6 +596,7 @@ void run(const Options& options, std::function<void()> main) {
     sched.free_count = 0;
   }
   sched.options = opts;
+  sched.next_goid.store(1);  // ids are unique within a run; main is 1
   sched.nprocs = opts.procs;
   sched.procs = std::make_unique<Processor[]>(static_cast<std::size_t>(opts.procs));
   for (int i = 0; i < opts.procs; ++i) {

@@ -1,0 +1,153 @@
+// A green thread that hops between OS threads keeps its errno, its in-flight exception and its
+// green-thread-local state.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cerrno>
+#include <exception>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "runtime/green.h"
+#include "tests/runtime/test_util.h"
+
+namespace {
+
+// glibc's __errno_location is declared const, so within one function the compiler may reuse
+// errno's address across a yield. Reading through a call it cannot see into is the documented
+// way for green-thread code to read errno after a park (see runtime/green.h).
+[[gnu::noipa]] int read_errno() { return errno; }
+[[gnu::noipa]] void write_errno(int v) { errno = v; }
+// pthread_self() (behind std::this_thread::get_id()) is declared const too: the same trap.
+[[gnu::noipa]] std::thread::id os_thread() { return std::this_thread::get_id(); }
+
+constexpr int kGreenThreads = 8;
+constexpr int kHops = 50;
+
+// Moves the calling green thread to another M (two Ps): a spawned blocker spins without
+// yielding until released, so once it runs on our P, yield() can only resume us on the other P.
+// If the idle P took the blocker first we are still here: release it and try again. Returns
+// whether the OS thread changed (after at most 1000 tries).
+bool hop_to_other_machine() {
+  const auto before = os_thread();
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    auto release = std::make_shared<std::atomic<bool>>(false);
+    green::go([release] {
+      while (!release->load()) {
+      }
+    });
+    green::yield();
+    release->store(true);
+    if (os_thread() != before) return true;
+  }
+  return false;
+}
+
+// Runs body(i, hop) in kGreenThreads green threads, one after another; counts hops that moved.
+template <typename Body>
+void run_hopping(Body body, int* hops_that_moved) {
+  std::atomic<int> moved{0};
+  green::run({.procs = 2}, [&] {
+    for (int i = 0; i < kGreenThreads; ++i) {
+      std::atomic<bool> done{false};
+      green::go([&, i] {
+        body(i, [&] {
+          if (hop_to_other_machine()) moved.fetch_add(1);
+        });
+        done.store(true);
+      });
+      // Sleep, not yield: a yielding main would keep its P busy, and an idle P is what steals
+      // the hopper away from the blocked one.
+      while (!done.load()) green::sleep_for(std::chrono::microseconds(100));
+    }
+    while (green::num_green_threads() > 1) green::sleep_for(std::chrono::microseconds(100));
+  });
+  *hops_that_moved = moved.load();
+}
+
+}  // namespace
+
+TEST(Migration, ErrnoFollowsTheGreenThreadAcrossMachines) {
+  std::atomic<int> mismatches{0};
+  int moved = 0;
+  run_hopping(
+      [&](int i, auto hop) {
+        for (int k = 0; k < kHops; ++k) {
+          write_errno(1000 + i * kHops + k);
+          hop();
+          if (read_errno() != 1000 + i * kHops + k) mismatches.fetch_add(1);
+        }
+      },
+      &moved);
+  EXPECT_EQ(moved, kGreenThreads * kHops) << "a hop did not change OS thread";
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+TEST(Migration, ExceptionBeingHandledSurvivesHops) {
+  std::atomic<int> ok{0};
+  int moved = 0;
+  run_hopping(
+      [&](int i, auto hop) {
+        try {
+          try {
+            throw std::runtime_error("error " + std::to_string(i));
+          } catch (const std::runtime_error&) {
+            for (int k = 0; k < kHops; ++k) hop();
+            // The exception being handled is still this G's, on whatever thread we are now.
+            EXPECT_TRUE(std::current_exception() != nullptr);
+            throw;  // rethrow needs the caught-exceptions stack saved per G
+          }
+        } catch (const std::runtime_error& e) {
+          if (std::string(e.what()) == "error " + std::to_string(i)) ok.fetch_add(1);
+        }
+        EXPECT_EQ(std::current_exception(), nullptr);
+        EXPECT_EQ(std::uncaught_exceptions(), 0);
+      },
+      &moved);
+  EXPECT_EQ(moved, kGreenThreads * kHops);
+  EXPECT_EQ(ok.load(), kGreenThreads);
+}
+
+TEST(Migration, GreenLocalStateFollowsTheGreenThread) {
+  static green::GreenLocal<std::string> name;
+  static green::GreenLocal<int> counter;
+  std::atomic<int> mismatches{0};
+  int moved = 0;
+  run_hopping(
+      [&](int i, auto hop) {
+        name.get() = "g" + std::to_string(i);
+        for (int k = 0; k < kHops; ++k) {
+          ++counter.get();
+          hop();
+          if (name.get() != "g" + std::to_string(i) || counter.get() != k + 1) {
+            mismatches.fetch_add(1);
+          }
+        }
+      },
+      &moved);
+  EXPECT_EQ(moved, kGreenThreads * kHops);
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+TEST(Migration, GreenLocalValuesAreDestroyedWhenTheGreenThreadExits) {
+  static std::atomic<int> destroyed{0};
+  struct Tracked {
+    ~Tracked() { destroyed.fetch_add(1); }
+  };
+  static green::GreenLocal<Tracked> local;
+  green::run({.procs = 2}, [&] {
+    std::atomic<int64_t> done{0};
+    for (int i = 0; i < 100; ++i) {
+      green::go([&] {
+        (void)local.get();
+        done.fetch_add(1);
+      });
+    }
+    while (done.load() < 100) green::yield();
+    while (green::num_green_threads() > 1) green::yield();
+  });
+  EXPECT_EQ(destroyed.load(), 100);
+}

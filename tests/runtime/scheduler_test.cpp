@@ -1,0 +1,288 @@
+// Scheduler behaviour: spawning, stealing, fairness, timers, idling, repeated runs.
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "runtime/green.h"
+#include "tests/runtime/test_util.h"
+
+using namespace std::chrono_literals;
+using green::testing::scaled;
+
+namespace {
+
+void wait_for_count(const std::atomic<int64_t>& n, int64_t want) {
+  while (n.load(std::memory_order_acquire) < want) green::yield();
+}
+
+double cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+}  // namespace
+
+TEST(Scheduler, MillionSpawnsEachRunExactlyOnce) {
+  const int64_t n = scaled(1'000'000, 100'000);
+  auto runs = std::make_unique<std::atomic<uint8_t>[]>(static_cast<size_t>(n));
+  std::atomic<int64_t> done{0};
+  int64_t live_after = -1;
+  green::run({.procs = 2}, [&] {
+    for (int64_t i = 0; i < n; ++i) {
+      green::go([&, i] {
+        runs[static_cast<size_t>(i)].fetch_add(1, std::memory_order_relaxed);
+        done.fetch_add(1, std::memory_order_release);
+      });
+    }
+    wait_for_count(done, n);
+    // Each G counts itself done just before it exits: let the last ones finish exiting.
+    while (green::num_green_threads() > 1) green::yield();
+    live_after = green::num_green_threads();
+  });
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(runs[static_cast<size_t>(i)].load(), 1) << "G " << i;
+  EXPECT_EQ(live_after, 1);  // only main
+}
+
+TEST(Scheduler, WorkSpawnedOnOnePIsStolenAndRunByTheOther) {
+  constexpr int kWorkers = 2000;
+  std::atomic<int64_t> done{0};
+  std::atomic<int> ran_on[2] = {0, 0};
+  int spawner_p = -1;
+  green::RuntimeStats stats;
+  green::run({.procs = 2}, [&] {
+    spawner_p = green::this_green_thread::processor_id();
+    for (int i = 0; i < kWorkers; ++i) {
+      green::go([&] {
+        // Enough work that the spawner's P cannot drain its queue alone before a thief looks.
+        auto until = std::chrono::steady_clock::now() + 20us;
+        while (std::chrono::steady_clock::now() < until) {
+        }
+        ran_on[green::this_green_thread::processor_id()].fetch_add(1);
+        done.fetch_add(1, std::memory_order_release);
+      });
+    }
+    wait_for_count(done, kWorkers);
+    stats = green::stats();
+  });
+  ASSERT_GE(spawner_p, 0);
+  const int other = 1 - spawner_p;
+  EXPECT_EQ(ran_on[0].load() + ran_on[1].load(), kWorkers);
+  EXPECT_GT(ran_on[other].load(), 0) << "no work ran on the P that did not spawn it";
+  EXPECT_GT(stats.per_proc[other].stolen, 0u) << "the idle P never stole";
+}
+
+TEST(Scheduler, RespawningGreenThreadCannotStarveTheGlobalQueue) {
+  // One P. A G that keeps respawning itself always has a successor in runnext; a G queued
+  // globally (spawned from a plain thread) must still get its turn within ~61 schedulings.
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> incarnations{0};
+  std::atomic<int64_t> chain_alive{0};
+  std::atomic<int64_t> at_injection{-1};
+  std::atomic<int64_t> at_victim_run{-1};
+  struct Respawner {
+    std::atomic<bool>* stop;
+    std::atomic<int64_t>* incarnations;
+    std::atomic<int64_t>* alive;
+    void operator()() const {
+      incarnations->fetch_add(1);
+      if (!stop->load()) {
+        green::go(Respawner{*this});
+      } else {
+        alive->store(0);
+      }
+    }
+  };
+  green::run({.procs = 1}, [&] {
+    chain_alive.store(1);
+    green::go(Respawner{&stop, &incarnations, &chain_alive});
+    std::thread injector([&] {
+      while (incarnations.load() < 1000) std::this_thread::yield();
+      green::go([&] { at_victim_run.store(incarnations.load()); });
+      at_injection.store(incarnations.load());
+    });
+    while (at_victim_run.load() < 0) green::yield();
+    stop.store(true);
+    injector.join();
+    while (chain_alive.load() != 0) green::yield();
+  });
+  ASSERT_GE(at_injection.load(), 0);
+  // Between being queued and running, the victim waited for a bounded number of respawns.
+  EXPECT_LT(at_victim_run.load() - at_injection.load(), 1000);
+}
+
+TEST(Scheduler, YieldInterleavesGreenThreadsOnOneP) {
+  std::vector<int> order;
+  green::run({.procs = 1}, [&] {
+    std::atomic<int64_t> done{0};
+    for (int id = 0; id < 2; ++id) {
+      green::go([&, id] {
+        for (int i = 0; i < 3; ++i) {
+          order.push_back(id);
+          green::yield();
+        }
+        done.fetch_add(1);
+      });
+    }
+    wait_for_count(done, 2);
+  });
+  // Which starts depends on runnext (the last spawned runs first); after that they alternate.
+  ASSERT_EQ(order.size(), 6u);
+  for (size_t k = 1; k < order.size(); ++k) EXPECT_NE(order[k], order[k - 1]) << "at " << k;
+  EXPECT_EQ(std::count(order.begin(), order.end(), 0), 3);
+}
+
+TEST(Scheduler, SpawnFromPlainThreadRunsInTheRuntime) {
+  constexpr int kSpawns = 1000;
+  std::atomic<int64_t> done{0};
+  std::atomic<int> green_count{0};
+  green::run({.procs = 2}, [&] {
+    std::thread outside([&] {
+      EXPECT_FALSE(green::this_green_thread::is_green());
+      for (int i = 0; i < kSpawns; ++i) {
+        green::go([&] {
+          if (green::this_green_thread::is_green()) green_count.fetch_add(1);
+          done.fetch_add(1);
+        });
+      }
+    });
+    outside.join();
+    wait_for_count(done, kSpawns);
+  });
+  EXPECT_EQ(green_count.load(), kSpawns);
+}
+
+TEST(Scheduler, SleepParksTheGreenThreadNotTheOsThread) {
+  // One P: while one G sleeps, another keeps running on the same OS thread.
+  std::atomic<int64_t> ticks_during_sleep{0};
+  green::run({.procs = 1}, [&] {
+    std::atomic<bool> sleeping{true};
+    std::atomic<int64_t> done{0};
+    green::go([&] {
+      auto start = std::chrono::steady_clock::now();
+      green::sleep_for(50ms);
+      EXPECT_GE(std::chrono::steady_clock::now() - start, 50ms);
+      sleeping.store(false);
+      done.fetch_add(1);
+    });
+    green::go([&] {
+      while (sleeping.load()) {
+        ticks_during_sleep.fetch_add(1);
+        green::yield();
+      }
+      done.fetch_add(1);
+    });
+    wait_for_count(done, 2);
+  });
+  EXPECT_GT(ticks_during_sleep.load(), 100);
+}
+
+TEST(Scheduler, TimersWakeSleepersInDeadlineOrder) {
+  std::vector<int> woke;
+  green::run({.procs = 1}, [&] {
+    std::atomic<int64_t> done{0};
+    const int delays_ms[] = {40, 10, 30, 20, 50, 5};
+    for (int d : delays_ms) {
+      green::go([&, d] {
+        green::sleep_for(std::chrono::milliseconds(d));
+        woke.push_back(d);
+        done.fetch_add(1);
+      });
+    }
+    while (done.load() < 6) green::sleep_for(1ms);
+  });
+  EXPECT_EQ(woke, (std::vector<int>{5, 10, 20, 30, 40, 50}));
+}
+
+TEST(Scheduler, IdleRuntimeDoesNotBurnCpu) {
+  // Bounded spinning: with nothing runnable every M must go to sleep. 300 ms of idling on two
+  // Ps that spun would cost ~600 ms of CPU; allow a small fraction for wakeups.
+  double used = 0;
+  green::run({.procs = 2}, [&] {
+    green::sleep_for(10ms);  // let Ms start and settle
+    double before = cpu_seconds();
+    green::sleep_for(300ms);
+    used = cpu_seconds() - before;
+  });
+  EXPECT_LT(used, 0.1);
+}
+
+TEST(Scheduler, RunCanBeCalledRepeatedly) {
+  for (int round = 0; round < 20; ++round) {
+    std::atomic<int64_t> done{0};
+    green::run({.procs = 1 + round % 3}, [&] {
+      for (int i = 0; i < 100; ++i) green::go([&] { done.fetch_add(1); });
+      wait_for_count(done, 100);
+    });
+    EXPECT_EQ(done.load(), 100);
+    EXPECT_FALSE(green::running());
+  }
+}
+
+TEST(Scheduler, RunReturnsWhenMainReturnsEvenWithParkedGreenThreads) {
+  green::testing::Gate never;
+  green::run({.procs = 2}, [&] {
+    for (int i = 0; i < 10; ++i) green::go([&] { never.wait(); });
+    while (never.parked() < 10) green::yield();
+    EXPECT_EQ(green::num_green_threads(), 11);
+  });
+  EXPECT_FALSE(green::running());
+}
+
+TEST(Scheduler, NumGreenThreadsCountsLiveOnes) {
+  green::run({.procs = 2}, [&] {
+    EXPECT_EQ(green::num_green_threads(), 1);
+    green::testing::Gate gate;
+    for (int i = 0; i < 50; ++i) green::go([&] { gate.wait(); });
+    while (gate.parked() < 50) green::yield();
+    EXPECT_EQ(green::num_green_threads(), 51);
+    gate.open();
+    while (green::num_green_threads() > 1) green::yield();
+    EXPECT_EQ(green::num_green_threads(), 1);
+  });
+}
+
+TEST(Scheduler, IdsAreUniqueAndMainIsOne) {
+  std::vector<uint64_t> ids(200);
+  uint64_t main_id = 0;
+  green::run({.procs = 2}, [&] {
+    main_id = green::this_green_thread::id();
+    std::atomic<int64_t> done{0};
+    for (size_t i = 0; i < ids.size(); ++i) {
+      green::go([&, i] {
+        ids[i] = green::this_green_thread::id();
+        done.fetch_add(1);
+      });
+    }
+    wait_for_count(done, static_cast<int64_t>(ids.size()));
+  });
+  EXPECT_EQ(main_id, 1u);
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(std::adjacent_find(ids.begin(), ids.end()), ids.end());
+  EXPECT_GT(ids.front(), 1u);
+  EXPECT_EQ(green::this_green_thread::id(), 0u);
+}
+
+TEST(SchedulerDeathTest, UncaughtExceptionEndsTheProcessNamingTheGreenThread) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(green::run({.procs = 2},
+                          [] {
+                            green::go([] { throw std::runtime_error("boom in a green thread"); });
+                            green::sleep_for(5s);
+                          }),
+               "uncaught exception in green thread [0-9]+ \\(spawned at .*scheduler_test.cpp:[0-9]+"
+               "\\): std::runtime_error: boom in a green thread");
+}
+
+TEST(SchedulerDeathTest, GoOutsideRunIsAPreconditionFailure) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(green::go([] {}), "green::go called while the runtime is not running");
+}

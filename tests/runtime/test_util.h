@@ -1,0 +1,74 @@
+// Helpers shared by the runtime tests.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "runtime/detail/park.h"
+
+namespace green::testing {
+
+// Scales a count down in sanitizer builds, where each green thread costs far more.
+constexpr int64_t scaled(int64_t release_count, int64_t sanitizer_count) {
+#if defined(GREEN_SANITIZER_BUILD)
+  (void)release_count;
+  return sanitizer_count;
+#else
+  (void)sanitizer_count;
+  return release_count;
+#endif
+}
+
+// A gate that parks green threads (through the runtime's park/unpark) until opened; used by
+// tests that need many parked green threads without depending on the channel layer.
+class Gate {
+ public:
+  void wait() {
+    detail::Waiter w;
+    lock_.lock();
+    if (open_) {
+      lock_.unlock();
+      return;
+    }
+    waiters_.push_back(&w);
+    parked_.fetch_add(1, std::memory_order_relaxed);
+    detail::park(w, detail::WaitReason::kWaitGroup, detail::unlock_spin_lock, &lock_);
+  }
+  void open() {
+    std::vector<detail::Waiter*> woken;
+    lock_.lock();
+    open_ = true;
+    woken.swap(waiters_);
+    lock_.unlock();
+    for (detail::Waiter* w : woken) {
+      if (w->try_claim(0)) detail::unpark(*w);
+    }
+  }
+  int64_t parked() const { return parked_.load(std::memory_order_relaxed); }
+
+ private:
+  detail::SpinLock lock_;
+  bool open_ = false;
+  std::vector<detail::Waiter*> waiters_;
+  std::atomic<int64_t> parked_{0};
+};
+
+inline int64_t rss_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * 4096;
+}
+
+inline int map_count() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  int n = 0;
+  while (std::getline(maps, line)) ++n;
+  return n;
+}
+
+}  // namespace green::testing
