@@ -74,12 +74,15 @@ void timer_add(Timer* t) {
   Machine* m = current_machine();
   Processor* p = (m != nullptr && m->p != nullptr) ? m->p : &sched.procs[0];
   t->owner = p;
+  // Read before publishing: once in the heap the timer may fire at once, and its owner (a
+  // parked G's stack) may be gone by the time we would read t->when again.
+  const int64_t when = t->when;
   {
     std::lock_guard<SpinLock> guard(p->timers.lock());
     t->state.store(Timer::kPending, std::memory_order_relaxed);
     p->timers.push(t);
   }
-  wake_timer_waiter(t->when);
+  wake_timer_waiter(when);
 }
 
 bool timer_cancel(Timer* t) {
