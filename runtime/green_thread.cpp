@@ -22,7 +22,7 @@ namespace green::detail {
 namespace {
 
 constexpr int kFreeCacheMax = 64;  // per-P dead-G cache; half moves to the global list beyond
-constexpr uint32_t kTrimEvery = 16;  // also trim every 16th recycled stack (deep, no switch)
+constexpr uint32_t kTrimEvery = 64;  // also check every 64th recycled stack (deep, no switch)
 
 std::size_t control_block_size() { return (sizeof(GreenThread) + 63) & ~std::size_t{63}; }
 
@@ -71,32 +71,41 @@ void green_entry(Transfer t) {
   std::abort();
 }
 
-GreenThread* take_free(Processor* p) {
-  if (p != nullptr && p->free_gs == nullptr) {
-    // Refill a batch of up to 32 from the global list (Go's gfget).
-    std::lock_guard<SpinLock> guard(sched.free_lock);
-    while (p->free_count < kFreeCacheMax / 2 && sched.free_head != nullptr) {
-      GreenThread* g = sched.free_head;
-      sched.free_head = g->sched_link;
-      --sched.free_count;
-      g->sched_link = p->free_gs;
-      p->free_gs = g;
-      ++p->free_count;
-    }
-  }
-  if (p != nullptr) {
-    GreenThread* g = p->free_gs;
-    if (g != nullptr) {
-      p->free_gs = g->sched_link;
-      --p->free_count;
-    }
-    return g;
-  }
+// Pushes the chain head..(size Gs) as one batch on the global free list.
+void push_free_batch(GreenThread* head, int size) {
+  head->free_batch_size = size;
   std::lock_guard<SpinLock> guard(sched.free_lock);
-  GreenThread* g = sched.free_head;
+  head->free_batch_next = sched.free_batches;
+  sched.free_batches = head;
+}
+
+GreenThread* pop_free_batch() {
+  std::lock_guard<SpinLock> guard(sched.free_lock);
+  GreenThread* head = sched.free_batches;
+  if (head != nullptr) sched.free_batches = head->free_batch_next;
+  return head;
+}
+
+GreenThread* take_free(Processor* p) {
+  if (p == nullptr) {
+    // A plain thread spawning: take a whole batch's head, give the rest back.
+    GreenThread* head = pop_free_batch();
+    if (head != nullptr && head->sched_link != nullptr) {
+      push_free_batch(head->sched_link, head->free_batch_size - 1);
+    }
+    return head;
+  }
+  if (p->free_gs == nullptr) {
+    // Refill with one batch from the global list (Go's gfget).
+    if (GreenThread* head = pop_free_batch(); head != nullptr) {
+      p->free_gs = head;
+      p->free_count = head->free_batch_size;
+    }
+  }
+  GreenThread* g = p->free_gs;
   if (g != nullptr) {
-    sched.free_head = g->sched_link;
-    --sched.free_count;
+    p->free_gs = g->sched_link;
+    --p->free_count;
   }
   return g;
 }
@@ -149,32 +158,30 @@ void free_green_thread(Processor* p, GreenThread* g) {
   g->is_main = false;
   g->saved_errno = 0;
   g->exception_state = ExceptionState{};
-  // Trim stacks known to have gone deep (a switch happened below the threshold), and every
-  // kTrimEvery-th one regardless, to catch stacks that went deep between switches.
+  // Trim stacks known to have gone deep (a switch happened below the threshold), and check
+  // every kTrimEvery-th one regardless (one mincore), to catch stacks that went deep between
+  // switches.
   const char* threshold = g->stack.hi - sched.options.stack_shrink_threshold;
   if (g->lowest_sp < threshold || (p != nullptr && ++p->recycle_count % kTrimEvery == 0)) {
     trim_to_threshold(g);
   }
   if (p == nullptr) {
-    std::lock_guard<SpinLock> guard(sched.free_lock);
-    g->sched_link = sched.free_head;
-    sched.free_head = g;
-    ++sched.free_count;
+    g->sched_link = nullptr;
+    push_free_batch(g, 1);
     return;
   }
   g->sched_link = p->free_gs;
   p->free_gs = g;
   if (++p->free_count < kFreeCacheMax) return;
-  // Spill half to the global list, so Gs freed on one P can be reused by another.
-  std::lock_guard<SpinLock> guard(sched.free_lock);
-  while (p->free_count > kFreeCacheMax / 2) {
-    GreenThread* x = p->free_gs;
-    p->free_gs = x->sched_link;
-    --p->free_count;
-    x->sched_link = sched.free_head;
-    sched.free_head = x;
-    ++sched.free_count;
-  }
+  // Spill half to the global list, so Gs freed on one P can be reused by another. The oldest
+  // half goes: the most recently freed stay, hot in this P's cache.
+  GreenThread* keep_tail = p->free_gs;
+  for (int i = 1; i < kFreeCacheMax / 2; ++i) keep_tail = keep_tail->sched_link;
+  GreenThread* spill = keep_tail->sched_link;
+  keep_tail->sched_link = nullptr;
+  const int spilled = p->free_count - kFreeCacheMax / 2;
+  p->free_count = kFreeCacheMax / 2;
+  push_free_batch(spill, spilled);
 }
 
 void reclaim_abandoned_green_threads() {

@@ -53,6 +53,8 @@ struct GreenThread {
   std::atomic<WaitReason> wait_reason{WaitReason::kNone};  // read racily by dumps
   bool is_main = false;
   GreenThread* sched_link = nullptr;  // global run queue / free lists
+  GreenThread* free_batch_next = nullptr;  // global free list: next batch (on batch heads)
+  int free_batch_size = 0;                 // global free list: Gs in this batch (on heads)
   uint64_t id = 0;
   Stack stack;
   void (*entry)(void*) = nullptr;  // runs and destroys the closure

@@ -43,6 +43,9 @@ namespace green::detail {
 
 Scheduler sched;
 
+// Ring length at which a spawning green thread steps aside (see start_green_thread).
+constexpr uint32_t kSpawnBackPressure = kRunQueueSize - 1;
+
 namespace {
 
 int64_t coarse_now_ns() {
@@ -369,6 +372,12 @@ void finish_switch(Machine* m, GreenThread* g, SwitchRequest* request) {
       g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
       runq_put(m->p, g, false);
       return;
+    case SwitchRequest::kYieldGlobal: {
+      g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+      std::lock_guard<SpinLock> guard(sched.lock);
+      global_put_locked(g, g, 1);
+      return;
+    }
     case SwitchRequest::kPark: {
       // Copy first: once commit runs, g may be resumed elsewhere and reuse this stack memory.
       const SwitchRequest req = *request;
@@ -440,12 +449,12 @@ void reset_scheduler() {
   // Per-P caches of dead Gs outlive their Ps on the global free list.
   for (int i = 0; i < sched.nprocs; ++i) {
     Processor* p = &sched.procs[i];
-    while (GreenThread* g = p->free_gs) {
-      p->free_gs = g->sched_link;
-      g->sched_link = sched.free_head;
-      sched.free_head = g;
-      ++sched.free_count;
+    if (p->free_gs != nullptr) {
+      p->free_gs->free_batch_size = p->free_count;
+      p->free_gs->free_batch_next = sched.free_batches;
+      sched.free_batches = p->free_gs;
     }
+    p->free_gs = nullptr;
     p->free_count = 0;
   }
   reclaim_abandoned_green_threads();
@@ -571,6 +580,20 @@ GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_alig
 void start_green_thread(GreenThread* g) {
   prepare_entry(g);
   ready(g, true);
+  // Back-pressure: a green thread spawning in a loop would otherwise pile up an unbounded
+  // backlog (Go spills it to the global queue), each queued G on its own cold stack page. When
+  // our ring is about to spill, step aside to the global queue: this P runs the queued Gs while
+  // their stacks are hot and recycles them, and the 61-tick rule brings the spawner back soon.
+  // Go may preempt at any call, so a spawn being a scheduling point is within its semantics.
+  if (GreenThread* self = current_green_thread(); self != nullptr) {
+    Processor* p = current_machine()->p;
+    const uint32_t ring = p->runq_tail.load(std::memory_order_relaxed) -
+                          p->runq_head.load(std::memory_order_relaxed);
+    if (ring >= kSpawnBackPressure) {
+      SwitchRequest req{SwitchRequest::kYieldGlobal};
+      switch_to_scheduler(self, &req);
+    }
+  }
 }
 
 }  // namespace green::detail
@@ -589,11 +612,13 @@ void run(const Options& options, std::function<void()> main) {
   if (opts.stack_size != sched.options.stack_size) {
     // Cached Gs carry stacks of the old size: leave them (trimmed) in their slabs.
     std::lock_guard<SpinLock> guard(sched.free_lock);
-    while (GreenThread* g = sched.free_head) {
-      sched.free_head = g->sched_link;
-      trim_stack(g->stack, reinterpret_cast<char*>(g));
+    for (GreenThread* batch = sched.free_batches; batch != nullptr;
+         batch = batch->free_batch_next) {
+      for (GreenThread* g = batch; g != nullptr; g = g->sched_link) {
+        trim_stack(g->stack, reinterpret_cast<char*>(g));
+      }
     }
-    sched.free_count = 0;
+    sched.free_batches = nullptr;
   }
   sched.options = opts;
   sched.next_goid.store(1);  // ids are unique within a run; main is 1

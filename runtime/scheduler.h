@@ -45,10 +45,12 @@ struct Scheduler {
   std::atomic<uint64_t> next_goid{1};
   std::atomic<int64_t> outside_spawned{0};  // spawns from plain threads (no P)
 
-  // Dead Gs beyond the per-P caches, with their stacks. Survive across runs.
+  // Dead Gs beyond the per-P caches, with their stacks, as a stack of batches: each batch is
+  // a chain through sched_link, its head linked to the next batch through free_batch_next.
+  // Pushing or popping a batch is O(1) under the lock (the chain is built outside it).
+  // Survives across runs.
   SpinLock free_lock;
-  GreenThread* free_head = nullptr;  // under free_lock
-  int free_count = 0;                // under free_lock
+  GreenThread* free_batches = nullptr;  // under free_lock
 };
 
 extern Scheduler sched;
@@ -73,7 +75,7 @@ uint64_t new_goid(Processor* p);
 // --- switching (scheduler.cpp) ---
 // What a G asks g0 to do once it is off its stack.
 struct SwitchRequest {
-  enum Kind : uint8_t { kYield, kPark, kExit } kind;
+  enum Kind : uint8_t { kYield, kYieldGlobal, kPark, kExit } kind;
   WaitReason reason = WaitReason::kNone;
   CommitFn commit = nullptr;
   void* commit_arg = nullptr;

@@ -109,7 +109,18 @@ void trim_stack(const Stack& s, const char* keep_from) {
   auto end = reinterpret_cast<uintptr_t>(keep_from) & ~(page - 1);
   auto lo = reinterpret_cast<uintptr_t>(s.lo);
   if (end <= lo) return;
-  // MADV_DONTNEED on never-touched pages is a page-table walk with no TLB shootdown.
+  // Look before cutting: MADV_DONTNEED costs a TLB shootdown across every CPU running this
+  // process even when nothing in the range is resident; mincore() only reads page tables.
+  // Stacks grow down from the top, so the resident pages of the range are at its high end.
+  unsigned char resident[64];
+  const std::size_t pages = (end - lo) / page;
+  const std::size_t probe = pages < sizeof resident ? pages : sizeof resident;
+  char* probe_from = reinterpret_cast<char*>(end - probe * page);
+  if (mincore(probe_from, probe * page, resident) == 0) {
+    bool any = false;
+    for (std::size_t i = 0; i < probe && !any; ++i) any = (resident[i] & 1) != 0;
+    if (!any) return;
+  }
   madvise(s.lo, end - lo, MADV_DONTNEED);
 }
 
