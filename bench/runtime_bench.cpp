@@ -1,0 +1,146 @@
+// Runtime microbenchmarks, the same shapes as loadtest/peers/go-micro (Go's figures):
+//   spawn_join_ns   spawn + run + join of an empty green thread (WaitGroup), per green thread
+//   pingpong_rt_ns  round trip through two unbuffered channels between two green threads
+//   yield_ns        one green thread calling green::yield() alone
+//   parked_bytes    RSS growth per green thread with parked_count parked on one channel
+// Each timed figure is the median of 3 runs after a warm-up. Output: `BENCH <name> <value>
+// <unit>` lines on stdout, nothing else; details on stderr. Usage: runtime_bench [-n N]
+// [-parked N]. Never run as a test: timings belong here, not in unit tests.
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <vector>
+
+#include "runtime/channel.h"
+#include "runtime/green.h"
+#include "runtime/sync.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double elapsed_ns(Clock::time_point start) {
+  return std::chrono::duration<double, std::nano>(Clock::now() - start).count();
+}
+
+double median3(double (*f)(long), long n) {
+  f(std::max(1L, n / 10));  // warm-up: fills the free-G caches and faults in stacks
+  std::vector<double> v;
+  for (int i = 0; i < 3; ++i) v.push_back(f(n));
+  std::sort(v.begin(), v.end());
+  std::fprintf(stderr, "  samples: %.1f %.1f %.1f\n", v[0], v[1], v[2]);
+  return v[1];
+}
+
+double spawn_join(long n) {
+  green::WaitGroup wg;
+  auto start = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    wg.add(1);
+    green::go([&wg] { wg.done(); });
+  }
+  wg.wait();
+  return elapsed_ns(start) / static_cast<double>(n);
+}
+
+double pingpong(long n) {
+  green::Channel<int> ping(0), pong(0);
+  green::WaitGroup wg;
+  wg.add(1);
+  green::go([&] {
+    for (long i = 0; i < n; ++i) {
+      auto v = ping.recv();
+      (void)pong.send(*v);
+    }
+    wg.done();
+  });
+  auto start = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    (void)ping.send(static_cast<int>(i));
+    (void)pong.recv();
+  }
+  double ns = elapsed_ns(start) / static_cast<double>(n);
+  wg.wait();
+  return ns;
+}
+
+double yield_loop(long n) {
+  double ns = 0;
+  green::WaitGroup wg;
+  wg.add(1);
+  green::go([&] {
+    auto start = Clock::now();
+    for (long i = 0; i < n; ++i) green::yield();
+    ns = elapsed_ns(start) / static_cast<double>(n);
+    wg.done();
+  });
+  wg.wait();
+  return ns;
+}
+
+long rss_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  long size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * sysconf(_SC_PAGESIZE);
+}
+
+void parked(long count) {
+  green::Channel<int> gate(0);
+  green::WaitGroup started, exited;
+  const long before = rss_bytes();
+  for (long i = 0; i < count; ++i) {
+    started.add(1);
+    exited.add(1);
+    green::go([&] {
+      started.done();
+      (void)gate.recv();  // parks until close
+      exited.done();
+    });
+  }
+  started.wait();
+  // The last few may have marked themselves started but not parked yet.
+  green::sleep_for(std::chrono::milliseconds(50));
+  const long after = rss_bytes();
+  std::fprintf(stderr, "  rss before %ld, with %ld parked %ld\n", before, count, after);
+  gate.close();
+  exited.wait();
+  std::printf("BENCH parked_count %ld green_threads\n", count);
+  std::printf("BENCH parked_bytes %.1f bytes\n",
+              static_cast<double>(after - before) / static_cast<double>(count));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  long n = 1'000'000, parked_count = 1'000'000;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (std::strcmp(argv[i], "-n") == 0) {
+      n = std::atol(argv[i + 1]);
+    } else if (std::strcmp(argv[i], "-parked") == 0) {
+      parked_count = std::atol(argv[i + 1]);
+    } else {
+      std::fprintf(stderr, "usage: %s [-n N] [-parked N]\n", argv[0]);
+      return 2;
+    }
+  }
+  green::run({}, [&] {
+    std::fprintf(stderr, "runtime_bench: %d Ps, n=%ld\n", green::num_procs(), n);
+    std::fprintf(stderr, "spawn_join\n");
+    std::printf("BENCH spawn_join_ns %.1f ns\n", median3(spawn_join, n));
+    std::fprintf(stderr, "pingpong\n");
+    std::printf("BENCH pingpong_rt_ns %.1f ns\n", median3(pingpong, n));
+    std::fprintf(stderr, "yield\n");
+    std::printf("BENCH yield_ns %.1f ns\n", median3(yield_loop, n));
+    std::fflush(stdout);
+    std::fprintf(stderr, "parked\n");
+    parked(parked_count);
+  });
+  return 0;
+}

@@ -1,0 +1,223 @@
+// WaitGroup, Mutex, ConditionVariable, Once on park/unpark. See sync.h.
+#include "runtime/sync.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+namespace green {
+namespace detail {
+
+void WaiterQueue::push(Waiter* w) {
+  w->next = nullptr;
+  w->prev = tail_;
+  if (tail_ != nullptr) {
+    tail_->next = w;
+  } else {
+    head_ = w;
+  }
+  tail_ = w;
+  w->data = this;  // marks "queued here"
+}
+
+void WaiterQueue::remove(Waiter* w) {
+  if (w->data != this) return;
+  if (w->prev != nullptr) {
+    w->prev->next = w->next;
+  } else {
+    head_ = w->next;
+  }
+  if (w->next != nullptr) {
+    w->next->prev = w->prev;
+  } else {
+    tail_ = w->prev;
+  }
+  w->next = w->prev = nullptr;
+  w->data = nullptr;
+}
+
+Waiter* WaiterQueue::pop() {
+  while (Waiter* w = head_) {
+    remove(w);
+    if (w->try_claim(0)) return w;  // a timed-out waiter unlinks itself; skip it
+  }
+  return nullptr;
+}
+
+}  // namespace detail
+
+using detail::park;
+using detail::unlock_spin_lock;
+using detail::unpark;
+using detail::WaitReason;
+using detail::Waiter;
+
+// ---- WaitGroup ----
+
+void WaitGroup::add(int64_t delta) {
+  const int64_t now = count_.fetch_add(delta, std::memory_order_acq_rel) + delta;
+  if (now < 0) {
+    std::fprintf(stderr, "greenrt: fatal: negative WaitGroup counter\n");
+    std::abort();
+  }
+  if (now != 0 || delta >= 0) return;
+  // Reached zero: wake every waiter. Waiters check the counter under lock_, so taking it here
+  // orders us after any waiter that saw a non-zero count and queued itself.
+  lock_.lock();
+  Waiter* chain = nullptr;
+  while (Waiter* w = waiters_.pop()) {
+    w->next = chain;
+    chain = w;
+  }
+  lock_.unlock();
+  while (chain != nullptr) {
+    Waiter* next = chain->next;  // read before unpark: the Waiter lives on the woken stack
+    unpark(*chain);
+    chain = next;
+  }
+}
+
+void WaitGroup::wait() {
+  if (count_.load(std::memory_order_acquire) == 0) return;
+  lock_.lock();
+  if (count_.load(std::memory_order_acquire) == 0) {
+    lock_.unlock();
+    return;
+  }
+  Waiter w;
+  waiters_.push(&w);
+  park(w, WaitReason::kWaitGroup, unlock_spin_lock, &lock_);
+}
+
+// ---- Mutex ----
+
+bool Mutex::try_lock() {
+  uint32_t expected = 0;
+  return state_.compare_exchange_strong(expected, kLocked, std::memory_order_acquire);
+}
+
+void Mutex::lock() {
+  if (try_lock()) return;
+  lock_.lock();
+  for (;;) {
+    uint32_t s = state_.load(std::memory_order_relaxed);
+    if ((s & kLocked) == 0) {
+      if (state_.compare_exchange_weak(s, s | kLocked, std::memory_order_acquire)) {
+        lock_.unlock();
+        return;
+      }
+      continue;
+    }
+    // Announce a waiter so unlock() takes the slow path and hands the lock over.
+    if (state_.compare_exchange_weak(s, s | kWaiters, std::memory_order_relaxed)) break;
+  }
+  Waiter w;
+  waiters_.push(&w);
+  park(w, WaitReason::kMutex, unlock_spin_lock, &lock_);
+  // unlock() handed us the mutex: state_ kept kLocked for us. acquire: pairs with its release.
+  state_.load(std::memory_order_acquire);
+}
+
+void Mutex::unlock() {
+  uint32_t expected = kLocked;
+  if (state_.compare_exchange_strong(expected, 0, std::memory_order_release)) return;
+  lock_.lock();
+  Waiter* next = waiters_.pop();
+  if (next == nullptr) {
+    state_.store(0, std::memory_order_release);
+  } else {
+    // Direct handoff: the mutex stays locked, now owned by `next`.
+    state_.store(waiters_.empty() ? kLocked : (kLocked | kWaiters), std::memory_order_release);
+  }
+  lock_.unlock();
+  if (next != nullptr) unpark(*next);
+}
+
+// ---- ConditionVariable ----
+
+namespace {
+struct CondCommit {
+  detail::SpinLock* queue_lock;
+  Mutex* mutex;
+};
+void release_both(void* arg) {
+  auto* c = static_cast<CondCommit*>(arg);
+  c->queue_lock->unlock();
+  c->mutex->unlock();
+}
+}  // namespace
+
+bool ConditionVariable::wait_until_ns(std::unique_lock<Mutex>& lock, int64_t deadline_ns) {
+  Waiter w;
+  lock_.lock();
+  waiters_.push(&w);
+  CondCommit commit{&lock_, lock.mutex()};
+  park(w, WaitReason::kConditionVariable, release_both, &commit, deadline_ns);
+  const bool notified = w.claimed_by() != detail::kTimeoutTag;
+  if (!notified) {
+    lock_.lock();
+    waiters_.remove(&w);
+    lock_.unlock();
+  }
+  lock.mutex()->lock();
+  return notified;
+}
+
+void ConditionVariable::wait(std::unique_lock<Mutex>& lock) {
+  wait_until_ns(lock, detail::kNoDeadline);
+}
+
+void ConditionVariable::notify_one() {
+  lock_.lock();
+  Waiter* w = waiters_.pop();
+  lock_.unlock();
+  if (w != nullptr) unpark(*w);
+}
+
+void ConditionVariable::notify_all() {
+  lock_.lock();
+  Waiter* chain = nullptr;
+  while (Waiter* w = waiters_.pop()) {
+    w->next = chain;
+    chain = w;
+  }
+  lock_.unlock();
+  while (chain != nullptr) {
+    Waiter* next = chain->next;
+    unpark(*chain);
+    chain = next;
+  }
+}
+
+// ---- Once ----
+
+bool Once::begin() {
+  uint32_t expected = kIdle;
+  if (state_.compare_exchange_strong(expected, kRunning, std::memory_order_acquire)) return true;
+  lock_.lock();
+  if (state_.load(std::memory_order_acquire) == kDone) {
+    lock_.unlock();
+    return false;
+  }
+  Waiter w;
+  waiters_.push(&w);
+  park(w, WaitReason::kOnce, unlock_spin_lock, &lock_);
+  return false;
+}
+
+void Once::finish() {
+  lock_.lock();
+  state_.store(kDone, std::memory_order_release);
+  Waiter* chain = nullptr;
+  while (Waiter* w = waiters_.pop()) {
+    w->next = chain;
+    chain = w;
+  }
+  lock_.unlock();
+  while (chain != nullptr) {
+    Waiter* next = chain->next;
+    unpark(*chain);
+    chain = next;
+  }
+}
+
+}  // namespace green

@@ -1,0 +1,123 @@
+// WaitGroup, Mutex, ConditionVariable, Once: Go's sync package for green threads. Each parks
+// the calling green thread (its OS thread runs others); called from a plain OS thread, the
+// thread sleeps on a futex instead. All members are safe to call concurrently.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+
+#include "runtime/detail/park.h"
+
+namespace green {
+
+namespace detail {
+// FIFO of parked Waiters (intrusive, through Waiter::next/prev), under its owner's lock.
+class WaiterQueue {
+ public:
+  void push(Waiter* w);
+  void remove(Waiter* w);  // no-op if w is not queued
+  Waiter* pop();           // null if empty
+  bool empty() const { return head_ == nullptr; }
+
+ private:
+  Waiter* head_ = nullptr;
+  Waiter* tail_ = nullptr;
+};
+}  // namespace detail
+
+// Waits for a collection of green threads to finish: add(n) before spawning, done() in each,
+// wait() to park until the counter is zero. A negative counter aborts the process with a
+// message (Go panics). wait() may be called from green and plain threads.
+class WaitGroup {
+ public:
+  void add(int64_t delta);
+  void done() { add(-1); }
+  void wait();
+
+ private:
+  std::atomic<int64_t> count_{0};
+  detail::SpinLock lock_;
+  detail::WaiterQueue waiters_;
+};
+
+// A mutual-exclusion lock that parks contending green threads. Ownership is handed directly to
+// the longest waiter on unlock (FIFO, no barging), so no waiter starves. Not recursive; unlock
+// from a thread that does not hold it is undefined. Satisfies Lockable (std::lock_guard,
+// std::unique_lock). lock() may be called from green and plain threads.
+class Mutex {
+ public:
+  void lock();
+  bool try_lock();
+  void unlock();
+
+ private:
+  static constexpr uint32_t kLocked = 1;
+  static constexpr uint32_t kWaiters = 2;
+  std::atomic<uint32_t> state_{0};
+  detail::SpinLock lock_;
+  detail::WaiterQueue waiters_;
+};
+
+// Condition variable over green::Mutex. wait() atomically releases the mutex and parks, and
+// re-acquires it before returning. Spurious wakeups do not happen, but use the predicate forms
+// anyway: another green thread may run between notify and the waiter's relock.
+class ConditionVariable {
+ public:
+  void wait(std::unique_lock<Mutex>& lock);
+  template <typename Pred>
+  void wait(std::unique_lock<Mutex>& lock, Pred pred) {
+    while (!pred()) wait(lock);
+  }
+  // Returns false if the deadline passed without a notify.
+  bool wait_until_ns(std::unique_lock<Mutex>& lock, int64_t deadline_ns);
+  template <typename Rep, typename Period>
+  bool wait_for(std::unique_lock<Mutex>& lock, std::chrono::duration<Rep, Period> d) {
+    return wait_until_ns(
+        lock, detail::now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+  }
+  template <typename Rep, typename Period, typename Pred>
+  bool wait_for(std::unique_lock<Mutex>& lock, std::chrono::duration<Rep, Period> d, Pred pred) {
+    const int64_t deadline =
+        detail::now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    while (!pred()) {
+      if (!wait_until_ns(lock, deadline)) return pred();
+    }
+    return true;
+  }
+  void notify_one();
+  void notify_all();
+
+ private:
+  detail::SpinLock lock_;
+  detail::WaiterQueue waiters_;
+};
+
+// Runs a function exactly once. Callers that arrive while it runs park until it has finished,
+// then return; all of them see its effects. As in Go, the Once counts as done even if the
+// function throws (the exception propagates to the caller that ran it).
+class Once {
+ public:
+  template <typename F>
+  void call(F&& f) {
+    if (state_.load(std::memory_order_acquire) == kDone) return;
+    if (begin()) {
+      struct Finish {
+        Once* once;
+        ~Finish() { once->finish(); }
+      } finish{this};
+      f();
+    }
+  }
+
+ private:
+  static constexpr uint32_t kIdle = 0, kRunning = 1, kDone = 2;
+  bool begin();  // true: the caller runs the function; false: it already ran (we waited)
+  void finish();
+  std::atomic<uint32_t> state_{kIdle};
+  detail::SpinLock lock_;
+  detail::WaiterQueue waiters_;
+};
+
+}  // namespace green

@@ -1,0 +1,84 @@
+// Context: cancel, deadline, propagation to children.
+#include "runtime/cancel_context.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "runtime/green.h"
+#include "runtime/select.h"
+#include "runtime/sync.h"
+
+using namespace std::chrono_literals;
+
+TEST(Context, CancelWakesEveryWaiterOnDone) {
+  green::run({.procs = 2}, [] {
+    auto [ctx, cancel] = green::with_cancel(green::Context::background());
+    green::WaitGroup wg;
+    for (int i = 0; i < 10; ++i) {
+      wg.add(1);
+      green::go([&, c = ctx] {
+        c.wait();
+        EXPECT_EQ(c.err(), green::ContextError::kCanceled);
+        wg.done();
+      });
+    }
+    green::sleep_for(10ms);
+    EXPECT_EQ(ctx.err(), green::ContextError::kNone);
+    cancel();
+    cancel();  // idempotent
+    wg.wait();
+  });
+}
+
+TEST(Context, DeadlineCancelsWithDeadlineExceeded) {
+  green::run({.procs = 2}, [] {
+    auto start = std::chrono::steady_clock::now();
+    auto [ctx, cancel] = green::with_timeout(green::Context::background(), 40ms);
+    EXPECT_TRUE(ctx.has_deadline());
+    ctx.wait();
+    EXPECT_GE(std::chrono::steady_clock::now() - start, 40ms);
+    EXPECT_EQ(ctx.err(), green::ContextError::kDeadlineExceeded);
+    cancel();  // after expiry: no effect on err
+    EXPECT_EQ(ctx.err(), green::ContextError::kDeadlineExceeded);
+  });
+}
+
+TEST(Context, ParentCancellationCancelsChildrenButNotTheReverse) {
+  green::run({.procs = 2}, [] {
+    auto [parent, cancel_parent] = green::with_cancel(green::Context::background());
+    auto [child, cancel_child] = green::with_cancel(parent);
+    auto [grandchild, cancel_grandchild] = green::with_timeout(child, 10s);
+    auto [sibling, cancel_sibling] = green::with_cancel(parent);
+    cancel_sibling();
+    EXPECT_EQ(parent.err(), green::ContextError::kNone);
+    cancel_parent();
+    grandchild.wait();
+    EXPECT_EQ(child.err(), green::ContextError::kCanceled);
+    EXPECT_EQ(grandchild.err(), green::ContextError::kCanceled);
+    cancel_child();
+    cancel_grandchild();
+  });
+}
+
+TEST(Context, ChildOfCancelledParentStartsCancelled) {
+  green::run({.procs = 1}, [] {
+    auto [parent, cancel] = green::with_cancel(green::Context::background());
+    cancel();
+    auto [child, cancel_child] = green::with_cancel(parent);
+    EXPECT_EQ(child.err(), green::ContextError::kCanceled);
+    cancel_child();
+  });
+}
+
+TEST(Context, DoneComposesWithSelect) {
+  green::run({.procs = 2}, [] {
+    auto [ctx, cancel] = green::with_timeout(green::Context::background(), 20ms);
+    green::Channel<int> never(0);
+    int fired = green::select(green::recv_case(never, [](std::optional<int>) {}),
+                              green::recv_case(ctx.done(), [](std::optional<bool>) {}));
+    EXPECT_EQ(fired, 1);
+    EXPECT_EQ(ctx.err(), green::ContextError::kDeadlineExceeded);
+    cancel();
+  });
+}

@@ -1,0 +1,154 @@
+// WaitGroup, Mutex, ConditionVariable, Once under contention.
+#include "runtime/sync.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "runtime/green.h"
+#include "tests/runtime/test_util.h"
+
+using namespace std::chrono_literals;
+using green::testing::scaled;
+
+TEST(WaitGroup, WaitsForTenThousandGreenThreads) {
+  const int64_t n = scaled(10'000, 2'000);
+  std::atomic<int64_t> done{0};
+  green::run({.procs = 2}, [&] {
+    green::WaitGroup wg;
+    for (int64_t i = 0; i < n; ++i) {
+      wg.add(1);
+      green::go([&] {
+        green::yield();
+        done.fetch_add(1);
+        wg.done();
+      });
+    }
+    wg.wait();
+    EXPECT_EQ(done.load(), n);
+  });
+}
+
+TEST(WaitGroup, PlainThreadCanWait) {
+  green::run({.procs = 2}, [] {
+    green::WaitGroup wg;
+    std::atomic<int> done{0};
+    wg.add(10);
+    for (int i = 0; i < 10; ++i) {
+      green::go([&] {
+        green::sleep_for(5ms);
+        done.fetch_add(1);
+        wg.done();
+      });
+    }
+    std::thread t([&] {
+      wg.wait();
+      EXPECT_EQ(done.load(), 10);
+    });
+    t.join();
+  });
+}
+
+TEST(Mutex, ProtectsACounterUnderTenThousandContenders) {
+  const int64_t n = scaled(10'000, 2'000);
+  int64_t counter = 0;  // deliberately not atomic
+  green::run({.procs = 2}, [&] {
+    green::Mutex mu;
+    green::WaitGroup wg;
+    for (int64_t i = 0; i < n; ++i) {
+      wg.add(1);
+      green::go([&] {
+        for (int k = 0; k < 10; ++k) {
+          std::lock_guard<green::Mutex> guard(mu);
+          int64_t v = counter;
+          if (k % 3 == 0) green::yield();  // hold the lock across a switch
+          counter = v + 1;
+        }
+        wg.done();
+      });
+    }
+    wg.wait();
+  });
+  EXPECT_EQ(counter, n * 10);
+}
+
+TEST(Mutex, TryLockFailsWhileHeld) {
+  green::run({.procs = 1}, [] {
+    green::Mutex mu;
+    EXPECT_TRUE(mu.try_lock());
+    EXPECT_FALSE(mu.try_lock());
+    mu.unlock();
+    EXPECT_TRUE(mu.try_lock());
+    mu.unlock();
+  });
+}
+
+TEST(ConditionVariable, NotifyOneAndAllWakeWaiters) {
+  green::run({.procs = 2}, [] {
+    green::Mutex mu;
+    green::ConditionVariable cv;
+    int generation = 0;
+    std::atomic<int> woke{0};
+    green::WaitGroup wg;
+    for (int i = 0; i < 20; ++i) {
+      wg.add(1);
+      green::go([&] {
+        std::unique_lock<green::Mutex> lock(mu);
+        cv.wait(lock, [&] { return generation > 0; });
+        woke.fetch_add(1);
+        wg.done();
+      });
+    }
+    green::sleep_for(20ms);
+    {
+      std::lock_guard<green::Mutex> g(mu);
+      generation = 1;
+    }
+    cv.notify_one();
+    green::sleep_for(20ms);
+    EXPECT_GE(woke.load(), 1);
+    cv.notify_all();
+    wg.wait();
+    EXPECT_EQ(woke.load(), 20);
+  });
+}
+
+TEST(ConditionVariable, WaitForTimesOut) {
+  green::run({.procs = 2}, [] {
+    green::Mutex mu;
+    green::ConditionVariable cv;
+    std::unique_lock<green::Mutex> lock(mu);
+    auto start = std::chrono::steady_clock::now();
+    EXPECT_FALSE(cv.wait_for(lock, 30ms));
+    EXPECT_GE(std::chrono::steady_clock::now() - start, 30ms);
+    EXPECT_TRUE(lock.owns_lock());
+  });
+}
+
+TEST(Once, RunsOnceForTenThousandConcurrentCallers) {
+  const int64_t n = scaled(10'000, 2'000);
+  std::atomic<int> calls{0};
+  std::atomic<int64_t> saw_effect{0};
+  green::run({.procs = 2}, [&] {
+    green::Once once;
+    int value = 0;
+    green::WaitGroup wg;
+    for (int64_t i = 0; i < n; ++i) {
+      wg.add(1);
+      green::go([&] {
+        once.call([&] {
+          calls.fetch_add(1);
+          green::sleep_for(10ms);  // others arrive while it runs and must wait
+          value = 42;
+        });
+        if (value == 42) saw_effect.fetch_add(1);
+        wg.done();
+      });
+    }
+    wg.wait();
+  });
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(saw_effect.load(), n);
+}
