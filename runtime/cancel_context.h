@@ -10,7 +10,9 @@
 // (which returns nullopt then). err() says why. Cancelling is idempotent and cancels every
 // descendant. A Context is a cheap shared handle; copies refer to the same context, and it may
 // be used from any green or plain thread. Contexts with deadlines, and cancel functions, must
-// be created and called while green::run() is active (a deadline is watched by a green thread).
+// be created and called while green::run() is active (a deadline is watched by a green thread,
+// which exits as soon as its context is cancelled; cancel contexts before main returns, or
+// run() discards a watcher that is still pending, and the state it holds with it).
 #pragma once
 
 #include <chrono>

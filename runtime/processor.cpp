@@ -62,10 +62,10 @@ uint32_t runq_grab(Processor* victim, std::atomic<GreenThread*>* batch, uint32_t
             // handoff takes well under a microsecond); taking it now would bounce the pair
             // between Ps. Go sleeps 3 us here; usleep(3) really sleeps ~60 us on Linux (timer
             // slack), so spin for the 3 us instead.
+            // Spin on the clock, not on the victim's runnext: polling that cache line would
+            // slow down the very handoff we are waiting for.
             const int64_t until = now_ns() + 3000;
-            while (now_ns() < until && victim->runnext.load(std::memory_order_relaxed) == next) {
-              cpu_relax();
-            }
+            while (now_ns() < until) cpu_relax();
           }
           if (!victim->runnext.compare_exchange_strong(next, nullptr, std::memory_order_acq_rel)) {
             continue;

@@ -11,6 +11,14 @@
 
 using namespace std::chrono_literals;
 
+namespace {
+// Deadline watchers leave as soon as their context is cancelled; let them finish before main
+// returns (run() discards green threads that are still runnable, and their closures with them).
+void wait_for_watchers() {
+  while (green::num_green_threads() > 1) green::yield();
+}
+}  // namespace
+
 TEST(Context, CancelWakesEveryWaiterOnDone) {
   green::run({.procs = 2}, [] {
     auto [ctx, cancel] = green::with_cancel(green::Context::background());
@@ -41,6 +49,7 @@ TEST(Context, DeadlineCancelsWithDeadlineExceeded) {
     EXPECT_EQ(ctx.err(), green::ContextError::kDeadlineExceeded);
     cancel();  // after expiry: no effect on err
     EXPECT_EQ(ctx.err(), green::ContextError::kDeadlineExceeded);
+    wait_for_watchers();
   });
 }
 
@@ -58,6 +67,7 @@ TEST(Context, ParentCancellationCancelsChildrenButNotTheReverse) {
     EXPECT_EQ(grandchild.err(), green::ContextError::kCanceled);
     cancel_child();
     cancel_grandchild();
+    wait_for_watchers();
   });
 }
 
@@ -80,5 +90,6 @@ TEST(Context, DoneComposesWithSelect) {
     EXPECT_EQ(fired, 1);
     EXPECT_EQ(ctx.err(), green::ContextError::kDeadlineExceeded);
     cancel();
+    wait_for_watchers();
   });
 }
