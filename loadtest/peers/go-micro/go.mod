@@ -1,0 +1,3 @@
+module greenhttp/gomicro
+
+go 1.19
