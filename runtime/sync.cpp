@@ -43,6 +43,23 @@ Waiter* WaiterQueue::pop() {
   return nullptr;
 }
 
+Waiter* WaiterQueue::claim_all() {
+  Waiter* chain = nullptr;
+  while (Waiter* w = pop()) {
+    w->next = chain;
+    chain = w;
+  }
+  return chain;
+}
+
+void unpark_chain(Waiter* chain) {
+  while (chain != nullptr) {
+    Waiter* next = chain->next;  // read before unpark: the Waiter lives on the woken stack
+    unpark(*chain);
+    chain = next;
+  }
+}
+
 }  // namespace detail
 
 using detail::park;
@@ -63,17 +80,9 @@ void WaitGroup::add(int64_t delta) {
   // Reached zero: wake every waiter. Waiters check the counter under lock_, so taking it here
   // orders us after any waiter that saw a non-zero count and queued itself.
   lock_.lock();
-  Waiter* chain = nullptr;
-  while (Waiter* w = waiters_.pop()) {
-    w->next = chain;
-    chain = w;
-  }
+  Waiter* chain = waiters_.claim_all();
   lock_.unlock();
-  while (chain != nullptr) {
-    Waiter* next = chain->next;  // read before unpark: the Waiter lives on the woken stack
-    unpark(*chain);
-    chain = next;
-  }
+  detail::unpark_chain(chain);
 }
 
 void WaitGroup::wait() {
@@ -175,17 +184,9 @@ void ConditionVariable::notify_one() {
 
 void ConditionVariable::notify_all() {
   lock_.lock();
-  Waiter* chain = nullptr;
-  while (Waiter* w = waiters_.pop()) {
-    w->next = chain;
-    chain = w;
-  }
+  Waiter* chain = waiters_.claim_all();
   lock_.unlock();
-  while (chain != nullptr) {
-    Waiter* next = chain->next;
-    unpark(*chain);
-    chain = next;
-  }
+  detail::unpark_chain(chain);
 }
 
 // ---- Once ----
@@ -207,17 +208,9 @@ bool Once::begin() {
 void Once::finish() {
   lock_.lock();
   state_.store(kDone, std::memory_order_release);
-  Waiter* chain = nullptr;
-  while (Waiter* w = waiters_.pop()) {
-    w->next = chain;
-    chain = w;
-  }
+  Waiter* chain = waiters_.claim_all();
   lock_.unlock();
-  while (chain != nullptr) {
-    Waiter* next = chain->next;
-    unpark(*chain);
-    chain = next;
-  }
+  detail::unpark_chain(chain);
 }
 
 }  // namespace green

@@ -19,12 +19,17 @@ class WaiterQueue {
   void push(Waiter* w);
   void remove(Waiter* w);  // no-op if w is not queued
   Waiter* pop();           // null if empty
+  // Claims every waiter; returns them chained through `next`, for unpark_chain() after the
+  // owner's lock is released.
+  Waiter* claim_all();
   bool empty() const { return head_ == nullptr; }
 
  private:
   Waiter* head_ = nullptr;
   Waiter* tail_ = nullptr;
 };
+// Unparks a chain returned by claim_all().
+void unpark_chain(Waiter* chain);
 }  // namespace detail
 
 // Waits for a collection of green threads to finish: add(n) before spawning, done() in each,
