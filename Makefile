@@ -54,8 +54,15 @@ test-tsan:
 	$(call cmake_build,$(BUILD)-tsan,-DGREEN_SANITIZE=thread -DGREEN_BUILD_BENCH=OFF)
 	cd $(BUILD)-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ctest $(CTEST_FLAGS)
 
+# greenrt's microbenchmarks, then the same shapes in Go (Debian's golang-go), one after the
+# other on the same cores. BENCH_ARGS, e.g. "-n 200000 -parked 100000", shortens a run.
+BENCH_ARGS ?=
 bench: build
-	./$(BUILD)/bench/runtime_bench
+	@echo "== greenrt ($(BUILD)/bench/runtime_bench $(BENCH_ARGS))"
+	@./$(BUILD)/bench/runtime_bench $(BENCH_ARGS)
+	@cd loadtest/peers/go-micro && go build -o $(CURDIR)/$(BUILD)/gomicro .
+	@echo "== Go $$(go env GOVERSION) (GOMAXPROCS=$${GREEN_MAXPROCS:-$$(nproc)})"
+	@GOMAXPROCS=$${GREEN_MAXPROCS:-$$(nproc)} ./$(BUILD)/gomicro $(BENCH_ARGS)
 
 loadtest: build
 	@echo "make loadtest: the wrk comparison arrives with the HTTP server (see README)"; exit 1
