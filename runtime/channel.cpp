@@ -1,56 +1,16 @@
-// The type-independent half of channels: wait queues, close, parking. See channel.h.
+// The type-independent half of channels: close and parking. See channel.h.
 #include "runtime/channel.h"
 
 namespace green::detail {
 
-void ChanQueue::push(ChanNode* n) {
-  n->next = nullptr;
-  n->prev = tail_;
-  if (tail_ != nullptr) {
-    tail_->next = n;
-  } else {
-    head_ = n;
-  }
-  tail_ = n;
-  n->queued = true;
-}
-
-void ChanQueue::remove(ChanNode* n) {
-  if (!n->queued) return;
-  if (n->prev != nullptr) {
-    n->prev->next = n->next;
-  } else {
-    head_ = n->next;
-  }
-  if (n->next != nullptr) {
-    n->next->prev = n->prev;
-  } else {
-    tail_ = n->prev;
-  }
-  n->next = n->prev = nullptr;
-  n->queued = false;
-}
-
-ChanNode* ChanQueue::pop_claimed() {
-  while (ChanNode* n = head_) {
-    remove(n);
-    // A node whose waiter was claimed elsewhere (another select case, a timeout) is dropped:
-    // its owner unlinks its other nodes itself.
-    if (n->waiter->try_claim(n->index)) return n;
-  }
-  return nullptr;
-}
-
 ChanNode* ChannelCore::close_locked() {
   closed = true;
-  ChanNode* chain = nullptr;
-  for (ChanQueue* q : {&receivers, &senders}) {
-    while (ChanNode* n = q->pop_claimed()) {
-      n->ok = false;
-      n->next = chain;
-      chain = n;
-    }
-  }
+  ChanNode* chain = receivers.claim_all();
+  ChanNode* senders_chain = senders.claim_all();
+  // ok stays false for all of them: nothing was transferred. Join the two chains.
+  ChanNode** tail = &chain;
+  while (*tail != nullptr) tail = &(*tail)->next;
+  *tail = senders_chain;
   return chain;
 }
 

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/detail/intrusive_fifo.h"
 #include "runtime/detail/park.h"
 
 namespace green {
@@ -45,18 +46,8 @@ struct ChanNode {
   ChanNode* prev = nullptr;
 };
 
-class ChanQueue {
- public:
-  void push(ChanNode* n);
-  void remove(ChanNode* n);  // no-op if n is no longer queued
-  // Pops nodes until one is claimed for the caller; returns it, or null.
-  ChanNode* pop_claimed();
-  bool empty() const { return head_ == nullptr; }
-
- private:
-  ChanNode* head_ = nullptr;
-  ChanNode* tail_ = nullptr;
-};
+inline bool claim(ChanNode* n) { return n->waiter->try_claim(n->index); }
+using ChanQueue = IntrusiveFifo<ChanNode>;
 
 // The type-independent part of a channel: lock, wait queues, closed flag.
 struct ChannelCore {

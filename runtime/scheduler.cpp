@@ -400,12 +400,12 @@ void finish_switch(Machine* m, GreenThread* g, SwitchRequest* request) {
   }
 }
 
-void execute(Machine* m, GreenThread* g, bool inherit_time) {
+void execute(Machine* m, GreenThread* g) {
   Processor* p = m->p;
-  // Counted even when the G inherits the slice (unlike Go, whose sysmon covers that case), so
-  // the every-61st-tick look at the global queue also happens during runnext chains.
+  // Counted even when the G came from runnext and inherits the slice (unlike Go, whose sysmon
+  // covers that case), so the every-61st-tick look at the global queue also happens during
+  // runnext chains.
   ++p->schedtick;
-  (void)inherit_time;
   p->scheduled.store(p->scheduled.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   m->curg = g;
   g->status.store(GStatus::kRunning, std::memory_order_relaxed);
@@ -420,7 +420,7 @@ void schedule(Machine* m) {
     GreenThread* g = find_runnable(m, &inherit_time);
     if (g == nullptr) return;
     if (m->spinning) reset_spinning(m);
-    execute(m, g, inherit_time);
+    execute(m, g);
   }
 }
 

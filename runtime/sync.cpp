@@ -7,51 +7,6 @@
 namespace green {
 namespace detail {
 
-void WaiterQueue::push(Waiter* w) {
-  w->next = nullptr;
-  w->prev = tail_;
-  if (tail_ != nullptr) {
-    tail_->next = w;
-  } else {
-    head_ = w;
-  }
-  tail_ = w;
-  w->data = this;  // marks "queued here"
-}
-
-void WaiterQueue::remove(Waiter* w) {
-  if (w->data != this) return;
-  if (w->prev != nullptr) {
-    w->prev->next = w->next;
-  } else {
-    head_ = w->next;
-  }
-  if (w->next != nullptr) {
-    w->next->prev = w->prev;
-  } else {
-    tail_ = w->prev;
-  }
-  w->next = w->prev = nullptr;
-  w->data = nullptr;
-}
-
-Waiter* WaiterQueue::pop() {
-  while (Waiter* w = head_) {
-    remove(w);
-    if (w->try_claim(0)) return w;  // a timed-out waiter unlinks itself; skip it
-  }
-  return nullptr;
-}
-
-Waiter* WaiterQueue::claim_all() {
-  Waiter* chain = nullptr;
-  while (Waiter* w = pop()) {
-    w->next = chain;
-    chain = w;
-  }
-  return chain;
-}
-
 void unpark_chain(Waiter* chain) {
   while (chain != nullptr) {
     Waiter* next = chain->next;  // read before unpark: the Waiter lives on the woken stack
@@ -130,7 +85,7 @@ void Mutex::unlock() {
   uint32_t expected = kLocked;
   if (state_.compare_exchange_strong(expected, 0, std::memory_order_release)) return;
   lock_.lock();
-  Waiter* next = waiters_.pop();
+  Waiter* next = waiters_.pop_claimed();
   if (next == nullptr) {
     state_.store(0, std::memory_order_release);
   } else {
@@ -177,7 +132,7 @@ void ConditionVariable::wait(std::unique_lock<Mutex>& lock) {
 
 void ConditionVariable::notify_one() {
   lock_.lock();
-  Waiter* w = waiters_.pop();
+  Waiter* w = waiters_.pop_claimed();
   lock_.unlock();
   if (w != nullptr) unpark(*w);
 }

@@ -8,26 +8,14 @@
 #include <cstdint>
 #include <mutex>
 
+#include "runtime/detail/intrusive_fifo.h"
 #include "runtime/detail/park.h"
 
 namespace green {
 
 namespace detail {
-// FIFO of parked Waiters (intrusive, through Waiter::next/prev), under its owner's lock.
-class WaiterQueue {
- public:
-  void push(Waiter* w);
-  void remove(Waiter* w);  // no-op if w is not queued
-  Waiter* pop();           // null if empty
-  // Claims every waiter; returns them chained through `next`, for unpark_chain() after the
-  // owner's lock is released.
-  Waiter* claim_all();
-  bool empty() const { return head_ == nullptr; }
+using WaiterQueue = IntrusiveFifo<Waiter>;
 
- private:
-  Waiter* head_ = nullptr;
-  Waiter* tail_ = nullptr;
-};
 // Unparks a chain returned by claim_all().
 void unpark_chain(Waiter* chain);
 }  // namespace detail

@@ -79,6 +79,7 @@ struct Waiter {
   // Free for the primitive's use: intrusive links and a payload pointer.
   Waiter* next = nullptr;
   Waiter* prev = nullptr;
+  bool queued = false;
   void* data = nullptr;
   uint32_t index = 0;  // e.g. the select case this waiter stands for
 
@@ -99,6 +100,9 @@ void park(Waiter& w, WaitReason reason, CommitFn commit, void* arg,
 
 // Wakes a parked waiter (which must have been claimed by the caller). Never blocks.
 void unpark(Waiter& w);
+
+// Plain waiters in an IntrusiveFifo are claimed with tag 0.
+inline bool claim(Waiter* w) { return w->try_claim(0); }
 
 // Convenience commit function: unlocks the SpinLock passed as arg.
 void unlock_spin_lock(void* lock);

@@ -24,6 +24,13 @@ namespace {
 // pthread_self() (behind std::this_thread::get_id()) is declared const too: the same trap.
 [[gnu::noipa]] std::thread::id os_thread() { return std::this_thread::get_id(); }
 
+// prefix + i, built by append: GCC 12 warns falsely (-Wrestrict) on "literal" + std::string.
+std::string label(const char* prefix, int i) {
+  std::string s(prefix);
+  s += std::to_string(i);
+  return s;
+}
+
 constexpr int kGreenThreads = 8;
 constexpr int kHops = 50;
 
@@ -93,7 +100,7 @@ TEST(Migration, ExceptionBeingHandledSurvivesHops) {
       [&](int i, auto hop) {
         try {
           try {
-            throw std::runtime_error("error " + std::to_string(i));
+            throw std::runtime_error(label("error ", i));
           } catch (const std::runtime_error&) {
             for (int k = 0; k < kHops; ++k) hop();
             // The exception being handled is still this G's, on whatever thread we are now.
@@ -101,7 +108,7 @@ TEST(Migration, ExceptionBeingHandledSurvivesHops) {
             throw;  // rethrow needs the caught-exceptions stack saved per G
           }
         } catch (const std::runtime_error& e) {
-          if (std::string(e.what()) == "error " + std::to_string(i)) ok.fetch_add(1);
+          if (e.what() == label("error ", i)) ok.fetch_add(1);
         }
         EXPECT_EQ(std::current_exception(), nullptr);
         EXPECT_EQ(std::uncaught_exceptions(), 0);
@@ -118,11 +125,12 @@ TEST(Migration, GreenLocalStateFollowsTheGreenThread) {
   int moved = 0;
   run_hopping(
       [&](int i, auto hop) {
-        name.get() = "g" + std::to_string(i);
+        const std::string expected = label("g", i);
+        name.get() = expected;
         for (int k = 0; k < kHops; ++k) {
           ++counter.get();
           hop();
-          if (name.get() != "g" + std::to_string(i) || counter.get() != k + 1) {
+          if (name.get() != expected || counter.get() != k + 1) {
             mismatches.fetch_add(1);
           }
         }
