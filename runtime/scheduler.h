@@ -22,7 +22,9 @@ struct Scheduler {
   int nprocs = 0;
   std::unique_ptr<Processor[]> procs;
 
-  SpinLock lock;
+  // Hot fields each get their own cache line: wakep() reads npidle and nmspinning on every
+  // ready() while idle Ms write the lock and the idle lists (false sharing otherwise).
+  alignas(64) SpinLock lock;
   // -- under lock --
   GreenThread* global_head = nullptr;
   GreenThread* global_tail = nullptr;
@@ -30,10 +32,10 @@ struct Scheduler {
   Machine* idle_machines = nullptr;
   std::vector<std::unique_ptr<Machine>> machines;
   // -- atomics --
-  std::atomic<uint32_t> global_size{0};
-  std::atomic<int> npidle{0};
-  std::atomic<int> nmspinning{0};
-  std::atomic<int> nmachines{0};
+  alignas(64) std::atomic<uint32_t> global_size{0};
+  alignas(64) std::atomic<int> npidle{0};
+  alignas(64) std::atomic<int> nmspinning{0};
+  alignas(64) std::atomic<int> nmachines{0};
   std::atomic<bool> stopping{false};
   std::atomic<bool> active{false};
 
