@@ -26,22 +26,26 @@ using detail::Waiter;
 // ---- WaitGroup ----
 
 void WaitGroup::add(int64_t delta) {
+  // Fast path: a change that does not reach zero touches only the counter.
+  int64_t c = count_.load(std::memory_order_relaxed);
+  while (c + delta > 0) {
+    if (count_.compare_exchange_weak(c, c + delta, std::memory_order_acq_rel)) return;
+  }
+  // Reaching zero (or going negative) happens under lock_, and wait() checks the counter only
+  // under lock_: so no waiter can see zero, return and destroy this WaitGroup (typically on its
+  // stack) while we still touch it. Our last access is lock_.unlock().
+  lock_.lock();
   const int64_t now = count_.fetch_add(delta, std::memory_order_acq_rel) + delta;
   if (now < 0) {
     std::fprintf(stderr, "greenrt: fatal: negative WaitGroup counter\n");
     std::abort();
   }
-  if (now != 0 || delta >= 0) return;
-  // Reached zero: wake every waiter. Waiters check the counter under lock_, so taking it here
-  // orders us after any waiter that saw a non-zero count and queued itself.
-  lock_.lock();
-  Waiter* chain = waiters_.claim_all();
+  Waiter* chain = now == 0 ? waiters_.claim_all() : nullptr;
   lock_.unlock();
-  detail::unpark_chain(chain);
+  detail::unpark_chain(chain);  // touches only the waiters, on their own stacks
 }
 
 void WaitGroup::wait() {
-  if (count_.load(std::memory_order_acquire) == 0) return;
   lock_.lock();
   if (count_.load(std::memory_order_acquire) == 0) {
     lock_.unlock();

@@ -22,7 +22,8 @@ void unpark_chain(Waiter* chain);
 
 // Waits for a collection of green threads to finish: add(n) before spawning, done() in each,
 // wait() to park until the counter is zero. A negative counter aborts the process with a
-// message (Go panics). wait() may be called from green and plain threads.
+// message (Go panics). wait() may be called from green and plain threads. The WaitGroup may be
+// destroyed as soon as wait() returns (done() never touches it after releasing a waiter).
 class WaitGroup {
  public:
   void add(int64_t delta);
@@ -88,7 +89,7 @@ class ConditionVariable {
 };
 
 // Runs a function exactly once. Callers that arrive while it runs park until it has finished,
-// then return; all of them see its effects. As in Go, the Once counts as done even if the
+// then return; all of them see its effects. The Once must outlive every call() on it. As in Go, the Once counts as done even if the
 // function throws (the exception propagates to the caller that ran it).
 class Once {
  public:

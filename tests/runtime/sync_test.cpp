@@ -95,10 +95,12 @@ TEST(ConditionVariable, NotifyOneAndAllWakeWaiters) {
     for (int i = 0; i < 20; ++i) {
       wg.add(1);
       green::go([&] {
-        std::unique_lock<green::Mutex> lock(mu);
-        cv.wait(lock, [&] { return generation > 0; });
-        woke.fetch_add(1);
-        wg.done();
+        {
+          std::unique_lock<green::Mutex> lock(mu);
+          cv.wait(lock, [&] { return generation > 0; });
+          woke.fetch_add(1);
+        }
+        wg.done();  // last: after it, main may return and destroy mu, cv and wg
       });
     }
     green::sleep_for(20ms);
