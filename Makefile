@@ -4,7 +4,9 @@
 
 # The one list of Debian packages the project needs (the Dockerfile runs `make deps` too).
 DEBIAN_PACKAGES := build-essential cmake pkg-config libboost-context-dev libspdlog-dev \
-                   node-llhttp libgtest-dev libgmock-dev libbenchmark-dev wrk curl python3 golang-go
+                   node-llhttp libgtest-dev libgmock-dev libbenchmark-dev libtomlplusplus-dev \
+                   libcli11-dev clang libclang-rt-14-dev wrk curl python3 golang-go nginx-light \
+                   haproxy gnuplot-nox chromium
 
 JOBS    ?= $(shell nproc)
 BUILD   ?= build

@@ -24,6 +24,8 @@
 #include <cstdint>
 #include <functional>
 #include <new>
+#include <string>
+#include <atomic>
 #include <source_location>
 #include <type_traits>
 #include <utility>
@@ -96,6 +98,42 @@ void sleep_for(std::chrono::duration<Rep, Period> d) {
   sleep_for(std::chrono::duration_cast<std::chrono::nanoseconds>(d));
 }
 
+namespace detail {
+void enter_blocking();
+void exit_blocking();
+void checkpoint_slow();
+extern std::atomic<uint32_t> preempt_pending;  // nonzero while some P should yield
+}  // namespace detail
+
+// Runs f(), a call that may block its OS thread (file I/O, getaddrinfo, nanosleep, a
+// third-party client library), and returns its result. The calling green thread keeps its OS
+// thread for the call, but its P (the right to run green threads) is handed to another thread
+// right away, so the other green threads keep running. Afterwards the green thread takes a P
+// back, or waits in the global queue for one. Threads inside blocking calls are capped
+// (GREEN_MAX_THREADS, default 10000, as Go's SetMaxThreads); past the cap a blocking call
+// waits for a thread to come back. From a plain thread it just calls f().
+template <typename F>
+decltype(auto) blocking(F&& f) {
+  struct Exit {
+    ~Exit() { detail::exit_blocking(); }
+  };
+  detail::enter_blocking();
+  Exit exit;
+  return std::forward<F>(f)();
+}
+
+// A preemption point for long CPU-bound loops: yields when sysmon has flagged this green
+// thread (it has run for more than 10 ms) or a timer of its P is due and no other thread can
+// run it. Costs one relaxed load of a global when no P has a request pending. Preemption in greenrt is cooperative: see README "Fairness".
+inline void checkpoint() {
+  if (detail::preempt_pending.load(std::memory_order_relaxed) != 0) detail::checkpoint_slow();
+}
+
+// Writes Go's goroutine dump for every green thread to `out` (also what SIGQUIT prints):
+//   green thread 17 [waiting: netpoll read, 2.1s]:
+//       spawned at server/connection.cpp:42
+std::string dump_green_threads();
+
 // Green threads that exist now (runnable, running or parked): Go's runtime.NumGoroutine().
 int64_t num_green_threads();
 
@@ -161,6 +199,15 @@ struct RuntimeStats {
   int64_t green_threads = 0;
   uint64_t green_threads_created = 0;
   uint32_t global_runq_length = 0;
+  int idle_machines = 0;          // Ms parked with no work
+  int blocking_machines = 0;      // Ms inside green::blocking() right now
+  uint64_t steals = 0;            // sum of per_proc[].stolen
+  uint64_t blocking_calls = 0;    // green::blocking() calls
+  uint64_t blocking_handoffs = 0; // Ps handed to another M because a call blocked
+  uint64_t hogs = 0;              // times sysmon found a green thread running over 10 ms
+  uint64_t preemptions = 0;       // checkpoints that yielded on a sysmon or timer request
+  uint64_t netpoll_polls = 0;     // epoll_wait calls that returned events
+  uint64_t netpoll_wakeups = 0;   // green threads made runnable by the netpoller
   ProcessorStats per_proc[256];
 };
 RuntimeStats stats();

@@ -1,0 +1,171 @@
+// greenrt's sockets: TCP listeners and streams whose operations park the calling green thread
+// (never its OS thread) when the socket would block, as Go's net package does.
+//
+// Every operation first tries the system call; on EAGAIN it parks the green thread on the
+// socket's poll descriptor until the netpoller (one edge-triggered epoll instance, see
+// runtime/netpoll.cpp) reports the socket ready, then tries again.
+//
+// Errors are returned as negative errno values, never thrown:
+//   -ETIMEDOUT  the operation's deadline passed (the socket stays usable);
+//   -ECANCELED  the socket was closed (by another green thread) while the operation waited,
+//               or is already closed;
+//   others      what the system call said (-ECONNRESET, -EPIPE, ...).
+// A read returning 0 means end of stream.
+//
+// Streams and listeners are movable, not copyable, and close their socket when destroyed.
+// One green thread may read while another writes; two concurrent readers (or writers) of one
+// stream are allowed but their data interleaves unpredictably, as with any socket. From a plain
+// OS thread (outside any green thread) the same calls work and block that thread.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace green::net {
+
+namespace detail {
+struct PollDesc;
+}
+
+// An IPv4 or IPv6 socket address.
+class Address {
+ public:
+  Address() = default;
+  // Parses "HOST:PORT" where HOST is a numeric IPv4 address, "[IPv6]", "localhost" or empty
+  // (all IPv4 interfaces); PORT is 0..65535. Returns nullopt on anything else.
+  static std::optional<Address> parse(std::string_view host_port);
+  static Address from_sockaddr(const sockaddr* sa, socklen_t len);
+
+  const sockaddr* sockaddr_ptr() const { return reinterpret_cast<const sockaddr*>(&storage_); }
+  socklen_t length() const { return length_; }
+  int family() const { return storage_.ss_family; }
+  uint16_t port() const;
+  // "127.0.0.1:8080" or "[::1]:8080".
+  std::string to_string() const;
+  // Just the host part, without brackets: "127.0.0.1", "::1".
+  std::string host() const;
+
+ private:
+  sockaddr_storage storage_{};
+  socklen_t length_ = 0;
+};
+
+// Deadlines are absolute times on the steady (CLOCK_MONOTONIC) clock; kNoDeadline disables.
+using Deadline = std::chrono::steady_clock::time_point;
+inline constexpr Deadline kNoDeadline = Deadline::max();
+inline Deadline deadline_after(std::chrono::nanoseconds d) {
+  return std::chrono::steady_clock::now() + d;
+}
+
+class TcpStream {
+ public:
+  TcpStream() = default;
+  ~TcpStream() { close(); }
+  TcpStream(TcpStream&& other) noexcept;
+  TcpStream& operator=(TcpStream&& other) noexcept;
+  TcpStream(const TcpStream&) = delete;
+  TcpStream& operator=(const TcpStream&) = delete;
+
+  // Connects to `to`, parking until the connection is established or `deadline` passes.
+  // Returns 0 and fills *out, or a negative errno.
+  static int connect(const Address& to, TcpStream* out, Deadline deadline = kNoDeadline);
+
+  // Adopts a connected socket (made non-blocking here). Used by TcpListener::accept.
+  static TcpStream adopt(int fd);
+
+  bool is_open() const { return pd_ != nullptr; }
+  int fd() const;
+
+  // Reads up to n bytes: returns the count (>0), 0 at end of stream, or a negative errno.
+  ssize_t read(void* buf, std::size_t n);
+  ssize_t readv(const iovec* iov, int iovcnt);
+  // Writes all n bytes unless an error or the write deadline intervenes: returns n, or a
+  // negative errno (bytes already written before an error are not reported: the stream's
+  // state is then unknown and it should be closed, as with Go's partial writes).
+  ssize_t write(const void* buf, std::size_t n);
+  // As write(), for all of iov[0..iovcnt) (the array itself may be modified).
+  ssize_t writev(iovec* iov, int iovcnt);
+
+  // Parks until the socket is readable (data, end of stream or error) without reading: lets an
+  // idle connection wait without holding a buffer. Returns 0, or a negative errno.
+  int wait_readable();
+
+  // Deadlines for all future and currently parked reads / writes. A parked operation whose
+  // deadline is moved is not re-armed until it next parks.
+  void set_read_deadline(Deadline d) { read_deadline_ = d; }
+  void set_write_deadline(Deadline d) { write_deadline_ = d; }
+  Deadline read_deadline() const { return read_deadline_; }
+  Deadline write_deadline() const { return write_deadline_; }
+
+  // shutdown(2): SHUT_RD, SHUT_WR or SHUT_RDWR. Returns 0 or a negative errno.
+  int shutdown(int how);
+  // Closes the socket; green threads parked in read/write on it wake with -ECANCELED.
+  void close();
+  // SO_LINGER {on, 0}: the next close() sends RST instead of FIN.
+  void set_linger_zero();
+  int set_nodelay(bool on);
+
+  Address local_address() const;
+  Address peer_address() const;
+
+ private:
+  explicit TcpStream(detail::PollDesc* pd);
+  detail::PollDesc* pd_ = nullptr;
+  uint32_t seq_ = 0;  // the descriptor's sequence when we opened it: detects use after close
+  Deadline read_deadline_ = kNoDeadline;
+  Deadline write_deadline_ = kNoDeadline;
+};
+
+struct ListenOptions {
+  int backlog = 4096;
+  bool reuse_port = false;  // SO_REUSEPORT: several listeners (processes) on one port
+  bool ipv6_only = false;   // for "[::]:port": IPV6_V6ONLY
+};
+
+class TcpListener {
+ public:
+  TcpListener() = default;
+  ~TcpListener() { close(); }
+  TcpListener(TcpListener&& other) noexcept;
+  TcpListener& operator=(TcpListener&& other) noexcept;
+  TcpListener(const TcpListener&) = delete;
+  TcpListener& operator=(const TcpListener&) = delete;
+
+  // Binds and listens (SO_REUSEADDR always). Returns 0 and fills *out, or a negative errno.
+  static int listen(const Address& at, TcpListener* out, const ListenOptions& options = {});
+
+  // Accepts one connection (TCP_NODELAY set, non-blocking), parking while none is pending.
+  // Returns 0 and fills *out (and *peer when not null), or a negative errno: -ECANCELED once
+  // the listener is closed, -EMFILE/-ENFILE when out of descriptors (the caller decides how
+  // long to back off), -ETIMEDOUT past the deadline.
+  int accept(TcpStream* out, Address* peer = nullptr, Deadline deadline = kNoDeadline);
+
+  bool is_open() const { return pd_ != nullptr; }
+  int fd() const;
+  Address local_address() const;
+  // Closes the socket; a green thread parked in accept() wakes with -ECANCELED.
+  void close();
+
+ private:
+  detail::PollDesc* pd_ = nullptr;
+  uint32_t seq_ = 0;
+};
+
+// Counters of the netpoller, for stats() and /metrics.
+struct NetpollStats {
+  uint64_t polls = 0;         // epoll_wait calls that returned events
+  uint64_t wakeups = 0;       // green threads made runnable by the netpoller
+  uint64_t open_descriptors = 0;
+};
+NetpollStats netpoll_stats();
+
+}  // namespace green::net
