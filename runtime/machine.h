@@ -24,6 +24,7 @@ struct alignas(64) Machine {
   GreenThread* curg = nullptr;     // the G running on this M, null on g0
   Processor* p = nullptr;          // the P held, null when idle
   Processor* next_p = nullptr;     // handed over by startm() before waking us
+  Processor* blocked_from = nullptr;  // the P given up by green::blocking(), to retake after
   bool spinning = false;           // looking for work to steal (counted in sched.nmspinning)
   Machine* idle_link = nullptr;    // idle M list, under sched lock
   bool in_idle_list = false;       // under sched lock

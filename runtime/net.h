@@ -23,6 +23,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -30,11 +31,11 @@
 #include <string>
 #include <string_view>
 
-namespace green::net {
-
-namespace detail {
+namespace green::detail {
 struct PollDesc;
 }
+
+namespace green::net {
 
 // An IPv4 or IPv6 socket address.
 class Address {
@@ -82,12 +83,15 @@ class TcpStream {
   // Adopts a connected socket (made non-blocking here). Used by TcpListener::accept.
   static TcpStream adopt(int fd);
 
-  bool is_open() const { return pd_ != nullptr; }
+  bool is_open() const { return pd_ != nullptr && !closed_.load(std::memory_order_relaxed); }
   int fd() const;
 
   // Reads up to n bytes: returns the count (>0), 0 at end of stream, or a negative errno.
   ssize_t read(void* buf, std::size_t n);
   ssize_t readv(const iovec* iov, int iovcnt);
+  // As read(), but returns -EAGAIN instead of parking when no data is there yet. With
+  // wait_readable() this lets a connection hold its buffer only while data is flowing.
+  ssize_t try_read(void* buf, std::size_t n);
   // Writes all n bytes unless an error or the write deadline intervenes: returns n, or a
   // negative errno (bytes already written before an error are not reported: the stream's
   // state is then unknown and it should be closed, as with Go's partial writes).
@@ -108,7 +112,8 @@ class TcpStream {
 
   // shutdown(2): SHUT_RD, SHUT_WR or SHUT_RDWR. Returns 0 or a negative errno.
   int shutdown(int how);
-  // Closes the socket; green threads parked in read/write on it wake with -ECANCELED.
+  // Closes the socket; green threads parked in read/write on it wake with -ECANCELED. Safe to
+  // call while other green threads use the stream (Go's Conn.Close), and more than once.
   void close();
   // SO_LINGER {on, 0}: the next close() sends RST instead of FIN.
   void set_linger_zero();
@@ -118,9 +123,13 @@ class TcpStream {
   Address peer_address() const;
 
  private:
-  explicit TcpStream(detail::PollDesc* pd);
-  detail::PollDesc* pd_ = nullptr;
+  friend class TcpListener;
+  explicit TcpStream(green::detail::PollDesc* pd);
+  // pd_ and seq_ stay set after close(): operations then fail on the descriptor's sequence or
+  // closing mark, so close() never races with a concurrent operation reading pd_.
+  green::detail::PollDesc* pd_ = nullptr;
   uint32_t seq_ = 0;  // the descriptor's sequence when we opened it: detects use after close
+  std::atomic<bool> closed_{false};
   Deadline read_deadline_ = kNoDeadline;
   Deadline write_deadline_ = kNoDeadline;
 };
@@ -149,15 +158,17 @@ class TcpListener {
   // long to back off), -ETIMEDOUT past the deadline.
   int accept(TcpStream* out, Address* peer = nullptr, Deadline deadline = kNoDeadline);
 
-  bool is_open() const { return pd_ != nullptr; }
+  bool is_open() const { return pd_ != nullptr && !closed_.load(std::memory_order_relaxed); }
   int fd() const;
   Address local_address() const;
-  // Closes the socket; a green thread parked in accept() wakes with -ECANCELED.
+  // Closes the socket; a green thread parked in accept() wakes with -ECANCELED. Safe to call
+  // while another green thread is in accept(), and more than once.
   void close();
 
  private:
-  detail::PollDesc* pd_ = nullptr;
+  green::detail::PollDesc* pd_ = nullptr;
   uint32_t seq_ = 0;
+  std::atomic<bool> closed_{false};
 };
 
 // Counters of the netpoller, for stats() and /metrics.

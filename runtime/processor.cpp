@@ -169,3 +169,20 @@ uint32_t runq_length(const Processor* p) {
 }
 
 }  // namespace green::detail
+
+namespace green::detail {
+
+uint32_t spill_runq(Processor* p) {
+  std::atomic<GreenThread*> batch[kRunQueueSize];
+  const uint32_t n = runq_grab(p, batch, 0, false);
+  if (n == 0) return 0;
+  for (uint32_t i = 0; i + 1 < n; ++i) {
+    batch[i].load(std::memory_order_relaxed)->sched_link = batch[i + 1].load(std::memory_order_relaxed);
+  }
+  std::lock_guard<SpinLock> guard(sched.lock);
+  global_put_locked(batch[0].load(std::memory_order_relaxed),
+                    batch[n - 1].load(std::memory_order_relaxed), n);
+  return n;
+}
+
+}  // namespace green::detail

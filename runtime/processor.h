@@ -49,6 +49,17 @@ struct alignas(64) Processor {
 
   TimerHeap timers;
 
+  // ---- sysmon's view (atomics: sysmon reads them from its own thread) ----
+  // schedtick * 2 + 1 while a G runs, schedtick * 2 on g0: unchanged and odd across two sysmon
+  // looks 10 ms apart means one G has run that long.
+  std::atomic<uint32_t> run_tick{0};
+  // Set by sysmon (the G ran over 10 ms, or a timer of this P is overdue and nobody else can
+  // run it); honoured by checkpoint() and cleared when the next G starts.
+  std::atomic<bool> preempt{false};
+  // sysmon-private: the run_tick it last saw and when.
+  uint32_t sysmon_tick = 0;
+  int64_t sysmon_when = 0;
+
   // ---- statistics: written by the owner (relaxed), read by anyone ----
   std::atomic<uint64_t> scheduled{0};
   std::atomic<uint64_t> stolen{0};

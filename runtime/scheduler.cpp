@@ -37,7 +37,10 @@
 #include <string>
 
 #include "runtime/context.h"
+#include "runtime/detail/intrusive_fifo.h"
+#include "runtime/netpoll.h"
 #include "runtime/stack.h"
+#include "runtime/sysmon.h"
 
 namespace green::detail {
 
@@ -80,6 +83,7 @@ Machine* midle_get_locked() {
   sched.idle_machines = m->idle_link;
   m->idle_link = nullptr;
   m->in_idle_list = false;
+  sched.nmidle.fetch_sub(1, std::memory_order_relaxed);
   return m;
 }
 
@@ -89,6 +93,7 @@ void midle_remove_locked(Machine* m) {
       *link = m->idle_link;
       m->idle_link = nullptr;
       m->in_idle_list = false;
+      sched.nmidle.fetch_sub(1, std::memory_order_relaxed);
       return;
     }
   }
@@ -141,6 +146,8 @@ void machine_main(Machine* m) {
   release_signal_stack();
 }
 
+}  // namespace
+
 // Runs p (or an idle P) on an idle or new M. `spinning`: the caller already counted the M in
 // nmspinning.
 void startm(Processor* p, bool spinning) {
@@ -174,9 +181,8 @@ void startm(Processor* p, bool spinning) {
   }
   m->spinning = spinning;
   m->next_p = p;
-  // release: next_p and spinning are visible to the woken M.
-  m->wake.store(Machine::kWakeRun, std::memory_order_release);
-  futex_wake(&m->wake, 1);
+  // next_p and spinning are visible to the woken M (the store is seq_cst: see wake_machine).
+  wake_machine(m, Machine::kWakeRun, /*force=*/true);
 }
 
 // Earliest pending timer over all Ps.
@@ -188,6 +194,8 @@ int64_t earliest_timer() {
   return earliest;
 }
 
+namespace {
+
 // After taking a P as the timer waiter: run every P's expired timers here (their Gs land on
 // our P), and hand the waiter role to another idle M if timers remain.
 void service_timers_as_waiter() {
@@ -196,6 +204,13 @@ void service_timers_as_waiter() {
 }
 
 // Parks the M until it is handed a P (returns true) or the runtime stops (returns false).
+//
+// One idle M at a time is the "waiter" (Go's M blocked in netpoll): it sleeps in epoll_wait (or
+// on its futex before any socket exists) until the earliest timer of all Ps, so timers fire and
+// network events are seen while every P is idle. When it wakes with work and an idle P is free it
+// takes the P and runs; when every P is busy it leaves the green threads in the global queue and
+// stands down (sleeps without the role) instead of being woken by every network event: busy Ps
+// poll the network themselves when their queues run dry, and sysmon polls if they do not.
 bool stopm(Machine* m) {
   {
     std::lock_guard<SpinLock> guard(sched.lock);
@@ -203,10 +218,15 @@ bool stopm(Machine* m) {
     m->idle_link = sched.idle_machines;
     sched.idle_machines = m;
     m->in_idle_list = true;
+    sched.nmidle.fetch_add(1, std::memory_order_relaxed);
   }
+  bool stand_down = false;
   for (;;) {
-    Machine* expected = nullptr;
-    const bool timer_waiter = sched.timer_waiter.compare_exchange_strong(expected, m);
+    bool timer_waiter = false;
+    if (!stand_down) {
+      Machine* expected = nullptr;
+      timer_waiter = sched.timer_waiter.compare_exchange_strong(expected, m);
+    }
     int64_t timeout = -1;
     if (timer_waiter) {
       // seq_cst pairs with timer_add's push + wake_timer_waiter(): either we see the new
@@ -217,38 +237,62 @@ bool stopm(Machine* m) {
       sched.timer_waiter_until.store(until);
       if (until != INT64_MAX) timeout = std::max<int64_t>(0, until - now_ns());
     }
-    if (timeout != 0) futex_wait(&m->wake, 0, timeout);
+    GreenThread* polled = nullptr;
+    uint32_t npolled = 0;
+    if (timer_waiter && netpoll_inited()) {
+      // A waker stores m->wake before looking at timer_waiter (seq_cst both sides): either it
+      // sees us as the waiter and breaks the poll, or we see its store here.
+      if (m->wake.load() == 0) polled = netpoll(timeout, &npolled);
+    } else if (timeout != 0) {
+      futex_wait(&m->wake, 0, timeout);
+    }
     if (timer_waiter) {
       sched.timer_waiter_until.store(kNoTimerWaiter);
       sched.timer_waiter.store(nullptr);
     }
-    uint32_t why = m->wake.exchange(0, std::memory_order_acquire);
+    const uint32_t why = m->wake.exchange(0, std::memory_order_acquire);
     if (why == Machine::kWakeRun) {
       acquire_p(m, m->next_p);
       m->next_p = nullptr;
-      // We may have been the timer waiter: let another idle M take over the role.
-      if (timer_waiter && earliest_timer() != INT64_MAX) nudge_idle_machine_for_timers();
+      if (polled != nullptr) inject_list(polled, npolled);
+      // We may have been the waiter: let another idle M take over the role.
+      if (timer_waiter) ensure_waiter();
       return true;
     }
-    if (why == Machine::kWakeExit || sched.stopping.load()) return false;
-    if (earliest_timer() > now_ns()) continue;  // spurious, or a new earlier deadline
-    // A timer is due: take an idle P to run it, unless someone is already handing us one.
+    if (why == Machine::kWakeTimers) stand_down = false;
+    if (why == Machine::kWakeExit || sched.stopping.load()) {
+      if (polled != nullptr) inject_list(polled, npolled);
+      return false;
+    }
+    if (polled == nullptr && earliest_timer() > now_ns()) continue;  // nothing due yet
+    // Green threads from the poll, or a due timer: take an idle P to run them.
     Processor* p = nullptr;
+    bool handed = false;
     {
       std::lock_guard<SpinLock> guard(sched.lock);
-      if (!m->in_idle_list) continue;  // a startm() popped us: its kWakeRun is on the way
-      p = pidle_get_locked();
-      if (p != nullptr) midle_remove_locked(m);
+      if (!m->in_idle_list) {
+        handed = true;  // a startm() popped us: its kWakeRun is on the way
+      } else {
+        p = pidle_get_locked();
+        if (p != nullptr) midle_remove_locked(m);
+      }
+      if (p == nullptr && polled != nullptr) {
+        GreenThread* tail = polled;
+        while (tail->sched_link != nullptr) tail = tail->sched_link;
+        global_put_locked(polled, tail, npolled);
+        polled = nullptr;
+      }
     }
     if (p == nullptr) {
-      // Every P is busy; each runs its own timers at its next scheduling point. Sleep without
-      // the waiter role until something changes.
-      futex_wait(&m->wake, 0, 1'000'000);
+      // Every P is busy (or one is on its way to us). Busy Ps run their own timers and find
+      // the polled green threads in the global queue.
+      if (!handed) stand_down = true;
       continue;
     }
     acquire_p(m, p);
+    if (polled != nullptr) inject_list(polled, npolled);
     service_timers_as_waiter();
-    if (earliest_timer() != INT64_MAX) nudge_idle_machine_for_timers();
+    ensure_waiter();
     return true;
   }
 }
@@ -310,7 +354,16 @@ GreenThread* find_runnable(Machine* m, bool* inherit_time) {
       return g;
     }
     if (GreenThread* g = global_get(p, 0)) return g;
-    // (netpoll, non-blocking, goes here)
+    // The network, without blocking, unless an M is already blocked in epoll_wait (it gets
+    // the events). Several green threads made ready at once are spread over idle Ps.
+    if (netpoll_inited() && netpoll_waiters() > 0 &&
+        sched.timer_waiter.load(std::memory_order_relaxed) == nullptr) {
+      uint32_t n = 0;
+      if (GreenThread* g = netpoll(0, &n)) {
+        if (n > 1) inject_list(g->sched_link, n - 1);
+        return g;
+      }
+    }
     const int busy = sched.nprocs - sched.npidle.load();
     if (m->spinning || 2 * sched.nmspinning.load() < busy) {
       if (!m->spinning) {
@@ -356,11 +409,15 @@ GreenThread* find_runnable(Machine* m, bool* inherit_time) {
 
 void begin_stop() {
   sched.stopping.store(true);
-  std::lock_guard<SpinLock> guard(sched.lock);
-  for (auto& m : sched.machines) {
-    m->wake.store(Machine::kWakeExit, std::memory_order_release);
-    futex_wake(&m->wake, 1);
+  {
+    std::lock_guard<SpinLock> guard(sched.lock);
+    for (auto& m : sched.machines) {
+      m->wake.store(Machine::kWakeExit, std::memory_order_release);
+      futex_wake(&m->wake, 1);
+    }
   }
+  netpoll_break();
+  sysmon_wake();
 }
 
 // Completes the switch a G asked for, on g0, after its context was saved.
@@ -388,6 +445,17 @@ void finish_switch(Machine* m, GreenThread* g, SwitchRequest* request) {
       if (req.commit != nullptr) req.commit(req.commit_arg);
       return;
     }
+    case SwitchRequest::kBlockingExit: {
+      // Back from a blocking call with no P free: wait in the global queue; this M (without
+      // a P) parks in schedule().
+      g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+      {
+        std::lock_guard<SpinLock> guard(sched.lock);
+        global_put_locked(g, g, 1);
+      }
+      wakep();
+      return;
+    }
     case SwitchRequest::kExit: {
       const bool was_main = g->is_main;
       g->status.store(GStatus::kDead, std::memory_order_relaxed);
@@ -407,15 +475,24 @@ void execute(Machine* m, GreenThread* g) {
   // runnext chains.
   ++p->schedtick;
   p->scheduled.store(p->scheduled.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  // A preemption request was for the previous G; this one starts a fresh slice.
+  if (p->preempt.load(std::memory_order_relaxed)) clear_preempt(p);
+  p->run_tick.store(p->schedtick * 2 + 1, std::memory_order_relaxed);  // odd: a G runs
   m->curg = g;
   g->status.store(GStatus::kRunning, std::memory_order_relaxed);
   void* request = resume_green_thread(m, g);
   m->curg = nullptr;
+  // The G may have left its P in a blocking call (and taken another): use m's P now.
+  if (Processor* now = m->p; now != nullptr) {
+    now->run_tick.store(now->schedtick * 2, std::memory_order_relaxed);
+  }
   finish_switch(m, g, static_cast<SwitchRequest*>(request));
 }
 
 void schedule(Machine* m) {
   for (;;) {
+    // Without a P after a blocking call handed ours away: wait to be given one.
+    if (m->p == nullptr && !stopm(m)) return;
     bool inherit_time = false;
     GreenThread* g = find_runnable(m, &inherit_time);
     if (g == nullptr) return;
@@ -440,6 +517,18 @@ int procs_from(const Options& options) {
   return static_cast<int>(std::clamp<long>(cpus, 1, kRunQueueSize));
 }
 
+int max_threads_from_env() {
+  const char* env = std::getenv("GREEN_MAX_THREADS");
+  if (env == nullptr || *env == '\0') return 10000;
+  char* end = nullptr;
+  long v = std::strtol(env, &end, 10);
+  if (*end != '\0' || v < 1 || v > 1'000'000) {
+    std::fprintf(stderr, "greenrt: GREEN_MAX_THREADS=%s: want an integer from 1 to 1000000\n", env);
+    std::exit(2);
+  }
+  return static_cast<int>(v);
+}
+
 [[noreturn]] void fatal(const char* message) {
   std::fprintf(stderr, "greenrt: fatal: %s\n", message);
   std::abort();
@@ -458,6 +547,10 @@ void reset_scheduler() {
     p->free_count = 0;
   }
   reclaim_abandoned_green_threads();
+  netpoll_forget_waiters();
+  preempt_pending.store(0);
+  sched.nmidle.store(0);
+  sched.blocking_machines.store(0);
   sched.procs.reset();
   sched.nprocs = 0;
   sched.machines.clear();
@@ -506,27 +599,224 @@ void wakep() {
   startm(nullptr, true);
 }
 
+void wake_machine(Machine* m, uint32_t why, bool force) {
+  if (force) {
+    m->wake.store(why);
+  } else {
+    uint32_t expected = 0;
+    if (!m->wake.compare_exchange_strong(expected, why)) return;  // already being woken
+  }
+  futex_wake(&m->wake, 1);
+  // The waiter M may be blocked in epoll_wait rather than on its futex.
+  if (sched.timer_waiter.load() == m) netpoll_break();
+}
+
 void wake_timer_waiter(int64_t when) {
   int64_t until = sched.timer_waiter_until.load();
   if (until != kTimerWaiterComputing && until != kNoTimerWaiter && when >= until) return;
   if (Machine* m = sched.timer_waiter.load(); m != nullptr) {
-    uint32_t expected = 0;
-    if (m->wake.compare_exchange_strong(expected, Machine::kWakeTimers)) futex_wake(&m->wake, 1);
+    wake_machine(m, Machine::kWakeTimers, false);
     return;
   }
   nudge_idle_machine_for_timers();
 }
 
 void nudge_idle_machine_for_timers() {
-  // Only idle Ps' timers need an idle M: a busy P runs its own at its next scheduling point.
+  // Only idle Ps need an idle M to watch their timers and the network: a busy P runs its own
+  // timers at its next scheduling point and polls when its queue runs dry.
   if (sched.npidle.load() == 0) return;
   std::lock_guard<SpinLock> guard(sched.lock);
   if (Machine* idle = sched.idle_machines; idle != nullptr) {
-    uint32_t expected = 0;
-    if (idle->wake.compare_exchange_strong(expected, Machine::kWakeTimers)) {
-      futex_wake(&idle->wake, 1);
+    wake_machine(idle, Machine::kWakeTimers, false);
+  }
+}
+
+void ensure_waiter() {
+  if (sched.timer_waiter.load() != nullptr || sched.npidle.load() == 0) return;
+  if (earliest_timer() == INT64_MAX && netpoll_waiters() == 0) return;
+  bool have_idle_m;
+  {
+    std::lock_guard<SpinLock> guard(sched.lock);
+    have_idle_m = sched.idle_machines != nullptr;
+    if (have_idle_m) wake_machine(sched.idle_machines, Machine::kWakeTimers, false);
+  }
+  // No idle M: start one on an idle P; finding nothing, it parks and takes the role.
+  if (!have_idle_m) startm(nullptr, false);
+}
+
+void inject_list(GreenThread* head, uint32_t n) {
+  if (head == nullptr) return;
+  Machine* m = current_machine();
+  Processor* p = m != nullptr ? m->p : nullptr;
+  // Idle Ps get one each through the global queue (Go's injectglist); the rest stay here.
+  const int idle = sched.npidle.load();
+  const uint32_t to_global = p == nullptr ? n : std::min<uint32_t>(n, static_cast<uint32_t>(idle));
+  if (to_global > 0) {
+    GreenThread* tail = head;
+    for (uint32_t i = 1; i < to_global; ++i) tail = tail->sched_link;
+    GreenThread* rest = tail->sched_link;
+    {
+      std::lock_guard<SpinLock> guard(sched.lock);
+      global_put_locked(head, tail, to_global);
+    }
+    head = rest;
+    for (uint32_t i = 0; i < to_global && sched.npidle.load() > 0; ++i) startm(nullptr, false);
+  }
+  while (head != nullptr) {
+    GreenThread* next = head->sched_link;
+    runq_put(p, head, false);
+    head = next;
+  }
+}
+
+// ---- preemption ----
+
+std::atomic<uint32_t> preempt_pending{0};
+
+void request_preempt(Processor* p) {
+  if (!p->preempt.exchange(true)) preempt_pending.fetch_add(1, std::memory_order_relaxed);
+}
+
+void clear_preempt(Processor* p) {
+  if (p->preempt.exchange(false)) preempt_pending.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void checkpoint_slow() {
+  Machine* m = current_machine();
+  if (m == nullptr || m->curg == nullptr || m->p == nullptr) return;
+  Processor* p = m->p;
+  if (!p->preempt.load(std::memory_order_relaxed)) return;
+  clear_preempt(p);
+  sched.preemptions.fetch_add(1, std::memory_order_relaxed);
+  // Like Go's gopreempt_m: to the back of the global queue, so that this P runs its queue and
+  // timers first and other Ps can pick the hog up.
+  SwitchRequest req{SwitchRequest::kYieldGlobal};
+  switch_to_scheduler(m->curg, &req);
+}
+
+// ---- blocking calls ----
+
+namespace {
+
+IntrusiveFifo<Waiter>& cap_waiters() {
+  static IntrusiveFifo<Waiter> fifo;
+  return fifo;
+}
+
+void pidle_remove_locked(Processor* p) {
+  for (Processor** link = &sched.idle_procs; *link != nullptr; link = &(*link)->idle_link) {
+    if (*link == p) {
+      *link = p->idle_link;
+      p->idle_link = nullptr;
+      p->idle.store(false, std::memory_order_relaxed);
+      sched.npidle.fetch_sub(1);
+      return;
     }
   }
+}
+
+// Go's handoffp: gives p (whose M is about to block) to another M if there is anything for it
+// to do, else makes it idle.
+void handoff_p(Processor* p) {
+  if (!runq_empty(p) || sched.global_size.load() != 0) {
+    sched.blocking_handoffs.fetch_add(1, std::memory_order_relaxed);
+    startm(p, false);
+    return;
+  }
+  // Nobody spinning or idle to notice work that appears later: start a spinner.
+  if (sched.nmspinning.load() + sched.npidle.load() == 0) {
+    int expected = 0;
+    if (sched.nmspinning.compare_exchange_strong(expected, 1)) {
+      sched.blocking_handoffs.fetch_add(1, std::memory_order_relaxed);
+      startm(p, true);
+      return;
+    }
+  }
+  bool work = false;
+  {
+    std::lock_guard<SpinLock> guard(sched.lock);
+    work = sched.global_size.load(std::memory_order_relaxed) != 0;
+    if (!work) pidle_put_locked(p);
+  }
+  if (work) {
+    sched.blocking_handoffs.fetch_add(1, std::memory_order_relaxed);
+    startm(p, false);
+    return;
+  }
+  // p may have timers or the network may have waiters that nobody else watches now.
+  ensure_waiter();
+}
+
+}  // namespace
+
+void enter_blocking() {
+  Machine* m = current_machine();
+  GreenThread* g = m != nullptr ? m->curg : nullptr;
+  if (g == nullptr) return;  // a plain thread: just make the call
+  // Cap the threads sitting in blocking calls.
+  for (;;) {
+    int cur = sched.blocking_machines.load();
+    if (cur < sched.max_blocking_machines) {
+      if (sched.blocking_machines.compare_exchange_weak(cur, cur + 1)) break;
+      continue;
+    }
+    Waiter w;
+    sched.blocking_cap_lock.lock();
+    if (sched.blocking_machines.load() < sched.max_blocking_machines) {
+      sched.blocking_cap_lock.unlock();
+      continue;
+    }
+    cap_waiters().push(&w);
+    park(w, WaitReason::kBlockingCall, unlock_spin_lock, &sched.blocking_cap_lock);
+  }
+  sched.blocking_calls.fetch_add(1, std::memory_order_relaxed);
+  m = current_machine();  // the cap wait may have moved us
+  Processor* p = m->p;
+  g->wait_reason.store(WaitReason::kBlockingCall, std::memory_order_relaxed);
+  g->wait_since_ns.store(coarse_now_ns(), std::memory_order_relaxed);
+  g->status.store(GStatus::kWaiting, std::memory_order_release);
+  p->run_tick.store(p->schedtick * 2, std::memory_order_relaxed);
+  m->blocked_from = p;
+  m->p = nullptr;
+  p->m = nullptr;
+  handoff_p(p);
+}
+
+void exit_blocking() {
+  Machine* m = current_machine();
+  GreenThread* g = m != nullptr ? m->curg : nullptr;
+  if (g == nullptr) return;
+  Processor* old = m->blocked_from;
+  m->blocked_from = nullptr;
+  Processor* p = nullptr;
+  {
+    std::lock_guard<SpinLock> guard(sched.lock);
+    // Our old P if it is still idle (its caches are warm), else any idle P.
+    if (old != nullptr && old->idle.load(std::memory_order_relaxed)) {
+      pidle_remove_locked(old);
+      p = old;
+    } else {
+      p = pidle_get_locked();
+    }
+  }
+  sched.blocking_machines.fetch_sub(1);
+  Waiter* next = nullptr;
+  {
+    std::lock_guard<SpinLock> guard(sched.blocking_cap_lock);
+    next = cap_waiters().pop_claimed();
+  }
+  if (p != nullptr) {
+    acquire_p(m, p);
+    g->wait_reason.store(WaitReason::kNone, std::memory_order_relaxed);
+    g->status.store(GStatus::kRunning, std::memory_order_relaxed);
+    p->run_tick.store(++p->schedtick * 2 + 1, std::memory_order_relaxed);
+    if (next != nullptr) unpark(*next);
+    return;
+  }
+  if (next != nullptr) unpark(*next);  // no P: it goes to the global queue
+  g->wait_reason.store(WaitReason::kNone, std::memory_order_relaxed);
+  SwitchRequest req{SwitchRequest::kBlockingExit};
+  switch_to_scheduler(g, &req);
 }
 
 void ready(GreenThread* g, bool next) {
@@ -552,7 +842,12 @@ uint64_t new_goid(Processor* p) {
 }
 
 void switch_to_scheduler(GreenThread* g, SwitchRequest* req) {
-  suspend_green_thread(g, current_machine(), req, req->kind == SwitchRequest::kExit);
+  Machine* m = current_machine();
+  if (m->p == nullptr && req->kind != SwitchRequest::kBlockingExit) {
+    fatal("a green thread parked, yielded or exited inside green::blocking(); the function "
+          "given to blocking() must not call into the scheduler");
+  }
+  suspend_green_thread(g, m, req, req->kind == SwitchRequest::kExit);
 }
 
 GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_align,
@@ -640,7 +935,10 @@ void run(const Options& options, std::function<void()> main) {
   set_current_machine(m0);
   acquire_p(m0, &sched.procs[0]);
   for (int i = opts.procs - 1; i >= 1; --i) pidle_put_locked(&sched.procs[i]);
+  sched.max_blocking_machines = max_threads_from_env();
+  sched.start_ns = now_ns();
   sched.active.store(true, std::memory_order_release);
+  sysmon_start();
 
   using Main = std::function<void()>;
   void* storage = nullptr;
@@ -659,6 +957,7 @@ void run(const Options& options, std::function<void()> main) {
   for (auto& m : sched.machines) {
     if (m->thread.joinable()) m->thread.join();
   }
+  sysmon_stop();
   set_current_machine(nullptr);
   sched.active.store(false, std::memory_order_release);
   reset_scheduler();
@@ -717,11 +1016,20 @@ RuntimeStats stats() {
   s.spinning_machines = sched.nmspinning.load();
   s.green_threads = num_green_threads();
   s.global_runq_length = sched.global_size.load(std::memory_order_relaxed);
+  s.idle_machines = sched.nmidle.load(std::memory_order_relaxed);
+  s.blocking_machines = sched.blocking_machines.load(std::memory_order_relaxed);
+  s.blocking_calls = sched.blocking_calls.load(std::memory_order_relaxed);
+  s.blocking_handoffs = sched.blocking_handoffs.load(std::memory_order_relaxed);
+  s.hogs = sched.hogs.load(std::memory_order_relaxed);
+  s.preemptions = sched.preemptions.load(std::memory_order_relaxed);
+  s.netpoll_polls = netpoll_counters.polls.load(std::memory_order_relaxed);
+  s.netpoll_wakeups = netpoll_counters.wakeups.load(std::memory_order_relaxed);
   uint64_t created = static_cast<uint64_t>(sched.outside_spawned.load());
   for (int i = 0; i < sched.nprocs; ++i) {
     Processor* p = &sched.procs[i];
     s.per_proc[i].scheduled = p->scheduled.load(std::memory_order_relaxed);
     s.per_proc[i].stolen = p->stolen.load(std::memory_order_relaxed);
+    s.steals += s.per_proc[i].stolen;
     s.per_proc[i].runq_length = runq_length(p);
     created += p->spawned.load(std::memory_order_relaxed);
   }

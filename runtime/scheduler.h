@@ -36,6 +36,16 @@ struct Scheduler {
   alignas(64) std::atomic<int> npidle{0};
   alignas(64) std::atomic<int> nmspinning{0};
   alignas(64) std::atomic<int> nmachines{0};
+  std::atomic<int> nmidle{0};  // Ms in the idle list
+  std::atomic<int> blocking_machines{0};  // Ms inside green::blocking()
+  int max_blocking_machines = 10000;      // GREEN_MAX_THREADS
+  SpinLock blocking_cap_lock;             // guards blocking_cap_waiters
+  void* blocking_cap_waiters = nullptr;   // IntrusiveFifo<Waiter>* (scheduler.cpp)
+  std::atomic<uint64_t> blocking_calls{0};
+  std::atomic<uint64_t> blocking_handoffs{0};
+  std::atomic<uint64_t> hogs{0};
+  std::atomic<uint64_t> preemptions{0};
+  int64_t start_ns = 0;
   std::atomic<bool> stopping{false};
   std::atomic<bool> active{false};
 
@@ -69,15 +79,35 @@ void wakep();
 void wake_timer_waiter(int64_t when);
 // Wakes an idle M so that it becomes the timer waiter (when an idle P has timers).
 void nudge_idle_machine_for_timers();
+// Sets m->wake (unconditionally with `force`, else only if no wake is pending) and wakes m,
+// whether it sleeps on its futex or in epoll_wait as the waiter.
+void wake_machine(Machine* m, uint32_t why, bool force);
+// Makes sure an idle M watches timers and the network while some P is idle.
+void ensure_waiter();
+// Queues a chain (through sched_link) of n runnable green threads: one per idle P through the
+// global queue (starting Ms for them), the rest on the caller's P (or all globally from a
+// thread without a P).
+void inject_list(GreenThread* head, uint32_t n);
+// Runs p on an idle or new M (spinning: already counted in nmspinning).
+void startm(Processor* p, bool spinning);
 // Global run queue (caller holds sched.lock).
 void global_put_locked(GreenThread* head, GreenThread* tail, uint32_t n);
 // Takes G ids for p (batches of 16, as Go's goidcache).
 uint64_t new_goid(Processor* p);
 
+// --- preemption (scheduler.cpp) ---
+// Asks the G running on p to yield at its next checkpoint.
+void request_preempt(Processor* p);
+void clear_preempt(Processor* p);
+// Moves about half of p's queued Gs to the global queue (sysmon, for a hogged P).
+uint32_t spill_runq(Processor* p);
+// Global run queue length and earliest timer over all Ps.
+int64_t earliest_timer();
+
 // --- switching (scheduler.cpp) ---
 // What a G asks g0 to do once it is off its stack.
 struct SwitchRequest {
-  enum Kind : uint8_t { kYield, kYieldGlobal, kPark, kExit } kind;
+  enum Kind : uint8_t { kYield, kYieldGlobal, kPark, kExit, kBlockingExit } kind;
   WaitReason reason = WaitReason::kNone;
   CommitFn commit = nullptr;
   void* commit_arg = nullptr;

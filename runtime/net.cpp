@@ -1,0 +1,419 @@
+// TCP listeners and streams on the netpoller. See net.h.
+#include "runtime/net.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+
+#include "runtime/green.h"
+#include "runtime/netpoll.h"
+
+namespace green::net {
+
+using green::detail::PollDesc;
+using green::detail::PollMode;
+
+namespace {
+
+int64_t to_ns(Deadline d) {
+  if (d == kNoDeadline) return green::detail::kNoDeadline;
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(d.time_since_epoch()).count();
+}
+
+// Holds a reference on a descriptor for the duration of one operation.
+class OpGuard {
+ public:
+  OpGuard(PollDesc* pd, uint32_t seq)
+      : pd_(pd != nullptr && green::detail::poll_acquire(pd, seq) ? pd : nullptr) {}
+  ~OpGuard() {
+    if (pd_ != nullptr) green::detail::poll_release(pd_);
+  }
+  OpGuard(const OpGuard&) = delete;
+  OpGuard& operator=(const OpGuard&) = delete;
+  explicit operator bool() const { return pd_ != nullptr; }
+  int fd() const { return pd_->fd; }
+
+ private:
+  PollDesc* pd_;
+};
+
+// Registers a non-blocking fd; closes it on failure.
+PollDesc* open_desc(int fd, uint32_t* seq, int* err) {
+  PollDesc* pd = green::detail::poll_open(fd, err);
+  if (pd == nullptr) {
+    ::close(fd);
+    return nullptr;
+  }
+  *seq = pd->seq.load(std::memory_order_acquire);
+  return pd;
+}
+
+void set_nodelay_fd(int fd) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+Address sock_name(PollDesc* pd, uint32_t seq, bool peer) {
+  OpGuard op(pd, seq);
+  if (!op) return {};
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  auto* sa = reinterpret_cast<sockaddr*>(&ss);
+  const int rc = peer ? getpeername(op.fd(), sa, &len) : getsockname(op.fd(), sa, &len);
+  if (rc != 0) return {};
+  return Address::from_sockaddr(sa, len);
+}
+
+}  // namespace
+
+// ---- Address ----
+
+std::optional<Address> Address::parse(std::string_view host_port) {
+  const std::size_t colon = host_port.rfind(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  std::string_view host = host_port.substr(0, colon);
+  std::string_view port_text = host_port.substr(colon + 1);
+  unsigned port = 0;
+  if (port_text.empty()) return std::nullopt;
+  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535) {
+    return std::nullopt;
+  }
+  Address a;
+  if (!host.empty() && host.front() == '[') {
+    if (host.size() < 2 || host.back() != ']') return std::nullopt;
+    std::string h(host.substr(1, host.size() - 2));
+    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&a.storage_);
+    if (inet_pton(AF_INET6, h.c_str(), &sin6->sin6_addr) != 1) return std::nullopt;
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons(static_cast<uint16_t>(port));
+    a.length_ = sizeof(sockaddr_in6);
+    return a;
+  }
+  std::string h = host.empty() ? "0.0.0.0" : host == "localhost" ? "127.0.0.1" : std::string(host);
+  auto* sin = reinterpret_cast<sockaddr_in*>(&a.storage_);
+  if (inet_pton(AF_INET, h.c_str(), &sin->sin_addr) != 1) return std::nullopt;
+  sin->sin_family = AF_INET;
+  sin->sin_port = htons(static_cast<uint16_t>(port));
+  a.length_ = sizeof(sockaddr_in);
+  return a;
+}
+
+Address Address::from_sockaddr(const sockaddr* sa, socklen_t len) {
+  Address a;
+  len = std::min<socklen_t>(len, sizeof a.storage_);
+  std::memcpy(&a.storage_, sa, len);
+  a.length_ = len;
+  return a;
+}
+
+uint16_t Address::port() const {
+  if (family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
+  if (family() == AF_INET6) {
+    return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
+  }
+  return 0;
+}
+
+std::string Address::host() const {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (family() == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, buf, sizeof buf);
+  } else if (family() == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, buf,
+              sizeof buf);
+  }
+  return buf;
+}
+
+std::string Address::to_string() const {
+  std::string out;
+  if (family() == AF_INET6) {
+    out.push_back('[');
+    out.append(host());
+    out.push_back(']');
+  } else if (family() == AF_INET) {
+    out.append(host());
+  } else {
+    return "?";
+  }
+  out.push_back(':');
+  out.append(std::to_string(port()));
+  return out;
+}
+
+// ---- TcpStream ----
+
+TcpStream::TcpStream(PollDesc* pd) : pd_(pd), seq_(pd->seq.load(std::memory_order_acquire)) {}
+
+TcpStream::TcpStream(TcpStream&& other) noexcept { *this = std::move(other); }
+
+TcpStream& TcpStream::operator=(TcpStream&& other) noexcept {
+  if (this != &other) {
+    close();
+    pd_ = std::exchange(other.pd_, nullptr);
+    seq_ = other.seq_;
+    closed_.store(other.closed_.exchange(false, std::memory_order_relaxed),
+                  std::memory_order_relaxed);
+    read_deadline_ = std::exchange(other.read_deadline_, kNoDeadline);
+    write_deadline_ = std::exchange(other.write_deadline_, kNoDeadline);
+  }
+  return *this;
+}
+
+TcpStream TcpStream::adopt(int fd) {
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0 && (flags & O_NONBLOCK) == 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  int err = 0;
+  uint32_t seq = 0;
+  PollDesc* pd = open_desc(fd, &seq, &err);
+  if (pd == nullptr) return {};
+  return TcpStream(pd);
+}
+
+int TcpStream::connect(const Address& to, TcpStream* out, Deadline deadline) {
+  const int fd = ::socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  set_nodelay_fd(fd);
+  int err = 0;
+  uint32_t seq = 0;
+  PollDesc* pd = open_desc(fd, &seq, &err);
+  if (pd == nullptr) return err;
+  TcpStream s(pd);
+  green::checkpoint();
+  int rc = ::connect(fd, to.sockaddr_ptr(), to.length());
+  if (rc != 0 && errno != EINPROGRESS && errno != EINTR) return -errno;
+  if (rc != 0) {
+    OpGuard op(pd, seq);
+    if (!op) return -ECANCELED;
+    for (;;) {
+      const int w = green::detail::poll_wait(pd, PollMode::kWrite, to_ns(deadline));
+      if (w != 0) return w;
+      int so_error = 0;
+      socklen_t len = sizeof so_error;
+      if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) return -errno;
+      if (so_error == 0) {
+        // Readiness may be stale (an unconnected socket reports writable when registered):
+        // connected only if there is a peer.
+        sockaddr_storage peer{};
+        socklen_t plen = sizeof peer;
+        if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) == 0) break;
+        if (errno != ENOTCONN) return -errno;
+        continue;
+      }
+      if (so_error != EINPROGRESS && so_error != EALREADY && so_error != EINTR) return -so_error;
+    }
+  }
+  *out = std::move(s);
+  return 0;
+}
+
+int TcpStream::fd() const { return is_open() ? pd_->fd : -1; }
+
+ssize_t TcpStream::try_read(void* buf, std::size_t n) {
+  green::checkpoint();
+  OpGuard op(pd_, seq_);
+  if (!op) return -ECANCELED;
+  for (;;) {
+    const ssize_t r = ::read(op.fd(), buf, n);
+    if (r >= 0) return r;
+    if (errno != EINTR) return -errno;
+  }
+}
+
+ssize_t TcpStream::read(void* buf, std::size_t n) {
+  green::checkpoint();
+  OpGuard op(pd_, seq_);
+  if (!op) return -ECANCELED;
+  for (;;) {
+    const ssize_t r = ::read(op.fd(), buf, n);
+    if (r >= 0) return r;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return -errno;
+    const int w = green::detail::poll_wait(pd_, PollMode::kRead, to_ns(read_deadline_));
+    if (w != 0) return w;
+  }
+}
+
+ssize_t TcpStream::readv(const iovec* iov, int iovcnt) {
+  green::checkpoint();
+  OpGuard op(pd_, seq_);
+  if (!op) return -ECANCELED;
+  for (;;) {
+    const ssize_t r = ::readv(op.fd(), iov, iovcnt);
+    if (r >= 0) return r;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) return -errno;
+    const int w = green::detail::poll_wait(pd_, PollMode::kRead, to_ns(read_deadline_));
+    if (w != 0) return w;
+  }
+}
+
+int TcpStream::wait_readable() {
+  OpGuard op(pd_, seq_);
+  if (!op) return -ECANCELED;
+  return green::detail::poll_wait(pd_, PollMode::kRead, to_ns(read_deadline_));
+}
+
+ssize_t TcpStream::write(const void* buf, std::size_t n) {
+  iovec iov{const_cast<void*>(buf), n};
+  return writev(&iov, 1);
+}
+
+ssize_t TcpStream::writev(iovec* iov, int iovcnt) {
+  green::checkpoint();
+  OpGuard op(pd_, seq_);
+  if (!op) return -ECANCELED;
+  std::size_t total = 0;
+  for (int i = 0; i < iovcnt; ++i) total += iov[i].iov_len;
+  std::size_t done = 0;
+  while (done < total) {
+    // IOV_MAX is 1024 on Linux.
+    const ssize_t r = ::writev(op.fd(), iov, std::min(iovcnt, 1024));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) return -errno;
+      const int w = green::detail::poll_wait(pd_, PollMode::kWrite, to_ns(write_deadline_));
+      if (w != 0) return w;
+      continue;
+    }
+    done += static_cast<std::size_t>(r);
+    // Skip what was written.
+    std::size_t left = static_cast<std::size_t>(r);
+    while (iovcnt > 0 && left >= iov->iov_len) {
+      left -= iov->iov_len;
+      ++iov;
+      --iovcnt;
+    }
+    if (iovcnt > 0 && left > 0) {
+      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
+      iov->iov_len -= left;
+    }
+  }
+  return static_cast<ssize_t>(total);
+}
+
+int TcpStream::shutdown(int how) {
+  OpGuard op(pd_, seq_);
+  if (!op) return -ECANCELED;
+  return ::shutdown(op.fd(), how) == 0 ? 0 : -errno;
+}
+
+void TcpStream::close() {
+  if (pd_ == nullptr || closed_.exchange(true, std::memory_order_relaxed)) return;
+  green::detail::poll_close(pd_, seq_);
+}
+
+void TcpStream::set_linger_zero() {
+  OpGuard op(pd_, seq_);
+  if (!op) return;
+  linger l{1, 0};
+  setsockopt(op.fd(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+}
+
+int TcpStream::set_nodelay(bool on) {
+  OpGuard op(pd_, seq_);
+  if (!op) return -ECANCELED;
+  int v = on ? 1 : 0;
+  return setsockopt(op.fd(), IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) == 0 ? 0 : -errno;
+}
+
+Address TcpStream::local_address() const { return sock_name(pd_, seq_, false); }
+Address TcpStream::peer_address() const { return sock_name(pd_, seq_, true); }
+
+// ---- TcpListener ----
+
+TcpListener::TcpListener(TcpListener&& other) noexcept { *this = std::move(other); }
+
+TcpListener& TcpListener::operator=(TcpListener&& other) noexcept {
+  if (this != &other) {
+    close();
+    pd_ = std::exchange(other.pd_, nullptr);
+    seq_ = other.seq_;
+    closed_.store(other.closed_.exchange(false, std::memory_order_relaxed),
+                  std::memory_order_relaxed);
+  }
+  return *this;
+}
+
+int TcpListener::listen(const Address& at, TcpListener* out, const ListenOptions& options) {
+  const int fd = ::socket(at.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (options.reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    const int e = errno;
+    ::close(fd);
+    return -e;
+  }
+  if (at.family() == AF_INET6) {
+    int v6only = options.ipv6_only ? 1 : 0;
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
+  }
+  if (::bind(fd, at.sockaddr_ptr(), at.length()) != 0 || ::listen(fd, options.backlog) != 0) {
+    const int e = errno;
+    ::close(fd);
+    return -e;
+  }
+  int err = 0;
+  uint32_t seq = 0;
+  PollDesc* pd = open_desc(fd, &seq, &err);
+  if (pd == nullptr) return err;
+  out->close();
+  out->pd_ = pd;
+  out->seq_ = seq;
+  out->closed_.store(false, std::memory_order_relaxed);
+  return 0;
+}
+
+int TcpListener::accept(TcpStream* out, Address* peer, Deadline deadline) {
+  green::checkpoint();
+  OpGuard op(pd_, seq_);
+  if (!op) return -ECANCELED;
+  for (;;) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    const int fd = ::accept4(op.fd(), reinterpret_cast<sockaddr*>(&ss), &len,
+                             SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      set_nodelay_fd(fd);
+      int err = 0;
+      uint32_t seq = 0;
+      PollDesc* pd = open_desc(fd, &seq, &err);
+      if (pd == nullptr) return err;
+      *out = TcpStream(pd);
+      if (peer != nullptr) *peer = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+      return 0;
+    }
+    const int e = errno;
+    if (e == EINTR || e == ECONNABORTED) continue;
+    if (e != EAGAIN) return -e;
+    const int w = green::detail::poll_wait(pd_, PollMode::kRead, to_ns(deadline));
+    if (w != 0) return w;
+  }
+}
+
+int TcpListener::fd() const { return is_open() ? pd_->fd : -1; }
+Address TcpListener::local_address() const { return sock_name(pd_, seq_, false); }
+
+void TcpListener::close() {
+  if (pd_ == nullptr || closed_.exchange(true, std::memory_order_relaxed)) return;
+  green::detail::poll_close(pd_, seq_);
+}
+
+NetpollStats netpoll_stats() {
+  auto& c = green::detail::netpoll_counters;
+  NetpollStats s;
+  s.polls = c.polls.load(std::memory_order_relaxed);
+  s.wakeups = c.wakeups.load(std::memory_order_relaxed);
+  s.open_descriptors = static_cast<uint64_t>(std::max<int64_t>(0, c.open.load()));
+  return s;
+}
+
+}  // namespace green::net

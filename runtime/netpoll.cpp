@@ -1,0 +1,350 @@
+// The netpoller: epoll, poll descriptors and parking on them. See netpoll.h.
+#include "runtime/netpoll.h"
+
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <algorithm>
+#include <cstdlib>
+#include <mutex>
+
+#include "runtime/green_thread.h"
+#include "runtime/scheduler.h"
+
+namespace green::detail {
+
+NetpollCounters netpoll_counters;
+
+namespace {
+
+// Descriptor table: chunks of kChunk descriptors, allocated on demand and never freed, so a
+// PollDesc pointer (and an index from a stale epoll event) always points at a PollDesc.
+constexpr uint32_t kChunkBits = 10;
+constexpr uint32_t kChunk = 1u << kChunkBits;
+constexpr uint32_t kMaxChunks = 4096;  // 4M descriptors
+
+constexpr uint64_t kBreakData = ~uint64_t{0};  // epoll_data of the eventfd
+
+struct Table {
+  SpinLock lock;
+  PollDesc* chunks[kMaxChunks] = {};  // written under lock, read racily after publication
+  std::atomic<uint32_t> nchunks{0};
+  PollDesc* free = nullptr;  // under lock
+};
+Table table;
+
+int epfd = -1;
+int break_fd = -1;
+std::atomic<bool> inited{false};
+std::once_flag init_once;
+std::atomic<uint32_t> break_pending{0};
+std::atomic<int32_t> waiters{0};
+
+void init() {
+  epfd = epoll_create1(EPOLL_CLOEXEC);
+  break_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (epfd < 0 || break_fd < 0) {
+    std::perror("greenrt: fatal: netpoll init (epoll_create1/eventfd)");
+    std::abort();
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;  // level-triggered: a pending break is seen by every poll until drained
+  ev.data.u64 = kBreakData;
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, break_fd, &ev) != 0) {
+    std::perror("greenrt: fatal: netpoll init (epoll_ctl eventfd)");
+    std::abort();
+  }
+  // seq_cst, paired with stopm's role CAS then netpoll_inited(): an M that became the waiter
+  // before the first socket sleeps on its futex, not in epoll_wait; wake it to switch over.
+  inited.store(true);
+  wake_timer_waiter(INT64_MIN);
+}
+
+PollDesc* desc_at(uint32_t index) {
+  const uint32_t c = index >> kChunkBits;
+  if (c >= table.nchunks.load(std::memory_order_acquire)) return nullptr;
+  return &table.chunks[c][index & (kChunk - 1)];
+}
+
+PollDesc* alloc_desc() {
+  std::lock_guard<SpinLock> guard(table.lock);
+  if (table.free == nullptr) {
+    const uint32_t c = table.nchunks.load(std::memory_order_relaxed);
+    if (c == kMaxChunks) return nullptr;
+    auto* chunk = new PollDesc[kChunk];
+    for (uint32_t i = 0; i < kChunk; ++i) {
+      chunk[i].index = (c << kChunkBits) | i;
+      chunk[i].free_next = i + 1 < kChunk ? &chunk[i + 1] : nullptr;
+    }
+    table.chunks[c] = chunk;
+    table.nchunks.store(c + 1, std::memory_order_release);
+    table.free = chunk;
+  }
+  PollDesc* pd = table.free;
+  table.free = pd->free_next;
+  pd->free_next = nullptr;
+  return pd;
+}
+
+void free_desc(PollDesc* pd) {
+  std::lock_guard<SpinLock> guard(table.lock);
+  pd->free_next = table.free;
+  table.free = pd;
+}
+
+// The last reference is gone after close: close the fd and recycle the descriptor.
+void destroy(PollDesc* pd) {
+  const int fd = pd->fd;
+  {
+    std::lock_guard<SpinLock> guard(pd->lock);
+    pd->fd = -1;
+    pd->rd_ready = pd->wr_ready = false;
+    // Events still queued in epoll for this fd now carry a stale sequence.
+    pd->seq.fetch_add(1, std::memory_order_release);
+  }
+  ::close(fd);  // also removes it from the epoll set
+  netpoll_counters.open.fetch_sub(1, std::memory_order_relaxed);
+  pd->refs.store(0, std::memory_order_release);
+  free_desc(pd);
+}
+
+constexpr uint32_t kReadyTag = 1;
+constexpr uint32_t kClosedTag = 2;
+
+// Takes the waiter parked for one direction, if we win its claim. Caller holds pd->lock.
+Waiter* take_waiter(Waiter** slot, uint32_t tag) {
+  Waiter* w = *slot;
+  if (w == nullptr) return nullptr;
+  *slot = nullptr;
+  if (!w->try_claim(tag)) return nullptr;  // its deadline fired first: it unlinks itself
+  return w;
+}
+
+}  // namespace
+
+bool netpoll_inited() { return inited.load(); }
+int32_t netpoll_waiters() { return waiters.load(std::memory_order_relaxed); }
+
+PollDesc* poll_open(int fd, int* err) {
+  std::call_once(init_once, init);
+  PollDesc* pd = alloc_desc();
+  if (pd == nullptr) {
+    *err = -EMFILE;
+    return nullptr;
+  }
+  uint32_t seq;
+  {
+    std::lock_guard<SpinLock> guard(pd->lock);
+    pd->fd = fd;
+    pd->rg = pd->wg = nullptr;
+    pd->rd_ready = pd->wr_ready = false;
+    seq = pd->seq.load(std::memory_order_relaxed);
+  }
+  // refs is 0 here (destroy() reset it); a stale poll_acquire() may briefly hold 1, and fails
+  // on the sequence check, so it is not reset again.
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.u64 = (uint64_t{seq} << 32) | pd->index;
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    *err = -errno;
+    pd->fd = -1;
+    free_desc(pd);
+    return nullptr;
+  }
+  netpoll_counters.open.fetch_add(1, std::memory_order_relaxed);
+  return pd;
+}
+
+bool poll_acquire(PollDesc* pd, uint32_t seq) {
+  uint32_t r = pd->refs.load(std::memory_order_relaxed);
+  do {
+    if ((r & kPollClosing) != 0) return false;
+  } while (!pd->refs.compare_exchange_weak(r, r + 1, std::memory_order_acquire));
+  if (pd->seq.load(std::memory_order_acquire) != seq) {
+    // Closed and recycled since the caller opened it: not ours any more.
+    poll_release(pd);
+    return false;
+  }
+  return true;
+}
+
+void poll_release(PollDesc* pd) {
+  if (pd->refs.fetch_sub(1, std::memory_order_acq_rel) - 1 == kPollClosing) destroy(pd);
+}
+
+void poll_close(PollDesc* pd, uint32_t seq) {
+  // Hold a reference while waking, so that the descriptor cannot be destroyed under us.
+  if (!poll_acquire(pd, seq)) return;  // already closed
+  const uint32_t before = pd->refs.fetch_or(kPollClosing, std::memory_order_acq_rel);
+  if ((before & kPollClosing) != 0) {  // a concurrent close won
+    poll_release(pd);
+    return;
+  }
+  Waiter* r;
+  Waiter* w;
+  {
+    std::lock_guard<SpinLock> guard(pd->lock);
+    r = take_waiter(&pd->rg, kClosedTag);
+    w = take_waiter(&pd->wg, kClosedTag);
+  }
+  if (r != nullptr) unpark(*r);
+  if (w != nullptr) unpark(*w);
+  poll_release(pd);
+}
+
+int poll_wait(PollDesc* pd, PollMode mode, int64_t deadline_ns) {
+  const bool reading = mode == PollMode::kRead;
+  if (current_green_thread() == nullptr) {
+    // A plain OS thread: poll(2) this fd. (Closing from another thread does not wake it.)
+    pollfd p{pd->fd, static_cast<short>(reading ? POLLIN : POLLOUT), 0};
+    int timeout_ms = -1;
+    if (deadline_ns != kNoDeadline) {
+      const int64_t left = deadline_ns - now_ns();
+      if (left <= 0) return -ETIMEDOUT;
+      timeout_ms = static_cast<int>(std::min<int64_t>((left + 999'999) / 1'000'000, INT32_MAX));
+    }
+    const int rc = ::poll(&p, 1, timeout_ms);
+    if (rc == 0) return -ETIMEDOUT;
+    return 0;
+  }
+  Waiter w;
+  pd->lock.lock();
+  bool& ready = reading ? pd->rd_ready : pd->wr_ready;
+  Waiter*& slot = reading ? pd->rg : pd->wg;
+  if ((pd->refs.load(std::memory_order_acquire) & kPollClosing) != 0) {
+    pd->lock.unlock();
+    return -ECANCELED;
+  }
+  if (ready) {
+    ready = false;
+    pd->lock.unlock();
+    return 0;
+  }
+  if (deadline_ns != kNoDeadline && deadline_ns <= now_ns()) {
+    pd->lock.unlock();
+    return -ETIMEDOUT;
+  }
+  if (slot != nullptr) {
+    pd->lock.unlock();
+    std::fprintf(stderr, "greenrt: fatal: two green threads wait to %s on fd %d at once\n",
+                 reading ? "read" : "write", pd->fd);
+    std::abort();
+  }
+  slot = &w;
+  waiters.fetch_add(1, std::memory_order_relaxed);
+  park(w, reading ? WaitReason::kNetpollRead : WaitReason::kNetpollWrite, unlock_spin_lock,
+       &pd->lock, deadline_ns);
+  waiters.fetch_sub(1, std::memory_order_relaxed);
+  switch (w.claimed_by()) {
+    case kReadyTag:
+      return 0;
+    case kClosedTag:
+      return -ECANCELED;
+    default: {  // kTimeoutTag: unlink ourselves
+      std::lock_guard<SpinLock> guard(pd->lock);
+      if (slot == &w) slot = nullptr;
+      return -ETIMEDOUT;
+    }
+  }
+}
+
+GreenThread* netpoll(int64_t timeout_ns, uint32_t* n) {
+  *n = 0;
+  if (!netpoll_inited()) return nullptr;
+  int timeout_ms;
+  if (timeout_ns < 0) {
+    timeout_ms = -1;
+  } else if (timeout_ns == 0) {
+    timeout_ms = 0;
+  } else {
+    // Round up: waking early only to sleep again costs a syscall pair.
+    timeout_ms = static_cast<int>(std::min<int64_t>((timeout_ns + 999'999) / 1'000'000, 1'000'000));
+  }
+  constexpr int kMaxEvents = 128;
+  epoll_event events[kMaxEvents];
+  const int count = epoll_wait(epfd, events, kMaxEvents, timeout_ms);
+  netpoll_counters.last_poll_ns.store(now_ns(), std::memory_order_relaxed);
+  if (count <= 0) return nullptr;
+  netpoll_counters.polls.fetch_add(1, std::memory_order_relaxed);
+  GreenThread* head = nullptr;
+  GreenThread* tail = nullptr;
+  auto push = [&](Waiter* w) {
+    GreenThread* g = w->green_thread();
+    if (g == nullptr) {  // cannot happen (plain threads use poll(2)); be safe
+      unpark(*w);
+      return;
+    }
+    g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+    g->sched_link = nullptr;
+    if (tail != nullptr) {
+      tail->sched_link = g;
+    } else {
+      head = g;
+    }
+    tail = g;
+    ++*n;
+  };
+  for (int i = 0; i < count; ++i) {
+    const uint64_t data = events[i].data.u64;
+    if (data == kBreakData) {
+      uint64_t value;
+      while (::read(break_fd, &value, sizeof value) > 0) {
+      }
+      break_pending.store(0, std::memory_order_release);
+      continue;
+    }
+    PollDesc* pd = desc_at(static_cast<uint32_t>(data));
+    if (pd == nullptr) continue;
+    const uint32_t seq = static_cast<uint32_t>(data >> 32);
+    const uint32_t ev = events[i].events;
+    const bool readable = (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+    const bool writable = (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0;
+    Waiter* r = nullptr;
+    Waiter* w = nullptr;
+    {
+      std::lock_guard<SpinLock> guard(pd->lock);
+      if (pd->seq.load(std::memory_order_relaxed) != seq || pd->fd < 0) continue;  // stale
+      if (readable) {
+        r = take_waiter(&pd->rg, kReadyTag);
+        if (r == nullptr) pd->rd_ready = true;
+      }
+      if (writable) {
+        w = take_waiter(&pd->wg, kReadyTag);
+        if (w == nullptr) pd->wr_ready = true;
+      }
+    }
+    if (r != nullptr) push(r);
+    if (w != nullptr) push(w);
+  }
+  if (*n != 0) netpoll_counters.wakeups.fetch_add(*n, std::memory_order_relaxed);
+  return head;
+}
+
+void netpoll_break() {
+  if (!netpoll_inited()) return;
+  uint32_t expected = 0;
+  if (!break_pending.compare_exchange_strong(expected, 1)) return;
+  const uint64_t one = 1;
+  ssize_t rc;
+  do {
+    rc = ::write(break_fd, &one, sizeof one);
+  } while (rc < 0 && errno == EINTR);
+}
+
+void netpoll_forget_waiters() {
+  const uint32_t chunks = table.nchunks.load(std::memory_order_acquire);
+  for (uint32_t c = 0; c < chunks; ++c) {
+    for (uint32_t i = 0; i < kChunk; ++i) {
+      PollDesc* pd = &table.chunks[c][i];
+      std::lock_guard<SpinLock> guard(pd->lock);
+      pd->rg = pd->wg = nullptr;
+    }
+  }
+  waiters.store(0, std::memory_order_relaxed);
+}
+
+}  // namespace green::detail

@@ -1,0 +1,92 @@
+// The netpoller: one edge-triggered epoll instance for the process, and the poll descriptors
+// green threads park on when a socket would block (Go's netpoll_epoll.go + netpoll.go).
+//
+// Poll descriptors (PollDesc) are type-stable: allocated in chunks, never freed, recycled
+// through a free list. Each carries a sequence number, bumped when its socket is closed, that is
+// also packed into the epoll event's data next to the descriptor's index; an event that arrives
+// late for a closed (and perhaps reused) descriptor carries the old sequence and is dropped.
+//
+// Edge-triggered readiness is remembered in rd_ready/wr_ready when nobody waits, so an event
+// that arrives between a syscall's EAGAIN and the park is not lost: the parker sees the flag
+// and retries the syscall instead of sleeping.
+//
+// Closing is reference-counted, like Go's fdMutex: close() marks the descriptor closing and
+// wakes its parked operations at once, but the fd itself is closed (and the number can be
+// reused) only when the last operation in progress on it has returned. So a read that is
+// between syscalls when another green thread closes the socket can never read from a new
+// socket that happens to get the same fd number.
+//
+// Scheduler side: find_runnable() polls without blocking when its P has nothing to run and no M
+// is already blocked in epoll_wait; the idle M that waits for timers blocks in epoll_wait with
+// the next timer as its timeout (so at most one M blocks there), and netpoll_break() (an eventfd)
+// interrupts it when it must look again.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "runtime/detail/park.h"
+#include "runtime/detail/spin_lock.h"
+
+namespace green::detail {
+
+struct GreenThread;
+
+struct PollDesc {
+  int fd = -1;
+  uint32_t index = 0;              // in the descriptor table, fixed for life
+  std::atomic<uint32_t> seq{0};    // bumped when the fd is finally closed
+  // Bit 31: closing; bits 0..30: operations in progress (references).
+  std::atomic<uint32_t> refs{0};
+  SpinLock lock;
+  // -- under lock --
+  Waiter* rg = nullptr;  // the green thread parked waiting to read (or accept)
+  Waiter* wg = nullptr;  // ... to write (or connect)
+  bool rd_ready = false;
+  bool wr_ready = false;
+  PollDesc* free_next = nullptr;  // under the table's lock
+};
+
+inline constexpr uint32_t kPollClosing = 1u << 31;
+
+// Registers fd (already non-blocking) with epoll. Returns null and sets *err (negative errno)
+// on failure; the fd is then still the caller's to close.
+PollDesc* poll_open(int fd, int* err);
+
+// Takes a reference for an operation on pd opened with sequence `seq`. False when the
+// descriptor is closing or was closed (the caller returns -ECANCELED).
+bool poll_acquire(PollDesc* pd, uint32_t seq);
+// Drops the reference; the last one after close() closes the fd and recycles pd.
+void poll_release(PollDesc* pd);
+// Marks pd closing and wakes its parked operations with -ECANCELED; the fd is closed when the
+// last operation in progress returns (at once if none is).
+void poll_close(PollDesc* pd, uint32_t seq);
+
+enum class PollMode : uint8_t { kRead, kWrite };
+
+// Parks until pd is ready for `mode`, the deadline passes (-ETIMEDOUT) or pd is closed
+// (-ECANCELED); returns 0 when the caller should retry its syscall. The caller holds a
+// reference (poll_acquire). From a plain OS thread it waits with poll(2).
+int poll_wait(PollDesc* pd, PollMode mode, int64_t deadline_ns);
+
+// ---- scheduler side ----
+bool netpoll_inited();
+// Green threads parked on some descriptor right now.
+int32_t netpoll_waiters();
+// Waits up to timeout_ns (-1: forever, 0: just look) and returns the green threads made ready,
+// chained through sched_link, with their count in *n. Plain-thread waiters are woken directly.
+GreenThread* netpoll(int64_t timeout_ns, uint32_t* n);
+// Makes a concurrent blocking netpoll() return (coalesced: one eventfd write until it runs).
+void netpoll_break();
+// run() is over: forget waiters of green threads that were discarded with it.
+void netpoll_forget_waiters();
+
+struct NetpollCounters {
+  std::atomic<uint64_t> polls{0};
+  std::atomic<uint64_t> wakeups{0};
+  std::atomic<int64_t> open{0};
+  std::atomic<int64_t> last_poll_ns{0};  // when an M last looked (sysmon polls if stale)
+};
+extern NetpollCounters netpoll_counters;
+
+}  // namespace green::detail

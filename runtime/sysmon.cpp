@@ -1,0 +1,252 @@
+// sysmon, schedtrace and the green-thread dump. See sysmon.h.
+#include "runtime/sysmon.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+
+#include "runtime/netpoll.h"
+#include "runtime/scheduler.h"
+#include "runtime/stack.h"
+
+namespace green::detail {
+namespace {
+
+constexpr int64_t kMinDelay = 20'000;          // 20 us
+constexpr int64_t kMaxDelay = 10'000'000;      // 10 ms
+constexpr int64_t kHogAfter = 10'000'000;      // a G running this long is flagged
+constexpr int64_t kForcePollAfter = 10'000'000;
+
+std::thread monitor;
+std::atomic<uint32_t> wake_word{0};
+std::atomic<bool> stop_requested{false};
+std::atomic<bool> dump_requested{false};
+int64_t schedtrace_ns = 0;
+struct sigaction previous_quit {};
+bool quit_installed = false;
+int64_t last_forced_poll = 0;
+
+void write_all(int fd, const std::string& text) {
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n <= 0) return;
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+void on_sigquit(int) {
+  // Async-signal-safe: flag and futex wake; sysmon formats the dump on its own thread.
+  dump_requested.store(true);
+  wake_word.store(1);
+  futex_wake(&wake_word, 1);
+}
+
+int64_t coarse_now() {
+  struct timespec ts {};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
+}
+
+int64_t schedtrace_from_env() {
+  const char* env = std::getenv("GREEN_SCHEDTRACE");
+  if (env == nullptr || *env == '\0') return 0;
+  char* end = nullptr;
+  long v = std::strtol(env, &end, 10);
+  if (*end != '\0' || v < 1 || v > 3'600'000) {
+    std::fprintf(stderr, "greenrt: GREEN_SCHEDTRACE=%s: want milliseconds from 1 to 3600000\n",
+                 env);
+    std::exit(2);
+  }
+  return v * 1'000'000LL;
+}
+
+// One look at every P. Returns true if it acted (keeps sysmon at its shortest period).
+bool retake(int64_t now) {
+  bool acted = false;
+  const bool all_busy = sched.npidle.load() == 0;
+  for (int i = 0; i < sched.nprocs; ++i) {
+    Processor* p = &sched.procs[i];
+    const uint32_t tick = p->run_tick.load(std::memory_order_relaxed);
+    const bool running = (tick & 1) != 0;
+    if (tick != p->sysmon_tick) {
+      p->sysmon_tick = tick;
+      p->sysmon_when = now;
+    } else if (running && now - p->sysmon_when >= kHogAfter) {
+      // One G has had this P for 10 ms: ask it to yield and let others take its queue.
+      sched.hogs.fetch_add(1, std::memory_order_relaxed);
+      p->sysmon_when = now;  // counted once per 10 ms of hogging
+      request_preempt(p);
+      if (!runq_empty(p) && spill_runq(p) > 0) wakep();
+      acted = true;
+    }
+    if (running && all_busy && p->timers.earliest() <= now) {
+      request_preempt(p);
+      acted = true;
+    }
+  }
+  return acted;
+}
+
+void loop() {
+  int64_t delay = kMinDelay;
+  int idle_rounds = 0;
+  int64_t next_trace = schedtrace_ns > 0 ? sched.start_ns + schedtrace_ns : INT64_MAX;
+  while (!stop_requested.load()) {
+    int64_t now = now_ns();
+    int64_t sleep = delay;
+    if (sched.npidle.load() == 0) {
+      // Every P busy: be there when the next timer is due, in case its P does not yield.
+      const int64_t t = earliest_timer();
+      if (t > now) sleep = std::min(sleep, t - now);
+    }
+    if (next_trace != INT64_MAX) sleep = std::min(sleep, std::max<int64_t>(0, next_trace - now));
+    if (sleep > 0) futex_wait(&wake_word, 0, sleep);
+    wake_word.store(0);
+    if (stop_requested.load()) break;
+    now = now_ns();
+    bool acted = false;
+    if (dump_requested.exchange(false)) write_all(2, dump_green_threads());
+    if (now >= next_trace) {
+      write_all(2, schedtrace_line() + "\n");
+      next_trace += schedtrace_ns;
+      if (next_trace <= now) next_trace = now + schedtrace_ns;
+    }
+    // Every P busy and nobody polls: look at the network for them.
+    if (netpoll_inited() && netpoll_waiters() > 0 && sched.timer_waiter.load() == nullptr &&
+        now - std::max(last_forced_poll, netpoll_counters.last_poll_ns.load()) >= kForcePollAfter) {
+      last_forced_poll = now;
+      uint32_t n = 0;
+      if (GreenThread* list = netpoll(0, &n)) {
+        inject_list(list, n);
+        acted = true;
+      }
+    }
+    acted |= retake(now);
+    // Timers due on idle Ps and nobody waiting for them.
+    if (sched.timer_waiter.load() == nullptr && sched.npidle.load() > 0 &&
+        earliest_timer() <= now) {
+      ensure_waiter();
+    }
+    if (acted) {
+      idle_rounds = 0;
+      delay = kMinDelay;
+    } else if (++idle_rounds > 50) {
+      delay = std::min(delay * 2, kMaxDelay);
+    }
+  }
+}
+
+}  // namespace
+
+void sysmon_start() {
+  schedtrace_ns = schedtrace_from_env();
+  stop_requested.store(false);
+  dump_requested.store(false);
+  last_forced_poll = 0;
+  struct sigaction sa {};
+  sa.sa_handler = on_sigquit;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  quit_installed = sigaction(SIGQUIT, &sa, &previous_quit) == 0;
+  monitor = std::thread([] {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);  // signals go to the Ms, not to sysmon
+    loop();
+  });
+}
+
+void sysmon_stop() {
+  stop_requested.store(true);
+  sysmon_wake();
+  if (monitor.joinable()) monitor.join();
+  if (quit_installed) sigaction(SIGQUIT, &previous_quit, nullptr);
+  quit_installed = false;
+}
+
+void sysmon_wake() {
+  wake_word.store(1);
+  futex_wake(&wake_word, 1);
+}
+
+std::string schedtrace_line() {
+  const int64_t elapsed_ms = (now_ns() - sched.start_ns) / 1'000'000;
+  std::string line;
+  char buf[256];
+  std::snprintf(buf, sizeof buf,
+                "SCHED %lldms: gomaxprocs=%d idleprocs=%d threads=%d spinningthreads=%d "
+                "idlethreads=%d runqueue=%u [",
+                static_cast<long long>(elapsed_ms), sched.nprocs, sched.npidle.load(),
+                sched.nmachines.load() + 1,  // + sysmon, as Go counts it
+                sched.nmspinning.load(), sched.nmidle.load(),
+                sched.global_size.load(std::memory_order_relaxed));
+  line = buf;
+  for (int i = 0; i < sched.nprocs; ++i) {
+    if (i > 0) line += ' ';
+    line += std::to_string(runq_length(&sched.procs[i]));
+  }
+  line += ']';
+  return line;
+}
+
+}  // namespace green::detail
+
+namespace green {
+using namespace detail;
+
+std::string dump_green_threads() {
+  struct Row {
+    uint64_t id;
+    GStatus status;
+    WaitReason reason;
+    int64_t since;
+    const char* file;
+    uint32_t line;
+  };
+  std::vector<Row> rows;
+  for_each_stack_top(
+      [](char* top, void* arg) {
+        auto* out = static_cast<std::vector<Row>*>(arg);
+        auto* g = reinterpret_cast<GreenThread*>(top - ((sizeof(GreenThread) + 63) & ~std::size_t{63}));
+        const GStatus s = g->status.load(std::memory_order_acquire);
+        if (s == GStatus::kIdle || s == GStatus::kDead) return;
+        out->push_back(Row{g->id, s, g->wait_reason.load(std::memory_order_relaxed),
+                           g->wait_since_ns.load(std::memory_order_relaxed), g->spawn_file,
+                           g->spawn_line});
+      },
+      &rows);
+  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.id < b.id; });
+  const int64_t now = coarse_now();
+  const uint64_t self = this_green_thread::id();
+  std::string out;
+  char buf[512];
+  for (const Row& r : rows) {
+    std::string state;
+    if (r.status == GStatus::kWaiting) {
+      const double secs = static_cast<double>(std::max<int64_t>(0, now - r.since)) / 1e9;
+      char when[32];
+      if (secs < 1.0) {
+        std::snprintf(when, sizeof when, "%lldms", static_cast<long long>(secs * 1000));
+      } else {
+        std::snprintf(when, sizeof when, "%.1fs", secs);
+      }
+      state = std::string("waiting: ") + wait_reason_name(r.reason) + ", " + when;
+    } else {
+      state = status_name(r.status);
+    }
+    std::snprintf(buf, sizeof buf, "green thread %llu [%s]:%s\n\tspawned at %s:%u\n\n",
+                  static_cast<unsigned long long>(r.id), state.c_str(),
+                  r.id == self ? " (the caller)" : "", r.file != nullptr ? r.file : "?", r.line);
+    out += buf;
+  }
+  return out;
+}
+
+}  // namespace green

@@ -1,0 +1,401 @@
+// Sockets on the netpoller: real TCP over 127.0.0.1 (and ::1), green threads on both ends.
+#include "runtime/net.h"
+
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "runtime/channel.h"
+#include "runtime/green.h"
+#include "runtime/sync.h"
+#include "tests/runtime/test_util.h"
+
+using namespace std::chrono_literals;
+using green::net::Address;
+using green::net::TcpListener;
+using green::net::TcpStream;
+using green::testing::scaled;
+
+namespace {
+
+Address loopback(uint16_t port = 0) { return *Address::parse("127.0.0.1:" + std::to_string(port)); }
+
+// Raises the soft open-files limit to the hard one; returns the new soft limit.
+rlim_t raise_nofile() {
+  rlimit r{};
+  getrlimit(RLIMIT_NOFILE, &r);
+  r.rlim_cur = r.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &r);
+  getrlimit(RLIMIT_NOFILE, &r);
+  return r.rlim_cur;
+}
+
+// An echo server: one green thread per connection, until the listener is closed.
+struct EchoServer {
+  TcpListener listener;
+  Address address;
+  green::WaitGroup connections;
+  std::atomic<int64_t> accepted{0};
+
+  void start(const Address& at = loopback()) {
+    ASSERT_EQ(TcpListener::listen(at, &listener), 0);
+    address = listener.local_address();
+    connections.add(1);
+    green::go([this] {
+      for (;;) {
+        TcpStream conn;
+        const int rc = listener.accept(&conn);
+        if (rc == -ECANCELED) break;
+        if (rc != 0) {
+          ADD_FAILURE() << "accept: " << std::strerror(-rc);
+          break;
+        }
+        accepted.fetch_add(1);
+        connections.add(1);
+        green::go([this, c = std::move(conn)]() mutable {
+          char buf[4096];
+          for (;;) {
+            const ssize_t n = c.read(buf, sizeof buf);
+            if (n <= 0) break;
+            if (c.write(buf, static_cast<size_t>(n)) != n) break;
+          }
+          connections.done();
+        });
+      }
+      connections.done();
+    });
+  }
+  void stop() {
+    listener.close();
+    connections.wait();
+  }
+};
+
+std::string payload_for(int64_t i, size_t size) {
+  std::string s(size, '\0');
+  for (size_t k = 0; k < size; ++k) s[k] = static_cast<char>('a' + (i * 7 + k * 13) % 26);
+  return s;
+}
+
+// Reads exactly n bytes (or fails).
+bool read_exactly(TcpStream& s, char* buf, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    const ssize_t r = s.read(buf + got, n - got);
+    if (r <= 0) return false;
+    got += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST(Address, ParsesAndFormats) {
+  EXPECT_EQ(Address::parse("127.0.0.1:8080")->to_string(), "127.0.0.1:8080");
+  EXPECT_EQ(Address::parse("[::1]:443")->to_string(), "[::1]:443");
+  EXPECT_EQ(Address::parse(":80")->to_string(), "0.0.0.0:80");
+  EXPECT_EQ(Address::parse("localhost:1")->to_string(), "127.0.0.1:1");
+  EXPECT_FALSE(Address::parse("127.0.0.1"));
+  EXPECT_FALSE(Address::parse("127.0.0.1:65536"));
+  EXPECT_FALSE(Address::parse("127.0.0.1:8x"));
+  EXPECT_FALSE(Address::parse("300.0.0.1:80"));
+  EXPECT_FALSE(Address::parse("[::1:80"));
+  EXPECT_FALSE(Address::parse("example.com:80"));
+}
+
+// The headline: 10,000 connections open at once in one process, every byte echoed.
+TEST(Net, EchoTenThousandConcurrentConnections) {
+  const rlim_t limit = raise_nofile();
+  // Two descriptors per connection (client and server side) plus a margin for the process.
+  const int64_t fit = (static_cast<int64_t>(limit) - 64) / 2;
+  const int64_t n = std::min<int64_t>(scaled(10'000, 1'000), fit);
+  if (n < 10'000) std::printf("open-files limit %llu: %lld connections\n",
+                              static_cast<unsigned long long>(limit), static_cast<long long>(n));
+  constexpr size_t kBytes = 3000;  // three round trips of 1000 per connection
+  std::atomic<int64_t> echoed{0};
+  std::atomic<int64_t> failures{0};
+  green::run({.procs = 2}, [&] {
+    EchoServer server;
+    server.start();
+    green::WaitGroup connected, finished;
+    // Clients hold their connection open until every client is connected.
+    std::atomic<int64_t> open{0};
+    green::WaitGroup gate;
+    gate.add(1);
+    for (int64_t i = 0; i < n; ++i) {
+      connected.add(1);
+      finished.add(1);
+      green::go([&, i] {
+        TcpStream s;
+        int rc = TcpStream::connect(server.address, &s);
+        connected.done();
+        if (rc != 0) {
+          failures.fetch_add(1);
+          finished.done();
+          return;
+        }
+        open.fetch_add(1);
+        gate.wait();
+        const std::string out = payload_for(i, kBytes);
+        std::string in(kBytes, '\0');
+        bool ok = true;
+        for (size_t off = 0; off < kBytes && ok; off += 1000) {
+          ok = s.write(out.data() + off, 1000) == 1000 && read_exactly(s, in.data() + off, 1000);
+        }
+        if (ok && in == out) {
+          echoed.fetch_add(static_cast<int64_t>(kBytes));
+        } else {
+          failures.fetch_add(1);
+        }
+        finished.done();
+      });
+    }
+    connected.wait();
+    EXPECT_EQ(open.load(), n) << "every connection is open at the same time";
+    // connect() returns once the kernel completed the handshake; the server's accepts follow.
+    for (int i = 0; i < 5000 && server.accepted.load() < n; ++i) green::sleep_for(1ms);
+    EXPECT_EQ(server.accepted.load(), n);
+    gate.done();
+    finished.wait();
+    server.stop();
+  });
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(echoed.load(), n * static_cast<int64_t>(kBytes));
+}
+
+TEST(Net, LargeWriteParksUntilTheReaderCatchesUp) {
+  constexpr size_t kSize = 8 << 20;  // far more than the socket buffers hold
+  green::run({.procs = 2}, [&] {
+    TcpListener listener;
+    ASSERT_EQ(TcpListener::listen(loopback(), &listener), 0);
+    const Address at = listener.local_address();
+    green::WaitGroup wg;
+    wg.add(1);
+    green::go([&] {
+      TcpStream s;
+      ASSERT_EQ(TcpStream::connect(at, &s), 0);
+      std::vector<char> data(kSize);
+      for (size_t i = 0; i < kSize; ++i) data[i] = static_cast<char>(i * 31);
+      EXPECT_EQ(s.write(data.data(), kSize), static_cast<ssize_t>(kSize));
+      s.shutdown(SHUT_WR);
+      wg.done();
+    });
+    TcpStream conn;
+    ASSERT_EQ(listener.accept(&conn), 0);
+    std::vector<char> got;
+    char buf[1000];  // small reads: the writer must park on a full buffer
+    for (;;) {
+      const ssize_t r = conn.read(buf, sizeof buf);
+      ASSERT_GE(r, 0);
+      if (r == 0) break;
+      got.insert(got.end(), buf, buf + r);
+      if (got.size() % (1 << 20) < 1000) green::sleep_for(1ms);
+    }
+    wg.wait();
+    ASSERT_EQ(got.size(), kSize);
+    for (size_t i = 0; i < kSize; ++i) {
+      if (got[i] != static_cast<char>(i * 31)) FAIL() << "byte " << i << " differs";
+    }
+  });
+}
+
+TEST(Net, ReadDeadlineTimesOutAndLeavesTheSocketUsable) {
+  green::run({.procs = 2}, [&] {
+    TcpListener listener;
+    ASSERT_EQ(TcpListener::listen(loopback(), &listener), 0);
+    TcpStream client;
+    ASSERT_EQ(TcpStream::connect(listener.local_address(), &client), 0);
+    TcpStream server;
+    ASSERT_EQ(listener.accept(&server), 0);
+
+    client.set_read_deadline(green::net::deadline_after(50ms));
+    char c = 0;
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_EQ(client.read(&c, 1), -ETIMEDOUT);
+    EXPECT_GE(std::chrono::steady_clock::now() - start, 50ms);
+    // A deadline already in the past fails at once, without parking.
+    EXPECT_EQ(client.read(&c, 1), -ETIMEDOUT);
+
+    client.set_read_deadline(green::net::kNoDeadline);
+    ASSERT_EQ(server.write("x", 1), 1);
+    EXPECT_EQ(client.read(&c, 1), 1);
+    EXPECT_EQ(c, 'x');
+    // The same for writes, on a peer that never reads.
+    client.set_write_deadline(green::net::deadline_after(50ms));
+    std::vector<char> big(1 << 20, 'y');
+    ssize_t rc = 0;
+    for (int i = 0; i < 64 && rc >= 0; ++i) rc = client.write(big.data(), big.size());
+    EXPECT_EQ(rc, -ETIMEDOUT);
+  });
+}
+
+TEST(Net, CloseWakesAParkedReaderAndAParkedAccept) {
+  green::run({.procs = 2}, [&] {
+    TcpListener listener;
+    ASSERT_EQ(TcpListener::listen(loopback(), &listener), 0);
+    TcpStream client;
+    ASSERT_EQ(TcpStream::connect(listener.local_address(), &client), 0);
+    TcpStream server;
+    ASSERT_EQ(listener.accept(&server), 0);
+
+    green::Channel<ssize_t> read_result, accept_result;
+    green::go([&] {
+      char buf[16];
+      (void)read_result.send(client.read(buf, sizeof buf));
+    });
+    green::go([&] {
+      TcpStream extra;
+      (void)accept_result.send(listener.accept(&extra));
+    });
+    green::sleep_for(30ms);  // both are parked by now
+    const std::string dump = green::dump_green_threads();
+    EXPECT_NE(dump.find("[waiting: netpoll read"), std::string::npos) << dump;
+    client.close();
+    listener.close();
+    EXPECT_EQ(read_result.recv(), std::optional<ssize_t>(-ECANCELED));
+    EXPECT_EQ(accept_result.recv(), std::optional<ssize_t>(-ECANCELED));
+    // Operations on a closed stream fail cleanly.
+    char c;
+    EXPECT_EQ(client.read(&c, 1), -ECANCELED);
+    EXPECT_EQ(client.write("x", 1), -ECANCELED);
+  });
+}
+
+// A reader parked on a socket that another green thread closes must never see the data of a
+// new connection that reuses the descriptor number, and every new connection must get its own
+// bytes, while connections churn on several Ps.
+TEST(Net, DescriptorReuseRightAfterCloseUnderLoad) {
+  const int workers = 8;
+  const int rounds = static_cast<int>(scaled(300, 60));
+  std::atomic<int64_t> wrong{0}, ok{0}, reused{0};
+  green::run({.procs = 2}, [&] {
+    EchoServer server;
+    server.start();
+    green::WaitGroup wg;
+    for (int w = 0; w < workers; ++w) {
+      wg.add(1);
+      green::go([&, w] {
+        for (int r = 0; r < rounds; ++r) {
+          TcpStream victim;
+          if (TcpStream::connect(server.address, &victim) != 0) {
+            wrong.fetch_add(1);
+            continue;
+          }
+          const int old_fd = victim.fd();
+          green::WaitGroup reader;
+          reader.add(1);
+          std::atomic<ssize_t> got{1};
+          green::go([&] {
+            char buf[64];
+            got.store(victim.read(buf, sizeof buf));  // parks: the server echoes nothing yet
+            reader.done();
+          });
+          green::yield();
+          victim.close();
+          // Odd rounds let the woken reader finish first, so that the descriptor is really
+          // closed and its number free for the next socket; even rounds reuse at once (the
+          // number is then still held by the reader's operation in progress).
+          if (r % 2 == 1) reader.wait();
+          // Make data arrive on a new connection right away.
+          TcpStream fresh;
+          if (TcpStream::connect(server.address, &fresh) != 0) {
+            wrong.fetch_add(1);
+            reader.wait();
+            continue;
+          }
+          if (fresh.fd() == old_fd) reused.fetch_add(1);
+          const std::string msg = payload_for(w * 100000 + r, 48);
+          char back[48];
+          if (fresh.write(msg.data(), msg.size()) != 48 || !read_exactly(fresh, back, 48) ||
+              std::memcmp(back, msg.data(), 48) != 0) {
+            wrong.fetch_add(1);
+          }
+          if (r % 2 == 0) reader.wait();
+          // The old reader either was woken by the close or read nothing before it.
+          if (got.load() != -ECANCELED) wrong.fetch_add(1);
+          ok.fetch_add(1);
+        }
+        wg.done();
+      });
+    }
+    wg.wait();
+    server.stop();
+  });
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(ok.load(), workers * rounds);
+  std::printf("descriptor numbers reused right after close: %lld times\n",
+              static_cast<long long>(reused.load()));
+}
+
+TEST(Net, Ipv6Loopback) {
+  green::run({.procs = 2}, [&] {
+    TcpListener listener;
+    const int rc = TcpListener::listen(*Address::parse("[::1]:0"), &listener);
+    if (rc == -EADDRNOTAVAIL || rc == -EAFNOSUPPORT) GTEST_SKIP() << "no IPv6 loopback";
+    ASSERT_EQ(rc, 0);
+    EXPECT_EQ(listener.local_address().host(), "::1");
+    green::go([&] {
+      TcpStream s;
+      ASSERT_EQ(TcpStream::connect(listener.local_address(), &s), 0);
+      s.write("ping", 4);
+    });
+    TcpStream conn;
+    Address peer;
+    ASSERT_EQ(listener.accept(&conn, &peer), 0);
+    EXPECT_EQ(peer.family(), AF_INET6);
+    char buf[4];
+    ASSERT_TRUE(read_exactly(conn, buf, 4));
+    EXPECT_EQ(std::string(buf, 4), "ping");
+  });
+}
+
+TEST(Net, ConnectErrorsAndReusePort) {
+  green::run({.procs = 1}, [&] {
+    // A port nobody listens on: bind one, close it, connect to it.
+    Address dead;
+    {
+      TcpListener l;
+      ASSERT_EQ(TcpListener::listen(loopback(), &l), 0);
+      dead = l.local_address();
+    }
+    TcpStream s;
+    EXPECT_EQ(TcpStream::connect(dead, &s), -ECONNREFUSED);
+    EXPECT_FALSE(s.is_open());
+
+    // Two listeners on one port with SO_REUSEPORT; without it the second bind fails.
+    TcpListener a, b, c;
+    green::net::ListenOptions reuse;
+    reuse.reuse_port = true;
+    ASSERT_EQ(TcpListener::listen(loopback(), &a, reuse), 0);
+    const Address at = a.local_address();
+    EXPECT_EQ(TcpListener::listen(at, &b, reuse), 0);
+    EXPECT_EQ(TcpListener::listen(at, &c), -EADDRINUSE);
+  });
+}
+
+TEST(Net, PlainThreadsCanUseSockets) {
+  // Outside the runtime the same calls block the OS thread (poll(2)) instead of parking.
+  TcpListener listener;
+  ASSERT_EQ(TcpListener::listen(loopback(), &listener), 0);
+  TcpStream client;
+  ASSERT_EQ(TcpStream::connect(listener.local_address(), &client), 0);
+  TcpStream server;
+  ASSERT_EQ(listener.accept(&server), 0);
+  std::thread writer([&] {
+    std::this_thread::sleep_for(20ms);
+    server.write("hello", 5);
+  });
+  char buf[5];
+  ASSERT_TRUE(read_exactly(client, buf, 5));
+  EXPECT_EQ(std::string(buf, 5), "hello");
+  writer.join();
+  client.set_read_deadline(green::net::deadline_after(20ms));
+  EXPECT_EQ(client.read(buf, 1), -ETIMEDOUT);
+}
