@@ -3,6 +3,10 @@
 //   pingpong_rt_ns  round trip through two unbuffered channels between two green threads
 //   yield_ns        one green thread calling green::yield() alone
 //   parked_bytes    RSS growth per green thread with parked_count parked on one channel
+//   echo_rt_us      1 KB written and echoed back over loopback TCP, 100 connections at once,
+//                   each with its own client and server green thread: mean round trip seen by
+//                   a client
+//   sleep_wake_us   how late sleep_for(1ms) wakes, mean over 200 sleeps (timer precision)
 // Each timed figure is the median of 3 runs after a warm-up. Output: `BENCH <name> <value>
 // <unit>` lines on stdout, nothing else; details on stderr. Usage: runtime_bench [-n N]
 // [-parked N]. Never run as a test: timings belong here, not in unit tests.
@@ -19,6 +23,7 @@
 
 #include "runtime/channel.h"
 #include "runtime/green.h"
+#include "runtime/net.h"
 #include "runtime/sync.h"
 
 namespace {
@@ -116,6 +121,76 @@ void parked(long count) {
               static_cast<double>(after - before) / static_cast<double>(count));
 }
 
+// 100 connections, each doing `rounds` 1 KB round trips; returns the mean round trip in us.
+double echo_round_trips(long rounds) {
+  using green::net::TcpListener;
+  using green::net::TcpStream;
+  constexpr int kConns = 100;
+  constexpr size_t kSize = 1024;
+  TcpListener listener;
+  if (TcpListener::listen(*green::net::Address::parse("127.0.0.1:0"), &listener) != 0) {
+    std::fprintf(stderr, "echo: listen failed\n");
+    std::exit(1);
+  }
+  green::WaitGroup servers;
+  servers.add(1);
+  green::go([&] {
+    for (;;) {
+      TcpStream c;
+      if (listener.accept(&c) != 0) break;
+      servers.add(1);
+      green::go([&servers, c = std::move(c)]() mutable {
+        char buf[kSize];
+        for (;;) {
+          ssize_t n = c.read(buf, sizeof buf);
+          if (n <= 0 || c.write(buf, static_cast<size_t>(n)) != n) break;
+        }
+        servers.done();
+      });
+    }
+    servers.done();
+  });
+  green::WaitGroup clients;
+  const auto start = Clock::now();
+  for (int k = 0; k < kConns; ++k) {
+    clients.add(1);
+    green::go([&] {
+      TcpStream s;
+      if (TcpStream::connect(listener.local_address(), &s) != 0) std::exit(1);
+      char out[kSize], in[kSize];
+      std::memset(out, 'e', sizeof out);
+      for (long i = 0; i < rounds; ++i) {
+        if (s.write(out, kSize) != static_cast<ssize_t>(kSize)) std::exit(1);
+        size_t got = 0;
+        while (got < kSize) {
+          ssize_t n = s.read(in + got, kSize - got);
+          if (n <= 0) std::exit(1);
+          got += static_cast<size_t>(n);
+        }
+      }
+      clients.done();
+    });
+  }
+  clients.wait();
+  const double us = elapsed_ns(start) / 1000.0 / static_cast<double>(rounds);
+  listener.close();
+  servers.wait();
+  return us;
+}
+
+double echo_rt(long n) { return echo_round_trips(std::max(10L, n / 500)); }
+
+double sleep_wake(long) {
+  constexpr int kSleeps = 200;
+  double late = 0;
+  for (int i = 0; i < kSleeps; ++i) {
+    const auto t = Clock::now();
+    green::sleep_for(std::chrono::milliseconds(1));
+    late += elapsed_ns(t) - 1e6;
+  }
+  return late / kSleeps / 1000.0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -138,6 +213,10 @@ int main(int argc, char** argv) {
     std::printf("BENCH pingpong_rt_ns %.1f ns\n", median3(pingpong, n));
     std::fprintf(stderr, "yield\n");
     std::printf("BENCH yield_ns %.1f ns\n", median3(yield_loop, n));
+    std::fprintf(stderr, "echo (100 connections, 1 KB)\n");
+    std::printf("BENCH echo_rt_us %.1f us\n", median3(echo_rt, n));
+    std::fprintf(stderr, "sleep_wake\n");
+    std::printf("BENCH sleep_wake_us %.1f us\n", median3(sleep_wake, n));
     std::fflush(stdout);
     std::fprintf(stderr, "parked\n");
     parked(parked_count);

@@ -43,6 +43,11 @@ std::atomic<bool> inited{false};
 std::once_flag init_once;
 std::atomic<uint32_t> break_pending{0};
 std::atomic<int32_t> waiters{0};
+std::atomic<bool> have_pwait2{true};  // epoll_pwait2: Linux 5.11
+
+int ms_ceil(int64_t ns) {
+  return static_cast<int>(std::min<int64_t>((ns + 999'999) / 1'000'000, 1'000'000));
+}
 
 void init() {
   epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -255,18 +260,23 @@ int poll_wait(PollDesc* pd, PollMode mode, int64_t deadline_ns) {
 GreenThread* netpoll(int64_t timeout_ns, uint32_t* n) {
   *n = 0;
   if (!netpoll_inited()) return nullptr;
-  int timeout_ms;
-  if (timeout_ns < 0) {
-    timeout_ms = -1;
-  } else if (timeout_ns == 0) {
-    timeout_ms = 0;
-  } else {
-    // Round up: waking early only to sleep again costs a syscall pair.
-    timeout_ms = static_cast<int>(std::min<int64_t>((timeout_ns + 999'999) / 1'000'000, 1'000'000));
-  }
   constexpr int kMaxEvents = 128;
   epoll_event events[kMaxEvents];
-  const int count = epoll_wait(epfd, events, kMaxEvents, timeout_ms);
+  int count;
+  if (timeout_ns <= 0 || !have_pwait2.load(std::memory_order_relaxed)) {
+    int timeout_ms = timeout_ns < 0 ? -1 : timeout_ns == 0 ? 0 : ms_ceil(timeout_ns);
+    count = epoll_wait(epfd, events, kMaxEvents, timeout_ms);
+  } else {
+    // Nanosecond timeout: a timer 1 ms away must not wake up to a millisecond late.
+    struct timespec ts {};
+    ts.tv_sec = timeout_ns / 1'000'000'000;
+    ts.tv_nsec = timeout_ns % 1'000'000'000;
+    count = epoll_pwait2(epfd, events, kMaxEvents, &ts, nullptr);
+    if (count < 0 && errno == ENOSYS) {
+      have_pwait2.store(false, std::memory_order_relaxed);
+      count = epoll_wait(epfd, events, kMaxEvents, ms_ceil(timeout_ns));
+    }
+  }
   netpoll_counters.last_poll_ns.store(now_ns(), std::memory_order_relaxed);
   if (count <= 0) return nullptr;
   netpoll_counters.polls.fetch_add(1, std::memory_order_relaxed);

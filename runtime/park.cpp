@@ -39,7 +39,13 @@ Waiter::Waiter() : g_(current_green_thread()) {}
 namespace {
 void fire_park_deadline(Timer* t) {
   auto* w = static_cast<Waiter*>(t->arg);
-  if (w->try_claim(kTimeoutTag)) unpark(*w);
+  const bool won = w->try_claim(kTimeoutTag);
+  // From here on the parked green thread may only resume through our unpark() (if we won) or
+  // has already been woken (if not): either way, release the Timer first, so that the woken
+  // green thread's timer_cancel() never spins while we make it runnable. The Waiter stays
+  // valid: its owner cannot resume before unpark().
+  timer_fired(t);
+  if (won) unpark(*w);
 }
 }  // namespace
 

@@ -85,12 +85,15 @@ void timer_add(Timer* t) {
   wake_timer_waiter(when);
 }
 
+void timer_fired(Timer* t) { t->state.store(Timer::kFired, std::memory_order_release); }
+
 bool timer_cancel(Timer* t) {
   for (;;) {
     uint8_t state = t->state.load(std::memory_order_acquire);
     if (state == Timer::kIdle || state == Timer::kFired) return false;
     if (state == Timer::kRunning) {
-      // The callback is short (claim + unpark); wait for it so t may be destroyed after us.
+      // The callback is short (a claim) and marks the timer fired before it wakes anyone;
+      // wait for it so t may be destroyed after us.
       cpu_relax();
       continue;
     }
@@ -113,9 +116,9 @@ int run_expired_timers(Processor* p, int64_t now) {
       t = p->timers.pop_expired(now);
     }
     if (t == nullptr) return ran;
+    // The callback marks the timer fired (timer_fired) before anything that can let the
+    // timer's owner resume, and never touches it after.
     t->fire(t);
-    // release: the callback's effects happen-before timer_cancel() observing kFired.
-    t->state.store(Timer::kFired, std::memory_order_release);
     ++ran;
   }
 }

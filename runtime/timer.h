@@ -57,6 +57,10 @@ void timer_add(Timer* t);
 // Disarms t; if its callback is running, waits for it to finish. Returns true if the timer was
 // disarmed before firing.
 bool timer_cancel(Timer* t);
+// Called by every timer callback once it no longer needs the Timer (nor anything the Timer's
+// owner may free on waking): before waking anyone. timer_cancel() spins until then, so it must
+// come quickly (a claim, not a wakeup, before it).
+void timer_fired(Timer* t);
 // Runs every expired timer of `p`; returns the number run.
 int run_expired_timers(Processor* p, int64_t now);
 

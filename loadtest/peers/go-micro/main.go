@@ -11,6 +11,8 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"runtime"
 	"sort"
@@ -140,6 +142,87 @@ func parked(count int) (rssPer, goPer float64) {
 		(float64(mem1) - float64(mem0)) / float64(count)
 }
 
+// echoRT: 100 loopback TCP connections, each with a client and a server
+// goroutine, doing 1 KB round trips; returns the mean round trip in us.
+func echoRT(rounds int) float64 {
+	const conns, size = 100, 1024
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gomicro: listen:", err)
+		os.Exit(1)
+	}
+	var servers sync.WaitGroup
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			servers.Add(1)
+			go func(c net.Conn) {
+				defer servers.Done()
+				defer c.Close()
+				buf := make([]byte, size)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}(c)
+		}
+	}()
+	var clients sync.WaitGroup
+	t0 := time.Now()
+	for k := 0; k < conns; k++ {
+		clients.Add(1)
+		go func() {
+			defer clients.Done()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "gomicro: dial:", err)
+				os.Exit(1)
+			}
+			defer c.Close()
+			out := bytes.Repeat([]byte{'e'}, size)
+			in := make([]byte, size)
+			for i := 0; i < rounds; i++ {
+				if _, err := c.Write(out); err != nil {
+					os.Exit(1)
+				}
+				if _, err := io.ReadFull(c, in); err != nil {
+					os.Exit(1)
+				}
+			}
+		}()
+	}
+	clients.Wait()
+	us := float64(time.Since(t0).Nanoseconds()) / 1000 / float64(rounds)
+	ln.Close()
+	return us
+}
+
+// sleepWake: how late time.Sleep(1ms) wakes, mean over 200 sleeps, in us.
+func sleepWake() float64 {
+	const sleeps = 200
+	var late time.Duration
+	for i := 0; i < sleeps; i++ {
+		t := time.Now()
+		time.Sleep(time.Millisecond)
+		late += time.Since(t) - time.Millisecond
+	}
+	return float64(late.Nanoseconds()) / sleeps / 1000
+}
+
+func median3(f func() float64) (float64, []float64) {
+	f()
+	s := []float64{f(), f(), f()}
+	return median(s), s
+}
+
 func main() {
 	n := flag.Int("n", 1000000, "iterations per timed benchmark")
 	np := flag.Int("parked", 1000000, "number of goroutines to park")
@@ -166,6 +249,14 @@ func main() {
 	emit("pingpong_rt_ns", v, "ns", s)
 	v, s = timed(*n, yield)
 	emit("yield_ns", v, "ns", s)
+	rounds := *n / 500
+	if rounds < 10 {
+		rounds = 10
+	}
+	v, s = median3(func() float64 { return echoRT(rounds) })
+	emit("echo_rt_us", v, "us", s)
+	v, s = median3(sleepWake)
+	emit("sleep_wake_us", v, "us", s)
 
 	rssPer, goPer := parked(*np)
 	fmt.Fprintf(out, "BENCH parked_count %d goroutines\n", *np)
