@@ -26,6 +26,7 @@
 
 #include "runtime/detail/intrusive_fifo.h"
 #include "runtime/detail/park.h"
+#include "runtime/green.h"
 
 namespace green {
 
@@ -74,6 +75,7 @@ class Channel {
 
   // Sends v, parking as needed. Returns false (v dropped) if the channel is or becomes closed.
   [[nodiscard]] bool send(T v) {
+    checkpoint();  // a preemption point, as every blocking runtime call
     core_.lock.lock();
     if (try_send_locked(v)) return true;  // unlocked by try_send_locked on success
     if (core_.closed) {
@@ -90,6 +92,7 @@ class Channel {
 
   // Receives a value, parking as needed; nullopt once the channel is closed and drained.
   std::optional<T> recv() {
+    checkpoint();
     std::optional<T> out;
     core_.lock.lock();
     if (try_recv_locked(out)) return out;

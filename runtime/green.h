@@ -122,6 +122,26 @@ decltype(auto) blocking(F&& f) {
   return std::forward<F>(f)();
 }
 
+namespace detail {
+uint64_t enter_may_block();
+void exit_may_block(uint64_t ticket);
+}  // namespace detail
+
+// Like blocking(), for calls that usually return at once but now and then block (a read from a
+// file that is usually in the page cache, a lock in a third-party library): the P is not handed
+// off up front; sysmon retakes it and gives it to another thread if the call is still running
+// at its next look (20 us to 10 ms later, Go's entersyscall + retake). A call that returns in
+// time keeps its P and costs two atomic operations. From a plain thread it just calls f().
+template <typename F>
+decltype(auto) may_block(F&& f) {
+  struct Exit {
+    uint64_t ticket;
+    ~Exit() { detail::exit_may_block(ticket); }
+  };
+  Exit exit{detail::enter_may_block()};
+  return std::forward<F>(f)();
+}
+
 // A preemption point for long CPU-bound loops: yields when sysmon has flagged this green
 // thread (it has run for more than 10 ms) or a timer of its P is due and no other thread can
 // run it. Costs one relaxed load of a global when no P has a request pending. Preemption in greenrt is cooperative: see README "Fairness".
@@ -205,6 +225,7 @@ struct RuntimeStats {
   uint64_t blocking_calls = 0;    // green::blocking() calls
   uint64_t blocking_handoffs = 0; // Ps handed to another M because a call blocked
   uint64_t hogs = 0;              // times sysmon found a green thread running over 10 ms
+  uint64_t retakes = 0;           // Ps sysmon took back from threads stuck in may_block()
   uint64_t preemptions = 0;       // checkpoints that yielded on a sysmon or timer request
   uint64_t netpoll_polls = 0;     // epoll_wait calls that returned events
   uint64_t netpoll_wakeups = 0;   // green threads made runnable by the netpoller

@@ -56,6 +56,13 @@ struct alignas(64) Processor {
   // Set by sysmon (the G ran over 10 ms, or a timer of this P is overdue and nobody else can
   // run it); honoured by checkpoint() and cleared when the next G starts.
   std::atomic<bool> preempt{false};
+  // green::may_block(): (ticket << 1) | 1 while the owner M is inside such a call; sysmon
+  // retakes the P by clearing the low bit (a CAS), which the returning M then sees. The ticket
+  // makes each call's word unique (no ABA when the P is retaken and reused by another call).
+  std::atomic<uint64_t> syscall_word{0};
+  uint64_t syscall_tickets = 0;  // owner-only
+  uint64_t sysmon_syscall_word = 0;  // sysmon-private: the in-call word it last saw
+  int64_t sysmon_syscall_since = 0;
   // sysmon-private: the run_tick it last saw and when.
   uint32_t sysmon_tick = 0;
   int64_t sysmon_when = 0;

@@ -782,12 +782,11 @@ void enter_blocking() {
   handoff_p(p);
 }
 
-void exit_blocking() {
-  Machine* m = current_machine();
-  GreenThread* g = m != nullptr ? m->curg : nullptr;
-  if (g == nullptr) return;
-  Processor* old = m->blocked_from;
-  m->blocked_from = nullptr;
+namespace {
+
+// After a blocking call that gave up its P (old): take a P back, or queue the green thread
+// globally and park this M.
+void reacquire_after_call(Machine* m, GreenThread* g, Processor* old) {
   Processor* p = nullptr;
   {
     std::lock_guard<SpinLock> guard(sched.lock);
@@ -799,24 +798,77 @@ void exit_blocking() {
       p = pidle_get_locked();
     }
   }
+  if (p != nullptr) {
+    acquire_p(m, p);
+    g->wait_reason.store(WaitReason::kNone, std::memory_order_relaxed);
+    g->status.store(GStatus::kRunning, std::memory_order_relaxed);
+    p->run_tick.store(++p->schedtick * 2 + 1, std::memory_order_relaxed);
+    return;
+  }
+  g->wait_reason.store(WaitReason::kNone, std::memory_order_relaxed);
+  SwitchRequest req{SwitchRequest::kBlockingExit};
+  switch_to_scheduler(g, &req);
+}
+
+}  // namespace
+
+void exit_blocking() {
+  Machine* m = current_machine();
+  GreenThread* g = m != nullptr ? m->curg : nullptr;
+  if (g == nullptr) return;
+  Processor* old = m->blocked_from;
+  m->blocked_from = nullptr;
   sched.blocking_machines.fetch_sub(1);
   Waiter* next = nullptr;
   {
     std::lock_guard<SpinLock> guard(sched.blocking_cap_lock);
     next = cap_waiters().pop_claimed();
   }
-  if (p != nullptr) {
-    acquire_p(m, p);
+  if (next != nullptr) unpark(*next);  // with or without a P: ready() copes
+  reacquire_after_call(m, g, old);
+}
+
+uint64_t enter_may_block() {
+  Machine* m = current_machine();
+  GreenThread* g = m != nullptr ? m->curg : nullptr;
+  if (g == nullptr || m->p == nullptr) return 0;
+  Processor* p = m->p;
+  sched.blocking_calls.fetch_add(1, std::memory_order_relaxed);
+  g->wait_reason.store(WaitReason::kBlockingCall, std::memory_order_relaxed);
+  g->wait_since_ns.store(coarse_now_ns(), std::memory_order_relaxed);
+  g->status.store(GStatus::kWaiting, std::memory_order_relaxed);
+  p->run_tick.store(p->schedtick * 2, std::memory_order_relaxed);  // not a hog while inside
+  const uint64_t word = (++p->syscall_tickets << 1) | 1;
+  p->syscall_word.store(word);  // seq_cst: everything above is visible to a retaking sysmon
+  return word;
+}
+
+void exit_may_block(uint64_t word) {
+  if (word == 0) return;  // a plain thread
+  Machine* m = current_machine();
+  GreenThread* g = m->curg;
+  Processor* p = m->p;
+  uint64_t expected = word;
+  if (p->syscall_word.compare_exchange_strong(expected, word & ~uint64_t{1})) {
+    // Fast path: sysmon did not take the P; carry on.
     g->wait_reason.store(WaitReason::kNone, std::memory_order_relaxed);
     g->status.store(GStatus::kRunning, std::memory_order_relaxed);
     p->run_tick.store(++p->schedtick * 2 + 1, std::memory_order_relaxed);
-    if (next != nullptr) unpark(*next);
     return;
   }
-  if (next != nullptr) unpark(*next);  // no P: it goes to the global queue
-  g->wait_reason.store(WaitReason::kNone, std::memory_order_relaxed);
-  SwitchRequest req{SwitchRequest::kBlockingExit};
-  switch_to_scheduler(g, &req);
+  // sysmon handed our P to another M while we were inside the call.
+  m->p = nullptr;
+  reacquire_after_call(m, g, p);
+}
+
+bool retake_from_syscall(Processor* p, uint64_t word) {
+  // Clearing the low bit with a CAS on the exact word: the M returning from the call either
+  // cleared it first (it keeps its P) or finds it cleared (it lost the P).
+  if (!p->syscall_word.compare_exchange_strong(word, word & ~uint64_t{1})) return false;
+  sched.retakes.fetch_add(1, std::memory_order_relaxed);
+  p->m = nullptr;
+  handoff_p(p);
+  return true;
 }
 
 void ready(GreenThread* g, bool next) {
@@ -881,6 +933,7 @@ void start_green_thread(GreenThread* g) {
   // their stacks are hot and recycles them, and the 61-tick rule brings the spawner back soon.
   // Go may preempt at any call, so a spawn being a scheduling point is within its semantics.
   if (GreenThread* self = current_green_thread(); self != nullptr) {
+    checkpoint();  // a preemption point, as every runtime call
     Processor* p = current_machine()->p;
     const uint32_t ring = p->runq_tail.load(std::memory_order_relaxed) -
                           p->runq_head.load(std::memory_order_relaxed);
@@ -936,6 +989,12 @@ void run(const Options& options, std::function<void()> main) {
   acquire_p(m0, &sched.procs[0]);
   for (int i = opts.procs - 1; i >= 1; --i) pidle_put_locked(&sched.procs[i]);
   sched.max_blocking_machines = max_threads_from_env();
+  // Counters are per run, like the green threads they count.
+  sched.blocking_calls.store(0);
+  sched.blocking_handoffs.store(0);
+  sched.hogs.store(0);
+  sched.preemptions.store(0);
+  sched.retakes.store(0);
   sched.start_ns = now_ns();
   sched.active.store(true, std::memory_order_release);
   sysmon_start();
@@ -1021,6 +1080,7 @@ RuntimeStats stats() {
   s.blocking_calls = sched.blocking_calls.load(std::memory_order_relaxed);
   s.blocking_handoffs = sched.blocking_handoffs.load(std::memory_order_relaxed);
   s.hogs = sched.hogs.load(std::memory_order_relaxed);
+  s.retakes = sched.retakes.load(std::memory_order_relaxed);
   s.preemptions = sched.preemptions.load(std::memory_order_relaxed);
   s.netpoll_polls = netpoll_counters.polls.load(std::memory_order_relaxed);
   s.netpoll_wakeups = netpoll_counters.wakeups.load(std::memory_order_relaxed);

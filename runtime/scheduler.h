@@ -44,6 +44,7 @@ struct Scheduler {
   std::atomic<uint64_t> blocking_calls{0};
   std::atomic<uint64_t> blocking_handoffs{0};
   std::atomic<uint64_t> hogs{0};
+  std::atomic<uint64_t> retakes{0};  // Ps taken back by sysmon from Ms inside may_block()
   std::atomic<uint64_t> preemptions{0};
   int64_t start_ns = 0;
   std::atomic<bool> stopping{false};
@@ -103,6 +104,10 @@ void clear_preempt(Processor* p);
 uint32_t spill_runq(Processor* p);
 // Global run queue length and earliest timer over all Ps.
 int64_t earliest_timer();
+
+// sysmon: takes p from an M stuck in green::may_block() (if `word` is still its in-call word)
+// and hands it to another M. Returns true if it did.
+bool retake_from_syscall(Processor* p, uint64_t word);
 
 // --- switching (scheduler.cpp) ---
 // What a G asks g0 to do once it is off its stack.

@@ -1,6 +1,8 @@
 // WaitGroup, Mutex, ConditionVariable, Once on park/unpark. See sync.h.
 #include "runtime/sync.h"
 
+#include "runtime/green.h"
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -64,6 +66,7 @@ bool Mutex::try_lock() {
 }
 
 void Mutex::lock() {
+  checkpoint();  // a preemption point, as every blocking runtime call
   if (try_lock()) return;
   lock_.lock();
   for (;;) {

@@ -86,6 +86,21 @@ bool retake(int64_t now) {
       if (!runq_empty(p) && spill_runq(p) > 0) wakep();
       acted = true;
     }
+    // A P whose M is inside green::may_block(): retake it if the call is still running at our
+    // second look and the P is worth having (Go's retake: it has queued work or timers, or no
+    // P is idle or spinning to pick up new work, or the call has run for 10 ms).
+    if (const uint64_t word = p->syscall_word.load(); (word & 1) != 0) {
+      if (word != p->sysmon_syscall_word) {
+        p->sysmon_syscall_word = word;
+        p->sysmon_syscall_since = now;
+      } else {
+        const bool worth = !runq_empty(p) || p->timers.earliest() != INT64_MAX ||
+                           sched.npidle.load() + sched.nmspinning.load() == 0 ||
+                           now - p->sysmon_syscall_since >= kHogAfter;
+        if (worth && retake_from_syscall(p, word)) p->sysmon_syscall_word = 0;
+      }
+      acted = true;  // stay at the short period while a call may need retaking
+    }
     if (running && all_busy && p->timers.earliest() <= now) {
       request_preempt(p);
       acted = true;

@@ -208,3 +208,35 @@ TEST(Fairness, IdleRuntimeWithSysmonStaysIdle) {
                      static_cast<double>(after.tv_nsec - before.tv_nsec) / 1e9;
   EXPECT_LT(cpu, 0.1);
 }
+
+// may_block(): a call that returns at once keeps its P; one that blocks has its P retaken by
+// sysmon, so the other green threads on a single P keep running.
+TEST(MayBlock, ShortCallsKeepThePAndLongOnesAreRetaken) {
+  int ticks_during_call = 0;
+  green::RuntimeStats after_short{}, after_long{};
+  green::run({.procs = 1}, [&] {
+    for (int i = 0; i < 1000; ++i) {
+      EXPECT_EQ(green::may_block([i] { return i; }), i);
+    }
+    after_short = green::stats();
+    std::atomic<bool> done{false};
+    green::WaitGroup wg;
+    wg.add(1);
+    green::go([&] {
+      green::may_block([] { os_sleep(300ms); });
+      done.store(true);
+      wg.done();
+    });
+    green::yield();  // the sleeper enters its call holding the only P
+    while (!done.load()) {
+      green::sleep_for(5ms);
+      if (!done.load()) ++ticks_during_call;
+    }
+    wg.wait();
+    after_long = green::stats();
+  });
+  EXPECT_EQ(after_short.retakes, 0u);
+  EXPECT_EQ(after_short.blocking_handoffs, 0u);
+  EXPECT_GE(after_long.retakes, 1u);
+  EXPECT_GE(ticks_during_call, 20) << "the P was handed on while the call slept";
+}
