@@ -28,28 +28,48 @@ using detail::Waiter;
 // ---- WaitGroup ----
 
 void WaitGroup::add(int64_t delta) {
-  // Fast path: a change that does not reach zero touches only the counter.
+  // Fast path: any change that leaves waiters nothing to do is one CAS: staying above zero,
+  // or reaching zero while nobody waits. With kWaiters clear no wait() is parked, and a
+  // wait() that starts now sees zero and returns; the CAS is our last touch of *this.
   int64_t c = count_.load(std::memory_order_relaxed);
-  while (c + delta > 0) {
-    if (count_.compare_exchange_weak(c, c + delta, std::memory_order_acq_rel)) return;
+  for (;;) {
+    const int64_t n = (c & ~kWaiters) + delta;
+    if (n < 0) {
+      std::fprintf(stderr, "greenrt: fatal: negative WaitGroup counter\n");
+      std::abort();
+    }
+    if (n == 0 && (c & kWaiters) != 0) break;
+    if (count_.compare_exchange_weak(c, (c & kWaiters) | n, std::memory_order_acq_rel)) return;
   }
-  // Reaching zero (or going negative) happens under lock_, and wait() checks the counter only
-  // under lock_: so no waiter can see zero, return and destroy this WaitGroup (typically on its
-  // stack) while we still touch it. Our last access is lock_.unlock().
+  // Reaching zero with waiters parked: under lock_, which wait() holds while it checks the
+  // counter and parks, so no waiter can see zero, return and destroy this WaitGroup (typically
+  // on its stack) while we still touch it. Our last access is lock_.unlock().
   lock_.lock();
   const int64_t now = count_.fetch_add(delta, std::memory_order_acq_rel) + delta;
-  if (now < 0) {
+  if ((now & ~kWaiters) < 0) {
     std::fprintf(stderr, "greenrt: fatal: negative WaitGroup counter\n");
     std::abort();
   }
-  Waiter* chain = now == 0 ? waiters_.claim_all() : nullptr;
+  Waiter* chain = nullptr;
+  if ((now & ~kWaiters) == 0) {
+    chain = waiters_.claim_all();
+    count_.store(0, std::memory_order_release);
+  }
   lock_.unlock();
   detail::unpark_chain(chain);  // touches only the waiters, on their own stacks
 }
 
 void WaitGroup::wait() {
   lock_.lock();
-  if (count_.load(std::memory_order_acquire) == 0) {
+  if ((count_.load(std::memory_order_acquire) & ~kWaiters) == 0) {
+    lock_.unlock();
+    return;
+  }
+  // From here on an add() that reaches zero takes the slow path (and lock_).
+  const int64_t c = count_.fetch_or(kWaiters, std::memory_order_acq_rel);
+  if ((c & ~kWaiters) == 0) {
+    // It reached zero on the fast path between our two reads.
+    count_.fetch_and(~kWaiters, std::memory_order_acq_rel);
     lock_.unlock();
     return;
   }

@@ -31,6 +31,8 @@ class WaitGroup {
   void wait();
 
  private:
+  // The counter, with kWaiters set while green threads are parked in wait() (set under lock_).
+  static constexpr int64_t kWaiters = int64_t{1} << 62;
   std::atomic<int64_t> count_{0};
   detail::SpinLock lock_;
   detail::WaiterQueue waiters_;
