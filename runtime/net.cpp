@@ -161,6 +161,7 @@ TcpStream& TcpStream::operator=(TcpStream&& other) noexcept {
     seq_ = other.seq_;
     closed_.store(other.closed_.exchange(false, std::memory_order_relaxed),
                   std::memory_order_relaxed);
+    drained_ = std::exchange(other.drained_, false);
     read_deadline_ = std::exchange(other.read_deadline_, kNoDeadline);
     write_deadline_ = std::exchange(other.write_deadline_, kNoDeadline);
   }
@@ -231,9 +232,22 @@ ssize_t TcpStream::read(void* buf, std::size_t n) {
   green::checkpoint();
   OpGuard op(pd_, seq_);
   if (!op) return -ECANCELED;
+  if (drained_ && !pd_->hup.load(std::memory_order_acquire)) {
+    // The previous read emptied the socket buffer, so this one would almost surely fail with
+    // EAGAIN: wait for readiness first and save that syscall (one in three per request on a
+    // keep-alive connection). Safe with edge-triggered epoll: data that arrived after that read
+    // raised an event of its own, which either wakes us or left rd_ready set. End of stream
+    // and errors are states, not new data: once seen (hup) we always try the read.
+    drained_ = false;
+    const int w = green::detail::poll_wait(pd_, PollMode::kRead, to_ns(read_deadline_));
+    if (w != 0) return w;
+  }
   for (;;) {
     const ssize_t r = ::read(op.fd(), buf, n);
-    if (r >= 0) return r;
+    if (r >= 0) {
+      drained_ = r > 0 && static_cast<std::size_t>(r) < n;
+      return r;
+    }
     if (errno == EINTR) continue;
     if (errno != EAGAIN) return -errno;
     const int w = green::detail::poll_wait(pd_, PollMode::kRead, to_ns(read_deadline_));

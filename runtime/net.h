@@ -130,6 +130,7 @@ class TcpStream {
   green::detail::PollDesc* pd_ = nullptr;
   uint32_t seq_ = 0;  // the descriptor's sequence when we opened it: detects use after close
   std::atomic<bool> closed_{false};
+  bool drained_ = false;  // the last read() returned less than asked: the buffer was empty
   Deadline read_deadline_ = kNoDeadline;
   Deadline write_deadline_ = kNoDeadline;
 };

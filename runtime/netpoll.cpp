@@ -147,6 +147,7 @@ PollDesc* poll_open(int fd, int* err) {
     pd->fd = fd;
     pd->rg = pd->wg = nullptr;
     pd->rd_ready = pd->wr_ready = false;
+    pd->hup.store(false, std::memory_order_relaxed);
     seq = pd->seq.load(std::memory_order_relaxed);
   }
   // refs is 0 here (destroy() reset it); a stale poll_acquire() may briefly hold 1, and fails
@@ -318,6 +319,9 @@ GreenThread* netpoll(int64_t timeout_ns, uint32_t* n) {
     {
       std::lock_guard<SpinLock> guard(pd->lock);
       if (pd->seq.load(std::memory_order_relaxed) != seq || pd->fd < 0) continue;  // stale
+      if ((ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
+        pd->hup.store(true, std::memory_order_release);
+      }
       if (readable) {
         r = take_waiter(&pd->rg, kReadyTag);
         if (r == nullptr) pd->rd_ready = true;

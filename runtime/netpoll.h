@@ -38,6 +38,10 @@ struct PollDesc {
   std::atomic<uint32_t> seq{0};    // bumped when the fd is finally closed
   // Bit 31: closing; bits 0..30: operations in progress (references).
   std::atomic<uint32_t> refs{0};
+  // Sticky: the peer closed its side or the socket has an error (EPOLLRDHUP/HUP/ERR seen).
+  // Unlike new data, these conditions do not raise a new edge after a read consumed the last
+  // bytes before them, so a reader must not wait for one once this is set.
+  std::atomic<bool> hup{false};
   SpinLock lock;
   // -- under lock --
   Waiter* rg = nullptr;  // the green thread parked waiting to read (or accept)
