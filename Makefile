@@ -66,8 +66,11 @@ bench: build
 	@echo "== Go $$(go env GOVERSION) (GOMAXPROCS=$${GREEN_MAXPROCS:-$$(nproc)})"
 	@GOMAXPROCS=$${GREEN_MAXPROCS:-$$(nproc)} ./$(BUILD)/gomicro $(BENCH_ARGS)
 
+# greenhttp, Go net/http and nginx under the same wrk load, interleaved; writes
+# loadtest/results/<date>-<host>.md and charts. LOADTEST_QUICK=1: under 5 minutes. Settings:
+# loadtest/compare.py's docstring.
 loadtest: build
-	@echo "make loadtest: the wrk comparison arrives with the HTTP server (see README)"; exit 1
+	@BUILD=$(BUILD) python3 loadtest/compare.py
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')

@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""`make loadtest`: greenhttp, Go net/http and nginx side by side under the same wrk load.
+
+For every scenario (loadtest/harness/scenarios.py) the peers are started fresh on 127.0.0.1,
+checked route by route, warmed up, then measured interleaved — A B C, A B C — so drift on a
+shared machine hits all of them alike. Then each peer holds N idle keep-alive connections
+(memory per connection), and the runtime microbenchmarks run (greenrt and Go). Writes
+loadtest/results/<date>-<host>.md, a .json of every run and PNG charts.
+
+Settings (environment, all optional):
+  LOADTEST_QUICK=1          2 s runs, 1 s warm-up, smaller microbenchmarks: under 5 minutes
+  LOADTEST_DURATION=8       seconds per measured wrk run (quick: 2)
+  LOADTEST_ROUNDS=2         interleaved rounds per scenario
+  LOADTEST_PEERS=greenhttp,go,nginx
+  LOADTEST_SCENARIOS=plaintext,json,pipelined,echo,mix,c1000,c10000
+  LOADTEST_IDLE_CONNS=10000 idle keep-alive connections held per peer (0: skip)
+  LOADTEST_BENCH=1          0 skips the runtime microbenchmarks
+  LOADTEST_BENCH_ARGS       e.g. "-n 200000 -parked 100000" (quick's default)
+  LOADTEST_SERVER_CPUS, LOADTEST_WRK_CPUS  taskset lists (default: see pick_cpus)
+  LOADTEST_THREADS          server threads/workers/GOMAXPROCS (default: server CPU count)
+  BUILD=build               the CMake build directory
+"""
+
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from types import SimpleNamespace
+
+sys.dont_write_bytecode = True  # keep loadtest/ free of __pycache__
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import bench, charts, idle, peers, report, wrk  # noqa: E402
+from harness.scenarios import BY_NAME, SCENARIOS  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def env_int(name, default):
+    v = os.environ.get(name, "")
+    return int(v) if v.strip() else default
+
+
+def env_list(name, default):
+    v = os.environ.get(name, "").strip()
+    return [x.strip() for x in v.split(",") if x.strip()] if v else default
+
+
+def cpu_list(cpus):
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def pick_cpus():
+    """Servers and wrk on disjoint halves when there are 4+ CPUs; on fewer, everything shares
+    every CPU (as anchors.md measured on the 2-core machine): splitting 2 cores would give each
+    server one core and measure wrk's core, not the server."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 4:
+        half = len(cpus) // 2
+        server, client, how = cpus[:half], cpus[half:], "disjoint halves of the CPUs"
+    else:
+        server, client, how = cpus, cpus, "server and wrk share every CPU, as in anchors.md"
+    server_s = os.environ.get("LOADTEST_SERVER_CPUS") or cpu_list(server)
+    client_s = os.environ.get("LOADTEST_WRK_CPUS") or cpu_list(client)
+    if "LOADTEST_SERVER_CPUS" in os.environ or "LOADTEST_WRK_CPUS" in os.environ:
+        how = "set by LOADTEST_SERVER_CPUS / LOADTEST_WRK_CPUS"
+    count = sum(len(range(int(a), int(b) + 1)) if "-" in part else 1
+                for part in server_s.split(",") for a, _, b in [part.partition("-")])
+    return server_s, client_s, how, count
+
+
+def free_port(taken, start=28080):
+    """A port below the ephemeral range that nothing listens on (others share this machine)."""
+    port = start
+    while True:
+        port += 1
+        if port in taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
+
+
+def first_line(path, key):
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip() if ":" in line else line.split("=", 1)[1]
+    except OSError:
+        pass
+    return "?"
+
+
+class Progress:
+    """One line: scenario, peer, round, seconds left (rewritten in place on a terminal)."""
+
+    def __init__(self, total):
+        self.left, self.tty = total, sys.stderr.isatty()
+
+    def show(self, what, cost):
+        line = f"[loadtest] {what} — about {int(self.left)} s left"
+        if self.tty:
+            sys.stderr.write("\r\033[K" + line)
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+        self.left = max(0, self.left - cost)
+
+    def note(self, msg):
+        sys.stderr.write(("\r\033[K" if self.tty else "") + msg + "\n")
+        sys.stderr.flush()
+
+
+def main():
+    quick = os.environ.get("LOADTEST_QUICK", "") not in ("", "0")
+    seconds = env_int("LOADTEST_DURATION", 2 if quick else 8)
+    warmup = 1 if quick else 2
+    rounds = env_int("LOADTEST_ROUNDS", 2)
+    idle_conns = env_int("LOADTEST_IDLE_CONNS", 10000)
+    run_bench = env_int("LOADTEST_BENCH", 1) != 0
+    bench_args = os.environ.get("LOADTEST_BENCH_ARGS",
+                                "-n 200000 -parked 100000" if quick else "").split()
+    peer_names = env_list("LOADTEST_PEERS", list(peers.ALL))
+    scen_names = env_list("LOADTEST_SCENARIOS", [s.name for s in SCENARIOS])
+    build = os.path.join(REPO, os.environ.get("BUILD", "build"))
+    for n in peer_names:
+        if n not in peers.ALL:
+            sys.exit(f"loadtest: unknown peer {n!r} in LOADTEST_PEERS (have {', '.join(peers.ALL)})")
+    for n in scen_names:
+        if n not in BY_NAME:
+            sys.exit(f"loadtest: unknown scenario {n!r} (have {', '.join(BY_NAME)})")
+
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            sys.exit(f"loadtest: `{tool}` is not installed: {peers.MAKE_DEPS_HINT}")
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    need = max([BY_NAME[s].conns for s in scen_names] + [idle_conns]) + 100
+    if hard != resource.RLIM_INFINITY and hard < need:
+        print(f"loadtest: the open-files hard limit ({hard}) is below {need}: the biggest "
+              "scenarios will see connect errors", file=sys.stderr)
+
+    server_cpus, wrk_cpus, pinning, ncpu = pick_cpus()
+    threads = env_int("LOADTEST_THREADS", ncpu)
+    tmp = tempfile.mkdtemp(prefix="greenhttp-loadtest-")
+    ctx = SimpleNamespace(repo=REPO, build=build, tmp=tmp, threads=threads,
+                          server_cpus=server_cpus)
+
+    skipped, live = {}, []
+    for name in peer_names:
+        peer = peers.ALL[name](ctx)
+        try:
+            peer.prepare()
+            live.append(peer)
+        except peers.PeerUnavailable as e:
+            skipped[name] = str(e)
+            print(f"loadtest: skipping {name}: {e}", file=sys.stderr)
+
+    taken = set()
+    per_peer = warmup + 1 + rounds * (seconds + 0.7)
+    total = len(scen_names) * len(live) * per_peer + (len(live) * 12 if idle_conns else 0) + \
+        ((30 if quick else 150) if run_bench else 0)
+    progress = Progress(total)
+    runs, smoke, idle_results = [], {}, {}
+    scripts = {s: wrk.script_for(BY_NAME[s], REPO, tmp) for s in scen_names}
+    loadavg = open("/proc/loadavg").read().split()[:3]
+
+    def start(peer):
+        """Start a peer; on failure drop it from the run for good (with the reason)."""
+        try:
+            peer.start(free_port(taken))
+            if peer.name not in smoke:
+                smoke[peer.name] = peer.smoke()
+            return True
+        except peers.PeerUnavailable as e:
+            skipped[peer.name] = str(e)
+            live.remove(peer)
+            progress.note(f"loadtest: skipping {peer.name}: {e}")
+            return False
+
+    try:
+        for scen_name in scen_names:
+            scen = BY_NAME[scen_name]
+            active = [p for p in list(live) if start(p)]
+            runnable = []
+            for p in active:
+                bad = [r for r in scen.needs if smoke[p.name].get(r) != "ok"]
+                if bad:
+                    progress.note(f"loadtest: {scen_name}: {p.name} skipped, /{bad[0]}: "
+                                  f"{smoke[p.name][bad[0]]}")
+                    progress.left -= per_peer
+                    p.stop()
+                else:
+                    runnable.append(p)
+            for p in runnable:
+                progress.show(f"{scen_name} | {p.name} | warm-up", warmup + 1)
+                subprocess.run(wrk.command(scen, p.port, warmup, wrk_cpus, scripts[scen_name]),
+                               capture_output=True, timeout=warmup + 60)
+                time.sleep(0.5)
+            for rnd in range(1, rounds + 1):
+                for p in runnable:
+                    progress.show(f"{scen_name} | {p.name} | round {rnd}/{rounds}", seconds + 0.7)
+                    r = wrk.measure(p, scen, seconds, wrk_cpus, scripts[scen_name])
+                    r.update(scenario=scen_name, peer=p.name, round=rnd)
+                    runs.append(r)
+                    if "error" in r:
+                        progress.note(f"loadtest: {scen_name} {p.name}: {r['error']}")
+                    time.sleep(0.5)
+            for p in runnable:
+                p.stop()
+
+        if idle_conns:
+            for p in list(live):
+                progress.show(f"idle connections x{idle_conns} | {p.name}", 12)
+                if not start(p):
+                    continue
+                idle_results[p.name] = idle.measure(p, REPO, idle_conns)
+                p.stop()
+                if "error" in idle_results[p.name]:
+                    progress.note(f"loadtest: idle {p.name}: {idle_results[p.name]['error']}")
+
+        bench_result = None
+        if run_bench:
+            progress.show("runtime microbenchmarks (greenrt, then Go)", 0)
+            bench_result = bench.run(ctx, bench_args, server_cpus)
+    finally:
+        for p in live:
+            p.stop()
+
+    progress.note("[loadtest] done")
+    now = datetime.datetime.now()
+    host = socket.gethostname().split(".")[0]
+    out_dir = os.path.join(REPO, "loadtest", "results")
+    os.makedirs(out_dir, exist_ok=True)
+    stem = f"{now:%Y-%m-%d}-{host}" + ("-quick" if quick else "")
+    base = os.path.join(out_dir, stem)
+    names = [p for p in peer_names if p not in skipped]
+
+    summary = report.summarise(runs)
+    pngs, chart_err = charts.draw(summary, names, scen_names, base)
+    if chart_err:
+        print(f"loadtest: {chart_err}", file=sys.stderr)
+    titles = {"throughput": "requests per second", "latency": "p99 latency",
+              "cpu": "server CPU per request"}
+    chart_refs = [{"file": os.path.basename(p),
+                   "title": titles[p[len(base) + 1:-4]]} for p in pngs]
+
+    commands = [f"# {p}: {peers.ALL[p](ctx).display()}" for p in names]
+    commands.append(f"# wrk (in loadtest/wrk/, each script with report.lua appended), "
+                    f"pinned with taskset -c {wrk_cpus}:")
+    commands += [wrk.display_command(BY_NAME[s], seconds) for s in scen_names]
+    if idle_conns:
+        commands.append(f"python3 loadtest/idle_holder.py --port PORT --count {idle_conns}")
+    meta = {
+        "date": f"{now:%Y-%m-%d %H:%M}", "host": host, "quick": quick,
+        "command": ("LOADTEST_QUICK=1 " if quick else "") + "make loadtest",
+        "rounds": rounds, "seconds": seconds, "warmup": warmup,
+        "cpu": first_line("/proc/cpuinfo", "model name"), "nproc": os.cpu_count(),
+        "mem": f"{int(first_line('/proc/meminfo', 'MemTotal').split()[0]) / 2**20:.0f} GiB RAM",
+        "os": first_line("/etc/os-release", "PRETTY_NAME").strip().strip('"'),
+        "kernel": platform.release(), "loadavg": " ".join(loadavg),
+        "server_cpus": server_cpus, "wrk_cpus": wrk_cpus, "pinning": pinning,
+        "threads": threads, "nofile": hard,
+        "port_range": open("/proc/sys/net/ipv4/ip_local_port_range").read().split(),
+        "wrk_version": subprocess.run(["wrk", "-v"], capture_output=True,
+                                      text=True).stdout.splitlines()[0].split(" Copyright")[0],
+        "python": platform.python_version(),
+        "versions": {p: peers.ALL[p](ctx).version() for p in names},
+        "peer_commands": {p: peers.ALL[p](ctx).display() for p in names},
+        "idle_conns": idle_conns, "commands": commands,
+    }
+    meta["port_range"] = "–".join(meta["port_range"])
+    report.write(base + ".md", meta, names, skipped, smoke, summary, idle_results,
+                 bench_result, chart_refs, scen_names)
+    with open(base + ".json", "w") as f:
+        json.dump({"meta": meta, "skipped": skipped, "smoke": smoke, "runs": runs,
+                   "idle": idle_results, "bench": bench_result}, f, indent=1, default=str)
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"loadtest: report {os.path.relpath(base + '.md', REPO)}"
+          + (f", charts {', '.join(os.path.relpath(p, REPO) for p in pngs)}" if pngs else ""))
+    for scen in scen_names:
+        cells = [f"{p} {summary[scen][p]['rps'] / 1000:.1f}K"
+                 for p in names if "rps" in summary.get(scen, {}).get(p, {})]
+        print(f"  {scen:<10} " + "  ".join(cells))
+    for p, r in idle_results.items():
+        if "per_conn" in r:
+            print(f"  idle       {p} {r['per_conn'] / 1000:.1f} KB/connection")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Memory per idle keep-alive connection: the server's RSS (process tree) before and after
+loadtest/idle_holder.py holds N connections that each carried one request."""
+
+import os
+import subprocess
+import sys
+import time
+
+from . import procfs
+
+
+def measure(peer, repo, count, settle=1.0):
+    pids = peer.pids()
+    before = procfs.rss_bytes(pids)
+    holder = subprocess.Popen(
+        [sys.executable, os.path.join(repo, "loadtest", "idle_holder.py"),
+         "--port", str(peer.port), "--count", str(count)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = holder.stdout.readline()
+        if not line.startswith("HELD "):
+            holder.wait(timeout=10)
+            return {"error": (holder.stderr.read().strip() or "holder gave no HELD line")}
+        time.sleep(settle)  # let the server finish returning buffers and parking
+        pids = peer.pids()
+        after = procfs.rss_bytes(pids)
+        return {"count": count, "rss_before": before, "rss_after": after,
+                "per_conn": (after - before) / count, "holder": line.strip()}
+    finally:
+        if holder.poll() is None:
+            holder.stdin.close()
+            try:
+                holder.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                holder.kill()
+                holder.wait()

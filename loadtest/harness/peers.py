@@ -1,0 +1,267 @@
+"""The servers compared, started and stopped by the harness, all on 127.0.0.1.
+
+Each peer gets the same cores (`taskset -c`), the same number of server threads and the same
+wrk flags: greenhttp `--threads N`, Go `GOMAXPROCS=N`, nginx `worker_processes N`.
+A peer that cannot run here (not installed, not built, or build/greenhttp still being the
+runtime demo that does not answer /plaintext) is skipped with a message saying why and how to
+fix it, never with a stack of shell errors.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+from . import procfs
+
+MAKE_DEPS_HINT = "run `make deps` (installs wrk, nginx-light, golang-go, gnuplot-nox, haproxy)"
+
+
+class PeerUnavailable(Exception):
+    """The peer cannot run on this machine; the message says why and what to do."""
+
+
+def http_get(port, path, method="GET", body=None, timeout=5.0):
+    """One request on a fresh connection: (status, headers dict lower-cased, body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body)
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    finally:
+        conn.close()
+
+
+class Peer:
+    """A server under test. Subclasses say how to build and start it."""
+
+    name = "?"
+    # Routes the scenarios may need; smoke() checks each, and a scenario runs only against
+    # peers whose routes it needs passed.
+    routes = ("plaintext", "json", "echo", "sleep")
+    exit_hint = ""
+
+    def __init__(self, ctx):
+        self.ctx = ctx  # repo, build dir, temp dir, threads, server cpus
+        self.proc = None
+        self.log_path = os.path.join(ctx.tmp, f"{self.name}.log")
+
+    # -- what subclasses provide
+    def prepare(self):
+        """Build or locate the server; raise PeerUnavailable with a hint when it cannot run."""
+
+    def argv(self, port):
+        raise NotImplementedError
+
+    def env(self):
+        return dict(os.environ)
+
+    def version(self):
+        return "?"
+
+    # -- shared behaviour
+    def command_line(self, port):
+        return ["taskset", "-c", self.ctx.server_cpus] + self.argv(port)
+
+    def display(self):
+        """The command line for the report, with PORT for the port."""
+        return " ".join(self.command_line("PORT"))
+
+    def start(self, port):
+        """Start the server and wait until it answers /plaintext; raise PeerUnavailable if not."""
+        self.port = port
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command_line(port), env=self.env(), stdout=log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 10
+        last_error = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise PeerUnavailable(f"{self.name} exited with status {self.proc.returncode} "
+                                      f"before answering /plaintext{self.exit_hint} "
+                                      f"({self._log_tail()})")
+            try:
+                status, _, body = http_get(port, "/plaintext", timeout=1)
+                if status == 200 and body == b"Hello, World!":
+                    return
+                last_error = f"/plaintext answered {status} {body[:40]!r}"
+            except OSError as e:
+                last_error = str(e)
+            time.sleep(0.1)
+        self.stop()
+        raise PeerUnavailable(f"{self.name} did not answer GET /plaintext with 200 "
+                              f"'Hello, World!' within 10 s ({last_error})")
+
+    def pids(self):
+        return procfs.tree(self.proc.pid)
+
+    def stop(self):
+        """SIGTERM (a graceful drain), SIGKILL after 10 s; the process is ours, by its id."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def smoke(self):
+        """Check every route the scenarios use: {route: "ok" or what went wrong}."""
+        results = {}
+        for route in self.routes:
+            try:
+                results[route] = getattr(self, f"_check_{route}")()
+            except (OSError, http.client.HTTPException, ValueError) as e:
+                results[route] = f"error: {e}"
+        return results
+
+    def _check_plaintext(self):
+        status, headers, body = http_get(self.port, "/plaintext")
+        missing = [h for h in ("server", "date", "content-type", "content-length")
+                   if h not in headers]
+        if status != 200 or body != b"Hello, World!" or missing:
+            return f"status {status}, body {body[:30]!r}, missing headers {missing}"
+        return "ok"
+
+    def _check_json(self):
+        status, headers, body = http_get(self.port, "/json")
+        if status != 200 or json.loads(body) != {"message": "Hello, World!"}:
+            return f"status {status}, body {body[:40]!r}"
+        if not headers.get("content-type", "").startswith("application/json"):
+            return f"Content-Type {headers.get('content-type')!r}"
+        return "ok"
+
+    def _check_echo(self):
+        for size in (64, 1024, 4096, 65536):
+            body = bytes(range(256)) * (size // 256) if size >= 256 else b"e" * size
+            status, _, got = http_get(self.port, "/echo", "POST", body)
+            if status != 200 or got != body:
+                return f"{size}-byte body: status {status}, {len(got)} bytes back"
+        return "ok"
+
+    def _check_sleep(self):
+        t0 = time.monotonic()
+        status, _, body = http_get(self.port, "/sleep?ms=50")
+        took = time.monotonic() - t0
+        if status != 200:
+            return f"status {status} (no /sleep route)"
+        if took < 0.045:
+            return f"answered after {took * 1000:.0f} ms, not 50"
+        return "ok"
+
+    def _log_tail(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                lines = f.read().decode(errors="replace").strip().splitlines()
+            return "log: " + " | ".join(lines[-3:]) if lines else "empty log"
+        except OSError:
+            return "no log"
+
+
+def _tool_version(argv, stream="stdout"):
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "?"
+    out = (p.stdout if stream == "stdout" else p.stderr).strip().splitlines()
+    return out[0] if out else "?"
+
+
+class GreenHttp(Peer):
+    name = "greenhttp"
+    exit_hint = " — build/greenhttp is not the HTTP server yet (still the runtime demo?)"
+
+    def binary(self):
+        return os.path.join(self.ctx.build, "greenhttp")
+
+    def prepare(self):
+        if not os.access(self.binary(), os.X_OK):
+            raise PeerUnavailable(f"{self.binary()} is not built: run `make build`")
+
+    def argv(self, port):
+        return [self.binary(), "--listen", f"127.0.0.1:{port}", "--threads",
+                str(self.ctx.threads), "--access-log", "off"]
+
+    def env(self):
+        env = dict(os.environ)
+        env["GREEN_MAXPROCS"] = str(self.ctx.threads)
+        return env
+
+    def version(self):
+        rev = _tool_version(["git", "-C", self.ctx.repo, "describe", "--always", "--dirty"])
+        return f"greenhttp {rev} (Release build, {self.binary()})"
+
+
+class GoNetHttp(Peer):
+    name = "go"
+
+    def binary(self):
+        return os.path.join(self.ctx.build, "loadtest", "gopeer")
+
+    def prepare(self):
+        if shutil.which("go") is None:
+            raise PeerUnavailable(f"`go` is not installed: {MAKE_DEPS_HINT}")
+        os.makedirs(os.path.dirname(self.binary()), exist_ok=True)
+        env = dict(os.environ, GOPROXY="off", GOFLAGS="-mod=mod", CGO_ENABLED="0")
+        src = os.path.join(self.ctx.repo, "loadtest", "peers", "go")
+        p = subprocess.run(["go", "build", "-o", self.binary(), "."], cwd=src, env=env,
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            raise PeerUnavailable(f"go build in {src} failed: {p.stderr.strip()}")
+
+    def argv(self, port):
+        return [self.binary(), "--listen", f"127.0.0.1:{port}", "--threads",
+                str(self.ctx.threads)]
+
+    def env(self):
+        env = dict(os.environ)
+        env["GOMAXPROCS"] = str(self.ctx.threads)
+        return env
+
+    def version(self):
+        return f"Go net/http, {_tool_version(['go', 'version'])}"
+
+
+class Nginx(Peer):
+    name = "nginx"
+
+    def prepare(self):
+        if shutil.which("nginx") is None and not os.access("/usr/sbin/nginx", os.X_OK):
+            raise PeerUnavailable(f"nginx is not installed: {MAKE_DEPS_HINT}")
+        self.prefix = os.path.join(self.ctx.tmp, "nginx")
+        os.makedirs(os.path.join(self.prefix, "empty"), exist_ok=True)
+        # Run as root, nginx's workers become `nobody`: let them reach the prefix.
+        for d in (self.ctx.tmp, self.prefix, os.path.join(self.prefix, "empty")):
+            os.chmod(d, 0o755)
+
+    def nginx(self):
+        return shutil.which("nginx") or "/usr/sbin/nginx"
+
+    def argv(self, port):
+        template = os.path.join(self.ctx.repo, "loadtest", "peers", "nginx", "nginx.conf.in")
+        with open(template) as f:
+            conf = (f.read().replace("@PORT@", str(port))
+                    .replace("@WORKERS@", str(self.ctx.threads))
+                    .replace("@PREFIX@", self.prefix))
+        path = os.path.join(self.prefix, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        return [self.nginx(), "-p", self.prefix, "-e", os.path.join(self.prefix, "error.log"),
+                "-c", path]
+
+    def display(self):
+        return (f"taskset -c {self.ctx.server_cpus} nginx -p TMP -e TMP/error.log -c "
+                "TMP/nginx.conf (loadtest/peers/nginx/nginx.conf.in with PORT, workers, TMP)")
+
+    def version(self):
+        return _tool_version([self.nginx(), "-v"], stream="stderr").replace("nginx version: ", "")
+
+
+ALL = {"greenhttp": GreenHttp, "go": GoNetHttp, "nginx": Nginx}

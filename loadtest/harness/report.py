@@ -1,0 +1,189 @@
+"""The markdown report: setup, one table per scenario, idle memory, runtime microbenchmarks,
+goals check, exact commands. Figures per scenario and peer are medians over the interleaved
+rounds (errors are summed, CPU/request is total CPU over total requests, RSS is the peak)."""
+
+import statistics
+
+from . import bench as bench_mod
+from .scenarios import BY_NAME
+from .wrk import display_command
+
+
+def summarise(runs):
+    """runs: list of {"scenario", "peer", "round", figures...} -> summary[scenario][peer]."""
+    grouped = {}
+    for r in runs:
+        grouped.setdefault(r["scenario"], {}).setdefault(r["peer"], []).append(r)
+    summary = {}
+    for scen, by_peer in grouped.items():
+        for peer, rs in by_peer.items():
+            ok = [r for r in rs if "requests" in r]
+            s = {"errors_text": [r["error"] for r in rs if "error" in r]}
+            if ok:
+                med = lambda k: statistics.median(r[k] for r in ok)
+                reqs = sum(r["requests"] for r in ok)
+                s.update(rps=med("rps"), p50_us=med("p50_us"), p99_us=med("p99_us"),
+                         p999_us=med("p999_us"),
+                         socket_errors=sum(r["socket_errors"] for r in ok),
+                         status_errors=sum(r["status"] for r in ok),
+                         cpu_us_per_req=(sum(r["cpu_s"] for r in ok) * 1e6 / reqs) if reqs else None,
+                         peak_rss=max(r["peak_rss"] for r in ok),
+                         rounds=[r["rps"] for r in ok])
+            summary.setdefault(scen, {})[peer] = s
+    return summary
+
+
+def ms(us):
+    return "–" if us is None else (f"{us / 1000:.2f} ms" if us >= 1000 else f"{us:.0f} µs")
+
+
+def kilo(x):
+    return f"{x / 1000:.1f}K" if x >= 1000 else f"{x:.0f}"
+
+
+def mib(b):
+    return f"{b / 2**20:.1f} MiB"
+
+
+def scenario_table(scen, peers, summary, lines):
+    lines += ["| peer | requests/s | vs nginx | p50 | p99 | p99.9 | socket errors | non-2xx "
+              "| CPU/req | peak RSS | requests/s per round |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    base = summary.get(scen, {}).get("nginx", {}).get("rps")
+    for p in peers:
+        s = summary.get(scen, {}).get(p)
+        if s is None:
+            continue
+        if "rps" not in s:
+            lines.append(f"| {p} | failed: {'; '.join(s['errors_text'])[:200]} |"
+                         + " |" * 9)
+            continue
+        ratio = f"{s['rps'] / base:.2f}x" if base else "–"
+        cpu = "–" if s["cpu_us_per_req"] is None else f"{s['cpu_us_per_req']:.1f} µs"
+        lines.append(
+            f"| {p} | {kilo(s['rps'])} | {ratio} | {ms(s['p50_us'])} | {ms(s['p99_us'])} | "
+            f"{ms(s['p999_us'])} | {s['socket_errors']} | {s['status_errors']} | {cpu} | "
+            f"{mib(s['peak_rss'])} | {', '.join(kilo(x) for x in s['rounds'])} |")
+        for e in s["errors_text"]:
+            lines.append(f"| | ⚠ {e[:200]} |" + " |" * 9)
+
+
+def goals(summary, idle, lines):
+    """anchors.md's goals for greenhttp, checked against nginx in this run."""
+    def ratio(scen):
+        g = summary.get(scen, {}).get("greenhttp", {}).get("rps")
+        n = summary.get(scen, {}).get("nginx", {}).get("rps")
+        return (g / n) if g and n else None
+
+    rows = []
+    for scen, goal, label in (("plaintext", 1.0, "keep-alive c=100 ≥ 1.0× nginx"),
+                              ("pipelined", 2.5, "pipelined ×16 ≥ 2.5× nginx"),
+                              ("c1000", 1.0, "c=1000 ≥ 1.0× nginx, no socket errors"),
+                              ("c10000", 1.0, "c=10000 ≥ 1.0× nginx, no socket errors")):
+        r = ratio(scen)
+        if r is None:
+            continue
+        errs = summary[scen]["greenhttp"].get("socket_errors", 0)
+        met = r >= goal and (errs == 0 or scen in ("plaintext", "pipelined"))
+        rows.append(f"| {label} | {r:.2f}× ({errs} socket errors) | {'met' if met else 'not met'} |")
+    g = summary.get("plaintext", {}).get("greenhttp", {})
+    n = summary.get("plaintext", {}).get("nginx", {})
+    if g.get("cpu_us_per_req") and n.get("cpu_us_per_req"):
+        rows.append(f"| keep-alive CPU/req ≤ nginx's | {g['cpu_us_per_req']:.1f} vs "
+                    f"{n['cpu_us_per_req']:.1f} µs | "
+                    f"{'met' if g['cpu_us_per_req'] <= n['cpu_us_per_req'] else 'not met'} |")
+    if g.get("p99_us") and n.get("p99_us"):
+        rows.append(f"| keep-alive p99 ≤ nginx's | {ms(g['p99_us'])} vs {ms(n['p99_us'])} | "
+                    f"{'met' if g['p99_us'] <= n['p99_us'] else 'not met'} |")
+    gi = idle.get("greenhttp", {})
+    if "per_conn" in gi:
+        rows.append(f"| idle keep-alive connection ≤ 5 KB | {gi['per_conn'] / 1000:.1f} KB | "
+                    f"{'met' if gi['per_conn'] <= 5000 else 'not met'} |")
+    if rows:
+        lines += ["## Goals (anchors.md), greenhttp against nginx in this run", "",
+                  "| goal | this run | |", "| --- | --- | --- |"] + rows + [""]
+
+
+def bench_section(b, lines):
+    lines += ["## Runtime microbenchmarks (`make bench` shapes): greenrt and Go side by side", ""]
+    if not b:
+        lines += ["Not run (LOADTEST_BENCH=0).", ""]
+        return
+    lines += ["| figure | greenrt | Go | greenrt / Go | goal |", "| --- | ---: | ---: | ---: | --- |"]
+    for name, what, goal in bench_mod.FIGURES:
+        g, o = b["greenrt"].get(name), b["go"].get(name)
+        if g is None and o is None:
+            continue
+        fmt = lambda v: "–" if v is None else f"{v[0]:,.1f} {v[1]}"
+        r = f"{g[0] / o[0]:.2f}x" if g and o and o[0] else "–"
+        lines.append(f"| {what} (`{name}`) | {fmt(g)} | {fmt(o)} | {r} | {goal} |")
+    pc = b["greenrt"].get("parked_count") or b["go"].get("parked_count")
+    if pc:
+        lines.append(f"\nParked: {int(pc[0]):,} at once. Each timed figure is the median of 3 "
+                     "runs after a warm-up (see bench/runtime_bench.cpp and "
+                     "loadtest/peers/go-micro/).")
+    for e in b["errors"]:
+        lines.append(f"\n⚠ {e}")
+    lines += ["", "```"] + b["commands"] + ["```", ""]
+
+
+def write(path, meta, peers, skipped, smoke, summary, idle, bench, charts, scenarios):
+    L = [f"# greenhttp load test — {meta['date']} on {meta['host']}"
+         + (" (LOADTEST_QUICK)" if meta["quick"] else ""), ""]
+    L += [f"Produced by `make loadtest` ({meta['command']}). Each scenario runs the peers "
+          f"interleaved ({' '.join(peers)}, then again: {meta['rounds']} rounds of "
+          f"{meta['seconds']} s each, after an unmeasured {meta['warmup']} s warm-up per peer); "
+          "figures are the medians over rounds. Compare ratios within this report: absolute "
+          "numbers drift between runs and machines, and this machine's cores may be shared.", ""]
+    L += ["## Setup", "",
+          f"- Machine: {meta['cpu']}, {meta['nproc']} CPUs, {meta['mem']}, {meta['os']}, "
+          f"Linux {meta['kernel']}; load average before the run {meta['loadavg']}.",
+          f"- Cores: servers pinned with `taskset -c {meta['server_cpus']}`, wrk with "
+          f"`taskset -c {meta['wrk_cpus']}` ({meta['pinning']}).",
+          f"- Server threads: {meta['threads']} for every peer (greenhttp `--threads`, "
+          "Go `GOMAXPROCS`, nginx `worker_processes`).",
+          f"- Open files: soft limit raised to {meta['nofile']}; ephemeral ports "
+          f"{meta['port_range']}.",
+          f"- wrk: {meta['wrk_version']}; Python {meta['python']}.", ""]
+    L += ["| peer | version | command |", "| --- | --- | --- |"]
+    for p in peers:
+        L.append(f"| {p} | {meta['versions'].get(p, '?')} | `{meta['peer_commands'].get(p, '')}` |")
+    for p, why in skipped.items():
+        L.append(f"| {p} | **skipped** | {why} |")
+    L.append("")
+    bad = [(p, r, v) for p, res in smoke.items() for r, v in res.items() if v != "ok"]
+    if bad:
+        L += ["Routes a peer does not serve as the scenarios need (those scenarios skip it):", ""]
+        L += [f"- {p} `/{r}`: {v}" for p, r, v in bad] + [""]
+    goals(summary, idle, L)
+    L += ["## Results", ""]
+    for c in charts:
+        L.append(f"![{c['title']}]({c['file']})")
+    L.append("")
+    for scen in scenarios:
+        sc = BY_NAME[scen]
+        L += [f"### {sc.title}", "", f"`{display_command(sc, meta['seconds'])}`"
+              + (f" — {sc.note}" if sc.note else ""), ""]
+        scenario_table(scen, peers, summary, L)
+        L.append("")
+    L += [f"## Memory per idle keep-alive connection ({meta['idle_conns']:,} connections)", "",
+          "`python3 loadtest/idle_holder.py --port PORT --count N` opens N connections, sends "
+          "`GET /plaintext` on each, reads the response and holds them; the figure is the "
+          "server's RSS (process and children, /proc/PID/statm) with them held, minus before, "
+          "over N.", "",
+          "| peer | RSS before | RSS with connections held | per idle connection |",
+          "| --- | ---: | ---: | ---: |"]
+    for p in peers:
+        r = idle.get(p)
+        if r is None:
+            continue
+        if "error" in r:
+            L.append(f"| {p} | failed: {r['error'][:200]} | | |")
+        else:
+            L.append(f"| {p} | {mib(r['rss_before'])} | {mib(r['rss_after'])} | "
+                     f"{r['per_conn'] / 1000:.1f} KB |")
+    L.append("")
+    bench_section(bench, L)
+    L += ["## Exact commands", "", "```"] + meta["commands"] + ["```", ""]
+    with open(path, "w") as f:
+        f.write("\n".join(L))

@@ -1,0 +1,36 @@
+"""The wrk scenarios: one definition each, so the report, the charts and the commands it prints
+all come from the same place. Every run is `wrk -t1 -c<conns> -d<secs>s --latency` (anchors.md),
+with a Lua script from loadtest/wrk/ where the shape needs one."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    path: str
+    conns: int = 100
+    script: str = ""          # loadtest/wrk/<script>; report.lua is appended to it
+    args: tuple = ()          # passed to the script after `--`
+    needs: tuple = ("plaintext",)  # routes a peer must pass in its smoke test
+    note: str = ""
+
+
+SCENARIOS = [
+    Scenario("plaintext", "plaintext, keep-alive, c=100", "/plaintext",
+             note="TechEmpower plaintext, one request per write"),
+    Scenario("json", "json, keep-alive, c=100", "/json", needs=("json",),
+             note="TechEmpower json: a new object serialised per request"),
+    Scenario("pipelined", "plaintext pipelined x16, c=100", "/plaintext", script="pipeline.lua",
+             args=("16",), note="16 requests per write, as TechEmpower's plaintext depth"),
+    Scenario("echo", "POST /echo 64 B/1 KiB/4 KiB, c=100", "/echo", script="echo.lua",
+             needs=("echo",), note="bodies read and written back; nginx echoes through `mirror`"),
+    Scenario("mix", "mix with /sleep?ms=10, c=100", "/", script="mix.lua", args=("10",),
+             needs=("plaintext", "json", "sleep"),
+             note="1 request in 8 parks 10 ms on a timer; nginx has no /sleep"),
+    Scenario("c1000", "plaintext, c=1000", "/plaintext", conns=1000),
+    Scenario("c10000", "plaintext, c=10000", "/plaintext", conns=10000),
+]
+
+BY_NAME = {s.name: s for s in SCENARIOS}

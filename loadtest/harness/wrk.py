@@ -1,0 +1,66 @@
+"""One wrk run against one peer, measured: wrk's own figures (from report.lua's LOADTEST line)
+plus the server's CPU time and peak RSS over exactly the run (from /proc)."""
+
+import json
+import os
+import subprocess
+
+from . import procfs
+
+
+def script_for(scenario, repo, tmp):
+    """The scenario's script with report.lua appended, written under tmp; returns its path."""
+    wrk_dir = os.path.join(repo, "loadtest", "wrk")
+    parts = [os.path.join(wrk_dir, scenario.script)] if scenario.script else []
+    parts.append(os.path.join(wrk_dir, "report.lua"))
+    path = os.path.join(tmp, f"{scenario.name}.lua")
+    with open(path, "w") as out:
+        for p in parts:
+            with open(p) as f:
+                out.write(f.read() + "\n")
+    return path
+
+
+def command(scenario, port, seconds, wrk_cpus, script):
+    argv = ["taskset", "-c", wrk_cpus, "wrk", "-t1", f"-c{scenario.conns}", f"-d{seconds}s",
+            "--latency", "-s", script, f"http://127.0.0.1:{port}{scenario.path}"]
+    if scenario.args:
+        argv += ["--", *scenario.args]
+    return argv
+
+
+def display_command(scenario, seconds):
+    """The command as a person would type it in loadtest/wrk/ (no taskset, PORT unfilled)."""
+    s = f"wrk -t1 -c{scenario.conns} -d{seconds}s --latency"
+    if scenario.script:
+        s += f" -s {scenario.script}"
+    s += f" http://127.0.0.1:PORT{scenario.path}"
+    if scenario.args:
+        s += " -- " + " ".join(scenario.args)
+    return s
+
+
+def measure(peer, scenario, seconds, wrk_cpus, script):
+    """Run wrk once; returns a dict of figures, or one with an "error" key."""
+    pids = peer.pids()
+    argv = command(scenario, peer.port, seconds, wrk_cpus, script)
+    cpu0 = procfs.cpu_seconds(pids)
+    with procfs.PeakRss(pids) as rss:
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+        except subprocess.TimeoutExpired:
+            return {"error": f"wrk did not finish within {seconds + 60} s"}
+    cpu1 = procfs.cpu_seconds(pids)
+    line = next((l for l in p.stdout.splitlines() if l.startswith("LOADTEST ")), None)
+    if p.returncode != 0 or line is None:
+        tail = (p.stderr.strip() or p.stdout.strip()).splitlines()[-3:]
+        return {"error": f"wrk exited {p.returncode}: {' | '.join(tail)}"}
+    r = json.loads(line[len("LOADTEST "):])
+    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    r["socket_errors"] = r["connect"] + r["read"] + r["write"] + r["timeout"]
+    r["cpu_s"] = cpu1 - cpu0
+    r["cpu_us_per_req"] = (r["cpu_s"] * 1e6 / r["requests"]) if r["requests"] else None
+    r["peak_rss"] = rss.peak
+    if peer.proc.poll() is not None:
+        r["error"] = f"{peer.name} died during the run (exit status {peer.proc.returncode})"
+    return r

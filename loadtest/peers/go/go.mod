@@ -1,0 +1,3 @@
+module greenhttp/gopeer
+
+go 1.19
