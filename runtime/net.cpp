@@ -150,17 +150,35 @@ std::string Address::to_string() const {
 
 // ---- TcpStream ----
 
-TcpStream::TcpStream(PollDesc* pd) : pd_(pd), seq_(pd->seq.load(std::memory_order_acquire)) {}
+// ---- SocketHandle ----
+
+void SocketHandle::open(PollDesc* pd) {
+  pd_ = pd;
+  seq_ = pd->seq.load(std::memory_order_acquire);
+  closed_.store(false, std::memory_order_relaxed);
+}
+
+void SocketHandle::take(SocketHandle& other) noexcept {
+  if (this == &other) return;
+  close();
+  pd_ = std::exchange(other.pd_, nullptr);
+  seq_ = other.seq_;
+  closed_.store(other.closed_.exchange(false, std::memory_order_relaxed),
+                std::memory_order_relaxed);
+}
+
+int SocketHandle::fd() const { return is_open() ? pd_->fd : -1; }
+
+void SocketHandle::close() {
+  if (pd_ == nullptr || closed_.exchange(true, std::memory_order_relaxed)) return;
+  green::detail::poll_close(pd_, seq_);
+}
 
 TcpStream::TcpStream(TcpStream&& other) noexcept { *this = std::move(other); }
 
 TcpStream& TcpStream::operator=(TcpStream&& other) noexcept {
   if (this != &other) {
-    close();
-    pd_ = std::exchange(other.pd_, nullptr);
-    seq_ = other.seq_;
-    closed_.store(other.closed_.exchange(false, std::memory_order_relaxed),
-                  std::memory_order_relaxed);
+    take(other);
     drained_ = std::exchange(other.drained_, false);
     read_deadline_ = std::exchange(other.read_deadline_, kNoDeadline);
     write_deadline_ = std::exchange(other.write_deadline_, kNoDeadline);
@@ -215,7 +233,6 @@ int TcpStream::connect(const Address& to, TcpStream* out, Deadline deadline) {
   return 0;
 }
 
-int TcpStream::fd() const { return is_open() ? pd_->fd : -1; }
 
 ssize_t TcpStream::try_read(void* buf, std::size_t n) {
   green::checkpoint();
@@ -319,11 +336,6 @@ int TcpStream::shutdown(int how) {
   return ::shutdown(op.fd(), how) == 0 ? 0 : -errno;
 }
 
-void TcpStream::close() {
-  if (pd_ == nullptr || closed_.exchange(true, std::memory_order_relaxed)) return;
-  green::detail::poll_close(pd_, seq_);
-}
-
 void TcpStream::set_linger_zero() {
   OpGuard op(pd_, seq_);
   if (!op) return;
@@ -342,19 +354,6 @@ Address TcpStream::local_address() const { return sock_name(pd_, seq_, false); }
 Address TcpStream::peer_address() const { return sock_name(pd_, seq_, true); }
 
 // ---- TcpListener ----
-
-TcpListener::TcpListener(TcpListener&& other) noexcept { *this = std::move(other); }
-
-TcpListener& TcpListener::operator=(TcpListener&& other) noexcept {
-  if (this != &other) {
-    close();
-    pd_ = std::exchange(other.pd_, nullptr);
-    seq_ = other.seq_;
-    closed_.store(other.closed_.exchange(false, std::memory_order_relaxed),
-                  std::memory_order_relaxed);
-  }
-  return *this;
-}
 
 int TcpListener::listen(const Address& at, TcpListener* out, const ListenOptions& options) {
   const int fd = ::socket(at.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -379,10 +378,9 @@ int TcpListener::listen(const Address& at, TcpListener* out, const ListenOptions
   uint32_t seq = 0;
   PollDesc* pd = open_desc(fd, &seq, &err);
   if (pd == nullptr) return err;
+  (void)seq;
   out->close();
-  out->pd_ = pd;
-  out->seq_ = seq;
-  out->closed_.store(false, std::memory_order_relaxed);
+  out->open(pd);
   return 0;
 }
 
@@ -413,13 +411,7 @@ int TcpListener::accept(TcpStream* out, Address* peer, Deadline deadline) {
   }
 }
 
-int TcpListener::fd() const { return is_open() ? pd_->fd : -1; }
 Address TcpListener::local_address() const { return sock_name(pd_, seq_, false); }
-
-void TcpListener::close() {
-  if (pd_ == nullptr || closed_.exchange(true, std::memory_order_relaxed)) return;
-  green::detail::poll_close(pd_, seq_);
-}
 
 NetpollStats netpoll_stats() {
   auto& c = green::detail::netpoll_counters;

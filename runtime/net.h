@@ -67,14 +67,36 @@ inline Deadline deadline_after(std::chrono::nanoseconds d) {
   return std::chrono::steady_clock::now() + d;
 }
 
-class TcpStream {
+// What a stream and a listener share: a poll descriptor, the sequence it had when opened, and
+// whether close() was called. pd_ and seq_ stay set after close(): operations then fail on
+// the descriptor's sequence or closing mark, so close() never races with a concurrent
+// operation reading pd_.
+class SocketHandle {
+ public:
+  bool is_open() const { return pd_ != nullptr && !closed_.load(std::memory_order_relaxed); }
+  int fd() const;
+  // Closes the socket; green threads parked on it wake with -ECANCELED. Safe to call while
+  // other green threads use the socket (Go's Conn.Close), and more than once.
+  void close();
+
+ protected:
+  SocketHandle() = default;
+  ~SocketHandle() { close(); }
+  SocketHandle(const SocketHandle&) = delete;
+  SocketHandle& operator=(const SocketHandle&) = delete;
+  void take(SocketHandle& other) noexcept;  // close ours, move other's in
+  void open(green::detail::PollDesc* pd);
+
+  green::detail::PollDesc* pd_ = nullptr;
+  uint32_t seq_ = 0;
+  std::atomic<bool> closed_{false};
+};
+
+class TcpStream : public SocketHandle {
  public:
   TcpStream() = default;
-  ~TcpStream() { close(); }
   TcpStream(TcpStream&& other) noexcept;
   TcpStream& operator=(TcpStream&& other) noexcept;
-  TcpStream(const TcpStream&) = delete;
-  TcpStream& operator=(const TcpStream&) = delete;
 
   // Connects to `to`, parking until the connection is established or `deadline` passes.
   // Returns 0 and fills *out, or a negative errno.
@@ -82,9 +104,6 @@ class TcpStream {
 
   // Adopts a connected socket (made non-blocking here). Used by TcpListener::accept.
   static TcpStream adopt(int fd);
-
-  bool is_open() const { return pd_ != nullptr && !closed_.load(std::memory_order_relaxed); }
-  int fd() const;
 
   // Reads up to n bytes: returns the count (>0), 0 at end of stream, or a negative errno.
   ssize_t read(void* buf, std::size_t n);
@@ -112,9 +131,6 @@ class TcpStream {
 
   // shutdown(2): SHUT_RD, SHUT_WR or SHUT_RDWR. Returns 0 or a negative errno.
   int shutdown(int how);
-  // Closes the socket; green threads parked in read/write on it wake with -ECANCELED. Safe to
-  // call while other green threads use the stream (Go's Conn.Close), and more than once.
-  void close();
   // SO_LINGER {on, 0}: the next close() sends RST instead of FIN.
   void set_linger_zero();
   int set_nodelay(bool on);
@@ -124,12 +140,7 @@ class TcpStream {
 
  private:
   friend class TcpListener;
-  explicit TcpStream(green::detail::PollDesc* pd);
-  // pd_ and seq_ stay set after close(): operations then fail on the descriptor's sequence or
-  // closing mark, so close() never races with a concurrent operation reading pd_.
-  green::detail::PollDesc* pd_ = nullptr;
-  uint32_t seq_ = 0;  // the descriptor's sequence when we opened it: detects use after close
-  std::atomic<bool> closed_{false};
+  explicit TcpStream(green::detail::PollDesc* pd) { open(pd); }
   bool drained_ = false;  // the last read() returned less than asked: the buffer was empty
   Deadline read_deadline_ = kNoDeadline;
   Deadline write_deadline_ = kNoDeadline;
@@ -141,14 +152,14 @@ struct ListenOptions {
   bool ipv6_only = false;   // for "[::]:port": IPV6_V6ONLY
 };
 
-class TcpListener {
+class TcpListener : public SocketHandle {
  public:
   TcpListener() = default;
-  ~TcpListener() { close(); }
-  TcpListener(TcpListener&& other) noexcept;
-  TcpListener& operator=(TcpListener&& other) noexcept;
-  TcpListener(const TcpListener&) = delete;
-  TcpListener& operator=(const TcpListener&) = delete;
+  TcpListener(TcpListener&& other) noexcept { take(other); }
+  TcpListener& operator=(TcpListener&& other) noexcept {
+    take(other);
+    return *this;
+  }
 
   // Binds and listens (SO_REUSEADDR always). Returns 0 and fills *out, or a negative errno.
   static int listen(const Address& at, TcpListener* out, const ListenOptions& options = {});
@@ -159,17 +170,7 @@ class TcpListener {
   // long to back off), -ETIMEDOUT past the deadline.
   int accept(TcpStream* out, Address* peer = nullptr, Deadline deadline = kNoDeadline);
 
-  bool is_open() const { return pd_ != nullptr && !closed_.load(std::memory_order_relaxed); }
-  int fd() const;
   Address local_address() const;
-  // Closes the socket; a green thread parked in accept() wakes with -ECANCELED. Safe to call
-  // while another green thread is in accept(), and more than once.
-  void close();
-
- private:
-  green::detail::PollDesc* pd_ = nullptr;
-  uint32_t seq_ = 0;
-  std::atomic<bool> closed_{false};
 };
 
 // Counters of the netpoller, for stats() and /metrics.

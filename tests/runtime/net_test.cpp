@@ -96,6 +96,13 @@ bool read_exactly(TcpStream& s, char* buf, size_t n) {
   return true;
 }
 
+// A listener on an ephemeral loopback port and one connection through it, both ends.
+void connected_pair(TcpListener& listener, TcpStream& client, TcpStream& server) {
+  ASSERT_EQ(TcpListener::listen(loopback(), &listener), 0);
+  ASSERT_EQ(TcpStream::connect(listener.local_address(), &client), 0);
+  ASSERT_EQ(listener.accept(&server), 0);
+}
+
 }  // namespace
 
 TEST(Address, ParsesAndFormats) {
@@ -210,11 +217,8 @@ TEST(Net, LargeWriteParksUntilTheReaderCatchesUp) {
 TEST(Net, ReadDeadlineTimesOutAndLeavesTheSocketUsable) {
   green::run({.procs = 2}, [&] {
     TcpListener listener;
-    ASSERT_EQ(TcpListener::listen(loopback(), &listener), 0);
-    TcpStream client;
-    ASSERT_EQ(TcpStream::connect(listener.local_address(), &client), 0);
-    TcpStream server;
-    ASSERT_EQ(listener.accept(&server), 0);
+    TcpStream client, server;
+    ASSERT_NO_FATAL_FAILURE(connected_pair(listener, client, server));
 
     client.set_read_deadline(green::net::deadline_after(50ms));
     char c = 0;
@@ -240,11 +244,8 @@ TEST(Net, ReadDeadlineTimesOutAndLeavesTheSocketUsable) {
 TEST(Net, CloseWakesAParkedReaderAndAParkedAccept) {
   green::run({.procs = 2}, [&] {
     TcpListener listener;
-    ASSERT_EQ(TcpListener::listen(loopback(), &listener), 0);
-    TcpStream client;
-    ASSERT_EQ(TcpStream::connect(listener.local_address(), &client), 0);
-    TcpStream server;
-    ASSERT_EQ(listener.accept(&server), 0);
+    TcpStream client, server;
+    ASSERT_NO_FATAL_FAILURE(connected_pair(listener, client, server));
 
     green::Channel<ssize_t> read_result, accept_result;
     green::go([&] {
