@@ -102,6 +102,14 @@ def first_line(path, key):
     return "?"
 
 
+def sysctl(name):
+    try:
+        with open("/proc/sys/" + name.replace(".", "/")) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
 class Progress:
     """One line: scenario, peer, round, seconds left (rewritten in place on a terminal)."""
 
@@ -151,6 +159,14 @@ def main():
     if hard != resource.RLIM_INFINITY and hard < need:
         print(f"loadtest: the open-files hard limit ({hard}) is below {need}: the biggest "
               "scenarios will see connect errors", file=sys.stderr)
+
+    lo, hi = map(int, sysctl("net.ipv4.ip_local_port_range").split())
+    for n in scen_names:
+        if BY_NAME[n].conns > (hi - lo + 1) * 3 // 4:
+            # wrk cannot bind a source address; idle_holder.py spreads over 127.0.0.x itself.
+            print(f"loadtest: {n} opens {BY_NAME[n].conns} connections from one source "
+                  f"address, which has {hi - lo + 1} ephemeral ports: expect connect errors",
+                  file=sys.stderr)
 
     server_cpus, wrk_cpus, pinning, ncpu = pick_cpus()
     threads = env_int("LOADTEST_THREADS", ncpu)
@@ -240,6 +256,7 @@ def main():
             p.stop()
 
     progress.note("[loadtest] done")
+    loadavg_after = open("/proc/loadavg").read().split()[:3]
     now = datetime.datetime.now()
     host = socket.gethostname().split(".")[0]
     out_dir = os.path.join(REPO, "loadtest", "results")
@@ -270,7 +287,10 @@ def main():
         "cpu": first_line("/proc/cpuinfo", "model name"), "nproc": os.cpu_count(),
         "mem": f"{int(first_line('/proc/meminfo', 'MemTotal').split()[0]) / 2**20:.0f} GiB RAM",
         "os": first_line("/etc/os-release", "PRETTY_NAME").strip().strip('"'),
-        "kernel": platform.release(), "loadavg": " ".join(loadavg),
+        "kernel": platform.release(),
+        "loadavg": f"{' '.join(loadavg)} before, {' '.join(loadavg_after)} after",
+        "sysctl": ", ".join(f"{k} {sysctl(k)}" for k in (
+            "net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_tw_reuse")),
         "server_cpus": server_cpus, "wrk_cpus": wrk_cpus, "pinning": pinning,
         "threads": threads, "nofile": hard,
         "port_range": open("/proc/sys/net/ipv4/ip_local_port_range").read().split(),

@@ -137,7 +137,8 @@ def write(path, meta, peers, skipped, smoke, summary, idle, bench, charts, scena
           "numbers drift between runs and machines, and this machine's cores may be shared.", ""]
     L += ["## Setup", "",
           f"- Machine: {meta['cpu']}, {meta['nproc']} CPUs, {meta['mem']}, {meta['os']}, "
-          f"Linux {meta['kernel']}; load average before the run {meta['loadavg']}.",
+          f"Linux {meta['kernel']}; load average {meta['loadavg']} the run.",
+          f"- Network: loopback; {meta['sysctl']}.",
           f"- Cores: servers pinned with `taskset -c {meta['server_cpus']}`, wrk with "
           f"`taskset -c {meta['wrk_cpus']}` ({meta['pinning']}).",
           f"- Server threads: {meta['threads']} for every peer (greenhttp `--threads`, "
