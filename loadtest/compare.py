@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from types import SimpleNamespace
 
@@ -111,23 +112,47 @@ def sysctl(name):
 
 
 class Progress:
-    """One line: scenario, peer, round, seconds left (rewritten in place on a terminal)."""
+    """One line: scenario, peer, round, seconds left. On a terminal it is rewritten in place
+    and counts down every second; otherwise one line per step (logs stay readable)."""
 
     def __init__(self, total):
         self.left, self.tty = total, sys.stderr.isatty()
-
-    def show(self, what, cost):
-        line = f"[loadtest] {what} — about {int(self.left)} s left"
+        self.label, self.since = "", time.monotonic()
+        self.lock = threading.Lock()
         if self.tty:
-            sys.stderr.write("\r\033[K" + line)
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-        self.left = max(0, self.left - cost)
+            threading.Thread(target=self._tick, daemon=True).start()
+
+    def _line(self):
+        left = max(0, self.left - (time.monotonic() - self.since))
+        return f"[loadtest] {self.label} — about {int(left)} s left"
+
+    def _tick(self):
+        while True:
+            time.sleep(1)
+            with self.lock:
+                if self.label:
+                    sys.stderr.write("\r\033[K" + self._line())
+                    sys.stderr.flush()
+
+    def show(self, label):
+        """A new step begins; the estimate left is the plan minus the time spent."""
+        with self.lock:
+            self.left = max(0, self.left - (time.monotonic() - self.since))
+            self.label, self.since = label, time.monotonic()
+            sys.stderr.write(("\r\033[K" if self.tty else "") + self._line()
+                             + ("" if self.tty else "\n"))
+            sys.stderr.flush()
+
+    def skip(self, seconds):
+        with self.lock:
+            self.left = max(0, self.left - seconds)
 
     def note(self, msg):
-        sys.stderr.write(("\r\033[K" if self.tty else "") + msg + "\n")
-        sys.stderr.flush()
+        with self.lock:
+            sys.stderr.write(("\r\033[K" if self.tty else "") + msg + "\n")
+            if msg == "[loadtest] done":
+                self.label = ""
+            sys.stderr.flush()
 
 
 def main():
@@ -216,18 +241,18 @@ def main():
                 if bad:
                     progress.note(f"loadtest: {scen_name}: {p.name} skipped, /{bad[0]}: "
                                   f"{smoke[p.name][bad[0]]}")
-                    progress.left -= per_peer
+                    progress.skip(per_peer)
                     p.stop()
                 else:
                     runnable.append(p)
             for p in runnable:
-                progress.show(f"{scen_name} | {p.name} | warm-up", warmup + 1)
+                progress.show(f"{scen_name} | {p.name} | warm-up")
                 subprocess.run(wrk.command(scen, p.port, warmup, wrk_cpus, scripts[scen_name]),
                                capture_output=True, timeout=warmup + 60)
                 time.sleep(0.5)
             for rnd in range(1, rounds + 1):
                 for p in runnable:
-                    progress.show(f"{scen_name} | {p.name} | round {rnd}/{rounds}", seconds + 0.7)
+                    progress.show(f"{scen_name} | {p.name} | round {rnd}/{rounds}")
                     r = wrk.measure(p, scen, seconds, wrk_cpus, scripts[scen_name])
                     r.update(scenario=scen_name, peer=p.name, round=rnd)
                     runs.append(r)
@@ -239,7 +264,7 @@ def main():
 
         if idle_conns:
             for p in list(live):
-                progress.show(f"idle connections x{idle_conns} | {p.name}", 12)
+                progress.show(f"idle connections x{idle_conns} | {p.name}")
                 if not start(p):
                     continue
                 idle_results[p.name] = idle.measure(p, REPO, idle_conns)
@@ -249,7 +274,7 @@ def main():
 
         bench_result = None
         if run_bench:
-            progress.show("runtime microbenchmarks (greenrt, then Go)", 0)
+            progress.show("runtime microbenchmarks (greenrt, then Go)")
             bench_result = bench.run(ctx, bench_args, server_cpus)
     finally:
         for p in live:
