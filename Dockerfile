@@ -25,7 +25,8 @@ RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       $(cat /tmp/runtime-packages.txt) \
  && rm -rf /var/lib/apt/lists/* /tmp/runtime-packages.txt \
- && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+ && groupadd --system --gid 10001 greenhttp \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin greenhttp
 COPY --from=build /src/build/greenhttp /usr/local/bin/greenhttp
 COPY --from=build /src/config/greenhttp.toml /etc/greenhttp/greenhttp.toml

@@ -68,6 +68,28 @@ def scenario_table(scen, peers, summary, lines):
             lines.append(f"| | ⚠ {e[:200]} |" + " |" * 9)
 
 
+def headline(summary, peers, scenarios, idle, lines):
+    """Requests/s of every peer per scenario in one table, with greenhttp's ratios."""
+    ratios = [b for b in ("nginx", "go") if b in peers and "greenhttp" in peers]
+    lines += ["| " + " | ".join(["scenario", *peers, *(f"greenhttp / {b}" for b in ratios)])
+              + " |",
+              "| --- |" + " ---: |" * (len(peers) + len(ratios))]
+    for scen in scenarios:
+        row = summary.get(scen, {})
+        rps = {p: row.get(p, {}).get("rps") for p in peers}
+        cells = [kilo(rps[p]) if rps[p] else "–" for p in peers]
+        cells += [f"{rps['greenhttp'] / rps[b]:.2f}x" if rps["greenhttp"] and rps[b] else "–"
+                  for b in ratios]
+        lines.append(f"| {BY_NAME[scen].title} (requests/s) | " + " | ".join(cells) + " |")
+    if idle:
+        per = {p: idle.get(p, {}).get("per_conn") for p in peers}
+        cells = [f"{per[p] / 1000:.1f} KB" if per[p] is not None else "–" for p in peers]
+        cells += [f"{per['greenhttp'] / per[b]:.2f}x" if per["greenhttp"] and per[b] else "–"
+                  for b in ratios]
+        lines.append("| memory per idle connection | " + " | ".join(cells) + " |")
+    lines.append("")
+
+
 def goals(summary, idle, lines):
     """anchors.md's goals for greenhttp, checked against nginx in this run."""
     def ratio(scen):
@@ -156,6 +178,8 @@ def write(path, meta, peers, skipped, smoke, summary, idle, bench, charts, scena
     if bad:
         L += ["Routes a peer does not serve as the scenarios need (those scenarios skip it):", ""]
         L += [f"- {p} `/{r}`: {v}" for p, r, v in bad] + [""]
+    L += ["## Summary", ""]
+    headline(summary, peers, scenarios, idle, L)
     goals(summary, idle, L)
     L += ["## Results", ""]
     for c in charts:
