@@ -1,0 +1,53 @@
+// greenhttp's settings: defaults, then a TOML file (--config FILE), then command-line flags,
+// each overriding the one before. config/greenhttp.toml documents every setting.
+//
+// Any bad input (an unknown flag or key, a value of the wrong type, an unparseable duration or
+// size) is refused with one line naming the flag or key, and exit code 2, before anything
+// starts.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace green::config {
+
+struct Config {
+  std::string listen = "0.0.0.0:8080";
+  int threads = 0;  // Ps; 0: $GREEN_MAXPROCS, else the CPU count
+  std::string static_dir;  // empty: /static/* answers 404
+  std::string access_log = "stdout";  // PATH, "stdout" or "off"
+  std::string log_level = "info";     // trace, debug, info, warn, error, off
+  bool reuse_port = false;
+  int64_t max_connections = 0;  // 0: the open-files limit minus a reserve
+  std::string port_file;        // written with the bound port once listening (for tests)
+
+  std::chrono::nanoseconds read_header_timeout = std::chrono::seconds(10);
+  std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
+  std::chrono::nanoseconds write_timeout = std::chrono::seconds(30);
+  std::chrono::nanoseconds shutdown_timeout = std::chrono::seconds(30);
+
+  uint64_t max_body_bytes = 1024 * 1024;
+  uint64_t max_header_bytes = 16 * 1024;
+  uint64_t max_target_bytes = 8 * 1024;
+  int64_t max_headers = 100;
+};
+
+// What load() decided: run with `config`, or print `message` and exit with `exit_code`
+// (0 after --help, 2 after bad input).
+struct LoadResult {
+  std::optional<Config> config;
+  int exit_code = 0;
+  std::string message;  // for stdout when exit_code is 0, stderr otherwise
+};
+
+LoadResult load(int argc, const char* const* argv);
+
+// "1m30s", "500ms", "2s", "0" (Go's time.ParseDuration units: ns, us, ms, s, m, h).
+std::optional<std::chrono::nanoseconds> parse_duration(std::string_view text);
+// "1048576", "64KiB", "1MiB", "1M", "16k" (binary multiples).
+std::optional<uint64_t> parse_size(std::string_view text);
+
+}  // namespace green::config

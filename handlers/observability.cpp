@@ -1,0 +1,224 @@
+// Health, readiness, metrics, the green-thread dump, and the live front page.
+#include <cstdio>
+#include <sstream>
+#include <string>
+
+#include "handlers/handlers.h"
+#include "runtime/green.h"
+#include "runtime/net.h"
+
+namespace green::handlers {
+
+namespace {
+using http::Method;
+using http::Request;
+using http::ResponseWriter;
+
+void metric(std::ostringstream& o, const char* name, const char* type, const char* help) {
+  o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
+}
+
+std::string prometheus_text(const Context& ctx) {
+  std::ostringstream o;
+  const http::Server* server = ctx.server;
+  if (server != nullptr) {
+    const http::ServerMetrics& m = server->metrics();
+    const http::ServerMetrics::Snapshot s = m.snapshot();
+    metric(o, "greenhttp_requests_total", "counter", "Requests answered, by status code.");
+    for (std::size_t code = 100; code < s.by_status.size(); ++code) {
+      if (s.by_status[code] != 0) {
+        o << "greenhttp_requests_total{code=\"" << code << "\"} " << s.by_status[code] << '\n';
+      }
+    }
+    metric(o, "greenhttp_request_duration_seconds", "histogram",
+           "Time from a request's first byte to its response being queued.");
+    uint64_t cumulative = 0;
+    for (int b = 0; b < http::ServerMetrics::kBuckets; ++b) {
+      cumulative += s.latency_buckets[static_cast<std::size_t>(b)];
+      o << "greenhttp_request_duration_seconds_bucket{le=\"";
+      if (b < static_cast<int>(http::ServerMetrics::kLatencyBounds.size())) {
+        o << http::ServerMetrics::kLatencyBounds[static_cast<std::size_t>(b)];
+      } else {
+        o << "+Inf";
+      }
+      o << "\"} " << cumulative << '\n';
+    }
+    o << "greenhttp_request_duration_seconds_sum " << s.latency_seconds_sum << '\n';
+    o << "greenhttp_request_duration_seconds_count " << cumulative << '\n';
+    metric(o, "greenhttp_open_connections", "gauge", "Client connections open now.");
+    o << "greenhttp_open_connections " << m.open_connections.load() << '\n';
+    metric(o, "greenhttp_connections_accepted_total", "counter", "Connections accepted.");
+    o << "greenhttp_connections_accepted_total " << m.accepted_connections.load() << '\n';
+    metric(o, "greenhttp_connections_rejected_total", "counter",
+           "Connections answered 503 because the connection cap was reached.");
+    o << "greenhttp_connections_rejected_total " << m.rejected_connections.load() << '\n';
+    metric(o, "greenhttp_header_timeouts_total", "counter", "Requests cut off with 408.");
+    o << "greenhttp_header_timeouts_total " << m.header_timeouts.load() << '\n';
+    metric(o, "greenhttp_idle_timeouts_total", "counter", "Keep-alive connections closed idle.");
+    o << "greenhttp_idle_timeouts_total " << m.idle_timeouts.load() << '\n';
+    metric(o, "greenhttp_pooled_buffer_sets", "gauge", "Connection buffer sets idle in the pool.");
+    o << "greenhttp_pooled_buffer_sets " << server->pooled_buffer_sets() << '\n';
+    const http::AccessLog* log = server->access_log();
+    metric(o, "greenhttp_access_log_dropped_total", "counter",
+           "Access log records dropped because the writer fell behind.");
+    o << "greenhttp_access_log_dropped_total " << (log ? log->dropped() : 0) << '\n';
+    metric(o, "greenhttp_access_log_written_total", "counter", "Access log records written.");
+    o << "greenhttp_access_log_written_total " << (log ? log->written() : 0) << '\n';
+  }
+  const green::RuntimeStats rs = green::stats();
+  metric(o, "greenrt_green_threads", "gauge", "Green threads alive (runtime.NumGoroutine).");
+  o << "greenrt_green_threads " << rs.green_threads << '\n';
+  metric(o, "greenrt_green_threads_created_total", "counter", "Green threads ever spawned.");
+  o << "greenrt_green_threads_created_total " << rs.green_threads_created << '\n';
+  metric(o, "greenrt_procs", "gauge", "Logical processors (Ps).");
+  o << "greenrt_procs " << rs.procs << '\n';
+  metric(o, "greenrt_idle_procs", "gauge", "Ps with nothing to run.");
+  o << "greenrt_idle_procs " << rs.idle_procs << '\n';
+  metric(o, "greenrt_machines", "gauge", "OS threads (Ms) created by the runtime.");
+  o << "greenrt_machines " << rs.machines << '\n';
+  metric(o, "greenrt_idle_machines", "gauge", "Ms parked with no work.");
+  o << "greenrt_idle_machines " << rs.idle_machines << '\n';
+  metric(o, "greenrt_blocking_machines", "gauge", "Ms inside green::blocking now.");
+  o << "greenrt_blocking_machines " << rs.blocking_machines << '\n';
+  metric(o, "greenrt_runqueue_length", "gauge", "Runnable green threads queued, per P.");
+  for (int p = 0; p < rs.procs && p < 256; ++p) {
+    o << "greenrt_runqueue_length{p=\"" << p << "\"} " << rs.per_proc[p].runq_length << '\n';
+  }
+  metric(o, "greenrt_global_runqueue_length", "gauge", "Runnable green threads in the global queue.");
+  o << "greenrt_global_runqueue_length " << rs.global_runq_length << '\n';
+  metric(o, "greenrt_steals_total", "counter", "Green threads taken from other Ps' queues.");
+  o << "greenrt_steals_total " << rs.steals << '\n';
+  metric(o, "greenrt_hogs_total", "counter", "Times sysmon found a green thread running over 10 ms.");
+  o << "greenrt_hogs_total " << rs.hogs << '\n';
+  metric(o, "greenrt_preemptions_total", "counter", "Checkpoints that yielded on request.");
+  o << "greenrt_preemptions_total " << rs.preemptions << '\n';
+  metric(o, "greenrt_blocking_calls_total", "counter", "green::blocking calls.");
+  o << "greenrt_blocking_calls_total " << rs.blocking_calls << '\n';
+  metric(o, "greenrt_netpoll_wakeups_total", "counter", "Green threads woken by the netpoller.");
+  o << "greenrt_netpoll_wakeups_total " << rs.netpoll_wakeups << '\n';
+  return o.str();
+}
+
+std::string vars_json(const Context& ctx) {
+  const green::RuntimeStats rs = green::stats();
+  std::ostringstream o;
+  o << "{\"procs\":" << rs.procs << ",\"idle_procs\":" << rs.idle_procs
+    << ",\"machines\":" << rs.machines << ",\"green_threads\":" << rs.green_threads
+    << ",\"steals\":" << rs.steals << ",\"hogs\":" << rs.hogs
+    << ",\"global_runq\":" << rs.global_runq_length << ",\"runq\":[";
+  for (int p = 0; p < rs.procs && p < 256; ++p) {
+    o << (p ? "," : "") << rs.per_proc[p].runq_length;
+  }
+  o << "],\"scheduled\":[";
+  for (int p = 0; p < rs.procs && p < 256; ++p) {
+    o << (p ? "," : "") << rs.per_proc[p].scheduled;
+  }
+  o << "]";
+  if (ctx.server != nullptr) {
+    const auto& m = ctx.server->metrics();
+    o << ",\"requests\":" << m.snapshot().requests
+      << ",\"open_connections\":" << m.open_connections.load()
+      << ",\"ready\":" << (ctx.server->ready() ? "true" : "false");
+  }
+  const double uptime =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx.started).count();
+  o << ",\"uptime_seconds\":" << uptime << "}";
+  return o.str();
+}
+
+// The front page: what greenhttp is, and the runtime's figures, refreshed every second from
+// /debug/vars by a few lines of script (no external assets: it works offline).
+constexpr std::string_view kIndexHtml = R"HTML(<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>greenhttp</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{font:15px/1.5 system-ui,sans-serif;max-width:52em;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:0}.sub{color:#666;margin-top:0}
+table{border-collapse:collapse;margin:1em 0}td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:right}
+th{text-align:left}.bar{display:inline-block;height:.8em;background:#3a7;vertical-align:middle}
+code{background:#f4f4f4;padding:0 .2em}
+</style></head><body>
+<h1>greenhttp</h1>
+<p class="sub">An HTTP/1.1 server with one green thread per connection, on a Go-style M:N runtime in C++20.</p>
+<p>Every connection is served by its own green thread (G), as in Go's <code>net/http</code>.
+Green threads are scheduled by logical processors (P) onto OS threads (M): per-P run queues,
+work stealing, a global queue, an edge-triggered epoll netpoller that parks a G when its socket
+would block. Idle keep-alive connections hold no buffers and a trimmed stack. The access log is
+written by a background green thread (<code>go logRequest(r)</code>) that drops and counts
+records rather than let memory grow.</p>
+<h2>Live figures</h2>
+<table id="figures">
+<tr><th>Ps (logical processors)</th><td id="procs">…</td></tr>
+<tr><th>idle Ps</th><td id="idle_procs">…</td></tr>
+<tr><th>Ms (OS threads)</th><td id="machines">…</td></tr>
+<tr><th>green threads</th><td id="green_threads">…</td></tr>
+<tr><th>steals</th><td id="steals">…</td></tr>
+<tr><th>open connections</th><td id="open_connections">…</td></tr>
+<tr><th>requests served</th><td id="requests">…</td></tr>
+<tr><th>requests/s</th><td id="rps">…</td></tr>
+</table>
+<h3>Run queue length per P</h3>
+<table id="queues"></table>
+<p>Raw data: <a href="/metrics">/metrics</a> (Prometheus), <a href="/debug/vars">/debug/vars</a>,
+<a href="/debug/greenthreads">/debug/greenthreads</a> (every green thread, Go-dump style).</p>
+<script>
+let last = null;
+async function refresh() {
+  try {
+    const v = await (await fetch('/debug/vars', {cache: 'no-store'})).json();
+    for (const k of ['procs','idle_procs','machines','green_threads','steals','open_connections','requests']) {
+      const el = document.getElementById(k); if (el && k in v) el.textContent = v[k];
+    }
+    if (last) {
+      const dt = v.uptime_seconds - last.uptime_seconds;
+      if (dt > 0) document.getElementById('rps').textContent = Math.round((v.requests - last.requests) / dt);
+    }
+    last = v;
+    const q = document.getElementById('queues');
+    q.innerHTML = v.runq.map((n, p) =>
+      '<tr><th>P' + p + '</th><td>' + n + '</td><td>scheduled ' + v.scheduled[p] +
+      '</td><td><span class="bar" style="width:' + Math.min(300, n * 3) + 'px"></span></td></tr>').join('');
+    document.body.dataset.updated = String(Date.now());
+  } catch (e) { document.getElementById('rps').textContent = 'offline'; }
+}
+refresh(); setInterval(refresh, 1000);
+</script>
+</body></html>
+)HTML";
+}  // namespace
+
+void register_observability(http::Router& router, Context& ctx) {
+  Context* c = &ctx;
+  router.handle(Method::kGet, "/healthz", [](Request&, ResponseWriter& w) {
+    w.send(200, "text/plain; charset=utf-8", "ok\n");
+  });
+  router.handle(Method::kGet, "/readyz", [c](Request&, ResponseWriter& w) {
+    if (c->server != nullptr && c->server->ready()) {
+      w.send(200, "text/plain; charset=utf-8", "ready\n");
+    } else {
+      w.send(503, "text/plain; charset=utf-8", "not ready: shutting down\n");
+    }
+  });
+  router.handle(Method::kGet, "/metrics", [c](Request&, ResponseWriter& w) {
+    w.send(200, "text/plain; version=0.0.4; charset=utf-8", prometheus_text(*c));
+  });
+  router.handle(Method::kGet, "/debug/greenthreads", [](Request&, ResponseWriter& w) {
+    w.send(200, "text/plain; charset=utf-8", green::dump_green_threads());
+  });
+  router.handle(Method::kGet, "/debug/vars", [c](Request&, ResponseWriter& w) {
+    w.set_header("Cache-Control", "no-store");
+    w.send(200, "application/json", vars_json(*c));
+  });
+  router.handle(Method::kGet, "/", [](Request&, ResponseWriter& w) {
+    w.send(200, "text/html; charset=utf-8", kIndexHtml);
+  });
+}
+
+void register_all(http::Router& router, Context& ctx) {
+  register_benchmarks(router);
+  register_runtime_demos(router);
+  register_static(router, ctx.static_dir);
+  register_observability(router, ctx);
+}
+
+}  // namespace green::handlers

@@ -1,0 +1,93 @@
+// AccessLog: the documents' `go logRequest(r)`. Connections hand each request's record to a
+// background green thread that formats it in Combined Log Format and writes it through spdlog.
+//
+// The hand-off never parks and never allocates: submit() copies the record into a bounded
+// channel with try_send, and when the writer has fallen behind (a slow disk, a blocked stdout
+// pipe) the record is dropped and counted instead. A connection never waits on the log, and
+// the log's memory is the channel's fixed capacity, whatever the load.
+//
+// The writer batches: it takes every record queued, formats them into one buffer and hands the
+// batch to spdlog as one message inside green::may_block (file writes can block the thread).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <ctime>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "runtime/channel.h"
+#include "runtime/sync.h"
+#include "server/byte_buffer.h"
+
+namespace spdlog {
+class logger;
+}
+
+namespace green::http {
+
+// One request as the log needs it: fixed-size fields (long values are cut), so a record is
+// a plain copy.
+struct AccessRecord {
+  std::time_t time = 0;
+  int status = 0;
+  uint64_t bytes = 0;  // body bytes sent
+  template <std::size_t N>
+  struct Field {
+    uint16_t length = 0;
+    char text[N];
+    void set(std::string_view s) {
+      length = static_cast<uint16_t>(s.size() < N ? s.size() : N);
+      for (std::size_t i = 0; i < length; ++i) text[i] = s[i];
+    }
+    std::string_view view() const { return {text, length}; }
+  };
+  Field<46> remote;        // "127.0.0.1", "::1"
+  Field<600> request;      // "GET /path HTTP/1.1"; empty when the request could not be parsed
+  Field<200> referer;
+  Field<200> user_agent;
+};
+
+// Appends one Combined Log Format line (with "\n") to `out`:
+//   127.0.0.1 - - [10/Oct/2000:13:55:36 +0000] "GET / HTTP/1.1" 200 13 "-" "curl/7.88.1"
+// Quotes, backslashes and control bytes in the quoted fields are escaped as \xHH (as nginx
+// does), so a client cannot forge log lines.
+void format_combined(const AccessRecord& r, ByteBuffer& out);
+
+class AccessLog {
+ public:
+  static constexpr std::size_t kDefaultCapacity = 4096;
+
+  // target: "off", "stdout" or a file path (appended to). Returns null and sets *error when the
+  // file cannot be opened.
+  static std::unique_ptr<AccessLog> open(std::string_view target, std::string* error,
+                                         std::size_t capacity = kDefaultCapacity);
+  ~AccessLog();
+
+  bool enabled() const { return logger_ != nullptr; }
+
+  // Starts the writer green thread. Call from inside green::run.
+  void start();
+  // Writes what is queued and stops the writer; parks until it has. Later submits are dropped.
+  void stop();
+
+  // Queues r for the writer, or drops and counts it. Never parks. Any green or plain thread.
+  void submit(const AccessRecord& r);
+
+  uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
+  uint64_t written() const { return written_.load(std::memory_order_relaxed); }
+
+ private:
+  AccessLog(std::shared_ptr<spdlog::logger> logger, std::size_t capacity);
+  void write_loop();
+
+  std::shared_ptr<spdlog::logger> logger_;
+  Channel<AccessRecord> queue_;
+  WaitGroup writer_done_;
+  std::atomic<bool> started_{false};
+  std::atomic<uint64_t> dropped_{0};
+  std::atomic<uint64_t> written_{0};
+};
+
+}  // namespace green::http

@@ -1,0 +1,300 @@
+#include "server/connection.h"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <exception>
+
+#include "runtime/green.h"
+#include "server/buffer_pool.h"
+#include "server/server.h"
+#include "server/status.h"
+
+namespace green::http {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+// After an error response, how long (and how much) we keep reading what the client still
+// sends before closing: closing with unread data makes the kernel send RST, which can destroy
+// the response before the client reads it.
+constexpr std::chrono::milliseconds kLingerTime{500};
+constexpr std::size_t kLingerBytes = 1 << 20;
+
+net::Deadline deadline_in(std::chrono::nanoseconds d, Clock::time_point now) {
+  return d.count() == 0 ? net::kNoDeadline : now + d;
+}
+}  // namespace
+
+Connection::Connection(Server& server, net::TcpStream stream, const net::Address& peer)
+    : server_(server), stream_(std::move(stream)), parser_(server.options().limits) {
+  const std::string host = peer.host();
+  remote_length_ = static_cast<uint8_t>(std::min(host.size(), sizeof remote_));
+  std::memcpy(remote_, host.data(), remote_length_);
+  server_.register_connection(this);
+}
+
+Connection::~Connection() {
+  release_buffers();
+  server_.unregister_connection(this);
+}
+
+bool Connection::close_if_idle(bool force) {
+  int expected = kIdle;
+  if (force) {
+    state_.store(kClosing);
+  } else if (!state_.compare_exchange_strong(expected, kClosing)) {
+    return false;
+  }
+  stream_.close();
+  return true;
+}
+
+ByteBuffer& Connection::output() { return buffers_->output; }
+
+bool Connection::flush_output() {
+  ByteBuffer& out = buffers_->output;
+  if (out.empty()) return !write_failed_;
+  if (!write_failed_) {
+    stream_.set_write_deadline(deadline_in(server_.options().write_timeout, Clock::now()));
+    const ssize_t n = stream_.write(out.data(), out.size());
+    if (n < 0) write_failed_ = true;
+  }
+  out.clear();
+  return !write_failed_;
+}
+
+void Connection::release_buffers() {
+  if (buffers_ == nullptr) return;
+  parser_.detach();
+  server_.pool_.release(buffers_);
+  buffers_ = nullptr;
+}
+
+void Connection::run() {
+  while (wait_for_request()) {
+    buffers_ = server_.pool_.acquire();
+    parser_.attach(&buffers_->parser);
+    const bool keep = serve_batches();
+    release_buffers();
+    if (!keep) break;
+  }
+}
+
+bool Connection::wait_for_request() {
+  if (server_.draining()) return false;
+  int expected = kActive;
+  state_.compare_exchange_strong(expected, kIdle);
+  if (state_.load() == kClosing) return false;
+
+  const Clock::time_point idle_since = Clock::now();
+  const net::Deadline idle_end = deadline_in(server_.options().idle_timeout, idle_since);
+  // Stage one: most keep-alive clients come back within milliseconds; trimming the stack for
+  // them would cost a syscall per request. Stage two, for the ones that stay away: give the
+  // stack pages back and wait out the idle timeout.
+  stream_.set_read_deadline(std::min(idle_end, idle_since + kShrinkAfter));
+  int rc = stream_.wait_readable();
+  if (rc == -ETIMEDOUT && (idle_end == net::kNoDeadline || Clock::now() < idle_end)) {
+    green::this_green_thread::shrink_stack();
+    stream_.set_read_deadline(idle_end);
+    rc = stream_.wait_readable();
+  }
+  if (rc != 0) {
+    if (rc == -ETIMEDOUT) server_.metrics_.idle_timeouts.fetch_add(1, std::memory_order_relaxed);
+    return false;  // idle timeout, shutdown, or a socket error: close quietly
+  }
+  expected = kIdle;
+  return state_.compare_exchange_strong(expected, kActive);
+}
+
+ssize_t Connection::read_more(bool* fresh_wake) {
+  std::span<char> room = parser_.spare();
+  if (room.empty()) return -ENOBUFS;  // the parser is in its error state
+  const ServerOptions& o = server_.options();
+  for (;;) {
+    if (!*fresh_wake && socket_drained_) {
+      // The last read emptied the socket: wait for readiness instead of a read that would
+      // fail with EAGAIN. The deadline: the head must be complete within read_header_timeout
+      // of its first byte; a body must keep moving (each pause at most that long).
+      const Clock::time_point now = Clock::now();
+      stream_.set_read_deadline(parser_.headers_complete()
+                                    ? deadline_in(o.read_header_timeout, now)
+                                    : deadline_in(o.read_header_timeout, request_start_));
+      const int w = stream_.wait_readable();
+      if (w != 0) return w;
+    }
+    *fresh_wake = false;
+    const ssize_t n = stream_.try_read(room.data(), room.size());
+    if (n == -EAGAIN) {
+      socket_drained_ = true;
+      if (parser_.idle()) return -EAGAIN;  // a stale wakeup: go back to idle
+      continue;
+    }
+    if (n > 0) socket_drained_ = static_cast<std::size_t>(n) < room.size();
+    return n;
+  }
+}
+
+bool Connection::serve_batches() {
+  bool fresh_wake = true;
+  socket_drained_ = false;
+  request_start_ = Clock::now();
+  for (;;) {
+    const bool was_idle = parser_.idle();
+    const ssize_t n = read_more(&fresh_wake);
+    if (n == -EAGAIN) return true;
+    if (n <= 0) {
+      if (n == -ETIMEDOUT && parser_.request_started()) {
+        server_.metrics_.header_timeouts.fetch_add(1, std::memory_order_relaxed);
+        finish_with_error(408, parser_.headers_complete() ? "body not received in time"
+                                                          : "request headers not received in time");
+      } else if (n == -ENOBUFS) {
+        finish_with_error(parser_.error_status(), parser_.error_reason());
+      }
+      return false;  // end of stream, reset, shutdown: nothing to answer
+    }
+    if (was_idle) request_start_ = Clock::now();
+    parser_.commit(static_cast<std::size_t>(n));
+
+    for (;;) {
+      const ParseEvent e = parser_.next();
+      if (e == ParseEvent::kNeedMore) break;
+      if (e == ParseEvent::kError) {
+        finish_with_error(parser_.error_status(), parser_.error_reason());
+        return false;
+      }
+      if (e == ParseEvent::kExpectContinue) {
+        buffers_->output.append(kContinue);
+        if (!flush_output()) return false;
+        continue;
+      }
+      Request& r = parser_.request();
+      handle_request(r);
+      if (write_failed_) return false;
+      if (close_after_) {
+        flush_output();
+        linger_close();
+        return false;
+      }
+      if (parser_.idle()) request_start_ = Clock::now();
+    }
+    // The input is drained: one write for every response of the batch.
+    if (!flush_output()) return false;
+    if (parser_.idle()) {
+      if (server_.draining()) return false;
+      return true;
+    }
+  }
+}
+
+void Connection::handle_request(Request& r) {
+  r.set_remote_addr({remote_, remote_length_});
+  const bool keep_alive = r.keep_alive() && !server_.draining();
+  int status = 0;
+  uint64_t bytes = 0;
+  bool keep = false;
+  {
+    ResponseWriter w(*this, buffers_->body, buffers_->headers, r.method(), r.version_minor(),
+                     keep_alive);
+    const Router::Match m = server_.router_.route(r);
+    bool failed = false;
+    if (m.handler != nullptr) {
+      // A handler's exception is that request's 500 (and the connection's end: its state is
+      // unknown), not the process's end.
+      try {
+        (*m.handler)(r, w);
+      } catch (...) {
+        failed = true;
+      }
+    } else {
+      if (m.status == 405) w.set_header("Allow", m.allow);
+      w.send_status(m.status);
+    }
+    if (failed && !w.head_sent()) {
+      // Nothing reached the output buffer yet: answer a clean 500 instead.
+      ResponseWriter error(*this, buffers_->body, buffers_->headers, r.method(),
+                           r.version_minor(), false);
+      error.send_status(500);
+      error.finish();
+      status = 500;
+      bytes = error.body_bytes();
+    } else {
+      if (failed) {
+        w.abort();  // mid-stream: the client must see a truncated response, not a complete one
+      } else {
+        w.finish();
+      }
+      status = w.status();
+      bytes = w.body_bytes();
+      keep = w.keep_alive() && !failed;
+    }
+  }
+  close_after_ = !keep;
+  server_.metrics_.record_request(status, Clock::now() - request_start_);
+  log_request(&r, status, bytes);
+}
+
+void Connection::log_request(const Request* r, int status, uint64_t bytes) {
+  AccessLog* log = server_.access_log();
+  if (log == nullptr || !log->enabled()) return;
+  AccessRecord rec;
+  rec.time = std::time(nullptr);
+  rec.status = status;
+  rec.bytes = bytes;
+  rec.remote.set({remote_, remote_length_});
+  if (r != nullptr) {
+    char line[600];
+    std::size_t n = 0;
+    auto put = [&](std::string_view s) {
+      const std::size_t k = std::min(s.size(), sizeof line - n);
+      std::memcpy(line + n, s.data(), k);
+      n += k;
+    };
+    put(r->method_name());
+    put(" ");
+    put(r->target());
+    put(r->version_minor() == 0 ? " HTTP/1.0" : " HTTP/1.1");
+    rec.request.set({line, n});
+    rec.referer.set(r->header("Referer"));
+    rec.user_agent.set(r->header("User-Agent"));
+  }
+  log->submit(rec);
+}
+
+void Connection::finish_with_error(int status, std::string_view reason) {
+  server_.metrics_.record_request(status, Clock::now() - request_start_);
+  log_request(nullptr, status, 0);
+  const std::string_view phrase = status_line(status).substr(9);
+  std::string text(phrase.substr(0, phrase.size() - 2));
+  if (!reason.empty()) {
+    text += ": ";
+    text += reason;
+  }
+  append_error_response(buffers_->output, status, text);
+  if (flush_output()) linger_close();
+}
+
+void Connection::linger_close() {
+  stream_.shutdown(SHUT_WR);
+  const Clock::time_point until = Clock::now() + kLingerTime;
+  stream_.set_read_deadline(until);
+  char* buf = buffers_ != nullptr ? buffers_->parser.input.data() : nullptr;
+  char small[512];
+  const std::size_t size = buf != nullptr ? buffers_->parser.input.size() : sizeof small;
+  if (buf == nullptr) buf = small;
+  std::size_t discarded = 0;
+  while (discarded < kLingerBytes) {
+    ssize_t n = stream_.try_read(buf, size);
+    if (n == -EAGAIN) {
+      if (stream_.wait_readable() != 0) break;
+      continue;
+    }
+    if (n <= 0) break;
+    discarded += static_cast<std::size_t>(n);
+  }
+  stream_.close();
+}
+
+}  // namespace green::http

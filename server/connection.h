@@ -1,0 +1,83 @@
+// Connection: one client connection, served by its own green thread (server-internal).
+//
+//   idle ──data──▶ reading ▸ parse ▸ route ▸ handler ▸ append response ▸ … ▸ one write ──▶ idle
+//
+// While idle (between keep-alive requests) a connection holds no buffers: it parks in
+// wait_readable() on the socket, and after kShrinkAfter of idleness it also returns its stack
+// pages to the kernel. When data arrives it borrows a buffer set from the pool, reads, handles
+// every complete request in the buffer in order, appending each response to one output buffer,
+// and sends the batch with a single write once the input is drained (pipelined requests cost
+// one write per batch, not one per request). The set goes back to the pool as soon as nothing
+// is buffered.
+//
+// A request that cannot be parsed is answered with its precise status and Connection: close;
+// nothing after it is processed. Closing after an error shuts down the write side first and
+// drains what the client is still sending for a moment, so the client reads the response
+// instead of a reset.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+#include "runtime/net.h"
+#include "server/request_parser.h"
+#include "server/response.h"
+
+namespace green::http {
+
+class Server;
+struct ConnectionBuffers;
+
+class Connection final : public ResponseSink {
+ public:
+  // After this long without a request, an idle connection trims its stack.
+  static constexpr std::chrono::milliseconds kShrinkAfter{500};
+
+  Connection(Server& server, net::TcpStream stream, const net::Address& peer);
+  ~Connection() override;
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Serves requests until the client leaves, an error, a timeout or shutdown.
+  void run();
+
+  // For Server::close_connections (under the registry lock): closes the socket if the
+  // connection is idle (or always, when `force`). Returns whether it closed.
+  bool close_if_idle(bool force);
+
+  // ResponseSink
+  ByteBuffer& output() override;
+  bool flush_output() override;
+
+ private:
+  friend class Server;
+  enum State : int { kIdle, kActive, kClosing };
+
+  bool wait_for_request();
+  bool serve_batches();  // true: went idle cleanly; false: close
+  ssize_t read_more(bool* fresh_wake);
+  void handle_request(Request& r);
+  void finish_with_error(int status, std::string_view reason);
+  void linger_close();
+  void log_request(const Request* r, int status, uint64_t bytes);
+  void release_buffers();
+
+  Server& server_;
+  net::TcpStream stream_;
+  RequestParser parser_;
+  ConnectionBuffers* buffers_ = nullptr;
+  std::atomic<int> state_{kIdle};
+  bool write_failed_ = false;
+  bool close_after_ = false;  // the last response said Connection: close
+  bool socket_drained_ = false;  // the last read returned less than asked
+  std::chrono::steady_clock::time_point request_start_;
+  char remote_[46] = {};
+  uint8_t remote_length_ = 0;
+
+  // The server's registry (a doubly linked list under Server::registry_lock_).
+  Connection* prev_ = nullptr;
+  Connection* next_ = nullptr;
+};
+
+}  // namespace green::http

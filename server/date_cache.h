@@ -1,0 +1,22 @@
+// The Date header, formatted at most once a second per OS thread.
+//
+// Formatting an IMF-fixdate costs a gmtime_r and a strftime (~300 ns); every response needs
+// one, and within a second they are all the same. Each OS thread keeps its own copy, so no
+// response ever waits on another thread or races with an update; the cost is one coarse clock
+// read per response.
+#pragma once
+
+#include <ctime>
+#include <string>
+
+#include "server/byte_buffer.h"
+
+namespace green::http {
+
+// Appends "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" for the current second.
+void append_date_header(ByteBuffer& out);
+
+// "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 IMF-fixdate) for `t`.
+std::string format_http_date(std::time_t t);
+
+}  // namespace green::http

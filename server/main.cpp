@@ -1,0 +1,123 @@
+// build/greenhttp: configuration (config/), the built-in handlers (handlers/) and the server
+// (server/), wired together. Not part of the greenhttp_server library.
+//
+// Signals: SIGTERM and SIGINT are blocked in every thread (the mask is set before the runtime
+// starts its threads) and taken by one plain thread with sigwait, which hands the shutdown to a
+// green thread; no handler ever runs on a thread in the middle of scheduling.
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "config/config.h"
+#include "handlers/handlers.h"
+#include "runtime/green.h"
+#include "runtime/net.h"
+#include "server/access_log.h"
+#include "server/router.h"
+#include "server/server.h"
+
+namespace {
+
+void raise_open_files_limit() {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &r);
+  }
+}
+
+green::http::ServerOptions server_options(const green::config::Config& c) {
+  green::http::ServerOptions o;
+  o.listen = c.listen;
+  o.limits.max_body_bytes = c.max_body_bytes;
+  o.limits.max_header_bytes = c.max_header_bytes;
+  o.limits.max_target_bytes = c.max_target_bytes;
+  o.limits.max_headers = static_cast<std::size_t>(c.max_headers);
+  o.read_header_timeout = c.read_header_timeout;
+  o.idle_timeout = c.idle_timeout;
+  o.write_timeout = c.write_timeout;
+  o.shutdown_timeout = c.shutdown_timeout;
+  o.max_connections = c.max_connections;
+  o.reuse_port = c.reuse_port;
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  green::config::LoadResult loaded = green::config::load(argc, argv);
+  if (!loaded.config) {
+    std::fputs(loaded.message.c_str(), loaded.exit_code == 0 ? stdout : stderr);
+    std::fputc('\n', loaded.exit_code == 0 ? stdout : stderr);
+    return loaded.exit_code;
+  }
+  const green::config::Config& cfg = *loaded.config;
+  if (!green::net::Address::parse(cfg.listen)) {
+    std::fprintf(stderr, "greenhttp: --listen: invalid address \"%s\" (HOST:PORT)\n",
+                 cfg.listen.c_str());
+    return 2;
+  }
+
+  auto log = spdlog::stderr_color_mt("greenhttp");
+  log->set_pattern("greenhttp: %v");
+  log->set_level(spdlog::level::from_str(cfg.log_level));
+  spdlog::set_default_logger(log);
+
+  std::string error;
+  std::unique_ptr<green::http::AccessLog> access_log =
+      green::http::AccessLog::open(cfg.access_log, &error);
+  if (!access_log) {
+    std::fprintf(stderr, "greenhttp: --access-log: %s\n", error.c_str());
+    return 2;
+  }
+
+  raise_open_files_limit();
+  signal(SIGPIPE, SIG_IGN);  // a peer that went away is an EPIPE, not the end of the process
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  int exit_code = 0;
+  green::Options options;
+  options.procs = cfg.threads;
+  green::run(options, [&] {
+    green::http::Router router;
+    green::handlers::Context context;
+    context.static_dir = cfg.static_dir;
+    green::handlers::register_all(router, context);
+    green::http::Server server(server_options(cfg), router, access_log.get());
+    context.server = &server;
+    const int rc = server.listen();
+    if (rc != 0) {
+      spdlog::error("cannot listen on {}: {}", cfg.listen, std::strerror(-rc));
+      exit_code = 1;
+      return;
+    }
+    access_log->start();
+    const std::string bound = server.local_address().to_string();
+    spdlog::info("listening on {} ({} Ps, up to {} connections)", bound, green::num_procs(),
+                 server.max_connections());
+    if (!cfg.port_file.empty()) {
+      std::ofstream(cfg.port_file) << server.local_address().port() << '\n';
+    }
+    std::thread([&server, stop_signals] {
+      int sig = 0;
+      sigwait(&stop_signals, &sig);
+      spdlog::info("{}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      green::go([&server] { server.shutdown(); });
+    }).detach();
+    server.serve();
+    access_log->stop();
+    spdlog::info("stopped");
+  });
+  return exit_code;
+}

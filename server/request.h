@@ -1,0 +1,107 @@
+// Request: one parsed HTTP/1.1 request, as a handler sees it (Go's *http.Request).
+//
+// Everything in a Request is a view into the connection's pooled input buffer (or its body
+// buffer): valid until the handler returns, never after. A handler that hands data to a
+// background green thread must copy it first.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+
+namespace green::http {
+
+enum class Method : uint8_t {
+  kGet,
+  kHead,
+  kPost,
+  kPut,
+  kDelete,
+  kOptions,
+  kPatch,
+  kTrace,
+  kConnect,
+  kOther,  // a registered method we do not route by name (PROPFIND, ...)
+};
+inline constexpr int kMethodCount = static_cast<int>(Method::kOther) + 1;
+
+std::string_view method_name(Method m);
+// Parses a method token; kOther for anything not in the enum.
+Method method_from_name(std::string_view name);
+
+struct Header {
+  std::string_view name;
+  std::string_view value;  // without surrounding whitespace
+};
+
+// ASCII case-insensitive equality, for header names and tokens.
+bool iequals(std::string_view a, std::string_view b);
+
+class Request {
+ public:
+  static constexpr int kMaxParams = 8;
+
+  Method method() const { return method_; }
+  std::string_view method_name() const { return method_name_; }
+  // The request target exactly as sent ("/a%20b?x=1", "http://host/p", "*").
+  std::string_view target() const { return target_; }
+  // The target's path, percent-decoded; for absolute-form targets the path after the
+  // authority ("/" when empty). Never contains NUL (such requests are rejected with 400).
+  std::string_view path() const { return path_; }
+  // The query string after '?', not decoded; empty when absent.
+  std::string_view query() const { return query_; }
+  // The first value of a query parameter, not decoded; nullopt when absent.
+  std::optional<std::string_view> query_param(std::string_view name) const;
+  // A query parameter parsed as a non-negative decimal integer; `fallback` when absent or not
+  // a number, clamped to `max`.
+  int64_t query_int(std::string_view name, int64_t fallback, int64_t max) const;
+
+  int version_major() const { return version_major_; }
+  int version_minor() const { return version_minor_; }
+
+  std::span<const Header> headers() const { return headers_; }
+  // The first header called `name` (case-insensitive), or empty.
+  std::string_view header(std::string_view name) const;
+  bool has_header(std::string_view name) const;
+
+  // The body, Content-Length or chunked, decoded.
+  std::string_view body() const { return body_; }
+
+  // Whether the connection stays open after this request (HTTP/1.1 without Connection: close,
+  // HTTP/1.0 with Connection: keep-alive).
+  bool keep_alive() const { return keep_alive_; }
+
+  // The client's address ("127.0.0.1", "::1").
+  std::string_view remote_addr() const { return remote_addr_; }
+
+  // A path parameter bound by the router (":id" segments; "*" is the rest of a prefix route),
+  // or empty.
+  std::string_view param(std::string_view name) const;
+
+  // --- for the parser, the router and the connection ---
+  struct Param {
+    std::string_view name;
+    std::string_view value;
+  };
+  void set_params(std::span<const Param> params);
+  void set_remote_addr(std::string_view a) { remote_addr_ = a; }
+
+ private:
+  friend class RequestParser;
+  Method method_ = Method::kGet;
+  uint8_t version_major_ = 1;
+  uint8_t version_minor_ = 1;
+  bool keep_alive_ = true;
+  int param_count_ = 0;
+  std::string_view method_name_;
+  std::string_view target_;
+  std::string_view path_;
+  std::string_view query_;
+  std::span<const Header> headers_;
+  std::string_view body_;
+  std::string_view remote_addr_;
+  Param params_[kMaxParams];
+};
+
+}  // namespace green::http

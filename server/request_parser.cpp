@@ -1,0 +1,501 @@
+// The llhttp glue. llhttp does the byte-level work (tokens, framing, chunked decoding, the
+// Content-Length/Transfer-Encoding rules); this file keeps the spans it reports, enforces our
+// limits as bytes arrive, adds the checks llhttp leaves to the application (Host, whitespace
+// before a colon, obs-fold, unsupported codings, Expect) and turns every failure into one
+// precise status.
+//
+// Pausing: on_message_complete returns HPE_PAUSED, so one llhttp_execute() call ends at most
+// one request and llhttp_get_error_pos() tells where the next one starts. Pipelined requests
+// are handed out one by one from the same buffer.
+#include "server/request_parser.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace green::http {
+
+namespace {
+
+RequestParser* self(llhttp_t* p) { return static_cast<RequestParser*>(p->data); }
+
+bool is_tchar(unsigned char c) {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  return std::strchr("!#$%&'*+-.^_`|~", c) != nullptr && c != 0;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+Method method_from_llhttp(uint8_t m) {
+  switch (m) {
+    case HTTP_GET: return Method::kGet;
+    case HTTP_HEAD: return Method::kHead;
+    case HTTP_POST: return Method::kPost;
+    case HTTP_PUT: return Method::kPut;
+    case HTTP_DELETE: return Method::kDelete;
+    case HTTP_OPTIONS: return Method::kOptions;
+    case HTTP_PATCH: return Method::kPatch;
+    case HTTP_TRACE: return Method::kTrace;
+    case HTTP_CONNECT: return Method::kConnect;
+    default: return Method::kOther;
+  }
+}
+
+}  // namespace
+
+ParserStorage::ParserStorage(const Limits& limits)
+    : input(limits.input_buffer_bytes()),
+      header_names(limits.max_headers),
+      header_values(limits.max_headers),
+      headers(limits.max_headers) {}
+
+// Defined through a function: llhttp_settings_t has many members and designated initializers
+// would have to name them in declaration order.
+const llhttp_settings_t RequestParser::kSettings = [] {
+  llhttp_settings_t s;
+  llhttp_settings_init(&s);
+  s.on_message_begin = &RequestParser::on_message_begin;
+  s.on_url = &RequestParser::on_url;
+  s.on_header_field = &RequestParser::on_header_field;
+  s.on_header_value = &RequestParser::on_header_value;
+  s.on_header_field_complete = &RequestParser::on_header_field_complete;
+  s.on_header_value_complete = &RequestParser::on_header_value_complete;
+  s.on_headers_complete = &RequestParser::on_headers_complete;
+  s.on_body = &RequestParser::on_body;
+  s.on_message_complete = &RequestParser::on_message_complete;
+  return s;
+}();
+
+RequestParser::RequestParser(const Limits& limits) : limits_(limits) {
+  llhttp_init(&llhttp_, HTTP_REQUEST, &kSettings);
+  llhttp_.data = this;
+}
+
+void RequestParser::attach(ParserStorage* storage) {
+  storage_ = storage;
+  msg_start_ = head_end_ = parsed_ = end_ = 0;
+  storage_->body.clear();
+}
+
+void RequestParser::detach() {
+  storage_ = nullptr;
+  msg_start_ = head_end_ = parsed_ = end_ = 0;
+}
+
+std::span<char> RequestParser::spare() {
+  if (error_status_ != 0 || storage_ == nullptr) return {};
+  const std::size_t cap = storage_->input.size();
+  if (!in_message_ && parsed_ == end_) {
+    msg_start_ = head_end_ = parsed_ = end_ = 0;  // nothing to keep: start over, no copy
+  } else if (cap - end_ < cap / 8) {
+    compact();
+  }
+  if (end_ == cap) {
+    // Cannot happen while the limits hold (the buffer is sized for the largest head), but a
+    // full buffer must never turn into a busy loop.
+    fail(header_count_ == 0 ? 414 : 431, "request head does not fit the buffer");
+    return {};
+  }
+  return {storage_->input.data() + end_, cap - end_};
+}
+
+void RequestParser::commit(std::size_t n) { end_ += n; }
+
+void RequestParser::compact() {
+  char* buf = storage_->input.data();
+  if (!in_message_ || !headers_done_) {
+    // Keep the current request's bytes (and anything unparsed) and move them to the front.
+    const std::size_t shift = msg_start_;
+    if (shift == 0) return;
+    std::memmove(buf, buf + shift, end_ - shift);
+    url_.offset -= static_cast<uint32_t>(std::min<std::size_t>(url_.offset, shift));
+    for (std::size_t i = 0; i < header_count_; ++i) {
+      storage_->header_names[i].offset -= static_cast<uint32_t>(shift);
+      storage_->header_values[i].offset -= static_cast<uint32_t>(shift);
+    }
+    transfer_encoding_.offset -= static_cast<uint32_t>(std::min<std::size_t>(transfer_encoding_.offset, shift));
+    expect_.offset -= static_cast<uint32_t>(std::min<std::size_t>(expect_.offset, shift));
+    msg_start_ = 0;
+    parsed_ -= shift;
+    end_ -= shift;
+    return;
+  }
+  // Reading a body: keep the head (the handler's views point there), drop the body bytes
+  // already parsed (copied out first), keep the unparsed tail.
+  materialize_body();
+  const std::size_t head_len = head_end_ - msg_start_;
+  const std::size_t tail_len = end_ - parsed_;
+  const std::size_t shift = msg_start_;
+  if (shift != 0) {
+    std::memmove(buf, buf + shift, head_len);
+    for (std::size_t i = 0; i < header_count_; ++i) {
+      storage_->header_names[i].offset -= static_cast<uint32_t>(shift);
+      storage_->header_values[i].offset -= static_cast<uint32_t>(shift);
+    }
+    url_.offset -= static_cast<uint32_t>(shift);
+    transfer_encoding_.offset -= static_cast<uint32_t>(std::min<std::size_t>(transfer_encoding_.offset, shift));
+    expect_.offset -= static_cast<uint32_t>(std::min<std::size_t>(expect_.offset, shift));
+  }
+  std::memmove(buf + head_len, buf + parsed_, tail_len);
+  msg_start_ = 0;
+  head_end_ = head_len;
+  parsed_ = head_len;
+  end_ = head_len + tail_len;
+}
+
+void RequestParser::materialize_body() {
+  if (body_copied_) return;
+  storage_->body.clear();
+  storage_->body.append({storage_->input.data() + body_span_.offset, body_span_.length});
+  body_copied_ = true;
+}
+
+bool RequestParser::extend(Span& s, uint32_t offset, std::size_t n) {
+  if (s.length == 0) {
+    s = {offset, static_cast<uint32_t>(n)};
+    return true;
+  }
+  if (offset != s.offset + s.length) return false;
+  s.length += static_cast<uint32_t>(n);
+  return true;
+}
+
+int RequestParser::fail(int status, const char* reason) {
+  if (error_status_ == 0) {
+    error_status_ = status;
+    error_reason_ = reason;
+  }
+  llhttp_set_error_reason(&llhttp_, reason);
+  return HPE_USER;
+}
+
+ParseEvent RequestParser::fail_event(int status, const char* reason) {
+  fail(status, reason);
+  return ParseEvent::kError;
+}
+
+void RequestParser::reset_message() {
+  url_ = {};
+  header_count_ = header_bytes_ = 0;
+  in_field_ = value_started_ = in_message_ = headers_done_ = message_done_ = false;
+  expect_continue_ = false;
+  host_count_ = 0;
+  transfer_encoding_ = expect_ = body_span_ = {};
+  has_transfer_encoding_ = has_expect_ = body_copied_ = false;
+  body_bytes_ = 0;
+  keep_alive_ = true;
+  if (storage_ != nullptr) storage_->body.clear();
+  msg_start_ = head_end_ = parsed_;
+}
+
+ParseEvent RequestParser::next() {
+  if (error_status_ != 0) return ParseEvent::kError;
+  if (delivered_) {
+    delivered_ = false;
+    reset_message();
+  }
+  if (storage_ == nullptr || parsed_ == end_) return ParseEvent::kNeedMore;
+  if (!in_message_) msg_start_ = head_end_ = parsed_;
+  const char* base = storage_->input.data();
+  const llhttp_errno_t err = llhttp_execute(&llhttp_, base + parsed_, end_ - parsed_);
+  switch (err) {
+    case HPE_OK: {
+      parsed_ = end_;
+      // The target and header limits are counted in the callbacks; this catches what they do
+      // not see (whitespace around values, long runs of empty continuation).
+      const std::size_t max_head = limits_.max_target_bytes + limits_.max_header_bytes + 1024;
+      if (in_message_ && !headers_done_ && parsed_ - msg_start_ > max_head) {
+        return fail_event(header_count_ == 0 ? 414 : 431, "request head too large");
+      }
+      return ParseEvent::kNeedMore;
+    }
+    case HPE_PAUSED: {
+      parsed_ = static_cast<std::size_t>(llhttp_get_error_pos(&llhttp_) - base);
+      llhttp_resume(&llhttp_);
+      if (message_done_) {
+        if (!finish_request()) return ParseEvent::kError;
+        delivered_ = true;
+        return ParseEvent::kRequest;
+      }
+      if (expect_continue_) return ParseEvent::kExpectContinue;
+      return ParseEvent::kNeedMore;
+    }
+    case HPE_USER:
+      return ParseEvent::kError;
+    default:
+      map_llhttp_error(err);
+      return ParseEvent::kError;
+  }
+}
+
+void RequestParser::map_llhttp_error(llhttp_errno_t err) {
+  const char* reason = llhttp_get_error_reason(&llhttp_);
+  if (reason == nullptr) reason = llhttp_errno_name(err);
+  switch (err) {
+    case HPE_INVALID_METHOD: {
+      // A well-formed token we do not know is a method we do not implement (501); anything
+      // else is garbage (400).
+      std::string_view rest(storage_->input.data() + msg_start_, end_ - msg_start_);
+      while (!rest.empty() && (rest.front() == '\r' || rest.front() == '\n')) rest.remove_prefix(1);
+      const std::size_t sp = rest.find(' ');
+      const bool token = sp != std::string_view::npos && sp > 0 &&
+                         std::all_of(rest.begin(), rest.begin() + static_cast<long>(sp),
+                                     [](char c) { return is_tchar(static_cast<unsigned char>(c)); });
+      fail(token ? 501 : 400, token ? "method not implemented" : "invalid method");
+      break;
+    }
+    case HPE_INVALID_VERSION:
+      fail(505, "unsupported HTTP version");
+      break;
+    case HPE_PAUSED_H2_UPGRADE:
+      fail(505, "HTTP/2 connection preface on an HTTP/1.1 port");
+      break;
+    case HPE_PAUSED_UPGRADE:
+      fail(501, "protocol upgrade not supported");
+      break;
+    default:
+      fail(400, reason);
+      break;
+  }
+}
+
+int RequestParser::on_message_begin(llhttp_t* p) {
+  RequestParser* r = self(p);
+  r->in_message_ = true;
+  return 0;
+}
+
+int RequestParser::on_url(llhttp_t* p, const char* at, std::size_t n) {
+  RequestParser* r = self(p);
+  if (!extend(r->url_, r->offset_of(at), n)) return r->fail(400, "malformed request target");
+  if (r->url_.length > r->limits_.max_target_bytes) return r->fail(414, "request target too long");
+  return 0;
+}
+
+int RequestParser::on_header_field(llhttp_t* p, const char* at, std::size_t n) {
+  RequestParser* r = self(p);
+  r->header_bytes_ += n;
+  if (r->header_bytes_ > r->limits_.max_header_bytes) {
+    return r->fail(431, "header section too large");
+  }
+  if (r->headers_done_) return 0;  // trailer fields: counted, not kept
+  if (!r->in_field_) {
+    if (r->header_count_ == r->limits_.max_headers) return r->fail(431, "too many header fields");
+    r->storage_->header_names[r->header_count_] = {r->offset_of(at), static_cast<uint32_t>(n)};
+    r->storage_->header_values[r->header_count_] = {};
+    ++r->header_count_;
+    r->in_field_ = true;
+    r->value_started_ = false;
+    return 0;
+  }
+  if (!extend(r->storage_->header_names[r->header_count_ - 1], r->offset_of(at), n)) {
+    return r->fail(400, "malformed header field");
+  }
+  return 0;
+}
+
+int RequestParser::on_header_value(llhttp_t* p, const char* at, std::size_t n) {
+  RequestParser* r = self(p);
+  r->header_bytes_ += n;
+  if (r->header_bytes_ > r->limits_.max_header_bytes) {
+    return r->fail(431, "header section too large");
+  }
+  if (r->headers_done_) return 0;
+  r->in_field_ = false;
+  Span& v = r->storage_->header_values[r->header_count_ - 1];
+  const uint32_t offset = r->offset_of(at);
+  if (!r->value_started_) {
+    // A value starts on its field's line: only whitespace may sit between it and the colon.
+    // Anything else (a line end) means llhttp is handing us an obs-fold continuation line,
+    // which RFC 9112 lets a server reject; we must, as folding is a smuggling vector.
+    const char* buf = r->storage_->input.data();
+    std::size_t i = offset;
+    while (i > r->msg_start_ && (buf[i - 1] == ' ' || buf[i - 1] == '\t')) --i;
+    if (i == r->msg_start_ || buf[i - 1] != ':') {
+      return r->fail(400, "obsolete line folding in a header");
+    }
+    v = {offset, static_cast<uint32_t>(n)};
+    r->value_started_ = true;
+    return 0;
+  }
+  if (offset != v.offset + v.length) return r->fail(400, "obsolete line folding in a header");
+  v.length += static_cast<uint32_t>(n);
+  return 0;
+}
+
+int RequestParser::on_header_field_complete(llhttp_t* p) {
+  RequestParser* r = self(p);
+  if (r->headers_done_) return 0;
+  const Span name = r->storage_->header_names[r->header_count_ - 1];
+  std::string_view s(r->storage_->input.data() + name.offset, name.length);
+  if (s.empty() || s.find_first_of(" \t") != std::string_view::npos) {
+    return r->fail(400, "whitespace in a header name");
+  }
+  return 0;
+}
+
+int RequestParser::on_header_value_complete(llhttp_t* p) {
+  RequestParser* r = self(p);
+  r->in_field_ = false;
+  if (r->headers_done_) return 0;
+  const std::size_t i = r->header_count_ - 1;
+  const char* buf = r->storage_->input.data();
+  const Span name_span = r->storage_->header_names[i];
+  const std::string_view name(buf + name_span.offset, name_span.length);
+  const Span value_span = r->storage_->header_values[i];
+  const std::string_view value = trim({buf + value_span.offset, value_span.length});
+  if (iequals(name, "host")) {
+    ++r->host_count_;
+  } else if (iequals(name, "transfer-encoding")) {
+    // We decode chunked and nothing else: a request with any other coding cannot be read.
+    if (!iequals(value, "chunked")) return r->fail(501, "unsupported transfer coding");
+    if (r->has_transfer_encoding_) return r->fail(400, "chunked applied twice");
+    r->has_transfer_encoding_ = true;
+    r->transfer_encoding_ = value_span;
+  } else if (iequals(name, "expect")) {
+    r->has_expect_ = true;
+    r->expect_ = value_span;
+  }
+  return 0;
+}
+
+int RequestParser::on_headers_complete(llhttp_t* p) {
+  RequestParser* r = self(p);
+  r->headers_done_ = true;
+  std::size_t head_end = r->url_.offset + r->url_.length;
+  for (std::size_t i = 0; i < r->header_count_; ++i) {
+    const Span v = r->storage_->header_values[i];
+    const Span n = r->storage_->header_names[i];
+    head_end = std::max<std::size_t>({head_end, v.offset + v.length, n.offset + n.length});
+  }
+  r->head_end_ = std::max(head_end, r->msg_start_);
+
+  if (p->http_major != 1) return r->fail(505, "unsupported HTTP version");
+  if (p->method == HTTP_CONNECT) return r->fail(501, "CONNECT not supported");
+  if (r->host_count_ > 1) return r->fail(400, "duplicate Host header");
+  if (p->http_minor >= 1 && r->host_count_ == 0) return r->fail(400, "missing Host header");
+  const bool has_length = (p->flags & F_CONTENT_LENGTH) != 0;
+  if (has_length && p->content_length > r->limits_.max_body_bytes) {
+    return r->fail(413, "declared body too large");
+  }
+  if (r->has_expect_) {
+    const char* buf = r->storage_->input.data();
+    const std::string_view expect = trim({buf + r->expect_.offset, r->expect_.length});
+    if (!iequals(expect, "100-continue")) return r->fail(417, "unsupported expectation");
+    const bool has_body = (p->flags & F_CHUNKED) != 0 || (has_length && p->content_length > 0);
+    if (has_body && p->http_minor >= 1) {
+      r->expect_continue_ = true;
+      return HPE_PAUSED;
+    }
+  }
+  return 0;
+}
+
+int RequestParser::on_body(llhttp_t* p, const char* at, std::size_t n) {
+  RequestParser* r = self(p);
+  r->body_bytes_ += n;
+  if (r->body_bytes_ > r->limits_.max_body_bytes) return r->fail(413, "body too large");
+  if (r->body_copied_) {
+    r->storage_->body.append({at, n});
+    return 0;
+  }
+  if (!extend(r->body_span_, r->offset_of(at), n)) {
+    // Not contiguous (chunk framing in between): from now on the body is copied.
+    r->materialize_body();
+    r->storage_->body.append({at, n});
+  }
+  return 0;
+}
+
+int RequestParser::on_message_complete(llhttp_t* p) {
+  RequestParser* r = self(p);
+  r->message_done_ = true;
+  r->keep_alive_ = llhttp_should_keep_alive(p) != 0 && p->upgrade == 0;
+  return HPE_PAUSED;
+}
+
+bool RequestParser::finish_request() {
+  const char* buf = storage_->input.data();
+  Request& q = request_;
+  q.method_ = method_from_llhttp(llhttp_.method);
+  q.method_name_ = llhttp_method_name(static_cast<llhttp_method_t>(llhttp_.method));
+  q.version_major_ = llhttp_.http_major;
+  q.version_minor_ = llhttp_.http_minor;
+  q.keep_alive_ = keep_alive_;
+  q.target_ = {buf + url_.offset, url_.length};
+  for (std::size_t i = 0; i < header_count_; ++i) {
+    const Span n = storage_->header_names[i];
+    const Span v = storage_->header_values[i];
+    storage_->headers[i] = {{buf + n.offset, n.length}, trim({buf + v.offset, v.length})};
+  }
+  q.headers_ = {storage_->headers.data(), header_count_};
+  q.body_ = body_copied_ ? storage_->body.view()
+                         : std::string_view{buf + body_span_.offset, body_span_.length};
+  q.param_count_ = 0;
+  return decode_target();
+}
+
+bool RequestParser::decode_target() {
+  Request& q = request_;
+  std::string_view t = q.target_;
+  if (t == "*") {
+    q.path_ = t;
+    q.query_ = {};
+    return true;
+  }
+  // Absolute form (RFC 9112 3.2.2): the server must accept it; routing uses the path.
+  auto starts_with_ci = [&](std::string_view prefix) {
+    return t.size() >= prefix.size() && iequals(t.substr(0, prefix.size()), prefix);
+  };
+  if (starts_with_ci("http://") || starts_with_ci("https://")) {
+    const std::size_t authority = t.find("//") + 2;
+    const std::size_t path = t.find_first_of("/?", authority);
+    t = path == std::string_view::npos ? std::string_view{} : t.substr(path);
+  } else if (t.empty() || t.front() != '/') {
+    fail(400, "request target is not origin-form or absolute-form");
+    return false;
+  }
+  const std::size_t qmark = t.find('?');
+  std::string_view raw_path = t.substr(0, qmark);
+  q.query_ = qmark == std::string_view::npos ? std::string_view{} : t.substr(qmark + 1);
+  if (raw_path.empty()) raw_path = "/";
+  if (raw_path.find('%') == std::string_view::npos) {
+    q.path_ = raw_path;
+    return true;
+  }
+  std::string& out = storage_->decoded_path;
+  out.clear();
+  for (std::size_t i = 0; i < raw_path.size(); ++i) {
+    char c = raw_path[i];
+    if (c == '%') {
+      const bool complete = i + 2 < raw_path.size();
+      const int hi = complete ? hex_value(raw_path[i + 1]) : -1;
+      const int lo = complete ? hex_value(raw_path[i + 2]) : -1;
+      if (hi < 0 || lo < 0) {
+        fail(400, "malformed percent-encoding in the path");
+        return false;
+      }
+      c = static_cast<char>(hi * 16 + lo);
+      if (c == '\0') {
+        fail(400, "NUL in the path");
+        return false;
+      }
+      i += 2;
+    }
+    out.push_back(c);
+  }
+  q.path_ = out;
+  return true;
+}
+
+}  // namespace green::http

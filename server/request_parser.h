@@ -1,0 +1,167 @@
+// RequestParser: the glue between llhttp and a connection. Bytes go in through an input
+// buffer; complete requests (or one precise error status) come out, one at a time, in order.
+//
+//   parser.attach(&storage);                 // a pooled buffer, while data flows
+//   std::span<char> room = parser.spare();   // read(2) into it, then
+//   parser.commit(n);
+//   for (;;) {
+//     ParseEvent e = parser.next();
+//     if (e == ParseEvent::kRequest) handle(parser.request());   // valid until next()
+//     else if (e == ParseEvent::kExpectContinue) send_100_continue();
+//     else break;                             // kNeedMore: read more; kError: answer, close
+//   }
+//
+// The input buffer holds the current request's head for as long as the request is being
+// parsed: llhttp reports the method, target and headers as spans, and we keep them as offsets
+// into the buffer, so a request split over many reads still ends up as string_views without a
+// copy. Offsets (not pointers) survive compaction, which moves the unparsed tail to the front
+// when the buffer fills. Bodies are views into the buffer when they arrive in one piece, and
+// are copied into storage.body otherwise (chunked, or larger than what the buffer held).
+//
+// Limits (server/limits.h) are checked as bytes arrive, so a too-long target or header section
+// is refused before it is buffered whole, and a declared body over the limit is refused (413)
+// before any of it is read. After kError the parser stays in error; the connection must answer
+// error_status() with Connection: close and stop reading.
+//
+// Not thread-safe: one connection's green thread owns it.
+#pragma once
+
+#include <llhttp.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "server/byte_buffer.h"
+#include "server/limits.h"
+#include "server/request.h"
+
+namespace green::http {
+
+// A span inside the input buffer, as offsets: stays valid when the buffer is compacted.
+struct Span {
+  uint32_t offset = 0;
+  uint32_t length = 0;
+};
+
+// The memory a parser needs only while a request is in flight: handed out by the buffer pool
+// when a connection has data and taken back when it goes idle.
+struct ParserStorage {
+  explicit ParserStorage(const Limits& limits);
+  std::vector<char> input;         // the read buffer (limits.input_buffer_bytes())
+  std::vector<Span> header_names;  // max_headers each
+  std::vector<Span> header_values;
+  std::vector<Header> headers;     // the views handed to handlers
+  ByteBuffer body;                 // bodies that do not sit in the input buffer in one piece
+  std::string decoded_path;        // the path when it had %-escapes
+};
+
+enum class ParseEvent {
+  kNeedMore,        // the buffer holds no complete request: read more
+  kRequest,         // request() is complete and valid until the next call
+  kExpectContinue,  // a request's headers asked for 100-continue and its body is not here yet
+  kError,           // error_status() says what to answer; nothing more is parsed
+};
+
+class RequestParser {
+ public:
+  explicit RequestParser(const Limits& limits);
+  RequestParser(const RequestParser&) = delete;
+  RequestParser& operator=(const RequestParser&) = delete;
+
+  // Gives the parser its buffers. Must be detached before the storage is reused elsewhere.
+  void attach(ParserStorage* storage);
+  // Takes the buffers back; only when idle() (nothing buffered, no request in progress).
+  void detach();
+  bool attached() const { return storage_ != nullptr; }
+
+  // Room at the end of the input buffer, after compacting when the buffer is nearly full.
+  // Empty only in the error state.
+  std::span<char> spare();
+  // Marks n bytes of spare() as filled by a read.
+  void commit(std::size_t n);
+
+  ParseEvent next();
+
+  const Request& request() const { return request_; }
+  Request& request() { return request_; }
+  // The request's raw request line parts for the access log ("GET /x HTTP/1.1").
+  int error_status() const { return error_status_; }
+  std::string_view error_reason() const { return error_reason_; }
+
+  // Nothing buffered and no request begun: the buffers may go back to the pool.
+  bool idle() const { return !in_message_ && parsed_ == end_; }
+  // Some bytes of a request have arrived (a timeout now is a 408, not a quiet close).
+  bool request_started() const { return in_message_ || parsed_ != end_; }
+  // The current request's headers are complete (its body is being read).
+  bool headers_complete() const { return headers_done_; }
+  // Bytes received but not yet parsed (pipelined requests behind the current one).
+  std::size_t buffered() const { return end_ - parsed_; }
+
+ private:
+  static int on_message_begin(llhttp_t* p);
+  static int on_url(llhttp_t* p, const char* at, std::size_t n);
+  static int on_header_field(llhttp_t* p, const char* at, std::size_t n);
+  static int on_header_value(llhttp_t* p, const char* at, std::size_t n);
+  static int on_header_field_complete(llhttp_t* p);
+  static int on_header_value_complete(llhttp_t* p);
+  static int on_headers_complete(llhttp_t* p);
+  static int on_body(llhttp_t* p, const char* at, std::size_t n);
+  static int on_message_complete(llhttp_t* p);
+  static const llhttp_settings_t kSettings;
+
+  int fail(int status, const char* reason);  // records the error; returns HPE_USER
+  ParseEvent fail_event(int status, const char* reason);
+  void map_llhttp_error(llhttp_errno_t err);
+  void reset_message();
+  bool finish_request();  // builds request_ from the spans; false after fail()
+  bool decode_target();
+  void compact();
+  void materialize_body();
+  uint32_t offset_of(const char* at) const {
+    return static_cast<uint32_t>(at - storage_->input.data());
+  }
+  static bool extend(Span& s, uint32_t offset, std::size_t n);
+
+  Limits limits_;
+  llhttp_t llhttp_;
+  ParserStorage* storage_ = nullptr;
+  Request request_;
+
+  // The input buffer: [0, msg_start_) is free after compaction, [msg_start_, parsed_) belongs
+  // to the current request, [parsed_, end_) is not yet parsed.
+  std::size_t msg_start_ = 0;
+  std::size_t head_end_ = 0;  // end of the current request's head, once headers_done_
+  std::size_t parsed_ = 0;
+  std::size_t end_ = 0;
+
+  // The current message.
+  Span url_;
+  std::size_t header_count_ = 0;
+  std::size_t header_bytes_ = 0;
+  bool in_field_ = false;     // the last header callback was a field name
+  bool value_started_ = false;
+  bool in_message_ = false;
+  bool headers_done_ = false;
+  bool message_done_ = false;
+  bool expect_continue_ = false;
+  bool expect_paused_ = false;
+  int host_count_ = 0;
+  Span transfer_encoding_;
+  bool has_transfer_encoding_ = false;
+  Span expect_;
+  bool has_expect_ = false;
+  Span body_span_;        // the body while it is one contiguous piece of the input buffer
+  bool body_copied_ = false;  // the body lives in storage_->body
+  uint64_t body_bytes_ = 0;
+  bool keep_alive_ = true;
+  bool delivered_ = false;  // request_ was handed out; the next call starts a new message
+
+  int error_status_ = 0;
+  std::string_view error_reason_;
+};
+
+}  // namespace green::http

@@ -1,0 +1,211 @@
+#include "server/response.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "server/date_cache.h"
+#include "server/status.h"
+
+namespace green::http {
+
+namespace {
+constexpr std::string_view kServerHeader = "Server: greenhttp\r\n";
+}
+
+ResponseWriter::ResponseWriter(ResponseSink& sink, ByteBuffer& body, ByteBuffer& headers,
+                               Method method, int version_minor, bool keep_alive)
+    : sink_(sink),
+      out_(sink.output()),
+      body_(body),
+      headers_(headers),
+      method_(method),
+      version_minor_(static_cast<uint8_t>(version_minor)),
+      keep_alive_(keep_alive) {
+  body_.clear();
+  headers_.clear();
+}
+
+void ResponseWriter::set_status(int status) {
+  if (mode_ == Mode::kBuffering) status_ = (status >= 100 && status <= 599) ? status : 500;
+}
+
+void ResponseWriter::set_content_type(std::string_view type) {
+  if (mode_ != Mode::kBuffering) return;
+  const std::size_t n = std::min(type.size(), sizeof content_type_);
+  std::memcpy(content_type_, type.data(), n);
+  content_type_length_ = static_cast<uint8_t>(n);
+}
+
+void ResponseWriter::set_header(std::string_view name, std::string_view value) {
+  if (mode_ != Mode::kBuffering) return;
+  // A CR or LF in either would let a handler's input split the response (header injection).
+  if (name.find_first_of("\r\n:") != std::string_view::npos ||
+      value.find_first_of("\r\n") != std::string_view::npos) {
+    return;
+  }
+  headers_.append(name);
+  headers_.append(": ");
+  headers_.append(value);
+  headers_.append("\r\n");
+}
+
+void ResponseWriter::set_content_length(uint64_t length) {
+  if (mode_ != Mode::kBuffering) return;
+  has_declared_length_ = true;
+  declared_length_ = length;
+}
+
+void ResponseWriter::emit_head(uint64_t content_length, bool has_length, bool chunked) {
+  out_.append(status_line(status_));
+  out_.append(kServerHeader);
+  append_date_header(out_);
+  if (content_type_length_ != 0) {
+    out_.append("Content-Type: ");
+    out_.append({content_type_, content_type_length_});
+    out_.append("\r\n");
+  }
+  if (!status_forbids_body(status_)) {
+    if (has_length) {
+      out_.append("Content-Length: ");
+      out_.append_decimal(content_length);
+      out_.append("\r\n");
+    } else if (chunked) {
+      out_.append("Transfer-Encoding: chunked\r\n");
+    }
+  }
+  out_.append(headers_.view());
+  if (!keep_alive_ || broken_) {
+    out_.append("Connection: close\r\n");
+  } else if (version_minor_ == 0) {
+    out_.append("Connection: keep-alive\r\n");
+  }
+  out_.append("\r\n");
+}
+
+void ResponseWriter::start_streaming() {
+  const bool no_body = status_forbids_body(status_);
+  if (has_declared_length_) {
+    emit_head(declared_length_, true, false);
+    mode_ = Mode::kFixedLength;
+  } else if (no_body) {
+    emit_head(0, false, false);
+    mode_ = Mode::kFixedLength;
+  } else if (version_minor_ >= 1) {
+    emit_head(0, false, true);
+    mode_ = Mode::kChunked;
+  } else {
+    // HTTP/1.0 has no chunked coding: the end of the body is the end of the connection.
+    keep_alive_ = false;
+    emit_head(0, false, false);
+    mode_ = Mode::kUntilClose;
+  }
+  const std::string_view buffered = body_.view();
+  body_.clear();
+  // body_bytes_ already counts the buffered bytes; append_body adds nothing to it.
+  if (!buffered.empty()) append_body(buffered);
+}
+
+void ResponseWriter::append_body(std::string_view data) {
+  if (method_ == Method::kHead || status_forbids_body(status_)) return;
+  switch (mode_) {
+    case Mode::kFixedLength: {
+      const uint64_t already = body_bytes_ - data.size();
+      if (already + data.size() > declared_length_) {
+        // More than declared: send what fits, then the connection must close.
+        broken_ = true;
+        data = data.substr(0, declared_length_ > already ? declared_length_ - already : 0);
+      }
+      out_.append(data);
+      break;
+    }
+    case Mode::kChunked:
+      out_.append_hex(data.size());
+      out_.append("\r\n");
+      out_.append(data);
+      out_.append("\r\n");
+      break;
+    case Mode::kUntilClose:
+      out_.append(data);
+      break;
+    case Mode::kBuffering:
+    case Mode::kDone:
+      break;
+  }
+  if (out_.size() >= kStreamThreshold) sink_.flush_output();
+}
+
+void ResponseWriter::write(std::string_view data) {
+  if (data.empty() || mode_ == Mode::kDone) return;
+  body_bytes_ += data.size();
+  if (mode_ == Mode::kBuffering) {
+    if (method_ == Method::kHead) return;  // counted for Content-Length, never sent
+    if (!has_declared_length_) {
+      body_.append(data);
+      if (body_.size() > kStreamThreshold) start_streaming();
+      return;
+    }
+    start_streaming();  // a declared length: no reason to hold the body back
+    // start_streaming sent what was buffered; this write was not buffered.
+  }
+  append_body(data);
+}
+
+bool ResponseWriter::flush() {
+  if (mode_ == Mode::kBuffering) start_streaming();
+  return sink_.flush_output();
+}
+
+void ResponseWriter::send(int status, std::string_view content_type, std::string_view body) {
+  set_status(status);
+  set_content_type(content_type);
+  write(body);
+}
+
+void ResponseWriter::send_status(int status) {
+  set_status(status);
+  set_content_type("text/plain; charset=utf-8");
+  write(status_line(status).substr(9, status_line(status).size() - 11));
+  write("\n");
+}
+
+void ResponseWriter::finish() {
+  switch (mode_) {
+    case Mode::kBuffering: {
+      const uint64_t length = has_declared_length_ ? declared_length_ : body_bytes_;
+      if (has_declared_length_ && body_bytes_ != declared_length_ && method_ != Method::kHead &&
+          !status_forbids_body(status_)) {
+        broken_ = true;  // declared, then not written: the client would wait for the rest
+      }
+      emit_head(length, true, false);
+      if (method_ != Method::kHead && !status_forbids_body(status_)) out_.append(body_.view());
+      body_.clear();
+      break;
+    }
+    case Mode::kFixedLength:
+      if (body_bytes_ != declared_length_ && method_ != Method::kHead &&
+          !status_forbids_body(status_)) {
+        broken_ = true;  // fewer bytes than declared: the client would wait for the rest
+      }
+      break;
+    case Mode::kChunked:
+      if (method_ != Method::kHead) out_.append("0\r\n\r\n");
+      break;
+    case Mode::kUntilClose:
+    case Mode::kDone:
+      break;
+  }
+  mode_ = Mode::kDone;
+}
+
+void append_error_response(ByteBuffer& out, int status, std::string_view text) {
+  out.append(status_line(status));
+  out.append(kServerHeader);
+  append_date_header(out);
+  out.append("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+  out.append_decimal(text.size() + 1);
+  out.append("\r\nConnection: close\r\n\r\n");
+  out.append(text);
+  out.push_back('\n');
+}
+
+}  // namespace green::http

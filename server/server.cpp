@@ -1,0 +1,135 @@
+#include "server/server.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "runtime/green.h"
+#include "server/connection.h"
+#include "server/response.h"
+
+namespace green::http {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+// Descriptors kept back from the connection cap for the listener, log files, static files.
+constexpr int64_t kReservedDescriptors = 64;
+
+int64_t default_max_connections() {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return 1'000'000;
+  const int64_t n = static_cast<int64_t>(r.rlim_cur) - kReservedDescriptors;
+  return n > 16 ? n : 16;
+}
+}  // namespace
+
+Server::Server(ServerOptions options, const Router& router, AccessLog* access_log)
+    : options_(std::move(options)),
+      router_(router),
+      access_log_(access_log),
+      pool_(options_.limits, 1024) {
+  max_connections_ =
+      options_.max_connections > 0 ? options_.max_connections : default_max_connections();
+}
+
+Server::~Server() { listener_.close(); }
+
+int Server::listen() {
+  std::optional<net::Address> at = net::Address::parse(options_.listen);
+  if (!at) return -EINVAL;
+  net::ListenOptions lo;
+  lo.reuse_port = options_.reuse_port;
+  const int rc = net::TcpListener::listen(*at, &listener_, lo);
+  if (rc == 0) ready_.store(true);
+  return rc;
+}
+
+void Server::reject(net::TcpStream& stream) {
+  // Over the cap: a short answer the client can act on (retry elsewhere), then close. The
+  // socket is fresh, so the write goes straight into its empty send buffer.
+  ByteBuffer out;
+  append_error_response(out, 503, "Service Unavailable: too many open connections");
+  stream.set_write_deadline(Clock::now() + std::chrono::milliseconds(100));
+  stream.write(out.data(), out.size());
+  stream.shutdown(SHUT_WR);
+  stream.close();
+  metrics_.rejected_connections.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Server::serve() {
+  auto backoff = std::chrono::milliseconds(5);
+  while (!draining()) {
+    net::TcpStream stream;
+    net::Address peer;
+    const int rc = listener_.accept(&stream, &peer);
+    if (rc == -ECANCELED) break;  // shutdown closed the listener
+    if (rc == -EMFILE || rc == -ENFILE || rc == -ENOBUFS || rc == -ENOMEM) {
+      // Out of descriptors or memory: wait for connections to go away, as Go's Accept loop
+      // does, instead of spinning on the error.
+      green::sleep_for(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+      continue;
+    }
+    if (rc != 0) continue;  // ECONNABORTED and friends: that one client's problem
+    backoff = std::chrono::milliseconds(5);
+    metrics_.accepted_connections.fetch_add(1, std::memory_order_relaxed);
+    if (metrics_.open_connections.load(std::memory_order_relaxed) >= max_connections_) {
+      reject(stream);
+      continue;
+    }
+    metrics_.open_connections.fetch_add(1, std::memory_order_relaxed);
+    green::go([this, s = std::move(stream), peer]() mutable {
+      {
+        Connection c(*this, std::move(s), peer);
+        c.run();
+      }
+      metrics_.open_connections.fetch_sub(1, std::memory_order_relaxed);
+    });
+  }
+
+  // Drain: in-flight requests finish (their connections close after answering), idle
+  // connections were closed by shutdown(); whatever is left at the deadline is cut off.
+  const Clock::time_point deadline = Clock::now() + options_.shutdown_timeout;
+  while (metrics_.open_connections.load() > 0 && Clock::now() < deadline) {
+    close_connections(false);  // connections that went idle since
+    green::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (metrics_.open_connections.load() > 0) {
+    close_connections(true);
+    const Clock::time_point grace = Clock::now() + std::chrono::seconds(1);
+    while (metrics_.open_connections.load() > 0 && Clock::now() < grace) {
+      green::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+}
+
+void Server::shutdown() {
+  if (draining_.exchange(true)) return;
+  ready_.store(false);
+  listener_.close();
+  close_connections(false);
+}
+
+void Server::register_connection(Connection* c) {
+  std::lock_guard<std::mutex> guard(registry_lock_);
+  c->next_ = registry_head_;
+  if (registry_head_ != nullptr) registry_head_->prev_ = c;
+  registry_head_ = c;
+}
+
+void Server::unregister_connection(Connection* c) {
+  std::lock_guard<std::mutex> guard(registry_lock_);
+  if (c->prev_ != nullptr) c->prev_->next_ = c->next_;
+  if (c->next_ != nullptr) c->next_->prev_ = c->prev_;
+  if (registry_head_ == c) registry_head_ = c->next_;
+  c->prev_ = c->next_ = nullptr;
+}
+
+void Server::close_connections(bool all) {
+  std::lock_guard<std::mutex> guard(registry_lock_);
+  for (Connection* c = registry_head_; c != nullptr; c = c->next_) c->close_if_idle(all);
+}
+
+}  // namespace green::http

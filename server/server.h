@@ -1,0 +1,96 @@
+// Server: the listener green thread, the connection registry, and graceful shutdown.
+//
+//   Server server(options, router, access_log);
+//   if (server.listen() != 0) ...;           // binds: the port is known from here on
+//   green::go([&] { wait_for_signal(); server.shutdown(); });
+//   server.serve();                           // accepts until shutdown, then drains
+//
+// serve() runs the accept loop in the calling green thread and spawns one green thread per
+// accepted connection (server/connection.cpp). Connections over max_connections are answered
+// 503 and closed at once. shutdown() (from any green thread) turns ready() false, closes the
+// listener, closes idle keep-alive connections, and lets connections that are handling a
+// request finish it and answer with Connection: close; serve() returns once every connection
+// is gone, or after shutdown_timeout, when the rest are closed.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+#include "runtime/net.h"
+#include "server/access_log.h"
+#include "server/buffer_pool.h"
+#include "server/limits.h"
+#include "server/metrics.h"
+#include "server/router.h"
+
+namespace green::http {
+
+struct ServerOptions {
+  std::string listen = "0.0.0.0:8080";
+  Limits limits;
+  std::chrono::nanoseconds read_header_timeout = std::chrono::seconds(10);
+  std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
+  std::chrono::nanoseconds write_timeout = std::chrono::seconds(30);
+  std::chrono::nanoseconds shutdown_timeout = std::chrono::seconds(30);
+  // Open connections before new ones get 503; 0: the open-files limit minus 64.
+  int64_t max_connections = 0;
+  bool reuse_port = false;
+};
+
+class Connection;
+
+class Server {
+ public:
+  // `router` and `access_log` (may be null: no logging) must outlive the server.
+  Server(ServerOptions options, const Router& router, AccessLog* access_log);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds and listens. Returns 0, -EINVAL for an address that does not parse, or the
+  // negative errno of bind/listen.
+  int listen();
+  net::Address local_address() const { return listener_.local_address(); }
+
+  // Accepts until shutdown(), then drains (see above). Call from a green thread, once.
+  void serve();
+  // Starts the graceful shutdown. Any green thread; idempotent.
+  void shutdown();
+
+  bool ready() const { return ready_.load(std::memory_order_relaxed); }
+  bool draining() const { return draining_.load(std::memory_order_relaxed); }
+
+  const ServerOptions& options() const { return options_; }
+  const ServerMetrics& metrics() const { return metrics_; }
+  AccessLog* access_log() const { return access_log_; }
+  int64_t max_connections() const { return max_connections_; }
+  std::size_t pooled_buffer_sets() const { return pool_.idle_sets(); }
+
+ private:
+  friend class Connection;
+  void reject(net::TcpStream& stream);
+  void register_connection(Connection* c);
+  void unregister_connection(Connection* c);
+  // Closes connections: idle ones only (graceful), or all (past the drain deadline).
+  void close_connections(bool all);
+
+  ServerOptions options_;
+  const Router& router_;
+  AccessLog* access_log_;
+  BufferPool pool_;
+  ServerMetrics metrics_;
+  net::TcpListener listener_;
+  int64_t max_connections_ = 0;
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> draining_{false};
+
+  // Every live connection, for shutdown. Lock order: registry_lock_ only (connections do not
+  // hold it while parked).
+  std::mutex registry_lock_;
+  Connection* registry_head_ = nullptr;
+};
+
+}  // namespace green::http
