@@ -150,7 +150,7 @@ TEST(Observe, DumpShowsEveryStateWaitReasonAndSpawnSite) {
   for (const char* reason :
        {"netpoll read", "chan receive", "sleep", "mutex", "blocking call"}) {
     EXPECT_TRUE(has(std::string(R"(green thread \d+ \[waiting: )") + reason +
-                    R"(, 1[0-9][0-9]ms\]:\n\tspawned at \S*observe_test.cpp:\d+)"))
+                    R"(, (\d{3}ms|\d+\.\ds)\]:\n\tspawned at \S*observe_test.cpp:\d+)"))
         << reason << "\n"
         << dump;
   }

@@ -190,9 +190,12 @@ TEST(Scheduler, TimersWakeSleepersInDeadlineOrder) {
   green::run({.procs = 1}, [&] {
     std::atomic<int64_t> done{0};
     const int delays_ms[] = {40, 10, 30, 20, 50, 5};
+    // Deadlines from one base time: spawning six green threads can take milliseconds under a
+    // sanitizer on a loaded machine, which must not reorder deadlines 5 ms apart.
+    const auto base = std::chrono::steady_clock::now() + 20ms;
     for (int d : delays_ms) {
       green::go([&, d] {
-        green::sleep_for(std::chrono::milliseconds(d));
+        green::sleep_for(base + std::chrono::milliseconds(d) - std::chrono::steady_clock::now());
         woke.push_back(d);
         done.fetch_add(1);
       });
