@@ -10,6 +10,7 @@
 #include "server/request_parser.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 
 namespace green::http {
@@ -238,25 +239,40 @@ ParseEvent RequestParser::next() {
   }
 }
 
+std::string_view RequestParser::request_line() const {
+  std::string_view rest(storage_->input.data() + msg_start_, end_ - msg_start_);
+  while (!rest.empty() && (rest.front() == '\r' || rest.front() == '\n')) rest.remove_prefix(1);
+  return rest.substr(0, rest.find_first_of("\r\n"));
+}
+
 void RequestParser::map_llhttp_error(llhttp_errno_t err) {
   const char* reason = llhttp_get_error_reason(&llhttp_);
   if (reason == nullptr) reason = llhttp_errno_name(err);
   switch (err) {
     case HPE_INVALID_METHOD: {
-      // A well-formed token we do not know is a method we do not implement (501); anything
-      // else is garbage (400).
-      std::string_view rest(storage_->input.data() + msg_start_, end_ - msg_start_);
-      while (!rest.empty() && (rest.front() == '\r' || rest.front() == '\n')) rest.remove_prefix(1);
-      const std::size_t sp = rest.find(' ');
-      const bool token = sp != std::string_view::npos && sp > 0 &&
-                         std::all_of(rest.begin(), rest.begin() + static_cast<long>(sp),
-                                     [](char c) { return is_tchar(static_cast<unsigned char>(c)); });
-      fail(token ? 501 : 400, token ? "method not implemented" : "invalid method");
+      // A method token we do not know (even one still arriving) is a method we do not
+      // implement (501); anything that is not a token is garbage (400).
+      const std::string_view line = request_line();
+      const std::size_t sp = line.find(' ');
+      const std::string_view token = line.substr(0, sp);
+      const bool is_token = !token.empty() && std::all_of(token.begin(), token.end(), [](char c) {
+        return is_tchar(static_cast<unsigned char>(c));
+      });
+      fail(is_token ? 501 : 400, is_token ? "method not implemented" : "invalid method");
       break;
     }
-    case HPE_INVALID_VERSION:
-      fail(505, "unsupported HTTP version");
+    case HPE_INVALID_VERSION: {
+      // "HTTP/d.d" that is not 1.x is a version we do not support (505); a request line
+      // without a well-formed version is malformed (400).
+      const std::string_view line = request_line();
+      const std::string_view version = line.substr(line.rfind(' ') + 1);
+      const bool well_formed = version.size() == 8 && version.substr(0, 5) == "HTTP/" &&
+                               std::isdigit(static_cast<unsigned char>(version[5])) &&
+                               version[6] == '.' &&
+                               std::isdigit(static_cast<unsigned char>(version[7]));
+      fail(well_formed ? 505 : 400, well_formed ? "unsupported HTTP version" : "malformed HTTP version");
       break;
+    }
     case HPE_PAUSED_H2_UPGRADE:
       fail(505, "HTTP/2 connection preface on an HTTP/1.1 port");
       break;
@@ -357,7 +373,11 @@ int RequestParser::on_header_value_complete(llhttp_t* p) {
   if (iequals(name, "host")) {
     ++r->host_count_;
   } else if (iequals(name, "transfer-encoding")) {
-    // We decode chunked and nothing else: a request with any other coding cannot be read.
+    // RFC 9112 6.3: when chunked is not the final coding the body's length is unknowable
+    // (400); chunked after a coding we do not implement (gzip, ...) is a 501.
+    const std::size_t comma = value.rfind(',');
+    const std::string_view last = trim(comma == std::string_view::npos ? value : value.substr(comma + 1));
+    if (!iequals(last, "chunked")) return r->fail(400, "chunked is not the final transfer coding");
     if (!iequals(value, "chunked")) return r->fail(501, "unsupported transfer coding");
     if (r->has_transfer_encoding_) return r->fail(400, "chunked applied twice");
     r->has_transfer_encoding_ = true;

@@ -116,6 +116,7 @@ class RequestParser {
   int fail(int status, const char* reason);  // records the error; returns HPE_USER
   ParseEvent fail_event(int status, const char* reason);
   void map_llhttp_error(llhttp_errno_t err);
+  std::string_view request_line() const;  // the current request's first line, as far as read
   void reset_message();
   bool finish_request();  // builds request_ from the spans; false after fail()
   bool decode_target();

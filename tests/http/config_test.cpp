@@ -1,0 +1,161 @@
+// Flags and the TOML file: defaults, overrides, and one-line errors with exit code 2.
+#include "config/config.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+namespace green::config {
+namespace {
+
+using namespace std::chrono_literals;
+
+LoadResult load_args(std::vector<std::string> args) {
+  args.insert(args.begin(), "greenhttp");
+  std::vector<const char*> argv;
+  for (const std::string& a : args) argv.push_back(a.c_str());
+  return load(static_cast<int>(argv.size()), argv.data());
+}
+
+std::string temp_file(const std::string& text) {
+  char name[] = "/tmp/greenhttp-config-XXXXXX";
+  const int fd = mkstemp(name);
+  close(fd);
+  std::ofstream(name) << text;
+  return name;
+}
+
+TEST(Config, DefaultsMatchTheIssue) {
+  LoadResult r = load_args({});
+  ASSERT_TRUE(r.config.has_value()) << r.message;
+  EXPECT_EQ(r.config->listen, "0.0.0.0:8080");
+  EXPECT_EQ(r.config->read_header_timeout, 10s);
+  EXPECT_EQ(r.config->idle_timeout, 60s);
+  EXPECT_EQ(r.config->shutdown_timeout, 30s);
+  EXPECT_EQ(r.config->max_body_bytes, 1u << 20);
+  EXPECT_EQ(r.config->max_header_bytes, 16u << 10);
+}
+
+TEST(Config, FlagsSetEverySetting) {
+  LoadResult r = load_args({"--listen", "127.0.0.1:9000", "--threads", "3", "--static-dir", "/srv",
+                            "--read-header-timeout", "2s", "--idle-timeout", "1m30s",
+                            "--write-timeout", "500ms", "--shutdown-timeout", "5s",
+                            "--max-body", "64KiB", "--access-log", "off", "--log-level", "warn",
+                            "--max-connections", "10", "--max-headers", "50"});
+  ASSERT_TRUE(r.config.has_value()) << r.message;
+  const Config& c = *r.config;
+  EXPECT_EQ(c.listen, "127.0.0.1:9000");
+  EXPECT_EQ(c.threads, 3);
+  EXPECT_EQ(c.static_dir, "/srv");
+  EXPECT_EQ(c.read_header_timeout, 2s);
+  EXPECT_EQ(c.idle_timeout, 90s);
+  EXPECT_EQ(c.write_timeout, 500ms);
+  EXPECT_EQ(c.shutdown_timeout, 5s);
+  EXPECT_EQ(c.max_body_bytes, 64u * 1024);
+  EXPECT_EQ(c.access_log, "off");
+  EXPECT_EQ(c.log_level, "warn");
+  EXPECT_EQ(c.max_connections, 10);
+  EXPECT_EQ(c.max_headers, 50);
+}
+
+TEST(Config, FileIsLoadedAndFlagsOverrideIt) {
+  const std::string path = temp_file(
+      "listen = \"127.0.0.1:7000\"\nthreads = 2\n[timeouts]\nidle = \"5s\"\n"
+      "[limits]\nmax_body = 2048\n");
+  LoadResult r = load_args({"--config", path, "--threads", "4"});
+  unlink(path.c_str());
+  ASSERT_TRUE(r.config.has_value()) << r.message;
+  EXPECT_EQ(r.config->listen, "127.0.0.1:7000");
+  EXPECT_EQ(r.config->threads, 4);
+  EXPECT_EQ(r.config->idle_timeout, 5s);
+  EXPECT_EQ(r.config->max_body_bytes, 2048u);
+}
+
+TEST(Config, TheShippedFileLoadsAndHoldsTheDefaults) {
+  LoadResult shipped = load_args({"--config", GREENHTTP_SOURCE_DIR "/config/greenhttp.toml"});
+  ASSERT_TRUE(shipped.config.has_value()) << shipped.message;
+  LoadResult defaults = load_args({});
+  const Config& a = *shipped.config;
+  const Config& b = *defaults.config;
+  EXPECT_EQ(a.listen, b.listen);
+  EXPECT_EQ(a.threads, b.threads);
+  EXPECT_EQ(a.access_log, b.access_log);
+  EXPECT_EQ(a.read_header_timeout, b.read_header_timeout);
+  EXPECT_EQ(a.idle_timeout, b.idle_timeout);
+  EXPECT_EQ(a.write_timeout, b.write_timeout);
+  EXPECT_EQ(a.shutdown_timeout, b.shutdown_timeout);
+  EXPECT_EQ(a.max_body_bytes, b.max_body_bytes);
+  EXPECT_EQ(a.max_header_bytes, b.max_header_bytes);
+  EXPECT_EQ(a.max_target_bytes, b.max_target_bytes);
+  EXPECT_EQ(a.max_headers, b.max_headers);
+}
+
+TEST(Config, HelpListsTheFlagsAndExitsZero) {
+  LoadResult r = load_args({"--help"});
+  EXPECT_FALSE(r.config.has_value());
+  EXPECT_EQ(r.exit_code, 0);
+  for (const char* flag : {"--listen", "--threads", "--static-dir", "--read-header-timeout",
+                           "--idle-timeout", "--max-body", "--access-log", "--log-level",
+                           "--config"}) {
+    EXPECT_NE(r.message.find(flag), std::string::npos) << flag;
+  }
+}
+
+TEST(Config, BadInputIsOneLineNamingItWithExitCode2) {
+  const std::string bad_toml = temp_file("listen = \n");
+  const std::string unknown_key = temp_file("[timeouts]\nidel = \"5s\"\n");
+  const std::string wrong_type = temp_file("[limits]\nmax_headers = [1, 2]\n");
+  const std::string bad_value = temp_file("[timeouts]\nidle = \"soon\"\n");
+  struct Case {
+    std::vector<std::string> args;
+    std::string must_name;
+  } cases[] = {
+      {{"--no-such-flag"}, "--no-such-flag"},
+      {{"--idle-timeout", "abc"}, "--idle-timeout"},
+      {{"--idle-timeout", "10"}, "--idle-timeout"},
+      {{"--read-header-timeout", "-1s"}, "--read-header-timeout"},
+      {{"--max-body", "lots"}, "--max-body"},
+      {{"--max-body", "12XB"}, "--max-body"},
+      {{"--threads", "many"}, "--threads"},
+      {{"--threads", "1000"}, "--threads"},
+      {{"--log-level", "loud"}, "--log-level"},
+      {{"--listen", "nowhere"}, "--listen"},
+      {{"--max-headers", "0"}, "--max-headers"},
+      {{"--config", "/nonexistent/greenhttp.toml"}, "/nonexistent/greenhttp.toml"},
+      {{"--config", bad_toml}, bad_toml},
+      {{"--config", unknown_key}, "timeouts.idel"},
+      {{"--config", wrong_type}, "limits.max_headers"},
+      {{"--config", bad_value}, "timeouts.idle"},
+  };
+  for (const Case& c : cases) {
+    LoadResult r = load_args(c.args);
+    EXPECT_FALSE(r.config.has_value()) << c.must_name;
+    EXPECT_EQ(r.exit_code, 2) << c.must_name;
+    EXPECT_NE(r.message.find(c.must_name), std::string::npos) << r.message;
+    EXPECT_EQ(r.message.find('\n'), std::string::npos) << "one line: " << r.message;
+  }
+  for (const std::string& p : {bad_toml, unknown_key, wrong_type, bad_value}) unlink(p.c_str());
+}
+
+TEST(Config, DurationsAndSizes) {
+  EXPECT_EQ(parse_duration("500ms"), std::chrono::nanoseconds(500ms));
+  EXPECT_EQ(parse_duration("1.5s"), std::chrono::nanoseconds(1500ms));
+  EXPECT_EQ(parse_duration("1h2m3s"), std::chrono::nanoseconds(3723s));
+  EXPECT_EQ(parse_duration("0"), std::chrono::nanoseconds(0));
+  EXPECT_FALSE(parse_duration("").has_value());
+  EXPECT_FALSE(parse_duration("5").has_value());
+  EXPECT_FALSE(parse_duration("5 s").has_value());
+  EXPECT_FALSE(parse_duration("1.2.3s").has_value());
+  EXPECT_EQ(parse_size("1MiB"), 1u << 20);
+  EXPECT_EQ(parse_size("64k"), 64u << 10);
+  EXPECT_EQ(parse_size("123"), 123u);
+  EXPECT_FALSE(parse_size("").has_value());
+  EXPECT_FALSE(parse_size("MiB").has_value());
+  EXPECT_FALSE(parse_size("99999999999999999999").has_value());
+}
+
+}  // namespace
+}  // namespace green::config
