@@ -210,9 +210,11 @@ def main():
             print(f"loadtest: skipping {name}: {e}", file=sys.stderr)
 
     taken = set()
-    per_peer = warmup + 1 + rounds * (seconds + 0.7)
-    total = len(scen_names) * len(live) * per_peer + (len(live) * 12 if idle_conns else 0) + \
-        ((30 if quick else 150) if run_bench else 0)
+    def per_peer(scen_name):  # planned seconds of one peer in one scenario
+        return warmup + 1 + rounds * (BY_NAME[scen_name].seconds(seconds) + 0.7)
+
+    total = sum(per_peer(s) for s in scen_names) * len(live) + \
+        (len(live) * 12 if idle_conns else 0) + ((30 if quick else 150) if run_bench else 0)
     progress = Progress(total)
     runs, smoke, idle_results = [], {}, {}
     scripts = {s: wrk.script_for(BY_NAME[s], REPO, tmp) for s in scen_names}
@@ -241,13 +243,14 @@ def main():
                 if bad:
                     progress.note(f"loadtest: {scen_name}: {p.name} skipped, /{bad[0]}: "
                                   f"{smoke[p.name][bad[0]]}")
-                    progress.skip(per_peer)
+                    progress.skip(per_peer(scen_name))
                     p.stop()
                 else:
                     runnable.append(p)
             for p in runnable:
                 progress.show(f"{scen_name} | {p.name} | warm-up")
-                subprocess.run(wrk.command(scen, p.port, warmup, wrk_cpus, scripts[scen_name]),
+                subprocess.run(wrk.command(scen, p.port, warmup, wrk_cpus, scripts[scen_name],
+                                           floor=False),
                                capture_output=True, timeout=warmup + 60)
                 time.sleep(0.5)
             for rnd in range(1, rounds + 1):

@@ -21,7 +21,10 @@ def script_for(scenario, repo, tmp):
     return path
 
 
-def command(scenario, port, seconds, wrk_cpus, script):
+def command(scenario, port, seconds, wrk_cpus, script, floor=True):
+    """wrk's argv; floor=False (warm-ups) ignores the scenario's minimum run length."""
+    if floor:
+        seconds = scenario.seconds(seconds)
     argv = ["taskset", "-c", wrk_cpus, "wrk", "-t1", f"-c{scenario.conns}", f"-d{seconds}s",
             "--latency", "-s", script, f"http://127.0.0.1:{port}{scenario.path}"]
     if scenario.args:
@@ -31,6 +34,7 @@ def command(scenario, port, seconds, wrk_cpus, script):
 
 def display_command(scenario, seconds):
     """The command as a person would type it in loadtest/wrk/ (no taskset, PORT unfilled)."""
+    seconds = scenario.seconds(seconds)
     s = f"wrk -t1 -c{scenario.conns} -d{seconds}s --latency"
     if scenario.script:
         s += f" -s {scenario.script}"
@@ -42,6 +46,7 @@ def display_command(scenario, seconds):
 
 def measure(peer, scenario, seconds, wrk_cpus, script):
     """Run wrk once; returns a dict of figures, or one with an "error" key."""
+    seconds = scenario.seconds(seconds)
     pids = peer.pids()
     argv = command(scenario, peer.port, seconds, wrk_cpus, script)
     cpu0 = procfs.cpu_seconds(pids)
