@@ -115,9 +115,9 @@ ssize_t Connection::read_more(bool* fresh_wake) {
   const ServerOptions& o = server_.options();
   for (;;) {
     if (!*fresh_wake && socket_drained_) {
-      // The last read emptied the socket: wait for readiness instead of a read that would
-      // fail with EAGAIN. The deadline: the head must be complete within read_header_timeout
-      // of its first byte; a body must keep moving (each pause at most that long).
+      // The last read emptied the socket: wait for readiness. The deadline: the head must be
+      // complete within read_header_timeout of its first byte; a body must keep moving (each
+      // pause at most that long).
       const Clock::time_point now = Clock::now();
       stream_.set_read_deadline(parser_.headers_complete()
                                     ? deadline_in(o.read_header_timeout, now)
@@ -128,11 +128,14 @@ ssize_t Connection::read_more(bool* fresh_wake) {
     *fresh_wake = false;
     const ssize_t n = stream_.try_read(room.data(), room.size());
     if (n == -EAGAIN) {
-      socket_drained_ = true;
       if (parser_.idle()) return -EAGAIN;  // a stale wakeup: go back to idle
+      socket_drained_ = true;  // now wait for readiness
       continue;
     }
-    if (n > 0) socket_drained_ = static_cast<std::size_t>(n) < room.size();
+    // Not "drained" after a short read: try the read first next time. wait_readable() does not
+    // report a reset or end of stream that arrived together with the data we just read (the
+    // edge is spent), so skipping the read would leave us parked until the deadline.
+    socket_drained_ = false;
     return n;
   }
 }
@@ -212,6 +215,9 @@ void Connection::handle_request(Request& r) {
       if (m.status == 405) w.set_header("Allow", m.allow);
       w.send_status(m.status);
     }
+    // Draining: this response is the connection's last (it may have been idle-safe when the
+    // request arrived; it is not now).
+    if (server_.draining()) w.close_connection();
     if (failed && !w.head_sent()) {
       // Nothing reached the output buffer yet: answer a clean 500 instead.
       ResponseWriter error(*this, buffers_->body, buffers_->headers, r.method(),

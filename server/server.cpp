@@ -6,6 +6,7 @@
 #include <cerrno>
 
 #include "runtime/green.h"
+#include "runtime/sync.h"
 #include "server/connection.h"
 #include "server/response.h"
 
@@ -30,6 +31,7 @@ Server::Server(ServerOptions options, const Router& router, AccessLog* access_lo
       router_(router),
       access_log_(access_log),
       pool_(options_.limits, 1024) {
+  shutdown_done_.add(1);  // done by the first shutdown(); serve() waits for it
   max_connections_ =
       options_.max_connections > 0 ? options_.max_connections : default_max_connections();
 }
@@ -49,13 +51,13 @@ int Server::listen() {
 void Server::reject(net::TcpStream& stream) {
   // Over the cap: a short answer the client can act on (retry elsewhere), then close. The
   // socket is fresh, so the write goes straight into its empty send buffer.
+  metrics_.rejected_connections.fetch_add(1, std::memory_order_relaxed);
   ByteBuffer out;
   append_error_response(out, 503, "Service Unavailable: too many open connections");
   stream.set_write_deadline(Clock::now() + std::chrono::milliseconds(100));
   stream.write(out.data(), out.size());
   stream.shutdown(SHUT_WR);
   stream.close();
-  metrics_.rejected_connections.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Server::serve() {
@@ -89,6 +91,10 @@ void Server::serve() {
     });
   }
 
+  // shutdown() may still be walking the registry on another thread: the Server must outlive
+  // it, so wait before draining (and before the caller can destroy us).
+  shutdown_done_.wait();
+
   // Drain: in-flight requests finish (their connections close after answering), idle
   // connections were closed by shutdown(); whatever is left at the deadline is cut off.
   const Clock::time_point deadline = Clock::now() + options_.shutdown_timeout;
@@ -110,6 +116,7 @@ void Server::shutdown() {
   ready_.store(false);
   listener_.close();
   close_connections(false);
+  shutdown_done_.done();
 }
 
 void Server::register_connection(Connection* c) {

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "runtime/net.h"
+#include "runtime/sync.h"
 #include "server/access_log.h"
 #include "server/buffer_pool.h"
 #include "server/limits.h"
@@ -86,6 +87,7 @@ class Server {
   int64_t max_connections_ = 0;
   std::atomic<bool> ready_{false};
   std::atomic<bool> draining_{false};
+  WaitGroup shutdown_done_;
 
   // Every live connection, for shutdown. Lock order: registry_lock_ only (connections do not
   // hold it while parked).
