@@ -297,10 +297,8 @@ def main():
     pngs, chart_err = charts.draw(summary, names, scen_names, base)
     if chart_err:
         print(f"loadtest: {chart_err}", file=sys.stderr)
-    titles = {"throughput": "requests per second", "latency": "p99 latency",
-              "cpu": "server CPU per request"}
     chart_refs = [{"file": os.path.basename(p),
-                   "title": titles[p[len(base) + 1:-4]]} for p in pngs]
+                   "title": charts.TITLES[p[len(base) + 1:-4]]} for p in pngs]
 
     commands = [f"# {p}: {peers.ALL[p](ctx).display()}" for p in names]
     commands.append(f"# wrk (in loadtest/wrk/, each script with report.lua appended), "
