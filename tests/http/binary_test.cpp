@@ -1,0 +1,242 @@
+// build/greenhttp as users run it: flags and exit codes, real clients (curl, python3's
+// http.client), SIGTERM under load, and the memory of idle keep-alive connections.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/http/http_test_util.h"
+
+namespace green::http {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Client;
+using testing::get;
+using testing::run_command;
+
+// The server binary in a child process, on an ephemeral port (read from --port-file).
+class ServerProcess {
+ public:
+  explicit ServerProcess(std::vector<std::string> args) {
+    char dir[] = "/tmp/greenhttp-bin-XXXXXX";
+    dir_ = mkdtemp(dir);
+    port_file_ = dir_ + "/port";
+    args.insert(args.begin(), {GREENHTTP_BINARY, "--listen", "127.0.0.1:0", "--port-file", port_file_});
+    pid_ = fork();
+    if (pid_ == 0) {
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      freopen((dir_ + "/stderr").c_str(), "w", stderr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    for (int i = 0; i < 500 && port_ == 0; ++i) {
+      std::ifstream in(port_file_);
+      in >> port_;
+      if (port_ == 0) std::this_thread::sleep_for(10ms);
+    }
+  }
+  ~ServerProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    run_command("rm -rf '" + dir_ + "'");
+  }
+  uint16_t port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  // Sends `sig` and waits up to `limit` for the exit; returns the exit code (-1: still running).
+  int signal_and_wait(int sig, std::chrono::milliseconds limit) {
+    kill(pid_, sig);
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < until) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+    return -1;
+  }
+  int64_t rss_kb() const {
+    std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+    }
+    return 0;
+  }
+  std::string stderr_text() const {
+    std::ifstream in(dir_ + "/stderr");
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+  std::string dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  std::string port_file_;
+  pid_t pid_ = -1;
+  uint16_t port_ = 0;
+};
+
+TEST(Binary, BadFlagsAndFilesExit2WithOneLineNamingThem) {
+  struct Case {
+    std::string args;
+    std::string names;
+  } cases[] = {
+      {"--bogus", "--bogus"},
+      {"--idle-timeout soon", "--idle-timeout"},
+      {"--max-body -5", "--max-body"},
+      {"--listen 999.1.1.1:80", "--listen"},
+      {"--config /nonexistent.toml", "/nonexistent.toml"},
+      {"--access-log /etc/hostname/x.log", "--access-log"},
+  };
+  for (const Case& c : cases) {
+    int status = 0;
+    const std::string err =
+        run_command(std::string(GREENHTTP_BINARY) + " " + c.args + " 2>&1 >/dev/null", &status);
+    EXPECT_EQ(status, 2) << c.args << ": " << err;
+    EXPECT_NE(err.find(c.names), std::string::npos) << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << "one line: " << err;
+  }
+  int status = 0;
+  const std::string help = run_command(std::string(GREENHTTP_BINARY) + " --help", &status);
+  EXPECT_EQ(status, 0);
+  EXPECT_NE(help.find("--read-header-timeout"), std::string::npos);
+}
+
+TEST(Binary, ReportsItsPortAndServesCurl) {
+  ServerProcess server({"--access-log", "off"});
+  ASSERT_NE(server.port(), 0);
+  const std::string base = "http://127.0.0.1:" + std::to_string(server.port());
+  int status = 0;
+  std::string out = run_command("curl -sS --max-time 5 " + base + "/plaintext", &status);
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(out, "Hello, World!");
+  out = run_command("curl -sS --max-time 5 -i -X POST -H 'Transfer-Encoding: chunked' "
+                    "--data-binary 'chunked body' " + base + "/echo", &status);
+  EXPECT_NE(out.find("\r\n\r\nchunked body"), std::string::npos) << out;
+  out = run_command("curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -H 'Expect: 100-continue' "
+                    "--data-binary @" GREENHTTP_SOURCE_DIR "/config/greenhttp.toml " + base + "/echo");
+  EXPECT_EQ(out, "200");
+  out = run_command("curl -sS --max-time 5 -I " + base + "/json");
+  EXPECT_NE(out.find("Content-Length: 27"), std::string::npos) << out;
+  EXPECT_NE(server.stderr_text().find("listening on 127.0.0.1:" + std::to_string(server.port())),
+            std::string::npos);
+}
+
+TEST(Binary, ServesPythonHttpClientOnOneKeepAliveConnection) {
+  ServerProcess server({"--access-log", "off"});
+  ASSERT_NE(server.port(), 0);
+  const std::string script =
+      "import http.client,sys\n"
+      "c=http.client.HTTPConnection('127.0.0.1'," + std::to_string(server.port()) + ",timeout=5)\n"
+      "for i in range(50):\n"
+      "  c.request('GET','/plaintext'); r=c.getresponse(); b=r.read()\n"
+      "  assert r.status==200 and b==b'Hello, World!', (r.status,b)\n"
+      "c.request('POST','/echo',body=b'x'*100000,headers={'Content-Type':'application/x-test'})\n"
+      "r=c.getresponse(); b=r.read(); assert r.status==200 and len(b)==100000, r.status\n"
+      "assert r.getheader('Content-Type')=='application/x-test'\n"
+      "c.request('GET','/nope'); r=c.getresponse(); r.read(); assert r.status==404\n"
+      "c.request('HEAD','/plaintext'); r=c.getresponse(); assert r.read()==b'' and r.getheader('Content-Length')=='13'\n"
+      "print('ok')\n";
+  int status = 0;
+  const std::string out = run_command("python3 -c \"" + script + "\" 2>&1", &status);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_EQ(out, "ok\n");
+}
+
+TEST(Binary, SigtermUnderLoadFinishesInFlightAndExitsZero) {
+  ServerProcess server({"--access-log", "off", "--shutdown-timeout", "5s"});
+  ASSERT_NE(server.port(), 0);
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0}, ok{0};
+  std::vector<std::thread> load;
+  for (int t = 0; t < 4; ++t) {
+    load.emplace_back([&] {
+      while (!stop) {
+        Client c(server.port(), 2s);
+        if (!c.connected()) continue;
+        for (int i = 0; i < 50 && !stop; ++i) {
+          if (!c.send(get(server.port(), "/plaintext"))) break;
+          auto r = c.read_response();
+          if (!r) break;  // closed by the shutdown: allowed
+          if (r->status != 200 || r->body != "Hello, World!") ++bad;
+          ++ok;
+          if (r->header("Connection") == "close") break;
+        }
+      }
+    });
+  }
+  Client slow(server.port());
+  ASSERT_TRUE(slow.send(get(server.port(), "/sleep?ms=700")));
+  std::this_thread::sleep_for(200ms);
+  const int code = server.signal_and_wait(SIGTERM, 8s);
+  auto r = slow.read_response();
+  stop = true;
+  for (std::thread& t : load) t.join();
+  EXPECT_EQ(code, 0);
+  ASSERT_TRUE(r) << "the in-flight request finished";
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->header("Connection"), "close");
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(ok.load(), 0);
+}
+
+TEST(Binary, IdleKeepAliveConnectionsHoldLittleMemory) {
+  rlimit nofile{};
+  getrlimit(RLIMIT_NOFILE, &nofile);
+  nofile.rlim_cur = nofile.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &nofile);
+  const int64_t wanted = testing::scaled(10'000, 1'000);
+  const int64_t n = std::min<int64_t>(wanted, static_cast<int64_t>(nofile.rlim_cur) - 100);
+  ServerProcess server({"--access-log", "off", "--threads", "2"});
+  ASSERT_NE(server.port(), 0);
+  // Warm up: the pool, the allocator, the runtime's first stacks.
+  {
+    std::vector<Client> warm;
+    for (int i = 0; i < 200; ++i) {
+      warm.emplace_back(server.port());
+      warm.back().send(get(server.port(), "/plaintext"));
+    }
+    for (Client& c : warm) c.read_response();
+  }
+  std::this_thread::sleep_for(1s);
+  const int64_t before = server.rss_kb();
+  std::vector<Client> clients;
+  clients.reserve(static_cast<std::size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    clients.emplace_back(server.port(), 10s);
+    ASSERT_TRUE(clients.back().connected()) << i;
+    ASSERT_TRUE(clients.back().send(get(server.port(), "/plaintext")));
+  }
+  for (Client& c : clients) ASSERT_TRUE(c.read_response());
+  std::this_thread::sleep_for(1500ms);  // past the stack trim of idle connections
+  const int64_t after = server.rss_kb();
+  const double per_connection = static_cast<double>(after - before) * 1024.0 / static_cast<double>(n);
+  std::printf("IDLE %lld connections: %.0f bytes RSS each (%lld KB -> %lld KB)\n",
+              static_cast<long long>(n), per_connection, static_cast<long long>(before),
+              static_cast<long long>(after));
+#if !defined(GREEN_SANITIZER_BUILD)
+  EXPECT_LE(per_connection, 5.0 * 1024) << "goal: <= 5 KB per idle keep-alive connection";
+#endif
+  // Still alive and serving.
+  ASSERT_TRUE(clients.front().send(get(server.port(), "/plaintext")));
+  EXPECT_TRUE(clients.front().read_response());
+}
+
+}  // namespace
+}  // namespace green::http
