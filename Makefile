@@ -15,7 +15,7 @@ CTEST_FLAGS ?= --output-on-failure --timeout 600
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test test-release test-asan test-tsan bench loadtest clean format
+.PHONY: all deps build run test test-release test-asan test-tsan bench loadtest clean format fuzz
 
 all: build
 
@@ -71,6 +71,16 @@ bench: build
 # loadtest/compare.py's docstring.
 loadtest: build
 	@BUILD=$(BUILD) python3 loadtest/compare.py
+
+# libFuzzer on the request parser (llhttp + our glue), built with Debian's clang. FUZZ_TIME
+# bounds the run in seconds.
+FUZZ_TIME ?= 60
+fuzz: deps
+	CC=clang CXX=clang++ $(CMAKE) -S . -B $(BUILD)-fuzz -DCMAKE_BUILD_TYPE=Release -DGREEN_BUILD_FUZZ=ON \
+	  -DGREEN_SANITIZE=address$(,)undefined -DGREEN_BUILD_BENCH=OFF >/dev/null
+	$(CMAKE) --build $(BUILD)-fuzz -j $(JOBS) --target request_fuzz
+	mkdir -p $(BUILD)-fuzz/corpus && cp tests/http/fuzz/corpus/* $(BUILD)-fuzz/corpus/
+	./$(BUILD)-fuzz/tests/http/request_fuzz -max_total_time=$(FUZZ_TIME) $(BUILD)-fuzz/corpus
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')

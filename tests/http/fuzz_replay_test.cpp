@@ -1,0 +1,67 @@
+// Runs the libFuzzer target (fuzz/request_fuzz.cpp) in the ordinary test builds: over the seed
+// corpus, and over a bounded number of deterministic mutations of it, so the Release and
+// sanitizer suites exercise the same checks as `make fuzz` without clang's libFuzzer.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size);
+
+namespace {
+
+std::vector<std::string> corpus() {
+  std::vector<std::string> out;
+  for (const auto& entry :
+       std::filesystem::directory_iterator(GREENHTTP_SOURCE_DIR "/tests/http/fuzz/corpus")) {
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    out.push_back(s.str());
+  }
+  return out;
+}
+
+void run(const std::string& input) {
+  LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(input.data()), input.size());
+}
+
+TEST(RequestFuzz, SeedCorpusRuns) {
+  const std::vector<std::string> seeds = corpus();
+  ASSERT_GE(seeds.size(), 4u);
+  for (const std::string& s : seeds) run(s);
+}
+
+TEST(RequestFuzz, BoundedMutationsNeverCrash) {
+  const std::vector<std::string> seeds = corpus();
+  std::mt19937 rng(12345);
+#if defined(GREEN_SANITIZER_BUILD)
+  const int rounds = 3000;
+#else
+  const int rounds = 20000;
+#endif
+  static const char* kTokens[] = {"\r\n", "\r", "\n", " ", ":", "\0", "%", "%00", "chunked",
+                                  "Content-Length: ", "Transfer-Encoding: ", "Host: x\r\n",
+                                  "HTTP/1.1", "HTTP/1.0", "0\r\n\r\n", "ffffffff\r\n", "\t"};
+  for (int i = 0; i < rounds; ++i) {
+    std::string s = seeds[rng() % seeds.size()];
+    const int edits = 1 + static_cast<int>(rng() % 8);
+    for (int e = 0; e < edits && !s.empty(); ++e) {
+      const std::size_t at = rng() % s.size();
+      switch (rng() % 4) {
+        case 0: s[at] = static_cast<char>(rng()); break;
+        case 1: s.erase(at, 1 + rng() % 8); break;
+        case 2: s.insert(at, kTokens[rng() % (sizeof kTokens / sizeof *kTokens)]); break;
+        case 3: s.insert(at, s.substr(at, rng() % 64)); break;
+      }
+    }
+    run(s);
+  }
+}
+
+}  // namespace
