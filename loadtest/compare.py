@@ -19,6 +19,8 @@ Settings (environment, all optional):
   LOADTEST_SERVER_CPUS, LOADTEST_WRK_CPUS  taskset lists (default: see pick_cpus)
   LOADTEST_THREADS          server threads/workers/GOMAXPROCS (default: server CPU count)
   BUILD=build               the CMake build directory
+A run that sets PEERS, SCENARIOS, DURATION, ROUNDS, IDLE_CONNS or BENCH(_ARGS) writes
+<date>-<host>[-quick]-custom.md, so it never overwrites the report of a complete run.
 """
 
 import datetime
@@ -289,7 +291,12 @@ def main():
     host = socket.gethostname().split(".")[0]
     out_dir = os.path.join(REPO, "loadtest", "results")
     os.makedirs(out_dir, exist_ok=True)
-    stem = f"{now:%Y-%m-%d}-{host}" + ("-quick" if quick else "")
+    # Runs that leave out scenarios or peers, or change the run length, must not overwrite the
+    # report of a complete run.
+    custom = any(os.environ.get(v, "").strip() for v in (
+        "LOADTEST_PEERS", "LOADTEST_SCENARIOS", "LOADTEST_DURATION", "LOADTEST_ROUNDS",
+        "LOADTEST_IDLE_CONNS", "LOADTEST_BENCH", "LOADTEST_BENCH_ARGS"))
+    stem = f"{now:%Y-%m-%d}-{host}" + ("-quick" if quick else "") + ("-custom" if custom else "")
     base = os.path.join(out_dir, stem)
     names = [p for p in peer_names if p not in skipped]
 
