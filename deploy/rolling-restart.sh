@@ -8,7 +8,11 @@
 # response. Exit status 0 = pass, 1 = fail, 2 = could not run.
 #
 #   deploy/rolling-restart.sh [--backend greenhttp|go] [--duration SECONDS] [--connections N]
+#                             [--sleep-ms MS]
 #
+# --sleep-ms MS sends the load of loadtest/wrk/mix.lua instead of plain GETs: one request in
+# eight is /sleep?ms=MS, so requests are in flight when SIGTERM arrives and the drain must let
+# them finish (a cut one shows up as a wrk read error).
 # --backend go runs the same procedure against the Go net/http peer (loadtest/peers/go), which
 # drains the same way (/readyz 503 on SIGTERM, then http.Server.Shutdown).
 set -euo pipefail
@@ -18,13 +22,15 @@ build=${BUILD:-build}
 backend=greenhttp
 duration=20
 connections=50
+sleep_ms=0
 
 while [ $# -gt 0 ]; do
   case $1 in
     --backend) backend=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --connections) connections=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --sleep-ms) sleep_ms=$2; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "rolling-restart: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -130,10 +136,13 @@ for i in 1 2; do
 done
 say "$backend x2 on 127.0.0.1:$port1 and :$port2 behind HAProxy on :$lb_port (stats :$stats_port)"
 
-wrk -t1 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$lb_port/plaintext" \
-  >"$tmp/wrk.out" 2>&1 &
+load=("http://127.0.0.1:$lb_port/plaintext")
+if [ "$sleep_ms" -gt 0 ]; then
+  load=(-s "$repo/loadtest/wrk/mix.lua" "http://127.0.0.1:$lb_port/" -- "$sleep_ms")
+fi
+wrk -t1 -c"$connections" -d"${duration}s" --latency "${load[@]}" >"$tmp/wrk.out" 2>&1 &
 wrk_pid=$!
-say "wrk -t1 -c$connections -d${duration}s through HAProxy"
+say "wrk -t1 -c$connections -d${duration}s through HAProxy: ${load[*]}"
 sleep 2
 
 for i in 1 2; do
