@@ -19,6 +19,7 @@ Settings (environment, all optional):
   LOADTEST_SERVER_CPUS, LOADTEST_WRK_CPUS  taskset lists (default: see pick_cpus)
   LOADTEST_THREADS          server threads/workers/GOMAXPROCS (default: server CPU count)
   BUILD=build               the CMake build directory
+`compare.py --render results/<run>.json` re-writes a report and its charts from a run's data.
 A run that sets PEERS, SCENARIOS, DURATION, ROUNDS, IDLE_CONNS or BENCH(_ARGS) writes
 <date>-<host>[-quick]-custom.md, so it never overwrites the report of a complete run.
 """
@@ -216,7 +217,7 @@ def main():
         return warmup + 1 + rounds * (BY_NAME[scen_name].seconds(seconds) + 0.7)
 
     total = sum(per_peer(s) for s in scen_names) * len(live) + \
-        (len(live) * 12 if idle_conns else 0) + ((30 if quick else 150) if run_bench else 0)
+        (len(live) * 4 if idle_conns else 0) + ((30 if quick else 150) if run_bench else 0)
     progress = Progress(total)
     runs, smoke, idle_results = [], {}, {}
     scripts = {s: wrk.script_for(BY_NAME[s], REPO, tmp) for s in scen_names}
@@ -300,13 +301,6 @@ def main():
     base = os.path.join(out_dir, stem)
     names = [p for p in peer_names if p not in skipped]
 
-    summary = report.summarise(runs)
-    pngs, chart_err = charts.draw(summary, names, scen_names, base)
-    if chart_err:
-        print(f"loadtest: {chart_err}", file=sys.stderr)
-    chart_refs = [{"file": os.path.basename(p),
-                   "title": charts.TITLES[p[len(base) + 1:-4]]} for p in pngs]
-
     commands = [f"# {p}: {peers.ALL[p](ctx).display()}" for p in names]
     commands.append(f"# wrk (in loadtest/wrk/, each script with report.lua appended), "
                     f"pinned with taskset -c {wrk_cpus}:")
@@ -315,8 +309,10 @@ def main():
         commands.append(f"python3 loadtest/idle_holder.py --port PORT --count {idle_conns}")
     meta = {
         "date": f"{now:%Y-%m-%d %H:%M}", "host": host, "quick": quick,
-        "command": ("LOADTEST_QUICK=1 " if quick else "") + "make loadtest",
+        "command": " ".join([f"{v}={os.environ[v]}" for v in sorted(os.environ)
+                             if v.startswith("LOADTEST_")] + ["make loadtest"]),
         "rounds": rounds, "seconds": seconds, "warmup": warmup,
+        "peers": names, "scenarios": scen_names,
         "cpu": first_line("/proc/cpuinfo", "model name"), "nproc": os.cpu_count(),
         "mem": f"{int(first_line('/proc/meminfo', 'MemTotal').split()[0]) / 2**20:.0f} GiB RAM",
         "os": first_line("/etc/os-release", "PRETTY_NAME").strip().strip('"'),
@@ -326,7 +322,7 @@ def main():
             "net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_tw_reuse")),
         "server_cpus": server_cpus, "wrk_cpus": wrk_cpus, "pinning": pinning,
         "threads": threads, "nofile": hard,
-        "port_range": open("/proc/sys/net/ipv4/ip_local_port_range").read().split(),
+        "port_range": "–".join(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()),
         "wrk_version": subprocess.run(["wrk", "-v"], capture_output=True,
                                       text=True).stdout.splitlines()[0].split(" Copyright")[0],
         "python": platform.python_version(),
@@ -334,13 +330,27 @@ def main():
         "peer_commands": {p: peers.ALL[p](ctx).display() for p in names},
         "idle_conns": idle_conns, "commands": commands,
     }
-    meta["port_range"] = "–".join(meta["port_range"])
-    report.write(base + ".md", meta, names, skipped, smoke, summary, idle_results,
-                 bench_result, chart_refs, scen_names)
-    with open(base + ".json", "w") as f:
-        json.dump({"meta": meta, "skipped": skipped, "smoke": smoke, "runs": runs,
-                   "idle": idle_results, "bench": bench_result}, f, indent=1, default=str)
     shutil.rmtree(tmp, ignore_errors=True)
+    render(base, {"meta": meta, "skipped": skipped, "smoke": smoke, "runs": runs,
+                  "idle": idle_results, "bench": bench_result})
+
+
+def render(base, data, write_json=True):
+    """Writes base.md, base-*.png and (unless re-rendering) base.json from one run's data."""
+    meta, runs, idle_results = data["meta"], data["runs"], data["idle"]
+    names = meta.get("peers") or list(meta["versions"])
+    scen_names = meta.get("scenarios") or list(dict.fromkeys(r["scenario"] for r in runs))
+    summary = report.summarise(runs)
+    pngs, chart_err = charts.draw(summary, names, scen_names, base)
+    if chart_err:
+        print(f"loadtest: {chart_err}", file=sys.stderr)
+    chart_refs = [{"file": os.path.basename(p),
+                   "title": charts.TITLES[p[len(base) + 1:-4]]} for p in pngs]
+    report.write(base + ".md", meta, names, data["skipped"], data["smoke"], summary,
+                 idle_results, data["bench"], chart_refs, scen_names)
+    if write_json:
+        with open(base + ".json", "w") as f:
+            json.dump(data, f, indent=1, default=str)
     print(f"loadtest: report {os.path.relpath(base + '.md', REPO)}"
           + (f", charts {', '.join(os.path.relpath(p, REPO) for p in pngs)}" if pngs else ""))
     for scen in scen_names:
@@ -353,4 +363,12 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--render":
+        # Re-write a report and its charts from a run's .json, without running anything.
+        with open(sys.argv[2]) as f:
+            render(sys.argv[2][:-len(".json")], json.load(f), write_json=False)
+    elif len(sys.argv) > 1:
+        sys.exit("usage: compare.py (settings in the environment, see above) | "
+                 "compare.py --render results/<run>.json")
+    else:
+        main()

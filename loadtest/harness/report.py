@@ -152,7 +152,7 @@ def bench_section(b, lines):
 def write(path, meta, peers, skipped, smoke, summary, idle, bench, charts, scenarios):
     L = [f"# greenhttp load test — {meta['date']} on {meta['host']}"
          + (" (LOADTEST_QUICK)" if meta["quick"] else ""), ""]
-    L += [f"Produced by `make loadtest` ({meta['command']}). Each scenario runs the peers "
+    L += [f"Produced by `{meta['command']}`. Each scenario runs the peers "
           f"interleaved ({' '.join(peers)}, then again: {meta['rounds']} rounds of "
           f"{meta['seconds']} s each, after an unmeasured {meta['warmup']} s warm-up per peer); "
           "figures are the medians over rounds. Compare ratios within this report: absolute "
