@@ -87,6 +87,8 @@ def main():
     p.add_argument("--path", default="/plaintext")
     p.add_argument("--batch", type=int, default=250)
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--per-source", type=int, default=0,
+                   help="connections per source address (default: 3/4 of the port range)")
     args = p.parse_args()
     args.request = (f"GET {args.path} HTTP/1.1\r\nHost: {args.host}\r\n"
                     "User-Agent: greenhttp-idle-holder\r\n\r\n").encode()
@@ -98,7 +100,7 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     # Keep a quarter of the range free for whatever else this machine connects.
-    per_source = ports_per_source() * 3 // 4
+    per_source = args.per_source or ports_per_source() * 3 // 4
     sources = [f"127.0.0.{i + 1}" for i in range(-(-args.count // per_source))]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
