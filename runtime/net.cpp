@@ -200,14 +200,20 @@ int TcpStream::connect(const Address& to, TcpStream* out, Deadline deadline) {
   const int fd = ::socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
   set_nodelay_fd(fd);
+  green::checkpoint();
+  // connect(2) before registering with epoll, as Go does: a socket that is not yet connecting
+  // reports EPOLLHUP, which would read as the peer having hung up.
+  const int rc = ::connect(fd, to.sockaddr_ptr(), to.length());
+  if (rc != 0 && errno != EINPROGRESS && errno != EINTR) {
+    const int e = errno;
+    ::close(fd);
+    return -e;
+  }
   int err = 0;
   uint32_t seq = 0;
   PollDesc* pd = open_desc(fd, &seq, &err);
   if (pd == nullptr) return err;
   TcpStream s(pd);
-  green::checkpoint();
-  int rc = ::connect(fd, to.sockaddr_ptr(), to.length());
-  if (rc != 0 && errno != EINPROGRESS && errno != EINTR) return -errno;
   if (rc != 0) {
     OpGuard op(pd, seq);
     if (!op) return -ECANCELED;
@@ -289,6 +295,9 @@ ssize_t TcpStream::readv(const iovec* iov, int iovcnt) {
 int TcpStream::wait_readable() {
   OpGuard op(pd_, seq_);
   if (!op) return -ECANCELED;
+  // This wait consumes the readiness a drained_ read() would wait for: the next read() must
+  // try the socket first.
+  drained_ = false;
   return green::detail::poll_wait(pd_, PollMode::kRead, to_ns(read_deadline_));
 }
 

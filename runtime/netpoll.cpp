@@ -230,6 +230,13 @@ int poll_wait(PollDesc* pd, PollMode mode, int64_t deadline_ns) {
     pd->lock.unlock();
     return 0;
   }
+  if (reading && pd->hup.load(std::memory_order_relaxed)) {
+    // End of stream or an error is a state, not an edge: the event that reported it may have
+    // been consumed by an earlier wait that then read only the data before it. Nothing more
+    // will arrive, so a reader must not park: its next read returns 0 or the error.
+    pd->lock.unlock();
+    return 0;
+  }
   if (deadline_ns != kNoDeadline && deadline_ns <= now_ns()) {
     pd->lock.unlock();
     return -ETIMEDOUT;
@@ -319,7 +326,9 @@ GreenThread* netpoll(int64_t timeout_ns, uint32_t* n) {
     {
       std::lock_guard<SpinLock> guard(pd->lock);
       if (pd->seq.load(std::memory_order_relaxed) != seq || pd->fd < 0) continue;  // stale
-      if ((ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) {
+      // EPOLLHUP alone is also what a socket that is not connected yet reports: only the peer's
+      // FIN (EPOLLRDHUP, also set with a reset) or an error ends reading for good.
+      if ((ev & (EPOLLRDHUP | EPOLLERR)) != 0) {
         pd->hup.store(true, std::memory_order_release);
       }
       if (readable) {

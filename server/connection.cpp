@@ -132,10 +132,10 @@ ssize_t Connection::read_more(bool* fresh_wake) {
       socket_drained_ = true;  // now wait for readiness
       continue;
     }
-    // Not "drained" after a short read: try the read first next time. wait_readable() does not
-    // report a reset or end of stream that arrived together with the data we just read (the
-    // edge is spent), so skipping the read would leave us parked until the deadline.
-    socket_drained_ = false;
+    // A short read emptied the socket: the next read_more() waits for readiness first instead
+    // of spending a read(2) on EAGAIN. (An end of stream or reset that arrived with this data
+    // is sticky in the netpoller, so that wait returns at once.)
+    socket_drained_ = n > 0 && static_cast<std::size_t>(n) < room.size();
     return n;
   }
 }

@@ -241,6 +241,62 @@ TEST(Net, ReadDeadlineTimesOutAndLeavesTheSocketUsable) {
   });
 }
 
+// The idle keep-alive pattern: read until a short read, then wait_readable() without a buffer.
+// Data and the peer's FIN often arrive in one epoll edge; a read that consumed that edge and
+// returned only the data must not leave the next wait parked until its deadline (end of stream
+// is a state), and a wait_readable() that consumed an edge must not make the next read() wait
+// for another one. Repeated because the edges' grouping depends on timing.
+TEST(Net, WaitReadableAfterAShortReadSeesNewDataAndEndOfStream) {
+  green::run({.procs = 2}, [&] {
+    for (int round = 0; round < 30; ++round) {
+      TcpListener listener;
+      TcpStream client, server;
+      ASSERT_NO_FATAL_FAILURE(connected_pair(listener, client, server));
+      server.set_read_deadline(green::net::deadline_after(5s));
+      green::Channel<int> step;
+      green::Channel<std::string> got;
+      green::go([&] {
+        char buf[64];
+        std::string log;
+        auto read_once = [&] {
+          const ssize_t n = server.read(buf, sizeof buf);
+          if (n > 0) {
+            log.append(buf, static_cast<size_t>(n));
+          } else {
+            log += '<';
+            log += std::to_string(n);
+            log += '>';
+          }
+        };
+        read_once();  // parks: nothing sent yet; a short read
+        (void)step.send(1);
+        log += '|';
+        log += std::to_string(server.wait_readable());
+        log += '|';
+        read_once();  // must not wait for an edge wait_readable() consumed
+        (void)step.send(2);
+        read_once();  // parks again; the data and the FIN follow together
+        log += '|';
+        log += std::to_string(server.wait_readable());
+        log += '|';
+        read_once();  // end of stream
+        (void)got.send(log);
+      });
+      green::sleep_for(1ms);
+      ASSERT_EQ(client.write("abc", 3), 3);
+      ASSERT_TRUE(step.recv().has_value());
+      ASSERT_EQ(client.write("def", 3), 3);
+      ASSERT_TRUE(step.recv().has_value());
+      green::sleep_for(1ms);
+      ASSERT_EQ(client.write("ghi", 3), 3);
+      ASSERT_EQ(client.shutdown(SHUT_WR), 0);
+      const auto start = std::chrono::steady_clock::now();
+      EXPECT_EQ(got.recv(), std::optional<std::string>("abc|0|defghi|0|<0>")) << "round " << round;
+      EXPECT_LT(std::chrono::steady_clock::now() - start, 4s) << "round " << round;
+    }
+  });
+}
+
 TEST(Net, CloseWakesAParkedReaderAndAParkedAccept) {
   green::run({.procs = 2}, [&] {
     TcpListener listener;

@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "runtime/green.h"
+#include "runtime/sync.h"
 #include "tests/runtime/test_util.h"
 
 using namespace std::chrono_literals;
@@ -53,31 +55,41 @@ TEST(Scheduler, MillionSpawnsEachRunExactlyOnce) {
 }
 
 TEST(Scheduler, WorkSpawnedOnOnePIsStolenAndRunByTheOther) {
+  // The thief is an OS thread: when the machine is busy (ctest -j, a shared CI host) the kernel
+  // may not run it at all during one attempt's ~40 ms, and the spawner's P drains its own
+  // queue. Such an attempt shows nothing; a scheduler that never steals fails all five.
   constexpr int kWorkers = 2000;
-  std::atomic<int64_t> done{0};
-  std::atomic<int> ran_on[2] = {0, 0};
-  int spawner_p = -1;
-  green::RuntimeStats stats;
-  green::run({.procs = 2}, [&] {
-    spawner_p = green::this_green_thread::processor_id();
-    for (int i = 0; i < kWorkers; ++i) {
-      green::go([&] {
-        // Enough work that the spawner's P cannot drain its queue alone before a thief looks.
-        auto until = std::chrono::steady_clock::now() + 20us;
-        while (std::chrono::steady_clock::now() < until) {
-        }
-        ran_on[green::this_green_thread::processor_id()].fetch_add(1);
-        done.fetch_add(1, std::memory_order_release);
-      });
+  constexpr int kAttempts = 5;
+  for (int attempt = 1; attempt <= kAttempts; ++attempt) {
+    std::atomic<int64_t> done{0};
+    std::atomic<int> ran_on[2] = {0, 0};
+    int spawner_p = -1;
+    green::RuntimeStats stats;
+    green::run({.procs = 2}, [&] {
+      spawner_p = green::this_green_thread::processor_id();
+      for (int i = 0; i < kWorkers; ++i) {
+        green::go([&] {
+          // Enough work that the spawner's P cannot drain its queue alone before a thief looks.
+          auto until = std::chrono::steady_clock::now() + 20us;
+          while (std::chrono::steady_clock::now() < until) {
+          }
+          ran_on[green::this_green_thread::processor_id()].fetch_add(1);
+          done.fetch_add(1, std::memory_order_release);
+        });
+      }
+      wait_for_count(done, kWorkers);
+      stats = green::stats();
+    });
+    ASSERT_GE(spawner_p, 0);
+    const int other = 1 - spawner_p;
+    ASSERT_EQ(ran_on[0].load() + ran_on[1].load(), kWorkers);
+    const bool stolen = ran_on[other].load() > 0 && stats.per_proc[other].stolen > 0;
+    if (stolen || attempt == kAttempts) {
+      EXPECT_GT(ran_on[other].load(), 0) << "no work ran on the P that did not spawn it";
+      EXPECT_GT(stats.per_proc[other].stolen, 0u) << "the idle P never stole";
+      break;
     }
-    wait_for_count(done, kWorkers);
-    stats = green::stats();
-  });
-  ASSERT_GE(spawner_p, 0);
-  const int other = 1 - spawner_p;
-  EXPECT_EQ(ran_on[0].load() + ran_on[1].load(), kWorkers);
-  EXPECT_GT(ran_on[other].load(), 0) << "no work ran on the P that did not spawn it";
-  EXPECT_GT(stats.per_proc[other].stolen, 0u) << "the idle P never stole";
+  }
 }
 
 TEST(Scheduler, RespawningGreenThreadCannotStarveTheGlobalQueue) {
@@ -239,6 +251,41 @@ TEST(Scheduler, RunCanBeCalledRepeatedly) {
     });
     EXPECT_EQ(done.load(), 100);
     EXPECT_FALSE(green::running());
+  }
+}
+
+// A closure is stored at the top of its green thread's stack, so a recycled stack must take a
+// closure larger than its last one's, in this run and the next. (Under ASan the exit path's
+// frames leave poisoned redzones there; Server.SeveralRunsInOneProcess caught that case.)
+TEST(Scheduler, LargeClosuresOnRecycledStacks) {
+  for (int round = 0; round < 3; ++round) {
+    std::atomic<int64_t> sum{0};
+    green::run({.procs = 2}, [&] {
+      green::WaitGroup wg;
+      // Small closures first: they die and leave their stacks for reuse.
+      for (int i = 0; i < 200; ++i) {
+        wg.add(1);
+        green::go([&wg, &sum, i] {
+          sum.fetch_add(i);
+          green::yield();
+          wg.done();
+        });
+      }
+      wg.wait();
+      for (int i = 0; i < 200; ++i) {
+        std::array<char, 6000> big{};
+        big.fill(static_cast<char>(i));
+        wg.add(1);
+        green::go([&wg, &sum, big] {
+          sum.fetch_add(big[0] + big[big.size() - 1]);
+          wg.done();
+        });
+      }
+      wg.wait();
+    });
+    int64_t want = 0;
+    for (int i = 0; i < 200; ++i) want += i + 2 * static_cast<char>(i);
+    EXPECT_EQ(sum.load(), want) << "round " << round;
   }
 }
 
