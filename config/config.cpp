@@ -27,6 +27,7 @@ struct Setting {
   std::string key;   // in the TOML file
   std::string help;
   std::function<std::string(Config&, const std::string&)> apply;
+  bool is_switch = false;  // a boolean: the bare flag means true, or it takes true/false
 };
 
 std::string apply_duration(std::chrono::nanoseconds& out, const std::string& v) {
@@ -102,8 +103,10 @@ std::vector<Setting> settings() {
          c.log_level = v;
          return {};
        }},
-      {"reuse-port", "reuse_port", "SO_REUSEPORT, for several processes on one port",
-       [](C& c, const std::string& v) { return apply_bool(c.reuse_port, v); }},
+      {"reuse-port", "reuse_port",
+       "SO_REUSEPORT, for several processes on one port (bare flag: true)",
+       [](C& c, const std::string& v) { return apply_bool(c.reuse_port, v.empty() ? "true" : v); },
+       true},
       {"max-connections", "max_connections",
        "open connections before new ones get 503; 0: open-files limit minus a reserve",
        [](C& c, const std::string& v) { return apply_int(c.max_connections, v, 0, 100'000'000); }},
@@ -243,6 +246,7 @@ LoadResult load(int argc, const char* const* argv) {
   std::vector<CLI::Option*> options(all.size());
   for (std::size_t i = 0; i < all.size(); ++i) {
     options[i] = app.add_option("--" + all[i].flag, values[i], all[i].help);
+    if (all[i].is_switch) options[i]->expected(0, 1)->type_name("[true|false]");
   }
   LoadResult result;
   try {

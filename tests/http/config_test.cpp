@@ -61,6 +61,23 @@ TEST(Config, FlagsSetEverySetting) {
   EXPECT_EQ(c.max_headers, 50);
 }
 
+TEST(Config, ReusePortIsASwitch) {
+  LoadResult bare = load_args({"--reuse-port", "--threads", "2"});
+  ASSERT_TRUE(bare.config.has_value()) << bare.message;
+  EXPECT_TRUE(bare.config->reuse_port);
+  EXPECT_EQ(bare.config->threads, 2);
+  LoadResult last = load_args({"--reuse-port"});
+  ASSERT_TRUE(last.config.has_value()) << last.message;
+  EXPECT_TRUE(last.config->reuse_port);
+  LoadResult off = load_args({"--reuse-port", "false"});
+  ASSERT_TRUE(off.config.has_value()) << off.message;
+  EXPECT_FALSE(off.config->reuse_port);
+  EXPECT_FALSE(load_args({}).config->reuse_port);
+  LoadResult bad = load_args({"--reuse-port", "maybe"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.message.find("--reuse-port"), std::string::npos) << bad.message;
+}
+
 TEST(Config, FileIsLoadedAndFlagsOverrideIt) {
   const std::string path = temp_file(
       "listen = \"127.0.0.1:7000\"\nthreads = 2\n[timeouts]\nidle = \"5s\"\n"
