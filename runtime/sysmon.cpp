@@ -130,8 +130,9 @@ void loop() {
     if (dump_requested.exchange(false)) write_all(2, dump_green_threads());
     if (now >= next_trace) {
       write_all(2, schedtrace_line() + "\n");
-      next_trace += schedtrace_ns;
-      if (next_trace <= now) next_trace = now + schedtrace_ns;
+      // As Go: the next line one period after this one was printed, so lines are never closer
+      // than the period even when sysmon runs late.
+      next_trace = now_ns() + schedtrace_ns;
     }
     // Every P busy and nobody polls: look at the network for them.
     if (netpoll_inited() && netpoll_waiters() > 0 && sched.timer_waiter.load() == nullptr &&

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -10,6 +11,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "runtime/channel.h"
@@ -106,8 +108,9 @@ TEST(Observe, DumpShowsEveryStateWaitReasonAndSpawnSite) {
     green::Channel<int> never;
     green::Mutex mu;
     mu.lock();
+    std::atomic<bool> release_blocking{false};
     green::WaitGroup finished;
-    finished.add(5);
+    finished.add(4);
     green::go([&] {  // netpoll read (accept)
       green::net::TcpStream s;
       (void)listener.accept(&s);
@@ -117,20 +120,34 @@ TEST(Observe, DumpShowsEveryStateWaitReasonAndSpawnSite) {
       (void)never.recv();
       finished.done();
     });
-    green::go([&] {  // sleep
-      green::sleep_for(400ms);
-      finished.done();
+    green::go([] {  // sleep: still parked when the run ends (abandoned, as run() allows)
+      green::sleep_for(60s);
     });
     green::go([&] {  // mutex
       mu.lock();
       mu.unlock();
       finished.done();
     });
-    green::go([&] {  // blocking call
-      green::blocking([] { usleep(300'000); });
+    green::go([&] {  // blocking call, until released
+      green::blocking([&] {
+        while (!release_blocking.load()) usleep(2000);
+      });
       finished.done();
     });
-    green::sleep_for(150ms);
+    // Wait until all five wait (a loaded machine may take a while to run them), then long
+    // enough that every wait shows three digits of milliseconds.
+    const auto give_up = std::chrono::steady_clock::now() + 20s;
+    for (;;) {
+      const std::string d = green::dump_green_threads();
+      bool all = true;
+      for (const char* reason :
+           {"netpoll read", "chan receive", "sleep", "mutex", "blocking call"}) {
+        all = all && d.find(std::string("[waiting: ") + reason) != std::string::npos;
+      }
+      if (all || std::chrono::steady_clock::now() > give_up) break;
+      green::sleep_for(10ms);
+    }
+    green::sleep_for(120ms);
     green::WaitGroup runnable_done;
     runnable_done.add(1);
     green::go([&] { runnable_done.done(); });  // queued behind us on the only P: runnable
@@ -139,6 +156,7 @@ TEST(Observe, DumpShowsEveryStateWaitReasonAndSpawnSite) {
     listener.close();
     never.close();
     mu.unlock();
+    release_blocking.store(true);
     finished.wait();
   });
   auto has = [&](const std::string& pattern) {
@@ -159,23 +177,42 @@ TEST(Observe, DumpShowsEveryStateWaitReasonAndSpawnSite) {
 TEST(Observe, SigquitDumpsAndTheProcessKeepsRunning) {
   CaptureStderr capture;
   int after = 0;
+  std::atomic<bool> dumped{false};
   green::run({.procs = 2}, [&] {
+    green::Channel<int> release;
     green::WaitGroup wg;
     wg.add(1);
     green::go([&] {
-      green::sleep_for(300ms);
+      (void)release.recv();
       wg.done();
     });
-    green::sleep_for(20ms);
-    kill(getpid(), SIGQUIT);
-    green::sleep_for(100ms);
+    // The signal comes from another thread, which also watches for the dump: a handler may run
+    // late (TSan defers signals to its next safe point), so nothing here assumes when.
+    std::thread signaller([&] {
+      std::this_thread::sleep_for(50ms);
+      kill(getpid(), SIGQUIT);
+      const auto give_up = std::chrono::steady_clock::now() + 20s;
+      while (capture.text().find("[waiting: chan receive") == std::string::npos &&
+             std::chrono::steady_clock::now() < give_up) {
+        std::this_thread::sleep_for(5ms);
+      }
+      dumped.store(true);
+    });
+    while (!dumped.load()) green::sleep_for(5ms);
+    release.close();
     wg.wait();
+    green::blocking([&] { signaller.join(); });
     after = 1;
   });
   capture.restore();
   EXPECT_EQ(after, 1);
   const std::string text = capture.text();
-  EXPECT_TRUE(std::regex_search(text, std::regex(R"(green thread 1 \[waiting: sleep, \d+ms\]:)")))
+  // Green thread 1 sleeps between looks at the flag (it is running for a few nanoseconds of
+  // every 5 ms, and may be caught so).
+  EXPECT_TRUE(std::regex_search(
+      text, std::regex(R"(green thread 1 \[(waiting: sleep, \d+ms|running)\]:\n\tspawned at)")))
       << text;
-  EXPECT_TRUE(std::regex_search(text, std::regex(R"(green thread \d+ \[waiting: sleep)"))) << text;
+  EXPECT_TRUE(std::regex_search(
+      text, std::regex(R"(green thread \d+ \[waiting: chan receive, \d+ms\]:\n\tspawned at \S*observe_test.cpp:\d+)")))
+      << text;
 }
