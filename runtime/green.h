@@ -26,7 +26,6 @@
 #include <new>
 #include <string>
 #include <atomic>
-#include <source_location>
 #include <type_traits>
 #include <utility>
 
@@ -54,12 +53,26 @@ void run(const Options& options, std::function<void()> main);
 // True while run() is active.
 bool running();
 
+// Where a green thread was spawned (for the dump). The compiler builtins behind
+// std::source_location, used directly: clang 14 with libstdc++ 12 (the fuzz build) has the
+// builtins but not std::source_location.
+struct SpawnSite {
+  const char* file;
+  unsigned line;
+  static constexpr SpawnSite current(const char* file = __builtin_FILE(),
+                                     unsigned line = __builtin_LINE()) noexcept {
+    return SpawnSite{file, line};
+  }
+  constexpr const char* file_name() const noexcept { return file; }
+  constexpr unsigned line_number() const noexcept { return line; }
+};
+
 namespace detail {
 struct GreenThread;
 // Allocates a green thread with room for a closure of `size` bytes at the top of its stack.
 GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_align,
                               void (*entry)(void*), void** closure_out,
-                              const std::source_location& where);
+                              const SpawnSite& where);
 // Makes a freshly built green thread runnable.
 void start_green_thread(GreenThread* g);
 
@@ -75,7 +88,7 @@ void invoke_closure(void* p) {
 // run() is active (a precondition: outside run() it aborts with a message). Never blocks. The
 // callable is moved onto the top of the new green thread's stack: no heap allocation.
 template <typename F>
-void go(F&& f, const std::source_location& where = std::source_location::current()) {
+void go(F&& f, const SpawnSite& where = SpawnSite::current()) {
   using Fn = std::decay_t<F>;
   static_assert(std::is_invocable_v<Fn&>, "green::go needs a callable taking no arguments");
   void* storage = nullptr;

@@ -17,7 +17,6 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <source_location>
 
 #include "runtime/detail/park.h"
 #include "runtime/stack.h"

@@ -904,7 +904,7 @@ void switch_to_scheduler(GreenThread* g, SwitchRequest* req) {
 
 GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_align,
                               void (*entry)(void*), void** closure_out,
-                              const std::source_location& where) {
+                              const SpawnSite& where) {
   if (!sched.active.load(std::memory_order_acquire)) {
     fatal("green::go called while the runtime is not running (call it inside green::run)");
   }
@@ -914,7 +914,7 @@ GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_alig
   g->entry = entry;
   g->id = new_goid(p);
   g->spawn_file = where.file_name();
-  g->spawn_line = where.line();
+  g->spawn_line = where.line_number();
   g->wait_reason.store(WaitReason::kNone, std::memory_order_relaxed);
   if (p != nullptr) {
     p->spawned.store(p->spawned.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -1003,7 +1003,7 @@ void run(const Options& options, std::function<void()> main) {
   void* storage = nullptr;
   GreenThread* main_g =
       new_green_thread(sizeof(Main), alignof(Main), &invoke_closure<Main>, &storage,
-                       std::source_location::current());
+                       SpawnSite::current());
   ::new (storage) Main(std::move(main));
   main_g->is_main = true;
   start_green_thread(main_g);
