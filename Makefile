@@ -80,7 +80,7 @@ fuzz: deps
 	  -DGREEN_SANITIZE=address$(,)undefined -DGREEN_BUILD_BENCH=OFF >/dev/null
 	$(CMAKE) --build $(BUILD)-fuzz -j $(JOBS) --target request_fuzz
 	mkdir -p $(BUILD)-fuzz/corpus && cp tests/http/fuzz/corpus/* $(BUILD)-fuzz/corpus/
-	./$(BUILD)-fuzz/tests/http/request_fuzz -max_total_time=$(FUZZ_TIME) $(BUILD)-fuzz/corpus
+	./$(BUILD)-fuzz/tests/http/request_fuzz -max_total_time=$(FUZZ_TIME) -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')
