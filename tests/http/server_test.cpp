@@ -290,6 +290,31 @@ TEST(Server, IdleKeepAliveConnectionIsClosedQuietly) {
   EXPECT_FALSE(silent.timed_out());
 }
 
+// A client that sends its request and its FIN together (or closes while idle) must not hold a
+// connection until the idle timeout: the end of stream may arrive in the same wakeup as the
+// request's bytes.
+TEST(Server, ClientHalfCloseEndsAnIdleConnectionAtOnce) {
+  ServerOptions o;
+  o.idle_timeout = 30s;
+  TestServer s(o);
+  for (int round = 0; round < 20; ++round) {
+    Client c(s.port());
+    ASSERT_TRUE(c.send(get(s.port(), "/plaintext")));
+    ASSERT_EQ(::shutdown(c.fd(), SHUT_WR), 0);
+    const auto start = std::chrono::steady_clock::now();
+    const std::string reply = c.read_all();
+    EXPECT_EQ(reply.rfind("HTTP/1.1 200 ", 0), 0u) << reply;
+    EXPECT_FALSE(c.timed_out()) << "round " << round;
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s) << "round " << round;
+  }
+  Client idle(s.port());
+  ASSERT_TRUE(idle.send(get(s.port(), "/plaintext")));
+  ASSERT_TRUE(idle.read_response());
+  ASSERT_EQ(::shutdown(idle.fd(), SHUT_WR), 0);  // now idle, then the FIN alone
+  EXPECT_EQ(idle.read_all(), "");
+  EXPECT_FALSE(idle.timed_out());
+}
+
 TEST(Server, ConnectionCapAnswers503) {
   ServerOptions o;
   o.max_connections = 2;
