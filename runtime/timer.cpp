@@ -1,70 +1,78 @@
 // Per-P timer heaps. See timer.h.
 #include "runtime/timer.h"
 
+#include <algorithm>
 #include <mutex>
 
 #include "runtime/scheduler.h"
 
 namespace green::detail {
 
-void TimerHeap::place(size_t i, Timer* t) {
-  heap_[i] = t;
-  t->heap_index = static_cast<int32_t>(i);
+void TimerHeap::place(size_t i, Entry e) {
+  heap_[i] = e;
+  e.timer->heap_index = static_cast<int32_t>(i);
 }
 
-void TimerHeap::sift_up(size_t i) {
-  Timer* t = heap_[i];
+// Moves e up from slot i (whose old content is dropped) to where it belongs.
+void TimerHeap::sift_up(size_t i, Entry e) {
   while (i > 0) {
-    size_t parent = (i - 1) / 2;
-    if (heap_[parent]->when <= t->when) break;
+    const size_t parent = (i - 1) / kArity;
+    if (heap_[parent].when <= e.when) break;
     place(i, heap_[parent]);
     i = parent;
   }
-  place(i, t);
+  place(i, e);
 }
 
-void TimerHeap::sift_down(size_t i) {
-  Timer* t = heap_[i];
+// Moves e down from slot i (whose old content is dropped) to where it belongs.
+void TimerHeap::sift_down(size_t i, Entry e) {
   const size_t n = heap_.size();
   for (;;) {
-    size_t child = 2 * i + 1;
-    if (child >= n) break;
-    if (child + 1 < n && heap_[child + 1]->when < heap_[child]->when) ++child;
-    if (t->when <= heap_[child]->when) break;
-    place(i, heap_[child]);
-    i = child;
+    const size_t first = i * kArity + 1;
+    if (first >= n) break;
+    size_t least = first;
+    const size_t last = std::min(first + kArity, n);
+    for (size_t c = first + 1; c < last; ++c) {
+      if (heap_[c].when < heap_[least].when) least = c;
+    }
+    if (e.when <= heap_[least].when) break;
+    place(i, heap_[least]);
+    i = least;
   }
-  place(i, t);
+  place(i, e);
 }
 
 void TimerHeap::update_earliest() {
-  earliest_.store(heap_.empty() ? INT64_MAX : heap_[0]->when, std::memory_order_release);
+  earliest_.store(heap_.empty() ? INT64_MAX : heap_[0].when, std::memory_order_release);
 }
 
 void TimerHeap::push(Timer* t) {
-  heap_.push_back(t);
-  sift_up(heap_.size() - 1);
+  heap_.push_back(Entry{t->when, t});
+  sift_up(heap_.size() - 1, Entry{t->when, t});
   update_earliest();
 }
 
 bool TimerHeap::remove(Timer* t) {
-  auto i = static_cast<size_t>(t->heap_index);
-  if (t->heap_index < 0 || i >= heap_.size() || heap_[i] != t) return false;
-  Timer* last = heap_.back();
+  const auto i = static_cast<size_t>(t->heap_index);
+  if (t->heap_index < 0 || i >= heap_.size() || heap_[i].timer != t) return false;
+  const Entry last = heap_.back();
   heap_.pop_back();
   t->heap_index = -1;
-  if (last != t) {
-    place(i, last);
-    sift_down(i);
-    sift_up(static_cast<size_t>(last->heap_index));
+  if (last.timer != t) {
+    // The last entry fills the hole: up if it is earlier than the hole's parent, else down.
+    if (i > 0 && last.when < heap_[(i - 1) / kArity].when) {
+      sift_up(i, last);
+    } else {
+      sift_down(i, last);
+    }
   }
   update_earliest();
   return true;
 }
 
 Timer* TimerHeap::pop_expired(int64_t now) {
-  if (heap_.empty() || heap_[0]->when > now) return nullptr;
-  Timer* t = heap_[0];
+  if (heap_.empty() || heap_[0].when > now) return nullptr;
+  Timer* t = heap_[0].timer;
   remove(t);
   t->state.store(Timer::kRunning, std::memory_order_release);
   return t;
