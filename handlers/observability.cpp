@@ -128,6 +128,8 @@ std::string vars_json(const Context& ctx) {
 
 // The front page: what greenhttp is, and the runtime's figures, refreshed every second from
 // /debug/vars by a few lines of script (no external assets: it works offline).
+// tests/http/browser_test.py renders it in headless Chromium under wrk and reads the figures by
+// their element ids (procs ... rps, queues) and body's data-updated: keep those stable.
 constexpr std::string_view kIndexHtml = R"HTML(<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>greenhttp</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -181,7 +183,9 @@ async function refresh() {
     document.body.dataset.updated = String(Date.now());
   } catch (e) { document.getElementById('rps').textContent = 'offline'; }
 }
-refresh(); setInterval(refresh, 1000);
+// One refresh at a time, a second after the last one ended: with setInterval, a slow answer made
+// two overlap, and requests/s was then taken over the few milliseconds between their answers.
+(async function poll() { await refresh(); setTimeout(poll, 1000); })();
 </script>
 </body></html>
 )HTML";

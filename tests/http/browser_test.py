@@ -8,11 +8,10 @@ figures table), never the HTML the server sent. It checks, in order:
   1. the page renders: title and static explanation are laid out with a non-zero size, the script
      filled in every figure (Ps = --threads, one run-queue row per P) and threw nothing;
   2. while wrk runs against /plaintext, the figures move: requests/s climbs from the page's own
-     ~1 request/s to within a factor of three of wrk's average rate, "requests served" grows,
-     open connections count wrk's connections, each with its own green thread, and the painted
-     table changes;
-  3. once wrk stops, requests/s falls back and "requests served" accounts for every request wrk
-     completed (and not many more).
+     ~1 request/s to near wrk's average rate (within a factor of four), "requests served" grows,
+     open connections count wrk's connections, each with its own green thread;
+  3. once wrk stops, requests/s falls back, "requests served" accounts for every request wrk
+     completed (and not many more), and the figures table is painted differently than before.
 
 Chromium is driven over the DevTools protocol on a pipe (--remote-debugging-pipe: JSON messages
 ended by NUL on its fds 3 and 4), so only python3's standard library is needed and no debugging
@@ -138,7 +137,7 @@ class DevTools:
         self.last_id = 0
         self.events = []
 
-    def call(self, method, params=None, session=None, timeout=15):
+    def call(self, method, params=None, session=None, timeout=20):
         self.last_id += 1
         message = {'id': self.last_id, 'method': method, 'params': params or {}}
         if session:
@@ -208,7 +207,8 @@ class Page:
             f[id] = e ? e.innerText.trim() : null;
           }
           const q = document.getElementById('queues');
-          f.queue_rows = q ? Array.from(q.rows, r => r.innerText.replace(/\\s+/g, ' ').trim()) : null;
+          f.queue_rows = q ? Array.from(q.rows, r => r.innerText.replace(/\\s+/g, ' ').trim())
+                           : null;
           f.updated = document.body.dataset.updated || null;
           return f;
         })()''' % json.dumps(FIGURES))
@@ -228,9 +228,9 @@ class Page:
         }})()''')
         if rect['width'] <= 0 or rect['height'] <= 0:
             raise Failure(f'#{element_id} has no size on the page: {rect}')
-        shot = self.call('Page.captureScreenshot',
-                         {'format': 'png', 'clip': dict(rect, scale=1),
-                          'captureBeyondViewport': True})
+        # The table lies inside the window: no captureBeyondViewport, which resizes the page and
+        # made later calls wait for many seconds on a busy machine.
+        shot = self.call('Page.captureScreenshot', {'format': 'png', 'clip': dict(rect, scale=1)})
         return base64.b64decode(shot['data'])
 
 
@@ -262,10 +262,11 @@ def find_tool(env, name):
 
 def start_server(procs, binary, workdir):
     port_file = os.path.join(workdir, 'port')
-    log = open(os.path.join(workdir, 'greenhttp.log'), 'wb')
-    server = procs.start([binary, '--listen', '127.0.0.1:0', '--port-file', port_file,
-                          '--access-log', 'off', '--log-level', 'warn', '--threads', str(THREADS)],
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    with open(os.path.join(workdir, 'greenhttp.log'), 'wb') as log:
+        server = procs.start([binary, '--listen', '127.0.0.1:0', '--port-file', port_file,
+                              '--access-log', 'off', '--log-level', 'warn',
+                              '--threads', str(THREADS)],
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
     def port():
         if server.poll() is not None:
@@ -294,16 +295,18 @@ def start_chromium(procs, chromium, workdir):
     # close_fds would close 3 and 4 after pipe_fds ran; without it, only inheritable fds (0-4:
     # Python opens everything else close-on-exec) reach chromium.
 
-    log = open(os.path.join(workdir, 'chromium.log'), 'wb')
     profile = os.path.join(workdir, 'profile')
+    log = open(os.path.join(workdir, 'chromium.log'), 'wb')
     browser = procs.start(
         [chromium, '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
          f'--user-data-dir={profile}', '--remote-debugging-pipe', '--window-size=1000,1200',
-         '--no-first-run', '--no-default-browser-check', '--disable-extensions', '--disable-breakpad',
+         '--no-first-run', '--no-default-browser-check', '--disable-extensions',
          '--disable-background-networking', '--disable-component-update', '--disable-sync',
          '--disable-default-apps', '--disable-domain-reliability', '--no-pings',
          '--disable-client-side-phishing-detection', '--metrics-recording-only', '--mute-audio',
-         '--password-store=basic', '--disable-features=Translate,OptimizationHints,MediaRouter',
+         '--password-store=basic',
+         # WebUIOmniboxPopup: one browser-UI renderer fewer burning CPU at startup.
+         '--disable-features=Translate,OptimizationHints,MediaRouter,WebUIOmniboxPopup',
          # A polling page must keep its 1 s timer even though nobody looks at it.
          '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
          '--disable-backgrounding-occluded-windows',
@@ -315,6 +318,7 @@ def start_chromium(procs, chromium, workdir):
                  XDG_CACHE_HOME=os.path.join(workdir, 'cache')),
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pipe_fds,
         close_fds=False)
+    log.close()
     os.close(child_in)
     os.close(child_out)
     return browser, DevTools(to_browser_w, from_browser_r)
@@ -362,7 +366,8 @@ def check_static_content(page):
         box = rendered[name]
         if not box or box[0] <= 0 or box[1] <= 0:
             problems.append(f'{name} is not laid out: {box}')
-    for label in ['Live figures', 'Ps (logical processors)', 'requests/s', 'Run queue length per P']:
+    for label in ['Live figures', 'Ps (logical processors)', 'requests/s',
+                  'Run queue length per P']:
         if label not in rendered['body_text']:
             problems.append(f'the rendered text lacks {label!r}')
     if problems:
@@ -439,16 +444,16 @@ def close_browser(browser, devtools):
 
 def run_wrk(page, base, wrk, procs, idle):
     """Loads /plaintext with wrk while reading the page; returns the page's refreshes that lie
-    wholly inside the run, a screenshot of the figures under load, and wrk's count, seconds and
-    output."""
+    wholly inside the run, and wrk's count of requests, seconds and output."""
     started = time.time()  # the clock of the page's Date.now() (body's data-updated)
-    # wrk is the load, not the subject: niced, so that on a busy machine it cannot starve the
-    # browser and the server it is measured by.
+    # wrk is the load, not the subject: niced, so that it cannot starve the browser it is measured
+    # by where the kernel does not already share the CPU out by session (each child here has its
+    # own session, hence its own autogroup where the kernel has them).
     wrk_proc = procs.start([wrk, '-t1', f'-c{WRK_CONNECTIONS}', f'-d{WRK_MAX_SECONDS}s',
                             '--timeout', '2s', base + '/plaintext'],
                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, preexec_fn=lambda: os.nice(10))
-    loaded, loaded_table = [], None
+    loaded = []
     last_update = idle['updated']
     while wrk_proc.poll() is None:
         f = page.figures()
@@ -457,9 +462,8 @@ def run_wrk(page, base, wrk, procs, idle):
             # earlier than the last one read here (its figures were taken just before it).
             if int(last_update) / 1000 >= started + 0.3 and filled_in(f):
                 loaded.append(f)
-                if loaded_table is None:
-                    loaded_table = page.screenshot_of('figures')
             last_update = f['updated']
+            print(f'  refresh at {int(last_update) / 1000 - started:+.2f} s: {f["rps"]} requests/s')
         if len(loaded) >= LOADED_REFRESHES and time.time() - started >= WRK_MIN_SECONDS:
             wrk_proc.send_signal(signal.SIGINT)  # wrk stops and prints its summary
             break
@@ -471,7 +475,7 @@ def run_wrk(page, base, wrk, procs, idle):
     if not match or 'Non-2xx' in output or int(match.group(1)) < MIN_LOADED_RPS:
         raise Failure(f'wrk did not get {MIN_LOADED_RPS} or more 200s from /plaintext:\n{output}')
     seconds = float(match.group(2)) * {'ms': 0.001, 's': 1, 'm': 60}[match.group(3)]
-    return loaded, loaded_table, int(match.group(1)), seconds, output
+    return loaded, int(match.group(1)), seconds, output
 
 
 def exercise(page, base, wrk, procs):
@@ -484,8 +488,7 @@ def exercise(page, base, wrk, procs):
     idle_table = page.screenshot_of('figures')
     print(f'idle:   {idle}')
 
-    loaded, loaded_table, wrk_requests, wrk_seconds, wrk_output = run_wrk(page, base, wrk, procs,
-                                                                           idle)
+    loaded, wrk_requests, wrk_seconds, wrk_output = run_wrk(page, base, wrk, procs, idle)
     wrk_rate = wrk_requests / wrk_seconds
     peak = max(loaded, key=lambda f: f['rps'], default=None)
     print(f'loaded: {peak}')
@@ -493,13 +496,10 @@ def exercise(page, base, wrk, procs):
     if len(loaded) < LOADED_REFRESHES:
         problems.append(f'the page refreshed {len(loaded)} times in {wrk_seconds:.1f} s of load, '
                         f'expected {LOADED_REFRESHES} or more')
-    # Each of these refreshes measured a stretch of time wholly under load: its requests/s must be
-    # well above the page's own polling, and the best of them near wrk's average (within a factor
-    # of four: wrk itself slows down and speeds up on a busy machine), which catches a rate off by
-    # a factor of ten or more.
+    # These refreshes measured stretches of time wholly under load: the best of them must be well
+    # above the page's own polling and near wrk's average (within a factor of four: wrk, niced,
+    # slows down and speeds up on a busy machine), which catches a rate off by ten or more.
     low = max(MIN_LOADED_RPS, wrk_rate / 4)
-    if loaded and min(f['rps'] for f in loaded) < MIN_LOADED_RPS:
-        problems.append(f'requests/s fell under {MIN_LOADED_RPS} during the load')
     if loaded and peak['rps'] < low:
         problems.append(f'requests/s peaked at {peak["rps"]} under load, expected {low:.0f} or '
                         f'more (wrk averaged {wrk_rate:.0f}/s)')
@@ -509,8 +509,6 @@ def exercise(page, base, wrk, procs):
         problems.append(f'no refresh shows wrk\'s {WRK_CONNECTIONS} open connections, each with a '
                         f'green thread (open connections, green threads): '
                         f'{[(f["open_connections"], f["green_threads"]) for f in loaded]}')
-    if loaded_table is not None and loaded_table == idle_table:
-        problems.append('the figures table was painted the same as before the load')
     if problems:
         raise Failure('figures did not move under wrk: ' + '; '.join(problems) +
                       '\nrefreshes under load (requests, requests/s): ' +
@@ -525,9 +523,13 @@ def exercise(page, base, wrk, procs):
     if not wrk_requests <= served <= wrk_requests + slack:
         raise Failure(f'"requests served" grew by {served} while wrk completed {wrk_requests} '
                       f'(expected {wrk_requests}..{wrk_requests + slack})')
+    # And the pixels: the table Chromium paints now is not the one it painted before the load.
+    if page.screenshot_of('figures') == idle_table:
+        raise Failure('the figures table was painted the same after the load as before it')
     print(f'after:  {settled}')
-    print(f'wrk: {wrk_requests} requests in {wrk_seconds:.2f} s ({wrk_rate:.0f}/s); the page showed '
-          f'{[f["rps"] for f in loaded]} requests/s under load; "requests served" grew by {served}')
+    print(f'wrk: {wrk_requests} requests in {wrk_seconds:.2f} s ({wrk_rate:.0f}/s); the page '
+          f'showed {[f["rps"] for f in loaded]} requests/s under load; "requests served" grew by '
+          f'{served}')
 
 
 def main():
@@ -547,6 +549,9 @@ def main():
         return 0
     except Failure as failure:
         print(f'FAIL: {failure}', file=sys.stderr)
+        # On an overloaded machine (load 25 on 2 cores), chromium's network service was seen to
+        # wait 12-20 s to send the page's request: the load average tells that case apart.
+        print('load average: %.1f %.1f %.1f' % os.getloadavg(), file=sys.stderr)
         for name in ['greenhttp.log', 'chromium.log']:
             try:
                 with open(os.path.join(workdir, name), errors='replace') as f:
