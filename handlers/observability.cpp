@@ -18,6 +18,13 @@ void metric(std::ostringstream& o, const char* name, const char* type, const cha
   o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
 }
 
+// A metric with one unlabelled sample: its HELP and TYPE lines, then the sample.
+template <typename T>
+void scalar(std::ostringstream& o, const char* name, const char* type, const char* help, T value) {
+  metric(o, name, type, help);
+  o << name << ' ' << value << '\n';
+}
+
 std::string prometheus_text(const Context& ctx) {
   std::ostringstream o;
   const http::Server* server = ctx.server;
@@ -45,57 +52,52 @@ std::string prometheus_text(const Context& ctx) {
     }
     o << "greenhttp_request_duration_seconds_sum " << s.latency_seconds_sum << '\n';
     o << "greenhttp_request_duration_seconds_count " << cumulative << '\n';
-    metric(o, "greenhttp_open_connections", "gauge", "Client connections open now.");
-    o << "greenhttp_open_connections " << m.open_connections.load() << '\n';
-    metric(o, "greenhttp_connections_accepted_total", "counter", "Connections accepted.");
-    o << "greenhttp_connections_accepted_total " << m.accepted_connections.load() << '\n';
-    metric(o, "greenhttp_connections_rejected_total", "counter",
-           "Connections answered 503 because the connection cap was reached.");
-    o << "greenhttp_connections_rejected_total " << m.rejected_connections.load() << '\n';
-    metric(o, "greenhttp_header_timeouts_total", "counter", "Requests cut off with 408.");
-    o << "greenhttp_header_timeouts_total " << m.header_timeouts.load() << '\n';
-    metric(o, "greenhttp_idle_timeouts_total", "counter", "Keep-alive connections closed idle.");
-    o << "greenhttp_idle_timeouts_total " << m.idle_timeouts.load() << '\n';
-    metric(o, "greenhttp_pooled_buffer_sets", "gauge", "Connection buffer sets idle in the pool.");
-    o << "greenhttp_pooled_buffer_sets " << server->pooled_buffer_sets() << '\n';
+    scalar(o, "greenhttp_open_connections", "gauge", "Client connections open now.",
+           m.open_connections.load());
+    scalar(o, "greenhttp_connections_accepted_total", "counter", "Connections accepted.",
+           m.accepted_connections.load());
+    scalar(o, "greenhttp_connections_rejected_total", "counter",
+           "Connections answered 503 because the connection cap was reached.",
+           m.rejected_connections.load());
+    scalar(o, "greenhttp_header_timeouts_total", "counter", "Requests cut off with 408.",
+           m.header_timeouts.load());
+    scalar(o, "greenhttp_idle_timeouts_total", "counter", "Keep-alive connections closed idle.",
+           m.idle_timeouts.load());
+    scalar(o, "greenhttp_pooled_buffer_sets", "gauge", "Connection buffer sets idle in the pool.",
+           server->pooled_buffer_sets());
     const http::AccessLog* log = server->access_log();
-    metric(o, "greenhttp_access_log_dropped_total", "counter",
-           "Access log records dropped because the writer fell behind.");
-    o << "greenhttp_access_log_dropped_total " << (log ? log->dropped() : 0) << '\n';
-    metric(o, "greenhttp_access_log_written_total", "counter", "Access log records written.");
-    o << "greenhttp_access_log_written_total " << (log ? log->written() : 0) << '\n';
+    scalar(o, "greenhttp_access_log_dropped_total", "counter",
+           "Access log records dropped because the writer fell behind.",
+           (log ? log->dropped() : 0));
+    scalar(o, "greenhttp_access_log_written_total", "counter", "Access log records written.",
+           (log ? log->written() : 0));
   }
   const green::RuntimeStats rs = green::stats();
-  metric(o, "greenrt_green_threads", "gauge", "Green threads alive (runtime.NumGoroutine).");
-  o << "greenrt_green_threads " << rs.green_threads << '\n';
-  metric(o, "greenrt_green_threads_created_total", "counter", "Green threads ever spawned.");
-  o << "greenrt_green_threads_created_total " << rs.green_threads_created << '\n';
-  metric(o, "greenrt_procs", "gauge", "Logical processors (Ps).");
-  o << "greenrt_procs " << rs.procs << '\n';
-  metric(o, "greenrt_idle_procs", "gauge", "Ps with nothing to run.");
-  o << "greenrt_idle_procs " << rs.idle_procs << '\n';
-  metric(o, "greenrt_machines", "gauge", "OS threads (Ms) created by the runtime.");
-  o << "greenrt_machines " << rs.machines << '\n';
-  metric(o, "greenrt_idle_machines", "gauge", "Ms parked with no work.");
-  o << "greenrt_idle_machines " << rs.idle_machines << '\n';
-  metric(o, "greenrt_blocking_machines", "gauge", "Ms inside green::blocking now.");
-  o << "greenrt_blocking_machines " << rs.blocking_machines << '\n';
+  scalar(o, "greenrt_green_threads", "gauge", "Green threads alive (runtime.NumGoroutine).",
+         rs.green_threads);
+  scalar(o, "greenrt_green_threads_created_total", "counter", "Green threads ever spawned.",
+         rs.green_threads_created);
+  scalar(o, "greenrt_procs", "gauge", "Logical processors (Ps).", rs.procs);
+  scalar(o, "greenrt_idle_procs", "gauge", "Ps with nothing to run.", rs.idle_procs);
+  scalar(o, "greenrt_machines", "gauge", "OS threads (Ms) created by the runtime.", rs.machines);
+  scalar(o, "greenrt_idle_machines", "gauge", "Ms parked with no work.", rs.idle_machines);
+  scalar(o, "greenrt_blocking_machines", "gauge", "Ms inside green::blocking now.",
+         rs.blocking_machines);
   metric(o, "greenrt_runqueue_length", "gauge", "Runnable green threads queued, per P.");
   for (int p = 0; p < rs.procs && p < 256; ++p) {
     o << "greenrt_runqueue_length{p=\"" << p << "\"} " << rs.per_proc[p].runq_length << '\n';
   }
-  metric(o, "greenrt_global_runqueue_length", "gauge", "Runnable green threads in the global queue.");
-  o << "greenrt_global_runqueue_length " << rs.global_runq_length << '\n';
-  metric(o, "greenrt_steals_total", "counter", "Green threads taken from other Ps' queues.");
-  o << "greenrt_steals_total " << rs.steals << '\n';
-  metric(o, "greenrt_hogs_total", "counter", "Times sysmon found a green thread running over 10 ms.");
-  o << "greenrt_hogs_total " << rs.hogs << '\n';
-  metric(o, "greenrt_preemptions_total", "counter", "Checkpoints that yielded on request.");
-  o << "greenrt_preemptions_total " << rs.preemptions << '\n';
-  metric(o, "greenrt_blocking_calls_total", "counter", "green::blocking calls.");
-  o << "greenrt_blocking_calls_total " << rs.blocking_calls << '\n';
-  metric(o, "greenrt_netpoll_wakeups_total", "counter", "Green threads woken by the netpoller.");
-  o << "greenrt_netpoll_wakeups_total " << rs.netpoll_wakeups << '\n';
+  scalar(o, "greenrt_global_runqueue_length", "gauge",
+         "Runnable green threads in the global queue.", rs.global_runq_length);
+  scalar(o, "greenrt_steals_total", "counter", "Green threads taken from other Ps' queues.",
+         rs.steals);
+  scalar(o, "greenrt_hogs_total", "counter",
+         "Times sysmon found a green thread running over 10 ms.", rs.hogs);
+  scalar(o, "greenrt_preemptions_total", "counter", "Checkpoints that yielded on request.",
+         rs.preemptions);
+  scalar(o, "greenrt_blocking_calls_total", "counter", "green::blocking calls.", rs.blocking_calls);
+  scalar(o, "greenrt_netpoll_wakeups_total", "counter", "Green threads woken by the netpoller.",
+         rs.netpoll_wakeups);
   return o.str();
 }
 

@@ -24,19 +24,11 @@
 #include "runtime/green.h"
 #include "server/router.h"
 #include "server/server.h"
+#include "tests/runtime/test_util.h"
 
 namespace green::http::testing {
 
-// Scales counts down in sanitizer builds (as tests/runtime/test_util.h).
-constexpr int64_t scaled(int64_t release_count, int64_t sanitizer_count) {
-#if defined(GREEN_SANITIZER_BUILD)
-  (void)release_count;
-  return sanitizer_count;
-#else
-  (void)sanitizer_count;
-  return release_count;
-#endif
-}
+using green::testing::scaled;  // counts scaled down in sanitizer builds
 
 // A server with the built-in handlers (plus `extra` routes) on 127.0.0.1:ephemeral, running in
 // green::run on a background thread until stop() or destruction.
