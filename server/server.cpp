@@ -87,7 +87,9 @@ void Server::serve() {
         Connection c(*this, std::move(s), peer);
         c.run();
       }
-      metrics_.open_connections.fetch_sub(1, std::memory_order_relaxed);
+      // Release: the drain below reads this count and then the Server (its buffer pool) may
+      // be destroyed, so everything this connection did must happen-before that read.
+      metrics_.open_connections.fetch_sub(1, std::memory_order_release);
     });
   }
 

@@ -211,7 +211,11 @@ TEST(Server, BadInputGetsPreciseStatusCloseAndNoHang) {
       {"headers over 16 KiB", "GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(17 * 1024, 'x') + "\r\n\r\n", 431},
       {"too many headers", [] {
          std::string r = "GET / HTTP/1.1\r\nHost: a\r\n";
-         for (int i = 0; i < 120; ++i) r += "H" + std::to_string(i) + ": v\r\n";
+         for (int i = 0; i < 120; ++i) {
+           r += 'H';
+           r += std::to_string(i);
+           r += ": v\r\n";
+         }
          return r + "\r\n";
        }(), 431},
       {"target over 8 KiB", "GET /" + std::string(8200, 'p') + " HTTP/1.1\r\nHost: a\r\n\r\n", 414},
