@@ -255,12 +255,12 @@ ssize_t TcpStream::read(void* buf, std::size_t n) {
   green::checkpoint();
   OpGuard op(pd_, seq_);
   if (!op) return -ECANCELED;
-  if (drained_ && !pd_->hup.load(std::memory_order_acquire)) {
+  if (drained_) {
     // The previous read emptied the socket buffer, so this one would almost surely fail with
     // EAGAIN: wait for readiness first and save that syscall (one in three per request on a
     // keep-alive connection). Safe with edge-triggered epoll: data that arrived after that read
-    // raised an event of its own, which either wakes us or left rd_ready set. End of stream
-    // and errors are states, not new data: once seen (hup) we always try the read.
+    // raised an event of its own, which either wakes us or left rd_ready set; an end of stream
+    // or error is sticky (hup), and poll_wait() returns at once for it.
     drained_ = false;
     const int w = green::detail::poll_wait(pd_, PollMode::kRead, to_ns(read_deadline_));
     if (w != 0) return w;

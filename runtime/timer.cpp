@@ -47,8 +47,9 @@ void TimerHeap::update_earliest() {
 }
 
 void TimerHeap::push(Timer* t) {
-  heap_.push_back(Entry{t->when, t});
-  sift_up(heap_.size() - 1, Entry{t->when, t});
+  const Entry e{t->when, t};
+  heap_.push_back(e);  // the slot sift_up() starts from
+  sift_up(heap_.size() - 1, e);
   update_earliest();
 }
 

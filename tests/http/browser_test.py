@@ -38,6 +38,10 @@ import sys
 import tempfile
 import time
 
+sys.dont_write_bytecode = True  # keep loadtest/ free of __pycache__
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'loadtest'))
+from harness import procfs  # noqa: E402  (the process-tree walk make loadtest uses)
+
 THREADS = 2              # greenhttp --threads: the page must show this many Ps and queue rows
 WRK_CONNECTIONS = 8
 # wrk runs until the page has shown LOADED_REFRESHES refreshes that lie wholly inside the run (and
@@ -87,31 +91,11 @@ class Processes:
         self.started.append(proc)
         return proc
 
-    @staticmethod
-    def descendants(pid):
-        children = {}
-        for entry in os.listdir('/proc'):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f'/proc/{entry}/stat') as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            ppid = int(stat[stat.rindex(')') + 2:].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-        found, todo = [], [pid]
-        while todo:
-            for child in children.get(todo.pop(), []):
-                found.append(child)
-                todo.append(child)
-        return found
-
     def kill_all(self):
         for proc in reversed(self.started):
             if proc.poll() is None:
                 # Helpers that left the group (chromium's zygote may) are found through /proc.
-                targets = self.descendants(proc.pid)
+                targets = procfs.tree(proc.pid)[1:]
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
