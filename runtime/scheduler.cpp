@@ -589,7 +589,18 @@ void global_put_locked(GreenThread* head, GreenThread* tail, uint32_t n) {
 }
 
 void wakep() {
+  // StoreLoad barrier (Go's "worker thread parking/unparking" protocol): the work our caller
+  // just queued (a relaxed or release store, possibly a spin lock's plain unlock) must be
+  // visible before we read npidle/nmspinning. Otherwise, on x86 too, we can read a stale
+  // spinning count while the M that just stopped spinning re-checks the queues and misses our
+  // work: both sleep with a green thread queued (seen as a hang under ASan).
+#if defined(__SANITIZE_THREAD__)
+  // TSan does not model fences; a seq_cst read-modify-write is the same barrier for it.
+  if (sched.npidle.fetch_add(0) == 0) return;
+#else
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (sched.npidle.load() == 0) return;
+#endif
   // Be conservative: start one spinning M only when none is spinning. It wakes the next one
   // when it finds work (reset_spinning).
   int expected = 0;
