@@ -9,7 +9,8 @@
 //   sleep_wake_us   how late sleep_for(1ms) wakes, mean over 200 sleeps (timer precision)
 // Each timed figure is the median of 3 runs after a warm-up. Output: `BENCH <name> <value>
 // <unit>` lines on stdout, nothing else; details on stderr. Usage: runtime_bench [-n N]
-// [-parked N]. Never run as a test: timings belong here, not in unit tests.
+// [-parked N] [-only NAME,...] (names: spawn_join pingpong yield echo sleep_wake parked).
+// Never run as a test: timings belong here, not in unit tests.
 #include <unistd.h>
 
 #include <algorithm>
@@ -195,31 +196,56 @@ double sleep_wake(long) {
 
 int main(int argc, char** argv) {
   long n = 1'000'000, parked_count = 1'000'000;
+  const char* only = nullptr;  // comma-separated benchmark names; null: all
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "-n") == 0) {
       n = std::atol(argv[i + 1]);
     } else if (std::strcmp(argv[i], "-parked") == 0) {
       parked_count = std::atol(argv[i + 1]);
+    } else if (std::strcmp(argv[i], "-only") == 0) {
+      only = argv[i + 1];
     } else {
-      std::fprintf(stderr, "usage: %s [-n N] [-parked N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [-n N] [-parked N] [-only NAME,...]\n", argv[0]);
       return 2;
     }
   }
+  auto wanted = [only](const char* name) {
+    if (only == nullptr) return true;
+    const std::size_t len = std::strlen(name);
+    for (const char* s = only; *s != '\0';) {
+      const char* end = std::strchr(s, ',');
+      const std::size_t n = end != nullptr ? static_cast<std::size_t>(end - s) : std::strlen(s);
+      if (n == len && std::strncmp(s, name, n) == 0) return true;
+      if (end == nullptr) break;
+      s = end + 1;
+    }
+    return false;
+  };
   green::run({}, [&] {
     std::fprintf(stderr, "runtime_bench: %d Ps, n=%ld\n", green::num_procs(), n);
-    std::fprintf(stderr, "spawn_join\n");
-    std::printf("BENCH spawn_join_ns %.1f ns\n", median3(spawn_join, n));
-    std::fprintf(stderr, "pingpong\n");
-    std::printf("BENCH pingpong_rt_ns %.1f ns\n", median3(pingpong, n));
-    std::fprintf(stderr, "yield\n");
-    std::printf("BENCH yield_ns %.1f ns\n", median3(yield_loop, n));
-    std::fprintf(stderr, "echo (100 connections, 1 KB)\n");
-    std::printf("BENCH echo_rt_us %.1f us\n", median3(echo_rt, n));
-    std::fprintf(stderr, "sleep_wake\n");
-    std::printf("BENCH sleep_wake_us %.1f us\n", median3(sleep_wake, n));
-    std::fflush(stdout);
-    std::fprintf(stderr, "parked\n");
-    parked(parked_count);
+    struct Timed {
+      const char* name;
+      const char* metric;
+      const char* unit;
+      double (*f)(long);
+    };
+    const Timed timed[] = {
+        {"spawn_join", "spawn_join_ns", "ns", spawn_join},
+        {"pingpong", "pingpong_rt_ns", "ns", pingpong},
+        {"yield", "yield_ns", "ns", yield_loop},
+        {"echo", "echo_rt_us", "us", echo_rt},
+        {"sleep_wake", "sleep_wake_us", "us", sleep_wake},
+    };
+    for (const Timed& t : timed) {
+      if (!wanted(t.name)) continue;
+      std::fprintf(stderr, "%s\n", t.name);
+      std::printf("BENCH %s %.1f %s\n", t.metric, median3(t.f, n), t.unit);
+      std::fflush(stdout);
+    }
+    if (wanted("parked")) {
+      std::fprintf(stderr, "parked\n");
+      parked(parked_count);
+    }
   });
   return 0;
 }
