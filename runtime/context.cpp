@@ -31,18 +31,19 @@ namespace {
   return reinterpret_cast<ExceptionState*>(abi::__cxa_get_globals());
 }
 
-// Called on the G's stack just before it leaves the thread.
-inline void save_thread_state(GreenThread* g) {
-  g->saved_errno = *errno_address();
-  ExceptionState* eh = exception_state_address();
+// Called on the G's stack just before it leaves m's thread. The addresses were taken once on
+// that thread (init_machine_context): no TLS lookup per switch.
+inline void save_thread_state(GreenThread* g, Machine* m) {
+  g->saved_errno = *m->errno_ptr;
+  ExceptionState* eh = m->exception_state_ptr;
   g->exception_state = *eh;
   *eh = ExceptionState{};
 }
 
-// Called on the G's stack right after it arrives on a (possibly different) thread.
-inline void restore_thread_state(GreenThread* g) {
-  *errno_address() = g->saved_errno;
-  *exception_state_address() = g->exception_state;
+// Called on the G's stack right after it arrives on m's thread (possibly another one).
+inline void restore_thread_state(GreenThread* g, Machine* m) {
+  *m->errno_ptr = g->saved_errno;
+  *m->exception_state_ptr = g->exception_state;
 }
 
 }  // namespace
@@ -59,11 +60,11 @@ void sanitizer_create_fiber(GreenThread* g) {
 #endif
 }
 
-void sanitizer_init_machine(Machine* m) {
+void init_machine_context(Machine* m) {
+  m->errno_ptr = errno_address();
+  m->exception_state_ptr = exception_state_address();
 #if GREEN_TSAN
   m->tsan_fiber = __tsan_get_current_fiber();
-#else
-  (void)m;
 #endif
 }
 
@@ -83,7 +84,7 @@ void* resume_green_thread(Machine* m, GreenThread* g) {
 }
 
 Machine* suspend_green_thread(GreenThread* g, Machine* m, void* request, bool exiting) {
-  save_thread_state(g);
+  save_thread_state(g, m);
 #if GREEN_TSAN
   __tsan_switch_to_fiber(m->tsan_fiber, 0);
 #endif
@@ -100,7 +101,7 @@ Machine* suspend_green_thread(GreenThread* g, Machine* m, void* request, bool ex
 #if GREEN_ASAN
   __sanitizer_finish_switch_fiber(g->asan_fake_stack, &nm->g0_stack_bottom, &nm->g0_stack_size);
 #endif
-  restore_thread_state(g);
+  restore_thread_state(g, nm);
   return nm;
 }
 
@@ -110,7 +111,7 @@ Machine* enter_green_thread(Transfer t, GreenThread* g) {
 #if GREEN_ASAN
   __sanitizer_finish_switch_fiber(nullptr, &m->g0_stack_bottom, &m->g0_stack_size);
 #endif
-  restore_thread_state(g);
+  restore_thread_state(g, m);
   return m;
 }
 

@@ -35,8 +35,10 @@ Machine* suspend_green_thread(GreenThread* g, Machine* m, void* request, bool ex
 // On a G, first thing in its entry function: records g0's context and sanitizer state.
 Machine* enter_green_thread(Transfer t, GreenThread* g);
 
-// Sanitizer fiber objects for a G (no-ops outside sanitizer builds).
+// Sanitizer fiber object for a G (a no-op outside TSan builds).
 void sanitizer_create_fiber(GreenThread* g);
-void sanitizer_init_machine(Machine* m);
+// On m's own thread, before it runs a G: records that thread's errno and exception-state
+// addresses (and its TSan fiber) in m.
+void init_machine_context(Machine* m);
 
 }  // namespace green::detail

@@ -15,6 +15,7 @@
 
 namespace green::detail {
 
+struct ExceptionState;
 struct GreenThread;
 struct Processor;
 
@@ -37,6 +38,10 @@ struct alignas(64) Machine {
   static constexpr uint32_t kWakeExit = 3;    // the runtime is shutting down
 
   std::thread thread;  // empty for M0 (the thread that called run())
+  // This thread's errno and libstdc++ exception state (__cxa_eh_globals), which every switch
+  // saves into the leaving G and restores from the arriving one (init_machine_context).
+  int* errno_ptr = nullptr;
+  ExceptionState* exception_state_ptr = nullptr;
 
   // Sanitizer bookkeeping for g0.
   void* tsan_fiber = nullptr;

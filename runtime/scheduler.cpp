@@ -51,11 +51,8 @@ constexpr uint32_t kSpawnBackPressure = kRunQueueSize - 1;
 
 namespace {
 
-int64_t coarse_now_ns() {
-  struct timespec ts {};
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
-}
+// When a wait starts, as dumps show it: sysmon's clock, at most one sysmon period old.
+int64_t wait_clock_ns() { return sched.sysmon_now_ns.load(std::memory_order_relaxed); }
 
 // ---- idle P and M lists (caller holds sched.lock) ----
 
@@ -138,7 +135,7 @@ void schedule(Machine* m);
 void machine_main(Machine* m) {
   set_current_machine(m);
   ensure_signal_stack();
-  sanitizer_init_machine(m);
+  init_machine_context(m);
   acquire_p(m, m->next_p);
   m->next_p = nullptr;
   schedule(m);
@@ -439,7 +436,7 @@ void finish_switch(Machine* m, GreenThread* g, SwitchRequest* request) {
       // Copy first: once commit runs, g may be resumed elsewhere and reuse this stack memory.
       const SwitchRequest req = *request;
       g->wait_reason.store(req.reason, std::memory_order_relaxed);
-      g->wait_since_ns.store(coarse_now_ns(), std::memory_order_relaxed);
+      g->wait_since_ns.store(wait_clock_ns(), std::memory_order_relaxed);
       g->status.store(GStatus::kWaiting, std::memory_order_release);
       if (req.timer != nullptr) timer_add(req.timer);
       if (req.commit != nullptr) req.commit(req.commit_arg);
@@ -784,7 +781,7 @@ void enter_blocking() {
   m = current_machine();  // the cap wait may have moved us
   Processor* p = m->p;
   g->wait_reason.store(WaitReason::kBlockingCall, std::memory_order_relaxed);
-  g->wait_since_ns.store(coarse_now_ns(), std::memory_order_relaxed);
+  g->wait_since_ns.store(wait_clock_ns(), std::memory_order_relaxed);
   g->status.store(GStatus::kWaiting, std::memory_order_release);
   p->run_tick.store(p->schedtick * 2, std::memory_order_relaxed);
   m->blocked_from = p;
@@ -846,7 +843,7 @@ uint64_t enter_may_block() {
   Processor* p = m->p;
   sched.blocking_calls.fetch_add(1, std::memory_order_relaxed);
   g->wait_reason.store(WaitReason::kBlockingCall, std::memory_order_relaxed);
-  g->wait_since_ns.store(coarse_now_ns(), std::memory_order_relaxed);
+  g->wait_since_ns.store(wait_clock_ns(), std::memory_order_relaxed);
   g->status.store(GStatus::kWaiting, std::memory_order_relaxed);
   p->run_tick.store(p->schedtick * 2, std::memory_order_relaxed);  // not a hog while inside
   const uint64_t word = (++p->syscall_tickets << 1) | 1;
@@ -995,7 +992,7 @@ void run(const Options& options, std::function<void()> main) {
   Machine* m0 = m0_owned.get();
   sched.machines.push_back(std::move(m0_owned));
   sched.nmachines.store(1);
-  sanitizer_init_machine(m0);
+  init_machine_context(m0);
   set_current_machine(m0);
   acquire_p(m0, &sched.procs[0]);
   for (int i = opts.procs - 1; i >= 1; --i) pidle_put_locked(&sched.procs[i]);
@@ -1007,6 +1004,7 @@ void run(const Options& options, std::function<void()> main) {
   sched.preemptions.store(0);
   sched.retakes.store(0);
   sched.start_ns = now_ns();
+  sched.sysmon_now_ns.store(sched.start_ns, std::memory_order_relaxed);
   sched.active.store(true, std::memory_order_release);
   sysmon_start();
 

@@ -47,6 +47,9 @@ struct Scheduler {
   std::atomic<uint64_t> retakes{0};  // Ps taken back by sysmon from Ms inside may_block()
   std::atomic<uint64_t> preemptions{0};
   int64_t start_ns = 0;
+  // now_ns() as of sysmon's last round (it runs at least every 10 ms). A parking G records it
+  // as the start of its wait, for dumps: a park reads no clock.
+  alignas(64) std::atomic<int64_t> sysmon_now_ns{0};
   std::atomic<bool> stopping{false};
   std::atomic<bool> active{false};
 

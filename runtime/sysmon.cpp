@@ -126,6 +126,7 @@ void loop() {
     wake_word.store(0);
     if (stop_requested.load()) break;
     now = now_ns();
+    sched.sysmon_now_ns.store(now, std::memory_order_relaxed);
     bool acted = false;
     if (dump_requested.exchange(false)) write_all(2, dump_green_threads());
     if (now >= next_trace) {

@@ -8,7 +8,9 @@
 //     P flagged the same way (so a sleeper wakes on time next to a CPU-bound loop);
 //   * the network is polled if no M did so for 10 ms (every P busy);
 //   * GREEN_SCHEDTRACE=<ms> prints Go's SCHED line every <ms>;
-//   * SIGQUIT prints every green thread (Go's goroutine dump); the process keeps running.
+//   * SIGQUIT prints every green thread (Go's goroutine dump); the process keeps running;
+//   * it publishes the clock (sched.sysmon_now_ns) a parking green thread records as the start
+//     of its wait, so the dumps' wait times are at most one sysmon period (10 ms) high.
 #pragma once
 
 #include <cstdint>
