@@ -64,8 +64,16 @@ uint32_t runq_grab(Processor* victim, std::atomic<GreenThread*>* batch, uint32_t
             // slack), so spin for the 3 us instead.
             // Spin on the clock, not on the victim's runnext: polling that cache line would
             // slow down the very handoff we are waiting for.
+            const uint32_t tick = victim->run_tick.load(std::memory_order_relaxed);
             const int64_t until = now_ns() + 3000;
             while (now_ns() < until) cpu_relax();
+            // Unlike Go, leave runnext alone if the victim scheduled meanwhile: it is working
+            // through its runnext chain (two green threads handing off over a channel), and a
+            // G in runnext now is one its P will run within the microsecond. Only a P whose G
+            // kept running for the whole wait (it readied `next` and went on computing) loses
+            // it. Go steals here whenever runnext is set, even the same G re-readied (ABA),
+            // which moves a ping-pong pair to the other P every few microseconds.
+            if (victim->run_tick.load(std::memory_order_relaxed) != tick) return 0;
           }
           if (!victim->runnext.compare_exchange_strong(next, nullptr, std::memory_order_acq_rel)) {
             continue;
