@@ -46,6 +46,23 @@ inline void restore_thread_state(GreenThread* g, Machine* m) {
   *m->exception_state_ptr = g->exception_state;
 }
 
+// Where a suspended G continues, whoever resumed it: g0 (t = {g0's context, its Machine}) or
+// another G's direct switch (its on_top returned the same pair).
+Machine* resumed(GreenThread* g, Transfer t) {
+  auto* nm = static_cast<Machine*>(t.data);
+  nm->g0_ctx = t.fctx;
+  if (nm->arrived_directly) {
+    nm->arrived_directly = false;  // on_top finished the sanitizer's switch
+  } else {
+#if GREEN_ASAN
+    __sanitizer_finish_switch_fiber(g->asan_fake_stack, &nm->g0_stack_bottom,
+                                    &nm->g0_stack_size);
+#endif
+  }
+  restore_thread_state(g, nm);
+  return nm;
+}
+
 }  // namespace
 
 void* make_green_context(char* top, GreenThread* g, void (*fn)(Transfer)) {
@@ -79,8 +96,34 @@ void* resume_green_thread(Machine* m, GreenThread* g) {
 #if GREEN_ASAN
   __sanitizer_finish_switch_fiber(m->asan_fake_stack, nullptr, nullptr);
 #endif
-  g->ctx = t.fctx;
+  // The G that switched back: g, or one g handed the M to with switch_green_to_green().
+  m->curg->ctx = t.fctx;
   return t.data;
+}
+
+Machine* switch_green_to_green(GreenThread* g, Machine* m, GreenThread* next, void* arg,
+                               Transfer (*on_top)(Transfer), bool exiting) {
+  save_thread_state(g, m);
+#if GREEN_TSAN
+  __tsan_switch_to_fiber(next->tsan_fiber, 0);
+#endif
+#if GREEN_ASAN
+  __sanitizer_start_switch_fiber(exiting ? nullptr : &g->asan_fake_stack, next->stack.lo,
+                                 next->stack.size());
+#else
+  (void)exiting;
+#endif
+  return resumed(g, bctx::ontop_fcontext(next->ctx, arg, on_top));
+}
+
+void arrive_green_to_green(Machine* m) {
+#if GREEN_ASAN
+  // Finish the switch before on_top runs more code on the new stack.
+  __sanitizer_finish_switch_fiber(m->curg->asan_fake_stack, nullptr, nullptr);
+#endif
+  // Tells the resume point that next returns to (resumed() or, for a G that never ran,
+  // enter_green_thread()) how it was entered.
+  m->arrived_directly = true;
 }
 
 Machine* suspend_green_thread(GreenThread* g, Machine* m, void* request, bool exiting) {
@@ -94,25 +137,21 @@ Machine* suspend_green_thread(GreenThread* g, Machine* m, void* request, bool ex
 #else
   (void)exiting;
 #endif
-  Transfer t = bctx::jump_fcontext(m->g0_ctx, request);
-  // Resumed, possibly by another M.
-  auto* nm = static_cast<Machine*>(t.data);
-  nm->g0_ctx = t.fctx;
-#if GREEN_ASAN
-  __sanitizer_finish_switch_fiber(g->asan_fake_stack, &nm->g0_stack_bottom, &nm->g0_stack_size);
-#endif
-  restore_thread_state(g, nm);
-  return nm;
+  return resumed(g, bctx::jump_fcontext(m->g0_ctx, request));  // possibly on another M
 }
 
-Machine* enter_green_thread(Transfer t, GreenThread* g) {
-  auto* m = static_cast<Machine*>(t.data);
-  m->g0_ctx = t.fctx;
+void enter_green_thread(Transfer t, Machine* m, GreenThread* g) {
+  if (m->arrived_directly) {
+    // Started by a direct switch: make_fcontext's trampoline called us with whatever on_top
+    // left in the argument registers, so t is meaningless; m->g0_ctx is already right.
+    m->arrived_directly = false;
+  } else {
+    m->g0_ctx = t.fctx;
 #if GREEN_ASAN
-  __sanitizer_finish_switch_fiber(nullptr, &m->g0_stack_bottom, &m->g0_stack_size);
+    __sanitizer_finish_switch_fiber(nullptr, &m->g0_stack_bottom, &m->g0_stack_size);
 #endif
+  }
   restore_thread_state(g, m);
-  return m;
 }
 
 }  // namespace green::detail

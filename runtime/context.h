@@ -32,8 +32,18 @@ void* resume_green_thread(Machine* m, GreenThread* g);
 // `exiting`: the G will never be resumed (lets ASan release its fake stack).
 Machine* suspend_green_thread(GreenThread* g, Machine* m, void* request, bool exiting);
 
-// On a G, first thing in its entry function: records g0's context and sanitizer state.
-Machine* enter_green_thread(Transfer t, GreenThread* g);
+// On a G: switches straight to `next` (already m->curg, its P bookkeeping done) without
+// passing through g0. on_top(Transfer{g's saved context, arg}) runs first, on next's stack;
+// it must call arrive_green_to_green(m) before anything else and return
+// Transfer{m->g0_ctx, m}, what a suspended G expects from any switch (a G that never ran
+// ignores it: see enter_green_thread). Returns, like suspend_green_thread, the Machine g is
+// later resumed on; `exiting` as there.
+Machine* switch_green_to_green(GreenThread* g, Machine* m, GreenThread* next, void* arg,
+                               Transfer (*on_top)(Transfer), bool exiting);
+void arrive_green_to_green(Machine* m);
+// On a G, first thing in its entry function, with m = current_machine(): records g0's
+// context and sanitizer state (unless a direct switch started it: then t is meaningless).
+void enter_green_thread(Transfer t, Machine* m, GreenThread* g);
 
 // Sanitizer fiber object for a G (a no-op outside TSan builds).
 void sanitizer_create_fiber(GreenThread* g);

@@ -5,6 +5,7 @@
 #include <cxxabi.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -56,8 +57,10 @@ GreenThread* block_at(char* top) {
 
 // First code a G runs, on its own stack.
 void green_entry(Transfer t) {
-  GreenThread* g = static_cast<Machine*>(t.data)->curg;
-  enter_green_thread(t, g);
+  // Not t.data: a G started by a direct switch gets no meaningful t (enter_green_thread).
+  Machine* m = current_machine();
+  GreenThread* g = m->curg;
+  enter_green_thread(t, m, g);
   try {
     g->entry(g->closure);
   } catch (...) {
@@ -110,6 +113,18 @@ GreenThread* take_free(Processor* p) {
   return g;
 }
 
+// ASan: a recycled stack keeps the shadow of its last green thread's frames that never
+// returned (the exit path's, down to its last saved context, which lowest_sp covers): their
+// redzones would lie where the next one builds its closure and frames.
+void unpoison_recycled_stack(GreenThread* g) {
+#if defined(__SANITIZE_ADDRESS__)
+  char* from = std::max(g->stack.lo, g->lowest_sp - 256);
+  __asan_unpoison_memory_region(from, static_cast<std::size_t>(reinterpret_cast<char*>(g) - from));
+#else
+  (void)g;
+#endif
+}
+
 void trim_to_threshold(GreenThread* g) {
   trim_stack(g->stack, g->stack.hi - sched.options.stack_shrink_threshold);
 }
@@ -135,6 +150,8 @@ GreenThread* allocate_green_thread(Processor* p, std::size_t closure_size,
     g = ::new (block_at(s.hi)) GreenThread();
     g->stack = s;
     sanitizer_create_fiber(g);
+  } else {
+    unpoison_recycled_stack(g);
   }
   g->lowest_sp = g->stack.hi;
   // The closure sits just below the control block; the first frame below the closure.
@@ -143,11 +160,6 @@ GreenThread* allocate_green_thread(Processor* p, std::size_t closure_size,
   top = (top - closure_size) & ~(uintptr_t{closure_align} - 1);
   g->closure = reinterpret_cast<void*>(top);
   *closure_out = g->closure;
-#if defined(__SANITIZE_ADDRESS__)
-  // A recycled stack keeps the shadow of its last green thread's frames that never returned
-  // (the exit path's): their redzones may lie where this closure is built.
-  __asan_unpoison_memory_region(g->closure, reinterpret_cast<uintptr_t>(g) - top);
-#endif
   return g;
 }
 

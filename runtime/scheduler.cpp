@@ -323,6 +323,18 @@ GreenThread* steal_work(Processor* p) {
   return nullptr;
 }
 
+// The next G from p's own queue. A G that keeps readying or respawning another fills runnext
+// forever; Go breaks such a chain with sysmon's time-slice preemption. Without waiting for
+// that, after 61 runnext picks in a row the ring's head goes first, so queued Gs cannot
+// starve.
+GreenThread* take_local(Processor* p, bool* inherit_time) {
+  const bool skip_runnext = p->runnext_streak >= 61;
+  GreenThread* g = runq_get(p, inherit_time, skip_runnext);
+  // After a skip the ring has had its turn (it was empty if runnext came anyway).
+  if (g != nullptr) p->runnext_streak = *inherit_time && !skip_runnext ? p->runnext_streak + 1 : 0;
+  return g;
+}
+
 // Is there anything for an M that just released its P to come back for?
 bool work_anywhere() {
   if (sched.global_size.load() != 0) return true;
@@ -342,14 +354,7 @@ GreenThread* find_runnable(Machine* m, bool* inherit_time) {
     if (p->schedtick % 61 == 0) {
       if (GreenThread* g = global_get(p, 1)) return g;
     }
-    // A G that keeps readying or respawning another fills runnext forever; Go breaks such a
-    // chain with sysmon's time-slice preemption. Without waiting for that, after 61 runnext
-    // picks in a row the ring's head goes first, so queued Gs cannot starve.
-    const bool skip_runnext = p->runnext_streak >= 61;
-    if (GreenThread* g = runq_get(p, inherit_time, skip_runnext)) {
-      p->runnext_streak = *inherit_time ? p->runnext_streak + 1 : 0;
-      return g;
-    }
+    if (GreenThread* g = take_local(p, inherit_time)) return g;
     if (GreenThread* g = global_get(p, 0)) return g;
     // The network, without blocking, unless an M is already blocked in epoll_wait (it gets
     // the events). Several green threads made ready at once are spread over idle Ps.
@@ -465,8 +470,8 @@ void finish_switch(Machine* m, GreenThread* g, SwitchRequest* request) {
   }
 }
 
-void execute(Machine* m, GreenThread* g) {
-  Processor* p = m->p;
+// What execute() does before switching into g, also done by a direct switch.
+void begin_running(Machine* m, Processor* p, GreenThread* g) {
   // Counted even when the G came from runnext and inherits the slice (unlike Go, whose sysmon
   // covers that case), so the every-61st-tick look at the global queue also happens during
   // runnext chains.
@@ -477,13 +482,58 @@ void execute(Machine* m, GreenThread* g) {
   p->run_tick.store(p->schedtick * 2 + 1, std::memory_order_relaxed);  // odd: a G runs
   m->curg = g;
   g->status.store(GStatus::kRunning, std::memory_order_relaxed);
+}
+
+void execute(Machine* m, GreenThread* g) {
+  begin_running(m, m->p, g);
   void* request = resume_green_thread(m, g);
+  // Not necessarily g: g may have handed the M on with a direct switch.
+  GreenThread* back = m->curg;
   m->curg = nullptr;
   // The G may have left its P in a blocking call (and taken another): use m's P now.
   if (Processor* now = m->p; now != nullptr) {
     now->run_tick.store(now->schedtick * 2, std::memory_order_relaxed);
   }
-  finish_switch(m, g, static_cast<SwitchRequest*>(request));
+  finish_switch(m, back, static_cast<SwitchRequest*>(request));
+}
+
+// ---- direct switch: a parking or exiting G hands its M straight to the next local G ----
+//
+// A channel handoff readies the partner into runnext and then parks; an exiting G is followed
+// by the next one in the queue. Through g0 that is two context switches and a pass of
+// find_runnable() that would pick the same local G. When nothing else is due (no expired timer
+// on this P, not the every-61st-tick look at the global queue, not stopping), the G switches to
+// that next G itself, with the same runnext-streak fairness as find_runnable(), and what g0
+// would have done after the switch (the park's commit, or recycling the dead G) runs on the
+// new G's stack before it continues: still after the old G's context was saved, which is
+// what makes wakeups safe.
+struct DirectSwitch {
+  GreenThread* from;
+  Machine* m;
+  SwitchRequest* request;
+};
+
+Transfer complete_direct_switch(Transfer t) {
+  const DirectSwitch d = *static_cast<DirectSwitch*>(t.data);  // on the old G's stack
+  arrive_green_to_green(d.m);
+  d.from->ctx = t.fctx;
+  finish_switch(d.m, d.from, d.request);
+  return Transfer{d.m->g0_ctx, d.m};
+}
+
+bool try_direct_switch(GreenThread* g, Machine* m, SwitchRequest* req) {
+  Processor* p = m->p;
+  if (p->schedtick % 61 == 0 || sched.stopping.load(std::memory_order_relaxed)) return false;
+  if (const int64_t t = p->timers.earliest(); t != INT64_MAX && t <= now_ns()) return false;
+  bool inherit_time = false;
+  GreenThread* next = take_local(p, &inherit_time);
+  if (next == nullptr) return false;
+  p->run_tick.store(p->schedtick * 2, std::memory_order_relaxed);
+  begin_running(m, p, next);
+  DirectSwitch d{g, m, req};
+  switch_green_to_green(g, m, next, &d, complete_direct_switch,
+                        req->kind == SwitchRequest::kExit);
+  return true;
 }
 
 void schedule(Machine* m) {
@@ -906,6 +956,10 @@ void switch_to_scheduler(GreenThread* g, SwitchRequest* req) {
   if (m->p == nullptr && req->kind != SwitchRequest::kBlockingExit) {
     fatal("a green thread parked, yielded or exited inside green::blocking(); the function "
           "given to blocking() must not call into the scheduler");
+  }
+  if ((req->kind == SwitchRequest::kPark || (req->kind == SwitchRequest::kExit && !g->is_main)) &&
+      try_direct_switch(g, m, req)) {
+    return;
   }
   suspend_green_thread(g, m, req, req->kind == SwitchRequest::kExit);
 }

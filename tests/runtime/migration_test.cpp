@@ -11,7 +11,10 @@
 #include <string>
 #include <thread>
 
+#include "runtime/channel.h"
 #include "runtime/green.h"
+#include "runtime/select.h"
+#include "runtime/sync.h"
 #include "tests/runtime/test_util.h"
 
 namespace {
@@ -116,6 +119,54 @@ TEST(Migration, ExceptionBeingHandledSurvivesHops) {
       &moved);
   EXPECT_EQ(moved, kGreenThreads * kHops);
   EXPECT_EQ(ok.load(), kGreenThreads);
+}
+
+TEST(Migration, DirectHandoffKeepsErrnoExceptionAndDeadline) {
+  // One P, so every channel handoff below is a direct switch from the parking G to the one
+  // it readied. The parking G is inside a catch block, has errno set, and parks with a
+  // deadline (the timer is armed on the partner's stack, after the switch): it must come back
+  // with all three intact, and the partner must see none of them.
+  int errno_after = 0;
+  std::string exception_after;
+  int fired = 99;
+  int partner_errno = 0;
+  bool partner_saw_exception = true;
+  green::run({.procs = 1}, [&] {
+    green::Channel<int> handoff(0), never(0);
+    green::WaitGroup wg;
+    wg.add(2);
+    green::go([&] {
+      (void)handoff.recv();  // parks first; the other G's send readies it into runnext
+      partner_saw_exception = std::current_exception() != nullptr;
+      errno = 7;
+      green::yield();
+      partner_errno = errno;
+      wg.done();
+    });
+    green::go([&] {
+      try {
+        throw std::runtime_error("being handled");
+      } catch (const std::runtime_error&) {
+        errno = 42;
+        (void)handoff.send(1);
+        fired = green::select(green::recv_case(never, [](std::optional<int>) {}),
+                              green::timeout(std::chrono::milliseconds(20)));
+        errno_after = errno;
+        try {
+          throw;
+        } catch (const std::runtime_error& e) {
+          exception_after = e.what();
+        }
+      }
+      wg.done();
+    });
+    wg.wait();
+  });
+  EXPECT_EQ(fired, green::kSelectTimeout);
+  EXPECT_EQ(errno_after, 42);
+  EXPECT_EQ(exception_after, "being handled");
+  EXPECT_EQ(partner_errno, 7);
+  EXPECT_FALSE(partner_saw_exception);
 }
 
 TEST(Migration, GreenLocalStateFollowsTheGreenThread) {

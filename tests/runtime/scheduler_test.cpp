@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "runtime/channel.h"
 #include "runtime/green.h"
 #include "runtime/processor.h"
 #include "runtime/sync.h"
@@ -137,6 +138,56 @@ TEST(Scheduler, RespawningGreenThreadCannotStarveTheGlobalQueue) {
   ASSERT_GE(at_injection.load(), 0);
   // Between being queued and running, the victim waited for a bounded number of respawns.
   EXPECT_LT(at_victim_run.load() - at_injection.load(), 1000);
+}
+
+TEST(Scheduler, ChannelHandoffChainCannotStarveQueuedOrGlobalGreenThreads) {
+  // One P. Two green threads ping-pong over unbuffered channels: each handoff readies the
+  // partner into runnext and parks, and the P switches straight to it (no pass through the
+  // scheduler loop). A G waiting in the local queue (main, after yield()) and one queued
+  // globally (spawned from a plain thread) must still run within a bounded number of rounds.
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> rounds{0};
+  std::vector<int64_t> waits;
+  std::atomic<int64_t> at_injection{-1};
+  std::atomic<int64_t> at_global_run{-1};
+  green::run({.procs = 1}, [&] {
+    green::Channel<int> ping(0), pong(0);
+    green::WaitGroup pair;
+    pair.add(2);
+    green::go([&] {
+      while (auto v = ping.recv()) (void)pong.send(*v);
+      pair.done();
+    });
+    green::go([&] {
+      for (int i = 0; !stop.load(); ++i) {
+        (void)ping.send(i);
+        EXPECT_EQ(pong.recv().value_or(-1), i);
+        rounds.fetch_add(1);
+      }
+      ping.close();
+      pair.done();
+    });
+    for (int k = 0; k < 20; ++k) {
+      const int64_t before = rounds.load();
+      green::yield();
+      waits.push_back(rounds.load() - before);
+    }
+    std::thread injector([&] {
+      green::go([&] { at_global_run.store(rounds.load()); });
+      at_injection.store(rounds.load());
+    });
+    while (at_global_run.load() < 0) green::yield();
+    injector.join();
+    const int64_t total = rounds.load();
+    stop.store(true);
+    pair.wait();
+    EXPECT_GT(total, 0) << "the pair never ran";
+  });
+  // Each yield lets the pair run, but only for a bounded stretch (about 61 schedulings).
+  EXPECT_GT(*std::max_element(waits.begin(), waits.end()), 0);
+  EXPECT_LT(*std::max_element(waits.begin(), waits.end()), 1000);
+  ASSERT_GE(at_injection.load(), 0);
+  EXPECT_LT(at_global_run.load() - at_injection.load(), 1000);
 }
 
 TEST(Scheduler, YieldInterleavesGreenThreadsOnOneP) {
