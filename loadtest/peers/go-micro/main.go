@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -226,7 +227,20 @@ func median3(f func() float64) (float64, []float64) {
 func main() {
 	n := flag.Int("n", 1000000, "iterations per timed benchmark")
 	np := flag.Int("parked", 1000000, "number of goroutines to park")
+	only := flag.String("only", "", "comma-separated benchmarks to run (spawn_join, pingpong, "+
+		"yield, echo, sleep_wake, parked); empty: all")
 	flag.Parse()
+	wanted := func(name string) bool {
+		if *only == "" {
+			return true
+		}
+		for _, w := range strings.Split(*only, ",") {
+			if w == name {
+				return true
+			}
+		}
+		return false
+	}
 	if *n < 1 || *np < 1 {
 		fmt.Fprintln(os.Stderr, "gomicro: -n and -parked must be >= 1")
 		os.Exit(2)
@@ -243,23 +257,34 @@ func main() {
 		}
 	}
 
-	v, s := timed(*n, spawnJoin)
-	emit("spawn_join_ns", v, "ns", s)
-	v, s = timed(*n, pingPong)
-	emit("pingpong_rt_ns", v, "ns", s)
-	v, s = timed(*n, yield)
-	emit("yield_ns", v, "ns", s)
-	rounds := *n / 500
-	if rounds < 10 {
-		rounds = 10
+	if wanted("spawn_join") {
+		v, s := timed(*n, spawnJoin)
+		emit("spawn_join_ns", v, "ns", s)
 	}
-	v, s = median3(func() float64 { return echoRT(rounds) })
-	emit("echo_rt_us", v, "us", s)
-	v, s = median3(sleepWake)
-	emit("sleep_wake_us", v, "us", s)
-
-	rssPer, goPer := parked(*np)
-	fmt.Fprintf(out, "BENCH parked_count %d goroutines\n", *np)
-	emit("parked_bytes", rssPer, "bytes", nil)
-	emit("parked_go_heap_stack_bytes", goPer, "bytes", nil)
+	if wanted("pingpong") {
+		v, s := timed(*n, pingPong)
+		emit("pingpong_rt_ns", v, "ns", s)
+	}
+	if wanted("yield") {
+		v, s := timed(*n, yield)
+		emit("yield_ns", v, "ns", s)
+	}
+	if wanted("echo") {
+		rounds := *n / 500
+		if rounds < 10 {
+			rounds = 10
+		}
+		v, s := median3(func() float64 { return echoRT(rounds) })
+		emit("echo_rt_us", v, "us", s)
+	}
+	if wanted("sleep_wake") {
+		v, s := median3(sleepWake)
+		emit("sleep_wake_us", v, "us", s)
+	}
+	if wanted("parked") {
+		rssPer, goPer := parked(*np)
+		fmt.Fprintf(out, "BENCH parked_count %d goroutines\n", *np)
+		emit("parked_bytes", rssPer, "bytes", nil)
+		emit("parked_go_heap_stack_bytes", goPer, "bytes", nil)
+	}
 }
