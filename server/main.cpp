@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <thread>
@@ -115,8 +116,18 @@ int main(int argc, char** argv) {
       spdlog::info("{}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       green::go([&server] { server.shutdown(); });
     }).detach();
-    server.serve();
+    const std::size_t still_running = server.serve();
     access_log->stop();
+    if (still_running > 0) {
+      // Their handlers outlived --shutdown-timeout and the forced close. Destroying the
+      // server (and the router) would wait for them; the process exits on time instead.
+      spdlog::warn("{} connection(s) still in a handler at the shutdown deadline; exiting without "
+                   "waiting for them",
+                   still_running);
+      spdlog::shutdown();  // flushes
+      std::fflush(nullptr);
+      std::_Exit(0);
+    }
     spdlog::info("stopped");
   });
   return exit_code;

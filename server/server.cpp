@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "runtime/green.h"
@@ -36,7 +37,10 @@ Server::Server(ServerOptions options, const Router& router, AccessLog* access_lo
       options_.max_connections > 0 ? options_.max_connections : default_max_connections();
 }
 
-Server::~Server() { listener_.close(); }
+Server::~Server() {
+  listener_.close();
+  connections_.wait();
+}
 
 int Server::listen() {
   std::optional<net::Address> at = net::Address::parse(options_.listen);
@@ -60,7 +64,7 @@ void Server::reject(net::TcpStream& stream) {
   stream.close();
 }
 
-void Server::serve() {
+std::size_t Server::serve() {
   auto backoff = std::chrono::milliseconds(5);
   while (!draining()) {
     net::TcpStream stream;
@@ -82,14 +86,16 @@ void Server::serve() {
       continue;
     }
     metrics_.open_connections.fetch_add(1, std::memory_order_relaxed);
+    connections_.add(1);
     green::go([this, s = std::move(stream), peer]() mutable {
       {
         Connection c(*this, std::move(s), peer);
         c.run();
       }
-      // Release: the drain below reads this count and then the Server (its buffer pool) may
-      // be destroyed, so everything this connection did must happen-before that read.
+      // Release: the drain reads this count and then the Server (its buffer pool) may be
+      // destroyed, so everything this connection did must happen-before that read.
       metrics_.open_connections.fetch_sub(1, std::memory_order_release);
+      connections_.done();  // the last touch of *this: ~Server waits for it
     });
   }
 
@@ -111,6 +117,7 @@ void Server::serve() {
       green::sleep_for(std::chrono::milliseconds(5));
     }
   }
+  return static_cast<std::size_t>(std::max<int64_t>(0, metrics_.open_connections.load()));
 }
 
 void Server::shutdown() {

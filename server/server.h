@@ -10,7 +10,14 @@
 // 503 and closed at once. shutdown() (from any green thread) turns ready() false, closes the
 // listener, closes idle keep-alive connections, and lets connections that are handling a
 // request finish it and answer with Connection: close; serve() returns once every connection
-// is gone, or after shutdown_timeout, when the rest are closed.
+// is gone, or after shutdown_timeout, when the rest are closed (and up to a second more for
+// their green threads to see it).
+//
+// A connection whose handler is still running then (it sleeps, computes, or waits on
+// something that is not its socket) cannot be stopped from outside: serve() returns how many
+// there are, and the destructor waits for their green threads to end, so a Server is never
+// destroyed under one. A process that must exit on time anyway does so without destroying
+// the Server (greenhttp's main does).
 #pragma once
 
 #include <atomic>
@@ -47,6 +54,7 @@ class Server {
  public:
   // `router` and `access_log` (may be null: no logging) must outlive the server.
   Server(ServerOptions options, const Router& router, AccessLog* access_log);
+  // Waits for every connection green thread to end (see above). From a green thread.
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -57,7 +65,8 @@ class Server {
   net::Address local_address() const { return listener_.local_address(); }
 
   // Accepts until shutdown(), then drains (see above). Call from a green thread, once.
-  void serve();
+  // Returns the number of connection green threads still running (0 after a clean drain).
+  std::size_t serve();
   // Starts the graceful shutdown. Any green thread; idempotent.
   void shutdown();
 
@@ -88,6 +97,7 @@ class Server {
   std::atomic<bool> ready_{false};
   std::atomic<bool> draining_{false};
   WaitGroup shutdown_done_;
+  WaitGroup connections_;  // one count per connection green thread, until its last access
 
   // Every live connection, for shutdown. Lock order: registry_lock_ only (connections do not
   // hold it while parked).

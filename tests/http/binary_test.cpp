@@ -196,6 +196,24 @@ TEST(Binary, SigtermUnderLoadFinishesInFlightAndExitsZero) {
   EXPECT_GT(ok.load(), 0);
 }
 
+TEST(Binary, SigtermExitsZeroOnTimeWhenAHandlerOutlivesTheShutdownTimeout) {
+  ServerProcess server({"--access-log", "off", "--shutdown-timeout", "200ms"});
+  ASSERT_NE(server.port(), 0);
+  Client stuck(server.port(), 10s);
+  ASSERT_TRUE(stuck.send(get(server.port(), "/sleep?ms=8000")));
+  std::this_thread::sleep_for(200ms);  // the handler is asleep
+  const auto start = std::chrono::steady_clock::now();
+  // 200 ms of drain, then the forced close and its grace second.
+  const int code = server.signal_and_wait(SIGTERM, 5s);
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(code, 0) << server.stderr_text();
+  EXPECT_LT(took, 4s) << "waited for the handler instead of the shutdown timeout";
+  EXPECT_FALSE(stuck.read_response()) << "the stuck request is cut off, not answered";
+  EXPECT_NE(server.stderr_text().find("1 connection(s) still in a handler at the shutdown deadline"),
+            std::string::npos)
+      << server.stderr_text();
+}
+
 TEST(Binary, IdleKeepAliveConnectionsHoldLittleMemory) {
   rlimit nofile{};
   getrlimit(RLIMIT_NOFILE, &nofile);

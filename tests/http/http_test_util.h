@@ -57,11 +57,14 @@ class TestServer {
           port_ = rc == 0 ? server.local_address().port() : 0;
         }
         ready_.notify_all();
-        if (rc == 0) server.serve();
+        const std::size_t left = rc == 0 ? server.serve() : 0;
         log_->stop();
-        std::lock_guard<std::mutex> g(lock_);
-        server_ = nullptr;
-      });
+        {
+          std::lock_guard<std::mutex> g(lock_);
+          server_ = nullptr;
+          still_running_ = left;
+        }
+      });  // ~Server (at the end of this scope) waits for connections still running
     });
     std::unique_lock<std::mutex> g(lock_);
     ready_.wait(g, [this] { return server_ != nullptr || port_ != 0; });
@@ -89,6 +92,11 @@ class TestServer {
     std::lock_guard<std::mutex> g(lock_);
     return server_ == nullptr;
   }
+  // What serve() returned: connections still running after the drain.
+  std::size_t still_running() {
+    std::lock_guard<std::mutex> g(lock_);
+    return still_running_;
+  }
 
  private:
   Router router_;
@@ -99,6 +107,7 @@ class TestServer {
   std::condition_variable ready_;
   Server* server_ = nullptr;
   uint16_t port_ = 0;
+  std::size_t still_running_ = 0;
 };
 
 // A blocking client socket with a receive timeout.

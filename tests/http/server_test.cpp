@@ -513,5 +513,30 @@ TEST(Server, ShutdownFinishesInFlightClosesIdleAndTurnsUnready) {
   EXPECT_TRUE(s.finished());
 }
 
+TEST(Server, AHandlerThatOutlivesTheShutdownTimeoutIsWaitedForBeforeTheServerGoes) {
+  // The handler sleeps past shutdown_timeout and the forced close's grace second: serve()
+  // reports it, and the Server's destructor waits for its green thread instead of leaving it
+  // to touch a destroyed Server (ASan would see that as a use after scope).
+  std::atomic<bool> handler_done{false};
+  ServerOptions options;
+  options.shutdown_timeout = 100ms;
+  TestServer s(options, [&](Router& r) {
+    r.handle(Method::kGet, "/hold", [&](Request&, ResponseWriter& w) {
+      green::sleep_for(std::chrono::milliseconds(2500));
+      handler_done.store(true);
+      w.send(200, "text/plain", "late");
+    });
+  });
+  Client c(s.port(), 10s);
+  ASSERT_TRUE(c.send(get(s.port(), "/hold")));
+  std::this_thread::sleep_for(200ms);  // the handler is asleep
+  const auto start = std::chrono::steady_clock::now();
+  s.stop();  // returns once the runtime thread ended: after ~Server
+  EXPECT_EQ(s.still_running(), 1u);
+  EXPECT_TRUE(handler_done.load()) << "the Server was destroyed under a running handler";
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 2s);
+  EXPECT_FALSE(c.read_response()) << "the forced close cut the connection";
+}
+
 }  // namespace
 }  // namespace green::http
