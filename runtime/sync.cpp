@@ -28,6 +28,12 @@ using detail::Waiter;
 // ---- WaitGroup ----
 
 void WaitGroup::add(int64_t delta) {
+  if (delta > 0) {
+    // Raising the count never wakes anyone (no wait() is parked at zero): one fetch_add,
+    // not a load and a CAS that other Ps' done() calls keep failing.
+    count_.fetch_add(delta, std::memory_order_acq_rel);
+    return;
+  }
   // Fast path: any change that leaves waiters nothing to do is one CAS: staying above zero,
   // or reaching zero while nobody waits. With kWaiters clear no wait() is parked, and a
   // wait() that starts now sees zero and returns; the CAS is our last touch of *this.
