@@ -241,6 +241,65 @@ TEST(Net, ReadDeadlineTimesOutAndLeavesTheSocketUsable) {
   });
 }
 
+// A descriptor's deadline timer is armed lazily: it stays in the timer heap across waits and
+// follows each wait's deadline when it fires. Every wait must still time out at its own
+// deadline, never before it and not much after it, whether that deadline is earlier or later
+// than the one the timer was pending for. (Lower bounds are exact; upper bounds generous.)
+TEST(Net, EachWaitTimesOutAtItsOwnDeadlineEarlierOrLaterThanThePreviousOne) {
+  green::run({.procs = 2}, [&] {
+    TcpListener listener;
+    TcpStream client, server;
+    ASSERT_NO_FATAL_FAILURE(connected_pair(listener, client, server));
+    char buf[16];
+    auto send_after = [&](std::chrono::milliseconds d) {
+      green::go([&server, d] {
+        green::sleep_for(d);
+        (void)server.write("x", 1);
+      });
+    };
+    auto timed_read = [&](std::chrono::milliseconds deadline, ssize_t* rc) {
+      client.set_read_deadline(green::net::deadline_after(deadline));
+      const auto start = std::chrono::steady_clock::now();
+      *rc = client.read(buf, sizeof buf);
+      return std::chrono::steady_clock::now() - start;
+    };
+    ssize_t rc = 0;
+    // 1. Data well before a long deadline: the timer stays pending at ~2 s.
+    send_after(20ms);
+    EXPECT_LT(timed_read(2000ms, &rc), 1500ms);
+    EXPECT_EQ(rc, 1);
+    // 2. An earlier deadline than the pending timer's: it must be moved, not waited out.
+    auto took = timed_read(100ms, &rc);
+    EXPECT_EQ(rc, -ETIMEDOUT);
+    EXPECT_GE(took, 100ms);
+    EXPECT_LT(took, 1500ms);
+    // 3. Many quick waits (the keep-alive pattern) with a 1 s deadline each, then a later
+    //    wait with a 150 ms deadline and no data: on time.
+    client.set_read_deadline(green::net::deadline_after(1000ms));
+    for (int i = 0; i < 50; ++i) {
+      ASSERT_EQ(server.write("y", 1), 1);
+      EXPECT_EQ(client.read(buf, sizeof buf), 1) << i;
+      client.set_read_deadline(green::net::deadline_after(1000ms));
+    }
+    took = timed_read(150ms, &rc);
+    EXPECT_EQ(rc, -ETIMEDOUT);
+    EXPECT_GE(took, 150ms);
+    EXPECT_LT(took, 1500ms);
+    // 4. A short deadline whose wait got data, then a longer one without data: the timer,
+    //    still pending at the short one, must follow the new deadline, not fire the old one.
+    send_after(10ms);
+    EXPECT_EQ((timed_read(60ms, &rc), rc), 1);
+    took = timed_read(400ms, &rc);
+    EXPECT_EQ(rc, -ETIMEDOUT);
+    EXPECT_GE(took, 400ms);
+    // 5. And the socket is still fine.
+    client.set_read_deadline(green::net::kNoDeadline);
+    ASSERT_EQ(server.write("z", 1), 1);
+    EXPECT_EQ(client.read(buf, sizeof buf), 1);
+    EXPECT_EQ(buf[0], 'z');
+  });
+}
+
 // The idle keep-alive pattern: read until a short read, then wait_readable() without a buffer.
 // Data and the peer's FIN often arrive in one epoll edge; a read that consumed that edge and
 // returned only the data must not leave the next wait parked until its deadline (end of stream
