@@ -9,7 +9,10 @@
 //
 // Transfer protocol: g0 passes its Machine* to the G it resumes; a G passes a SwitchRequest*
 // back to g0. The G learns which M (and which g0 context) it resumed on from that Machine*,
-// never from a thread_local cached before the switch.
+// never from a thread_local cached before the switch. A G may also hand its M straight to
+// another G (switch_green_to_green, the scheduler's direct switch): the on_top function then
+// passes the same {g0 context, Machine*} pair, and g0 later gets the request of whichever G
+// finally switches back to it (m->curg).
 #pragma once
 
 #include <boost/context/detail/fcontext.hpp>
