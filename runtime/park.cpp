@@ -34,6 +34,12 @@ int64_t now_ns() {
   return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
 }
 
+int64_t coarse_now_ns() {
+  struct timespec ts {};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
+}
+
 Waiter::Waiter() : g_(current_green_thread()) {}
 
 namespace {

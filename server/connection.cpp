@@ -34,6 +34,7 @@ Connection::Connection(Server& server, net::TcpStream stream, const net::Address
   remote_length_ = static_cast<uint8_t>(std::min(host.size(), sizeof remote_));
   std::memcpy(remote_, host.data(), remote_length_);
   server_.register_connection(this);
+  idle_since_ = Clock::now();
 }
 
 Connection::~Connection() {
@@ -54,11 +55,13 @@ bool Connection::close_if_idle(bool force) {
 
 ByteBuffer& Connection::output() { return buffers_->output; }
 
-bool Connection::flush_output() {
+bool Connection::flush_output() { return flush_output_at(Clock::now()); }
+
+bool Connection::flush_output_at(Clock::time_point now) {
   ByteBuffer& out = buffers_->output;
   if (out.empty()) return !write_failed_;
   if (!write_failed_) {
-    stream_.set_write_deadline(deadline_in(server_.options().write_timeout, Clock::now()));
+    stream_.set_write_deadline(deadline_in(server_.options().write_timeout, now));
     const ssize_t n = stream_.write(out.data(), out.size());
     if (n < 0) write_failed_ = true;
   }
@@ -89,7 +92,7 @@ bool Connection::wait_for_request() {
   state_.compare_exchange_strong(expected, kIdle);
   if (state_.load() == kClosing) return false;
 
-  const Clock::time_point idle_since = Clock::now();
+  const Clock::time_point idle_since = idle_since_;
   const net::Deadline idle_end = deadline_in(server_.options().idle_timeout, idle_since);
   // Stage one: most keep-alive clients come back within milliseconds; trimming the stack for
   // them would cost a syscall per request. Stage two, for the ones that stay away: give the
@@ -144,10 +147,14 @@ bool Connection::serve_batches() {
   bool fresh_wake = true;
   socket_drained_ = false;
   request_start_ = Clock::now();
-  for (;;) {
+  bool served = false;  // a response was completed (finished_at_ is this round's)
+  for (bool first = true;; first = false) {
     const bool was_idle = parser_.idle();
     const ssize_t n = read_more(&fresh_wake);
-    if (n == -EAGAIN) return true;
+    if (n == -EAGAIN) {
+      idle_since_ = served ? finished_at_ : Clock::now();  // a stale wakeup: back to idle
+      return true;
+    }
     if (n <= 0) {
       if (n == -ETIMEDOUT && parser_.request_started()) {
         server_.metrics_.header_timeouts.fetch_add(1, std::memory_order_relaxed);
@@ -158,7 +165,7 @@ bool Connection::serve_batches() {
       }
       return false;  // end of stream, reset, shutdown: nothing to answer
     }
-    if (was_idle) request_start_ = Clock::now();
+    if (was_idle && !first) request_start_ = Clock::now();  // (the first was just taken)
     parser_.commit(static_cast<std::size_t>(n));
 
     for (;;) {
@@ -175,18 +182,20 @@ bool Connection::serve_batches() {
       }
       Request& r = parser_.request();
       handle_request(r);
+      served = true;
       if (write_failed_) return false;
       if (close_after_) {
-        flush_output();
+        flush_output_at(finished_at_);
         linger_close();
         return false;
       }
-      if (parser_.idle()) request_start_ = Clock::now();
+      if (parser_.idle()) request_start_ = finished_at_;  // a pipelined one may follow
     }
     // The input is drained: one write for every response of the batch.
-    if (!flush_output()) return false;
+    if (!flush_output_at(served ? finished_at_ : Clock::now())) return false;
     if (parser_.idle()) {
       if (server_.draining()) return false;
+      idle_since_ = served ? finished_at_ : Clock::now();
       return true;
     }
   }
@@ -238,7 +247,8 @@ void Connection::handle_request(Request& r) {
     }
   }
   close_after_ = !keep;
-  server_.metrics_.record_request(status, Clock::now() - request_start_);
+  finished_at_ = Clock::now();
+  server_.metrics_.record_request(status, finished_at_ - request_start_);
   log_request(&r, status, bytes);
 }
 

@@ -54,6 +54,9 @@ const char* wait_reason_name(WaitReason reason);
 
 // Monotonic clock in nanoseconds (CLOCK_MONOTONIC).
 int64_t now_ns();
+// CLOCK_MONOTONIC_COARSE: the same clock up to one tick (1-4 ms) behind, at a fifth of the
+// cost (~7 ns against ~35 ns here). For checks that may see a deadline that late.
+int64_t coarse_now_ns();
 
 inline constexpr int64_t kNoDeadline = INT64_MAX;
 inline constexpr uint32_t kTimeoutTag = 0xFFFFFFFEu;
