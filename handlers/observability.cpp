@@ -78,7 +78,9 @@ std::string prometheus_text(const Context& ctx) {
   scalar(o, "greenrt_green_threads_created_total", "counter", "Green threads ever spawned.",
          rs.green_threads_created);
   scalar(o, "greenrt_procs", "gauge", "Logical processors (Ps).", rs.procs);
-  scalar(o, "greenrt_idle_procs", "gauge", "Ps with nothing to run.", rs.idle_procs);
+  scalar(o, "greenrt_idle_procs", "gauge", "Ps with nothing to run, right now.", rs.idle_procs);
+  scalar(o, "greenrt_idle_procs_avg", "gauge",
+         "Ps with nothing to run, averaged over about the last second.", rs.idle_procs_avg);
   scalar(o, "greenrt_machines", "gauge", "OS threads (Ms) created by the runtime.", rs.machines);
   scalar(o, "greenrt_idle_machines", "gauge", "Ms parked with no work.", rs.idle_machines);
   scalar(o, "greenrt_blocking_machines", "gauge", "Ms inside green::blocking now.",
@@ -104,7 +106,10 @@ std::string prometheus_text(const Context& ctx) {
 std::string vars_json(const Context& ctx) {
   const green::RuntimeStats rs = green::stats();
   std::ostringstream o;
+  char avg[32];
+  std::snprintf(avg, sizeof avg, "%.2f", rs.idle_procs_avg);
   o << "{\"procs\":" << rs.procs << ",\"idle_procs\":" << rs.idle_procs
+    << ",\"idle_procs_avg\":" << avg
     << ",\"machines\":" << rs.machines << ",\"green_threads\":" << rs.green_threads
     << ",\"steals\":" << rs.steals << ",\"hogs\":" << rs.hogs
     << ",\"global_runq\":" << rs.global_runq_length << ",\"runq\":[";
@@ -153,7 +158,7 @@ records rather than let memory grow.</p>
 <h2>Live figures</h2>
 <table id="figures">
 <tr><th>Ps (logical processors)</th><td id="procs">…</td></tr>
-<tr><th>idle Ps</th><td id="idle_procs">…</td></tr>
+<tr><th>idle Ps (1 s average)</th><td id="idle_procs_avg">…</td></tr>
 <tr><th>Ms (OS threads)</th><td id="machines">…</td></tr>
 <tr><th>green threads</th><td id="green_threads">…</td></tr>
 <tr><th>steals</th><td id="steals">…</td></tr>
@@ -170,8 +175,9 @@ let last = null;
 async function refresh() {
   try {
     const v = await (await fetch('/debug/vars', {cache: 'no-store'})).json();
-    for (const k of ['procs','idle_procs','machines','green_threads','steals','open_connections','requests']) {
-      const el = document.getElementById(k); if (el && k in v) el.textContent = v[k];
+    for (const k of ['procs','idle_procs_avg','machines','green_threads','steals','open_connections','requests']) {
+      const el = document.getElementById(k);
+      if (el && k in v) el.textContent = k === 'idle_procs_avg' ? v[k].toFixed(2) : v[k];
     }
     if (last) {
       const dt = v.uptime_seconds - last.uptime_seconds;

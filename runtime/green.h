@@ -227,7 +227,8 @@ struct ProcessorStats {
 struct RuntimeStats {
   int procs = 0;
   int machines = 0;        // OS threads created for the runtime (Ms)
-  int idle_procs = 0;
+  int idle_procs = 0;             // right now (while a request is served: rarely any)
+  double idle_procs_avg = 0;      // averaged over about the last second (sysmon's samples)
   int spinning_machines = 0;
   int64_t green_threads = 0;
   uint64_t green_threads_created = 0;

@@ -1062,6 +1062,7 @@ void run(const Options& options, std::function<void()> main) {
   sched.retakes.store(0);
   sched.start_ns = now_ns();
   sched.sysmon_now_ns.store(sched.start_ns, std::memory_order_relaxed);
+  sched.idle_procs_avg.store(opts.procs - 1, std::memory_order_relaxed);  // as at start
   sched.active.store(true, std::memory_order_release);
   sysmon_start();
 
@@ -1138,6 +1139,7 @@ RuntimeStats stats() {
   s.procs = sched.nprocs;
   s.machines = sched.nmachines.load();
   s.idle_procs = sched.npidle.load();
+  s.idle_procs_avg = sched.idle_procs_avg.load(std::memory_order_relaxed);
   s.spinning_machines = sched.nmspinning.load();
   s.green_threads = num_green_threads();
   s.global_runq_length = sched.global_size.load(std::memory_order_relaxed);

@@ -50,6 +50,9 @@ struct Scheduler {
   // now_ns() as of sysmon's last round (it runs at least every 10 ms). A parking G records it
   // as the start of its wait, for dumps: a park reads no clock.
   alignas(64) std::atomic<int64_t> sysmon_now_ns{0};
+  // Idle Ps averaged over about the last second (sysmon's samples of npidle): npidle itself,
+  // read while serving a request, is nearly always the P serving it plus a spinning M's.
+  std::atomic<double> idle_procs_avg{0};
   std::atomic<bool> stopping{false};
   std::atomic<bool> active{false};
 

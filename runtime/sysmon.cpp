@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -67,6 +68,16 @@ int64_t schedtrace_from_env() {
   return v * 1'000'000LL;
 }
 
+// Folds this round's idle-P count into a moving average over ~1 s, each sample weighted by
+// the time since the previous one (sample and hold).
+void average_idle_procs(int64_t elapsed_ns) {
+  constexpr double kWindowNs = 1e9;
+  const double weight = 1.0 - std::exp(-static_cast<double>(elapsed_ns) / kWindowNs);
+  const double avg = sched.idle_procs_avg.load(std::memory_order_relaxed);
+  const double idle = static_cast<double>(sched.npidle.load(std::memory_order_relaxed));
+  sched.idle_procs_avg.store(avg + weight * (idle - avg), std::memory_order_relaxed);
+}
+
 // One look at every P. Returns true if it acted (keeps sysmon at its shortest period).
 bool retake(int64_t now) {
   bool acted = false;
@@ -125,8 +136,10 @@ void loop() {
     if (sleep > 0) futex_wait(&wake_word, 0, sleep);
     wake_word.store(0);
     if (stop_requested.load()) break;
+    const int64_t before = now;
     now = now_ns();
     sched.sysmon_now_ns.store(now, std::memory_order_relaxed);
+    average_idle_procs(now - before);
     bool acted = false;
     if (dump_requested.exchange(false)) write_all(2, dump_green_threads());
     if (now >= next_trace) {
