@@ -1062,7 +1062,7 @@ void run(const Options& options, std::function<void()> main) {
   sched.retakes.store(0);
   sched.start_ns = now_ns();
   sched.sysmon_now_ns.store(sched.start_ns, std::memory_order_relaxed);
-  sched.idle_procs_avg.store(opts.procs - 1, std::memory_order_relaxed);  // as at start
+  sched.idle_procs_avg.store(opts.procs, std::memory_order_relaxed);  // nothing ran before
   sched.active.store(true, std::memory_order_release);
   sysmon_start();
 
