@@ -39,7 +39,16 @@ Server::Server(ServerOptions options, const Router& router, AccessLog* access_lo
 
 Server::~Server() {
   listener_.close();
-  connections_.wait();
+  wait_for_connections(Clock::time_point::max());
+}
+
+bool Server::wait_for_connections(Clock::time_point until) {
+  // Each connection's decrement of the count is its last touch of *this (see serve()).
+  while (metrics_.open_connections.load() > 0) {
+    if (Clock::now() >= until) return false;
+    green::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
 }
 
 int Server::listen() {
@@ -86,16 +95,15 @@ std::size_t Server::serve() {
       continue;
     }
     metrics_.open_connections.fetch_add(1, std::memory_order_relaxed);
-    connections_.add(1);
     green::go([this, s = std::move(stream), peer]() mutable {
       {
         Connection c(*this, std::move(s), peer);
         c.run();
       }
-      // Release: the drain reads this count and then the Server (its buffer pool) may be
-      // destroyed, so everything this connection did must happen-before that read.
+      // The last touch of *this. Release: the drain and ~Server read this count and then the
+      // Server (its buffer pool) may be destroyed, so everything this connection did must
+      // happen-before that read.
       metrics_.open_connections.fetch_sub(1, std::memory_order_release);
-      connections_.done();  // the last touch of *this: ~Server waits for it
     });
   }
 
@@ -112,10 +120,7 @@ std::size_t Server::serve() {
   }
   if (metrics_.open_connections.load() > 0) {
     close_connections(true);
-    const Clock::time_point grace = Clock::now() + std::chrono::seconds(1);
-    while (metrics_.open_connections.load() > 0 && Clock::now() < grace) {
-      green::sleep_for(std::chrono::milliseconds(5));
-    }
+    wait_for_connections(Clock::now() + std::chrono::seconds(1));
   }
   return static_cast<std::size_t>(std::max<int64_t>(0, metrics_.open_connections.load()));
 }

@@ -86,6 +86,8 @@ class Server {
   void unregister_connection(Connection* c);
   // Closes connections: idle ones only (graceful), or all (past the drain deadline).
   void close_connections(bool all);
+  // Waits until no connection green thread is left or `until` passes; true if none is left.
+  bool wait_for_connections(std::chrono::steady_clock::time_point until);
 
   ServerOptions options_;
   const Router& router_;
@@ -97,7 +99,6 @@ class Server {
   std::atomic<bool> ready_{false};
   std::atomic<bool> draining_{false};
   WaitGroup shutdown_done_;
-  WaitGroup connections_;  // one count per connection green thread, until its last access
 
   // Every live connection, for shutdown. Lock order: registry_lock_ only (connections do not
   // hold it while parked).
