@@ -146,13 +146,13 @@ ssize_t Connection::read_more(bool* fresh_wake) {
 bool Connection::serve_batches() {
   bool fresh_wake = true;
   socket_drained_ = false;
-  request_start_ = Clock::now();
-  bool served = false;  // a response was completed (finished_at_ is this round's)
-  for (bool first = true;; first = false) {
-    const bool was_idle = parser_.idle();
+  // Until a response completes, "finished" is when this wake began: the times taken from it
+  // below (idle start, write deadline) then mean "now" to within a read(2).
+  request_start_ = finished_at_ = Clock::now();
+  for (;;) {
     const ssize_t n = read_more(&fresh_wake);
     if (n == -EAGAIN) {
-      idle_since_ = served ? finished_at_ : Clock::now();  // a stale wakeup: back to idle
+      idle_since_ = finished_at_;  // a stale wakeup: back to idle
       return true;
     }
     if (n <= 0) {
@@ -165,7 +165,7 @@ bool Connection::serve_batches() {
       }
       return false;  // end of stream, reset, shutdown: nothing to answer
     }
-    if (was_idle && !first) request_start_ = Clock::now();  // (the first was just taken)
+    // (Only the first read finds the parser idle: a batch that leaves it idle returns below.)
     parser_.commit(static_cast<std::size_t>(n));
 
     for (;;) {
@@ -182,7 +182,6 @@ bool Connection::serve_batches() {
       }
       Request& r = parser_.request();
       handle_request(r);
-      served = true;
       if (write_failed_) return false;
       if (close_after_) {
         flush_output_at(finished_at_);
@@ -192,10 +191,10 @@ bool Connection::serve_batches() {
       if (parser_.idle()) request_start_ = finished_at_;  // a pipelined one may follow
     }
     // The input is drained: one write for every response of the batch.
-    if (!flush_output_at(served ? finished_at_ : Clock::now())) return false;
+    if (!flush_output_at(finished_at_)) return false;
     if (parser_.idle()) {
       if (server_.draining()) return false;
-      idle_since_ = served ? finished_at_ : Clock::now();
+      idle_since_ = finished_at_;
       return true;
     }
   }
