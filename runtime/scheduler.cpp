@@ -531,7 +531,6 @@ bool try_direct_switch(GreenThread* g, Machine* m, SwitchRequest* req) {
   bool inherit_time = false;
   GreenThread* next = take_local(p, &inherit_time);
   if (next == nullptr) return false;
-  p->run_tick.store(p->schedtick * 2, std::memory_order_relaxed);
   begin_running(m, p, next);
   DirectSwitch d{g, m, req};
   switch_green_to_green(g, m, next, &d, complete_direct_switch,
