@@ -38,7 +38,13 @@ double elapsed_ns(Clock::time_point start) {
 double median3(double (*f)(long), long n) {
   f(std::max(1L, n / 10));  // warm-up: fills the free-G caches and faults in stacks
   std::vector<double> v;
-  for (int i = 0; i < 3; ++i) v.push_back(f(n));
+  for (int i = 0; i < 3; ++i) {
+    // Green threads that other Ps stole during the run: how much work crossed cores.
+    const uint64_t before = green::stats().steals;
+    v.push_back(f(n));
+    std::fprintf(stderr, "  run %d: %.1f (%llu stolen)\n", i + 1, v.back(),
+                 static_cast<unsigned long long>(green::stats().steals - before));
+  }
   std::sort(v.begin(), v.end());
   std::fprintf(stderr, "  samples: %.1f %.1f %.1f\n", v[0], v[1], v[2]);
   return v[1];

@@ -106,11 +106,11 @@ uint32_t runq_grab(Processor* victim, std::atomic<GreenThread*>* batch, uint32_t
 
 }  // namespace
 
-void runq_put(Processor* p, GreenThread* g, bool next) {
+bool runq_put(Processor* p, GreenThread* g, bool next) {
   if (next) {
     // release: publishes g's context to a thief that CASes runnext away.
     GreenThread* old = p->runnext.exchange(g, std::memory_order_acq_rel);
-    if (old == nullptr) return;
+    if (old == nullptr) return false;
     g = old;  // the previous runnext goes to the tail
   }
   for (;;) {
@@ -120,9 +120,9 @@ void runq_put(Processor* p, GreenThread* g, bool next) {
       p->runq[tail % kRunQueueSize].store(g, std::memory_order_relaxed);
       // release: the slot (and the G's context) are visible before the new tail.
       p->runq_tail.store(tail + 1, std::memory_order_release);
-      return;
+      return true;
     }
-    if (runq_put_slow(p, g, head, tail)) return;
+    if (runq_put_slow(p, g, head, tail)) return true;
   }
 }
 

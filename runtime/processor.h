@@ -85,7 +85,9 @@ struct alignas(64) Processor {
 };
 
 // Run queue operations (processor.cpp).
-void runq_put(Processor* p, GreenThread* g, bool next);
+// Queues g (into runnext with `next`). Returns false if g only filled an empty runnext, true
+// if a G went to the ring (g, or the runnext it replaced) or on to the global queue.
+bool runq_put(Processor* p, GreenThread* g, bool next);
 // Returns a G and whether it inherits the current time slice (it came from runnext).
 // `skip_runnext`: take the ring's head even if runnext is set (fairness, see find_runnable).
 GreenThread* runq_get(Processor* p, bool* inherit_time, bool skip_runnext = false);

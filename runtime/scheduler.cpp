@@ -931,15 +931,37 @@ bool retake_from_syscall(Processor* p, uint64_t word) {
   return true;
 }
 
-void ready(GreenThread* g, bool next) {
+namespace {
+
+// Queues a runnable g: on the caller's P (into runnext with `next`, when the caller is a G),
+// else globally. Returns false if g only filled the caller's empty runnext.
+bool enqueue_runnable(GreenThread* g, bool next) {
   g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
   Machine* m = current_machine();
-  if (m != nullptr && m->p != nullptr) {
-    runq_put(m->p, g, next && m->curg != nullptr);
-  } else {
-    std::lock_guard<SpinLock> guard(sched.lock);
-    global_put_locked(g, g, 1);
-  }
+  if (m != nullptr && m->p != nullptr) return runq_put(m->p, g, next && m->curg != nullptr);
+  std::lock_guard<SpinLock> guard(sched.lock);
+  global_put_locked(g, g, 1);
+  return true;
+}
+
+}  // namespace
+
+void ready(GreenThread* g, bool next) {
+  // A G woken into an empty runnext wakes no idle P (Tokio's rule for its LIFO slot; Go wakes
+  // one here). The waker usually parks within the microsecond (a channel handoff, a request
+  // answered), and this P then runs g with its cache warm: waking a P costs the waker a futex
+  // wake, and the woken M would find nothing to take in the 3 us it gives the runnext (a
+  // ping-pong pair paid both about every 7 us, ~20% of its round trips at 2 Ps). If the waker
+  // keeps running instead, a spinning M still takes g after those 3 us, and sysmon wakes one
+  // when the same G still runs at its next look (retake). A G that lands in the ring wakes a P
+  // as in Go: there is then more than one G waiting here.
+  if (enqueue_runnable(g, next)) wakep();
+}
+
+void ready_spawned(GreenThread* g) {
+  enqueue_runnable(g, true);
+  // Always a wakeup, as Go's newproc: a spawn more often starts work to run in parallel than
+  // it hands over to a G the spawner waits for.
   wakep();
 }
 
@@ -990,7 +1012,7 @@ GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_alig
 
 void start_green_thread(GreenThread* g) {
   prepare_entry(g);
-  ready(g, true);
+  ready_spawned(g);
   // Back-pressure: a green thread spawning in a loop would otherwise pile up an unbounded
   // backlog (Go spills it to the global queue), each queued G on its own cold stack page. When
   // our ring is about to spill, step aside to the global queue: this P runs the queued Gs while

@@ -94,7 +94,17 @@ bool retake(int64_t now) {
       sched.hogs.fetch_add(1, std::memory_order_relaxed);
       p->sysmon_when = now;  // counted once per 10 ms of hogging
       request_preempt(p);
-      if (!runq_empty(p) && spill_runq(p) > 0) wakep();
+      if (!runq_empty(p)) {
+        spill_runq(p);
+        wakep();  // also for a G in runnext, which only a spinning M may take
+      }
+      acted = true;
+    } else if (running && !runq_empty(p) && sched.npidle.load() > 0 &&
+               sched.nmspinning.load() == 0) {
+      // The same G has run since our last look while another waits on its P with a P idle:
+      // a G woken into runnext wakes nobody (ready()), in the hope that its waker parks
+      // soon. This one did not: wake a spinning M, which takes it.
+      wakep();
       acted = true;
     }
     // A P whose M is inside green::may_block(): retake it if the call is still running at our

@@ -101,6 +101,49 @@ TEST(Scheduler, WorkSpawnedOnOnePIsStolenAndRunByTheOther) {
   }
 }
 
+TEST(Scheduler, AGreenThreadWokenByOneThatKeepsRunningIsTakenByAnIdleP) {
+  // A G woken over a channel lands in its waker's runnext and wakes no idle P, on the bet that
+  // the waker parks soon. Here the waker spins instead (without any runtime call, so it cannot
+  // be preempted): the woken G must still run, on the other P, which sysmon (or a spinning M)
+  // gets to take it. Without that it would wait for the waker forever; the waker gives up
+  // after 10 s.
+  std::atomic<bool> ran{false};
+  int waker_p = -1, woken_p = -1;
+  bool gave_up = false;
+  green::run({.procs = 2}, [&] {
+    green::Channel<int> wake(0);
+    green::WaitGroup parked, finished;
+    parked.add(1);
+    finished.add(1);
+    green::go([&] {
+      parked.done();
+      (void)wake.recv();
+      woken_p = green::this_green_thread::processor_id();
+      ran.store(true, std::memory_order_release);
+      finished.done();
+    });
+    parked.wait();
+    green::sleep_for(1ms);  // it is parked in recv by now
+    // Compute for a while first, so that the other P's M has given up looking for work and
+    // sleeps: nobody spins when we send.
+    const auto settle = std::chrono::steady_clock::now() + 20ms;
+    while (std::chrono::steady_clock::now() < settle) {
+    }
+    (void)wake.send(1);  // the receiver is now in our P's runnext
+    waker_p = green::this_green_thread::processor_id();
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (!ran.load(std::memory_order_acquire)) {
+      if (std::chrono::steady_clock::now() > until) {
+        gave_up = true;
+        break;
+      }
+    }
+    finished.wait();
+  });
+  EXPECT_FALSE(gave_up) << "the woken green thread waited for its waker to stop running";
+  EXPECT_NE(woken_p, waker_p);
+}
+
 TEST(Scheduler, RespawningGreenThreadCannotStarveTheGlobalQueue) {
   // One P. A G that keeps respawning itself always has a successor in runnext; a G queued
   // globally (spawned from a plain thread) must still get its turn within ~61 schedulings.
