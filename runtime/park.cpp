@@ -57,16 +57,18 @@ void fire_park_deadline(Timer* t) {
 
 void park(Waiter& w, WaitReason reason, CommitFn commit, void* arg, int64_t deadline_ns) {
   if (GreenThread* g = w.g_; g != nullptr) {
-    Timer timer;
     SwitchRequest req{SwitchRequest::kPark, reason, commit, arg, nullptr};
-    if (deadline_ns != kNoDeadline) {
-      timer.when = deadline_ns;
-      timer.fire = fire_park_deadline;
-      timer.arg = &w;
-      req.timer = &timer;  // armed on g0, after our context is saved
+    if (deadline_ns == kNoDeadline) {
+      switch_to_scheduler(g, &req);
+      return;
     }
+    Timer timer;
+    timer.when = deadline_ns;
+    timer.fire = fire_park_deadline;
+    timer.arg = &w;
+    req.timer = &timer;  // armed on g0, after our context is saved
     switch_to_scheduler(g, &req);
-    if (deadline_ns != kNoDeadline) timer_cancel(&timer);
+    timer_cancel(&timer);
     return;
   }
   // A plain OS thread: release the primitive's lock and sleep on the waiter's futex word.

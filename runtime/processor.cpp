@@ -106,12 +106,22 @@ uint32_t runq_grab(Processor* victim, std::atomic<GreenThread*>* batch, uint32_t
 
 }  // namespace
 
-bool runq_put(Processor* p, GreenThread* g, bool next) {
+RunqPut runq_put(Processor* p, GreenThread* g, bool next) {
+  RunqPut result = RunqPut::kRing;
   if (next) {
-    // release: publishes g's context to a thief that CASes runnext away.
-    GreenThread* old = p->runnext.exchange(g, std::memory_order_acq_rel);
-    if (old == nullptr) return false;
+    // Thieves only take runnext (CAS to null); only the owner puts a G there. So an empty
+    // runnext stays empty until our store, which needs no read-modify-write. release: it
+    // publishes g's context to a thief that takes it.
+    if (p->runnext.load(std::memory_order_relaxed) == nullptr) {
+      p->runnext.store(g, std::memory_order_release);
+      return RunqPut::kRunnext;
+    }
+    // A thief may be taking the old one right now: exchange. seq_cst (a locked instruction,
+    // a full barrier on x86): wakep() relies on it (see there).
+    GreenThread* old = p->runnext.exchange(g, std::memory_order_seq_cst);
+    if (old == nullptr) return RunqPut::kRunnext;  // a thief took it meanwhile
     g = old;  // the previous runnext goes to the tail
+    result = RunqPut::kDisplaced;
   }
   for (;;) {
     uint32_t head = p->runq_head.load(std::memory_order_acquire);
@@ -120,9 +130,9 @@ bool runq_put(Processor* p, GreenThread* g, bool next) {
       p->runq[tail % kRunQueueSize].store(g, std::memory_order_relaxed);
       // release: the slot (and the G's context) are visible before the new tail.
       p->runq_tail.store(tail + 1, std::memory_order_release);
-      return true;
+      return result;
     }
-    if (runq_put_slow(p, g, head, tail)) return true;
+    if (runq_put_slow(p, g, head, tail)) return RunqPut::kRing;
   }
 }
 

@@ -85,9 +85,14 @@ struct alignas(64) Processor {
 };
 
 // Run queue operations (processor.cpp).
-// Queues g (into runnext with `next`). Returns false if g only filled an empty runnext, true
-// if a G went to the ring (g, or the runnext it replaced) or on to the global queue.
-bool runq_put(Processor* p, GreenThread* g, bool next);
+// What runq_put() did, for a caller deciding whether (and how) to wake an idle P.
+enum class RunqPut : uint8_t {
+  kRunnext,    // g filled the empty runnext: a plain store (only the owner fills it)
+  kDisplaced,  // g replaced the runnext (an atomic exchange), which went to the ring
+  kRing,       // g went to the ring, or with half of it to the global queue
+};
+// Queues g on p, into runnext with `next`. Only p's owner M may call it.
+RunqPut runq_put(Processor* p, GreenThread* g, bool next);
 // Returns a G and whether it inherits the current time slice (it came from runnext).
 // `skip_runnext`: take the ring's head even if runnext is set (fairness, see find_runnable).
 GreenThread* runq_get(Processor* p, bool* inherit_time, bool skip_runnext = false);

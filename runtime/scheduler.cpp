@@ -637,17 +637,21 @@ void global_put_locked(GreenThread* head, GreenThread* tail, uint32_t n) {
                           std::memory_order_relaxed);
 }
 
-void wakep() {
+void wakep(bool after_barrier) {
   // StoreLoad barrier (Go's "worker thread parking/unparking" protocol): the work our caller
   // just queued (a relaxed or release store, possibly a spin lock's plain unlock) must be
   // visible before we read npidle/nmspinning. Otherwise, on x86 too, we can read a stale
   // spinning count while the M that just stopped spinning re-checks the queues and misses our
   // work: both sleep with a green thread queued (seen as a hang under ASan).
+  // `after_barrier`: the caller made the work visible with a seq_cst read-modify-write (a
+  // spawn's exchange of runnext), which is that barrier already (Go relies on its runnext CAS
+  // the same way).
 #if defined(__SANITIZE_THREAD__)
   // TSan does not model fences; a seq_cst read-modify-write is the same barrier for it.
+  (void)after_barrier;
   if (sched.npidle.fetch_add(0) == 0) return;
 #else
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (!after_barrier) std::atomic_thread_fence(std::memory_order_seq_cst);
   if (sched.npidle.load() == 0) return;
 #endif
   // Be conservative: start one spinning M only when none is spinning. It wakes the next one
@@ -934,14 +938,14 @@ bool retake_from_syscall(Processor* p, uint64_t word) {
 namespace {
 
 // Queues a runnable g: on the caller's P (into runnext with `next`, when the caller is a G),
-// else globally. Returns false if g only filled the caller's empty runnext.
-bool enqueue_runnable(GreenThread* g, bool next) {
+// else globally.
+RunqPut enqueue_runnable(GreenThread* g, bool next) {
   g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
   Machine* m = current_machine();
   if (m != nullptr && m->p != nullptr) return runq_put(m->p, g, next && m->curg != nullptr);
   std::lock_guard<SpinLock> guard(sched.lock);
   global_put_locked(g, g, 1);
-  return true;
+  return RunqPut::kRing;
 }
 
 }  // namespace
@@ -955,14 +959,14 @@ void ready(GreenThread* g, bool next) {
   // keeps running instead, a spinning M still takes g after those 3 us, and sysmon wakes one
   // when the same G still runs at its next look (retake). A G that lands in the ring wakes a P
   // as in Go: there is then more than one G waiting here.
-  if (enqueue_runnable(g, next)) wakep();
+  const RunqPut put = enqueue_runnable(g, next);
+  if (put != RunqPut::kRunnext) wakep(put == RunqPut::kDisplaced);
 }
 
 void ready_spawned(GreenThread* g) {
-  enqueue_runnable(g, true);
   // Always a wakeup, as Go's newproc: a spawn more often starts work to run in parallel than
   // it hands over to a G the spawner waits for.
-  wakep();
+  wakep(enqueue_runnable(g, true) == RunqPut::kDisplaced);
 }
 
 uint64_t new_goid(Processor* p) {

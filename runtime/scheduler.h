@@ -83,8 +83,9 @@ inline constexpr int64_t kNoTimerWaiter = INT64_MIN;
 void ready(GreenThread* g, bool next);
 // Makes a new G runnable: next on the caller's P, and wakes an idle P (Go's newproc).
 void ready_spawned(GreenThread* g);
-// Starts an M to run an idle P if there is one and no M is already spinning.
-void wakep();
+// Starts an M to run an idle P if there is one and no M is already spinning. Call it after
+// queueing work; `after_barrier`: that was made visible by a seq_cst read-modify-write.
+void wakep(bool after_barrier = false);
 // Wakes the timer-waiting M if `when` is earlier than what it waits for.
 void wake_timer_waiter(int64_t when);
 // Wakes an idle M so that it becomes the timer waiter (when an idle P has timers).
