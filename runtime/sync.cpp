@@ -2,6 +2,8 @@
 #include "runtime/sync.h"
 
 #include "runtime/green.h"
+#include "runtime/machine.h"
+#include "runtime/processor.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -27,39 +29,53 @@ using detail::Waiter;
 
 // ---- WaitGroup ----
 
+namespace {
+[[noreturn]] void negative_counter() {
+  std::fprintf(stderr, "greenrt: fatal: negative WaitGroup counter\n");
+  std::abort();
+}
+}  // namespace
+
 void WaitGroup::add(int64_t delta) {
-  if (delta > 0) {
-    // Raising the count never wakes anyone (no wait() is parked at zero): one fetch_add,
-    // not a load and a CAS that other Ps' done() calls keep failing.
-    count_.fetch_add(delta, std::memory_order_acq_rel);
-    return;
-  }
-  // Fast path: any change that leaves waiters nothing to do is one CAS: staying above zero,
-  // or reaching zero while nobody waits. With kWaiters clear no wait() is parked, and a
-  // wait() that starts now sees zero and returns; the CAS is our last touch of *this.
-  int64_t c = count_.load(std::memory_order_relaxed);
+  const detail::Machine* m = detail::current_machine();
+  const detail::Processor* p = m != nullptr ? m->p : nullptr;  // none from a plain thread
+  std::atomic<int64_t>& shard = shards_[p != nullptr ? p->id % kShards : 0].value;
+  // Unsealed: one fetch_add, our only touch of *this. acq_rel: what the caller did before
+  // done() is visible to the wait() that folds this shard.
+  if (shard.fetch_add(delta, std::memory_order_acq_rel) > kSealedBelow) return;
+  add_folded(delta);
+}
+
+void WaitGroup::add_folded(int64_t delta) {
+  int64_t c = count_.load(std::memory_order_acquire);
   for (;;) {
-    const int64_t n = (c & ~kWaiters) + delta;
-    if (n < 0) {
-      std::fprintf(stderr, "greenrt: fatal: negative WaitGroup counter\n");
-      std::abort();
+    if ((c & kFolded) == 0) {
+      // Our shard is sealed but the fold is not published yet: wait() holds lock_ until it is.
+      lock_.lock();
+      lock_.unlock();
+      c = count_.load(std::memory_order_acquire);
+      continue;
     }
+    // Fast path: any change that leaves waiters nothing to do is one CAS: staying above zero,
+    // or reaching zero while nobody waits. With kWaiters clear no wait() is parked, and a
+    // wait() that starts now sees zero and returns; the CAS is our last touch of *this.
+    const int64_t n = (c & kCountMask) + delta;
+    if (n < 0) negative_counter();
     if (n == 0 && (c & kWaiters) != 0) break;
-    if (count_.compare_exchange_weak(c, (c & kWaiters) | n, std::memory_order_acq_rel)) return;
+    if (count_.compare_exchange_weak(c, (c & ~kCountMask) | n, std::memory_order_acq_rel)) {
+      return;
+    }
   }
   // Reaching zero with waiters parked: under lock_, which wait() holds while it checks the
   // counter and parks, so no waiter can see zero, return and destroy this WaitGroup (typically
   // on its stack) while we still touch it. Our last access is lock_.unlock().
   lock_.lock();
-  const int64_t now = count_.fetch_add(delta, std::memory_order_acq_rel) + delta;
-  if ((now & ~kWaiters) < 0) {
-    std::fprintf(stderr, "greenrt: fatal: negative WaitGroup counter\n");
-    std::abort();
-  }
+  const int64_t now = (count_.fetch_add(delta, std::memory_order_acq_rel) & kCountMask) + delta;
+  if (now < 0) negative_counter();
   Waiter* chain = nullptr;
-  if ((now & ~kWaiters) == 0) {
+  if (now == 0) {
     chain = waiters_.claim_all();
-    count_.store(0, std::memory_order_release);
+    count_.store(kFolded, std::memory_order_release);
   }
   lock_.unlock();
   detail::unpark_chain(chain);  // touches only the waiters, on their own stacks
@@ -67,13 +83,23 @@ void WaitGroup::add(int64_t delta) {
 
 void WaitGroup::wait() {
   lock_.lock();
-  if ((count_.load(std::memory_order_acquire) & ~kWaiters) == 0) {
+  int64_t c = count_.load(std::memory_order_acquire);
+  if ((c & kFolded) == 0) {
+    // The first wait(): seal the shards and publish their sum. A call that finds its shard
+    // sealed counts on count_ once we publish (add_folded).
+    int64_t sum = 0;
+    for (Shard& s : shards_) sum += s.value.exchange(kSealed, std::memory_order_acq_rel);
+    if (sum < 0) negative_counter();
+    c = kFolded | sum;
+    count_.store(c, std::memory_order_release);
+  }
+  if ((c & kCountMask) == 0) {
     lock_.unlock();
     return;
   }
   // From here on an add() that reaches zero takes the slow path (and lock_).
-  const int64_t c = count_.fetch_or(kWaiters, std::memory_order_acq_rel);
-  if ((c & ~kWaiters) == 0) {
+  c = count_.fetch_or(kWaiters, std::memory_order_acq_rel);
+  if ((c & kCountMask) == 0) {
     // It reached zero on the fast path between our two reads.
     count_.fetch_and(~kWaiters, std::memory_order_acq_rel);
     lock_.unlock();

@@ -22,17 +22,38 @@ void unpark_chain(Waiter* chain);
 
 // Waits for a collection of green threads to finish: add(n) before spawning, done() in each,
 // wait() to park until the counter is zero. A negative counter aborts the process with a
-// message (Go panics). wait() may be called from green and plain threads. The WaitGroup may be
-// destroyed as soon as wait() returns (done() never touches it after releasing a waiter).
-class WaitGroup {
+// message (Go panics): seen by the first wait(), and at once after it. wait() may be called
+// from green and plain threads. The WaitGroup may be destroyed as soon as wait() returns
+// (done() never touches it after releasing a waiter).
+//
+// Until the first wait(), add() and done() count on one of kShards counters, picked by the
+// caller's P, each on its own cache line: a spawner adding on one P and green threads finishing
+// on another do not pull one line back and forth on every call (Go's WaitGroup is one word; at
+// 2 Ps that line was a third of a spawn + join). The first wait() seals the shards and folds
+// their sum into one counter, which every later call uses (so done() can tell it reached zero).
+class alignas(64) WaitGroup {
  public:
   void add(int64_t delta);
   void done() { add(-1); }
   void wait();
 
  private:
-  // The counter, with kWaiters set while green threads are parked in wait() (set under lock_).
+  static constexpr int kShards = 4;
+  // A sealed shard holds kSealed plus whatever calls added after the seal (they then count on
+  // count_ instead): anything at or below kSealedBelow.
+  static constexpr int64_t kSealed = -(int64_t{1} << 62);
+  static constexpr int64_t kSealedBelow = -(int64_t{1} << 61);
+  // count_: the counter once folded (kFolded set, by the first wait(), under lock_), with
+  // kWaiters set while green threads are parked in wait() (set under lock_).
   static constexpr int64_t kWaiters = int64_t{1} << 62;
+  static constexpr int64_t kFolded = int64_t{1} << 61;
+  static constexpr int64_t kCountMask = kFolded - 1;
+  void add_folded(int64_t delta);
+
+  struct alignas(64) Shard {
+    std::atomic<int64_t> value{0};
+  };
+  Shard shards_[kShards];
   std::atomic<int64_t> count_{0};
   detail::SpinLock lock_;
   detail::WaiterQueue waiters_;

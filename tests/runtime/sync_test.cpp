@@ -51,6 +51,62 @@ TEST(WaitGroup, PlainThreadCanWait) {
   });
 }
 
+TEST(WaitGroup, CountsEveryDoneBeforeDuringAndAfterTheFirstWait) {
+  // Until the first wait() the count is spread over per-P shards, which that wait() seals and
+  // folds while done() calls keep arriving on both Ps and from a plain thread. Each round the
+  // waiter must return exactly when every done() has happened: never early (a done() lost in
+  // a sealed shard) and never hang (one counted twice, or a waiter nobody wakes).
+  const int rounds = static_cast<int>(scaled(2'000, 300));
+  int early = 0;
+  green::run({.procs = 2}, [&] {
+    for (int r = 0; r < rounds; ++r) {
+      constexpr int kGreen = 16;
+      green::WaitGroup wg;
+      std::atomic<int> finished{0};
+      wg.add(kGreen + 1);
+      for (int i = 0; i < kGreen; ++i) {
+        green::go([&, i] {
+          if (i % 2 == 1) green::yield();  // some finish after the wait() has begun
+          finished.fetch_add(1);
+          wg.done();
+        });
+      }
+      std::thread plain([&] {
+        finished.fetch_add(1);
+        wg.done();
+      });
+      wg.wait();
+      if (finished.load() != kGreen + 1) ++early;
+      plain.join();
+    }
+  });
+  EXPECT_EQ(early, 0) << "wait() returned before every done()";
+}
+
+TEST(WaitGroupDeathTest, NegativeCounterAbortsAtTheFirstWait) {
+  EXPECT_DEATH(green::run({.procs = 2},
+                          [] {
+                            green::WaitGroup wg;
+                            wg.add(1);
+                            wg.done();
+                            wg.done();  // one too many: the shards cannot tell yet
+                            wg.wait();
+                          }),
+               "negative WaitGroup counter");
+}
+
+TEST(WaitGroupDeathTest, NegativeCounterAbortsAtOnceAfterAWait) {
+  EXPECT_DEATH(green::run({.procs = 2},
+                          [] {
+                            green::WaitGroup wg;
+                            wg.add(1);
+                            green::go([&] { wg.done(); });
+                            wg.wait();
+                            wg.done();
+                          }),
+               "negative WaitGroup counter");
+}
+
 TEST(Mutex, ProtectsACounterUnderTenThousandContenders) {
   const int64_t n = scaled(10'000, 2'000);
   int64_t counter = 0;  // deliberately not atomic
