@@ -82,7 +82,7 @@ class Channel {
       core_.lock.unlock();
       return false;
     }
-    detail::Waiter w;
+    detail::Waiter w(detail::Claimers::kLockHolders);  // no deadline, one queue
     detail::ChanNode node;
     node.waiter = &w;
     node.slot = &v;
@@ -96,7 +96,7 @@ class Channel {
     std::optional<T> out;
     core_.lock.lock();
     if (try_recv_locked(out)) return out;
-    detail::Waiter w;
+    detail::Waiter w(detail::Claimers::kLockHolders);  // no deadline, one queue
     detail::ChanNode node;
     node.waiter = &w;
     node.slot = &out;

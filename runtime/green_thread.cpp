@@ -299,9 +299,4 @@ void destroy_green_locals(GreenThread* g) {
   g->locals = nullptr;
 }
 
-[[gnu::noipa]] GreenThread* current_green_thread() {
-  Machine* m = current_machine();
-  return m != nullptr ? m->curg : nullptr;
-}
-
 }  // namespace green::detail

@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "runtime/detail/park.h"
+#include "runtime/machine.h"
 #include "runtime/stack.h"
 
 namespace green::detail {
@@ -86,7 +87,11 @@ void reclaim_abandoned_green_threads();
 // Runs the destructors of the G's GreenLocal values (on the G's own stack, before it dies).
 void destroy_green_locals(GreenThread* g);
 
-// The calling green thread, or null on g0 or a plain thread. Not inlined across switches.
-GreenThread* current_green_thread();
+// The calling green thread, or null on g0 or a plain thread. Safe to inline: every call reads
+// through current_machine(), which is never inlined (so never cached across a switch).
+inline GreenThread* current_green_thread() {
+  Machine* m = current_machine();
+  return m != nullptr ? m->curg : nullptr;
+}
 
 }  // namespace green::detail

@@ -40,7 +40,7 @@ int64_t coarse_now_ns() {
   return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
 }
 
-Waiter::Waiter() : g_(current_green_thread()) {}
+Waiter::Waiter(Claimers claimers) : g_(current_green_thread()), claimers_(claimers) {}
 
 namespace {
 void fire_park_deadline(Timer* t) {

@@ -106,18 +106,12 @@ uint32_t runq_grab(Processor* victim, std::atomic<GreenThread*>* batch, uint32_t
 
 }  // namespace
 
-RunqPut runq_put(Processor* p, GreenThread* g, bool next) {
+RunqPut runq_put_contended(Processor* p, GreenThread* g, bool next) {
   RunqPut result = RunqPut::kRing;
   if (next) {
-    // Thieves only take runnext (CAS to null); only the owner puts a G there. So an empty
-    // runnext stays empty until our store, which needs no read-modify-write. release: it
-    // publishes g's context to a thief that takes it.
-    if (p->runnext.load(std::memory_order_relaxed) == nullptr) {
-      p->runnext.store(g, std::memory_order_release);
-      return RunqPut::kRunnext;
-    }
-    // A thief may be taking the old one right now: exchange. seq_cst (a locked instruction,
-    // a full barrier on x86): wakep() relies on it (see there).
+    // runnext is taken (runq_put() filled an empty one): a thief may be taking the old G
+    // right now, so exchange. seq_cst (a locked instruction, a full barrier on x86): wakep()
+    // relies on it (see there).
     GreenThread* old = p->runnext.exchange(g, std::memory_order_seq_cst);
     if (old == nullptr) return RunqPut::kRunnext;  // a thief took it meanwhile
     g = old;  // the previous runnext goes to the tail

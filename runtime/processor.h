@@ -91,8 +91,19 @@ enum class RunqPut : uint8_t {
   kDisplaced,  // g replaced the runnext (an atomic exchange), which went to the ring
   kRing,       // g went to the ring, or with half of it to the global queue
 };
+// runq_put() past its fast path (processor.cpp).
+RunqPut runq_put_contended(Processor* p, GreenThread* g, bool next);
 // Queues g on p, into runnext with `next`. Only p's owner M may call it.
-RunqPut runq_put(Processor* p, GreenThread* g, bool next);
+inline RunqPut runq_put(Processor* p, GreenThread* g, bool next) {
+  // Thieves only take runnext (CAS to null); only the owner puts a G there. So an empty
+  // runnext stays empty until our store, which needs no read-modify-write. release: it
+  // publishes g's context to a thief that takes it.
+  if (next && p->runnext.load(std::memory_order_relaxed) == nullptr) {
+    p->runnext.store(g, std::memory_order_release);
+    return RunqPut::kRunnext;
+  }
+  return runq_put_contended(p, g, next);
+}
 // Returns a G and whether it inherits the current time slice (it came from runnext).
 // `skip_runnext`: take the ring's head even if runnext is set (fairness, see find_runnable).
 GreenThread* runq_get(Processor* p, bool* inherit_time, bool skip_runnext = false);

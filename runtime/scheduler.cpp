@@ -471,7 +471,7 @@ void finish_switch(Machine* m, GreenThread* g, SwitchRequest* request) {
 }
 
 // What execute() does before switching into g, also done by a direct switch.
-void begin_running(Machine* m, Processor* p, GreenThread* g) {
+[[gnu::always_inline]] inline void begin_running(Machine* m, Processor* p, GreenThread* g) {
   // Counted even when the G came from runnext and inherits the slice (unlike Go, whose sysmon
   // covers that case), so the every-61st-tick look at the global queue also happens during
   // runnext chains.

@@ -61,15 +61,29 @@ int64_t coarse_now_ns();
 inline constexpr int64_t kNoDeadline = INT64_MAX;
 inline constexpr uint32_t kTimeoutTag = 0xFFFFFFFEu;
 
+// Who may claim a Waiter.
+enum class Claimers : uint8_t {
+  kAny,       // several parties may race: a deadline's timer, the cases of a select, ...
+  kLockHolders,  // only holders of one primitive's lock (one wait queue, no deadline)
+};
+
 struct Waiter {
-  Waiter();  // binds to the calling green thread, or to the calling OS thread
+  // Binds to the calling green thread, or to the calling OS thread.
+  explicit Waiter(Claimers claimers = Claimers::kAny);
   Waiter(const Waiter&) = delete;
   Waiter& operator=(const Waiter&) = delete;
 
   // Exactly one party wins: the waker that will unpark this waiter. acq_rel: the winner sees
   // everything the parker wrote before linking the waiter; the parker, after waking, sees
-  // everything the winner wrote before unpark().
+  // everything the winner wrote before unpark(). With Claimers::kLockHolders that lock
+  // already orders the claimers, and a plain load and store do (no locked instruction: two
+  // per channel round trip).
   bool try_claim(uint32_t tag) noexcept {
+    if (claimers_ == Claimers::kLockHolders) {
+      if (claim_.load(std::memory_order_relaxed) != 0) return false;
+      claim_.store(tag + 1, std::memory_order_release);
+      return true;
+    }
     uint32_t expected = 0;
     return claim_.compare_exchange_strong(expected, tag + 1, std::memory_order_acq_rel);
   }
@@ -90,6 +104,7 @@ struct Waiter {
   friend void park(Waiter&, WaitReason, void (*)(void*), void*, int64_t);
   friend void unpark(Waiter&);
   GreenThread* g_;
+  Claimers claimers_;
   std::atomic<uint32_t> claim_{0};
   std::atomic<uint32_t> os_woken_{0};  // OS-thread waiters sleep on this futex word
 };
