@@ -17,6 +17,11 @@
 // without a thundering herd. An M that gives up its P re-checks every queue after dropping it
 // (Go's "delicate dance"): a producer that saw a spinning M did not wake anyone.
 //
+// Who calls wakep(): every spawn, and every G queued in a ring or globally, as in Go. Unlike
+// Go, a G woken into its waker's empty runnext does not (Tokio's rule for its LIFO slot): the
+// waker usually parks at once (a channel handoff), and this P runs the G next. If the waker
+// keeps running, sysmon wakes a spinning M at its next look (ready(), retake()).
+//
 // Timers: each P has a heap. The first idle M becomes the timer waiter and sleeps until the
 // earliest deadline of all Ps; adding an earlier timer wakes it (what Go's blocking netpoll M
 // does).
