@@ -97,6 +97,9 @@ std::string prometheus_text(const Context& ctx) {
          "Times sysmon found a green thread running over 10 ms.", rs.hogs);
   scalar(o, "greenrt_preemptions_total", "counter", "Checkpoints that yielded on request.",
          rs.preemptions);
+  scalar(o, "greenrt_machine_wakeups_total", "counter",
+         "Idle Ps handed to an OS thread (a parked one woken, or a new one).",
+         rs.machine_wakeups);
   scalar(o, "greenrt_blocking_calls_total", "counter", "green::blocking calls.", rs.blocking_calls);
   scalar(o, "greenrt_netpoll_wakeups_total", "counter", "Green threads woken by the netpoller.",
          rs.netpoll_wakeups);

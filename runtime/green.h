@@ -241,6 +241,7 @@ struct RuntimeStats {
   uint64_t hogs = 0;              // times sysmon found a green thread running over 10 ms
   uint64_t retakes = 0;           // Ps sysmon took back from threads stuck in may_block()
   uint64_t preemptions = 0;       // checkpoints that yielded on a sysmon or timer request
+  uint64_t machine_wakeups = 0;   // idle Ps handed to an M (a parked M woken, or a new one)
   uint64_t netpoll_polls = 0;     // epoll_wait calls that returned events
   uint64_t netpoll_wakeups = 0;   // green threads made runnable by the netpoller
   ProcessorStats per_proc[256];

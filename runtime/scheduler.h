@@ -46,6 +46,7 @@ struct Scheduler {
   std::atomic<uint64_t> hogs{0};
   std::atomic<uint64_t> retakes{0};  // Ps taken back by sysmon from Ms inside may_block()
   std::atomic<uint64_t> preemptions{0};
+  std::atomic<uint64_t> machine_wakeups{0};  // startm(): an M woken or started to run a P
   int64_t start_ns = 0;
   // now_ns() as of sysmon's last round (it runs at least every 10 ms). A parking G records it
   // as the start of its wait, for dumps: a park reads no clock.

@@ -406,7 +406,8 @@ TEST(Server, ObservabilityEndpoints) {
        {"greenhttp_requests_total{code=\"200\"} 3", "greenhttp_request_duration_seconds_bucket{le=\"+Inf\"}",
         "greenhttp_open_connections 1", "greenrt_green_threads ", "greenrt_machines ",
         "greenrt_idle_procs ", "greenrt_runqueue_length{p=\"0\"}", "greenrt_steals_total ",
-        "greenrt_hogs_total ", "greenhttp_access_log_dropped_total 0"}) {
+        "greenrt_hogs_total ", "greenrt_machine_wakeups_total ",
+        "greenhttp_access_log_dropped_total 0"}) {
     EXPECT_NE(m.find(name), std::string::npos) << name << "\n" << m;
   }
   EXPECT_NE(rs[4].body.find("green thread"), std::string::npos) << rs[4].body;

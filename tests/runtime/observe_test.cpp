@@ -95,6 +95,30 @@ TEST(Observe, IdleProcsAverageFollowsTheLoad) {
   EXPECT_GE(busy_avg, 0.0);
 }
 
+TEST(Observe, MachineWakeupsCountIdlePsPutToWork) {
+  // With the other P idle and its OS thread asleep, a spawn hands that P to it (counted in
+  // machine_wakeups), and the new green thread runs there while main keeps computing.
+  uint64_t wakeups = 0;
+  int main_p = -1;
+  std::atomic<int> worker_p{-1};
+  green::run({.procs = 2}, [&] {
+    green::sleep_for(20ms);
+    auto busy_until = std::chrono::steady_clock::now() + 5ms;
+    while (std::chrono::steady_clock::now() < busy_until) {
+    }  // any M still looking for work has given up and sleeps now
+    const uint64_t before = green::stats().machine_wakeups;
+    main_p = green::this_green_thread::processor_id();
+    green::go([&] { worker_p.store(green::this_green_thread::processor_id()); });
+    busy_until = std::chrono::steady_clock::now() + 10s;
+    while (worker_p.load() < 0 && std::chrono::steady_clock::now() < busy_until) {
+    }
+    wakeups = green::stats().machine_wakeups - before;
+  });
+  EXPECT_NE(worker_p.load(), -1) << "the spawned green thread never ran beside main";
+  EXPECT_NE(worker_p.load(), main_p);
+  EXPECT_GE(wakeups, 1u);
+}
+
 TEST(Observe, SchedtracePrintsGosLine) {
   setenv("GREEN_SCHEDTRACE", "20", 1);
   CaptureStderr capture;
