@@ -88,9 +88,9 @@ void park(Waiter& w, WaitReason reason, CommitFn commit, void* arg, int64_t dead
   }
 }
 
-void unpark(Waiter& w) {
+void unpark(Waiter& w, WakeIdleP wake) {
   if (GreenThread* g = w.g_; g != nullptr) {
-    ready(g, true);
+    ready(g, true, wake);
     return;
   }
   // After this store the waiter may return and its Waiter die; futex_wake on a dead address

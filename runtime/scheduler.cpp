@@ -957,7 +957,7 @@ RunqPut enqueue_runnable(GreenThread* g, bool next) {
 
 }  // namespace
 
-void ready(GreenThread* g, bool next) {
+void ready(GreenThread* g, bool next, WakeIdleP wake) {
   // A G woken into an empty runnext wakes no idle P (Tokio's rule for its LIFO slot; Go wakes
   // one here). The waker usually parks within the microsecond (a channel handoff, a request
   // answered) and this P then runs g with its cache warm, so a wakeup is rarely of use; and
@@ -966,14 +966,12 @@ void ready(GreenThread* g, bool next) {
   // interleaved runs, with one P as with two). If the waker keeps running instead, a spinning
   // M still takes g after 3 us, and sysmon wakes one when the same G still runs at its next
   // look (retake). A G that lands in the ring wakes a P as in Go: then more than one G waits.
+  // kAlways is for wakers that do go on running: a spawn (Go's newproc: it more often starts
+  // work to run in parallel than hands over to a G it waits for) and a Mutex handover.
   const RunqPut put = enqueue_runnable(g, next);
-  if (put != RunqPut::kRunnext) wakep(put == RunqPut::kDisplaced);
-}
-
-void ready_spawned(GreenThread* g) {
-  // Always a wakeup, as Go's newproc: a spawn more often starts work to run in parallel than
-  // it hands over to a G the spawner waits for.
-  wakep(enqueue_runnable(g, true) == RunqPut::kDisplaced);
+  if (put != RunqPut::kRunnext || wake == WakeIdleP::kAlways) {
+    wakep(put == RunqPut::kDisplaced);
+  }
 }
 
 uint64_t new_goid(Processor* p) {
@@ -1023,7 +1021,7 @@ GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_alig
 
 void start_green_thread(GreenThread* g) {
   prepare_entry(g);
-  ready_spawned(g);
+  ready(g, true, WakeIdleP::kAlways);
   // Back-pressure: a green thread spawning in a loop would otherwise pile up an unbounded
   // backlog (Go spills it to the global queue), each queued G on its own cold stack page. When
   // our ring is about to spill, step aside to the global queue: this P runs the queued Gs while

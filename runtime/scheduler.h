@@ -79,11 +79,10 @@ inline constexpr int64_t kTimerWaiterComputing = -1;
 inline constexpr int64_t kNoTimerWaiter = INT64_MIN;
 
 // --- scheduling (scheduler.cpp) ---
-// Makes a parked G runnable. `next`: run it next on the caller's P (caller is a G); then
-// it wakes no idle P unless it displaced another G from runnext (see the definition).
-void ready(GreenThread* g, bool next);
-// Makes a new G runnable: next on the caller's P, and wakes an idle P (Go's newproc).
-void ready_spawned(GreenThread* g);
+// Makes a parked or new G runnable. `next`: run it next on the caller's P (caller is a G);
+// then, with WakeIdleP::kIfQueued, it wakes no idle P unless it displaced another G from
+// runnext (see the definition).
+void ready(GreenThread* g, bool next, WakeIdleP wake = WakeIdleP::kIfQueued);
 // Starts an M to run an idle P if there is one and no M is already spinning. Call it after
 // queueing work; `after_barrier`: that was made visible by a seq_cst read-modify-write.
 void wakep(bool after_barrier = false);

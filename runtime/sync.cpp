@@ -152,7 +152,9 @@ void Mutex::unlock() {
     state_.store(waiters_.empty() ? kLocked : (kLocked | kWaiters), std::memory_order_release);
   }
   lock_.unlock();
-  if (next != nullptr) unpark(*next);
+  // The new owner must not wait in our runnext while we go on running (we usually do, having
+  // left the critical section): wake an idle P to take it.
+  if (next != nullptr) unpark(*next, detail::WakeIdleP::kAlways);
 }
 
 // ---- ConditionVariable ----

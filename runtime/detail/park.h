@@ -61,6 +61,16 @@ int64_t coarse_now_ns();
 inline constexpr int64_t kNoDeadline = INT64_MAX;
 inline constexpr uint32_t kTimeoutTag = 0xFFFFFFFEu;
 
+// Whether unparking a green thread also wakes an idle P for it.
+enum class WakeIdleP : uint8_t {
+  // Only if it waits behind another G: the caller usually parks soon (a channel handoff), and
+  // the woken G then runs on the caller's P (see ready() in scheduler.cpp).
+  kIfQueued,
+  // Always, as Go: for a caller that goes on running while the woken G holds what others
+  // wait for (a Mutex handed over to it).
+  kAlways,
+};
+
 // Who may claim a Waiter.
 enum class Claimers : uint8_t {
   kAny,       // several parties may race: a deadline's timer, the cases of a select, ...
@@ -102,7 +112,7 @@ struct Waiter {
 
  private:
   friend void park(Waiter&, WaitReason, void (*)(void*), void*, int64_t);
-  friend void unpark(Waiter&);
+  friend void unpark(Waiter&, WakeIdleP);
   GreenThread* g_;
   Claimers claimers_;
   std::atomic<uint32_t> claim_{0};
@@ -117,7 +127,7 @@ void park(Waiter& w, WaitReason reason, CommitFn commit, void* arg,
           int64_t deadline_ns = kNoDeadline);
 
 // Wakes a parked waiter (which must have been claimed by the caller). Never blocks.
-void unpark(Waiter& w);
+void unpark(Waiter& w, WakeIdleP wake = WakeIdleP::kIfQueued);
 
 // Plain waiters in an IntrusiveFifo are claimed with tag 0.
 inline bool claim(Waiter* w) { return w->try_claim(0); }

@@ -130,6 +130,42 @@ TEST(Mutex, ProtectsACounterUnderTenThousandContenders) {
   EXPECT_EQ(counter, n * 10);
 }
 
+TEST(Mutex, AnUnlockerThatKeepsRunningWakesAnIdlePForTheNewOwner) {
+  // unlock() hands the mutex to the longest waiter, which lands in the unlocker's runnext.
+  // The unlocker usually goes on running (its critical section is over), so the handover
+  // wakes the idle P at once (counted in machine_wakeups before unlock() returns), unlike a
+  // channel handoff, and the new owner runs there while the unlocker computes.
+  uint64_t woken_by_unlock = 0;
+  int unlocker_p = -1;
+  std::atomic<int> owner_p{-1};
+  green::run({.procs = 2}, [&] {
+    green::Mutex mu;
+    mu.lock();
+    green::WaitGroup done;
+    done.add(1);
+    green::go([&] {
+      mu.lock();  // parks: main holds it
+      owner_p.store(green::this_green_thread::processor_id());
+      mu.unlock();
+      done.done();
+    });
+    // Long enough for the waiter to park and for the other P's OS thread to go to sleep.
+    auto until = std::chrono::steady_clock::now() + 20ms;
+    while (std::chrono::steady_clock::now() < until) {
+    }
+    const uint64_t before = green::stats().machine_wakeups;
+    mu.unlock();
+    woken_by_unlock = green::stats().machine_wakeups - before;
+    unlocker_p = green::this_green_thread::processor_id();
+    until = std::chrono::steady_clock::now() + 10s;
+    while (owner_p.load() < 0 && std::chrono::steady_clock::now() < until) {
+    }
+    done.wait();
+  });
+  EXPECT_GE(woken_by_unlock, 1u);
+  EXPECT_NE(owner_p.load(), unlocker_p);
+}
+
 TEST(Mutex, TryLockFailsWhileHeld) {
   green::run({.procs = 1}, [] {
     green::Mutex mu;
