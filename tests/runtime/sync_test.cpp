@@ -149,9 +149,17 @@ TEST(Mutex, AnUnlockerThatKeepsRunningWakesAnIdlePForTheNewOwner) {
       mu.unlock();
       done.done();
     });
-    // Long enough for the waiter to park and for the other P's OS thread to go to sleep.
-    auto until = std::chrono::steady_clock::now() + 20ms;
-    while (std::chrono::steady_clock::now() < until) {
+    // Compute until the waiter has parked and the other P is idle with nobody looking for
+    // work (at least 20 ms; a loaded machine may take longer to run that thread to sleep).
+    const auto start = std::chrono::steady_clock::now();
+    auto until = start + 10s;
+    for (;;) {
+      const auto now = std::chrono::steady_clock::now();
+      const green::RuntimeStats rs = green::stats();
+      if ((now - start >= 20ms && rs.idle_procs == 1 && rs.spinning_machines == 0) ||
+          now > until) {
+        break;
+      }
     }
     const uint64_t before = green::stats().machine_wakeups;
     mu.unlock();
