@@ -18,6 +18,7 @@
 #include "runtime/green.h"
 #include "runtime/net.h"
 #include "runtime/sync.h"
+#include "tests/runtime/test_util.h"
 
 using namespace std::chrono_literals;
 
@@ -103,22 +104,11 @@ TEST(Observe, MachineWakeupsCountIdlePsPutToWork) {
   std::atomic<int> worker_p{-1};
   green::run({.procs = 2}, [&] {
     green::sleep_for(20ms);
-    // Compute until the other P is idle with nobody looking for work (at least 5 ms; a loaded
-    // machine may take longer to run that thread to sleep).
-    const auto start = std::chrono::steady_clock::now();
-    auto busy_until = start + 10s;
-    for (;;) {
-      const auto now = std::chrono::steady_clock::now();
-      const green::RuntimeStats rs = green::stats();
-      if ((now - start >= 5ms && rs.idle_procs == 1 && rs.spinning_machines == 0) ||
-          now > busy_until) {
-        break;
-      }
-    }
+    green::testing::compute_until_the_other_p_sleeps(5ms);
     const uint64_t before = green::stats().machine_wakeups;
     main_p = green::this_green_thread::processor_id();
     green::go([&] { worker_p.store(green::this_green_thread::processor_id()); });
-    busy_until = std::chrono::steady_clock::now() + 10s;
+    const auto busy_until = std::chrono::steady_clock::now() + 10s;
     while (worker_p.load() < 0 && std::chrono::steady_clock::now() < busy_until) {
     }
     wakeups = green::stats().machine_wakeups - before;

@@ -149,23 +149,13 @@ TEST(Mutex, AnUnlockerThatKeepsRunningWakesAnIdlePForTheNewOwner) {
       mu.unlock();
       done.done();
     });
-    // Compute until the waiter has parked and the other P is idle with nobody looking for
-    // work (at least 20 ms; a loaded machine may take longer to run that thread to sleep).
-    const auto start = std::chrono::steady_clock::now();
-    auto until = start + 10s;
-    for (;;) {
-      const auto now = std::chrono::steady_clock::now();
-      const green::RuntimeStats rs = green::stats();
-      if ((now - start >= 20ms && rs.idle_procs == 1 && rs.spinning_machines == 0) ||
-          now > until) {
-        break;
-      }
-    }
+    // The waiter parks (on the other P), and that P's thread goes back to sleep.
+    green::testing::compute_until_the_other_p_sleeps(20ms);
     const uint64_t before = green::stats().machine_wakeups;
     mu.unlock();
     woken_by_unlock = green::stats().machine_wakeups - before;
     unlocker_p = green::this_green_thread::processor_id();
-    until = std::chrono::steady_clock::now() + 10s;
+    const auto until = std::chrono::steady_clock::now() + 10s;
     while (owner_p.load() < 0 && std::chrono::steady_clock::now() < until) {
     }
     done.wait();

@@ -2,12 +2,14 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <fstream>
 #include <string>
 #include <vector>
 
 #include "runtime/detail/park.h"
+#include "runtime/green.h"
 
 namespace green::testing {
 
@@ -59,6 +61,22 @@ class Gate {
   std::vector<detail::Waiter*> waiters_;
   std::atomic<int64_t> parked_{0};
 };
+
+// On a green thread of a 2-P runtime: computes (no runtime call, so this P stays busy) for at
+// least `at_least`, and then until the other P is idle with no OS thread looking for work,
+// i.e. its thread has gone to sleep (a loaded machine may take a while to run it that far).
+// Gives up after 10 s.
+inline void compute_until_the_other_p_sleeps(std::chrono::nanoseconds at_least) {
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    const auto elapsed = std::chrono::steady_clock::now() - start;
+    const RuntimeStats rs = stats();
+    if ((elapsed >= at_least && rs.idle_procs == 1 && rs.spinning_machines == 0) ||
+        elapsed > std::chrono::seconds(10)) {
+      return;
+    }
+  }
+}
 
 inline int64_t rss_bytes() {
   std::ifstream statm("/proc/self/statm");
