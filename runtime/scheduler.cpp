@@ -942,21 +942,6 @@ bool retake_from_syscall(Processor* p, uint64_t word) {
   return true;
 }
 
-namespace {
-
-// Queues a runnable g: on the caller's P (into runnext with `next`, when the caller is a G),
-// else globally.
-RunqPut enqueue_runnable(GreenThread* g, bool next) {
-  g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
-  Machine* m = current_machine();
-  if (m != nullptr && m->p != nullptr) return runq_put(m->p, g, next && m->curg != nullptr);
-  std::lock_guard<SpinLock> guard(sched.lock);
-  global_put_locked(g, g, 1);
-  return RunqPut::kRing;
-}
-
-}  // namespace
-
 void ready(GreenThread* g, bool next, WakeIdleP wake) {
   // A G woken into an empty runnext wakes no idle P (Tokio's rule for its LIFO slot; Go wakes
   // one here). The waker usually parks within the microsecond (a channel handoff, a request
@@ -968,7 +953,14 @@ void ready(GreenThread* g, bool next, WakeIdleP wake) {
   // look (retake). A G that lands in the ring wakes a P as in Go: then more than one G waits.
   // kAlways is for wakers that do go on running: a spawn (Go's newproc: it more often starts
   // work to run in parallel than hands over to a G it waits for) and a Mutex handover.
-  const RunqPut put = enqueue_runnable(g, next);
+  g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+  RunqPut put = RunqPut::kRing;  // also when queued globally, from a thread without a P
+  if (Machine* m = current_machine(); m != nullptr && m->p != nullptr) {
+    put = runq_put(m->p, g, next && m->curg != nullptr);
+  } else {
+    std::lock_guard<SpinLock> guard(sched.lock);
+    global_put_locked(g, g, 1);
+  }
   if (put != RunqPut::kRunnext || wake == WakeIdleP::kAlways) {
     wakep(put == RunqPut::kDisplaced);
   }
