@@ -41,6 +41,10 @@ struct Options {
   // A recycled stack that has pages committed more than this far below its top is trimmed
   // back to this depth with MADV_DONTNEED.
   std::size_t stack_shrink_threshold = 32 * 1024;
+  // An OS thread (M) that has found no work for this long exits, while more than procs + 2
+  // exist (so a burst of blocking calls does not leave its threads behind for good). 0:
+  // $GREEN_THREAD_IDLE ("10s", "250ms"; "0" keeps idle threads forever), else 10 s.
+  std::chrono::nanoseconds thread_idle_timeout{0};
 };
 
 // Starts the runtime with `main` as its first green thread and returns when `main` returns,
@@ -123,8 +127,10 @@ extern std::atomic<uint32_t> preempt_pending;  // nonzero while some P should yi
 // thread for the call, but its P (the right to run green threads) is handed to another thread
 // right away, so the other green threads keep running. Afterwards the green thread takes a P
 // back, or waits in the global queue for one. Threads inside blocking calls are capped
-// (GREEN_MAX_THREADS, default 10000, as Go's SetMaxThreads); past the cap a blocking call
-// waits for a thread to come back. From a plain thread it just calls f().
+// (GREEN_MAX_THREADS, default 10000, as Go's SetMaxThreads; may_block() calls whose P was
+// retaken count too); past the cap a blocking call parks until a thread comes back. Threads
+// started for blocking calls exit after Options::thread_idle_timeout idle. From a plain
+// thread it just calls f().
 template <typename F>
 decltype(auto) blocking(F&& f) {
   struct Exit {
@@ -144,7 +150,10 @@ void exit_may_block(uint64_t ticket);
 // file that is usually in the page cache, a lock in a third-party library): the P is not handed
 // off up front; sysmon retakes it and gives it to another thread if the call is still running
 // at its next look (20 us to 10 ms later, Go's entersyscall + retake). A call that returns in
-// time keeps its P and costs two atomic operations. From a plain thread it just calls f().
+// time keeps its P and costs two atomic operations. A call whose P was retaken counts against
+// GREEN_MAX_THREADS; at the cap sysmon leaves the P with it until it returns (so a call that
+// never returns, such as opening a FIFO without O_NONBLOCK, must not go here in numbers).
+// From a plain thread it just calls f().
 template <typename F>
 decltype(auto) may_block(F&& f) {
   struct Exit {
@@ -165,7 +174,8 @@ inline void checkpoint() {
 // Writes Go's goroutine dump for every green thread to `out` (also what SIGQUIT prints):
 //   green thread 17 [waiting: netpoll read, 2.1s]:
 //       spawned at server/connection.cpp:42
-std::string dump_green_threads();
+// At most `limit` green threads (the lowest ids), then one line "… N more green threads".
+std::string dump_green_threads(std::size_t limit = SIZE_MAX);
 
 // Green threads that exist now (runnable, running or parked): Go's runtime.NumGoroutine().
 int64_t num_green_threads();

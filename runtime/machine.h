@@ -5,7 +5,9 @@
 // context has been saved.
 //
 // Ms are created on demand (startm) up to the number needed to keep every P busy, and park on a
-// futex when there is no work. The thread that calls green::run() becomes M0.
+// futex when there is no work. The thread that calls green::run() becomes M0. An M other than
+// M0 that stays idle for Options::thread_idle_timeout exits (its Machine is kept for reuse)
+// while more than procs + 2 Ms exist; see stopm() in scheduler.cpp.
 #pragma once
 
 #include <atomic>
@@ -27,7 +29,7 @@ struct alignas(64) Machine {
   Processor* next_p = nullptr;     // handed over by startm() before waking us
   Processor* blocked_from = nullptr;  // the P given up by green::blocking(), to retake after
   bool spinning = false;           // looking for work to steal (counted in sched.nmspinning)
-  Machine* idle_link = nullptr;    // idle M list, under sched lock
+  Machine* idle_link = nullptr;    // idle, retired or free M list, under sched lock
   bool in_idle_list = false;       // under sched lock
 
   // Futex word the M sleeps on when idle: 0 asleep, kWakeRun/kWakeTimers/kWakeExit set by

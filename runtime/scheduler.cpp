@@ -27,6 +27,14 @@
 // earliest deadline of all Ps; adding an earlier timer wakes it (what Go's blocking netpoll M
 // does).
 //
+// Threads: an M that gives up its P for a blocking call (green::blocking, or may_block once
+// sysmon retook its P) holds one of GREEN_MAX_THREADS slots, and startm() creates a thread only
+// when no idle M is left, so the process has at most procs + cap Ms (plus a few in passing).
+// An idle M other than M0 that is not the timer waiter exits after Options::thread_idle_timeout
+// (GREEN_THREAD_IDLE, default 10 s) while more than procs + 2 exist; its Machine is kept (a
+// waker may still hold its address) and reused by the next thread (retire_if_idle_too_long,
+// reap_retired_machines).
+//
 // Lock order: sched.lock, then a P's timer lock; sched.free_lock is a leaf. Channel and other
 // primitive locks are taken by Gs and released on g0 in park's commit, never while holding
 // sched.lock.
@@ -149,6 +157,31 @@ void machine_main(Machine* m) {
   release_signal_stack();
 }
 
+// A Machine for a new thread: a retired one that sysmon has joined, else a new one. Caller
+// holds sched.lock.
+Machine* new_machine_locked() {
+  Machine* m = sched.free_machines;
+  if (m != nullptr) {
+    sched.free_machines = m->idle_link;
+    // What the previous thread left: reset for the new one (init_machine_context redoes the
+    // per-thread pointers). A waker holding a stale pointer may still set `wake`: that is one
+    // spurious wakeup, which stopm() tolerates.
+    m->idle_link = nullptr;
+    m->in_idle_list = false;
+    m->curg = nullptr;
+    m->p = m->next_p = m->blocked_from = nullptr;
+    m->arrived_directly = false;
+    m->wake.store(0);
+  } else {
+    auto owned = std::make_unique<Machine>();
+    m = owned.get();
+    sched.machines.push_back(std::move(owned));
+  }
+  m->id = sched.next_machine_id++;
+  sched.nmachines.fetch_add(1);
+  return m;
+}
+
 }  // namespace
 
 // Runs p (or an idle P) on an idle or new M. `spinning`: the caller already counted the M in
@@ -172,11 +205,7 @@ void startm(Processor* p, bool spinning) {
     sched.machine_wakeups.fetch_add(1, std::memory_order_relaxed);
     m = midle_get_locked();
     if (m == nullptr) {
-      auto owned = std::make_unique<Machine>();
-      m = owned.get();
-      m->id = static_cast<int>(sched.machines.size());
-      sched.machines.push_back(std::move(owned));
-      sched.nmachines.fetch_add(1);
+      m = new_machine_locked();
       m->spinning = spinning;
       m->next_p = p;
       m->thread = std::thread(machine_main, m);
@@ -187,6 +216,32 @@ void startm(Processor* p, bool spinning) {
   m->next_p = p;
   // next_p and spinning are visible to the woken M (the store is seq_cst: see wake_machine).
   wake_machine(m, Machine::kWakeRun, /*force=*/true);
+}
+
+namespace {
+// Serialises joins of M threads: sysmon's reaping and run()'s final join loop.
+std::mutex join_lock;
+}  // namespace
+
+void reap_retired_machines() {
+  if (sched.nretired.load(std::memory_order_relaxed) == 0) return;
+  std::lock_guard<std::mutex> joining(join_lock);
+  Machine* list;
+  {
+    std::lock_guard<SpinLock> guard(sched.lock);
+    list = sched.retired_machines;
+    sched.retired_machines = nullptr;
+    sched.nretired.store(0);
+  }
+  if (list == nullptr) return;
+  Machine* tail = list;
+  for (Machine* m = list; m != nullptr; m = m->idle_link) {
+    if (m->thread.joinable()) m->thread.join();
+    tail = m;
+  }
+  std::lock_guard<SpinLock> guard(sched.lock);
+  tail->idle_link = sched.free_machines;
+  sched.free_machines = list;
 }
 
 // Earliest pending timer over all Ps.
@@ -207,7 +262,43 @@ void service_timers_as_waiter() {
   for (int i = 0; i < sched.nprocs; ++i) run_expired_timers(&sched.procs[i], now);
 }
 
-// Parks the M until it is handed a P (returns true) or the runtime stops (returns false).
+// Called by an idle M that is not the timer waiter: when it has been idle since *idle_since
+// for sched.machine_idle_ns, it leaves the idle list and retires (returns true: its thread
+// exits), unless that would leave procs + 2 Ms or fewer, or a startm() has just popped it.
+//
+// Go keeps idle Ms forever (capped at 10,000 threads by SetMaxThreads); here a burst of
+// blocking calls would otherwise leave one parked thread per call for the process's life
+// (1,000 /blocking calls left 1,000 threads). The reserve of procs + 2 keeps enough Ms to run
+// every P plus the timer waiter and one spare for the next blocking handoff without creating a
+// thread (~30 us each). M0 never retires: it is the caller's thread, which run() returns on.
+bool retire_if_idle_too_long(Machine* m, int64_t* idle_since) {
+  if (m->id == 0 || sched.machine_idle_ns <= 0) return false;
+  const int64_t now = now_ns();
+  if (now - *idle_since < sched.machine_idle_ns) return false;
+  {
+    std::lock_guard<SpinLock> guard(sched.lock);
+    if (m->in_idle_list && !sched.stopping.load(std::memory_order_relaxed) &&
+        sched.nmachines.load() > sched.machine_reserve) {
+      midle_remove_locked(m);
+      sched.nmachines.fetch_sub(1);
+      m->idle_link = sched.retired_machines;
+      sched.retired_machines = m;
+      sched.nretired.fetch_add(1);
+      return true;
+    }
+  }
+  *idle_since = now;  // kept (the reserve) or being handed a P: look again a period later
+  return false;
+}
+
+// How long an idle M that is not the timer waiter sleeps before it looks at retiring.
+int64_t retire_timeout(const Machine* m, int64_t idle_since) {
+  if (m->id == 0 || sched.machine_idle_ns <= 0) return -1;
+  return std::max<int64_t>(0, idle_since + sched.machine_idle_ns - now_ns());
+}
+
+// Parks the M until it is handed a P (returns true) or the runtime stops or the M retires
+// after an idle period (returns false: its thread leaves schedule()).
 //
 // One idle M at a time is the "waiter" (Go's M blocked in netpoll): it sleeps in epoll_wait (or
 // on its futex before any socket exists) until the earliest timer of all Ps, so timers fire and
@@ -225,6 +316,7 @@ bool stopm(Machine* m) {
     sched.nmidle.fetch_add(1, std::memory_order_relaxed);
   }
   bool stand_down = false;
+  int64_t idle_since = now_ns();
   for (;;) {
     bool timer_waiter = false;
     if (!stand_down) {
@@ -240,6 +332,8 @@ bool stopm(Machine* m) {
       int64_t until = earliest_timer();
       sched.timer_waiter_until.store(until);
       if (until != INT64_MAX) timeout = std::max<int64_t>(0, until - now_ns());
+    } else {
+      timeout = retire_timeout(m, idle_since);
     }
     GreenThread* polled = nullptr;
     uint32_t npolled = 0;
@@ -266,6 +360,11 @@ bool stopm(Machine* m) {
     if (why == Machine::kWakeTimers) stand_down = false;
     if (why == Machine::kWakeExit || sched.stopping.load()) {
       if (polled != nullptr) inject_list(polled, npolled);
+      return false;
+    }
+    if (timer_waiter) {
+      idle_since = now_ns();  // the waiter's sleep is not idleness: it watched for others
+    } else if (polled == nullptr && retire_if_idle_too_long(m, &idle_since)) {
       return false;
     }
     if (polled == nullptr && earliest_timer() > now_ns()) continue;  // nothing due yet
@@ -585,6 +684,29 @@ int max_threads_from_env() {
   return static_cast<int>(v);
 }
 
+// Options::thread_idle_timeout, else GREEN_THREAD_IDLE (Go-style: "10s", "250ms"; "0": idle
+// Ms never exit), else 10 s.
+int64_t thread_idle_ns_from(const Options& options) {
+  if (options.thread_idle_timeout.count() != 0) {
+    return std::max<int64_t>(0, options.thread_idle_timeout.count());
+  }
+  const char* env = std::getenv("GREEN_THREAD_IDLE");
+  if (env == nullptr || *env == '\0') return 10'000'000'000;
+  char* end = nullptr;
+  const long long v = std::strtoll(env, &end, 10);
+  const std::string unit = end;
+  int64_t scale = 0;
+  if (unit == "ms") scale = 1'000'000;
+  else if (unit == "s") scale = 1'000'000'000;
+  else if (unit.empty() && v == 0 && end != env) scale = 1;
+  if (scale == 0 || end == env || v < 0 || v > 86'400'000) {
+    std::fprintf(stderr, "greenrt: GREEN_THREAD_IDLE=%s: want a duration such as 10s or 250ms\n",
+                 env);
+    std::exit(2);
+  }
+  return v * scale;
+}
+
 [[noreturn]] void fatal(const char* message) {
   std::fprintf(stderr, "greenrt: fatal: %s\n", message);
   std::abort();
@@ -610,6 +732,9 @@ void reset_scheduler() {
   sched.procs.reset();
   sched.nprocs = 0;
   sched.machines.clear();
+  sched.retired_machines = sched.free_machines = nullptr;
+  sched.nretired.store(0);
+  sched.next_machine_id = 0;
   sched.global_head = sched.global_tail = nullptr;
   sched.global_size.store(0);
   sched.idle_procs = nullptr;
@@ -818,6 +943,27 @@ void handoff_p(Processor* p) {
   ensure_waiter();
 }
 
+// One of the max_blocking_machines slots, if one is free now.
+bool try_take_blocking_slot() {
+  int cur = sched.blocking_machines.load();
+  while (cur < sched.max_blocking_machines) {
+    if (sched.blocking_machines.compare_exchange_weak(cur, cur + 1)) return true;
+  }
+  return false;
+}
+
+// Gives a slot back and lets the first green thread waiting for one retry. From a G (with or
+// without a P) or from sysmon: ready() queues globally when the caller has no P.
+void release_blocking_slot() {
+  sched.blocking_machines.fetch_sub(1);  // seq_cst: before the waiter list is read
+  Waiter* next = nullptr;
+  {
+    std::lock_guard<SpinLock> guard(sched.blocking_cap_lock);
+    next = cap_waiters().pop_claimed();
+  }
+  if (next != nullptr) unpark(*next);
+}
+
 }  // namespace
 
 void enter_blocking() {
@@ -826,11 +972,7 @@ void enter_blocking() {
   if (g == nullptr) return;  // a plain thread: just make the call
   // Cap the threads sitting in blocking calls.
   for (;;) {
-    int cur = sched.blocking_machines.load();
-    if (cur < sched.max_blocking_machines) {
-      if (sched.blocking_machines.compare_exchange_weak(cur, cur + 1)) break;
-      continue;
-    }
+    if (try_take_blocking_slot()) break;
     Waiter w;
     sched.blocking_cap_lock.lock();
     if (sched.blocking_machines.load() < sched.max_blocking_machines) {
@@ -889,13 +1031,7 @@ void exit_blocking() {
   if (g == nullptr) return;
   Processor* old = m->blocked_from;
   m->blocked_from = nullptr;
-  sched.blocking_machines.fetch_sub(1);
-  Waiter* next = nullptr;
-  {
-    std::lock_guard<SpinLock> guard(sched.blocking_cap_lock);
-    next = cap_waiters().pop_claimed();
-  }
-  if (next != nullptr) unpark(*next);  // with or without a P: ready() copes
+  release_blocking_slot();
   reacquire_after_call(m, g, old);
 }
 
@@ -927,15 +1063,25 @@ void exit_may_block(uint64_t word) {
     p->run_tick.store(++p->schedtick * 2 + 1, std::memory_order_relaxed);
     return;
   }
-  // sysmon handed our P to another M while we were inside the call.
+  // sysmon handed our P to another M while we were inside the call, and counted us among the
+  // threads in blocking calls (retake_from_syscall).
   m->p = nullptr;
+  release_blocking_slot();
   reacquire_after_call(m, g, p);
 }
 
 bool retake_from_syscall(Processor* p, uint64_t word) {
+  // The M keeps blocking without its P, so handing the P on may start another thread: that M
+  // now counts against GREEN_MAX_THREADS like one inside blocking(). At the cap the P stays
+  // with its M until the call returns (the cap holds for every blocking path; before, 60
+  // requests stuck in may_block made 63 threads under a cap of 20).
+  if (!try_take_blocking_slot()) return false;
   // Clearing the low bit with a CAS on the exact word: the M returning from the call either
   // cleared it first (it keeps its P) or finds it cleared (it lost the P).
-  if (!p->syscall_word.compare_exchange_strong(word, word & ~uint64_t{1})) return false;
+  if (!p->syscall_word.compare_exchange_strong(word, word & ~uint64_t{1})) {
+    release_blocking_slot();
+    return false;
+  }
   sched.retakes.fetch_add(1, std::memory_order_relaxed);
   p->m = nullptr;
   handoff_p(p);
@@ -1067,15 +1213,14 @@ void run(const Options& options, std::function<void()> main) {
   install_overflow_handler();
   ensure_signal_stack();
 
-  auto m0_owned = std::make_unique<Machine>();
-  Machine* m0 = m0_owned.get();
-  sched.machines.push_back(std::move(m0_owned));
-  sched.nmachines.store(1);
+  Machine* m0 = new_machine_locked();  // id 0 (no other thread runs yet)
   init_machine_context(m0);
   set_current_machine(m0);
   acquire_p(m0, &sched.procs[0]);
   for (int i = opts.procs - 1; i >= 1; --i) pidle_put_locked(&sched.procs[i]);
   sched.max_blocking_machines = max_threads_from_env();
+  sched.machine_idle_ns = thread_idle_ns_from(options);
+  sched.machine_reserve = opts.procs + 2;
   // Counters are per run, like the green threads they count.
   sched.blocking_calls.store(0);
   sched.blocking_handoffs.store(0);
@@ -1103,8 +1248,11 @@ void run(const Options& options, std::function<void()> main) {
   // Stopping: every other M leaves schedule() once its current G switches back. Taking the
   // lock once orders us after any startm() that created an M before it saw `stopping`.
   { std::lock_guard<SpinLock> guard(sched.lock); }
-  for (auto& m : sched.machines) {
-    if (m->thread.joinable()) m->thread.join();
+  {
+    std::lock_guard<std::mutex> joining(join_lock);  // sysmon may be reaping retired Ms
+    for (auto& m : sched.machines) {
+      if (m->thread.joinable()) m->thread.join();
+    }
   }
   sysmon_stop();
   set_current_machine(nullptr);

@@ -30,14 +30,31 @@ struct Scheduler {
   GreenThread* global_tail = nullptr;
   Processor* idle_procs = nullptr;
   Machine* idle_machines = nullptr;
+  // Every Machine of this run, live or retired: a Machine is never freed during a run (a waker
+  // may still hold a pointer it read before the M retired), only reused.
   std::vector<std::unique_ptr<Machine>> machines;
+  // Ms that retired after an idle period (see stopm), linked through idle_link: their threads
+  // have left schedule() and are joined by sysmon (reap_retired_machines), which then moves
+  // them to free_machines, where startm() takes one before allocating a new Machine.
+  Machine* retired_machines = nullptr;
+  Machine* free_machines = nullptr;
+  int next_machine_id = 0;
   // -- atomics --
   alignas(64) std::atomic<uint32_t> global_size{0};
   alignas(64) std::atomic<int> npidle{0};
   alignas(64) std::atomic<int> nmspinning{0};
   alignas(64) std::atomic<int> nmachines{0};
   std::atomic<int> nmidle{0};  // Ms in the idle list
-  std::atomic<int> blocking_machines{0};  // Ms inside green::blocking()
+  std::atomic<int> nretired{0};  // Ms in retired_machines (sysmon joins them when nonzero)
+  // An idle M (not the timer waiter, not M0) whose thread found no work for this long exits,
+  // while more than machine_reserve Ms exist (Options::thread_idle_timeout /
+  // GREEN_THREAD_IDLE). Written at start only.
+  int64_t machine_idle_ns = 10'000'000'000;
+  int machine_reserve = 0;
+  // Ms that gave up their P for a blocking call: inside green::blocking(), or inside
+  // green::may_block() after sysmon retook their P. Capped at max_blocking_machines, so the
+  // number of OS threads stays under procs + cap + the idle reserve whatever blocks.
+  std::atomic<int> blocking_machines{0};
   int max_blocking_machines = 10000;      // GREEN_MAX_THREADS
   SpinLock blocking_cap_lock;             // guards blocking_cap_waiters
   void* blocking_cap_waiters = nullptr;   // IntrusiveFifo<Waiter>* (scheduler.cpp)
@@ -118,6 +135,10 @@ int64_t earliest_timer();
 // sysmon: takes p from an M stuck in green::may_block() (if `word` is still its in-call word)
 // and hands it to another M. Returns true if it did.
 bool retake_from_syscall(Processor* p, uint64_t word);
+
+// sysmon: joins the threads of retired Ms and makes their Machines reusable by startm().
+// Joining happens outside sched.lock (a thread may take a moment to finish).
+void reap_retired_machines();
 
 // --- switching (scheduler.cpp) ---
 // What a G asks g0 to do once it is off its stack.

@@ -169,6 +169,7 @@ void loop() {
       }
     }
     acted |= retake(now);
+    reap_retired_machines();
     // Timers due on idle Ps and nobody waiting for them.
     if (sched.timer_waiter.load() == nullptr && sched.npidle.load() > 0 &&
         earliest_timer() <= now) {
@@ -241,7 +242,7 @@ std::string schedtrace_line() {
 namespace green {
 using namespace detail;
 
-std::string dump_green_threads() {
+std::string dump_green_threads(std::size_t limit) {
   struct Row {
     uint64_t id;
     GStatus status;
@@ -267,7 +268,13 @@ std::string dump_green_threads() {
   const uint64_t self = this_green_thread::id();
   std::string out;
   char buf[512];
+  std::size_t listed = 0;
   for (const Row& r : rows) {
+    if (listed++ == limit) {
+      std::snprintf(buf, sizeof buf, "\xe2\x80\xa6 %zu more green threads\n", rows.size() - limit);
+      out += buf;
+      break;
+    }
     std::string state;
     if (r.status == GStatus::kWaiting) {
       const double secs = static_cast<double>(std::max<int64_t>(0, now - r.since)) / 1e9;

@@ -7,6 +7,7 @@
 //   * a timer that is due on a P whose G does not yield, while no P is idle to run it, gets that
 //     P flagged the same way (so a sleeper wakes on time next to a CPU-bound loop);
 //   * the network is polled if no M did so for 10 ms (every P busy);
+//   * threads of Ms that retired after an idle period are joined (reap_retired_machines);
 //   * GREEN_SCHEDTRACE=<ms> prints Go's SCHED line every <ms>;
 //   * SIGQUIT prints every green thread (Go's goroutine dump); the process keeps running;
 //   * it publishes the clock (sched.sysmon_now_ns) a parking green thread records as the start

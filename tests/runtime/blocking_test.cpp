@@ -1,6 +1,8 @@
 // Blocking calls hand their P away; sysmon and checkpoint() keep CPU-bound green threads fair.
 #include <gtest/gtest.h>
 
+#include <dirent.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -239,4 +241,103 @@ TEST(MayBlock, ShortCallsKeepThePAndLongOnesAreRetaken) {
   EXPECT_EQ(after_short.blocking_handoffs, 0u);
   EXPECT_GE(after_long.retakes, 1u);
   EXPECT_GE(ticks_during_call, 20) << "the P was handed on while the call slept";
+}
+
+namespace {
+
+// OS threads of this process now (/proc/self/task).
+int os_threads() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/task")) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] != '.') ++n;
+    }
+    closedir(d);
+  }
+  return n;
+}
+
+}  // namespace
+
+// A may_block() call whose P sysmon retook keeps blocking its thread: it counts against
+// GREEN_MAX_THREADS like a blocking() call and shows in stats().blocking_machines. Before, 60
+// requests stuck in may_block (a FIFO opened by /static) made 63 threads under a cap of 20, and
+// the metric read 0.
+TEST(MayBlock, RetakenCallsCountAgainstTheThreadCap) {
+  setenv("GREEN_MAX_THREADS", "3", 1);
+  constexpr int kCalls = 12;
+  int most_machines = 0, most_blocking = 0, most_threads = 0;
+  std::atomic<int> done{0};
+  green::run({.procs = 2}, [&] {
+    for (int i = 0; i < kCalls; ++i) {
+      green::go([&] {
+        green::may_block([] { os_sleep(150ms); });
+        done.fetch_add(1);
+      });
+    }
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (done.load() < kCalls && std::chrono::steady_clock::now() < deadline) {
+      const green::RuntimeStats s = green::stats();
+      most_machines = std::max(most_machines, s.machines);
+      most_blocking = std::max(most_blocking, s.blocking_machines);
+      most_threads = std::max(most_threads, os_threads());
+      green::sleep_for(2ms);
+    }
+  });
+  unsetenv("GREEN_MAX_THREADS");
+  EXPECT_EQ(done.load(), kCalls);
+  // Ms: 2 holding a P, at most 3 blocked without one, one idle in passing.
+  EXPECT_LE(most_machines, 2 + 3 + 1);
+  EXPECT_GE(most_blocking, 1) << "retaken calls show as threads in blocking calls";
+  EXPECT_LE(most_threads, 1 + 2 + 3 + 1 + 1) << "gtest's thread (M0), Ms, sysmon";
+}
+
+// Threads started for a burst of blocking calls exit once idle for thread_idle_timeout, down to
+// the reserve of procs + 2 Ms; their Machines are reused by the next burst. Before, 1,000
+// /blocking calls left 1,000 threads for good.
+TEST(Blocking, IdleThreadsExitAfterTheIdleTimeoutDownToTheReserve) {
+  constexpr int kCalls = 16;
+  const int before = os_threads();
+  int peak = 0, settled_machines = -1, settled_threads = -1, second_round = 0;
+  green::Options options;
+  options.procs = 2;
+  options.thread_idle_timeout = 100ms;
+  green::run(options, [&] {
+    auto burst = [&] {
+      std::atomic<int> inside{0};
+      green::WaitGroup wg;
+      for (int i = 0; i < kCalls; ++i) {
+        wg.add(1);
+        green::go([&] {
+          green::blocking([&] {
+            inside.fetch_add(1);
+            // All calls in at once, so each holds its own thread (bounded wait).
+            const auto until = std::chrono::steady_clock::now() + 5s;
+            while (inside.load() < kCalls && std::chrono::steady_clock::now() < until) {
+              os_sleep(1ms);
+            }
+          });
+          wg.done();
+        });
+      }
+      wg.wait();
+      return inside.load();
+    };
+    EXPECT_EQ(burst(), kCalls);
+    peak = green::stats().machines;
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      settled_machines = green::stats().machines;
+      settled_threads = os_threads();
+      if (settled_machines <= 2 + 2 && settled_threads <= before + 2 + 2) break;
+      green::sleep_for(10ms);
+    }
+    second_round = burst();  // retired Machines come back as new threads
+  });
+  EXPECT_GE(peak, kCalls);
+  EXPECT_LE(settled_machines, 2 + 2);
+  // M0 is this thread; the other reserve Ms and sysmon are new.
+  EXPECT_LE(settled_threads, before + 2 + 2) << "peak Ms " << peak;
+  EXPECT_EQ(second_round, kCalls);
+  EXPECT_EQ(os_threads(), before) << "run() joined every thread";
 }
