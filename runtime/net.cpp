@@ -301,6 +301,20 @@ int TcpStream::wait_readable() {
   return green::detail::poll_wait(pd_, PollMode::kRead, to_ns(read_deadline_));
 }
 
+bool TcpStream::peer_gone() const {
+  OpGuard op(pd_, seq_);
+  if (!op) return true;
+  if (pd_->hup.load(std::memory_order_acquire)) return true;
+  for (;;) {
+    char c;
+    const ssize_t r = ::recv(op.fd(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r > 0) return false;  // data waiting: the peer is (or was) there
+    if (r == 0) return true;  // end of stream
+    if (errno == EINTR) continue;
+    return errno != EAGAIN && errno != EWOULDBLOCK;  // a reset or another error
+  }
+}
+
 ssize_t TcpStream::write(const void* buf, std::size_t n) {
   iovec iov{const_cast<void*>(buf), n};
   return writev(&iov, 1);

@@ -129,6 +129,16 @@ class TcpStream : public SocketHandle {
   Deadline read_deadline() const { return read_deadline_; }
   Deadline write_deadline() const { return write_deadline_; }
 
+  // Whether the peer has gone (closed or reset its side), as far as can be told without
+  // consuming input: the netpoller saw its FIN or an error (sticky), or a one-byte
+  // recv(MSG_PEEK | MSG_DONTWAIT) finds end of stream or an error. A FIN behind unread data
+  // (a pipelined request) shows only through the netpoller's flag. A half-close (the peer shut
+  // down its writing side but still reads) counts as gone, as in Go's net/http (a background
+  // read's EOF cancels the request's context) and nginx (EPOLLRDHUP: "client prematurely
+  // closed connection"). One syscall; never parks, so it may be called from inside
+  // green::blocking(). True once the stream is closed.
+  bool peer_gone() const;
+
   // shutdown(2): SHUT_RD, SHUT_WR or SHUT_RDWR. Returns 0 or a negative errno.
   int shutdown(int how);
   // SO_LINGER {on, 0}: the next close() sends RST instead of FIN.

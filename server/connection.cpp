@@ -202,6 +202,7 @@ bool Connection::serve_batches() {
 
 void Connection::handle_request(Request& r) {
   r.set_remote_addr({remote_, remote_length_});
+  r.set_stream(&stream_);
   const bool keep_alive = r.keep_alive() && !server_.draining();
   int status = 0;
   uint64_t bytes = 0;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "runtime/net.h"
+
 namespace green::http {
 
 namespace {
@@ -76,5 +78,7 @@ void Request::set_params(std::span<const Param> params) {
   param_count_ = static_cast<int>(std::min<std::size_t>(params.size(), kMaxParams));
   std::copy_n(params.begin(), param_count_, params_);
 }
+
+bool Request::client_gone() const { return stream_ != nullptr && stream_->peer_gone(); }
 
 }  // namespace green::http

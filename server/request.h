@@ -10,6 +10,10 @@
 #include <span>
 #include <string_view>
 
+namespace green::net {
+class TcpStream;
+}
+
 namespace green::http {
 
 enum class Method : uint8_t {
@@ -75,6 +79,15 @@ class Request {
   // The client's address ("127.0.0.1", "::1").
   std::string_view remote_addr() const { return remote_addr_; }
 
+  // Whether the client has gone away (closed or reset its connection) while the handler runs:
+  // a long handler polls it every few milliseconds and stops early, as a Go handler watches
+  // r.Context().Done(). While a handler runs nobody reads the connection, so this asks the
+  // socket (net::TcpStream::peer_gone: one non-blocking syscall, never parks; a half-closed
+  // client counts as gone, as in Go and nginx). Callable from the handler's green thread,
+  // also inside green::blocking(). False for a Request not bound to a connection (tests).
+  // A full per-request context (deadline, cancel) may later replace it.
+  bool client_gone() const;
+
   // A path parameter bound by the router (":id" segments; "*" is the rest of a prefix route),
   // or empty.
   std::string_view param(std::string_view name) const;
@@ -86,6 +99,7 @@ class Request {
   };
   void set_params(std::span<const Param> params);
   void set_remote_addr(std::string_view a) { remote_addr_ = a; }
+  void set_stream(const net::TcpStream* s) { stream_ = s; }
 
  private:
   friend class RequestParser;
@@ -101,6 +115,7 @@ class Request {
   std::span<const Header> headers_;
   std::string_view body_;
   std::string_view remote_addr_;
+  const net::TcpStream* stream_ = nullptr;  // the connection's socket, for client_gone()
   Param params_[kMaxParams];
 };
 
