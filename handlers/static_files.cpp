@@ -6,6 +6,14 @@
 // so the kernel itself refuses absolute paths and symlinks that lead outside. Files stream in
 // 64 KiB pieces with a declared Content-Length: a large file is never loaded whole. File I/O
 // runs inside green::may_block (a read that misses the page cache blocks its thread).
+//
+// Only regular files are served. The open itself must not block: a FIFO opened for reading
+// waits for a writer forever (60 requests for one pinned 60 OS threads), so the file is opened
+// with O_NONBLOCK, as nginx's ngx_open_file does, and its type is checked with fstat on the
+// opened descriptor (no window between check and use). Anything else (FIFO, socket, device,
+// directory) is a 404, as nginx answers for "not a regular file" (ngx_http_static_module; it
+// redirects directories, which have no index here). O_NONBLOCK changes nothing for reads of a
+// regular file.
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
@@ -45,7 +53,7 @@ bool safe_relative_path(std::string_view p) {
 
 int open_beneath(int dir, const std::string& path) {
   open_how how{};
-  how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY;
+  how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
   const long fd = syscall(SYS_openat2, dir, path.c_str(), &how, sizeof how);
   return fd >= 0 ? static_cast<int>(fd) : -errno;  // errno read here, before any switch
@@ -108,7 +116,7 @@ void register_static(http::Router& router, const std::string& dir) {
     } closer{fd};
     struct stat st{};
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      w.send_status(404);
+      w.send_status(404);  // not a regular file (nginx: 404 too)
       return;
     }
     w.set_status(200);
