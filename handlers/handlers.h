@@ -6,6 +6,8 @@
 //   /sleep?ms=N                parks on a timer (the OS thread runs other green threads)
 //   /blocking?ms=N             a real blocking nanosleep inside green::blocking
 //   /work?ms=N                 a CPU-bound loop that calls green::checkpoint()
+//                              (/blocking and /work stop when their client goes away, and past
+//                              their concurrency limit answer 503 with Retry-After: 1)
 //   /spawn?n=N                 fans out N green threads joined by a WaitGroup
 //   /static/*                  files under --static-dir
 //   /healthz, /readyz          liveness; readiness (503 once shutdown begins)
@@ -23,10 +25,20 @@
 
 namespace green::handlers {
 
+// Concurrency limits of the endpoints that hold a scarce resource for as long as asked.
+struct DemoLimits {
+  int max_work = 0;        // /work at once (each keeps a P busy); 0: the number of Ps
+  int max_blocking = 64;   // /blocking at once (each holds an OS thread)
+};
+
 struct Context {
   // Set before the server starts serving; /readyz, /metrics and /debug/vars read it.
   http::Server* server = nullptr;
   std::string static_dir;  // empty: /static/* is a 404
+  DemoLimits limits;
+  // Serve /metrics, /debug/* and / on a router of their own (register_debug), for a listener
+  // off the public port (--debug-listen): register_all then leaves them out.
+  bool separate_debug = false;
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 
@@ -35,9 +47,12 @@ void register_all(http::Router& router, Context& context);
 
 // The pieces, for tests and for embedding a subset.
 void register_benchmarks(http::Router& router);           // plaintext, json, echo
-void register_runtime_demos(http::Router& router);        // sleep, blocking, work, spawn
+void register_runtime_demos(http::Router& router, DemoLimits limits = {});  // sleep ... spawn
 void register_static(http::Router& router, const std::string& dir);
+// healthz and readyz, and unless context.separate_debug, what register_debug adds.
 void register_observability(http::Router& router, Context& context);
+// /metrics, /debug/greenthreads, /debug/vars and the front page (/).
+void register_debug(http::Router& router, Context& context);
 
 // "text/html; charset=utf-8" for "index.html"; "application/octet-stream" when unknown.
 std::string_view content_type_for(std::string_view filename);
