@@ -135,6 +135,27 @@ std::vector<Setting> settings() {
        [](C& c, const std::string& v) { return apply_size(c.max_target_bytes, v, 16); }},
       {"max-headers", "limits.max_headers", "most header fields, then 431 (default 100)",
        [](C& c, const std::string& v) { return apply_int(c.max_headers, v, 1, 10'000); }},
+      // Endpoints that cannot be turned against the server.
+      {"debug-listen", "debug_listen",
+       "serve /metrics, /debug/* and / only on this HOST:PORT (e.g. 127.0.0.1:6060); "
+       "empty: on the public port",
+       [](C& c, const std::string& v) -> std::string {
+         if (!v.empty() && v.rfind(':') == std::string::npos) {
+           return "invalid address \"" + v + "\" (HOST:PORT)";
+         }
+         c.debug_listen = v;
+         return {};
+       }},
+      {"max-work-concurrency", "limits.max_work_concurrency",
+       "/work requests at once, then 503; 0: the number of Ps (default 0)",
+       [](C& c, const std::string& v) {
+         return apply_int(c.max_work_concurrency, v, 0, 1'000'000);
+       }},
+      {"max-blocking-concurrency", "limits.max_blocking_concurrency",
+       "/blocking requests at once (each holds an OS thread), then 503 (default 64)",
+       [](C& c, const std::string& v) {
+         return apply_int(c.max_blocking_concurrency, v, 1, 1'000'000);
+       }},
   };
 }
 

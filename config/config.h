@@ -33,6 +33,11 @@ struct Config {
   uint64_t max_header_bytes = 16 * 1024;
   uint64_t max_target_bytes = 8 * 1024;
   int64_t max_headers = 100;
+
+  // Endpoints that cannot be turned against the server (issue 11, section 4).
+  std::string debug_listen;  // HOST:PORT for /metrics, /debug/*, /; empty: the public port
+  int64_t max_work_concurrency = 0;       // /work at once; 0: the number of Ps
+  int64_t max_blocking_concurrency = 64;  // /blocking at once
 };
 
 // What load() decided: run with `config`, or print `message` and exit with `exit_code`

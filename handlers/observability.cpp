@@ -1,4 +1,11 @@
 // Health, readiness, metrics, the green-thread dump, and the live front page.
+//
+// With --debug-listen (Go's habit of serving net/http/pprof on localhost:6060) the metrics, the
+// dumps and the front page are registered on the debug listener's router only, and the public
+// port answers 404 for them; /healthz and /readyz stay public (load balancers probe them).
+// The green-thread dump lists at most ?limit=N green threads (default kDumpLimit) and ends with
+// "… N more": a dump of every connection's green thread costs ~60 bytes each, and many
+// clients asking for it at once must not be able to make the server format megabytes.
 #include <cstdio>
 #include <sstream>
 #include <string>
@@ -13,6 +20,10 @@ namespace {
 using http::Method;
 using http::Request;
 using http::ResponseWriter;
+
+// Green threads listed by /debug/greenthreads: by default, and at most with ?limit=.
+constexpr int64_t kDumpLimit = 1000;
+constexpr int64_t kDumpLimitMax = 100'000;
 
 void metric(std::ostringstream& o, const char* name, const char* type, const char* help) {
   o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
@@ -81,9 +92,11 @@ std::string prometheus_text(const Context& ctx) {
   scalar(o, "greenrt_idle_procs", "gauge", "Ps with nothing to run, right now.", rs.idle_procs);
   scalar(o, "greenrt_idle_procs_avg", "gauge",
          "Ps with nothing to run, averaged over about the last second.", rs.idle_procs_avg);
-  scalar(o, "greenrt_machines", "gauge", "OS threads (Ms) created by the runtime.", rs.machines);
+  scalar(o, "greenrt_machines", "gauge", "OS threads (Ms) of the runtime now.", rs.machines);
   scalar(o, "greenrt_idle_machines", "gauge", "Ms parked with no work.", rs.idle_machines);
-  scalar(o, "greenrt_blocking_machines", "gauge", "Ms inside green::blocking now.",
+  scalar(o, "greenrt_blocking_machines", "gauge",
+         "OS threads blocked in a call without their P now (green::blocking, or a "
+         "green::may_block call whose P sysmon retook).",
          rs.blocking_machines);
   metric(o, "greenrt_runqueue_length", "gauge", "Runnable green threads queued, per P.");
   for (int p = 0; p < rs.procs && p < 256; ++p) {
@@ -204,6 +217,7 @@ async function refresh() {
 
 void register_observability(http::Router& router, Context& ctx) {
   Context* c = &ctx;
+  if (!ctx.separate_debug) register_debug(router, ctx);
   router.handle(Method::kGet, "/healthz", [](Request&, ResponseWriter& w) {
     w.send(200, "text/plain; charset=utf-8", "ok\n");
   });
@@ -214,11 +228,16 @@ void register_observability(http::Router& router, Context& ctx) {
       w.send(503, "text/plain; charset=utf-8", "not ready: shutting down\n");
     }
   });
+}
+
+void register_debug(http::Router& router, Context& ctx) {
+  Context* c = &ctx;
   router.handle(Method::kGet, "/metrics", [c](Request&, ResponseWriter& w) {
     w.send(200, "text/plain; version=0.0.4; charset=utf-8", prometheus_text(*c));
   });
-  router.handle(Method::kGet, "/debug/greenthreads", [](Request&, ResponseWriter& w) {
-    w.send(200, "text/plain; charset=utf-8", green::dump_green_threads());
+  router.handle(Method::kGet, "/debug/greenthreads", [](Request& r, ResponseWriter& w) {
+    const auto limit = static_cast<std::size_t>(r.query_int("limit", kDumpLimit, kDumpLimitMax));
+    w.send(200, "text/plain; charset=utf-8", green::dump_green_threads(limit));
   });
   router.handle(Method::kGet, "/debug/vars", [c](Request&, ResponseWriter& w) {
     w.set_header("Cache-Control", "no-store");
@@ -231,7 +250,7 @@ void register_observability(http::Router& router, Context& ctx) {
 
 void register_all(http::Router& router, Context& ctx) {
   register_benchmarks(router);
-  register_runtime_demos(router);
+  register_runtime_demos(router, ctx.limits);
   register_static(router, ctx.static_dir);
   register_observability(router, ctx);
 }

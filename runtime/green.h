@@ -236,7 +236,7 @@ struct ProcessorStats {
 };
 struct RuntimeStats {
   int procs = 0;
-  int machines = 0;        // OS threads created for the runtime (Ms)
+  int machines = 0;        // OS threads of the runtime (Ms) now; idle ones exit in time
   int idle_procs = 0;             // right now (while a request is served: rarely any)
   double idle_procs_avg = 0;      // averaged over about the last second (sysmon's samples)
   int spinning_machines = 0;
@@ -244,7 +244,7 @@ struct RuntimeStats {
   uint64_t green_threads_created = 0;
   uint32_t global_runq_length = 0;
   int idle_machines = 0;          // Ms parked with no work
-  int blocking_machines = 0;      // Ms inside green::blocking() right now
+  int blocking_machines = 0;      // Ms blocked without a P now (blocking(), retaken may_block)
   uint64_t steals = 0;            // sum of per_proc[].stolen
   uint64_t blocking_calls = 0;    // green::blocking() calls
   uint64_t blocking_handoffs = 0; // Ps handed to another M because a call blocked

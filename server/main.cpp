@@ -4,6 +4,10 @@
 // Signals: SIGTERM and SIGINT are blocked in every thread (the mask is set before the runtime
 // starts its threads) and taken by one plain thread with sigwait, which hands the shutdown to a
 // green thread; no handler ever runs on a thread in the middle of scheduling.
+//
+// --debug-listen runs a second Server on its own router with the debug routes (metrics, dumps,
+// the front page), as Go programs serve net/http/pprof on localhost:6060; it shuts down with
+// the public one.
 #include <signal.h>
 #include <sys/resource.h>
 
@@ -11,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <thread>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -20,6 +25,7 @@
 #include "handlers/handlers.h"
 #include "runtime/green.h"
 #include "runtime/net.h"
+#include "runtime/sync.h"
 #include "server/access_log.h"
 #include "server/router.h"
 #include "server/server.h"
@@ -65,6 +71,11 @@ int main(int argc, char** argv) {
                  cfg.listen.c_str());
     return 2;
   }
+  if (!cfg.debug_listen.empty() && !green::net::Address::parse(cfg.debug_listen)) {
+    std::fprintf(stderr, "greenhttp: --debug-listen: invalid address \"%s\" (HOST:PORT)\n",
+                 cfg.debug_listen.c_str());
+    return 2;
+  }
 
   auto log = spdlog::stderr_color_mt("greenhttp");
   log->set_pattern("greenhttp: %v");
@@ -94,6 +105,9 @@ int main(int argc, char** argv) {
     green::http::Router router;
     green::handlers::Context context;
     context.static_dir = cfg.static_dir;
+    context.limits.max_work = static_cast<int>(cfg.max_work_concurrency);
+    context.limits.max_blocking = static_cast<int>(cfg.max_blocking_concurrency);
+    context.separate_debug = !cfg.debug_listen.empty();
     green::handlers::register_all(router, context);
     green::http::Server server(server_options(cfg), router, access_log.get());
     context.server = &server;
@@ -103,6 +117,31 @@ int main(int argc, char** argv) {
       exit_code = 1;
       return;
     }
+    // The debug listener: its own router and server, no access log, few connections.
+    green::http::Router debug_router;
+    std::unique_ptr<green::http::Server> debug_server;
+    green::WaitGroup debug_done;
+    if (context.separate_debug) {
+      green::handlers::register_debug(debug_router, context);
+      green::http::ServerOptions debug_options = server_options(cfg);
+      debug_options.listen = cfg.debug_listen;
+      debug_options.max_connections = 64;
+      debug_options.reuse_port = false;
+      debug_server = std::make_unique<green::http::Server>(debug_options, debug_router, nullptr);
+      const int drc = debug_server->listen();
+      if (drc != 0) {
+        spdlog::error("cannot listen on {} (--debug-listen): {}", cfg.debug_listen,
+                      std::strerror(-drc));
+        exit_code = 1;
+        return;
+      }
+      spdlog::info("debug routes on {}", debug_server->local_address().to_string());
+      debug_done.add(1);
+      green::go([&debug_server, &debug_done] {
+        debug_server->serve();
+        debug_done.done();
+      });
+    }
     access_log->start();
     const std::string bound = server.local_address().to_string();
     spdlog::info("listening on {} ({} Ps, up to {} connections)", bound, green::num_procs(),
@@ -110,13 +149,17 @@ int main(int argc, char** argv) {
     if (!cfg.port_file.empty()) {
       std::ofstream(cfg.port_file) << server.local_address().port() << '\n';
     }
-    std::thread([&server, stop_signals] {
+    std::thread([&server, &debug_server, stop_signals] {
       int sig = 0;
       sigwait(&stop_signals, &sig);
       spdlog::info("{}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-      green::go([&server] { server.shutdown(); });
+      green::go([&server, &debug_server] {
+        if (debug_server) debug_server->shutdown();
+        server.shutdown();
+      });
     }).detach();
     const std::size_t still_running = server.serve();
+    debug_done.wait();  // shut down with the public server
     access_log->stop();
     if (still_running > 0) {
       // Their handlers outlived --shutdown-timeout and the forced close. Destroying the
