@@ -4,22 +4,19 @@
 // green-thread dump. Every wait has a deadline; the server's own figures (/proc/PID, /metrics)
 // say when a state is reached.
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <gtest/gtest.h>
-#include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "config/config.h"
 #include "tests/http/http_test_util.h"
+#include "tests/http/server_process.h"
 
 namespace green::http {
 namespace {
@@ -30,72 +27,17 @@ using testing::get;
 using testing::run_command;
 using Clock = std::chrono::steady_clock;
 
-// build/greenhttp in a child process on an ephemeral port, with extra environment variables.
-// (binary_test.cpp has the same without the environment.)
-class ServerProcess {
+// The server as these tests run it: no access log, two Ps.
+class ServerProcess : public testing::ServerProcess {
  public:
-  ServerProcess(std::vector<std::string> args, std::vector<std::string> env = {}) {
-    char dir[] = "/tmp/greenhttp-ep-XXXXXX";
-    dir_ = mkdtemp(dir);
-    const std::string port_file = dir_ + "/port";
-    args.insert(args.begin(), {GREENHTTP_BINARY, "--listen", "127.0.0.1:0", "--port-file",
-                               port_file, "--access-log", "off", "--threads", "2"});
-    pid_ = fork();
-    if (pid_ == 0) {
-      for (std::string& e : env) putenv(e.data());
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      freopen((dir_ + "/stderr").c_str(), "w", stderr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    const auto until = Clock::now() + 10s;
-    while (port_ == 0 && Clock::now() < until) {
-      std::ifstream in(port_file);
-      in >> port_;
-      if (port_ == 0) std::this_thread::sleep_for(10ms);
-    }
-  }
-  ~ServerProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    run_command("rm -rf '" + dir_ + "'");
-  }
-  uint16_t port() const { return port_; }
-  const std::string& dir() const { return dir_; }
-
-  // OS threads of the server now.
-  int threads() const {
-    int n = 0;
-    if (DIR* d = opendir(("/proc/" + std::to_string(pid_) + "/task").c_str())) {
-      while (dirent* e = readdir(d)) {
-        if (e->d_name[0] != '.') ++n;
-      }
-      closedir(d);
-    }
-    return n;
-  }
-  // CPU time used so far (user + system), in seconds.
-  double cpu_seconds() const {
-    std::ifstream in("/proc/" + std::to_string(pid_) + "/stat");
-    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    std::istringstream rest(all.substr(all.rfind(')') + 2));
-    std::string field;
-    double utime = 0, stime = 0;
-    for (int i = 3; i <= 15 && rest >> field; ++i) {  // fields 14 and 15: utime, stime
-      if (i == 14) utime = std::stod(field);
-      if (i == 15) stime = std::stod(field);
-    }
-    return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-  }
+  explicit ServerProcess(std::vector<std::string> args, std::vector<std::string> env = {})
+      : testing::ServerProcess(with_defaults(std::move(args)), std::move(env)) {}
 
  private:
-  std::string dir_;
-  pid_t pid_ = -1;
-  uint16_t port_ = 0;
+  static std::vector<std::string> with_defaults(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--access-log", "off", "--threads", "2"});
+    return args;
+  }
 };
 
 // One request on its own connection; the response, or status 0 on timeout.
