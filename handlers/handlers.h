@@ -12,9 +12,10 @@
 //   /static/*                  files under --static-dir
 //   /healthz, /readyz          liveness; readiness (503 once shutdown begins)
 //   /metrics                   Prometheus text format
-//   /debug/greenthreads        the runtime's green-thread dump
+//   /debug/greenthreads        the runtime's green-thread dump (?limit=N, default 1000)
 //   /debug/vars                runtime and server figures as JSON (for the / page)
 //   /                          a page that explains the design and shows live figures
+//                              (these four only on --debug-listen's port when it is set)
 #pragma once
 
 #include <chrono>
