@@ -5,6 +5,7 @@
 // say when a state is reached.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -224,6 +225,9 @@ TEST(Endpoints, DebugListenMovesTheDebugRoutesOffThePublicPort) {
     EXPECT_EQ(fetch(server.port(), target).status, 200) << "public " << target;
   }
   EXPECT_EQ(fetch(debug, "/plaintext").status, 404);
+  Client idle(debug);  // an idle keep-alive connection to the debug port does not delay exit
+  ASSERT_TRUE(idle.connected());
+  EXPECT_EQ(server.signal_and_wait(SIGTERM, 5s), 0) << "both listeners shut down";
 
   int status = 0;
   const std::string err = run_command(
