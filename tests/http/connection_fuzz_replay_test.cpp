@@ -49,9 +49,9 @@ TEST(ConnectionFuzz, BoundedMutationsWithSplitsNeverBreakTheConnection) {
   const auto seeds = corpus();
   std::mt19937 rng(4242);
 #if defined(GREEN_SANITIZER_BUILD)
-  const int rounds = 150;
+  const int rounds = 1500;
 #else
-  const int rounds = 600;
+  const int rounds = 5000;
 #endif
   static const char* kTokens[] = {"|~|", "|~|", "\r\n", "\r", "\n", " ", ":", "%2F", "chunked",
                                   "Content-Length: 5\r\n", "Transfer-Encoding: chunked\r\n",
