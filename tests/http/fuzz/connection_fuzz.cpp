@@ -29,7 +29,8 @@
 // One runtime and two servers live for the whole process (a runtime per input would cost
 // milliseconds): green::run runs on a background thread whose main green thread holds the
 // servers until exit. Routes: the benchmark endpoints, the observability ones and /static/*
-// on a temporary directory; none of the slow demos (/sleep, /blocking, /work).
+// on a temporary directory; none of the slow demos (/sleep, /blocking, /work). Requests are
+// access-logged to /dev/null.
 //
 //   make fuzz                                   # both targets, FUZZ_TIME seconds each
 //   build-fuzz/tests/http/connection_fuzz -max_total_time=60 build-fuzz/corpus
@@ -52,6 +53,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -64,6 +66,7 @@
 #include "runtime/green.h"
 #include "runtime/net.h"
 #include "runtime/sync.h"
+#include "server/access_log.h"
 #include "server/router.h"
 #include "server/server.h"
 
@@ -93,6 +96,7 @@ struct Runtime {
   green::handlers::Context* context = nullptr;
   Server* normal = nullptr;
   Server* small = nullptr;
+  std::unique_ptr<green::http::AccessLog> access_log;
   std::string static_dir;
   std::atomic<int> ready{0};
   green::WaitGroup stop;
@@ -137,6 +141,14 @@ Runtime& runtime() {
     rt->static_dir = dir;
     std::ofstream(rt->static_dir + "/a.txt") << "static file\n";
     std::ofstream(rt->static_dir + "/index.html") << "<p>index</p>\n";
+    // Every request is logged (its fuzzed target, Referer and User-Agent formatted and escaped)
+    // to /dev/null: the formatting runs, and a long fuzzing run fills no disk.
+    std::string error;
+    rt->access_log = green::http::AccessLog::open("/dev/null", &error);
+    if (!rt->access_log) {
+      std::fprintf(stderr, "connection_fuzz: access log: %s\n", error.c_str());
+      std::abort();
+    }
     rt->stop.add(1);
     rt->thread = std::thread([rt] {
       green::Options o;
@@ -148,8 +160,9 @@ Runtime& runtime() {
         green::handlers::register_benchmarks(*rt->router);
         green::handlers::register_static(*rt->router, rt->static_dir);
         green::handlers::register_observability(*rt->router, *rt->context);
-        rt->normal = new Server(options(false), *rt->router, nullptr);
-        rt->small = new Server(options(true), *rt->router, nullptr);
+        rt->access_log->start();
+        rt->normal = new Server(options(false), *rt->router, rt->access_log.get());
+        rt->small = new Server(options(true), *rt->router, rt->access_log.get());
         rt->context->server = rt->normal;
         rt->ready.store(1);
         rt->ready.notify_all();
@@ -158,6 +171,7 @@ Runtime& runtime() {
         delete rt->small;
         delete rt->context;
         delete rt->router;
+        rt->access_log->stop();
       });
     });
     rt->ready.wait(0);
@@ -365,6 +379,18 @@ void read_available(int fd, std::string& out, bool* eof, const std::string& inpu
   }
 }
 
+// Reads what the server sent only once a lot is waiting (the server may soon block writing
+// it). Reading earlier would hide stalls: on a socketpair every read of ours makes the server's
+// socket writable, and that wakeup reports it readable too when our unread bytes still sit
+// there, waking a connection that a real TCP peer would have left parked.
+constexpr int kReadBackedUpBytes = 32 * 1024;
+void read_if_backed_up(int fd, std::string& out, bool* eof, const std::string& input) {
+  int pending = 0;
+  if (::ioctl(fd, FIONREAD, &pending) != 0 || pending >= kReadBackedUpBytes) {
+    read_available(fd, out, eof, input);
+  }
+}
+
 void poll_once(int fd, short events, Clock::time_point until) {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
   pollfd p{fd, events, 0};
@@ -384,6 +410,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) std::abort();
   const int client = fds[0];
   ::fcntl(client, F_SETFL, ::fcntl(client, F_GETFL) | O_NONBLOCK);
+  // The first chunk is queued before the server sees the socket, as a client's first request
+  // usually is by the time the server accepts: the connection's first read then finds all of it
+  // at once, with the one readiness edge that registering the socket gives (over TCP a large
+  // write arrives the same way). What does not fit the socket buffer follows below.
+  std::string_view first = chunks[0];
+  if (!first.empty()) {
+    const ssize_t n = ::send(client, first.data(), first.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) first.remove_prefix(static_cast<std::size_t>(n));
+  }
   std::atomic<int> finished{0};
   const int server_fd = fds[1];
   green::go([server, server_fd, &finished] {
@@ -398,7 +433,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   const Clock::time_point start = Clock::now();
   const Clock::time_point write_until = start + kDeadline;
   for (std::size_t i = 0; i < chunks.size() && !peer_gone && !eof; ++i) {
-    std::string_view rest = chunks[i];
+    std::string_view rest = i == 0 ? first : chunks[i];
     while (!rest.empty() && !peer_gone && !eof) {
       if (Clock::now() > write_until) fail("server stopped reading (write deadline)", input, output);
       const ssize_t n = ::send(client, rest.data(), rest.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -417,7 +452,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     // The split: wait until the server has read everything sent so far.
     const Clock::time_point split_until = Clock::now() + kSplitWait;
     for (;;) {
-      read_available(client, output, &eof, input);
+      read_if_backed_up(client, output, &eof, input);
       int queued = 0;
       if (eof || ::ioctl(client, SIOCOUTQ, &queued) != 0 || queued == 0) break;
       if (Clock::now() > split_until) break;
@@ -430,13 +465,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   // timeout); a server that has closed its side has nothing queued from us.
   const Clock::time_point drain_until = Clock::now() + kDrainDeadline;
   while (!peer_gone && !eof) {
-    read_available(client, output, &eof, input);
+    read_if_backed_up(client, output, &eof, input);
     int queued = 0;
     if (eof || ::ioctl(client, SIOCOUTQ, &queued) != 0 || queued == 0) break;
     if (Clock::now() > drain_until) {
-      fail("the server stopped reading: bytes sent before any end of stream are still unread "
-           "after 5 s (a stalled connection)",
-           input, output);
+      read_available(client, output, &eof, input);  // to show what was answered
+      char what[200];
+      std::snprintf(what, sizeof what,
+                    "the server stopped reading: input is still queued for it (SIOCOUTQ %d) "
+                    "5 s after the last write, before any end of stream (a stalled connection)",
+                    queued);
+      fail(what, input, output);
     }
     std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
