@@ -95,9 +95,8 @@ std::size_t Server::serve() {
       continue;
     }
     metrics_.open_connections.fetch_add(1, std::memory_order_relaxed);
-    green::go([this, s = std::move(stream), peer]() mutable {
-      run_connection(std::move(s), peer);
-    });
+    green::go(
+        [this, s = std::move(stream), peer]() mutable { run_connection(std::move(s), peer); });
   }
 
   // shutdown() may still be walking the registry on another thread: the Server must outlive

@@ -25,6 +25,8 @@
 //     status in 100..599, header lines, a body framed by Content-Length or chunked coding
 //     (none for 1xx, 204, 304 and answers to HEAD), nothing after a Connection: close one;
 //   * no crash, no sanitizer report, no leak (build-fuzz runs ASan+UBSan; LSan at exit).
+// CONNECTION_FUZZ_SKIP_STALL_CHECK=1 drops the first check, to explore past a known stall;
+// CONNECTION_FUZZ_VERBOSE=1 prints each input's size, chunks and answer size.
 //
 // One runtime and two servers live for the whole process (a runtime per input would cost
 // milliseconds): green::run runs on a background thread whose main green thread holds the
@@ -53,8 +55,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <memory>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -188,10 +190,14 @@ void print_bytes(const std::string& s) {
       i = s.size() - 128;
     }
     const auto c = static_cast<unsigned char>(s[i]);
-    if (c == '\r') std::fputs("\\r", stderr);
-    else if (c == '\n') std::fputs("\\n", stderr);
-    else if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') std::fputc(c, stderr);
-    else std::fprintf(stderr, "\\x%02x", c);
+    if (c == '\r')
+      std::fputs("\\r", stderr);
+    else if (c == '\n')
+      std::fputs("\\n", stderr);
+    else if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"')
+      std::fputc(c, stderr);
+    else
+      std::fprintf(stderr, "\\x%02x", c);
   }
 }
 
@@ -283,10 +289,14 @@ std::size_t skip_chunked(std::string_view s, std::size_t at) {
     for (std::size_t i = at; i < eol; ++i) {
       const char c = s[i];
       int d = 0;
-      if (c >= '0' && c <= '9') d = c - '0';
-      else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-      else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
-      else return std::string_view::npos;
+      if (c >= '0' && c <= '9')
+        d = c - '0';
+      else if (c >= 'a' && c <= 'f')
+        d = c - 'a' + 10;
+      else if (c >= 'A' && c <= 'F')
+        d = c - 'A' + 10;
+      else
+        return std::string_view::npos;
       n = n * 16 + static_cast<uint64_t>(d);
     }
     at = eol + 2;
@@ -435,7 +445,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   for (std::size_t i = 0; i < chunks.size() && !peer_gone && !eof; ++i) {
     std::string_view rest = i == 0 ? first : chunks[i];
     while (!rest.empty() && !peer_gone && !eof) {
-      if (Clock::now() > write_until) fail("server stopped reading (write deadline)", input, output);
+      if (Clock::now() > write_until)
+        fail("server stopped reading (write deadline)", input, output);
       const ssize_t n = ::send(client, rest.data(), rest.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n > 0) {
         rest.remove_prefix(static_cast<std::size_t>(n));
@@ -464,7 +475,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   // a read that filled the buffer at a request boundary left the rest unread until the idle
   // timeout); a server that has closed its side has nothing queued from us.
   const Clock::time_point drain_until = Clock::now() + kDrainDeadline;
-  while (!peer_gone && !eof) {
+  static const bool skip_stall_check = std::getenv("CONNECTION_FUZZ_SKIP_STALL_CHECK") != nullptr;
+  while (!peer_gone && !eof && !skip_stall_check) {
     read_if_backed_up(client, output, &eof, input);
     int queued = 0;
     if (eof || ::ioctl(client, SIOCOUTQ, &queued) != 0 || queued == 0) break;
