@@ -15,7 +15,7 @@ CTEST_FLAGS ?= --output-on-failure --timeout 600
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test test-release test-asan test-tsan bench loadtest clean format fuzz
+.PHONY: all deps build run test test-release test-asan test-tsan bench loadtest clean format fuzz soak
 
 all: build
 
@@ -72,15 +72,33 @@ bench: build
 loadtest: build
 	@BUILD=$(BUILD) python3 loadtest/compare.py
 
-# libFuzzer on the request parser (llhttp + our glue), built with Debian's clang. FUZZ_TIME
-# bounds the run in seconds.
+# libFuzzer, built with Debian's clang under ASan+UBSan in build-fuzz: request_fuzz (the parser,
+# tests/http/fuzz/request_fuzz.cpp), then connection_fuzz (a real Connection in a running
+# runtime over a socketpair, with read splits: tests/http/fuzz/connection_fuzz.cpp), each for
+# FUZZ_TIME seconds from the committed corpus. A crash leaves build-fuzz/<target>-crash-* (the
+# other target still runs; make fails at the end); each run's grown corpus stays in
+# build-fuzz/corpus-<target>.
 FUZZ_TIME ?= 60
+FUZZ_TARGETS := request_fuzz connection_fuzz
 fuzz: deps
 	CC=clang CXX=clang++ $(CMAKE) -S . -B $(BUILD)-fuzz -DCMAKE_BUILD_TYPE=Release -DGREEN_BUILD_FUZZ=ON \
 	  -DGREEN_SANITIZE=address$(,)undefined -DGREEN_BUILD_BENCH=OFF >/dev/null
-	$(CMAKE) --build $(BUILD)-fuzz -j $(JOBS) --target request_fuzz
-	mkdir -p $(BUILD)-fuzz/corpus && cp tests/http/fuzz/corpus/* $(BUILD)-fuzz/corpus/
-	./$(BUILD)-fuzz/tests/http/request_fuzz -max_total_time=$(FUZZ_TIME) -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus
+	$(CMAKE) --build $(BUILD)-fuzz -j $(JOBS) --target $(FUZZ_TARGETS)
+	failed=""; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(BUILD)-fuzz/corpus-$$t && cp tests/http/fuzz/corpus/* $(BUILD)-fuzz/corpus-$$t/; \
+	  echo "== $$t for $(FUZZ_TIME) s"; \
+	  ./$(BUILD)-fuzz/tests/http/$$t -max_total_time=$(FUZZ_TIME) -max_len=65536 -timeout=30 \
+	    -dict=tests/http/fuzz/http.dict -artifact_prefix=$(BUILD)-fuzz/$$t- \
+	    $(BUILD)-fuzz/corpus-$$t || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make fuzz: crashes in$$failed (inputs: $(BUILD)-fuzz/*-crash-*)"; exit 1; fi
+
+# The chaos soak (tests/soak/soak.py) against the Release binary for SOAK_SECONDS; SOAK_ARGS
+# adds flags, e.g. SOAK_ARGS=--no-sighup or "--binary build-asan/greenhttp --rss-return-mib 0".
+SOAK_SECONDS ?= 300
+SOAK_ARGS ?=
+soak: build
+	python3 tests/soak/soak.py --binary $(BUILD)/greenhttp --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')

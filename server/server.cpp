@@ -95,16 +95,8 @@ std::size_t Server::serve() {
       continue;
     }
     metrics_.open_connections.fetch_add(1, std::memory_order_relaxed);
-    green::go([this, s = std::move(stream), peer]() mutable {
-      {
-        Connection c(*this, std::move(s), peer);
-        c.run();
-      }
-      // The last touch of *this. Release: the drain and ~Server read this count and then the
-      // Server (its buffer pool) may be destroyed, so everything this connection did must
-      // happen-before that read.
-      metrics_.open_connections.fetch_sub(1, std::memory_order_release);
-    });
+    green::go(
+        [this, s = std::move(stream), peer]() mutable { run_connection(std::move(s), peer); });
   }
 
   // shutdown() may still be walking the registry on another thread: the Server must outlive
@@ -123,6 +115,34 @@ std::size_t Server::serve() {
     wait_for_connections(Clock::now() + std::chrono::seconds(1));
   }
   return static_cast<std::size_t>(std::max<int64_t>(0, metrics_.open_connections.load()));
+}
+
+void Server::run_connection(net::TcpStream stream, const net::Address& peer) {
+  {
+    Connection c(*this, std::move(stream), peer);
+    c.run();
+  }
+  // The last touch of *this. Release: the drain and ~Server read this count and then the
+  // Server (its buffer pool) may be destroyed, so everything this connection did must
+  // happen-before that read.
+  metrics_.open_connections.fetch_sub(1, std::memory_order_release);
+}
+
+void Server::serve_connection(net::TcpStream stream, const net::Address& peer) {
+  if (!stream.is_open()) return;
+  if (draining()) {
+    stream.close();
+    return;
+  }
+  // The same admission as serve()'s accept loop: counted before the connection registers, so
+  // a drain that starts now waits for it (and its registration makes shutdown() close it).
+  metrics_.accepted_connections.fetch_add(1, std::memory_order_relaxed);
+  if (metrics_.open_connections.load(std::memory_order_relaxed) >= max_connections_) {
+    reject(stream);
+    return;
+  }
+  metrics_.open_connections.fetch_add(1, std::memory_order_relaxed);
+  run_connection(std::move(stream), peer);
 }
 
 void Server::shutdown() {

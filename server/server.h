@@ -70,6 +70,15 @@ class Server {
   // Starts the graceful shutdown. Any green thread; idempotent.
   void shutdown();
 
+  // Serves one stream that is already connected (socket activation, a program embedding the
+  // server, a test harness on a socketpair) exactly as serve() serves an accepted one: it
+  // counts toward max_connections (over the cap it is answered 503 and closed), shutdown()
+  // closes it when idle and serve()'s drain waits for it. Runs the connection in the calling
+  // green thread and returns when it has ended, its socket closed. During a shutdown the
+  // stream is closed at once. `peer` is the address the access log and handlers see. Needs no
+  // listen() or serve(); from a green thread.
+  void serve_connection(net::TcpStream stream, const net::Address& peer);
+
   bool ready() const { return ready_.load(std::memory_order_relaxed); }
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
 
@@ -82,6 +91,8 @@ class Server {
  private:
   friend class Connection;
   void reject(net::TcpStream& stream);
+  // Runs an admitted connection (already counted in open_connections) to its end.
+  void run_connection(net::TcpStream stream, const net::Address& peer);
   void register_connection(Connection* c);
   void unregister_connection(Connection* c);
   // Closes connections: idle ones only (graceful), or all (past the drain deadline).

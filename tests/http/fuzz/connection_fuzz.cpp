@@ -1,0 +1,522 @@
+// libFuzzer target for a whole connection: a real green::http::Connection (server/connection.cpp)
+// served by a real Server inside a green::run runtime, fed over a socketpair, so the read
+// loop, buffer compaction at every split, pipelining, Expect: 100-continue, error answers and
+// the lingering close are fuzzed, not only the parser (tests/http/fuzz/request_fuzz.cpp).
+//
+// Input format (so that corpus files stay readable and libFuzzer can move a boundary by
+// inserting or deleting three bytes):
+//   * the bytes are sent as they are, except that every "|~|" marks a split: the harness sends
+//     the bytes before it, waits until the server has read all of them (SIOCOUTQ on our end of
+//     the socketpair reads 0, or 20 ms pass), then sends the rest. Each split is therefore a
+//     separate read(2) on the server's side, wherever it falls (inside a request line, a CRLF,
+//     a chunk size, between pipelined requests). At most kMaxChunks splits are honoured.
+//   * an input that starts with "|~|" (an empty first chunk) is served by a second server with
+//     small limits (64-byte target, 256-byte head, 4 headers, 4 KiB read buffer, 4 KiB body),
+//     so buffer-full and limit edges are reached with short inputs.
+// After the last chunk the harness shuts down its write side and reads until end of stream.
+//
+// Invariants checked (each failure prints what broke and aborts, which libFuzzer records as a
+// crash with the input):
+//   * the server reads everything it is sent without needing our end of stream to wake it
+//     (within 5 s of the last chunk; it lingers after an error answer, reading, then closes);
+//   * the connection ends: the server closes its side within kDeadline of our end of stream,
+//     and its green thread returns (Server::serve_connection), leaving no open connection;
+//   * what came back parses as a sequence of whole HTTP/1.1 responses: status line with a
+//     status in 100..599, header lines, a body framed by Content-Length or chunked coding
+//     (none for 1xx, 204, 304 and answers to HEAD), nothing after a Connection: close one;
+//   * no crash, no sanitizer report, no leak (build-fuzz runs ASan+UBSan; LSan at exit).
+// CONNECTION_FUZZ_SKIP_STALL_CHECK=1 drops the first check, to explore past a known stall;
+// CONNECTION_FUZZ_VERBOSE=1 prints each input's size, chunks and answer size.
+//
+// One runtime and two servers live for the whole process (a runtime per input would cost
+// milliseconds): green::run runs on a background thread whose main green thread holds the
+// servers until exit. Routes: the benchmark endpoints, the observability ones and /static/*
+// on a temporary directory; none of the slow demos (/sleep, /blocking, /work). Requests are
+// access-logged to /dev/null.
+//
+//   make fuzz                                   # both targets, FUZZ_TIME seconds each
+//   build-fuzz/tests/http/connection_fuzz -max_total_time=60 build-fuzz/corpus
+// The ordinary test builds replay the committed corpus through the same function
+// (tests/http/connection_fuzz_replay_test.cpp).
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "handlers/handlers.h"
+#include "runtime/green.h"
+#include "runtime/net.h"
+#include "runtime/sync.h"
+#include "server/access_log.h"
+#include "server/router.h"
+#include "server/server.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using green::http::Server;
+
+constexpr std::string_view kSplit = "|~|";
+constexpr std::size_t kMaxChunks = 64;
+// Per input, from our end of stream to the server's: everything legitimate ends at once (the
+// server reads end of stream), so this only trips on a stalled connection. Generous for the
+// sanitizer builds on a loaded machine; the servers' own timeouts are longer still, so a stall
+// is caught here rather than ended quietly by a timeout.
+constexpr auto kDeadline = std::chrono::seconds(10);
+constexpr auto kSplitWait = std::chrono::milliseconds(20);
+// After the last chunk, how long the server may take to read all of it without our end of
+// stream (it reads at once; see the drain below).
+constexpr auto kDrainDeadline = std::chrono::seconds(5);
+constexpr std::size_t kMaxResponseBytes = 32 << 20;
+
+// The process-wide runtime and servers (see the top). Globals, so that LeakSanitizer sees
+// them as reachable while the runtime's main green thread is parked.
+struct Runtime {
+  std::thread thread;
+  green::http::Router* router = nullptr;
+  green::handlers::Context* context = nullptr;
+  Server* normal = nullptr;
+  Server* small = nullptr;
+  std::unique_ptr<green::http::AccessLog> access_log;
+  std::string static_dir;
+  std::atomic<int> ready{0};
+  green::WaitGroup stop;
+};
+Runtime* g_runtime = nullptr;
+
+green::http::ServerOptions options(bool small) {
+  green::http::ServerOptions o;
+  o.listen = "127.0.0.1:0";  // never bound: connections come through serve_connection
+  o.read_header_timeout = std::chrono::seconds(30);
+  o.idle_timeout = std::chrono::seconds(30);
+  o.write_timeout = std::chrono::seconds(30);
+  o.shutdown_timeout = std::chrono::seconds(1);
+  o.limits.max_body_bytes = 64 * 1024;
+  if (small) {
+    o.limits.max_target_bytes = 64;
+    o.limits.max_header_bytes = 256;
+    o.limits.max_headers = 4;
+    o.limits.max_body_bytes = 4 * 1024;
+  }
+  return o;
+}
+
+void stop_runtime() {
+  Runtime* rt = g_runtime;
+  if (rt == nullptr) return;
+  rt->stop.done();
+  rt->thread.join();
+  std::error_code ec;
+  std::filesystem::remove_all(rt->static_dir, ec);
+  delete rt;
+  g_runtime = nullptr;
+}
+
+Runtime& runtime() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    auto* rt = new Runtime;
+    g_runtime = rt;
+    char dir[] = "/tmp/greenhttp-connection-fuzz-XXXXXX";
+    if (mkdtemp(dir) == nullptr) std::abort();
+    rt->static_dir = dir;
+    std::ofstream(rt->static_dir + "/a.txt") << "static file\n";
+    std::ofstream(rt->static_dir + "/index.html") << "<p>index</p>\n";
+    // Every request is logged (its fuzzed target, Referer and User-Agent formatted and escaped)
+    // to /dev/null: the formatting runs, and a long fuzzing run fills no disk.
+    std::string error;
+    rt->access_log = green::http::AccessLog::open("/dev/null", &error);
+    if (!rt->access_log) {
+      std::fprintf(stderr, "connection_fuzz: access log: %s\n", error.c_str());
+      std::abort();
+    }
+    rt->stop.add(1);
+    rt->thread = std::thread([rt] {
+      green::Options o;
+      o.procs = 2;
+      green::run(o, [rt] {
+        rt->router = new green::http::Router;
+        rt->context = new green::handlers::Context;
+        rt->context->static_dir = rt->static_dir;
+        green::handlers::register_benchmarks(*rt->router);
+        green::handlers::register_static(*rt->router, rt->static_dir);
+        green::handlers::register_observability(*rt->router, *rt->context);
+        rt->access_log->start();
+        rt->normal = new Server(options(false), *rt->router, rt->access_log.get());
+        rt->small = new Server(options(true), *rt->router, rt->access_log.get());
+        rt->context->server = rt->normal;
+        rt->ready.store(1);
+        rt->ready.notify_all();
+        rt->stop.wait();
+        delete rt->normal;  // waits for connection green threads (none are left)
+        delete rt->small;
+        delete rt->context;
+        delete rt->router;
+        rt->access_log->stop();
+      });
+    });
+    rt->ready.wait(0);
+    std::atexit(stop_runtime);
+  });
+  return *g_runtime;
+}
+
+// Prints bytes as a C string literal would show them, the first 384 and the last 128.
+void print_bytes(const std::string& s) {
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (i == 384 && s.size() > 512) {
+      std::fprintf(stderr, "\" ... %zu bytes ... \"", s.size() - 512);
+      i = s.size() - 128;
+    }
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c == '\r')
+      std::fputs("\\r", stderr);
+    else if (c == '\n')
+      std::fputs("\\n", stderr);
+    else if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"')
+      std::fputc(c, stderr);
+    else
+      std::fprintf(stderr, "\\x%02x", c);
+  }
+}
+
+[[noreturn]] void fail(const char* what, const std::string& input, const std::string& output) {
+  std::fprintf(stderr, "connection_fuzz: %s\n  input (%zu bytes): \"", what, input.size());
+  print_bytes(input);
+  std::fprintf(stderr, "\"\n  output (%zu bytes): \"", output.size());
+  print_bytes(output);
+  std::fputs("\"\n", stderr);
+  std::abort();
+}
+
+// ---- The response stream checker -------------------------------------------------------
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+struct Head {
+  int status = 0;
+  std::optional<uint64_t> content_length;
+  bool chunked = false;
+  bool close = false;
+  std::size_t end = 0;  // offset just past the blank line
+};
+
+// Parses a response head at `at`; nullopt if it is not a well-formed one.
+std::optional<Head> parse_head(std::string_view s, std::size_t at) {
+  const std::size_t end = s.find("\r\n\r\n", at);
+  if (end == std::string_view::npos) return std::nullopt;
+  std::string_view head = s.substr(at, end + 2 - at);
+  Head h;
+  h.end = end + 4;
+  const std::size_t eol = head.find("\r\n");
+  std::string_view line = head.substr(0, eol);
+  if (line.size() < 12 || (line.substr(0, 9) != "HTTP/1.1 " && line.substr(0, 9) != "HTTP/1.0 ")) {
+    return std::nullopt;
+  }
+  for (std::size_t i = 9; i < 12; ++i) {
+    if (line[i] < '0' || line[i] > '9') return std::nullopt;
+  }
+  h.status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
+  if (h.status < 100 || h.status > 599) return std::nullopt;
+  if (line.size() > 12 && line[12] != ' ') return std::nullopt;
+  std::string_view rest = head.substr(eol + 2);
+  while (!rest.empty()) {
+    const std::size_t e = rest.find("\r\n");
+    std::string_view field = rest.substr(0, e);
+    rest.remove_prefix(e + 2);
+    const std::size_t colon = field.find(':');
+    if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+    std::string_view name = field.substr(0, colon);
+    std::string_view value = field.substr(colon + 1);
+    while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+    if (name.find_first_of(" \t\r\n") != std::string_view::npos) return std::nullopt;
+    if (value.find_first_of("\r\n") != std::string_view::npos) return std::nullopt;
+    if (iequals(name, "Content-Length")) {
+      if (h.content_length || value.empty() || value.size() > 18) return std::nullopt;
+      uint64_t n = 0;
+      for (char c : value) {
+        if (c < '0' || c > '9') return std::nullopt;
+        n = n * 10 + static_cast<uint64_t>(c - '0');
+      }
+      h.content_length = n;
+    } else if (iequals(name, "Transfer-Encoding")) {
+      if (!iequals(value, "chunked")) return std::nullopt;
+      h.chunked = true;
+    } else if (iequals(name, "Connection")) {
+      h.close = iequals(value, "close");
+    }
+  }
+  if (h.chunked && h.content_length) return std::nullopt;
+  return h;
+}
+
+// Offset just past a chunked body starting at `at`, or npos.
+std::size_t skip_chunked(std::string_view s, std::size_t at) {
+  for (int chunks = 0; chunks < 1'000'000; ++chunks) {
+    const std::size_t eol = s.find("\r\n", at);
+    if (eol == std::string_view::npos || eol == at || eol - at > 16) return std::string_view::npos;
+    uint64_t n = 0;
+    for (std::size_t i = at; i < eol; ++i) {
+      const char c = s[i];
+      int d = 0;
+      if (c >= '0' && c <= '9')
+        d = c - '0';
+      else if (c >= 'a' && c <= 'f')
+        d = c - 'a' + 10;
+      else if (c >= 'A' && c <= 'F')
+        d = c - 'A' + 10;
+      else
+        return std::string_view::npos;
+      n = n * 16 + static_cast<uint64_t>(d);
+    }
+    at = eol + 2;
+    if (n == 0) {
+      // No trailers from this server: the blank line follows.
+      return s.substr(at, 2) == "\r\n" ? at + 2 : std::string_view::npos;
+    }
+    if (n > s.size() - at || s.substr(at + n, 2) != "\r\n") return std::string_view::npos;
+    at += n + 2;
+  }
+  return std::string_view::npos;
+}
+
+// True if s[at..] is a sequence of whole responses. `head_possible`: the input contained a
+// HEAD request, whose answer has framing headers but no body; which responses those are is
+// not known here, so both readings are tried (rarely ambiguous; `failed` memoises offsets).
+bool parse_responses(std::string_view s, std::size_t at, bool head_possible,
+                     std::vector<char>& failed, int depth) {
+  while (at < s.size()) {
+    if (failed[at] != 0 || depth > 100000) return false;
+    const std::optional<Head> h = parse_head(s, at);
+    if (!h) {
+      failed[at] = 1;
+      return false;
+    }
+    const bool bodiless = h->status < 200 || h->status == 204 || h->status == 304;
+    if (bodiless) {
+      if (h->close && h->end != s.size()) return false;
+      at = h->end;
+      ++depth;
+      continue;
+    }
+    std::size_t with_body = std::string_view::npos;
+    if (h->chunked) {
+      with_body = skip_chunked(s, h->end);
+    } else if (h->content_length) {
+      if (*h->content_length <= s.size() - h->end) with_body = h->end + *h->content_length;
+    } else {
+      with_body = s.size();  // delimited by the close
+    }
+    if (head_possible && h->end != with_body &&
+        (h->end == s.size() || s.substr(h->end, 7) == "HTTP/1.")) {
+      // As the answer to a HEAD: no body.
+      if (!(h->close && h->end != s.size()) &&
+          parse_responses(s, h->end, head_possible, failed, depth + 1)) {
+        return true;
+      }
+    }
+    if (with_body == std::string_view::npos || (h->close && with_body != s.size())) {
+      failed[at] = 1;
+      return false;
+    }
+    at = with_body;
+    ++depth;
+  }
+  return true;
+}
+
+// ---- Driving one connection ---------------------------------------------------------------
+
+std::vector<std::string_view> chunks_of(std::string_view in, bool* small) {
+  *small = in.substr(0, kSplit.size()) == kSplit;
+  if (*small) in.remove_prefix(kSplit.size());
+  std::vector<std::string_view> out;
+  while (out.size() + 1 < kMaxChunks) {
+    const std::size_t at = in.find(kSplit);
+    if (at == std::string_view::npos) break;
+    out.push_back(in.substr(0, at));
+    in.remove_prefix(at + kSplit.size());
+  }
+  out.push_back(in);  // the rest, separators included once past kMaxChunks
+  return out;
+}
+
+void read_available(int fd, std::string& out, bool* eof, const std::string& input) {
+  char buf[16384];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) {
+      out.append(buf, static_cast<std::size_t>(n));
+      if (out.size() > kMaxResponseBytes) fail("response stream over 32 MiB", input, out);
+      continue;
+    }
+    if (n == 0 || errno == ECONNRESET) {
+      *eof = true;
+      return;
+    }
+    if (errno == EINTR) continue;
+    return;  // EAGAIN
+  }
+}
+
+// Reads what the server sent only once a lot is waiting (the server may soon block writing
+// it). Reading earlier would hide stalls: on a socketpair every read of ours makes the server's
+// socket writable, and that wakeup reports it readable too when our unread bytes still sit
+// there, waking a connection that a real TCP peer would have left parked.
+constexpr int kReadBackedUpBytes = 32 * 1024;
+void read_if_backed_up(int fd, std::string& out, bool* eof, const std::string& input) {
+  int pending = 0;
+  if (::ioctl(fd, FIONREAD, &pending) != 0 || pending >= kReadBackedUpBytes) {
+    read_available(fd, out, eof, input);
+  }
+}
+
+void poll_once(int fd, short events, Clock::time_point until) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
+  pollfd p{fd, events, 0};
+  ::poll(&p, 1, static_cast<int>(std::clamp<int64_t>(left.count(), 0, 1000)));
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
+  Runtime& rt = runtime();
+  const std::string input(reinterpret_cast<const char*>(data), size);
+  bool small = false;
+  const std::vector<std::string_view> chunks = chunks_of(input, &small);
+  Server* server = small ? rt.small : rt.normal;
+
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) std::abort();
+  const int client = fds[0];
+  ::fcntl(client, F_SETFL, ::fcntl(client, F_GETFL) | O_NONBLOCK);
+  // The first chunk is queued before the server sees the socket, as a client's first request
+  // usually is by the time the server accepts: the connection's first read then finds all of it
+  // at once, with the one readiness edge that registering the socket gives (over TCP a large
+  // write arrives the same way). What does not fit the socket buffer follows below.
+  std::string_view first = chunks[0];
+  if (!first.empty()) {
+    const ssize_t n = ::send(client, first.data(), first.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) first.remove_prefix(static_cast<std::size_t>(n));
+  }
+  std::atomic<int> finished{0};
+  const int server_fd = fds[1];
+  green::go([server, server_fd, &finished] {
+    static const green::net::Address peer = *green::net::Address::parse("127.0.0.1:1");
+    server->serve_connection(green::net::TcpStream::adopt(server_fd), peer);
+    finished.store(1, std::memory_order_release);
+  });
+
+  std::string output;
+  bool eof = false;
+  bool peer_gone = false;  // our writes fail: the server closed (after an error answer)
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point write_until = start + kDeadline;
+  for (std::size_t i = 0; i < chunks.size() && !peer_gone && !eof; ++i) {
+    std::string_view rest = i == 0 ? first : chunks[i];
+    while (!rest.empty() && !peer_gone && !eof) {
+      if (Clock::now() > write_until)
+        fail("server stopped reading (write deadline)", input, output);
+      const ssize_t n = ::send(client, rest.data(), rest.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        rest.remove_prefix(static_cast<std::size_t>(n));
+      } else if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+        peer_gone = true;
+      } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        std::abort();
+      } else {
+        read_available(client, output, &eof, input);
+        poll_once(client, POLLIN | POLLOUT, write_until);
+      }
+    }
+    if (i + 1 == chunks.size()) break;
+    // The split: wait until the server has read everything sent so far.
+    const Clock::time_point split_until = Clock::now() + kSplitWait;
+    for (;;) {
+      read_if_backed_up(client, output, &eof, input);
+      int queued = 0;
+      if (eof || ::ioctl(client, SIOCOUTQ, &queued) != 0 || queued == 0) break;
+      if (Clock::now() > split_until) break;
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+  // Before our end of stream: the server must read everything we sent by itself. Our
+  // shutdown would wake a connection parked on the socket, hiding a stall (issue 11 section 2:
+  // a read that filled the buffer at a request boundary left the rest unread until the idle
+  // timeout); a server that has closed its side has nothing queued from us.
+  const Clock::time_point drain_until = Clock::now() + kDrainDeadline;
+  static const bool skip_stall_check = std::getenv("CONNECTION_FUZZ_SKIP_STALL_CHECK") != nullptr;
+  while (!peer_gone && !eof && !skip_stall_check) {
+    read_if_backed_up(client, output, &eof, input);
+    int queued = 0;
+    if (eof || ::ioctl(client, SIOCOUTQ, &queued) != 0 || queued == 0) break;
+    if (Clock::now() > drain_until) {
+      read_available(client, output, &eof, input);  // to show what was answered
+      char what[200];
+      std::snprintf(what, sizeof what,
+                    "the server stopped reading: input is still queued for it (SIOCOUTQ %d) "
+                    "5 s after the last write, before any end of stream (a stalled connection)",
+                    queued);
+      fail(what, input, output);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  ::shutdown(client, SHUT_WR);
+  const Clock::time_point read_until = Clock::now() + kDeadline;
+  while (!eof) {
+    if (Clock::now() > read_until) {
+      fail("connection did not end within 10 s of the client's end of stream", input, output);
+    }
+    read_available(client, output, &eof, input);
+    if (!eof) poll_once(client, POLLIN, read_until);
+  }
+  ::close(client);
+  while (finished.load(std::memory_order_acquire) == 0) {
+    if (Clock::now() > read_until) fail("connection green thread did not return", input, output);
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  if (server->metrics().open_connections.load() != 0) {
+    fail("open_connections is not 0 after the connection ended", input, output);
+  }
+
+  if (std::getenv("CONNECTION_FUZZ_VERBOSE") != nullptr) {
+    std::fprintf(stderr, "connection_fuzz: %zu bytes in %zu chunk(s) -> %zu bytes back\n",
+                 input.size(), chunks.size(), output.size());
+  }
+  std::vector<char> failed(output.size() + 1, 0);
+  const bool head_possible = input.find("HEAD") != std::string::npos;
+  if (!parse_responses(output, 0, head_possible, failed, 0)) {
+    fail("the response stream is not a sequence of whole HTTP/1.1 responses", input, output);
+  }
+  return 0;
+}
