@@ -17,6 +17,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -49,7 +50,7 @@ class ServerProcess {
       std::vector<char*> argv;
       for (std::string& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
-      freopen("/dev/null", "w", stderr);
+      freopen((dir_ + "/stderr").c_str(), "w", stderr);
       execv(argv[0], argv.data());
       _exit(127);
     }
@@ -68,6 +69,11 @@ class ServerProcess {
     run_command("rm -rf '" + dir_ + "'");
   }
   uint16_t port() const { return port_; }
+  // What the server wrote to stderr: a sanitizer build reports there.
+  std::string stderr_text() const {
+    std::ifstream in(dir_ + "/stderr");
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
 
  private:
   std::string dir_;
@@ -220,6 +226,12 @@ class ProtocolTable : public ::testing::Test {
   static void TearDownTestSuite() {
     delete server_;
     server_ = nullptr;
+  }
+  // ASan/UBSan in the server process report on its stderr, not in this test's.
+  void TearDown() override {
+    const std::string err = server_->stderr_text();
+    EXPECT_EQ(err.find("Sanitizer"), std::string::npos) << err;
+    EXPECT_EQ(err.find("runtime error"), std::string::npos) << err;
   }
   static ServerProcess* server_;
 };
