@@ -410,20 +410,8 @@ int RequestParser::on_header_field(llhttp_t* p, const char* at, std::size_t n) {
   if (r->header_bytes_ > r->limits_.max_header_bytes) {
     return r->fail(431, "header section too large");
   }
-  if (r->headers_done_) {
-    // A trailer field: checked as a header field is and counted against the same limits, but
-    // not kept (no handler sees trailers). Its name may span reads, so each piece is checked.
-    if (!r->in_field_) {
-      if (r->header_count_ + r->trailer_count_ >= r->limits_.max_headers) {
-        return r->fail(431, "too many header and trailer fields");
-      }
-      ++r->trailer_count_;
-      r->in_field_ = true;
-    }
-    if (std::memchr(at, ' ', n) != nullptr || std::memchr(at, '\t', n) != nullptr) {
-      return r->fail(400, "whitespace in a trailer field name");
-    }
-    return 0;
+  if (r->headers_done_) [[unlikely]] {
+    return r->on_trailer_field(at, n);
   }
   if (!r->in_field_) {
     if (r->header_count_ == r->limits_.max_headers) return r->fail(431, "too many header fields");
@@ -436,6 +424,22 @@ int RequestParser::on_header_field(llhttp_t* p, const char* at, std::size_t n) {
   }
   if (!extend(r->storage_->header_names[r->header_count_ - 1], r->offset_of(at), n)) {
     return r->fail(400, "malformed header field");
+  }
+  return 0;
+}
+
+// A trailer field: checked as a header field is and counted against the same limits, but not
+// kept (no handler sees trailers). Its name may span reads, so each piece is checked.
+int RequestParser::on_trailer_field(const char* at, std::size_t n) {
+  if (!in_field_) {
+    if (header_count_ + trailer_count_ >= limits_.max_headers) {
+      return fail(431, "too many header and trailer fields");
+    }
+    ++trailer_count_;
+    in_field_ = true;
+  }
+  if (std::memchr(at, ' ', n) != nullptr || std::memchr(at, '\t', n) != nullptr) {
+    return fail(400, "whitespace in a trailer field name");
   }
   return 0;
 }
@@ -477,7 +481,8 @@ int RequestParser::on_header_field_complete(llhttp_t* p) {
   if (r->headers_done_) return 0;
   const Span name = r->storage_->header_names[r->header_count_ - 1];
   std::string_view s(r->storage_->input.data() + name.offset, name.length);
-  if (s.empty() || s.find_first_of(" \t") != std::string_view::npos) {
+  // A plain loop: find_first_of's generic search costs more than these few bytes.
+  if (s.empty() || std::any_of(s.begin(), s.end(), [](char c) { return c == ' ' || c == '\t'; })) {
     return r->fail(400, "whitespace in a header name");
   }
   return 0;
@@ -494,8 +499,9 @@ int RequestParser::on_header_value_complete(llhttp_t* p) {
   const Span value_span = r->storage_->header_values[i];
   const std::string_view value = trim({buf + value_span.offset, value_span.length});
   if (iequals(name, "host")) {
+    // RFC 9112 3.2: an invalid Host is a 400 (a missing or repeated one: on_headers_complete).
+    if (!valid_host(value)) return r->fail(400, "invalid Host header");
     ++r->host_count_;
-    r->host_index_ = i;
   } else if (iequals(name, "transfer-encoding")) {
     // RFC 9112 6.3: when chunked is not the final coding the body's length is unknowable
     // (400); chunked after a coding we do not implement (gzip, ...) is a 501.
@@ -531,15 +537,9 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
   if ((p->flags & F_TRANSFER_ENCODING) != 0 && p->http_minor == 0) {
     return r->fail(400, "Transfer-Encoding in an HTTP/1.0 request");
   }
-  // RFC 9112 3.2: no Host in HTTP/1.1, more than one, or an invalid one: 400.
+  // RFC 9112 3.2: no Host in HTTP/1.1, or more than one: 400.
   if (r->host_count_ > 1) return r->fail(400, "duplicate Host header");
   if (p->http_minor >= 1 && r->host_count_ == 0) return r->fail(400, "missing Host header");
-  if (r->host_count_ == 1) {
-    const Span h = r->storage_->header_values[r->host_index_];
-    if (!valid_host(trim({r->storage_->input.data() + h.offset, h.length}))) {
-      return r->fail(400, "invalid Host header");
-    }
-  }
   const bool has_length = (p->flags & F_CONTENT_LENGTH) != 0;
   if (has_length && p->content_length > r->limits_.max_body_bytes) {
     return r->fail(413, "declared body too large");

@@ -113,6 +113,7 @@ class RequestParser {
   static int on_url(llhttp_t* p, const char* at, std::size_t n);
   static int on_header_field(llhttp_t* p, const char* at, std::size_t n);
   static int on_header_value(llhttp_t* p, const char* at, std::size_t n);
+  int on_trailer_field(const char* at, std::size_t n);
   static int on_header_field_complete(llhttp_t* p);
   static int on_header_value_complete(llhttp_t* p);
   static int on_headers_complete(llhttp_t* p);
@@ -171,7 +172,6 @@ class RequestParser {
   bool expect_continue_ = false;
   bool expect_paused_ = false;
   int host_count_ = 0;
-  std::size_t host_index_ = 0;  // the Host field, when host_count_ == 1
   Span transfer_encoding_;
   bool has_transfer_encoding_ = false;
   Span expect_;
