@@ -145,6 +145,7 @@ ssize_t Connection::read_more(bool* fresh_wake) {
 
 bool Connection::serve_batches() {
   bool fresh_wake = true;
+  bool answered = false;  // a response was completed in this wake
   socket_drained_ = false;
   // Until a response completes, "finished" is when this wake began: the times taken from it
   // below (idle start, write deadline) then mean "now" to within a read(2).
@@ -152,7 +153,10 @@ bool Connection::serve_batches() {
   for (;;) {
     const ssize_t n = read_more(&fresh_wake);
     if (n == -EAGAIN) {
-      idle_since_ = finished_at_;  // a stale wakeup: back to idle
+      // Back to idle. Only a response restarts the idle timer: bytes that were no request
+      // (a stale wakeup, the empty lines RFC 9112 2.2 lets us skip) must not, or a client
+      // sending a CRLF now and then would hold its slot for ever.
+      if (answered) idle_since_ = finished_at_;
       return true;
     }
     if (n <= 0) {
@@ -182,6 +186,7 @@ bool Connection::serve_batches() {
       }
       Request& r = parser_.request();
       handle_request(r);
+      answered = true;
       if (write_failed_) return false;
       if (close_after_) {
         flush_output_at(finished_at_);
@@ -194,7 +199,11 @@ bool Connection::serve_batches() {
     if (!flush_output_at(finished_at_)) return false;
     if (parser_.idle()) {
       if (server_.draining()) return false;
-      idle_since_ = finished_at_;
+      // The read filled the buffer: the socket may hold more, and with edge-triggered polling
+      // no new edge would come for it. Read on (an EAGAIN then ends the wake) instead of
+      // parking with requests unread.
+      if (!socket_drained_) continue;
+      if (answered) idle_since_ = finished_at_;
       return true;
     }
   }

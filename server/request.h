@@ -52,6 +52,8 @@ class Request {
   std::string_view target() const { return target_; }
   // The target's path, percent-decoded; for absolute-form targets the path after the
   // authority ("/" when empty). Never contains NUL (such requests are rejected with 400).
+  // An encoded slash stays encoded, as "%2F": it is data inside a segment, never a separator,
+  // so "/a%2Fb" is one segment (routing and file lookup treat it as the name "a%2Fb").
   std::string_view path() const { return path_; }
   // The query string after '?', not decoded; empty when absent.
   std::string_view query() const { return query_; }

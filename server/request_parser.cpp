@@ -6,10 +6,18 @@
 //
 // Pausing: on_message_complete returns HPE_PAUSED, so one llhttp_execute() call ends at most
 // one request and llhttp_get_error_pos() tells where the next one starts. Pipelined requests
-// are handed out one by one from the same buffer.
+// are handed out one by one from the same buffer. A chunked body also pauses at each change of
+// phase (head → chunk-size line → chunk data → … → trailers), so next() knows which bytes
+// each execute consumed and can bound chunk-size lines and check trailers, which llhttp's
+// callbacks alone cannot (they report no positions there). Bodies that are not chunked, and
+// requests without a body (the hot path), never pause but at their end.
+//
+// llhttp is built in strict mode (CMakeLists.txt): every CR must be followed by LF. Before a
+// request line we skip empty lines ourselves, since llhttp's start state skips a lone CR too.
 #include "server/request_parser.h"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cstring>
 
@@ -18,6 +26,27 @@ namespace green::http {
 namespace {
 
 RequestParser* self(llhttp_t* p) { return static_cast<RequestParser*>(p->data); }
+
+// Go's httpguts.ValidHostHeader: only bytes that can occur in RFC 3986's host and port, so no
+// userinfo ('@'), path ('/', '?', '#'), whitespace or control bytes. An empty value is valid, as
+// in Go: RFC 9112 3.2 has a client send an empty Host when the target URI has no authority
+// (nginx refuses it; we follow Go).
+// A table, not strchr: every request's Host goes through it.
+constexpr std::array<bool, 256> kHostByte = [] {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+  for (const char c : std::string_view("!$%&'()*+,-.:;=[]_~")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}();
+
+bool valid_host(std::string_view host) {
+  for (const char c : host) {
+    if (!kHostByte[static_cast<unsigned char>(c)]) return false;
+  }
+  return true;
+}
 
 bool is_tchar(unsigned char c) {
   if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
@@ -73,6 +102,8 @@ const llhttp_settings_t RequestParser::kSettings = [] {
   s.on_header_value_complete = &RequestParser::on_header_value_complete;
   s.on_headers_complete = &RequestParser::on_headers_complete;
   s.on_body = &RequestParser::on_body;
+  s.on_chunk_header = &RequestParser::on_chunk_header;
+  s.on_chunk_complete = &RequestParser::on_chunk_complete;
   s.on_message_complete = &RequestParser::on_message_complete;
   return s;
 }();
@@ -191,6 +222,8 @@ void RequestParser::reset_message() {
   in_field_ = value_started_ = in_message_ = headers_done_ = message_done_ = false;
   expect_continue_ = false;
   host_count_ = 0;
+  phase_ = Phase::kHead;
+  chunk_line_bytes_ = trailer_bytes_ = trailer_count_ = 0;
   transfer_encoding_ = expect_ = body_span_ = {};
   has_transfer_encoding_ = has_expect_ = body_copied_ = false;
   body_bytes_ = 0;
@@ -205,13 +238,32 @@ ParseEvent RequestParser::next() {
     delivered_ = false;
     reset_message();
   }
-  if (storage_ == nullptr || parsed_ == end_) return ParseEvent::kNeedMore;
-  if (!in_message_) msg_start_ = head_end_ = parsed_;
+  if (storage_ == nullptr) return ParseEvent::kNeedMore;
   const char* base = storage_->input.data();
-  const llhttp_errno_t err = llhttp_execute(&llhttp_, base + parsed_, end_ - parsed_);
-  switch (err) {
-    case HPE_OK: {
+  if (!in_message_) {
+    if (!skip_empty_lines()) return ParseEvent::kError;
+    msg_start_ = head_end_ = parsed_;
+    // A CR whose LF has not arrived yet: wait for it rather than let llhttp skip it.
+    if (parsed_ != end_ && base[parsed_] == '\r') return ParseEvent::kNeedMore;
+  }
+  while (parsed_ != end_) {
+    const std::size_t from = parsed_;
+    const Phase phase = phase_;
+    const llhttp_errno_t err = llhttp_execute(&llhttp_, base + parsed_, end_ - parsed_);
+    if (err == HPE_OK) {
       parsed_ = end_;
+    } else if (err == HPE_PAUSED) {
+      parsed_ = static_cast<std::size_t>(llhttp_get_error_pos(&llhttp_) - base);
+      llhttp_resume(&llhttp_);
+    } else {
+      if (err != HPE_USER) map_llhttp_error(err);
+      return ParseEvent::kError;
+    }
+    if ((phase == Phase::kChunkLine || phase == Phase::kTrailers) &&
+        !check_framing(phase, from, parsed_)) {
+      return ParseEvent::kError;
+    }
+    if (err == HPE_OK) {
       // The target and header limits are counted in the callbacks; this catches what they do
       // not see (whitespace around values, long runs of empty continuation).
       const std::size_t max_head = limits_.max_target_bytes + limits_.max_header_bytes + 1024;
@@ -220,23 +272,74 @@ ParseEvent RequestParser::next() {
       }
       return ParseEvent::kNeedMore;
     }
-    case HPE_PAUSED: {
-      parsed_ = static_cast<std::size_t>(llhttp_get_error_pos(&llhttp_) - base);
-      llhttp_resume(&llhttp_);
-      if (message_done_) {
-        if (!finish_request()) return ParseEvent::kError;
-        delivered_ = true;
-        return ParseEvent::kRequest;
-      }
-      if (expect_continue_) return ParseEvent::kExpectContinue;
-      return ParseEvent::kNeedMore;
+    if (message_done_) {
+      if (!finish_request()) return ParseEvent::kError;
+      delivered_ = true;
+      return ParseEvent::kRequest;
     }
-    case HPE_USER:
-      return ParseEvent::kError;
-    default:
-      map_llhttp_error(err);
-      return ParseEvent::kError;
+    if (expect_continue_) {
+      expect_continue_ = false;  // reported once, whatever pauses follow
+      return ParseEvent::kExpectContinue;
+    }
+    // Paused at a change of phase inside a chunked body: go on with what follows.
   }
+  return ParseEvent::kNeedMore;
+}
+
+// RFC 9112 2.2: a server SHOULD ignore at least one empty line before a request-line. Any
+// number of CRLF (or bare LF, as nginx allows) is skipped; a CR followed by anything but LF is
+// a 400. A CR at the very end is left in place: its LF may come with the next read.
+bool RequestParser::skip_empty_lines() {
+  const char* buf = storage_->input.data();
+  std::size_t i = parsed_;
+  while (i != end_) {
+    if (buf[i] == '\n') {
+      ++i;
+      continue;
+    }
+    if (buf[i] != '\r' || i + 1 == end_) break;
+    if (buf[i + 1] != '\n') {
+      parsed_ = msg_start_ = i;
+      fail(400, "bare CR before the request line");
+      return false;
+    }
+    i += 2;
+  }
+  parsed_ = i;
+  return true;
+}
+
+// The bytes [from, to) were consumed in `phase` (a chunked body's pauses keep one execute
+// within one phase).
+bool RequestParser::check_framing(Phase phase, std::size_t from, std::size_t to) {
+  if (phase == Phase::kChunkLine) {
+    chunk_line_bytes_ += to - from;
+    if (chunk_line_bytes_ > kMaxChunkLineBytes) {
+      fail(400, "chunk-size line too long (extensions or leading zeros)");
+      return false;
+    }
+    return true;
+  }
+  if (phase != Phase::kTrailers) return true;
+  // Trailer fields follow the header rules: llhttp hands an obs-fold continuation over as more
+  // value, so look for a line that starts with whitespace. The section may span reads (and
+  // compactions), hence the byte carried over in trailer_prev_.
+  trailer_bytes_ += to - from;
+  if (trailer_bytes_ > limits_.max_header_bytes) {
+    fail(431, "trailer section too large");
+    return false;
+  }
+  const char* buf = storage_->input.data();
+  char prev = trailer_prev_;
+  for (std::size_t i = from; i < to; ++i) {
+    if (prev == '\n' && (buf[i] == ' ' || buf[i] == '\t')) {
+      fail(400, "obsolete line folding in a trailer");
+      return false;
+    }
+    prev = buf[i];
+  }
+  trailer_prev_ = prev;
+  return true;
 }
 
 std::string_view RequestParser::request_line() const {
@@ -270,7 +373,10 @@ void RequestParser::map_llhttp_error(llhttp_errno_t err) {
                                std::isdigit(static_cast<unsigned char>(version[5])) &&
                                version[6] == '.' &&
                                std::isdigit(static_cast<unsigned char>(version[7]));
-      fail(well_formed ? 505 : 400, well_formed ? "unsupported HTTP version" : "malformed HTTP version");
+      // A supported version that still failed was followed by something other than CRLF.
+      const bool supported = well_formed && version[5] == '1' && (version[7] == '0' || version[7] == '1');
+      const bool unsupported = well_formed && !supported;
+      fail(unsupported ? 505 : 400, unsupported ? "unsupported HTTP version" : "malformed request line");
       break;
     }
     case HPE_PAUSED_H2_UPGRADE:
@@ -304,7 +410,9 @@ int RequestParser::on_header_field(llhttp_t* p, const char* at, std::size_t n) {
   if (r->header_bytes_ > r->limits_.max_header_bytes) {
     return r->fail(431, "header section too large");
   }
-  if (r->headers_done_) return 0;  // trailer fields: counted, not kept
+  if (r->headers_done_) [[unlikely]] {
+    return r->on_trailer_field(at, n);
+  }
   if (!r->in_field_) {
     if (r->header_count_ == r->limits_.max_headers) return r->fail(431, "too many header fields");
     r->storage_->header_names[r->header_count_] = {r->offset_of(at), static_cast<uint32_t>(n)};
@@ -320,14 +428,33 @@ int RequestParser::on_header_field(llhttp_t* p, const char* at, std::size_t n) {
   return 0;
 }
 
+// A trailer field: checked as a header field is and counted against the same limits, but not
+// kept (no handler sees trailers). Its name may span reads, so each piece is checked.
+int RequestParser::on_trailer_field(const char* at, std::size_t n) {
+  if (!in_field_) {
+    if (header_count_ + trailer_count_ >= limits_.max_headers) {
+      return fail(431, "too many header and trailer fields");
+    }
+    ++trailer_count_;
+    in_field_ = true;
+  }
+  if (std::memchr(at, ' ', n) != nullptr || std::memchr(at, '\t', n) != nullptr) {
+    return fail(400, "whitespace in a trailer field name");
+  }
+  return 0;
+}
+
 int RequestParser::on_header_value(llhttp_t* p, const char* at, std::size_t n) {
   RequestParser* r = self(p);
   r->header_bytes_ += n;
   if (r->header_bytes_ > r->limits_.max_header_bytes) {
     return r->fail(431, "header section too large");
   }
-  if (r->headers_done_) return 0;
   r->in_field_ = false;
+  // An empty value ("X:", "Accept: ") comes as one empty span, placed after the line's end:
+  // the value stays empty, and an obs-fold after it is still caught below (its first piece then
+  // finds no colon before it).
+  if (r->headers_done_ || n == 0) return 0;
   Span& v = r->storage_->header_values[r->header_count_ - 1];
   const uint32_t offset = r->offset_of(at);
   if (!r->value_started_) {
@@ -354,7 +481,8 @@ int RequestParser::on_header_field_complete(llhttp_t* p) {
   if (r->headers_done_) return 0;
   const Span name = r->storage_->header_names[r->header_count_ - 1];
   std::string_view s(r->storage_->input.data() + name.offset, name.length);
-  if (s.empty() || s.find_first_of(" \t") != std::string_view::npos) {
+  // A plain loop: find_first_of's generic search costs more than these few bytes.
+  if (s.empty() || std::any_of(s.begin(), s.end(), [](char c) { return c == ' ' || c == '\t'; })) {
     return r->fail(400, "whitespace in a header name");
   }
   return 0;
@@ -371,6 +499,8 @@ int RequestParser::on_header_value_complete(llhttp_t* p) {
   const Span value_span = r->storage_->header_values[i];
   const std::string_view value = trim({buf + value_span.offset, value_span.length});
   if (iequals(name, "host")) {
+    // RFC 9112 3.2: an invalid Host is a 400 (a missing or repeated one: on_headers_complete).
+    if (!valid_host(value)) return r->fail(400, "invalid Host header");
     ++r->host_count_;
   } else if (iequals(name, "transfer-encoding")) {
     // RFC 9112 6.3: when chunked is not the final coding the body's length is unknowable
@@ -402,6 +532,12 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
 
   if (p->http_major != 1) return r->fail(505, "unsupported HTTP version");
   if (p->method == HTTP_CONNECT) return r->fail(501, "CONNECT not supported");
+  // RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing (1.0 has no
+  // chunked coding, and an intermediary may frame it by Content-Length or by close).
+  if ((p->flags & F_TRANSFER_ENCODING) != 0 && p->http_minor == 0) {
+    return r->fail(400, "Transfer-Encoding in an HTTP/1.0 request");
+  }
+  // RFC 9112 3.2: no Host in HTTP/1.1, or more than one: 400.
   if (r->host_count_ > 1) return r->fail(400, "duplicate Host header");
   if (p->http_minor >= 1 && r->host_count_ == 0) return r->fail(400, "missing Host header");
   const bool has_length = (p->flags & F_CONTENT_LENGTH) != 0;
@@ -413,12 +549,14 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
     const std::string_view expect = trim({buf + r->expect_.offset, r->expect_.length});
     if (!iequals(expect, "100-continue")) return r->fail(417, "unsupported expectation");
     const bool has_body = (p->flags & F_CHUNKED) != 0 || (has_length && p->content_length > 0);
-    if (has_body && p->http_minor >= 1) {
-      r->expect_continue_ = true;
-      return HPE_PAUSED;
-    }
+    if (has_body && p->http_minor >= 1) r->expect_continue_ = true;
   }
-  return 0;
+  if ((p->flags & F_CHUNKED) != 0) {
+    r->phase_ = Phase::kChunkLine;  // pause: next() counts the chunk-size line from here
+    return HPE_PAUSED;
+  }
+  if (has_length && p->content_length > 0) r->phase_ = Phase::kBody;
+  return r->expect_continue_ ? HPE_PAUSED : 0;
 }
 
 int RequestParser::on_body(llhttp_t* p, const char* at, std::size_t n) {
@@ -435,6 +573,30 @@ int RequestParser::on_body(llhttp_t* p, const char* at, std::size_t n) {
     r->storage_->body.append({at, n});
   }
   return 0;
+}
+
+// A chunk-size line is complete (p->content_length is the chunk's size). A chunk that cannot
+// fit what is left of the body limit is refused now, before its bytes are waited for.
+int RequestParser::on_chunk_header(llhttp_t* p) {
+  RequestParser* r = self(p);
+  if (p->content_length > r->limits_.max_body_bytes - r->body_bytes_) {
+    return r->fail(413, "chunk larger than the body limit");
+  }
+  if (p->content_length == 0) {
+    r->phase_ = Phase::kTrailers;
+    r->trailer_prev_ = '\n';  // the last chunk's line just ended
+  } else {
+    r->phase_ = Phase::kChunkData;
+  }
+  return HPE_PAUSED;
+}
+
+int RequestParser::on_chunk_complete(llhttp_t* p) {
+  RequestParser* r = self(p);
+  if (r->phase_ == Phase::kTrailers) return 0;  // the last chunk: the message ends next
+  r->phase_ = Phase::kChunkLine;
+  r->chunk_line_bytes_ = 0;
+  return HPE_PAUSED;
 }
 
 int RequestParser::on_message_complete(llhttp_t* p) {
@@ -511,6 +673,14 @@ bool RequestParser::decode_target() {
         return false;
       }
       i += 2;
+      if (c == '/') {
+        // An encoded slash is data inside a segment, not a separator: it stays "%2F", so the
+        // router never matches /debug%2Fgreenthreads to /debug/greenthreads and a file handler
+        // never sees it as a directory step (Go's ServeMux, since 1.22, matches on the escaped
+        // path segment by segment for the same reason).
+        out.append("%2F");
+        continue;
+      }
     }
     out.push_back(c);
   }

@@ -20,7 +20,10 @@
 //
 // Limits (server/limits.h) are checked as bytes arrive, so a too-long target or header section
 // is refused before it is buffered whole, and a declared body over the limit is refused (413)
-// before any of it is read. After kError the parser stays in error; the connection must answer
+// before any of it is read; so is a chunk whose declared size exceeds what is left of the body
+// budget. A chunk-size line (size, extensions, CRLF) is at most kMaxChunkLineBytes (400 past it),
+// which bounds extensions and runs of leading zeros alike. Trailer fields obey the header rules
+// (no obs-fold, no whitespace before the colon) and count against the header limits. After kError the parser stays in error; the connection must answer
 // error_status() with Connection: close and stop reading.
 //
 // Not thread-safe: one connection's green thread owns it.
@@ -68,6 +71,10 @@ enum class ParseEvent {
 
 class RequestParser {
  public:
+  // A chunk-size line longer than this (hex digits, extensions and CRLF) is a 400: Go's
+  // net/http/internal chunked reader has the same 4 KiB line bound.
+  static constexpr std::size_t kMaxChunkLineBytes = 4096;
+
   explicit RequestParser(const Limits& limits);
   RequestParser(const RequestParser&) = delete;
   RequestParser& operator=(const RequestParser&) = delete;
@@ -106,10 +113,13 @@ class RequestParser {
   static int on_url(llhttp_t* p, const char* at, std::size_t n);
   static int on_header_field(llhttp_t* p, const char* at, std::size_t n);
   static int on_header_value(llhttp_t* p, const char* at, std::size_t n);
+  int on_trailer_field(const char* at, std::size_t n);
   static int on_header_field_complete(llhttp_t* p);
   static int on_header_value_complete(llhttp_t* p);
   static int on_headers_complete(llhttp_t* p);
   static int on_body(llhttp_t* p, const char* at, std::size_t n);
+  static int on_chunk_header(llhttp_t* p);
+  static int on_chunk_complete(llhttp_t* p);
   static int on_message_complete(llhttp_t* p);
   static const llhttp_settings_t kSettings;
 
@@ -118,6 +128,12 @@ class RequestParser {
   void map_llhttp_error(llhttp_errno_t err);
   std::string_view request_line() const;  // the current request's first line, as far as read
   void reset_message();
+  bool skip_empty_lines();  // before a request line; false after fail()
+  // Where the current message's bytes are, for the checks llhttp's callbacks cannot make (they
+  // report no positions between spans). Each change of phase inside a chunked body pauses
+  // llhttp, so one llhttp_execute() call consumes bytes of one phase only.
+  enum class Phase : uint8_t { kHead, kBody, kChunkLine, kChunkData, kTrailers };
+  bool check_framing(Phase phase, std::size_t from, std::size_t to);  // after each execute
   bool finish_request();  // builds request_ from the spans; false after fail()
   bool decode_target();
   void compact();
@@ -140,6 +156,11 @@ class RequestParser {
   std::size_t end_ = 0;
 
   // The current message.
+  Phase phase_ = Phase::kHead;
+  std::size_t chunk_line_bytes_ = 0;  // of the current chunk-size line
+  std::size_t trailer_bytes_ = 0;     // of the trailer section, line ends included
+  std::size_t trailer_count_ = 0;
+  char trailer_prev_ = '\0';  // the trailer section's last byte so far (obs-fold spans reads)
   Span url_;
   std::size_t header_count_ = 0;
   std::size_t header_bytes_ = 0;

@@ -151,6 +151,52 @@ TEST(RequestParser, LeadingEmptyLineIsIgnored) {
   EXPECT_EQ(p.targets.size(), 1u);
 }
 
+TEST(RequestParser, AnyRunOfEmptyLinesIsSkippedWhateverTheSplit) {
+  std::string run;
+  for (int i = 0; i < 40000; ++i) run += "\r\n";
+  const std::string req = run + "GET / HTTP/1.1\r\nHost: x\r\n\r\n" + run;
+  for (const std::size_t step : {std::size_t{0}, std::size_t{1}, std::size_t{3}, std::size_t{4097}}) {
+    Parsed p = parse(req + "GET /2 HTTP/1.1\r\nHost: x\r\n\r\n", step);
+    EXPECT_EQ(p.error, 0) << step << ": " << p.reason;
+    EXPECT_EQ(p.targets.size(), 2u) << step;
+  }
+}
+
+TEST(RequestParser, EmptyFieldValuesAreValid) {
+  for (const std::size_t step : {std::size_t{0}, std::size_t{1}}) {
+    Parsed p = parse("GET / HTTP/1.1\r\nHost: x\r\nX-Empty:\r\nAccept: \r\nCookie:\r\n\r\n", step);
+    EXPECT_EQ(p.error, 0) << p.reason;
+    EXPECT_EQ(p.targets.size(), 1u);
+  }
+}
+
+TEST(RequestParser, EncodedSlashStaysEncodedInThePath) {
+  Parsed p = parse("GET /debug%2fgreen%20threads/x%2F HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_EQ(p.paths.size(), 1u);
+  EXPECT_EQ(p.paths[0], "/debug%2Fgreen threads/x%2F");
+}
+
+TEST(RequestParser, ChunkedBodyWithExtensionsAndTrailersSurvivesEverySplit) {
+  const std::string req =
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5;a=b\r\nhello\r\n0006\r\n world\r\n0\r\nT: v\r\nU:\r\n\r\n"
+      "GET /next HTTP/1.1\r\nHost: x\r\n\r\n";
+  for (std::size_t step = 0; step < 12; ++step) {
+    Parsed p = parse(req, step);
+    EXPECT_EQ(p.error, 0) << step << ": " << p.reason;
+    ASSERT_EQ(p.bodies.size(), 2u) << step;
+    EXPECT_EQ(p.bodies[0], "hello world");
+  }
+}
+
+TEST(RequestParser, ChunkLargerThanTheBodyLimitIs413BeforeItsData) {
+  Limits limits;
+  limits.max_body_bytes = 10;
+  Parsed p = parse("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   "6\r\nabcdef\r\n5\r\n", 0, limits);
+  EXPECT_EQ(p.error, 413);
+}
+
 TEST(RequestParser, AbsoluteFormRoutesByPath) {
   Parsed p = parse("GET http://example.com/p/q?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n"
                    "GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n");
@@ -254,6 +300,37 @@ std::vector<BadInput> bad_inputs() {
       {"garbage text", "{\"json\": true}\r\n\r\n", 400},
       {"HTTP/0.9 request line (no version)", "GET /\r\nHost: a\r\n\r\n", 505},
       {"malformed version", "GET / HTTP/x.1\r\nHost: a\r\n\r\n", 400},
+      // Issue 11: bare CR, Host syntax, HTTP/1.0 framing, chunk lines and trailers.
+      {"bare CR ends the head", "GET / HTTP/1.1\r\nHost: a\r\n\rX", 400},
+      {"bare CR after an empty value", "GET / HTTP/1.1\r\nHost: a\r\nX:\rB: c\r\n\r\n", 400},
+      {"bare CR before the request line", "\r\n\rGET / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+      {"bare CR after the version", "GET / HTTP/1.1\rHost: a\r\n\r\n", 400},
+      {"bare CR in a chunk line",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\rXhello\r\n0\r\n\r\n", 400},
+      {"bare CR after chunk data",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\rX0\r\n\r\n", 400},
+      {"bare CR ends the trailers",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: v\r\n\rX", 400},
+      {"Host with a space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
+      {"Host with userinfo", "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", 400},
+      {"Host with a slash", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400},
+      {"HTTP/1.0 with Transfer-Encoding",
+       "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+      {"chunk extension over 4 KiB",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;" +
+           std::string(5000, 'e') + "\r\nx\r\n0\r\n\r\n", 400},
+      {"chunk size with 5000 leading zeros",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" +
+           std::string(5000, '0') + "1\r\nx\r\n0\r\n\r\n", 400},
+      {"chunk size over 16 hex digits",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n", 400},
+      {"obs-fold in a trailer",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: a\r\n b\r\n\r\n", 400},
+      {"space before colon in a trailer",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT : a\r\n\r\n", 400},
+      {"trailers over the header limit",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT:" +
+           std::string(17000, ' ') + "v\r\n\r\n", 431},
       {"target over 8 KiB", "GET /" + std::string(9000, 'a') + " HTTP/1.1\r\nHost: a\r\n\r\n", 414},
       {"header section over 16 KiB",
        "GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(17000, 'h') + "\r\n\r\n", 431},
