@@ -33,6 +33,9 @@ struct Config {
   uint64_t max_header_bytes = 16 * 1024;
   uint64_t max_target_bytes = 8 * 1024;
   int64_t max_headers = 100;
+
+  std::chrono::nanoseconds read_timeout = std::chrono::seconds(30);
+  uint64_t max_buffered_body_bytes = 64 << 20;
 };
 
 // What load() decided: run with `config`, or print `message` and exit with `exit_code`

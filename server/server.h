@@ -29,8 +29,10 @@
 #include "runtime/net.h"
 #include "runtime/sync.h"
 #include "server/access_log.h"
+#include "server/body_budget.h"
 #include "server/buffer_pool.h"
 #include "server/limits.h"
+#include "server/memory_reclaimer.h"
 #include "server/metrics.h"
 #include "server/router.h"
 
@@ -40,6 +42,14 @@ struct ServerOptions {
   std::string listen = "0.0.0.0:8080";
   Limits limits;
   std::chrono::nanoseconds read_header_timeout = std::chrono::seconds(10);
+  // From a request's first byte until its body is in, whatever the pauses (Go's ReadTimeout);
+  // then 408. 0: no limit.
+  std::chrono::nanoseconds read_timeout = std::chrono::seconds(30);
+  // Request-body bytes all connections together may buffer (server/body_budget.h); a body
+  // that would grow past it gets 503. 0: no limit. 64 MiB: 64 bodies at the default --max-body
+  // at once, far more than the handlers here see, while 10,000 slow uploads still cannot take
+  // more than that plus their fixed ~30 KiB each.
+  uint64_t max_buffered_body_bytes = 64 << 20;
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
   std::chrono::nanoseconds write_timeout = std::chrono::seconds(30);
   std::chrono::nanoseconds shutdown_timeout = std::chrono::seconds(30);
@@ -78,6 +88,8 @@ class Server {
   AccessLog* access_log() const { return access_log_; }
   int64_t max_connections() const { return max_connections_; }
   std::size_t pooled_buffer_sets() const { return pool_.idle_sets(); }
+  const BodyBudget& body_budget() const { return body_budget_; }
+  uint64_t malloc_trims() const { return reclaimer_.malloc_trims(); }
 
  private:
   friend class Connection;
@@ -93,6 +105,8 @@ class Server {
   const Router& router_;
   AccessLog* access_log_;
   BufferPool pool_;
+  BodyBudget body_budget_;
+  MemoryReclaimer reclaimer_;  // runs while serve() does
   ServerMetrics metrics_;
   net::TcpListener listener_;
   int64_t max_connections_ = 0;
