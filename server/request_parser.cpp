@@ -169,18 +169,19 @@ void RequestParser::materialize_body() {
   body_copied_ = true;
 }
 
+bool RequestParser::reserve_body(uint64_t need) {
+  if (budget_ == nullptr || need <= unbudgeted_body_bytes_) return true;
+  // Reserve what the buffer will hold after growing to `need` (its capacity), before it grows.
+  const uint64_t capacity = ByteBuffer::capacity_for(storage_->body.capacity(), need);
+  if (capacity <= body_reserved_) return true;
+  if (!budget_->try_reserve(capacity - body_reserved_)) return false;
+  body_reserved_ = capacity;
+  return true;
+}
+
 bool RequestParser::append_body(std::string_view bytes) {
-  ByteBuffer& body = storage_->body;
-  const std::size_t need = body.size() + bytes.size();
-  if (budget_ != nullptr && need > unbudgeted_body_bytes_) {
-    // Reserve what the buffer will hold after growing (its capacity), before it grows.
-    const std::size_t capacity = ByteBuffer::capacity_for(body.capacity(), need);
-    if (capacity > body_reserved_) {
-      if (!budget_->try_reserve(capacity - body_reserved_)) return false;
-      body_reserved_ = capacity;
-    }
-  }
-  body.append(bytes);
+  if (!reserve_body(storage_->body.size() + bytes.size())) return false;
+  storage_->body.append(bytes);
   return true;
 }
 
@@ -440,6 +441,8 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
   if (has_length && p->content_length > r->limits_.max_body_bytes) {
     return r->fail(413, "declared body too large");
   }
+  // A declared body takes its budget now: refused before any of it is sent (or 100-continue).
+  if (has_length && !r->reserve_body(p->content_length)) return r->fail(503, kOverBodyBudget);
   if (r->has_expect_) {
     const char* buf = r->storage_->input.data();
     const std::string_view expect = trim({buf + r->expect_.offset, r->expect_.length});
