@@ -26,7 +26,8 @@ class ServerProcess {
     char dir[] = "/tmp/greenhttp-bin-XXXXXX";
     dir_ = mkdtemp(dir);
     port_file_ = dir_ + "/port";
-    args.insert(args.begin(), {GREENHTTP_BINARY, "--listen", "127.0.0.1:0", "--port-file", port_file_});
+    args.insert(args.begin(),
+                {GREENHTTP_BINARY, "--listen", "127.0.0.1:0", "--port-file", port_file_});
     pid_ = fork();
     if (pid_ == 0) {
       std::vector<char*> argv;

@@ -117,6 +117,15 @@ TEST(SlowBody, BodiesOverTheBufferBudgetGet503AndTheServerStaysResponsive) {
   ASSERT_TRUE(hello);
   EXPECT_EQ(hello->status, 200);
 
+  // A declared body is refused before it is sent: a 503 at once, not 100 Continue.
+  Client declared(port);
+  ASSERT_TRUE(
+      declared.send("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
+                    "Expect: 100-continue\r\n\r\n"));
+  const std::optional<Client::Response> refused = declared.read_response();
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 503);
+
   for (int i = kHeld; i < kClients; ++i) {
     const std::optional<Client::Response> r = clients[static_cast<std::size_t>(i)].read_response();
     ASSERT_TRUE(r) << i;
@@ -192,8 +201,8 @@ TEST(SlowBody, RssComesBackAfterManyLargePartialBodiesLeave) {
       },
       10s);
   std::printf("RSS: baseline %lld KB, %d partial bodies %lld KB, after they left %lld KB\n",
-              static_cast<long long>(baseline_kb), clients_wanted,
-              static_cast<long long>(peak_kb), static_cast<long long>(after_kb));
+              static_cast<long long>(baseline_kb), clients_wanted, static_cast<long long>(peak_kb),
+              static_cast<long long>(after_kb));
   EXPECT_EQ(metric(port, "greenhttp_buffered_body_bytes"), 0);
 #if !defined(GREEN_SANITIZER_BUILD)
   // The sanitizer's allocator keeps freed memory in quarantine: the bound holds only for
