@@ -6,7 +6,9 @@
 //   server.serve();                           // accepts until shutdown, then drains
 //
 // serve() runs the accept loop in the calling green thread and spawns one green thread per
-// accepted connection (server/connection.cpp). Connections over max_connections are answered
+// accepted connection (server/connection.cpp), and while it runs a MemoryReclaimer gives the
+// memory of bursts back (server/memory_reclaimer.h). Request bodies that do not fit a
+// connection's read buffer share one BodyBudget (server/body_budget.h). Connections over max_connections are answered
 // 503 and closed at once. shutdown() (from any green thread) turns ready() false, closes the
 // listener, closes idle keep-alive connections, and lets connections that are handling a
 // request finish it and answer with Connection: close; serve() returns once every connection
