@@ -59,7 +59,8 @@ std::string prometheus_text(const Context& ctx) {
     scalar(o, "greenhttp_connections_rejected_total", "counter",
            "Connections answered 503 because the connection cap was reached.",
            m.rejected_connections.load());
-    scalar(o, "greenhttp_header_timeouts_total", "counter", "Requests cut off with 408.",
+    scalar(o, "greenhttp_header_timeouts_total", "counter",
+           "Requests cut off with 408: head not in, or a body pause, past --read-header-timeout.",
            m.header_timeouts.load());
     scalar(o, "greenhttp_idle_timeouts_total", "counter", "Keep-alive connections closed idle.",
            m.idle_timeouts.load());
