@@ -193,23 +193,28 @@ TEST(SlowBody, RssComesBackAfterManyLargePartialBodiesLeave) {
   // fragmentation. 24 MiB covers that with room, and is far below the 64 MiB of bodies held
   // at the peak (and the ~300 MiB without a budget): memory that stayed would not fit.
   constexpr int64_t kBoundKb = 24 * 1024;
+#if defined(GREEN_SANITIZER_BUILD)
+  // The sanitizer's allocator keeps freed memory in quarantine and never hands it back when
+  // asked: the RSS bounds hold only for glibc malloc. The rest of the test still runs.
+  constexpr auto kRssWait = 0s;
+#else
+  constexpr auto kRssWait = 10s;
+#endif
   int64_t after_kb = 0;
   const bool back = eventually(
       [&] {
         after_kb = server.rss_kb();
         return after_kb <= baseline_kb + kBoundKb;
       },
-      10s);
+      kRssWait);
   std::printf("RSS: baseline %lld KB, %d partial bodies %lld KB, after they left %lld KB\n",
               static_cast<long long>(baseline_kb), clients_wanted, static_cast<long long>(peak_kb),
               static_cast<long long>(after_kb));
-  EXPECT_EQ(metric(port, "greenhttp_buffered_body_bytes"), 0);
+  EXPECT_TRUE(eventually([&] { return metric(port, "greenhttp_buffered_body_bytes") == 0; }, 5s));
 #if !defined(GREEN_SANITIZER_BUILD)
-  // The sanitizer's allocator keeps freed memory in quarantine: the bound holds only for
-  // glibc malloc.
   EXPECT_TRUE(back) << "RSS stayed above baseline + 24 MiB";
-  // The peak: the budget, plus per connection its read buffer and a body buffer up to the
-  // unbudgeted size (~60 KiB) and its stack, plus slack.
+  // The peak: the budget, plus per connection its read buffer, a body buffer up to the
+  // unbudgeted size and its stack (~100 KiB in all), plus slack.
   EXPECT_LE(peak_kb - baseline_kb, 64 * 1024 + clients_wanted * 100 + 16 * 1024);
 #else
   (void)back;
