@@ -38,6 +38,17 @@ std::string chunked_body(std::size_t bytes) {
 const std::string kChunkedHead =
     "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
 
+// A parser with its storage attached, counting against a budget of `limit` bytes.
+struct Attached {
+  explicit Attached(uint64_t limit) : budget(limit), storage(limits), parser(limits, &budget) {
+    parser.attach(&storage);
+  }
+  const Limits limits;
+  BodyBudget budget;
+  ParserStorage storage;
+  RequestParser parser;
+};
+
 TEST(BodyBudget, ReservesUpToTheLimitAndCountsRejections) {
   BodyBudget budget(100);
   EXPECT_TRUE(budget.try_reserve(60));
@@ -53,11 +64,8 @@ TEST(BodyBudget, ReservesUpToTheLimitAndCountsRejections) {
 }
 
 TEST(BodyBudget, ParserReservesABodyPastTheReadBufferAndGivesItBackAfterTheRequest) {
-  const Limits limits;
-  BodyBudget budget(1 << 20);
-  RequestParser parser(limits, &budget);
-  ParserStorage storage(limits);
-  parser.attach(&storage);
+  Attached p(1 << 20);
+  auto& [limits, budget, storage, parser] = p;
   // A small body costs nothing.
   ASSERT_EQ(feed(parser, kChunkedHead + chunked_body(10'000) + "0\r\n\r\n"), ParseEvent::kRequest);
   EXPECT_EQ(budget.in_use(), 0u);
@@ -73,11 +81,8 @@ TEST(BodyBudget, ParserReservesABodyPastTheReadBufferAndGivesItBackAfterTheReque
 }
 
 TEST(BodyBudget, ParserAnswers503WhenAGrowthDoesNotFit) {
-  const Limits limits;
-  BodyBudget budget(64 * 1024);
-  RequestParser parser(limits, &budget);
-  ParserStorage storage(limits);
-  parser.attach(&storage);
+  Attached p(64 * 1024);
+  auto& [limits, budget, storage, parser] = p;
   ASSERT_EQ(feed(parser, kChunkedHead + chunked_body(100'000)), ParseEvent::kError);
   EXPECT_EQ(parser.error_status(), 503);
   EXPECT_EQ(budget.rejections(), 1u);
@@ -86,11 +91,8 @@ TEST(BodyBudget, ParserAnswers503WhenAGrowthDoesNotFit) {
 }
 
 TEST(BodyBudget, ParserRefusesADeclaredBodyAtItsHeaders) {
-  const Limits limits;
-  BodyBudget budget(64 * 1024);
-  RequestParser parser(limits, &budget);
-  ParserStorage storage(limits);
-  parser.attach(&storage);
+  Attached p(64 * 1024);
+  auto& [limits, budget, storage, parser] = p;
   ASSERT_EQ(feed(parser,
                  "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
                  "Expect: 100-continue\r\n\r\n"),
