@@ -156,6 +156,14 @@ std::vector<Setting> settings() {
        [](C& c, const std::string& v) {
          return apply_int(c.max_blocking_concurrency, v, 1, 1'000'000);
        }},
+      // Slow and partial bodies (issue 11): a whole-request deadline and a shared body budget.
+      {"read-timeout", "timeouts.read",
+       "time from a request's first byte until its body is in, then 408 (default 30s)",
+       [](C& c, const std::string& v) { return apply_duration(c.read_timeout, v); }},
+      {"max-buffered-body", "limits.max_buffered_body",
+       "request-body bytes buffered by all connections together, then 503 (default 64MiB; 0: no "
+       "limit)",
+       [](C& c, const std::string& v) { return apply_size(c.max_buffered_body_bytes, v, 0); }},
   };
 }
 

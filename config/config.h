@@ -38,6 +38,8 @@ struct Config {
   std::string debug_listen;  // HOST:PORT for /metrics, /debug/*, /; empty: the public port
   int64_t max_work_concurrency = 0;       // /work at once; 0: the number of Ps
   int64_t max_blocking_concurrency = 64;  // /blocking at once
+  std::chrono::nanoseconds read_timeout = std::chrono::seconds(30);
+  uint64_t max_buffered_body_bytes = 64 << 20;
 };
 
 // What load() decided: run with `config`, or print `message` and exit with `exit_code`

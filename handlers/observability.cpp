@@ -70,12 +70,26 @@ std::string prometheus_text(const Context& ctx) {
     scalar(o, "greenhttp_connections_rejected_total", "counter",
            "Connections answered 503 because the connection cap was reached.",
            m.rejected_connections.load());
-    scalar(o, "greenhttp_header_timeouts_total", "counter", "Requests cut off with 408.",
+    scalar(o, "greenhttp_header_timeouts_total", "counter",
+           "Requests cut off with 408: head not in, or a body pause, past --read-header-timeout.",
            m.header_timeouts.load());
     scalar(o, "greenhttp_idle_timeouts_total", "counter", "Keep-alive connections closed idle.",
            m.idle_timeouts.load());
     scalar(o, "greenhttp_pooled_buffer_sets", "gauge", "Connection buffer sets idle in the pool.",
            server->pooled_buffer_sets());
+    scalar(o, "greenhttp_read_timeouts_total", "counter",
+           "Requests cut off with 408 because head and body took longer than --read-timeout.",
+           m.read_timeouts.load());
+    const http::BodyBudget& budget = server->body_budget();
+    scalar(o, "greenhttp_buffered_body_bytes", "gauge",
+           "Request-body buffer bytes reserved from --max-buffered-body now.", budget.in_use());
+    scalar(o, "greenhttp_buffered_body_limit_bytes", "gauge",
+           "--max-buffered-body (0: no limit).", budget.limit());
+    scalar(o, "greenhttp_body_budget_rejections_total", "counter",
+           "Requests answered 503 because --max-buffered-body was spent.", budget.rejections());
+    scalar(o, "greenhttp_malloc_trims_total", "counter",
+           "Times freed memory was handed back to the kernel (malloc_trim) after a burst.",
+           server->malloc_trims());
     const http::AccessLog* log = server->access_log();
     scalar(o, "greenhttp_access_log_dropped_total", "counter",
            "Access log records dropped because the writer fell behind.",

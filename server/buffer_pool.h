@@ -6,9 +6,18 @@
 // Sets are kept in per-P shards (the P is the caller's processor id), so the acquire/release
 // that brackets every keep-alive request touches a lock nobody else is likely to hold. Each
 // shard keeps at most max_idle / shards sets; beyond that, released sets are freed.
+//
+// The pool gives memory back after a burst: release() frees any buffer of a set that grew past
+// its usual size, and trim() (called once a second by the MemoryReclaimer) frees the idle sets
+// nobody took since the previous trim(): each shard remembers the smallest its free list got
+// in between (its low-water mark), and that many sets, the coldest, were not needed. Go's
+// sync.Pool drops its idle objects over two GC cycles the same way. A steady load keeps the
+// sets it uses; a burst's leftovers are gone two seconds after it ends.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -41,17 +50,25 @@ class BufferPool {
 
   std::size_t idle_sets() const;
 
+  // Frees the idle sets not taken since the last trim(). Returns the bytes freed. Any thread;
+  // frees outside the shard locks.
+  std::size_t trim();
+  // Bytes this pool has freed, in release() and trim(), since it was made (for the reclaimer).
+  uint64_t freed_bytes() const { return freed_bytes_.load(std::memory_order_relaxed); }
+
  private:
   static constexpr int kShards = 16;
   struct alignas(64) Shard {
     mutable std::mutex lock;
-    std::vector<ConnectionBuffers*> free;
+    std::vector<ConnectionBuffers*> free;  // the back is the most recently released
+    std::size_t low_water = 0;  // the fewest sets `free` held since the last trim()
   };
   Shard& shard();
 
   Limits limits_;
   std::size_t max_per_shard_;
   Shard shards_[kShards];
+  std::atomic<uint64_t> freed_bytes_{0};
 };
 
 }  // namespace green::http

@@ -47,6 +47,14 @@ class ByteBuffer {
   void reserve(std::size_t n) {
     if (n > capacity_) grow(n);
   }
+  // The capacity a buffer of capacity `capacity` has after growing to hold `need` bytes (what
+  // it will cost, for callers that must reserve memory before an append).
+  static std::size_t capacity_for(std::size_t capacity, std::size_t need) {
+    if (need <= capacity) return capacity;
+    std::size_t cap = capacity < 256 ? 256 : capacity;
+    while (cap < need) cap *= 2;
+    return cap;
+  }
   // Frees the memory when the capacity is over `max` (a pooled buffer that served one huge
   // response should not keep that memory forever).
   void shrink_if_over(std::size_t max) {
@@ -99,8 +107,7 @@ class ByteBuffer {
 
  private:
   void grow(std::size_t need) {
-    std::size_t cap = capacity_ < 256 ? 256 : capacity_;
-    while (cap < need) cap *= 2;
+    const std::size_t cap = capacity_for(capacity_, need);
     void* p = std::realloc(data_, cap);
     if (p == nullptr) throw std::bad_alloc();
     data_ = static_cast<char*>(p);

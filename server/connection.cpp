@@ -22,6 +22,12 @@ constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 // the response before the client reads it.
 constexpr std::chrono::milliseconds kLingerTime{500};
 constexpr std::size_t kLingerBytes = 1 << 20;
+// read_more(): the whole-request deadline (read_timeout) passed, as opposed to a pause
+// (-ETIMEDOUT). Not an errno value.
+constexpr ssize_t kReadTimedOut = -100000;
+// With a 503 (the body budget is full): when to try again. Budget comes back as soon as other
+// bodies are done, which at ordinary upload speeds is within a second.
+constexpr std::string_view kRetryAfter = "Retry-After: 1\r\n";
 
 net::Deadline deadline_in(std::chrono::nanoseconds d, Clock::time_point now) {
   return d.count() == 0 ? net::kNoDeadline : now + d;
@@ -29,7 +35,9 @@ net::Deadline deadline_in(std::chrono::nanoseconds d, Clock::time_point now) {
 }  // namespace
 
 Connection::Connection(Server& server, net::TcpStream stream, const net::Address& peer)
-    : server_(server), stream_(std::move(stream)), parser_(server.options().limits) {
+    : server_(server),
+      stream_(std::move(stream)),
+      parser_(server.options().limits, &server.body_budget_) {
   const std::string host = peer.host();
   remote_length_ = static_cast<uint8_t>(std::min(host.size(), sizeof remote_));
   std::memcpy(remote_, host.data(), remote_length_);
@@ -120,12 +128,18 @@ ssize_t Connection::read_more(bool* fresh_wake) {
     if (!*fresh_wake && socket_drained_) {
       // The last read emptied the socket: wait for readiness. The deadline: the head must be
       // complete within read_header_timeout of its first byte; a body must keep moving (each
-      // pause at most that long).
+      // pause at most that long); and the whole request, head and body, must be in within
+      // read_timeout of its first byte (Go's ReadTimeout), however steadily it trickles.
       const Clock::time_point now = Clock::now();
-      stream_.set_read_deadline(parser_.headers_complete()
-                                    ? deadline_in(o.read_header_timeout, now)
-                                    : deadline_in(o.read_header_timeout, request_start_));
+      const net::Deadline pause_end = parser_.headers_complete()
+                                          ? deadline_in(o.read_header_timeout, now)
+                                          : deadline_in(o.read_header_timeout, request_start_);
+      const net::Deadline request_end = parser_.request_started()
+                                            ? deadline_in(o.read_timeout, request_start_)
+                                            : net::kNoDeadline;
+      stream_.set_read_deadline(std::min(pause_end, request_end));
       const int w = stream_.wait_readable();
+      if (w == -ETIMEDOUT && request_end < pause_end) return kReadTimedOut;
       if (w != 0) return w;
     }
     *fresh_wake = false;
@@ -160,7 +174,10 @@ bool Connection::serve_batches() {
       return true;
     }
     if (n <= 0) {
-      if (n == -ETIMEDOUT && parser_.request_started()) {
+      if (n == kReadTimedOut) {
+        server_.metrics_.read_timeouts.fetch_add(1, std::memory_order_relaxed);
+        finish_with_error(408, "request not received within the read timeout");
+      } else if (n == -ETIMEDOUT && parser_.request_started()) {
         server_.metrics_.header_timeouts.fetch_add(1, std::memory_order_relaxed);
         finish_with_error(408, parser_.headers_complete() ? "body not received in time"
                                                           : "request headers not received in time");
@@ -297,7 +314,7 @@ void Connection::finish_with_error(int status, std::string_view reason) {
     text += ": ";
     text += reason;
   }
-  append_error_response(buffers_->output, status, text);
+  append_error_response(buffers_->output, status, text, status == 503 ? kRetryAfter : "");
   if (flush_output()) linger_close();
 }
 

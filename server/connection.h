@@ -10,6 +10,11 @@
 // one write per batch, not one per request). The set goes back to the pool as soon as nothing
 // is buffered.
 //
+// Reading a request has three clocks: its head must be in within read_header_timeout of its
+// first byte, no pause in its body may last longer than that, and the whole request must be in
+// within read_timeout of its first byte (Go's ReadTimeout: a body trickled byte by byte cannot
+// hold its connection and its buffers for good). Each expiry is a 408 and the connection's end.
+//
 // A request that cannot be parsed is answered with its precise status and Connection: close;
 // nothing after it is processed. Closing after an error shuts down the write side first and
 // drains what the client is still sending for a moment, so the client reads the response

@@ -53,6 +53,8 @@ green::http::ServerOptions server_options(const green::config::Config& c) {
   o.shutdown_timeout = c.shutdown_timeout;
   o.max_connections = c.max_connections;
   o.reuse_port = c.reuse_port;
+  o.read_timeout = c.read_timeout;
+  o.max_buffered_body_bytes = c.max_buffered_body_bytes;
   return o;
 }
 

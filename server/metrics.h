@@ -30,7 +30,8 @@ class ServerMetrics {
   std::atomic<int64_t> open_connections{0};
   std::atomic<uint64_t> accepted_connections{0};
   std::atomic<uint64_t> rejected_connections{0};  // over the cap: 503 and close
-  std::atomic<uint64_t> header_timeouts{0};       // 408s
+  std::atomic<uint64_t> header_timeouts{0};       // 408s: the head, or a pause in a body
+  std::atomic<uint64_t> read_timeouts{0};         // 408s: the whole request (read_timeout)
   std::atomic<uint64_t> idle_timeouts{0};
 
  private:

@@ -47,6 +47,8 @@ bool valid_host(std::string_view host) {
   }
   return true;
 }
+// The one 503 the parser gives (the connection adds Retry-After to it).
+constexpr const char* kOverBodyBudget = "request body buffers are full, retry later";
 
 bool is_tchar(unsigned char c) {
   if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
@@ -108,10 +110,13 @@ const llhttp_settings_t RequestParser::kSettings = [] {
   return s;
 }();
 
-RequestParser::RequestParser(const Limits& limits) : limits_(limits) {
+RequestParser::RequestParser(const Limits& limits, BodyBudget* budget)
+    : limits_(limits), budget_(budget), unbudgeted_body_bytes_(limits.input_buffer_bytes()) {
   llhttp_init(&llhttp_, HTTP_REQUEST, &kSettings);
   llhttp_.data = this;
 }
+
+RequestParser::~RequestParser() { release_body_budget(); }
 
 void RequestParser::attach(ParserStorage* storage) {
   storage_ = storage;
@@ -120,6 +125,7 @@ void RequestParser::attach(ParserStorage* storage) {
 }
 
 void RequestParser::detach() {
+  release_body_budget();
   storage_ = nullptr;
   msg_start_ = head_end_ = parsed_ = end_ = 0;
 }
@@ -188,8 +194,33 @@ void RequestParser::compact() {
 void RequestParser::materialize_body() {
   if (body_copied_) return;
   storage_->body.clear();
+  // No budget needed: a span of the input buffer is at most unbudgeted_body_bytes_ long.
   storage_->body.append({storage_->input.data() + body_span_.offset, body_span_.length});
   body_copied_ = true;
+}
+
+bool RequestParser::reserve_body(uint64_t need) {
+  if (budget_ == nullptr || need <= unbudgeted_body_bytes_) return true;
+  // Reserve what the buffer will hold after growing to `need` (its capacity), before it grows.
+  const uint64_t capacity = ByteBuffer::capacity_for(storage_->body.capacity(), need);
+  if (capacity <= body_reserved_) return true;
+  if (!budget_->try_reserve(capacity - body_reserved_)) return false;
+  body_reserved_ = capacity;
+  return true;
+}
+
+bool RequestParser::append_body(std::string_view bytes) {
+  if (!reserve_body(storage_->body.size() + bytes.size())) return false;
+  storage_->body.append(bytes);
+  return true;
+}
+
+void RequestParser::release_body_budget() {
+  if (body_reserved_ == 0) return;
+  // The memory goes with the reservation: a pooled buffer keeping it would be uncounted.
+  if (storage_ != nullptr) storage_->body.shrink_if_over(unbudgeted_body_bytes_);
+  budget_->release(body_reserved_);
+  body_reserved_ = 0;
 }
 
 bool RequestParser::extend(Span& s, uint32_t offset, std::size_t n) {
@@ -228,6 +259,7 @@ void RequestParser::reset_message() {
   has_transfer_encoding_ = has_expect_ = body_copied_ = false;
   body_bytes_ = 0;
   keep_alive_ = true;
+  release_body_budget();
   if (storage_ != nullptr) storage_->body.clear();
   msg_start_ = head_end_ = parsed_;
 }
@@ -544,6 +576,8 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
   if (has_length && p->content_length > r->limits_.max_body_bytes) {
     return r->fail(413, "declared body too large");
   }
+  // A declared body takes its budget now: refused before any of it is sent (or 100-continue).
+  if (has_length && !r->reserve_body(p->content_length)) return r->fail(503, kOverBodyBudget);
   if (r->has_expect_) {
     const char* buf = r->storage_->input.data();
     const std::string_view expect = trim({buf + r->expect_.offset, r->expect_.length});
@@ -564,13 +598,13 @@ int RequestParser::on_body(llhttp_t* p, const char* at, std::size_t n) {
   r->body_bytes_ += n;
   if (r->body_bytes_ > r->limits_.max_body_bytes) return r->fail(413, "body too large");
   if (r->body_copied_) {
-    r->storage_->body.append({at, n});
+    if (!r->append_body({at, n})) return r->fail(503, kOverBodyBudget);
     return 0;
   }
   if (!extend(r->body_span_, r->offset_of(at), n)) {
     // Not contiguous (chunk framing in between): from now on the body is copied.
     r->materialize_body();
-    r->storage_->body.append({at, n});
+    if (!r->append_body({at, n})) return r->fail(503, kOverBodyBudget);
   }
   return 0;
 }

@@ -16,7 +16,12 @@
 // into the buffer, so a request split over many reads still ends up as string_views without a
 // copy. Offsets (not pointers) survive compaction, which moves the unparsed tail to the front
 // when the buffer fills. Bodies are views into the buffer when they arrive in one piece, and
-// are copied into storage.body otherwise (chunked, or larger than what the buffer held).
+// are copied into storage.body otherwise (chunked, or larger than what the buffer held). Once
+// storage.body would grow past the read buffer's size, each growth first reserves its new
+// capacity from the server's BodyBudget (server/body_budget.h); a growth the budget refuses is a
+// 503. A declared Content-Length reserves its whole buffer when the headers are complete, so
+// that 503 comes before the body is sent. The reservation is given back, and the grown buffer freed, when the request is done
+// (the next request starts, or the parser is detached or destroyed).
 //
 // Limits (server/limits.h) are checked as bytes arrive, so a too-long target or header section
 // is refused before it is buffered whole, and a declared body over the limit is refused (413)
@@ -38,6 +43,7 @@
 #include <string_view>
 #include <vector>
 
+#include "server/body_budget.h"
 #include "server/byte_buffer.h"
 #include "server/limits.h"
 #include "server/request.h"
@@ -75,7 +81,9 @@ class RequestParser {
   // net/http/internal chunked reader has the same 4 KiB line bound.
   static constexpr std::size_t kMaxChunkLineBytes = 4096;
 
-  explicit RequestParser(const Limits& limits);
+  // `budget` (may be null: bodies are not counted) must outlive the parser.
+  explicit RequestParser(const Limits& limits, BodyBudget* budget = nullptr);
+  ~RequestParser();
   RequestParser(const RequestParser&) = delete;
   RequestParser& operator=(const RequestParser&) = delete;
 
@@ -107,6 +115,8 @@ class RequestParser {
   bool headers_complete() const { return headers_done_; }
   // Bytes received but not yet parsed (pipelined requests behind the current one).
   std::size_t buffered() const { return end_ - parsed_; }
+  // Bytes of the body budget the current request holds.
+  uint64_t body_reserved() const { return body_reserved_; }
 
  private:
   static int on_message_begin(llhttp_t* p);
@@ -138,12 +148,18 @@ class RequestParser {
   bool decode_target();
   void compact();
   void materialize_body();
+  bool reserve_body(uint64_t need);  // room for a `need`-byte body; false: over the budget
+  bool append_body(std::string_view bytes);  // false: over the body budget
+  void release_body_budget();
   uint32_t offset_of(const char* at) const {
     return static_cast<uint32_t>(at - storage_->input.data());
   }
   static bool extend(Span& s, uint32_t offset, std::size_t n);
 
   Limits limits_;
+  BodyBudget* budget_;
+  std::size_t unbudgeted_body_bytes_;  // a body up to this size is not counted
+  uint64_t body_reserved_ = 0;         // taken from budget_: storage_->body's capacity
   llhttp_t llhttp_;
   ParserStorage* storage_ = nullptr;
   Request request_;

@@ -197,10 +197,12 @@ void ResponseWriter::finish() {
   mode_ = Mode::kDone;
 }
 
-void append_error_response(ByteBuffer& out, int status, std::string_view text) {
+void append_error_response(ByteBuffer& out, int status, std::string_view text,
+                           std::string_view extra_headers) {
   out.append(status_line(status));
   out.append(kServerHeader);
   append_date_header(out);
+  out.append(extra_headers);
   out.append("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ");
   out.append_decimal(text.size() + 1);
   out.append("\r\nConnection: close\r\n\r\n");

@@ -110,6 +110,8 @@ class ResponseWriter {
 
 // A complete response for a request we could not parse or will not serve: status, Server,
 // Date, Content-Type text/plain, Content-Length, Connection: close, and `text` + "\n" as body.
-void append_error_response(ByteBuffer& out, int status, std::string_view text);
+// `extra_headers`: complete header lines (each ending in CRLF) to add, such as Retry-After.
+void append_error_response(ByteBuffer& out, int status, std::string_view text,
+                           std::string_view extra_headers = {});
 
 }  // namespace green::http

@@ -31,7 +31,9 @@ Server::Server(ServerOptions options, const Router& router, AccessLog* access_lo
     : options_(std::move(options)),
       router_(router),
       access_log_(access_log),
-      pool_(options_.limits, 1024) {
+      pool_(options_.limits, 1024),
+      body_budget_(options_.max_buffered_body_bytes),
+      reclaimer_(pool_, body_budget_) {
   shutdown_done_.add(1);  // done by the first shutdown(); serve() waits for it
   max_connections_ =
       options_.max_connections > 0 ? options_.max_connections : default_max_connections();
@@ -74,6 +76,7 @@ void Server::reject(net::TcpStream& stream) {
 }
 
 std::size_t Server::serve() {
+  reclaimer_.start();
   auto backoff = std::chrono::milliseconds(5);
   while (!draining()) {
     net::TcpStream stream;
@@ -114,6 +117,7 @@ std::size_t Server::serve() {
     close_connections(true);
     wait_for_connections(Clock::now() + std::chrono::seconds(1));
   }
+  reclaimer_.stop();
   return static_cast<std::size_t>(std::max<int64_t>(0, metrics_.open_connections.load()));
 }
 

@@ -6,7 +6,9 @@
 //   server.serve();                           // accepts until shutdown, then drains
 //
 // serve() runs the accept loop in the calling green thread and spawns one green thread per
-// accepted connection (server/connection.cpp). Connections over max_connections are answered
+// accepted connection (server/connection.cpp), and while it runs a MemoryReclaimer gives the
+// memory of bursts back (server/memory_reclaimer.h). Request bodies that do not fit a
+// connection's read buffer share one BodyBudget (server/body_budget.h). Connections over max_connections are answered
 // 503 and closed at once. shutdown() (from any green thread) turns ready() false, closes the
 // listener, closes idle keep-alive connections, and lets connections that are handling a
 // request finish it and answer with Connection: close; serve() returns once every connection
@@ -29,8 +31,10 @@
 #include "runtime/net.h"
 #include "runtime/sync.h"
 #include "server/access_log.h"
+#include "server/body_budget.h"
 #include "server/buffer_pool.h"
 #include "server/limits.h"
+#include "server/memory_reclaimer.h"
 #include "server/metrics.h"
 #include "server/router.h"
 
@@ -40,6 +44,14 @@ struct ServerOptions {
   std::string listen = "0.0.0.0:8080";
   Limits limits;
   std::chrono::nanoseconds read_header_timeout = std::chrono::seconds(10);
+  // From a request's first byte until its body is in, whatever the pauses (Go's ReadTimeout);
+  // then 408. 0: no limit.
+  std::chrono::nanoseconds read_timeout = std::chrono::seconds(30);
+  // Request-body bytes all connections together may buffer (server/body_budget.h); a body
+  // that would grow past it gets 503. 0: no limit. 64 MiB: 64 bodies at the default --max-body
+  // at once, far more than the handlers here see, while 10,000 slow uploads still cannot take
+  // more than that plus their fixed ~30 KiB each.
+  uint64_t max_buffered_body_bytes = 64 << 20;
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
   std::chrono::nanoseconds write_timeout = std::chrono::seconds(30);
   std::chrono::nanoseconds shutdown_timeout = std::chrono::seconds(30);
@@ -87,6 +99,8 @@ class Server {
   AccessLog* access_log() const { return access_log_; }
   int64_t max_connections() const { return max_connections_; }
   std::size_t pooled_buffer_sets() const { return pool_.idle_sets(); }
+  const BodyBudget& body_budget() const { return body_budget_; }
+  uint64_t malloc_trims() const { return reclaimer_.malloc_trims(); }
 
  private:
   friend class Connection;
@@ -104,6 +118,8 @@ class Server {
   const Router& router_;
   AccessLog* access_log_;
   BufferPool pool_;
+  BodyBudget body_budget_;
+  MemoryReclaimer reclaimer_;  // runs while serve() does
   ServerMetrics metrics_;
   net::TcpListener listener_;
   int64_t max_connections_ = 0;
