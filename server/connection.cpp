@@ -210,7 +210,10 @@ bool Connection::serve_batches() {
         linger_close();
         return false;
       }
-      if (parser_.idle()) request_start_ = finished_at_;  // a pipelined one may follow
+      // The next request's clock starts now, whether or not its first bytes are already
+      // buffered: timing it from the previous request's first byte would let a long
+      // pipelined session run into --read-timeout with every request on time.
+      request_start_ = finished_at_;
     }
     // The input is drained: one write for every response of the batch.
     if (!flush_output_at(finished_at_)) return false;
