@@ -6,7 +6,8 @@ static directory and an access log in a temporary file, then runs a mix of well-
 hostile clients at once for --seconds, all to 127.0.0.1:
 
   good         keep-alive clients: GET /plaintext, /json, /static/small.txt, POST /echo; every
-               response's status and body are checked
+               response's status and body are checked (an upload over ~28 KiB may instead be
+               shed with 503 + Retry-After while the hogs hold the --max-buffered-body budget)
   pipelined    keep-alive clients that send 1..64 mixed requests in one write and check every
                response, in order
   burst        2,000 pipelined 32-byte GET /json in one write, every answer checked (a read that
@@ -200,6 +201,20 @@ def good_request(rng):
     return request("POST", "/echo", body), (200, body), False
 
 
+# A body larger than the read buffer (~28 KiB at default limits) reserves its memory from the
+# server's --max-buffered-body budget, which the hogs keep nearly spent: such a request may be
+# shed with exactly 503 + Retry-After + Connection: close (the documented answer until bodies
+# stream, issue 12). Smaller bodies never touch the budget and must always get their echo.
+SHEDDABLE_BODY = 28 * 1024
+
+
+def is_shed(req, status, headers):
+    """A 503 that sheds a large upload as documented (any other mismatch is a failure)."""
+    body_length = len(req) - req.index(b"\r\n\r\n") - 4
+    return (status == 503 and body_length > SHEDDABLE_BODY and "retry-after" in headers
+            and headers.get("connection", "").lower() == "close")
+
+
 def connect(port, timeout=10.0):
     s = socket.create_connection((HOST, port), timeout=timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -236,7 +251,9 @@ def client_good(ctx, rng):
             req, (want_status, want_body), is_head = good_request(rng)
             sock.sendall(req)
             status, headers, body = reader.response(head_request=is_head)
-            if status != want_status or body != want_body:
+            if is_shed(req, status, headers):
+                ctx.stats.ok("good", outcome="large body shed (503)")
+            elif status != want_status or body != want_body:
                 ctx.stats.fail("good", "%s -> %d (%d body bytes), expected %d (%d bytes)" % (
                     req.split(b"\r\n")[0].decode(), status, len(body), want_status, len(want_body)))
             else:
@@ -262,10 +279,15 @@ def check_pipelined(ctx, kind, reqs, timeout):
         reader = Reader(sock)
         for i, (req, (want_status, want_body), is_head) in enumerate(reqs):
             try:
-                status, _, body = reader.response(head_request=is_head)
+                status, headers, body = reader.response(head_request=is_head)
             except (OSError, EOFError, SoakError, ValueError) as e:
                 raise SoakError("only %d of %d pipelined responses arrived (%s)" % (
                     i, len(reqs), describe(e)))
+            if is_shed(req, status, headers):
+                # The connection's last answer: nothing after it is processed.
+                ctx.stats.ok(kind, i)
+                ctx.stats.ok(kind, outcome="large body shed (503)")
+                return
             if status != want_status or body != want_body:
                 raise SoakError("pipelined response %d of %d: %s -> %d (%d bytes), expected %d" % (
                     i + 1, len(reqs), req.split(b"\r\n")[0].decode(), status, len(body),
