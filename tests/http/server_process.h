@@ -1,0 +1,123 @@
+// build/greenhttp in a child process, for the tests that run the binary as users do (flags,
+// exit codes, signals): it listens on an ephemeral port read back from --port-file.
+#pragma once
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/http/http_test_util.h"
+
+namespace green::http::testing {
+
+// Polls `done` every few milliseconds until it holds or `limit` passes; returns whether it
+// held. For states only observable from outside (a file, another process's output).
+inline bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Its stderr goes to dir()/stderr; the directory is removed with it.
+class ServerProcess {
+ public:
+  explicit ServerProcess(std::vector<std::string> args) {
+    char dir[] = "/tmp/greenhttp-bin-XXXXXX";
+    dir_ = mkdtemp(dir);
+    port_file_ = dir_ + "/port";
+    args.insert(args.begin(),
+                {GREENHTTP_BINARY, "--listen", "127.0.0.1:0", "--port-file", port_file_});
+    pid_ = fork();
+    if (pid_ == 0) {
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      freopen((dir_ + "/stderr").c_str(), "w", stderr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    // The file is renamed into place whole: a number read from it is the port.
+    wait_until(
+        [this] {
+          std::ifstream in(port_file_);
+          in >> port_;
+          return port_ != 0;
+        },
+        std::chrono::seconds(5));
+  }
+  ~ServerProcess() {
+    if (alive()) {
+      ::kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    run_command("rm -rf '" + dir_ + "'");
+  }
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  uint16_t port() const { return port_; }
+  // The child's pid, positive, even after it exited (never pass it to kill(2) then: use
+  // signal(), which checks; a pid of -1 would signal every process we may signal).
+  pid_t pid() const { return pid_; }
+  // Whether the process is still running (false once it exited or was killed).
+  bool alive() {
+    if (pid_ <= 0 || exited_) return false;
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) != pid_) return true;
+    exited_ = true;
+    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return false;
+  }
+  // Sends `sig` if the process is still running; returns whether it was sent.
+  bool signal(int sig) { return alive() && ::kill(pid_, sig) == 0; }
+  // Waits up to `limit` for the exit; returns the exit code (128 + N after signal N), or -1
+  // if it is still running.
+  int wait_exit(std::chrono::milliseconds limit) {
+    wait_until([this] { return !alive(); }, limit);
+    return exited_ ? exit_code_ : -1;
+  }
+  // Sends `sig` and waits up to `limit` for the exit, as wait_exit.
+  int signal_and_wait(int sig, std::chrono::milliseconds limit) {
+    signal(sig);
+    return wait_exit(limit);
+  }
+  int64_t rss_kb() const {
+    std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+    }
+    return 0;
+  }
+  std::string stderr_text() const { return read_file(dir_ + "/stderr"); }
+  std::string dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  std::string port_file_;
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int exit_code_ = -1;
+  uint16_t port_ = 0;
+};
+
+}  // namespace green::http::testing
