@@ -39,10 +39,17 @@ struct Setting {
   std::function<std::string(const Config&)> check = nullptr;
 };
 
+// A value as an error message shows it: quoted, and cut short, so that the message stays one
+// readable line whatever was passed (thousands of digits, say).
+std::string quote(const std::string& v) {
+  constexpr std::size_t kShown = 40;
+  return "\"" + (v.size() <= kShown ? v : v.substr(0, kShown) + "...") + "\"";
+}
+
 std::string apply_duration(std::chrono::nanoseconds& out, const std::string& v) {
   std::string why;
   std::optional<std::chrono::nanoseconds> d = parse_duration(v, &why);
-  if (!d) return "duration \"" + v + "\" " + why;
+  if (!d) return "duration " + quote(v) + " " + why;
   out = *d;
   return {};
 }
@@ -50,8 +57,8 @@ std::string apply_duration(std::chrono::nanoseconds& out, const std::string& v) 
 std::string apply_size(uint64_t& out, const std::string& v, uint64_t min) {
   std::string why;
   std::optional<uint64_t> n = parse_size(v, &why);
-  if (!n) return "size \"" + v + "\" " + why;
-  if (*n < min) return "size \"" + v + "\" is below the minimum " + std::to_string(min);
+  if (!n) return "size " + quote(v) + " " + why;
+  if (*n < min) return "size " + quote(v) + " is below the minimum " + std::to_string(min);
   out = *n;
   return {};
 }
@@ -62,11 +69,11 @@ std::string apply_int(int64_t& out, const std::string& v, int64_t min, int64_t m
   // value that happens to fit.
   int64_t n = 0;
   for (char c : v) {
-    if (c < '0' || c > '9') return "invalid number \"" + v + "\"";
+    if (c < '0' || c > '9') return "invalid number " + quote(v);
     n = n > (max - (c - '0')) / 10 ? max + 1 : n * 10 + (c - '0');
   }
   if (n < min || n > max) {
-    return "\"" + v + "\" is out of range " + std::to_string(min) + ".." + std::to_string(max);
+    return quote(v) + " is out of range " + std::to_string(min) + ".." + std::to_string(max);
   }
   out = n;
   return {};
@@ -104,7 +111,7 @@ std::string apply_bool(bool& out, const std::string& v) {
   } else if (v == "false" || v == "0") {
     out = false;
   } else {
-    return "invalid boolean \"" + v + "\" (true or false)";
+    return "invalid boolean " + quote(v) + " (true or false)";
   }
   return {};
 }
@@ -114,7 +121,9 @@ std::vector<Setting> settings() {
   return {
       {"listen", "listen", "HOST:PORT to listen on (default 0.0.0.0:8080)",
        [](C& c, const std::string& v) -> std::string {
-         if (v.rfind(':') == std::string::npos) return "invalid address \"" + v + "\" (HOST:PORT)";
+         if (v.rfind(':') == std::string::npos) {
+           return "invalid address " + quote(v) + " (HOST:PORT)";
+         }
          c.listen = v;
          return {};
        }},
@@ -139,7 +148,7 @@ std::vector<Setting> settings() {
        }},
       {"log-level", "log_level", "trace, debug, info, warn, error or off (default info)",
        [](C& c, const std::string& v) -> std::string {
-         if (!is_log_level(v)) return "invalid log level \"" + v + "\"";
+         if (!is_log_level(v)) return "invalid log level " + quote(v);
          c.log_level = v;
          return {};
        }},

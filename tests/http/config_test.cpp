@@ -184,6 +184,7 @@ TEST(Config, ValuesThatOverflowOrRoundToNothingAreOneLineErrors) {
     EXPECT_EQ(r.exit_code, 2) << c.args[1];
     EXPECT_NE(r.message.find(c.must_say), std::string::npos) << r.message;
     EXPECT_EQ(r.message.find('\n'), std::string::npos) << "one line: " << r.message;
+    EXPECT_LT(r.message.size(), 200u) << "a short line, whatever the value's length";
   }
   // The same limits in the file name the key.
   const std::string file = temp_file("[timeouts]\nidle = \"0.5ns\"\n");
