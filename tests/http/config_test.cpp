@@ -28,6 +28,22 @@ std::string temp_file(const std::string& text) {
   return name;
 }
 
+// Each case must be refused with exit code 2 and one short line that contains must_say.
+struct BadCase {
+  std::vector<std::string> args;
+  std::string must_say;
+};
+void expect_one_line_errors(const std::vector<BadCase>& cases) {
+  for (const BadCase& c : cases) {
+    LoadResult r = load_args(c.args);
+    EXPECT_FALSE(r.config.has_value()) << c.must_say;
+    EXPECT_EQ(r.exit_code, 2) << c.must_say;
+    EXPECT_NE(r.message.find(c.must_say), std::string::npos) << r.message;
+    EXPECT_EQ(r.message.find('\n'), std::string::npos) << "one line: " << r.message;
+    EXPECT_LT(r.message.size(), 200u) << "a short line, whatever the value's length";
+  }
+}
+
 TEST(Config, DefaultsMatchTheIssue) {
   LoadResult r = load_args({});
   ASSERT_TRUE(r.config.has_value()) << r.message;
@@ -126,10 +142,7 @@ TEST(Config, BadInputIsOneLineNamingItWithExitCode2) {
   const std::string unknown_key = temp_file("[timeouts]\nidel = \"5s\"\n");
   const std::string wrong_type = temp_file("[limits]\nmax_headers = [1, 2]\n");
   const std::string bad_value = temp_file("[timeouts]\nidle = \"soon\"\n");
-  struct Case {
-    std::vector<std::string> args;
-    std::string must_name;
-  } cases[] = {
+  expect_one_line_errors({
       {{"--no-such-flag"}, "--no-such-flag"},
       {{"--idle-timeout", "abc"}, "--idle-timeout"},
       {{"--idle-timeout", "10"}, "--idle-timeout"},
@@ -146,22 +159,12 @@ TEST(Config, BadInputIsOneLineNamingItWithExitCode2) {
       {{"--config", unknown_key}, "timeouts.idel"},
       {{"--config", wrong_type}, "limits.max_headers"},
       {{"--config", bad_value}, "timeouts.idle"},
-  };
-  for (const Case& c : cases) {
-    LoadResult r = load_args(c.args);
-    EXPECT_FALSE(r.config.has_value()) << c.must_name;
-    EXPECT_EQ(r.exit_code, 2) << c.must_name;
-    EXPECT_NE(r.message.find(c.must_name), std::string::npos) << r.message;
-    EXPECT_EQ(r.message.find('\n'), std::string::npos) << "one line: " << r.message;
-  }
+  });
   for (const std::string& p : {bad_toml, unknown_key, wrong_type, bad_value}) unlink(p.c_str());
 }
 
 TEST(Config, ValuesThatOverflowOrRoundToNothingAreOneLineErrors) {
-  struct Case {
-    std::vector<std::string> args;
-    std::string must_say;
-  } cases[] = {
+  expect_one_line_errors({
       // 2^34 GiB is 2^64 bytes: it used to wrap around to 0.
       {{"--max-body", "17179869184g"}, "--max-body: size \"17179869184g\" is too large"},
       {{"--max-header-bytes", "99999999999999999999999k"}, "--max-header-bytes"},
@@ -177,15 +180,7 @@ TEST(Config, ValuesThatOverflowOrRoundToNothingAreOneLineErrors) {
       {{"--max-connections", "99999999999999999999999999"}, "out of range"},
       {{"--max-headers", "18446744073709551617"}, "--max-headers"},
       {{"--threads", "4294967297"}, "--threads"},  // 2^32 + 1: not 1 after a narrowing
-  };
-  for (const Case& c : cases) {
-    LoadResult r = load_args(c.args);
-    EXPECT_FALSE(r.config.has_value()) << c.args[1];
-    EXPECT_EQ(r.exit_code, 2) << c.args[1];
-    EXPECT_NE(r.message.find(c.must_say), std::string::npos) << r.message;
-    EXPECT_EQ(r.message.find('\n'), std::string::npos) << "one line: " << r.message;
-    EXPECT_LT(r.message.size(), 200u) << "a short line, whatever the value's length";
-  }
+  });
   // The same limits in the file name the key.
   const std::string file = temp_file("[timeouts]\nidle = \"0.5ns\"\n");
   LoadResult r = load_args({"--config", file});
@@ -222,23 +217,13 @@ TEST(Config, StaticDirMustBeADirectoryAndPortFileWritable) {
   char dir[] = "/tmp/greenhttp-config-dir-XXXXXX";
   ASSERT_NE(mkdtemp(dir), nullptr);
   const std::string file = temp_file("x");
-  struct Case {
-    std::vector<std::string> args;
-    std::string must_say;
-  } cases[] = {
+  expect_one_line_errors({
       {{"--static-dir", "/nonexistent/static"}, "--static-dir: \"/nonexistent/static\": No such"},
       {{"--static-dir", file}, "is not a directory"},
       {{"--port-file", "/nonexistent/dir/port"}, "--port-file: cannot write"},
       {{"--port-file", "/sys/greenhttp-port"}, "--port-file: cannot write"},  // even for root
       {{"--port-file", dir}, "is a directory"},
-  };
-  for (const Case& c : cases) {
-    LoadResult r = load_args(c.args);
-    EXPECT_FALSE(r.config.has_value()) << c.args[1];
-    EXPECT_EQ(r.exit_code, 2) << c.args[1];
-    EXPECT_NE(r.message.find(c.must_say), std::string::npos) << r.message;
-    EXPECT_EQ(r.message.find('\n'), std::string::npos) << "one line: " << r.message;
-  }
+  });
   // Valid ones pass, and the check leaves nothing behind in the port file's directory.
   const std::string port_file = std::string(dir) + "/port";
   LoadResult ok = load_args({"--static-dir", dir, "--port-file", port_file});

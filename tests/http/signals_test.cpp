@@ -35,51 +35,60 @@ void request(uint16_t port, const std::string& agent) {
   EXPECT_EQ(r->status, 200);
 }
 
-TEST(Signals, SighupReopensTheAccessLogAfterItIsRenamed) {
-  char dir[] = "/tmp/greenhttp-log-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  const std::string log = std::string(dir) + "/access.log";
-  ServerProcess server({"--access-log", log});
-  ASSERT_NE(server.port(), 0);
+// greenhttp logging to dir/access.log, in a directory of its own removed afterwards.
+struct LoggingServer {
+  LoggingServer() : dir(make_dir()), log(dir + "/access.log"), server({"--access-log", log}) {}
+  ~LoggingServer() { run_command("rm -rf '" + dir + "'"); }
+  static std::string make_dir() {
+    char d[] = "/tmp/greenhttp-log-XXXXXX";
+    return mkdtemp(d) != nullptr ? d : "/nonexistent";
+  }
+  // logrotate's two steps: rename the file to log.1, signal. True once a new file is at the
+  // path and the server is still running.
+  bool rotate(int sig) {
+    if (rename(log.c_str(), (log + ".1").c_str()) != 0 || !server.signal(sig)) return false;
+    wait_until([&] { return access(log.c_str(), F_OK) == 0 || !server.alive(); }, 5s);
+    return access(log.c_str(), F_OK) == 0 && server.alive();
+  }
+  bool logged(const std::string& mark) {
+    return wait_until([&] { return contains(read_file(log), mark); }, 5s);
+  }
 
-  request(server.port(), "before-rotation");
-  ASSERT_TRUE(wait_until([&] { return contains(read_file(log), "before-rotation"); }, 5s));
-  // logrotate: rename, then signal. The server still writes to the renamed file until then.
-  ASSERT_EQ(rename(log.c_str(), (log + ".1").c_str()), 0);
-  ASSERT_TRUE(server.signal(SIGHUP));
-  ASSERT_TRUE(wait_until([&] { return access(log.c_str(), F_OK) == 0 || !server.alive(); }, 5s))
-      << "no new file at the path";
-  ASSERT_TRUE(server.alive()) << "SIGHUP killed the server";
-  request(server.port(), "after-rotation");
-  EXPECT_TRUE(wait_until([&] { return contains(read_file(log), "after-rotation"); }, 5s))
-      << read_file(log);
-  EXPECT_FALSE(contains(read_file(log), "before-rotation"));
-  EXPECT_FALSE(contains(read_file(log + ".1"), "after-rotation"));
-  EXPECT_TRUE(server.alive());
-  EXPECT_TRUE(contains(server.stderr_text(), "SIGHUP: access log reopened"))
-      << server.stderr_text();
-  run_command(std::string("rm -rf '") + dir + "'");
+  std::string dir;
+  std::string log;
+  ServerProcess server;
+};
+
+TEST(Signals, SighupReopensTheAccessLogAfterItIsRenamed) {
+  LoggingServer s;
+  ASSERT_NE(s.server.port(), 0);
+  request(s.server.port(), "before-rotation");
+  ASSERT_TRUE(s.logged("before-rotation"));
+  ASSERT_TRUE(s.rotate(SIGHUP)) << "SIGHUP killed the server or made no new file: "
+                                << s.server.stderr_text();
+  request(s.server.port(), "after-rotation");
+  EXPECT_TRUE(s.logged("after-rotation")) << read_file(s.log);
+  EXPECT_FALSE(contains(read_file(s.log), "before-rotation"));
+  EXPECT_FALSE(contains(read_file(s.log + ".1"), "after-rotation"));
+  EXPECT_TRUE(s.server.alive());
+  EXPECT_TRUE(contains(s.server.stderr_text(), "SIGHUP: access log reopened"))
+      << s.server.stderr_text();
 }
 
 TEST(Signals, Usr1ReopensTheLogAndUsr2IsIgnoredNeitherKills) {
-  char dir[] = "/tmp/greenhttp-log-XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  const std::string log = std::string(dir) + "/access.log";
-  ServerProcess server({"--access-log", log});
-  ASSERT_NE(server.port(), 0);
-  ASSERT_EQ(rename(log.c_str(), (log + ".1").c_str()), 0);
-  ASSERT_TRUE(server.signal(SIGUSR1));
-  ASSERT_TRUE(wait_until([&] { return access(log.c_str(), F_OK) == 0 || !server.alive(); }, 5s));
-  ASSERT_TRUE(server.signal(SIGUSR2));
+  LoggingServer s;
+  ASSERT_NE(s.server.port(), 0);
+  ASSERT_TRUE(s.rotate(SIGUSR1)) << s.server.stderr_text();
+  ASSERT_TRUE(s.server.signal(SIGUSR2));
   ASSERT_TRUE(wait_until(
-      [&] { return contains(server.stderr_text(), "SIGUSR2: ignored") || !server.alive(); }, 5s))
-      << server.stderr_text();
-  ASSERT_TRUE(server.alive()) << "a signal killed the server";
-  request(server.port(), "after-usr1");
-  EXPECT_TRUE(wait_until([&] { return contains(read_file(log), "after-usr1"); }, 5s));
+      [&] { return contains(s.server.stderr_text(), "SIGUSR2: ignored") || !s.server.alive(); },
+      5s))
+      << s.server.stderr_text();
+  ASSERT_TRUE(s.server.alive()) << "SIGUSR2 killed the server";
+  request(s.server.port(), "after-usr1");
+  EXPECT_TRUE(s.logged("after-usr1"));
   // And SIGTERM still stops it cleanly afterwards.
-  EXPECT_EQ(server.signal_and_wait(SIGTERM, 5s), 0) << server.stderr_text();
-  run_command(std::string("rm -rf '") + dir + "'");
+  EXPECT_EQ(s.server.signal_and_wait(SIGTERM, 5s), 0) << s.server.stderr_text();
 }
 
 // 50 keep-alive clients loop on /plaintext; SIGTERM arrives mid-run (tests/http/drain_clients.py
