@@ -74,6 +74,7 @@ void Server::reject(net::TcpStream& stream) {
 }
 
 std::size_t Server::serve() {
+  serving_.store(true);
   auto backoff = std::chrono::milliseconds(5);
   for (;;) {
     net::TcpStream stream;
@@ -100,8 +101,7 @@ std::size_t Server::serve() {
   // just returned was the last user of its descriptor, and closing is deferred until the last
   // user is gone (runtime/netpoll.h). Had responses said Connection: close any earlier, their
   // clients could reconnect into the accept queue of a socket about to close, and be reset.
-  draining_.store(true);  // seq_cst: paired with Connection::wait_for_request (see stop())
-  stop_connections(false);
+  start_drain();
 
   // Drain: in-flight requests finish (their connections close after answering), idle
   // connections were woken above to answer what had arrived and close; whatever is left at the
@@ -153,7 +153,15 @@ void Server::shutdown() {
     admit(std::move(stream), peer);
   }
   listener_.close();  // serve()'s accept returns, and serve() starts the drain
+  // Without serve() (no accept holds the descriptor, so it is closed already), or should it
+  // have started just now: start it here. Twice is harmless.
+  if (!serving_.load()) start_drain();
   shutdown_done_.done();
+}
+
+void Server::start_drain() {
+  draining_.store(true);  // seq_cst: paired with Connection::wait_for_request (see stop())
+  stop_connections(false);
 }
 
 void Server::register_connection(Connection* c) {

@@ -88,6 +88,8 @@ class Server {
   void admit(net::TcpStream stream, const net::Address& peer);
   void register_connection(Connection* c);
   void unregister_connection(Connection* c);
+  // Sets draining() and wakes idle connections. Idempotent.
+  void start_drain();
   // Connection::stop on each: wakes idle ones to close themselves gracefully, or (`force`,
   // past the drain deadline) closes every socket.
   void stop_connections(bool force);
@@ -102,6 +104,7 @@ class Server {
   net::TcpListener listener_;
   int64_t max_connections_ = 0;
   std::atomic<bool> ready_{false};
+  std::atomic<bool> serving_{false};        // serve() was called
   std::atomic<bool> shutting_down_{false};  // shutdown() was called
   std::atomic<bool> draining_{false};       // serve() saw the listener closed and drains
   WaitGroup shutdown_done_;
