@@ -5,7 +5,13 @@
 #include <CLI/CLI.hpp>
 #include <toml++/toml.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -28,34 +34,74 @@ struct Setting {
   std::string help;
   std::function<std::string(Config&, const std::string&)> apply;
   bool is_switch = false;  // a boolean: the bare flag means true, or it takes true/false
+  // Checks the final value against the file system (run once, after the file and the flags
+  // are applied, so an override of a bad value in the file is not an error). Empty: no check.
+  std::function<std::string(const Config&)> check = nullptr;
 };
 
+// A value as an error message shows it: quoted, and cut short, so that the message stays one
+// readable line whatever was passed (thousands of digits, say).
+std::string quote(const std::string& v) {
+  constexpr std::size_t kShown = 40;
+  return "\"" + (v.size() <= kShown ? v : v.substr(0, kShown) + "...") + "\"";
+}
+
 std::string apply_duration(std::chrono::nanoseconds& out, const std::string& v) {
-  std::optional<std::chrono::nanoseconds> d = parse_duration(v);
-  if (!d) return "invalid duration \"" + v + "\" (use e.g. 500ms, 2s, 1m)";
+  std::string why;
+  std::optional<std::chrono::nanoseconds> d = parse_duration(v, &why);
+  if (!d) return "duration " + quote(v) + " " + why;
   out = *d;
   return {};
 }
 
 std::string apply_size(uint64_t& out, const std::string& v, uint64_t min) {
-  std::optional<uint64_t> n = parse_size(v);
-  if (!n) return "invalid size \"" + v + "\" (use e.g. 1048576, 64KiB, 1MiB)";
-  if (*n < min) return "size \"" + v + "\" is below the minimum " + std::to_string(min);
+  std::string why;
+  std::optional<uint64_t> n = parse_size(v, &why);
+  if (!n) return "size " + quote(v) + " " + why;
+  if (*n < min) return "size " + quote(v) + " is below the minimum " + std::to_string(min);
   out = *n;
   return {};
 }
 
 std::string apply_int(int64_t& out, const std::string& v, int64_t min, int64_t max) {
-  if (v.empty() || v.size() > 12) return "invalid number \"" + v + "\"";
+  if (v.empty()) return "invalid number \"\"";
+  // Saturates instead of overflowing: a long run of digits is out of range, not a wrapped
+  // value that happens to fit.
   int64_t n = 0;
   for (char c : v) {
-    if (c < '0' || c > '9') return "invalid number \"" + v + "\"";
-    n = n * 10 + (c - '0');
+    if (c < '0' || c > '9') return "invalid number " + quote(v);
+    n = n > (max - (c - '0')) / 10 ? max + 1 : n * 10 + (c - '0');
   }
   if (n < min || n > max) {
-    return "\"" + v + "\" is out of range " + std::to_string(min) + ".." + std::to_string(max);
+    return quote(v) + " is out of range " + std::to_string(min) + ".." + std::to_string(max);
   }
   out = n;
+  return {};
+}
+
+std::string check_directory(const std::string& path) {
+  if (path.empty()) return {};
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return "\"" + path + "\": " + std::strerror(errno);
+  if (!S_ISDIR(st.st_mode)) return "\"" + path + "\" is not a directory";
+  if (access(path.c_str(), R_OK | X_OK) != 0) return "\"" + path + "\": " + std::strerror(errno);
+  return {};
+}
+
+// The port file is written as PATH.tmp.PID and renamed over PATH (server/main.cpp), so its
+// directory must let us create a file: try it now, before anything starts, instead of failing
+// once the server is listening.
+std::string check_writable_file(const std::string& path) {
+  if (path.empty()) return {};
+  struct stat st {};
+  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    return "\"" + path + "\" is a directory";
+  }
+  const std::string probe = path + ".tmp." + std::to_string(getpid());
+  const int fd = open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return "cannot write \"" + path + "\": " + std::strerror(errno);
+  close(fd);
+  unlink(probe.c_str());
   return {};
 }
 
@@ -65,7 +111,7 @@ std::string apply_bool(bool& out, const std::string& v) {
   } else if (v == "false" || v == "0") {
     out = false;
   } else {
-    return "invalid boolean \"" + v + "\" (true or false)";
+    return "invalid boolean " + quote(v) + " (true or false)";
   }
   return {};
 }
@@ -75,7 +121,9 @@ std::vector<Setting> settings() {
   return {
       {"listen", "listen", "HOST:PORT to listen on (default 0.0.0.0:8080)",
        [](C& c, const std::string& v) -> std::string {
-         if (v.rfind(':') == std::string::npos) return "invalid address \"" + v + "\" (HOST:PORT)";
+         if (v.rfind(':') == std::string::npos) {
+           return "invalid address " + quote(v) + " (HOST:PORT)";
+         }
          c.listen = v;
          return {};
        }},
@@ -90,7 +138,8 @@ std::vector<Setting> settings() {
        [](C& c, const std::string& v) {
          c.static_dir = v;
          return std::string();
-       }},
+       },
+       false, [](const C& c) { return check_directory(c.static_dir); }},
       {"access-log", "access_log", "access log: PATH, stdout or off (default stdout)",
        [](C& c, const std::string& v) -> std::string {
          if (v.empty()) return "empty access log target (PATH, stdout or off)";
@@ -99,7 +148,7 @@ std::vector<Setting> settings() {
        }},
       {"log-level", "log_level", "trace, debug, info, warn, error or off (default info)",
        [](C& c, const std::string& v) -> std::string {
-         if (!is_log_level(v)) return "invalid log level \"" + v + "\"";
+         if (!is_log_level(v)) return "invalid log level " + quote(v);
          c.log_level = v;
          return {};
        }},
@@ -114,7 +163,8 @@ std::vector<Setting> settings() {
        [](C& c, const std::string& v) {
          c.port_file = v;
          return std::string();
-       }},
+       },
+       false, [](const C& c) { return check_writable_file(c.port_file); }},
       {"read-header-timeout", "timeouts.read_header",
        "time to receive a request's headers, then 408 (default 10s)",
        [](C& c, const std::string& v) { return apply_duration(c.read_header_timeout, v); }},
@@ -175,7 +225,22 @@ std::optional<std::string> toml_text(const toml::node& n) {
   return std::nullopt;
 }
 
-std::string load_file(Config& c, const std::string& path, const std::vector<Setting>& all) {
+// The file must be a readable regular file: toml++ reads a directory or /dev/zero as an empty
+// document, and a FIFO would block the start.
+std::string check_config_file(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return std::strerror(errno);
+  if (!S_ISREG(st.st_mode)) return "not a regular file";
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::strerror(errno);
+  close(fd);
+  return {};
+}
+
+// Applies the file's settings; records in origin[i] where setting i came from.
+std::string load_file(Config& c, const std::string& path, const std::vector<Setting>& all,
+                      std::vector<std::string>& origin) {
+  if (std::string e = check_config_file(path); !e.empty()) return "--config " + path + ": " + e;
   toml::table table;
   try {
     table = toml::parse_file(path);
@@ -185,8 +250,8 @@ std::string load_file(Config& c, const std::string& path, const std::vector<Sett
         << e.source().begin.line << ")";
     return msg.str();
   }
-  std::map<std::string, const Setting*> by_key;
-  for (const Setting& s : all) by_key[s.key] = &s;
+  std::map<std::string, std::size_t> by_key;
+  for (std::size_t i = 0; i < all.size(); ++i) by_key[all[i].key] = i;
   std::string error;
   auto visit = [&](const std::string& key, const toml::node& node) {
     if (!error.empty()) return;
@@ -200,8 +265,9 @@ std::string load_file(Config& c, const std::string& path, const std::vector<Sett
       error = "--config " + path + ": " + key + ": expected a string, number or boolean";
       return;
     }
-    std::string e = it->second->apply(c, *text);
-    if (!e.empty()) error = "--config " + path + ": " + key + ": " + e;
+    origin[it->second] = "--config " + path + ": " + key;
+    std::string e = all[it->second].apply(c, *text);
+    if (!e.empty()) error = origin[it->second] + ": " + e;
   };
   for (auto&& [k, v] : table) {
     const std::string key(k.str());
@@ -216,43 +282,89 @@ std::string load_file(Config& c, const std::string& path, const std::vector<Sett
 
 }  // namespace
 
-std::optional<std::chrono::nanoseconds> parse_duration(std::string_view text) {
+namespace {
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+void set_why(std::string* why, const char* text) {
+  if (why != nullptr) *why = text;
+}
+}  // namespace
+
+std::optional<std::chrono::nanoseconds> parse_duration(std::string_view text, std::string* why) {
+  set_why(why, "is invalid (use e.g. 500ms, 2s, 1m30s, or 0 for none)");
   if (text == "0") return std::chrono::nanoseconds(0);
   if (text.empty()) return std::nullopt;
-  long double total = 0;
+  // Exact integer arithmetic, as Go's time.ParseDuration: no floating-point rounding, and no
+  // overflow whatever the number of digits. Past 18 decimals a fraction's digits can no longer
+  // change the result (a unit is at most 3.6e12 ns) and are only checked for being non-zero.
+  constexpr unsigned __int128 kMax = kMaxDuration.count();
+  unsigned __int128 total = 0;
+  bool any_nonzero_digit = false;
   std::size_t i = 0;
   while (i < text.size()) {
-    std::size_t start = i;
-    while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
-    if (i == start) return std::nullopt;
-    const std::string number(text.substr(start, i - start));
-    if (number.find('.') != number.rfind('.') || number == ".") return std::nullopt;
-    const long double value = std::stold(number);
-    start = i;
-    while (i < text.size() && std::isalpha(static_cast<unsigned char>(text[i]))) ++i;
-    const std::string_view unit = text.substr(start, i - start);
-    long double scale;
-    if (unit == "ns") scale = 1;
-    else if (unit == "us" || unit == "µs") scale = 1e3;
-    else if (unit == "ms") scale = 1e6;
-    else if (unit == "s") scale = 1e9;
-    else if (unit == "m") scale = 60e9;
-    else if (unit == "h") scale = 3600e9;
+    unsigned __int128 whole = 0;
+    uint64_t fraction = 0, scale = 1;
+    const std::size_t start = i;
+    for (; i < text.size() && is_digit(text[i]); ++i) {
+      const int d = text[i] - '0';
+      any_nonzero_digit |= d != 0;
+      whole = whole > kMax ? whole : whole * 10 + static_cast<unsigned>(d);  // saturates
+    }
+    bool digits = i > start;
+    if (i < text.size() && text[i] == '.') {
+      ++i;
+      for (; i < text.size() && is_digit(text[i]); ++i, digits = true) {
+        const int d = text[i] - '0';
+        any_nonzero_digit |= d != 0;
+        if (scale < 1'000'000'000'000'000'000ULL) {
+          fraction = fraction * 10 + static_cast<uint64_t>(d);
+          scale *= 10;
+        }
+      }
+    }
+    if (!digits) return std::nullopt;
+    const std::size_t unit_start = i;
+    // Letters, and the UTF-8 bytes of "µ".
+    while (i < text.size() &&
+           (std::isalpha(static_cast<unsigned char>(text[i])) || (text[i] & 0x80) != 0)) {
+      ++i;
+    }
+    const std::string_view unit = text.substr(unit_start, i - unit_start);
+    uint64_t ns;
+    if (unit == "ns") ns = 1;
+    else if (unit == "us" || unit == "µs" || unit == "μs") ns = 1'000;
+    else if (unit == "ms") ns = 1'000'000;
+    else if (unit == "s") ns = 1'000'000'000;
+    else if (unit == "m") ns = 60'000'000'000;
+    else if (unit == "h") ns = 3'600'000'000'000;
     else return std::nullopt;
-    total += value * scale;
+    if (whole > kMax) {
+      set_why(why, "is too large (the most is 277777h)");
+      return std::nullopt;
+    }
+    total += whole * ns + static_cast<unsigned __int128>(fraction) * ns / scale;
+    if (total > kMax) {
+      set_why(why, "is too large (the most is 277777h)");
+      return std::nullopt;
+    }
   }
-  if (total > 1e18) return std::nullopt;
+  if (total == 0 && any_nonzero_digit) {
+    // "0.1ns" is not "off": a timeout that silently disappears is worse than an error.
+    set_why(why, "rounds to zero (the resolution is 1ns; 0 turns it off)");
+    return std::nullopt;
+  }
   return std::chrono::nanoseconds(static_cast<int64_t>(total));
 }
 
-std::optional<uint64_t> parse_size(std::string_view text) {
+std::optional<uint64_t> parse_size(std::string_view text, std::string* why) {
+  set_why(why, "is invalid (use e.g. 1048576, 64KiB, 1MiB)");
   std::size_t i = 0;
   uint64_t n = 0;
-  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
-    if (n > (uint64_t{1} << 50)) return std::nullopt;
-    n = n * 10 + static_cast<uint64_t>(text[i] - '0');
-    ++i;
+  bool too_large;
+  for (; i < text.size() && is_digit(text[i]); ++i) {
+    // Saturates: n stays below 2^54, so no run of digits can wrap it around.
+    if (n <= kMaxSize) n = n * 10 + static_cast<uint64_t>(text[i] - '0');
   }
+  too_large = n > kMaxSize;
   if (i == 0) return std::nullopt;
   std::string unit(text.substr(i));
   for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -262,13 +374,31 @@ std::optional<uint64_t> parse_size(std::string_view text) {
   else if (unit == "m" || unit == "mb" || unit == "mib") scale = uint64_t{1} << 20;
   else if (unit == "g" || unit == "gb" || unit == "gib") scale = uint64_t{1} << 30;
   else return std::nullopt;
+  if (too_large || n > kMaxSize / scale) {
+    // 17179869184g used to wrap around to 0.
+    set_why(why, "is too large (the most is 1048576GiB)");
+    return std::nullopt;
+  }
   return n * scale;
 }
+
+// After the flags in --help: what each signal does (server/main.cpp handles them).
+constexpr const char* kSignalsHelp =
+    "Signals:\n"
+    "  SIGTERM, SIGINT  graceful shutdown: /readyz turns 503, the listener closes, requests\n"
+    "                   that have arrived are answered with Connection: close, idle\n"
+    "                   connections close; after --shutdown-timeout the rest are cut off\n"
+    "  SIGHUP, SIGUSR1  reopen the --access-log file (after logrotate renamed it)\n"
+    "  SIGUSR2          ignored\n"
+    "  SIGQUIT          dump every green thread's stack to stderr, and keep running";
 
 LoadResult load(int argc, const char* const* argv) {
   const std::vector<Setting> all = settings();
   CLI::App app{"greenhttp: an HTTP/1.1 server with one green thread per connection", "greenhttp"};
   app.get_formatter()->column_width(28);
+  app.footer(kSignalsHelp);
+  // A repeated flag takes its last value, as with Go's flag package, instead of CLI11's error.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::string config_path;
   app.add_option("--config", config_path, "TOML file with settings (see config/greenhttp.toml)");
   std::vector<std::string> values(all.size());
@@ -278,6 +408,11 @@ LoadResult load(int argc, const char* const* argv) {
     if (all[i].is_switch) options[i]->expected(0, 1)->type_name("[true|false]");
   }
   LoadResult result;
+  auto fail = [&result](const std::string& message) {
+    result.exit_code = 2;
+    result.message = "greenhttp: " + message;
+    return result;
+  };
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -285,27 +420,24 @@ LoadResult load(int argc, const char* const* argv) {
     result.message = app.help();
     return result;
   } catch (const CLI::ParseError& e) {
-    result.exit_code = 2;
-    result.message = std::string("greenhttp: ") + e.what();
-    return result;
+    return fail(e.what());
   }
   Config c;
+  std::vector<std::string> origin(all.size());  // who set each setting, for error messages
   if (!config_path.empty()) {
-    std::string e = load_file(c, config_path, all);
-    if (!e.empty()) {
-      result.exit_code = 2;
-      result.message = "greenhttp: " + e;
-      return result;
-    }
+    std::string e = load_file(c, config_path, all, origin);
+    if (!e.empty()) return fail(e);
   }
   for (std::size_t i = 0; i < all.size(); ++i) {
     if (options[i]->count() == 0) continue;
+    origin[i] = "--" + all[i].flag;
     std::string e = all[i].apply(c, values[i]);
-    if (!e.empty()) {
-      result.exit_code = 2;
-      result.message = "greenhttp: --" + all[i].flag + ": " + e;
-      return result;
-    }
+    if (!e.empty()) return fail(origin[i] + ": " + e);
+  }
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    if (origin[i].empty() || !all[i].check) continue;  // defaults need no check
+    std::string e = all[i].check(c);
+    if (!e.empty()) return fail(origin[i] + ": " + e);
   }
   result.config = std::move(c);
   return result;

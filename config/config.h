@@ -2,8 +2,11 @@
 // each overriding the one before. config/greenhttp.toml documents every setting.
 //
 // Any bad input (an unknown flag or key, a value of the wrong type, an unparseable duration or
-// size) is refused with one line naming the flag or key, and exit code 2, before anything
-// starts.
+// size, one that overflows or rounds to nothing, a --config that is not a readable regular
+// file, a --static-dir that is not a directory, a --port-file that cannot be written) is
+// refused with one line naming the flag or key, and exit code 2, before anything starts.
+// A flag given twice takes its last value (Go's flag package does the same), so a script can
+// append overrides.
 #pragma once
 
 #include <chrono>
@@ -52,9 +55,18 @@ struct LoadResult {
 
 LoadResult load(int argc, const char* const* argv);
 
-// "1m30s", "500ms", "2s", "0" (Go's time.ParseDuration units: ns, us, ms, s, m, h).
-std::optional<std::chrono::nanoseconds> parse_duration(std::string_view text);
-// "1048576", "64KiB", "1MiB", "1M", "16k" (binary multiples).
-std::optional<uint64_t> parse_size(std::string_view text);
+// The largest duration and size accepted: far beyond any sensible setting, and small enough
+// that a deadline (now + duration) or a sum of sizes cannot overflow.
+inline constexpr std::chrono::nanoseconds kMaxDuration{1'000'000'000'000'000'000};  // ~31 years
+inline constexpr uint64_t kMaxSize = uint64_t{1} << 50;                            // 1 PiB
+
+// "1m30s", "500ms", "2s", "0" (Go's time.ParseDuration units: ns, us, ms, s, m, h). Only a
+// literal zero ("0", "0s", "0.0ms") is zero: a non-zero value that rounds to nothing
+// ("0.1ns") is an error, as is one over kMaxDuration. On nullopt, *why (when given) says why,
+// as a phrase: "is too large (...)".
+std::optional<std::chrono::nanoseconds> parse_duration(std::string_view text,
+                                                       std::string* why = nullptr);
+// "1048576", "64KiB", "1MiB", "1M", "16k" (binary multiples), at most kMaxSize; *why as above.
+std::optional<uint64_t> parse_size(std::string_view text, std::string* why = nullptr);
 
 }  // namespace green::config

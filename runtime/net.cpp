@@ -353,6 +353,13 @@ ssize_t TcpStream::writev(iovec* iov, int iovcnt) {
   return static_cast<ssize_t>(total);
 }
 
+void TcpStream::wake_reader() {
+  // pd_ and seq_ never change while the stream is shared (see SocketHandle); a stale or
+  // recycled descriptor fails poll_acquire's sequence check.
+  if (!is_open()) return;
+  green::detail::poll_wake_reader(pd_, seq_);
+}
+
 int TcpStream::shutdown(int how) {
   OpGuard op(pd_, seq_);
   if (!op) return -ECANCELED;

@@ -121,6 +121,11 @@ class TcpStream : public SocketHandle {
   // Parks until the socket is readable (data, end of stream or error) without reading: lets an
   // idle connection wait without holding a buffer. Returns 0, or a negative errno.
   int wait_readable();
+  // Wakes a green thread parked in wait_readable() or read() on this stream as if data had
+  // arrived (its read then finds nothing or what did arrive); without one parked, the next
+  // wait returns at once. Any thread; a no-op once closed. Unlike close(), it leaves the
+  // socket and whatever is buffered in it to the reader.
+  void wake_reader();
 
   // Deadlines for all future and currently parked reads / writes. A parked operation whose
   // deadline is moved is not re-armed until it next parks.

@@ -202,6 +202,20 @@ void poll_close(PollDesc* pd, uint32_t seq) {
   poll_release(pd);
 }
 
+void poll_wake_reader(PollDesc* pd, uint32_t seq) {
+  if (!poll_acquire(pd, seq)) return;  // closed: its reader was woken by the close
+  Waiter* r;
+  {
+    std::lock_guard<SpinLock> guard(pd->lock);
+    r = take_waiter(&pd->rg, kReadyTag);
+    // Nobody parked (or its deadline won the claim): remember the edge, as netpoll() does, so
+    // a reader about to park sees it instead of sleeping through the wake.
+    if (r == nullptr) pd->rd_ready = true;
+  }
+  if (r != nullptr) unpark(*r);
+  poll_release(pd);
+}
+
 int poll_wait(PollDesc* pd, PollMode mode, int64_t deadline_ns) {
   const bool reading = mode == PollMode::kRead;
   if (current_green_thread() == nullptr) {

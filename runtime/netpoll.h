@@ -66,6 +66,13 @@ void poll_release(PollDesc* pd);
 // last operation in progress returns (at once if none is).
 void poll_close(PollDesc* pd, uint32_t seq);
 
+// Wakes the green thread parked to read on pd as a readiness event would: it retries its
+// read, which may find nothing (a spurious wakeup, which every reader handles). With no reader
+// parked, the next read wait returns at once. Any thread. For a server that must get an idle
+// reader to look at its own state (a graceful shutdown) without closing the socket under it.
+// A plain OS thread waiting in poll(2) is not woken.
+void poll_wake_reader(PollDesc* pd, uint32_t seq);
+
 enum class PollMode : uint8_t { kRead, kWrite };
 
 // Parks until pd is ready for `mode`, the deadline passes (-ETIMEDOUT) or pd is closed

@@ -1,9 +1,11 @@
 #include "server/access_log.h"
 
-#include <spdlog/logger.h>
-#include <spdlog/sinks/basic_file_sink.h>
-#include <spdlog/sinks/stdout_sinks.h>
+#include <fcntl.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "runtime/green.h"
 
@@ -50,35 +52,44 @@ void format_combined(const AccessRecord& r, ByteBuffer& out) {
   out.append("\"\n");
 }
 
+namespace {
+int open_log_file(const std::string& path, std::string* error) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) *error = "cannot open \"" + path + "\": " + std::strerror(errno);
+  return fd;
+}
+}  // namespace
+
 std::unique_ptr<AccessLog> AccessLog::open(std::string_view target, std::string* error,
                                            std::size_t capacity) {
-  std::shared_ptr<spdlog::logger> logger;
-  try {
-    if (target == "off") {
-      // disabled: no logger, no writer
-    } else if (target == "stdout") {
-      logger = std::make_shared<spdlog::logger>(
-          "access", std::make_shared<spdlog::sinks::stdout_sink_st>());
-    } else {
-      logger = std::make_shared<spdlog::logger>(
-          "access", std::make_shared<spdlog::sinks::basic_file_sink_st>(std::string(target)));
-    }
-  } catch (const spdlog::spdlog_ex& e) {
-    *error = e.what();
-    return nullptr;
+  if (target == "off") return std::unique_ptr<AccessLog>(new AccessLog(-1, false, {}, 1));
+  if (target == "stdout") {
+    return std::unique_ptr<AccessLog>(new AccessLog(STDOUT_FILENO, false, {}, capacity));
   }
-  if (logger) {
-    // The batch carries its own line ends: "%v" without spdlog's.
-    logger->set_pattern("%v", spdlog::pattern_time_type::utc);
-    logger->set_level(spdlog::level::info);
-  }
-  return std::unique_ptr<AccessLog>(new AccessLog(std::move(logger), logger ? capacity : 1));
+  std::string path(target);
+  const int fd = open_log_file(path, error);
+  if (fd < 0) return nullptr;
+  return std::unique_ptr<AccessLog>(new AccessLog(fd, true, std::move(path), capacity));
 }
 
-AccessLog::AccessLog(std::shared_ptr<spdlog::logger> logger, std::size_t capacity)
-    : logger_(std::move(logger)), queue_(capacity) {}
+AccessLog::AccessLog(int fd, bool owns_fd, std::string path, std::size_t capacity)
+    : fd_(fd), owns_fd_(owns_fd), path_(std::move(path)), queue_(capacity) {}
 
-AccessLog::~AccessLog() = default;
+AccessLog::~AccessLog() {
+  if (owns_fd_) ::close(fd_);
+}
+
+bool AccessLog::reopen(std::string* error) {
+  if (path_.empty()) return true;
+  const int fd = open_log_file(path_, error);
+  if (fd < 0) return false;
+  // Atomic: a batch being written goes whole to the old file or whole to the new.
+  const int rc = ::dup2(fd, fd_);
+  if (rc < 0) *error = std::string("dup2: ") + std::strerror(errno);
+  ::close(fd);
+  if (rc >= 0) reopens_.fetch_add(1, std::memory_order_relaxed);
+  return rc >= 0;
+}
 
 void AccessLog::start() {
   if (!enabled() || started_.exchange(true)) return;
@@ -114,14 +125,20 @@ void AccessLog::write_loop() {
       format_combined(next, batch);
       ++count;
     }
-    std::string_view text = batch.view();
-    text.remove_suffix(1);  // spdlog's sink adds the last line end
-    green::may_block([&] {
-      logger_->log(spdlog::level::info, spdlog::string_view_t(text.data(), text.size()));
-      logger_->flush();
-    });
-    written_.fetch_add(count, std::memory_order_relaxed);
+    const bool ok = green::may_block([&] { return write_batch(batch.view()); });
+    (ok ? written_ : dropped_).fetch_add(count, std::memory_order_relaxed);
   }
+}
+
+bool AccessLog::write_batch(std::string_view text) {
+  while (!text.empty()) {
+    const ssize_t n = ::write(fd_, text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    // A full disk, a closed stdout: the log cannot do better than count the loss and move on.
+    if (n <= 0) return false;
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
 }
 
 }  // namespace green::http

@@ -1,13 +1,19 @@
 // AccessLog: the documents' `go logRequest(r)`. Connections hand each request's record to a
-// background green thread that formats it in Combined Log Format and writes it through spdlog.
+// background green thread that formats it in Combined Log Format and writes it to a file or
+// stdout.
 //
 // The hand-off never parks and never allocates: submit() copies the record into a bounded
 // channel with try_send, and when the writer has fallen behind (a slow disk, a blocked stdout
 // pipe) the record is dropped and counted instead. A connection never waits on the log, and
 // the log's memory is the channel's fixed capacity, whatever the load.
 //
-// The writer batches: it takes every record queued, formats them into one buffer and hands the
-// batch to spdlog as one message inside green::may_block (file writes can block the thread).
+// The writer batches: it takes every record queued, formats them into one buffer and writes
+// the batch with write(2) inside green::may_block (file writes can block the thread).
+//
+// Log rotation (logrotate's convention, as nginx and Apache): the file is renamed, then
+// reopen() (on SIGHUP, server/main.cpp) opens a new file at the path and dup2()s it over the
+// descriptor the writer uses. dup2 replaces it atomically, so the writer needs no lock: each
+// batch goes whole to the old file or whole to the new one.
 #pragma once
 
 #include <atomic>
@@ -20,10 +26,6 @@
 #include "runtime/channel.h"
 #include "runtime/sync.h"
 #include "server/byte_buffer.h"
-
-namespace spdlog {
-class logger;
-}
 
 namespace green::http {
 
@@ -65,7 +67,15 @@ class AccessLog {
                                          std::size_t capacity = kDefaultCapacity);
   ~AccessLog();
 
-  bool enabled() const { return logger_ != nullptr; }
+  bool enabled() const { return fd_ >= 0; }
+  // Whether the target is a file (what reopen() acts on), not stdout or off.
+  bool is_file() const { return !path_.empty(); }
+
+  // For a file target: opens the path anew (creating it) and makes later batches go there.
+  // True on success or when there is no file to reopen (stdout, off); false with *error set
+  // when the path cannot be opened, and the log keeps writing to the file it had. Any thread,
+  // any time between open() and destruction.
+  bool reopen(std::string* error);
 
   // Starts the writer green thread. Call from inside green::run.
   void start();
@@ -77,17 +87,22 @@ class AccessLog {
 
   uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
   uint64_t written() const { return written_.load(std::memory_order_relaxed); }
+  uint64_t reopens() const { return reopens_.load(std::memory_order_relaxed); }
 
  private:
-  AccessLog(std::shared_ptr<spdlog::logger> logger, std::size_t capacity);
+  AccessLog(int fd, bool owns_fd, std::string path, std::size_t capacity);
   void write_loop();
+  bool write_batch(std::string_view text);  // false: the write failed
 
-  std::shared_ptr<spdlog::logger> logger_;
+  int fd_;  // -1: off. Its number never changes; reopen() swaps the file behind it.
+  bool owns_fd_;
+  std::string path_;  // empty unless a file
   Channel<AccessRecord> queue_;
   WaitGroup writer_done_;
   std::atomic<bool> started_{false};
   std::atomic<uint64_t> dropped_{0};
   std::atomic<uint64_t> written_{0};
+  std::atomic<uint64_t> reopens_{0};
 };
 
 }  // namespace green::http

@@ -50,15 +50,15 @@ Connection::~Connection() {
   server_.unregister_connection(this);
 }
 
-bool Connection::close_if_idle(bool force) {
-  int expected = kIdle;
+void Connection::stop(bool force) {
   if (force) {
     state_.store(kClosing);
-  } else if (!state_.compare_exchange_strong(expected, kClosing)) {
-    return false;
+    stream_.close();
+    return;
   }
-  stream_.close();
-  return true;
+  // Seq_cst, against wait_for_request(): either this load sees kIdle, or that green thread's
+  // load of draining_ (after its store of kIdle) sees the drain.
+  if (state_.load() == kIdle) stream_.wake_reader();
 }
 
 ByteBuffer& Connection::output() { return buffers_->output; }
@@ -92,13 +92,22 @@ void Connection::run() {
     release_buffers();
     if (!keep) break;
   }
+  // Draining: whatever ended the connection, the client may have sent more since (a next
+  // keep-alive request): close without a reset.
+  if (server_.draining() && stream_.is_open()) linger_close();
 }
 
 bool Connection::wait_for_request() {
-  if (server_.draining()) return false;
   int expected = kActive;
   state_.compare_exchange_strong(expected, kIdle);
   if (state_.load() == kClosing) return false;
+  if (server_.draining_.load()) {
+    // Do not wait, and do not close yet either: a request may have arrived. Look
+    // (serve_batches answers it with Connection: close, or finds nothing and ends). A seq_cst
+    // load, paired with stop()'s: see there.
+    expected = kIdle;
+    return state_.compare_exchange_strong(expected, kActive);
+  }
 
   const Clock::time_point idle_since = idle_since_;
   const net::Deadline idle_end = deadline_in(server_.options().idle_timeout, idle_since);
@@ -114,8 +123,9 @@ bool Connection::wait_for_request() {
   }
   if (rc != 0) {
     if (rc == -ETIMEDOUT) server_.metrics_.idle_timeouts.fetch_add(1, std::memory_order_relaxed);
-    return false;  // idle timeout, shutdown, or a socket error: close quietly
+    return false;  // idle timeout, forced close, or a socket error: close quietly
   }
+  // Data, end of stream, or the drain's wake (serve_batches tells them apart).
   expected = kIdle;
   return state_.compare_exchange_strong(expected, kActive);
 }
@@ -167,11 +177,11 @@ bool Connection::serve_batches() {
   for (;;) {
     const ssize_t n = read_more(&fresh_wake);
     if (n == -EAGAIN) {
-      // Back to idle. Only a response restarts the idle timer: bytes that were no request
-      // (a stale wakeup, the empty lines RFC 9112 2.2 lets us skip) must not, or a client
-      // sending a CRLF now and then would hold its slot for ever.
+      // Back to idle, or the drain's wake (close). Only a response restarts the idle timer:
+      // bytes that were no request (a stale wakeup, the empty lines RFC 9112 2.2 lets us
+      // skip) must not, or a client sending a CRLF now and then would hold its slot for ever.
       if (answered) idle_since_ = finished_at_;
-      return true;
+      return !server_.draining();
     }
     if (n <= 0) {
       if (n == kReadTimedOut) {

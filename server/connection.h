@@ -19,6 +19,12 @@
 // nothing after it is processed. Closing after an error shuts down the write side first and
 // drains what the client is still sending for a moment, so the client reads the response
 // instead of a reset.
+//
+// Draining (Server::shutdown): a connection is never closed from outside while it may hold a
+// request. The drain wakes an idle one; it reads what has arrived, answers any complete
+// request with Connection: close, and closes with the same lingering close (nginx's
+// lingering_close), so a request that crossed the shutdown gets its response or a clean end
+// of stream, never a reset. Only past the drain deadline is a socket closed under its owner.
 #pragma once
 
 #include <atomic>
@@ -47,9 +53,12 @@ class Connection final : public ResponseSink {
   // Serves requests until the client leaves, an error, a timeout or shutdown.
   void run();
 
-  // For Server::close_connections (under the registry lock): closes the socket if the
-  // connection is idle (or always, when `force`). Returns whether it closed.
-  bool close_if_idle(bool force);
+  // For Server's drain (under the registry lock). Not `force`: if the connection waits for a
+  // request, wakes its green thread, which answers what has already arrived (with
+  // Connection: close) and then closes gracefully itself. Its socket is never closed under it:
+  // closing with unread bytes sends RST, and the client loses a request it had sent. `force`
+  // (past the drain deadline): closes the socket, whatever the connection is doing.
+  void stop(bool force);
 
   // ResponseSink
   ByteBuffer& output() override;
@@ -59,7 +68,7 @@ class Connection final : public ResponseSink {
   friend class Server;
   enum State : int { kIdle, kActive, kClosing };
 
-  bool wait_for_request();
+  bool wait_for_request();  // false: close (timeout, error, forced close)
   bool serve_batches();  // true: went idle cleanly; false: close
   ssize_t read_more(bool* fresh_wake);
   void handle_request(Request& r);

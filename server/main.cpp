@@ -1,16 +1,23 @@
 // build/greenhttp: configuration (config/), the built-in handlers (handlers/) and the server
 // (server/), wired together. Not part of the greenhttp_server library.
 //
-// Signals: SIGTERM and SIGINT are blocked in every thread (the mask is set before the runtime
-// starts its threads) and taken by one plain thread with sigwait, which hands the shutdown to a
-// green thread; no handler ever runs on a thread in the middle of scheduling.
+// Signals (documented in --help, config/config.cpp): SIGTERM, SIGINT, SIGHUP, SIGUSR1 and
+// SIGUSR2 are blocked in every thread (the mask is set before the runtime starts its threads)
+// and taken by one plain thread with sigwait; no handler ever runs on a thread in the middle of
+// scheduling. SIGTERM/SIGINT hand the graceful shutdown to a green thread. SIGHUP reopens the
+// access log file (logrotate's convention); SIGUSR1 does the same, as with nginx; SIGUSR2 is
+// ignored (nginx's binary upgrade has no counterpart here). None of them kills the process.
+// SIGQUIT is the runtime's (runtime/sysmon.cpp: a dump of every green thread, as Go's).
 //
 // --debug-listen runs a second Server on its own router with the debug routes (metrics, dumps,
 // the front page), as Go programs serve net/http/pprof on localhost:6060; it shuts down with
 // the public one.
 #include <signal.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -58,6 +65,96 @@ green::http::ServerOptions server_options(const green::config::Config& c) {
   return o;
 }
 
+// Written as PATH.tmp.PID, then renamed over PATH: a test polling the file reads the whole
+// number or nothing, never a prefix of it.
+bool write_port_file(const std::string& path, uint16_t port, std::string* error) {
+  const std::string temp = path + ".tmp." + std::to_string(getpid());
+  {
+    std::ofstream out(temp);
+    out << port << '\n';
+    out.close();
+    if (!out) {
+      *error = "cannot write \"" + temp + "\"";
+      unlink(temp.c_str());
+      return false;
+    }
+  }
+  if (rename(temp.c_str(), path.c_str()) != 0) {
+    *error = "cannot rename \"" + temp + "\" to \"" + path + "\": " + std::strerror(errno);
+    unlink(temp.c_str());
+    return false;
+  }
+  return true;
+}
+
+sigset_t handled_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&set, sig);
+  return set;
+}
+
+// The one thread that takes the handled signals (see the top of the file), from construction
+// to destruction. Destroy it before the server and the access log it acts on.
+class SignalWaiter {
+ public:
+  // `debug_server` (may be null) shuts down with `server`.
+  SignalWaiter(green::http::Server& server, green::http::Server* debug_server,
+               green::http::AccessLog& access_log)
+      : server_(server),
+        debug_server_(debug_server),
+        access_log_(access_log),
+        thread_([this] { loop(); }) {}
+  // From a green thread: joins (inside may_block, the wait is short).
+  ~SignalWaiter() {
+    stopping_.store(true);
+    // Thread-directed, and blocked there like the rest: sigwait returns it, sees stopping_.
+    pthread_kill(thread_.native_handle(), SIGUSR2);
+    green::may_block([this] { thread_.join(); });
+  }
+  SignalWaiter(const SignalWaiter&) = delete;
+  SignalWaiter& operator=(const SignalWaiter&) = delete;
+
+ private:
+  void loop() {
+    const sigset_t set = handled_signals();
+    bool shutting_down = false;
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) continue;
+      if (stopping_.load()) return;
+      const char* name = sigabbrev_np(sig);
+      if (sig == SIGHUP || sig == SIGUSR1) {
+        std::string error;
+        if (!access_log_.is_file()) {
+          spdlog::info("SIG{}: no access log file to reopen", name);
+        } else if (access_log_.reopen(&error)) {
+          spdlog::info("SIG{}: access log reopened", name);
+        } else {
+          spdlog::error("SIG{}: access log not reopened: {}", name, error);
+        }
+      } else if (sig == SIGUSR2) {
+        spdlog::info("SIGUSR2: ignored");
+      } else if (!shutting_down) {  // SIGTERM, SIGINT
+        shutting_down = true;
+        spdlog::info("SIG{}: shutting down", name);
+        green::go([&server = server_, debug = debug_server_] {
+          if (debug != nullptr) debug->shutdown();
+          server.shutdown();
+        });
+      } else {
+        spdlog::info("SIG{}: already shutting down", name);
+      }
+    }
+  }
+
+  green::http::Server& server_;
+  green::http::Server* debug_server_;
+  green::http::AccessLog& access_log_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;  // last: it starts running loop() at construction
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -94,11 +191,8 @@ int main(int argc, char** argv) {
 
   raise_open_files_limit();
   signal(SIGPIPE, SIG_IGN);  // a peer that went away is an EPIPE, not the end of the process
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  const sigset_t signals = handled_signals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   int exit_code = 0;
   green::Options options;
@@ -144,23 +238,24 @@ int main(int argc, char** argv) {
         debug_done.done();
       });
     }
+    if (!cfg.port_file.empty() &&
+        !write_port_file(cfg.port_file, server.local_address().port(), &error)) {
+      // load() checked the directory; this is a race with whoever changed it since.
+      spdlog::error("--port-file: {}", error);
+      exit_code = 2;
+      if (debug_server) debug_server->shutdown();
+      debug_done.wait();  // the debug server's green thread must not outlive it
+      return;
+    }
     access_log->start();
     const std::string bound = server.local_address().to_string();
     spdlog::info("listening on {} ({} Ps, up to {} connections)", bound, green::num_procs(),
                  server.max_connections());
-    if (!cfg.port_file.empty()) {
-      std::ofstream(cfg.port_file) << server.local_address().port() << '\n';
+    std::size_t still_running = 0;
+    {
+      SignalWaiter signal_waiter(server, debug_server.get(), *access_log);
+      still_running = server.serve();
     }
-    std::thread([&server, &debug_server, stop_signals] {
-      int sig = 0;
-      sigwait(&stop_signals, &sig);
-      spdlog::info("{}: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-      green::go([&server, &debug_server] {
-        if (debug_server) debug_server->shutdown();
-        server.shutdown();
-      });
-    }).detach();
-    const std::size_t still_running = server.serve();
     debug_done.wait();  // shut down with the public server
     access_log->stop();
     if (still_running > 0) {

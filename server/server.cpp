@@ -76,9 +76,10 @@ void Server::reject(net::TcpStream& stream) {
 }
 
 std::size_t Server::serve() {
+  serving_.store(true);
   reclaimer_.start();
   auto backoff = std::chrono::milliseconds(5);
-  while (!draining()) {
+  for (;;) {
     net::TcpStream stream;
     net::Address peer;
     const int rc = listener_.accept(&stream, &peer);
@@ -92,29 +93,29 @@ std::size_t Server::serve() {
     }
     if (rc != 0) continue;  // ECONNABORTED and friends: that one client's problem
     backoff = std::chrono::milliseconds(5);
-    metrics_.accepted_connections.fetch_add(1, std::memory_order_relaxed);
-    if (metrics_.open_connections.load(std::memory_order_relaxed) >= max_connections_) {
-      reject(stream);
-      continue;
-    }
-    metrics_.open_connections.fetch_add(1, std::memory_order_relaxed);
-    green::go(
-        [this, s = std::move(stream), peer]() mutable { run_connection(std::move(s), peer); });
+    admit(std::move(stream), peer);
   }
 
-  // shutdown() may still be walking the registry on another thread: the Server must outlive
-  // it, so wait before draining (and before the caller can destroy us).
+  // shutdown() may still be running on another thread: the Server must outlive it, so wait
+  // before draining (and before the caller can destroy us).
   shutdown_done_.wait();
 
+  // The drain begins only now, when the listening socket is closed for good: the accept that
+  // just returned was the last user of its descriptor, and closing is deferred until the last
+  // user is gone (runtime/netpoll.h). Had responses said Connection: close any earlier, their
+  // clients could reconnect into the accept queue of a socket about to close, and be reset.
+  start_drain();
+
   // Drain: in-flight requests finish (their connections close after answering), idle
-  // connections were closed by shutdown(); whatever is left at the deadline is cut off.
+  // connections were woken above to answer what had arrived and close; whatever is left at the
+  // deadline is cut off.
   const Clock::time_point deadline = Clock::now() + options_.shutdown_timeout;
   while (metrics_.open_connections.load() > 0 && Clock::now() < deadline) {
-    close_connections(false);  // connections that went idle since
+    stop_connections(false);  // cheap, and a safety net: connections see the drain themselves
     green::sleep_for(std::chrono::milliseconds(10));
   }
   if (metrics_.open_connections.load() > 0) {
-    close_connections(true);
+    stop_connections(true);
     wait_for_connections(Clock::now() + std::chrono::seconds(1));
   }
   reclaimer_.stop();
@@ -132,6 +133,22 @@ void Server::run_connection(net::TcpStream stream, const net::Address& peer) {
   metrics_.open_connections.fetch_sub(1, std::memory_order_release);
 }
 
+bool Server::count_in(net::TcpStream& stream) {
+  metrics_.accepted_connections.fetch_add(1, std::memory_order_relaxed);
+  if (metrics_.open_connections.load(std::memory_order_relaxed) >= max_connections_) {
+    reject(stream);
+    return false;
+  }
+  metrics_.open_connections.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void Server::admit(net::TcpStream stream, const net::Address& peer) {
+  if (!count_in(stream)) return;
+  green::go(
+      [this, s = std::move(stream), peer]() mutable { run_connection(std::move(s), peer); });
+}
+
 void Server::serve_connection(net::TcpStream stream, const net::Address& peer) {
   if (!stream.is_open()) return;
   if (draining()) {
@@ -139,22 +156,35 @@ void Server::serve_connection(net::TcpStream stream, const net::Address& peer) {
     return;
   }
   // The same admission as serve()'s accept loop: counted before the connection registers, so
-  // a drain that starts now waits for it (and its registration makes shutdown() close it).
-  metrics_.accepted_connections.fetch_add(1, std::memory_order_relaxed);
-  if (metrics_.open_connections.load(std::memory_order_relaxed) >= max_connections_) {
-    reject(stream);
-    return;
-  }
-  metrics_.open_connections.fetch_add(1, std::memory_order_relaxed);
-  run_connection(std::move(stream), peer);
+  // a drain that starts now waits for it (and wakes it to close itself).
+  if (count_in(stream)) run_connection(std::move(stream), peer);
 }
 
 void Server::shutdown() {
-  if (draining_.exchange(true)) return;
+  if (shutting_down_.exchange(true)) return;
   ready_.store(false);
-  listener_.close();
-  close_connections(false);
+  // Connections the kernel has completed but nobody accepted yet may hold a request already:
+  // closing the listener resets them (Go's Shutdown and nginx close it at once, and do).
+  // Accept what is queued first, without waiting (a deadline of now), then close. The drain
+  // (and its Connection: close responses, which send clients off to reconnect) starts in
+  // serve() once the socket is really closed, so only a new client's handshake that completes
+  // in the moment between the last accept and the close is still refused with a reset.
+  for (;;) {
+    net::TcpStream stream;
+    net::Address peer;
+    if (listener_.accept(&stream, &peer, Clock::now()) != 0) break;  // -ETIMEDOUT: empty
+    admit(std::move(stream), peer);
+  }
+  listener_.close();  // serve()'s accept returns, and serve() starts the drain
+  // Without serve() (no accept holds the descriptor, so it is closed already), or should it
+  // have started just now: start it here. Twice is harmless.
+  if (!serving_.load()) start_drain();
   shutdown_done_.done();
+}
+
+void Server::start_drain() {
+  draining_.store(true);  // seq_cst: paired with Connection::wait_for_request (see stop())
+  stop_connections(false);
 }
 
 void Server::register_connection(Connection* c) {
@@ -172,9 +202,9 @@ void Server::unregister_connection(Connection* c) {
   c->prev_ = c->next_ = nullptr;
 }
 
-void Server::close_connections(bool all) {
+void Server::stop_connections(bool force) {
   std::lock_guard<std::mutex> guard(registry_lock_);
-  for (Connection* c = registry_head_; c != nullptr; c = c->next_) c->close_if_idle(all);
+  for (Connection* c = registry_head_; c != nullptr; c = c->next_) c->stop(force);
 }
 
 }  // namespace green::http

@@ -8,12 +8,15 @@
 // serve() runs the accept loop in the calling green thread and spawns one green thread per
 // accepted connection (server/connection.cpp), and while it runs a MemoryReclaimer gives the
 // memory of bursts back (server/memory_reclaimer.h). Request bodies that do not fit a
-// connection's read buffer share one BodyBudget (server/body_budget.h). Connections over max_connections are answered
-// 503 and closed at once. shutdown() (from any green thread) turns ready() false, closes the
-// listener, closes idle keep-alive connections, and lets connections that are handling a
-// request finish it and answer with Connection: close; serve() returns once every connection
-// is gone, or after shutdown_timeout, when the rest are closed (and up to a second more for
-// their green threads to see it).
+// connection's read buffer share one BodyBudget (server/body_budget.h). Connections over
+// max_connections are answered
+// 503 and closed at once. shutdown() (from any green thread) turns ready() false, accepts the
+// connections already queued and closes the listener; serve() then drains: it wakes idle
+// keep-alive connections (each answers a request that has already arrived, then closes
+// without a reset: see connection.h), and lets connections that are handling a request finish
+// it and answer with Connection: close; serve() returns once every connection is gone, or
+// after shutdown_timeout, when the rest are closed (and up to a second more for their green
+// threads to see it).
 //
 // A connection whose handler is still running then (it sleeps, computes, or waits on
 // something that is not its socket) cannot be stopped from outside: serve() returns how many
@@ -105,12 +108,19 @@ class Server {
  private:
   friend class Connection;
   void reject(net::TcpStream& stream);
+  // Counts a new connection in, or rejects it (503) over the cap; true when admitted.
+  bool count_in(net::TcpStream& stream);
+  // Starts an admitted connection's green thread, or rejects it over the cap.
+  void admit(net::TcpStream stream, const net::Address& peer);
   // Runs an admitted connection (already counted in open_connections) to its end.
   void run_connection(net::TcpStream stream, const net::Address& peer);
   void register_connection(Connection* c);
   void unregister_connection(Connection* c);
-  // Closes connections: idle ones only (graceful), or all (past the drain deadline).
-  void close_connections(bool all);
+  // Sets draining() and wakes idle connections. Idempotent.
+  void start_drain();
+  // Connection::stop on each: wakes idle ones to close themselves gracefully, or (`force`,
+  // past the drain deadline) closes every socket.
+  void stop_connections(bool force);
   // Waits until no connection green thread is left or `until` passes; true if none is left.
   bool wait_for_connections(std::chrono::steady_clock::time_point until);
 
@@ -124,7 +134,9 @@ class Server {
   net::TcpListener listener_;
   int64_t max_connections_ = 0;
   std::atomic<bool> ready_{false};
-  std::atomic<bool> draining_{false};
+  std::atomic<bool> serving_{false};        // serve() was called
+  std::atomic<bool> shutting_down_{false};  // shutdown() was called
+  std::atomic<bool> draining_{false};       // serve() saw the listener closed and drains
   WaitGroup shutdown_done_;
 
   // Every live connection, for shutdown. Lock order: registry_lock_ only (connections do not

@@ -36,11 +36,21 @@ TEST(Binary, BadFlagsAndFilesExit2WithOneLineNamingThem) {
       {"--listen 999.1.1.1:80", "--listen"},
       {"--config /nonexistent.toml", "/nonexistent.toml"},
       {"--access-log /etc/hostname/x.log", "--access-log"},
+      {"--max-body 17179869184g", "--max-body"},     // wrapped to 0
+      {"--idle-timeout 0.1ns", "--idle-timeout"},   // rounded to 0: no timeout at all
+      {"--config /dev/zero", "/dev/zero"},          // read as an empty file
+      {"--config /tmp", "--config /tmp"},           // a directory, too
+      {"--static-dir /nonexistent/static", "--static-dir"},
+      {"--port-file /sys/greenhttp-port", "--port-file"},  // unwritable, even for root
   };
   for (const Case& c : cases) {
     int status = 0;
-    const std::string err =
-        run_command(std::string(GREENHTTP_BINARY) + " " + c.args + " 2>&1 >/dev/null", &status);
+    // Should a bad value be accepted, the server starts: on a port of its own, and not for
+    // long (the flags under test come last, and win).
+    const std::string err = run_command("timeout 10 " + std::string(GREENHTTP_BINARY) +
+                                            " --listen 127.0.0.1:0 --access-log off " + c.args +
+                                            " 2>&1 >/dev/null",
+                                        &status);
     EXPECT_EQ(status, 2) << c.args << ": " << err;
     EXPECT_NE(err.find(c.names), std::string::npos) << err;
     EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << "one line: " << err;
@@ -49,6 +59,19 @@ TEST(Binary, BadFlagsAndFilesExit2WithOneLineNamingThem) {
   const std::string help = run_command(std::string(GREENHTTP_BINARY) + " --help", &status);
   EXPECT_EQ(status, 0);
   EXPECT_NE(help.find("--read-header-timeout"), std::string::npos);
+}
+
+TEST(Binary, AFlagGivenTwiceTakesTheLastValue) {
+  // ServerProcess passes --listen and --port-file first: these come after and win.
+  ServerProcess server({"--threads", "1000", "--threads", "2", "--access-log", "stdout",
+                        "--access-log", "off", "--listen", "127.0.0.1:0"});
+  ASSERT_NE(server.port(), 0) << server.stderr_text();
+  EXPECT_NE(server.stderr_text().find("(2 Ps,"), std::string::npos) << server.stderr_text();
+  Client c(server.port());
+  ASSERT_TRUE(c.send(get(server.port(), "/plaintext")));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
 }
 
 TEST(Binary, ReportsItsPortAndServesCurl) {

@@ -1,6 +1,5 @@
-// build/greenhttp in a child process, for the tests that run the binary as users do: it listens
-// on 127.0.0.1 on an ephemeral port (read back from --port-file), its stderr goes to a file in
-// a temporary directory, and the destructor kills it. Every wait is bounded.
+// build/greenhttp in a child process, for the tests that run the binary as users do (flags,
+// exit codes, signals): it listens on an ephemeral port read back from --port-file.
 #pragma once
 
 #include <dirent.h>
@@ -10,7 +9,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <sstream>
 #include <string>
@@ -21,11 +22,29 @@
 
 namespace green::http::testing {
 
+// Polls `done` every few milliseconds until it holds or `limit` passes; returns whether it
+// held. For states only observable from outside (a file, another process's output).
+inline bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Its stderr goes to dir()/stderr; the directory is removed with it.
 class ServerProcess {
  public:
   // `args` follow --listen and --port-file; `env` ("NAME=value") is added to the child's.
   explicit ServerProcess(std::vector<std::string> args, std::vector<std::string> env = {}) {
-    using namespace std::chrono_literals;
     char dir[] = "/tmp/greenhttp-bin-XXXXXX";
     dir_ = mkdtemp(dir);
     port_file_ = dir_ + "/port";
@@ -41,15 +60,18 @@ class ServerProcess {
       execv(argv[0], argv.data());
       _exit(127);
     }
-    for (int i = 0; i < 500 && port_ == 0; ++i) {
-      std::ifstream in(port_file_);
-      in >> port_;
-      if (port_ == 0) std::this_thread::sleep_for(10ms);
-    }
+    // The file is renamed into place whole: a number read from it is the port.
+    wait_until(
+        [this] {
+          std::ifstream in(port_file_);
+          in >> port_;
+          return port_ != 0;
+        },
+        std::chrono::seconds(5));
   }
   ~ServerProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
+    if (alive()) {
+      ::kill(pid_, SIGKILL);
       waitpid(pid_, nullptr, 0);
     }
     run_command("rm -rf '" + dir_ + "'");
@@ -58,23 +80,30 @@ class ServerProcess {
   ServerProcess& operator=(const ServerProcess&) = delete;
 
   uint16_t port() const { return port_; }
+  // The child's pid, positive, even after it exited (never pass it to kill(2) then: use
+  // signal(), which checks; a pid of -1 would signal every process we may signal).
   pid_t pid() const { return pid_; }
-  std::string dir() const { return dir_; }
-
-  // Sends `sig` and waits up to `limit` for the exit; returns the exit code (-1: still running).
+  // Whether the process is still running (false once it exited or was killed).
+  bool alive() {
+    if (pid_ <= 0 || exited_) return false;
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) != pid_) return true;
+    exited_ = true;
+    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return false;
+  }
+  // Sends `sig` if the process is still running; returns whether it was sent.
+  bool signal(int sig) { return alive() && ::kill(pid_, sig) == 0; }
+  // Waits up to `limit` for the exit; returns the exit code (128 + N after signal N), or -1
+  // if it is still running.
+  int wait_exit(std::chrono::milliseconds limit) {
+    wait_until([this] { return !alive(); }, limit);
+    return exited_ ? exit_code_ : -1;
+  }
+  // Sends `sig` and waits up to `limit` for the exit, as wait_exit.
   int signal_and_wait(int sig, std::chrono::milliseconds limit) {
-    using namespace std::chrono_literals;
-    kill(pid_, sig);
-    const auto until = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < until) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(5ms);
-    }
-    return -1;
+    signal(sig);
+    return wait_exit(limit);
   }
   int64_t rss_kb() const {
     std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
@@ -97,8 +126,7 @@ class ServerProcess {
   }
   // CPU time used so far, user + system (/proc/PID/stat fields 14 and 15), in seconds.
   double cpu_seconds() const {
-    std::ifstream in("/proc/" + std::to_string(pid_) + "/stat");
-    const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string all = read_file("/proc/" + std::to_string(pid_) + "/stat");
     std::istringstream rest(all.substr(all.rfind(')') + 2));  // from field 3 on
     std::string field;
     double ticks = 0;
@@ -107,17 +135,15 @@ class ServerProcess {
     }
     return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
   }
-  std::string stderr_text() const {
-    std::ifstream in(dir_ + "/stderr");
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-  }
+  std::string stderr_text() const { return read_file(dir_ + "/stderr"); }
+  std::string dir() const { return dir_; }
 
  private:
   std::string dir_;
   std::string port_file_;
   pid_t pid_ = -1;
+  bool exited_ = false;
+  int exit_code_ = -1;
   uint16_t port_ = 0;
 };
 

@@ -11,10 +11,12 @@
 #include <chrono>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "runtime/channel.h"
 #include "runtime/green.h"
+#include "runtime/netpoll.h"
 #include "runtime/sync.h"
 #include "tests/runtime/test_util.h"
 
@@ -382,6 +384,46 @@ TEST(Net, CloseWakesAParkedReaderAndAParkedAccept) {
     char c;
     EXPECT_EQ(client.read(&c, 1), -ECANCELED);
     EXPECT_EQ(client.write("x", 1), -ECANCELED);
+  });
+}
+
+// The graceful drain's wake (server/connection.cpp): a parked reader returns as if readable,
+// finds nothing, and the socket and what later arrives stay its own. From a plain thread too.
+TEST(Net, WakeReaderWakesAParkedReaderWithoutClosingTheSocket) {
+  green::run({.procs = 2}, [&] {
+    TcpListener listener;
+    TcpStream client, server;
+    ASSERT_NO_FATAL_FAILURE(connected_pair(listener, client, server));
+
+    // Nobody parked: the wake is remembered, and the next wait returns at once.
+    server.wake_reader();
+    server.set_read_deadline(green::net::deadline_after(10s));
+    EXPECT_EQ(server.wait_readable(), 0);
+    char buf[16];
+    EXPECT_EQ(server.try_read(buf, sizeof buf), -EAGAIN);
+
+    green::Channel<int> woken;
+    green::go([&] { (void)woken.send(server.wait_readable()); });
+    // Parked: the netpoller counts it as a waiter.
+    const auto until = std::chrono::steady_clock::now() + 5s;
+    while (green::detail::netpoll_waiters() == 0 && std::chrono::steady_clock::now() < until) {
+      green::sleep_for(1ms);
+    }
+    ASSERT_GT(green::detail::netpoll_waiters(), 0);
+    std::thread([&] { server.wake_reader(); }).join();  // from a plain thread
+    EXPECT_EQ(woken.recv(), std::optional<int>(0));
+    EXPECT_EQ(server.try_read(buf, sizeof buf), -EAGAIN);
+    EXPECT_TRUE(server.is_open());
+    // Still a working socket, both ways.
+    ASSERT_EQ(client.write("hello", 5), 5);
+    ASSERT_TRUE(read_exactly(server, buf, 5));
+    EXPECT_EQ(std::string(buf, 5), "hello");
+    ASSERT_EQ(server.write("back", 4), 4);
+    ASSERT_TRUE(read_exactly(client, buf, 4));
+    EXPECT_EQ(std::string(buf, 4), "back");
+    // A closed stream ignores it.
+    server.close();
+    server.wake_reader();
   });
 }
 
