@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "tests/http/http_test_util.h"
+#include "tests/http/server_process.h"
 
 namespace green::http {
 namespace {
@@ -31,54 +32,32 @@ using namespace std::chrono_literals;
 using testing::Client;
 using testing::run_command;
 
-// build/greenhttp in a child process on an ephemeral port (read from --port-file), with a
-// static directory holding a/b.
+// The binary (tests/http/server_process.h) with a static directory holding a/b, made before
+// it starts (--static-dir must exist) and removed after it stops.
 class ServerProcess {
  public:
-  explicit ServerProcess(std::vector<std::string> args) {
-    char dir[] = "/tmp/greenhttp-table-XXXXXX";
-    dir_ = mkdtemp(dir);
-    mkdir((dir_ + "/static").c_str(), 0755);
-    mkdir((dir_ + "/static/a").c_str(), 0755);
-    std::ofstream(dir_ + "/static/a/b") << "file a/b";
-    const std::string port_file = dir_ + "/port";
-    args.insert(args.begin(), {GREENHTTP_BINARY, "--listen", "127.0.0.1:0", "--port-file",
-                               port_file, "--access-log", "off", "--static-dir",
-                               dir_ + "/static"});
-    pid_ = fork();
-    if (pid_ == 0) {
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      freopen((dir_ + "/stderr").c_str(), "w", stderr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    const auto until = std::chrono::steady_clock::now() + 10s;
-    while (port_ == 0 && std::chrono::steady_clock::now() < until) {
-      std::ifstream in(port_file);
-      in >> port_;
-      if (port_ == 0) std::this_thread::sleep_for(10ms);  // polling a file, bounded
-    }
-  }
-  ~ServerProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    run_command("rm -rf '" + dir_ + "'");
-  }
-  uint16_t port() const { return port_; }
+  explicit ServerProcess(std::vector<std::string> args)
+      : static_dir_(make_static_dir()), process_(with_static_dir(std::move(args), static_dir_)) {}
+  ~ServerProcess() { run_command("rm -rf '" + static_dir_ + "'"); }
+  uint16_t port() const { return process_.port(); }
   // What the server wrote to stderr: a sanitizer build reports there.
-  std::string stderr_text() const {
-    std::ifstream in(dir_ + "/stderr");
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  }
+  std::string stderr_text() const { return process_.stderr_text(); }
 
  private:
-  std::string dir_;
-  pid_t pid_ = -1;
-  uint16_t port_ = 0;
+  static std::string make_static_dir() {
+    char dir[] = "/tmp/greenhttp-table-XXXXXX";
+    const std::string root = mkdtemp(dir);
+    mkdir((root + "/a").c_str(), 0755);
+    std::ofstream(root + "/a/b") << "file a/b";
+    return root;
+  }
+  static std::vector<std::string> with_static_dir(std::vector<std::string> args,
+                                                  const std::string& dir) {
+    args.insert(args.begin(), {"--access-log", "off", "--static-dir", dir});
+    return args;
+  }
+  std::string static_dir_;
+  testing::ServerProcess process_;
 };
 
 struct Case {
