@@ -107,6 +107,14 @@ void register_static(http::Router& router, const std::string& dir) {
     const std::string path(rel);
     const int fd = green::may_block([&] { return open_beneath(root->fd, path); });
     if (fd < 0) {
+      // Out of descriptors or memory is the server's state, not the file's: 503 with
+      // Retry-After, as for the other resource limits (nginx answers 500 here; a client
+      // can act on 503). Everything else (missing, a symlink out of the root, ...) is a 404.
+      if (fd == -EMFILE || fd == -ENFILE || fd == -ENOMEM) {
+        w.set_header("Retry-After", "1");
+        w.send_status(503);
+        return;
+      }
       w.send_status(fd == -EACCES ? 403 : 404);
       return;
     }

@@ -1,5 +1,6 @@
 #include "server/server.h"
 
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -37,11 +38,13 @@ Server::Server(ServerOptions options, const Router& router, AccessLog* access_lo
   shutdown_done_.add(1);  // done by the first shutdown(); serve() waits for it
   max_connections_ =
       options_.max_connections > 0 ? options_.max_connections : default_max_connections();
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
 Server::~Server() {
   listener_.close();
   wait_for_connections(Clock::time_point::max());
+  if (spare_fd_ >= 0) ::close(spare_fd_);
 }
 
 bool Server::wait_for_connections(Clock::time_point until) {
@@ -68,7 +71,8 @@ void Server::reject(net::TcpStream& stream) {
   // socket is fresh, so the write goes straight into its empty send buffer.
   metrics_.rejected_connections.fetch_add(1, std::memory_order_relaxed);
   ByteBuffer out;
-  append_error_response(out, 503, "Service Unavailable: too many open connections");
+  append_error_response(out, 503, "Service Unavailable: too many open connections",
+                        "Retry-After: 1\r\n");
   stream.set_write_deadline(Clock::now() + std::chrono::milliseconds(100));
   stream.write(out.data(), out.size());
   stream.shutdown(SHUT_WR);
@@ -84,6 +88,19 @@ std::size_t Server::serve() {
     net::Address peer;
     const int rc = listener_.accept(&stream, &peer);
     if (rc == -ECANCELED) break;  // shutdown closed the listener
+    if ((rc == -EMFILE || rc == -ENFILE) && spare_fd_ >= 0) {
+      // Out of descriptors with clients waiting in the backlog: give the spare descriptor up,
+      // take one client and answer it 503 (rather than leave it unanswered until it gives up),
+      // then take the spare back (libev's and libuv's EMFILE trick). Best effort: another
+      // thread may take the freed descriptor first, and then the backoff below applies.
+      ::close(spare_fd_);
+      spare_fd_ = -1;
+      net::TcpStream refused;
+      if (listener_.accept(&refused, nullptr, Clock::now()) == 0) reject(refused);
+      spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+      green::sleep_for(std::chrono::milliseconds(1));  // let connections go away meanwhile
+      continue;
+    }
     if (rc == -EMFILE || rc == -ENFILE || rc == -ENOBUFS || rc == -ENOMEM) {
       // Out of descriptors or memory: wait for connections to go away, as Go's Accept loop
       // does, instead of spinning on the error.

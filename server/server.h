@@ -133,6 +133,8 @@ class Server {
   ServerMetrics metrics_;
   net::TcpListener listener_;
   int64_t max_connections_ = 0;
+  // /dev/null, held open to be given up when accept() fails with EMFILE (serve()).
+  int spare_fd_ = -1;
   std::atomic<bool> ready_{false};
   std::atomic<bool> serving_{false};        // serve() was called
   std::atomic<bool> shutting_down_{false};  // shutdown() was called
