@@ -33,7 +33,7 @@ constexpr int64_t kMaxMillis = 60'000;
 constexpr int64_t kMaxSpawn = 100'000;
 // How often a long handler asks whether its client is still there (one syscall each time).
 constexpr auto kPollEvery = std::chrono::milliseconds(5);
-constexpr int kClientClosedRequest = 499;  // nginx's status for the log; never sent
+constexpr int kClientClosedRequest = 499;  // nginx's status for the log; never sent (drop())
 
 // A counting limit that never waits: a request over it is refused, not queued (queued CPU
 // work would only add to the latency of everything else).
@@ -115,7 +115,7 @@ void register_runtime_demos(http::Router& router, DemoLimits limits) {
       }
     });
     if (gone) {
-      w.send_status(kClientClosedRequest);
+      w.drop(kClientClosedRequest);
       return;
     }
     reply(w, "blocked a thread for %lld ms\n", static_cast<long long>(ms));
@@ -141,7 +141,7 @@ void register_runtime_demos(http::Router& router, DemoLimits limits) {
       green::checkpoint();  // lets sysmon's preemption request through
       if (now >= next_poll) {
         if (r.client_gone()) {
-          w.send_status(kClientClosedRequest);
+          w.drop(kClientClosedRequest);
           return;
         }
         next_poll = now + kPollEvery;

@@ -81,6 +81,14 @@ class ResponseWriter {
     mode_ = Mode::kDone;
     broken_ = true;
   }
+  // The client has gone (Request::client_gone()): nothing of this response is sent, the
+  // connection closes, and `status` is what the access log and metrics record (nginx's 499,
+  // "client closed request", which nginx never sends either). Before the head is sent.
+  void drop(int status) {
+    status_ = status;
+    mode_ = Mode::kDone;
+    keep_alive_ = false;
+  }
   // The connection must close after this response (asked for, HTTP/1.0 streaming, or framing
   // broken by a wrong declared length).
   bool keep_alive() const { return keep_alive_ && !broken_; }

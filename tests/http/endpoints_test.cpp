@@ -157,6 +157,24 @@ TEST(Endpoints, BlockingStopsWhenItsClientLeaves) {
                          2s));
 }
 
+// A client that half-closes after its request counts as gone (as in Go and nginx), and the
+// 499 the log records for it is never sent: nginx's "client closed request" is a log status.
+// The connection just ends.
+TEST(Endpoints, AGoneClientIsLogged499ButSentNothing) {
+  ServerProcess server({});
+  ASSERT_NE(server.port(), 0);
+  for (const char* target : {"/work?ms=3000", "/blocking?ms=3000"}) {
+    Client c(server.port(), 5s);
+    ASSERT_TRUE(c.send(get(server.port(), target)));
+    ::shutdown(c.fd(), SHUT_WR);
+    const auto start = Clock::now();
+    EXPECT_EQ(c.read_all(), "") << target << ": the client must read nothing, then the end";
+    EXPECT_LT(Clock::now() - start, 2s) << target << ": stopped, not run to its end";
+  }
+  EXPECT_TRUE(eventually(
+      [&] { return metric(server.port(), "greenhttp_requests_total{code=\"499\"}") == 2; }, 3s));
+}
+
 // Past --max-work-concurrency / --max-blocking-concurrency a request is answered 503 with
 // Retry-After at once; when a slot frees, requests are served again. limit + 1 long requests
 // at once: whatever their order, exactly one finds every slot taken.
