@@ -53,9 +53,24 @@ void format_combined(const AccessRecord& r, ByteBuffer& out) {
 }
 
 namespace {
+// O_NONBLOCK for the open only: a FIFO nobody reads would otherwise block the open for good
+// (at start-up, or in the signal thread on SIGHUP); now it fails at once with ENXIO. A FIFO or
+// pipe with a reader (/dev/stdout under a supervisor) is still a valid target, and its writes
+// block as a file's do, hence the flag is cleared again.
 int open_log_file(const std::string& path, std::string* error) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) *error = "cannot open \"" + path + "\": " + std::strerror(errno);
+  const int fd =
+      ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0644);
+  if (fd < 0) {
+    *error = "cannot open \"" + path + "\": " +
+             (errno == ENXIO ? std::string("a FIFO with no reader") : std::strerror(errno));
+    return -1;
+  }
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    *error = "cannot set up \"" + path + "\": " + std::strerror(errno);
+    ::close(fd);
+    return -1;
+  }
   return fd;
 }
 }  // namespace

@@ -1,6 +1,7 @@
 // build/greenhttp as users run it: flags and exit codes, real clients (curl, python3's
 // http.client), SIGTERM under load, and the memory of idle keep-alive connections.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -59,6 +60,25 @@ TEST(Binary, BadFlagsAndFilesExit2WithOneLineNamingThem) {
   const std::string help = run_command(std::string(GREENHTTP_BINARY) + " --help", &status);
   EXPECT_EQ(status, 0);
   EXPECT_NE(help.find("--read-header-timeout"), std::string::npos);
+}
+
+// An access log path that is a FIFO with no reader: one line and exit 2, at once (the open
+// used to wait for a reader for good, with no port and no word).
+TEST(Binary, AnAccessLogFifoWithNoReaderIsAnErrorNotAHang) {
+  char dir[] = "/tmp/greenhttp-fifo-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string fifo = std::string(dir) + "/access.log";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
+  int status = 0;
+  const std::string err = run_command("timeout 10 " + std::string(GREENHTTP_BINARY) +
+                                          " --listen 127.0.0.1:0 --access-log " + fifo +
+                                          " 2>&1 >/dev/null",
+                                      &status);
+  run_command("rm -rf '" + std::string(dir) + "'");
+  EXPECT_EQ(status, 2) << err;  // 124: timeout killed a hung server
+  EXPECT_NE(err.find("--access-log"), std::string::npos) << err;
+  EXPECT_NE(err.find("FIFO with no reader"), std::string::npos) << err;
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << "one line: " << err;
 }
 
 TEST(Binary, AFlagGivenTwiceTakesTheLastValue) {

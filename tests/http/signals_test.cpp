@@ -3,6 +3,7 @@
 // load drains without resetting a connection that has a request in flight.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -89,6 +90,24 @@ TEST(Signals, Usr1ReopensTheLogAndUsr2IsIgnoredNeitherKills) {
   EXPECT_TRUE(s.logged("after-usr1"));
   // And SIGTERM still stops it cleanly afterwards.
   EXPECT_EQ(s.server.signal_and_wait(SIGTERM, 5s), 0) << s.server.stderr_text();
+}
+
+// The log's path turned into a FIFO that nobody reads: the reopen fails at once (it used to
+// block the signal thread in open(2) for good, so SIGTERM went unheard), the old file is kept,
+// and the server still drains and exits on SIGTERM.
+TEST(Signals, ReopenOntoAFifoWithNoReaderFailsWithoutBlockingTheSignals) {
+  LoggingServer s;
+  ASSERT_NE(s.server.port(), 0);
+  request(s.server.port(), "before-fifo");
+  ASSERT_TRUE(s.logged("before-fifo"));
+  ASSERT_EQ(rename(s.log.c_str(), (s.log + ".1").c_str()), 0);
+  ASSERT_EQ(mkfifo(s.log.c_str(), 0644), 0);
+  ASSERT_TRUE(s.server.signal(SIGHUP));
+  ASSERT_TRUE(wait_until([&] { return contains(s.server.stderr_text(), "not reopened"); }, 5s))
+      << s.server.stderr_text();
+  request(s.server.port(), "after-fifo");  // still logged, to the renamed file
+  EXPECT_TRUE(wait_until([&] { return contains(read_file(s.log + ".1"), "after-fifo"); }, 5s));
+  EXPECT_EQ(s.server.signal_and_wait(SIGTERM, 10s), 0) << s.server.stderr_text();
 }
 
 // 50 keep-alive clients loop on /plaintext; SIGTERM arrives mid-run (tests/http/drain_clients.py
