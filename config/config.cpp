@@ -54,11 +54,19 @@ std::string apply_duration(std::chrono::nanoseconds& out, const std::string& v) 
   return {};
 }
 
-std::string apply_size(uint64_t& out, const std::string& v, uint64_t min) {
+// The most --max-header-bytes and --max-target-bytes may be. Every active connection's read
+// buffer holds a whole head (target + headers), allocated in full, and the parser keeps
+// positions in it as 32-bit offsets: 1 MiB each (Go's default MaxHeaderBytes) keeps a busy
+// connection's buffer near 2 MiB. More is a mistake, not a need.
+constexpr uint64_t kMaxHeadPartBytes = 1 << 20;
+
+std::string apply_size(uint64_t& out, const std::string& v, uint64_t min,
+                       uint64_t max = UINT64_MAX) {
   std::string why;
   std::optional<uint64_t> n = parse_size(v, &why);
   if (!n) return "size " + quote(v) + " " + why;
   if (*n < min) return "size " + quote(v) + " is below the minimum " + std::to_string(min);
+  if (*n > max) return "size " + quote(v) + " is above the maximum " + std::to_string(max);
   out = *n;
   return {};
 }
@@ -178,11 +186,15 @@ std::vector<Setting> settings() {
       {"max-body", "limits.max_body", "largest request body, then 413 (default 1MiB)",
        [](C& c, const std::string& v) { return apply_size(c.max_body_bytes, v, 0); }},
       {"max-header-bytes", "limits.max_header_bytes",
-       "largest header section, then 431 (default 16KiB)",
-       [](C& c, const std::string& v) { return apply_size(c.max_header_bytes, v, 256); }},
+       "largest header section, then 431 (default 16KiB, at most 1MiB)",
+       [](C& c, const std::string& v) {
+         return apply_size(c.max_header_bytes, v, 256, kMaxHeadPartBytes);
+       }},
       {"max-target-bytes", "limits.max_target_bytes",
-       "longest request target, then 414 (default 8KiB)",
-       [](C& c, const std::string& v) { return apply_size(c.max_target_bytes, v, 16); }},
+       "longest request target, then 414 (default 8KiB, at most 1MiB)",
+       [](C& c, const std::string& v) {
+         return apply_size(c.max_target_bytes, v, 16, kMaxHeadPartBytes);
+       }},
       {"max-headers", "limits.max_headers", "most header fields, then 431 (default 100)",
        [](C& c, const std::string& v) { return apply_int(c.max_headers, v, 1, 10'000); }},
       // Endpoints that cannot be turned against the server.

@@ -169,6 +169,10 @@ TEST(Config, ValuesThatOverflowOrRoundToNothingAreOneLineErrors) {
       {{"--max-body", "17179869184g"}, "--max-body: size \"17179869184g\" is too large"},
       {{"--max-header-bytes", "99999999999999999999999k"}, "--max-header-bytes"},
       {{"--max-target-bytes", "18446744073709551616"}, "--max-target-bytes"},
+      // Each busy connection's read buffer holds target + headers: above 1 MiB each is refused
+      // (4GiB took a GB of RSS per connection, and overflows the parser's 32-bit offsets).
+      {{"--max-header-bytes", "4GiB"}, "--max-header-bytes: size \"4GiB\" is above the maximum"},
+      {{"--max-target-bytes", "1025KiB"}, "--max-target-bytes: size \"1025KiB\" is above the maximum"},
       // Rounded to 0, which used to turn the timeout off.
       {{"--idle-timeout", "0.1ns"}, "--idle-timeout: duration \"0.1ns\" rounds to zero"},
       {{"--read-header-timeout", "0.0000000000000000000001s"}, "--read-header-timeout"},
