@@ -126,14 +126,20 @@ std::size_t Server::serve() {
   // Drain: in-flight requests finish (their connections close after answering), idle
   // connections were woken above to answer what had arrived and close; whatever is left at the
   // deadline is cut off.
+  // The forced close comes a little before the deadline (a quarter of it, at most a second),
+  // so that the green threads that see it have ended by the deadline itself: shutdown_timeout
+  // bounds the whole drain, as Go's Shutdown(ctx) deadline does.
   const Clock::time_point deadline = Clock::now() + options_.shutdown_timeout;
-  while (metrics_.open_connections.load() > 0 && Clock::now() < deadline) {
+  const Clock::time_point force_at =
+      deadline - std::min<std::chrono::nanoseconds>(std::chrono::seconds(1),
+                                                   options_.shutdown_timeout / 4);
+  while (metrics_.open_connections.load() > 0 && Clock::now() < force_at) {
     stop_connections(false);  // cheap, and a safety net: connections see the drain themselves
     green::sleep_for(std::chrono::milliseconds(10));
   }
   if (metrics_.open_connections.load() > 0) {
     stop_connections(true);
-    wait_for_connections(Clock::now() + std::chrono::seconds(1));
+    wait_for_connections(deadline);
   }
   reclaimer_.stop();
   return static_cast<std::size_t>(std::max<int64_t>(0, metrics_.open_connections.load()));
