@@ -27,7 +27,8 @@
 // is refused before it is buffered whole, and a declared body over the limit is refused (413)
 // before any of it is read; so is a chunk whose declared size exceeds what is left of the body
 // budget. A chunk-size line (size, extensions, CRLF) is at most kMaxChunkLineBytes (400 past it),
-// which bounds extensions and runs of leading zeros alike. Trailer fields obey the header rules
+// which bounds extensions and runs of leading zeros alike. Every
+// line of the head and the trailers ends in CRLF: a bare LF there is a 400. Trailer fields obey the header rules
 // (no obs-fold, no whitespace before the colon) and count against the header limits. After kError the parser stays in error; the connection must answer
 // error_status() with Connection: close and stop reading.
 //
@@ -124,6 +125,7 @@ class RequestParser {
   static int on_header_field(llhttp_t* p, const char* at, std::size_t n);
   static int on_header_value(llhttp_t* p, const char* at, std::size_t n);
   int on_trailer_field(const char* at, std::size_t n);
+  bool head_ends_in_crlf() const;
   static int on_header_field_complete(llhttp_t* p);
   static int on_header_value_complete(llhttp_t* p);
   static int on_headers_complete(llhttp_t* p);

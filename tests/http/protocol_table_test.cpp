@@ -113,6 +113,23 @@ std::vector<Case> cases() {
       {"bare-cr-after-chunk-data", post_chunked("5\r\nhello\rX0\r\n\r\n"), 400, kClose},
       {"bare-cr-ends-trailers", post_chunked("5\r\nhello\r\n0\r\nT: v\r\n\rX"), 400, kClose},
       {"bare-lf-line-ends", "GET /plaintext HTTP/1.1\nHost: a\n\n", 400, kClose},
+      // --- bare LF: no line inside a request ends in one (a front proxy framing it differently
+      // is a smuggling vector); before a request line, empty lines of bare LF stay skipped ---
+      {"bare-lf-after-request-line", "GET /plaintext HTTP/1.1\nHost: a\r\n\r\n", 400, kClose},
+      {"bare-lf-ends-head", get + "\n", 400, kClose},
+      {"bare-lf-ends-head-without-headers", "GET /plaintext HTTP/1.0\r\n\n", 400, kClose},
+      {"bare-lf-ends-content-length-head",
+       "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\nabc"
+       "GET /json HTTP/1.1\r\nHost: a\r\n\r\n",
+       400, kClose},
+      {"bare-lf-ends-trailers", post_chunked("0\r\n\nGET /json HTTP/1.1\r\nHost: a\r\n\r\n"), 400,
+       kClose},
+      {"bare-lf-after-trailer-field", post_chunked("1\r\nx\r\n0\r\nT: v\n\r\n"), 400, kClose},
+      {"bare-lf-after-header-value", get + "X: v\n\r\n", 400, kClose},
+      {"bare-lf-after-chunk-size", post_chunked("3\nabc\r\n0\r\n\r\n"), 400, kClose},
+      {"bare-lf-after-chunk-data", post_chunked("3\r\nabc\n0\r\n\r\n"), 400, kClose},
+      {"bare-lf-after-last-chunk", post_chunked("0\n\r\n"), 400, kClose},
+      {"bare-lf-empty-lines-before-request", "\n\n" + get + "\r\n", 200, kKeep},
       // --- Host (RFC 9112 3.2) ---
       {"host-missing", "GET /plaintext HTTP/1.1\r\n\r\n", 400, kClose},
       {"host-duplicate", get + "Host: b\r\n\r\n", 400, kClose},

@@ -189,6 +189,16 @@ TEST(RequestParser, ChunkedBodyWithExtensionsAndTrailersSurvivesEverySplit) {
   }
 }
 
+// Bare LF empty lines before a request line stay skipped, as nginx skips them: between two
+// requests they cannot move a boundary (RequestParser::skip_empty_lines()).
+TEST(RequestParser, BareLfEmptyLinesBeforeARequestAreSkipped) {
+  for (const std::size_t step : {std::size_t{0}, std::size_t{1}}) {
+    Parsed p = parse("\n\r\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n", step);
+    EXPECT_EQ(p.error, 0) << step << ": " << p.reason;
+    EXPECT_EQ(p.targets.size(), 2u) << step;
+  }
+}
+
 TEST(RequestParser, ChunkLargerThanTheBodyLimitIs413BeforeItsData) {
   Limits limits;
   limits.max_body_bytes = 10;
@@ -311,6 +321,28 @@ std::vector<BadInput> bad_inputs() {
        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\rX0\r\n\r\n", 400},
       {"bare CR ends the trailers",
        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: v\r\n\rX", 400},
+      // A bare LF ends no line inside a request (llhttp alone takes the first four).
+      {"bare LF after the request line", "GET / HTTP/1.1\nHost: a\r\n\r\n", 400},
+      {"bare LF ends the head", "GET / HTTP/1.1\r\nHost: a\r\n\n", 400},
+      {"bare LF ends a head without headers", "GET / HTTP/1.0\r\n\n", 400},
+      {"bare LF after a request line without headers", "GET / HTTP/1.0\n\r\n", 400},
+      {"bare LF ends a Content-Length head",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\nabcGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+       400},
+      {"bare LF ends the trailers",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\n"
+       "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+      {"bare LF after a trailer field",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: v\n\r\n", 400},
+      {"bare LF after a header value", "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", 400},
+      {"bare LF after header whitespace", "GET / HTTP/1.1\r\nHost: a \n\r\n", 400},
+      {"bare LF after an empty value", "GET / HTTP/1.1\r\nHost: a\r\nX:\n\r\n", 400},
+      {"bare LF after a chunk size",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n", 400},
+      {"bare LF after chunk data",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\n0\r\n\r\n", 400},
+      {"bare LF after the last chunk",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\n\r\n", 400},
       {"Host with a space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
       {"Host with userinfo", "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", 400},
       {"Host with a slash", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400},
