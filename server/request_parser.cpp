@@ -255,6 +255,7 @@ void RequestParser::reset_message() {
   host_count_ = 0;
   phase_ = Phase::kHead;
   chunk_line_bytes_ = trailer_bytes_ = trailer_count_ = 0;
+  chunk_size_ = chunk_excess_ = 0;
   transfer_encoding_ = expect_ = body_span_ = {};
   has_transfer_encoding_ = has_expect_ = body_copied_ = false;
   body_bytes_ = 0;
@@ -371,6 +372,21 @@ bool RequestParser::check_framing(Phase phase, std::size_t from, std::size_t to)
     chunk_line_bytes_ += to - from;
     if (chunk_line_bytes_ > kMaxChunkLineBytes) {
       fail(400, "chunk-size line too long (extensions or leading zeros)");
+      return false;
+    }
+    if (phase_ == Phase::kChunkLine) return true;  // the line goes on in the next read
+    // The line is complete. The 4 KiB line bound alone lets a client send 4 KiB of extensions
+    // per byte of data, without end. Go's rule (net/http/internal/chunked.go, since
+    // CVE-2023-39326): each chunk adds its line's length and the 2 bytes of CRLF after its
+    // data to an excess counter and takes away 16 + 2 × its size, the counter never going
+    // below 0; past 16 KiB the body is refused. One byte a chunk with short extensions
+    // ("1;a=b\r\nx\r\n": 7 + 2 - 18 < 0) never accrues any; 4 KiB of extensions a byte does
+    // after 5 chunks.
+    chunk_excess_ += chunk_line_bytes_ + 2;
+    const uint64_t allowance = chunk_size_ > (UINT64_MAX - 16) / 2 ? UINT64_MAX : 16 + 2 * chunk_size_;
+    chunk_excess_ = chunk_excess_ > allowance ? chunk_excess_ - allowance : 0;
+    if (chunk_excess_ > kMaxChunkExcessBytes) {
+      fail(400, "too much chunk framing for the data");
       return false;
     }
     return true;
@@ -653,6 +669,7 @@ int RequestParser::on_chunk_header(llhttp_t* p) {
   if (p->content_length > r->limits_.max_body_bytes - r->body_bytes_) {
     return r->fail(413, "chunk larger than the body limit");
   }
+  r->chunk_size_ = p->content_length;
   if (p->content_length == 0) {
     r->phase_ = Phase::kTrailers;
     r->trailer_prev_ = '\n';  // the last chunk's line just ended
