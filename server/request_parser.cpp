@@ -255,6 +255,7 @@ void RequestParser::reset_message() {
   host_count_ = 0;
   phase_ = Phase::kHead;
   chunk_line_bytes_ = trailer_bytes_ = trailer_count_ = 0;
+  chunk_size_ = chunk_excess_ = 0;
   transfer_encoding_ = expect_ = body_span_ = {};
   has_transfer_encoding_ = has_expect_ = body_copied_ = false;
   body_bytes_ = 0;
@@ -321,6 +322,10 @@ ParseEvent RequestParser::next() {
 // RFC 9112 2.2: a server SHOULD ignore at least one empty line before a request-line. Any
 // number of CRLF (or bare LF, as nginx allows) is skipped; a CR followed by anything but LF is
 // a 400. A CR at the very end is left in place: its LF may come with the next read.
+// Bare LF stays accepted here, unlike inside a request (head_ends_in_crlf()): between
+// two requests it cannot move a boundary. The previous request's framing ended before it, and
+// a front proxy either skips it too (nginx) or refuses the connection; neither reads the next
+// request's bytes as part of another.
 bool RequestParser::skip_empty_lines() {
   const char* buf = storage_->input.data();
   std::size_t i = parsed_;
@@ -341,6 +346,25 @@ bool RequestParser::skip_empty_lines() {
   return true;
 }
 
+// Every line of the head ends in CRLF. RFC 9112 2.2 lets a recipient take a bare LF as a line
+// end, and Go and nginx do; we refuse it (400, like a bare CR), because a front proxy that
+// frames the same bytes differently is a request-smuggling vector. Strict llhttp already
+// refuses a bare LF after a header value, in the target and in chunk-size lines, but takes one
+// after the request line and as the empty line that ends the head; we check every line end so
+// as not to depend on which ones llhttp lets through.
+// Lean, as it runs for every request: no scan of the head. A header line starts right after
+// the previous line's LF, so the byte before that LF must be CR (on_headers_complete checks
+// that while it walks the headers). The last header line (or the request line, when there are
+// no headers) ends in the first LF after head_end_, behind only trailing whitespace or the
+// version; the empty line follows it. on_headers_complete runs once that empty line's LF has
+// been consumed, so it is in the buffer.
+bool RequestParser::head_ends_in_crlf() const {
+  const char* buf = storage_->input.data();
+  std::size_t i = head_end_;
+  while (i != end_ && buf[i] != '\n') ++i;
+  return i + 2 < end_ && buf[i - 1] == '\r' && buf[i + 1] == '\r' && buf[i + 2] == '\n';
+}
+
 // The bytes [from, to) were consumed in `phase` (a chunked body's pauses keep one execute
 // within one phase).
 bool RequestParser::check_framing(Phase phase, std::size_t from, std::size_t to) {
@@ -348,6 +372,21 @@ bool RequestParser::check_framing(Phase phase, std::size_t from, std::size_t to)
     chunk_line_bytes_ += to - from;
     if (chunk_line_bytes_ > kMaxChunkLineBytes) {
       fail(400, "chunk-size line too long (extensions or leading zeros)");
+      return false;
+    }
+    if (phase_ == Phase::kChunkLine) return true;  // the line goes on in the next read
+    // The line is complete. The 4 KiB line bound alone lets a client send 4 KiB of extensions
+    // per byte of data, without end. Go's rule (net/http/internal/chunked.go, since
+    // CVE-2023-39326): each chunk adds its line's length and the 2 bytes of CRLF after its
+    // data to an excess counter and takes away 16 + 2 × its size, the counter never going
+    // below 0; past 16 KiB the body is refused. One byte a chunk with short extensions
+    // ("1;a=b\r\nx\r\n": 7 + 2 - 18 < 0) never accrues any; 4 KiB of extensions a byte does
+    // after 5 chunks.
+    chunk_excess_ += chunk_line_bytes_ + 2;
+    const uint64_t allowance = chunk_size_ > (UINT64_MAX - 16) / 2 ? UINT64_MAX : 16 + 2 * chunk_size_;
+    chunk_excess_ = chunk_excess_ > allowance ? chunk_excess_ - allowance : 0;
+    if (chunk_excess_ > kMaxChunkExcessBytes) {
+      fail(400, "too much chunk framing for the data");
       return false;
     }
     return true;
@@ -366,6 +405,12 @@ bool RequestParser::check_framing(Phase phase, std::size_t from, std::size_t to)
   for (std::size_t i = from; i < to; ++i) {
     if (prev == '\n' && (buf[i] == ' ' || buf[i] == '\t')) {
       fail(400, "obsolete line folding in a trailer");
+      return false;
+    }
+    // Every trailer line, and the empty line ending them, ends in CRLF: see
+    // head_ends_in_crlf() for why a bare LF is refused (llhttp takes "0\r\n\n").
+    if (buf[i] == '\n' && prev != '\r') {
+      fail(400, "bare LF in the trailer section");
       return false;
     }
     prev = buf[i];
@@ -555,12 +600,20 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
   RequestParser* r = self(p);
   r->headers_done_ = true;
   std::size_t head_end = r->url_.offset + r->url_.length;
-  for (std::size_t i = 0; i < r->header_count_; ++i) {
-    const Span v = r->storage_->header_values[i];
-    const Span n = r->storage_->header_names[i];
+  const char* buf = r->storage_->input.data();
+  // Local pointers and count: a char store could alias them, so the compiler would reload.
+  const Span* names = r->storage_->header_names.data();
+  const Span* values = r->storage_->header_values.data();
+  const std::size_t count = r->header_count_;
+  bool crlf = true;  // see head_ends_in_crlf()
+  for (std::size_t i = 0; i < count; ++i) {
+    const Span v = values[i];
+    const Span n = names[i];
     head_end = std::max<std::size_t>({head_end, v.offset + v.length, n.offset + n.length});
+    crlf &= buf[n.offset - 2] == '\r';  // buf[n.offset - 1] is the LF ending the line before
   }
   r->head_end_ = std::max(head_end, r->msg_start_);
+  if (!crlf || !r->head_ends_in_crlf()) return r->fail(400, "bare LF in the request head");
 
   if (p->http_major != 1) return r->fail(505, "unsupported HTTP version");
   if (p->method == HTTP_CONNECT) return r->fail(501, "CONNECT not supported");
@@ -616,6 +669,7 @@ int RequestParser::on_chunk_header(llhttp_t* p) {
   if (p->content_length > r->limits_.max_body_bytes - r->body_bytes_) {
     return r->fail(413, "chunk larger than the body limit");
   }
+  r->chunk_size_ = p->content_length;
   if (p->content_length == 0) {
     r->phase_ = Phase::kTrailers;
     r->trailer_prev_ = '\n';  // the last chunk's line just ended

@@ -27,9 +27,12 @@
 // is refused before it is buffered whole, and a declared body over the limit is refused (413)
 // before any of it is read; so is a chunk whose declared size exceeds what is left of the body
 // budget. A chunk-size line (size, extensions, CRLF) is at most kMaxChunkLineBytes (400 past it),
-// which bounds extensions and runs of leading zeros alike. Trailer fields obey the header rules
-// (no obs-fold, no whitespace before the colon) and count against the header limits. After kError the parser stays in error; the connection must answer
-// error_status() with Connection: close and stop reading.
+// which bounds extensions and runs of leading zeros alike; all the chunk lines together may
+// exceed what the data allows by at most kMaxChunkExcessBytes (Go's rule, 400 past it). Every
+// line of the head and the trailers ends in CRLF: a bare LF there is a 400. Trailer fields obey
+// the header rules (no obs-fold, no whitespace before the colon) and count against the header
+// limits. After kError the parser stays in error; the connection must answer error_status()
+// with Connection: close and stop reading.
 //
 // Not thread-safe: one connection's green thread owns it.
 #pragma once
@@ -80,6 +83,9 @@ class RequestParser {
   // A chunk-size line longer than this (hex digits, extensions and CRLF) is a 400: Go's
   // net/http/internal chunked reader has the same 4 KiB line bound.
   static constexpr std::size_t kMaxChunkLineBytes = 4096;
+  // Chunk framing (lines, extensions, CRLFs) beyond what the data allows, as Go counts it
+  // (check_framing()): past this, "too much chunk framing for the data" (400).
+  static constexpr uint64_t kMaxChunkExcessBytes = 16 * 1024;
 
   // `budget` (may be null: bodies are not counted) must outlive the parser.
   explicit RequestParser(const Limits& limits, BodyBudget* budget = nullptr);
@@ -124,6 +130,7 @@ class RequestParser {
   static int on_header_field(llhttp_t* p, const char* at, std::size_t n);
   static int on_header_value(llhttp_t* p, const char* at, std::size_t n);
   int on_trailer_field(const char* at, std::size_t n);
+  bool head_ends_in_crlf() const;
   static int on_header_field_complete(llhttp_t* p);
   static int on_header_value_complete(llhttp_t* p);
   static int on_headers_complete(llhttp_t* p);
@@ -174,6 +181,8 @@ class RequestParser {
   // The current message.
   Phase phase_ = Phase::kHead;
   std::size_t chunk_line_bytes_ = 0;  // of the current chunk-size line
+  uint64_t chunk_size_ = 0;          // of the chunk whose size line just ended
+  uint64_t chunk_excess_ = 0;        // framing beyond the data's allowance, Go's way
   std::size_t trailer_bytes_ = 0;     // of the trailer section, line ends included
   std::size_t trailer_count_ = 0;
   char trailer_prev_ = '\0';  // the trailer section's last byte so far (obs-fold spans reads)

@@ -75,6 +75,12 @@ std::string post_chunked(std::string_view body) {
          std::string(body);
 }
 
+std::string repeat(const std::string& s, int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += s;
+  return out;
+}
+
 std::vector<Case> cases() {
   const std::string get = "GET /plaintext HTTP/1.1\r\nHost: a\r\n";
   return {
@@ -90,6 +96,9 @@ std::vector<Case> cases() {
        post_chunked("5;name=value\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\n"), 200, kKeep},
       {"chunked-empty-trailer-value", post_chunked("1\r\nx\r\n0\r\nX-Trailer:\r\n\r\n"), 200,
        kKeep},
+      // A byte a chunk with short extensions: each adds 7 + 2 and earns 16 + 2, no excess.
+      {"chunked-1000-one-byte-chunks", post_chunked(repeat("1;a=b\r\nx\r\n", 1000) + "0\r\n\r\n"),
+       200, kKeep},
       {"chunk-size-16-digits", post_chunked("0000000000000001\r\nx\r\n0\r\n\r\n"), 200, kKeep},
       {"absolute-form", "GET http://a/plaintext HTTP/1.1\r\nHost: a\r\n\r\n", 200, kKeep},
       {"static-file", "GET /static/a/b HTTP/1.1\r\nHost: a\r\n\r\n", 200, kKeep},
@@ -113,6 +122,23 @@ std::vector<Case> cases() {
       {"bare-cr-after-chunk-data", post_chunked("5\r\nhello\rX0\r\n\r\n"), 400, kClose},
       {"bare-cr-ends-trailers", post_chunked("5\r\nhello\r\n0\r\nT: v\r\n\rX"), 400, kClose},
       {"bare-lf-line-ends", "GET /plaintext HTTP/1.1\nHost: a\n\n", 400, kClose},
+      // --- bare LF: no line inside a request ends in one (a front proxy framing it differently
+      // is a smuggling vector); before a request line, empty lines of bare LF stay skipped ---
+      {"bare-lf-after-request-line", "GET /plaintext HTTP/1.1\nHost: a\r\n\r\n", 400, kClose},
+      {"bare-lf-ends-head", get + "\n", 400, kClose},
+      {"bare-lf-ends-head-without-headers", "GET /plaintext HTTP/1.0\r\n\n", 400, kClose},
+      {"bare-lf-ends-content-length-head",
+       "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\nabc"
+       "GET /json HTTP/1.1\r\nHost: a\r\n\r\n",
+       400, kClose},
+      {"bare-lf-ends-trailers", post_chunked("0\r\n\nGET /json HTTP/1.1\r\nHost: a\r\n\r\n"), 400,
+       kClose},
+      {"bare-lf-after-trailer-field", post_chunked("1\r\nx\r\n0\r\nT: v\n\r\n"), 400, kClose},
+      {"bare-lf-after-header-value", get + "X: v\n\r\n", 400, kClose},
+      {"bare-lf-after-chunk-size", post_chunked("3\nabc\r\n0\r\n\r\n"), 400, kClose},
+      {"bare-lf-after-chunk-data", post_chunked("3\r\nabc\n0\r\n\r\n"), 400, kClose},
+      {"bare-lf-after-last-chunk", post_chunked("0\n\r\n"), 400, kClose},
+      {"bare-lf-empty-lines-before-request", "\n\n" + get + "\r\n", 200, kKeep},
       // --- Host (RFC 9112 3.2) ---
       {"host-missing", "GET /plaintext HTTP/1.1\r\n\r\n", 400, kClose},
       {"host-duplicate", get + "Host: b\r\n\r\n", 400, kClose},
@@ -147,6 +173,10 @@ std::vector<Case> cases() {
       {"chunk-size-17-digits", post_chunked("10000000000000000\r\n"), 400, kClose},
       {"chunk-extension-over-4k",
        post_chunked("1;" + std::string(5000, 'e') + "\r\nx\r\n0\r\n\r\n"), 400, kClose},
+      // Go's excess rule: each 4004-byte line a byte of data adds 3988; the 5th passes 16 KiB.
+      {"chunk-extensions-excess", post_chunked(repeat("1;" + std::string(4000, 'a') + "\r\nx\r\n", 8) +
+                                               "0\r\n\r\n"),
+       400, kClose},
       {"chunk-size-leading-zeros-over-4k",
        post_chunked(std::string(5000, '0') + "1\r\nx\r\n0\r\n\r\n"), 400, kClose},
       {"chunk-size-over-max-body", post_chunked("200000\r\n"), 413, kClose},

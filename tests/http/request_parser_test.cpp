@@ -189,6 +189,49 @@ TEST(RequestParser, ChunkedBodyWithExtensionsAndTrailersSurvivesEverySplit) {
   }
 }
 
+// Bare LF empty lines before a request line stay skipped, as nginx skips them: between two
+// requests they cannot move a boundary (RequestParser::skip_empty_lines()).
+TEST(RequestParser, BareLfEmptyLinesBeforeARequestAreSkipped) {
+  for (const std::size_t step : {std::size_t{0}, std::size_t{1}}) {
+    Parsed p = parse("\n\r\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n", step);
+    EXPECT_EQ(p.error, 0) << step << ": " << p.reason;
+    EXPECT_EQ(p.targets.size(), 2u) << step;
+  }
+}
+
+std::string chunks(int count, const std::string& line, const std::string& data) {
+  std::string out = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (int i = 0; i < count; ++i) out += line + "\r\n" + data + "\r\n";
+  return out + "0\r\n\r\n";
+}
+
+// Go's excess rule: each chunk adds its line (CRLF included) + 2 and takes away 16 + 2 × size,
+// never below 0; past 16 KiB, 400. A 4004-byte line per byte of data adds 4004 + 2 - 18 = 3988:
+// 4 such chunks (15952) pass, the 5th (19940) fails, whatever the split.
+TEST(RequestParser, ChunkFramingBeyondTheDataIsRefusedAfter16KiB) {
+  const std::string line = "1;" + std::string(4000, 'a');
+  for (const std::size_t step : {std::size_t{0}, std::size_t{1}, std::size_t{1000}}) {
+    Parsed four = parse(chunks(4, line, "x"), step);
+    EXPECT_EQ(four.error, 0) << step << ": " << four.reason;
+    EXPECT_EQ(four.bodies, std::vector<std::string>{"xxxx"}) << step;
+    Parsed five = parse(chunks(5, line, "x"), step);
+    EXPECT_EQ(five.error, 400) << step;
+    EXPECT_EQ(five.reason, "too much chunk framing for the data") << step;
+  }
+  // Data earns its allowance: the same extensions on 2 KiB chunks never accrue any.
+  Parsed big = parse(chunks(50, "7d0;" + std::string(4000, 'a'), std::string(2000, 'd')));
+  EXPECT_EQ(big.error, 0) << big.reason;
+}
+
+// Streaming a byte a chunk with short extensions is legitimate: "1;a=b\r\n" + "x\r\n" adds
+// 7 + 2 = 9 and earns 18, so the excess stays 0 however many chunks come.
+TEST(RequestParser, ManyOneByteChunksWithShortExtensionsAreAccepted) {
+  Parsed p = parse(chunks(5000, "1;a=b", "x"));
+  EXPECT_EQ(p.error, 0) << p.reason;
+  ASSERT_EQ(p.bodies.size(), 1u);
+  EXPECT_EQ(p.bodies[0], std::string(5000, 'x'));
+}
+
 TEST(RequestParser, ChunkLargerThanTheBodyLimitIs413BeforeItsData) {
   Limits limits;
   limits.max_body_bytes = 10;
@@ -311,6 +354,28 @@ std::vector<BadInput> bad_inputs() {
        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\rX0\r\n\r\n", 400},
       {"bare CR ends the trailers",
        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: v\r\n\rX", 400},
+      // A bare LF ends no line inside a request (llhttp alone takes the first four).
+      {"bare LF after the request line", "GET / HTTP/1.1\nHost: a\r\n\r\n", 400},
+      {"bare LF ends the head", "GET / HTTP/1.1\r\nHost: a\r\n\n", 400},
+      {"bare LF ends a head without headers", "GET / HTTP/1.0\r\n\n", 400},
+      {"bare LF after a request line without headers", "GET / HTTP/1.0\n\r\n", 400},
+      {"bare LF ends a Content-Length head",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\nabcGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+       400},
+      {"bare LF ends the trailers",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\n"
+       "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+      {"bare LF after a trailer field",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: v\n\r\n", 400},
+      {"bare LF after a header value", "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", 400},
+      {"bare LF after header whitespace", "GET / HTTP/1.1\r\nHost: a \n\r\n", 400},
+      {"bare LF after an empty value", "GET / HTTP/1.1\r\nHost: a\r\nX:\n\r\n", 400},
+      {"bare LF after a chunk size",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n", 400},
+      {"bare LF after chunk data",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\n0\r\n\r\n", 400},
+      {"bare LF after the last chunk",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\n\r\n", 400},
       {"Host with a space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
       {"Host with userinfo", "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", 400},
       {"Host with a slash", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400},
