@@ -3,7 +3,11 @@
 // connection's pooled read buffer or grow its body buffer only as far as that. A body that
 // outgrows them reserves budget before each growth of its buffer (the buffer's new capacity,
 // not its size: capacity is the memory), and gives the reservation back when the request is
-// done or its connection dies. When a growth does not fit, the request is answered 503
+// done or its connection dies. Budget is taken as the bytes arrive, never for bytes only
+// declared: reserving a whole Content-Length at the headers let 64 clients that sent just
+// headers declaring 1 MiB (then a byte every few seconds) hold the default 64 MiB and get every
+// other upload refused; now holding budget costs a client the bytes themselves. A declared
+// length is only checked against what is left (fits()), for an early 503. When a growth does not fit, the request is answered 503
 // (Connection: close, Retry-After) instead of being buffered: until handlers can read a body
 // as a stream (issue 12), refusing is the only way to stay bounded.
 //
@@ -39,6 +43,15 @@ class BodyBudget {
       }
     } while (!in_use_.compare_exchange_weak(used, used + n, std::memory_order_relaxed));
     return true;
+  }
+  // Whether `n` bytes would fit now, without taking them (another body may take them first);
+  // false counts a rejection, as the caller answers 503.
+  bool fits(uint64_t n) {
+    if (limit_ == 0) return true;
+    const uint64_t used = in_use_.load(std::memory_order_relaxed);
+    if (n <= limit_ && used <= limit_ - n) return true;
+    rejections_.fetch_add(1, std::memory_order_relaxed);
+    return false;
   }
   // Gives back `n` bytes taken by try_reserve() (the caller frees that memory).
   void release(uint64_t n) {

@@ -28,6 +28,18 @@ constexpr ssize_t kReadTimedOut = -100000;
 // With a 503 (the body budget is full): when to try again. Budget comes back as soon as other
 // bodies are done, which at ordinary upload speeds is within a second.
 constexpr std::string_view kRetryAfter = "Retry-After: 1\r\n";
+// serve_batches() writes a batch's responses at once when its input is drained, but flushes
+// early once the output buffer holds more than this: a client that pipelines and never reads
+// would otherwise make the server hold every answer to a ~28 KiB read (896 /metrics answers,
+// 5 MB) per connection. With the early flush the write parks (under --write-timeout) once the
+// socket is full, so a connection holds at most this + one response. 64 KiB: above what a
+// batch of small pipelined responses needs (wrk's 16-request pipeline is a few KiB, so the hot
+// path pays one compare, no extra write), and small enough that a buffer grown to it plus a
+// typical response stays within the pool's 128 KiB keep size (buffer_pool.cpp), so it is reused
+// rather than freed. Go's bufio.Writer flushes at 4 KiB and nginx's output buffers are 32 KiB
+// by default; we keep more because, unlike them, we gather whole batches into one write, and a
+// write per 64 KiB already costs little next to the bytes it copies.
+constexpr std::size_t kFlushOutputBytes = 64 * 1024;
 
 net::Deadline deadline_in(std::chrono::nanoseconds d, Clock::time_point now) {
   return d.count() == 0 ? net::kNoDeadline : now + d;
@@ -224,6 +236,10 @@ bool Connection::serve_batches() {
       // buffered: timing it from the previous request's first byte would let a long
       // pipelined session run into --read-timeout with every request on time.
       request_start_ = finished_at_;
+      // A batch's answers pile up only to a bound (see kFlushOutputBytes).
+      if (buffers_->output.size() > kFlushOutputBytes && !flush_output_at(finished_at_)) {
+        return false;
+      }
     }
     // The input is drained: one write for every response of the batch.
     if (!flush_output_at(finished_at_)) return false;

@@ -209,6 +209,12 @@ bool RequestParser::reserve_body(uint64_t need) {
   return true;
 }
 
+bool RequestParser::body_fits(uint64_t need) {
+  if (budget_ == nullptr || need <= unbudgeted_body_bytes_) return true;
+  const uint64_t capacity = ByteBuffer::capacity_for(storage_->body.capacity(), need);
+  return capacity <= body_reserved_ || budget_->fits(capacity - body_reserved_);
+}
+
 bool RequestParser::append_body(std::string_view bytes) {
   if (!reserve_body(storage_->body.size() + bytes.size())) return false;
   storage_->body.append(bytes);
@@ -629,8 +635,10 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
   if (has_length && p->content_length > r->limits_.max_body_bytes) {
     return r->fail(413, "declared body too large");
   }
-  // A declared body takes its budget now: refused before any of it is sent (or 100-continue).
-  if (has_length && !r->reserve_body(p->content_length)) return r->fail(503, kOverBodyBudget);
+  // A declared body that would not fit what is left of the budget is refused now, before any
+  // of it is sent (or 100-continue). It reserves nothing yet: budget is taken as bytes arrive
+  // (on_body), so clients that only declare large bodies cannot hold it (body_budget.h).
+  if (has_length && !r->body_fits(p->content_length)) return r->fail(503, kOverBodyBudget);
   if (r->has_expect_) {
     const char* buf = r->storage_->input.data();
     const std::string_view expect = trim({buf + r->expect_.offset, r->expect_.length});

@@ -19,8 +19,9 @@
 // are copied into storage.body otherwise (chunked, or larger than what the buffer held). Once
 // storage.body would grow past the read buffer's size, each growth first reserves its new
 // capacity from the server's BodyBudget (server/body_budget.h); a growth the budget refuses is a
-// 503. A declared Content-Length reserves its whole buffer when the headers are complete, so
-// that 503 comes before the body is sent. The reservation is given back, and the grown buffer freed, when the request is done
+// 503. A declared Content-Length is checked against what is left of the budget when the headers
+// are complete (so a 503 comes before the body is sent, and before 100 Continue), but reserves
+// nothing until its bytes arrive: a declared length costs the client nothing, arrived bytes do. The reservation is given back, and the grown buffer freed, when the request is done
 // (the next request starts, or the parser is detached or destroyed).
 //
 // Limits (server/limits.h) are checked as bytes arrive, so a too-long target or header section
@@ -156,6 +157,7 @@ class RequestParser {
   void compact();
   void materialize_body();
   bool reserve_body(uint64_t need);  // room for a `need`-byte body; false: over the budget
+  bool body_fits(uint64_t need);     // as reserve_body(), but only checks: reserves nothing
   bool append_body(std::string_view bytes);  // false: over the body budget
   void release_body_budget();
   uint32_t offset_of(const char* at) const {

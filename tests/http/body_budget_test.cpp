@@ -101,6 +101,44 @@ TEST(BodyBudget, ParserRefusesADeclaredBodyAtItsHeaders) {
   EXPECT_EQ(budget.in_use(), 0u);
 }
 
+TEST(BodyBudget, FitsChecksWithoutTaking) {
+  BodyBudget budget(100);
+  EXPECT_TRUE(budget.fits(100));
+  EXPECT_EQ(budget.in_use(), 0u);
+  ASSERT_TRUE(budget.try_reserve(60));
+  EXPECT_FALSE(budget.fits(41));
+  EXPECT_TRUE(budget.fits(40));
+  EXPECT_EQ(budget.rejections(), 1u);
+  EXPECT_EQ(budget.in_use(), 60u);
+}
+
+TEST(BodyBudget, ADeclaredBodyReservesOnlyAsItsBytesArrive) {
+  Attached p(2 << 20);
+  auto& [limits, budget, storage, parser] = p;
+  // Headers declaring 1 MiB take nothing: a client that only declares holds no budget.
+  ASSERT_EQ(feed(parser, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n"),
+            ParseEvent::kNeedMore);
+  EXPECT_EQ(budget.in_use(), 0u);
+  EXPECT_EQ(parser.body_reserved(), 0u);
+  // 100,000 bytes of it: the buffer has grown to 128 KiB, and that much is reserved.
+  ASSERT_EQ(feed(parser, std::string(100'000, 'b')), ParseEvent::kNeedMore);
+  EXPECT_EQ(budget.in_use(), 128u * 1024);
+  parser.detach();
+  EXPECT_EQ(budget.in_use(), 0u);
+}
+
+TEST(BodyBudget, ADeclaredBodyIsRefusedWhenWhatIsLeftCannotHoldIt) {
+  Attached p(1 << 20);
+  auto& [limits, budget, storage, parser] = p;
+  ASSERT_TRUE(budget.try_reserve(512 * 1024));  // another body's
+  // 600,000 bytes would need a 1 MiB buffer; 512 KiB are left: 503 at the headers.
+  ASSERT_EQ(feed(parser, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 600000\r\n\r\n"),
+            ParseEvent::kError);
+  EXPECT_EQ(parser.error_status(), 503);
+  EXPECT_EQ(budget.in_use(), 512u * 1024);
+  EXPECT_EQ(budget.rejections(), 1u);
+}
+
 TEST(BodyBudget, AConnectionThatDiesMidBodyGivesItsReservationBack) {
   const Limits limits;
   BodyBudget budget(1 << 20);

@@ -146,6 +146,42 @@ TEST(SlowBody, BodiesOverTheBufferBudgetGet503AndTheServerStaysResponsive) {
   EXPECT_TRUE(eventually([&] { return metric(port, "greenhttp_buffered_body_bytes") == 0; }, 5s));
 }
 
+// The attack that reserving a declared Content-Length at the headers allowed: 64 clients send
+// headers declaring 1 MiB (the default --max-body) and then trickle, which held the whole
+// default 64 MiB budget and got every other upload over the read buffer refused (503) for as
+// long as they kept going. Budget now follows the bytes that arrived.
+TEST(SlowBody, DeclaredButUnsentBodiesDoNotBlockOtherUploads) {
+  ServerProcess server({"--access-log", "off"});
+  const uint16_t port = server.port();
+  ASSERT_NE(port, 0);
+  constexpr int kHogs = 64;
+  constexpr int64_t kSent = 40'000;  // past the ~28 KiB read buffer: this much is budgeted
+  const std::string hog =
+      "POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1048576\r\n\r\n" +
+      std::string(kSent, 'h');
+  std::vector<Client> hogs;
+  for (int i = 0; i < kHogs; ++i) {
+    hogs.emplace_back(port);
+    ASSERT_TRUE(hogs.back().send(hog)) << i;
+  }
+  // Every hog's sent bytes are in: each holds a reservation of at least what it sent.
+  ASSERT_TRUE(eventually(
+      [&] { return metric(port, "greenhttp_buffered_body_bytes") >= kHogs * kSent; }, 10s))
+      << "in use " << metric(port, "greenhttp_buffered_body_bytes");
+  // What they hold is what they sent (64 KiB buffers), not what they declared (64 MiB).
+  EXPECT_LE(metric(port, "greenhttp_buffered_body_bytes"), kHogs * 64 * 1024);
+  // A normal 40 KB upload, declared and sent at once, is served.
+  Client c(port);
+  const std::string body(40'000, 'u');
+  ASSERT_TRUE(
+      c.send("POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 40000\r\n\r\n" + body));
+  const std::optional<Client::Response> r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body.size(), body.size());
+  EXPECT_EQ(metric(port, "greenhttp_body_budget_rejections_total"), 0);
+}
+
 TEST(SlowBody, RssComesBackAfterManyLargePartialBodiesLeave) {
   // At the default budget (64 MiB) and --max-body (1 MiB).
   ServerProcess server({"--access-log", "off", "--threads", "2"});
