@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/http/fuzz/mutate.h"
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size);
 
 namespace {
@@ -60,16 +62,7 @@ TEST(ConnectionFuzz, BoundedMutationsWithSplitsNeverBreakTheConnection) {
                                   "HTTP/1.0", "0\r\n\r\n", "ffff\r\n", "\t"};
   for (int i = 0; i < rounds; ++i) {
     std::string s = seeds[rng() % seeds.size()].second;
-    const int edits = 1 + static_cast<int>(rng() % 6);
-    for (int e = 0; e < edits && !s.empty(); ++e) {
-      const std::size_t at = rng() % s.size();
-      switch (rng() % 4) {
-        case 0: s[at] = static_cast<char>(rng()); break;
-        case 1: s.erase(at, 1 + rng() % 8); break;
-        case 2: s.insert(at, kTokens[rng() % (sizeof kTokens / sizeof *kTokens)]); break;
-        case 3: s.insert(at, s.substr(at, rng() % 64)); break;
-      }
-    }
+    green::http::testing::mutate(s, rng, kTokens, 6);
     run(s);
   }
 }

@@ -25,6 +25,7 @@ namespace {
 using namespace std::chrono_literals;
 using testing::Client;
 using testing::get;
+using testing::metric;
 using testing::run_command;
 using Clock = std::chrono::steady_clock;
 
@@ -47,13 +48,6 @@ Client::Response fetch(uint16_t port, const std::string& target,
   Client c(port, timeout);
   if (!c.connected() || !c.send(get(port, target, "Connection: close\r\n"))) return {};
   return c.read_response().value_or(Client::Response{});
-}
-
-// A counter of /metrics ("greenhttp_requests_total{code=\"499\"}"), 0 when absent.
-int64_t metric(uint16_t port, const std::string& sample) {
-  const std::string text = fetch(port, "/metrics").body;
-  const std::size_t at = text.find("\n" + sample + " ");
-  return at == std::string::npos ? 0 : std::stoll(text.substr(at + sample.size() + 2));
 }
 
 // Waits up to `limit` for pred(); returns whether it held.

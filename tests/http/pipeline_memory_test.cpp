@@ -25,19 +25,8 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using testing::Client;
 using testing::get;
+using testing::metric;
 using testing::ServerProcess;
-
-// One unlabelled sample of /metrics; -1 when the server does not answer or has no such metric.
-int64_t metric(uint16_t port, std::string_view name) {
-  Client c(port);
-  if (!c.send(get(port, "/metrics", "Connection: close\r\n"))) return -1;
-  const std::optional<Client::Response> r = c.read_response();
-  if (!r || r->status != 200) return -1;
-  const std::string key = "\n" + std::string(name) + " ";
-  const std::size_t at = r->body.find(key);
-  if (at == std::string::npos) return -1;
-  return std::stoll(r->body.substr(at + key.size()));
-}
 
 // A connected socket with a small receive buffer (set before connect, so the window is small
 // from the start): the server's answers fill it at once.

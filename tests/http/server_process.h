@@ -13,8 +13,10 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -38,6 +40,20 @@ inline std::string read_file(const std::string& path) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// One unlabelled or labelled sample of the binary's /metrics ("greenhttp_read_timeouts_total",
+// "greenhttp_requests_total{code=\"499\"}"); -1 when the server does not answer or has no
+// such sample.
+inline int64_t metric(uint16_t port, std::string_view sample) {
+  Client c(port);
+  if (!c.send(get(port, "/metrics", "Connection: close\r\n"))) return -1;
+  const std::optional<Client::Response> r = c.read_response();
+  if (!r || r->status != 200) return -1;
+  const std::string key = "\n" + std::string(sample) + " ";
+  const std::size_t at = r->body.find(key);
+  if (at == std::string::npos) return -1;
+  return std::stoll(r->body.substr(at + key.size()));
 }
 
 // Its stderr goes to dir()/stderr; the directory is removed with it.

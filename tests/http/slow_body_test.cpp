@@ -21,6 +21,7 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using testing::Client;
 using testing::get;
+using testing::metric;
 using testing::ServerProcess;
 
 constexpr std::string_view kChunkedPost =
@@ -33,18 +34,6 @@ std::string chunks(std::size_t bytes) {
   out.reserve(bytes / 4000 * one.size());
   for (std::size_t i = 0; i < bytes / 4000; ++i) out += one;
   return out;
-}
-
-// One unlabelled sample of /metrics; -1 when the server does not answer or has no such metric.
-int64_t metric(uint16_t port, std::string_view name) {
-  Client c(port);
-  if (!c.send(get(port, "/metrics", "Connection: close\r\n"))) return -1;
-  const std::optional<Client::Response> r = c.read_response();
-  if (!r || r->status != 200) return -1;
-  const std::string key = "\n" + std::string(name) + " ";
-  const std::size_t at = r->body.find(key);
-  if (at == std::string::npos) return -1;
-  return std::stoll(r->body.substr(at + key.size()));
 }
 
 // Polls `done` every 10 ms until it holds or `limit` passes; returns its last value.
