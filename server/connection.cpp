@@ -265,9 +265,12 @@ void Connection::handle_request(Request& r) {
   {
     ResponseWriter w(*this, buffers_->body, buffers_->headers, r.method(), r.version_minor(),
                      keep_alive);
-    const Router::Match m = server_.router_.route(r);
     bool failed = false;
-    if (m.handler != nullptr) {
+    if (r.path() == "*") {
+      // OPTIONS * (the only method the parser lets use the asterisk form, RFC 9112 3.2.4) asks
+      // about the server, not a resource: 200 with an empty body, as Go's globalOptionsHandler.
+      w.set_status(200);
+    } else if (const Router::Match m = server_.router_.route(r); m.handler != nullptr) {
       // A handler's exception is that request's 500 (and the connection's end: its state is
       // unknown), not the process's end.
       try {

@@ -727,6 +727,11 @@ bool RequestParser::decode_target() {
   Request& q = request_;
   std::string_view t = q.target_;
   if (t == "*") {
+    // RFC 9112 3.2.4: the asterisk form is for a server-wide OPTIONS only.
+    if (q.method_ != Method::kOptions) {
+      fail(400, "asterisk-form target with a method other than OPTIONS");
+      return false;
+    }
     q.path_ = t;
     q.query_ = {};
     return true;
@@ -738,6 +743,14 @@ bool RequestParser::decode_target() {
   if (starts_with_ci("http://") || starts_with_ci("https://")) {
     const std::size_t authority = t.find("//") + 2;
     const std::size_t path = t.find_first_of("/?", authority);
+    // The authority must be a host[:port], held to Host's rules: RFC 9110 4.2.4 makes userinfo
+    // in an http(s) URI invalid ("u@a" is a phishing and smuggling vector), and an http URI
+    // with an empty host is invalid (RFC 9110 4.2.1).
+    const std::string_view host = t.substr(authority, path - authority);
+    if (host.empty() || !valid_host(host)) {
+      fail(400, "invalid authority in the request target");
+      return false;
+    }
     t = path == std::string_view::npos ? std::string_view{} : t.substr(path);
   } else if (t.empty() || t.front() != '/') {
     fail(400, "request target is not origin-form or absolute-form");

@@ -101,6 +101,7 @@ std::vector<Case> cases() {
        200, kKeep},
       {"chunk-size-16-digits", post_chunked("0000000000000001\r\nx\r\n0\r\n\r\n"), 200, kKeep},
       {"absolute-form", "GET http://a/plaintext HTTP/1.1\r\nHost: a\r\n\r\n", 200, kKeep},
+      {"asterisk-form-options", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", 200, kKeep},
       {"static-file", "GET /static/a/b HTTP/1.1\r\nHost: a\r\n\r\n", 200, kKeep},
       // --- encoded slashes are segment data, not separators (Go's ServeMux) ---
       {"encoded-slash-not-a-route", "GET /debug%2Fgreenthreads HTTP/1.1\r\nHost: a\r\n\r\n", 404,
@@ -124,6 +125,11 @@ std::vector<Case> cases() {
       {"bare-lf-line-ends", "GET /plaintext HTTP/1.1\nHost: a\n\n", 400, kClose},
       // --- bare LF: no line inside a request ends in one (a front proxy framing it differently
       // is a smuggling vector); before a request line, empty lines of bare LF stay skipped ---
+      {"asterisk-form-get", "GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400, kClose},
+      {"absolute-form-userinfo", "GET http://u@a/plaintext HTTP/1.1\r\nHost: a\r\n\r\n", 400,
+       kClose},
+      {"absolute-form-empty-host", "GET http:///plaintext HTTP/1.1\r\nHost: a\r\n\r\n", 400,
+       kClose},
       {"bare-lf-after-request-line", "GET /plaintext HTTP/1.1\nHost: a\r\n\r\n", 400, kClose},
       {"bare-lf-ends-head", get + "\n", 400, kClose},
       {"bare-lf-ends-head-without-headers", "GET /plaintext HTTP/1.0\r\n\n", 400, kClose},
