@@ -266,7 +266,7 @@ int os_threads() {
 // the metric read 0.
 TEST(MayBlock, RetakenCallsCountAgainstTheThreadCap) {
   setenv("GREEN_MAX_THREADS", "3", 1);
-  constexpr int kCalls = 12;
+  constexpr int kCalls = 16;
   int most_machines = 0, most_blocking = 0, most_threads = 0;
   const int before = os_threads();  // this thread becomes M0
   std::atomic<int> done{0};
@@ -288,10 +288,13 @@ TEST(MayBlock, RetakenCallsCountAgainstTheThreadCap) {
   });
   unsetenv("GREEN_MAX_THREADS");
   EXPECT_EQ(done.load(), kCalls);
-  // Ms: 2 holding a P, at most 3 blocked without one, one idle in passing.
-  EXPECT_LE(most_machines, 2 + 3 + 1);
+  // Ms: 2 holding a P, at most 3 blocked without one, and up to 3 idle in passing (the timer
+  // waiter, and Ms whose call returned while their P was held elsewhere, on their way to the
+  // idle list, where the next handoff takes them before a thread is made). Uncapped, the 16
+  // calls made up to 2 + 16; one idle M allowed for failed 1 run in ~100.
+  EXPECT_LE(most_machines, 2 + 3 + 3);
   EXPECT_GE(most_blocking, 1) << "retaken calls show as threads in blocking calls";
-  EXPECT_LE(most_threads, before + (2 + 3 + 1) + 1) << "other Ms and sysmon";
+  EXPECT_LE(most_threads, before + (2 + 3 + 3) + 1) << "other Ms and sysmon";
 }
 
 // Threads started for a burst of blocking calls exit once idle for thread_idle_timeout, down to
