@@ -25,9 +25,6 @@ constexpr std::size_t kLingerBytes = 1 << 20;
 // read_more(): the whole-request deadline (read_timeout) passed, as opposed to a pause
 // (-ETIMEDOUT). Not an errno value.
 constexpr ssize_t kReadTimedOut = -100000;
-// With a 503 (the body budget is full): when to try again. Budget comes back as soon as other
-// bodies are done, which at ordinary upload speeds is within a second.
-constexpr std::string_view kRetryAfter = "Retry-After: 1\r\n";
 // serve_batches() writes a batch's responses at once when its input is drained, but flushes
 // early once the output buffer holds more than this: a client that pipelines and never reads
 // would otherwise make the server hold every answer to a ~28 KiB read (896 /metrics answers,
@@ -346,7 +343,7 @@ void Connection::finish_with_error(int status, std::string_view reason) {
     text += ": ";
     text += reason;
   }
-  append_error_response(buffers_->output, status, text, status == 503 ? kRetryAfter : "");
+  append_error_response(buffers_->output, status, text, status == 503 ? kRetryAfterLine : "");
   if (flush_output()) linger_close();
 }
 

@@ -122,4 +122,8 @@ class ResponseWriter {
 void append_error_response(ByteBuffer& out, int status, std::string_view text,
                            std::string_view extra_headers = {});
 
+// The extra header line of every 503 the server sends for a resource limit (the body budget,
+// the connection cap): the limit frees up within about a second, so the client may retry then.
+inline constexpr std::string_view kRetryAfterLine = "Retry-After: 1\r\n";
+
 }  // namespace green::http

@@ -72,7 +72,7 @@ void Server::reject(net::TcpStream& stream) {
   metrics_.rejected_connections.fetch_add(1, std::memory_order_relaxed);
   ByteBuffer out;
   append_error_response(out, 503, "Service Unavailable: too many open connections",
-                        "Retry-After: 1\r\n");
+                        kRetryAfterLine);
   stream.set_write_deadline(Clock::now() + std::chrono::milliseconds(100));
   stream.write(out.data(), out.size());
   stream.shutdown(SHUT_WR);
