@@ -22,10 +22,10 @@
 #include <fstream>
 #include <vector>
 
-#include "runtime/channel.h"
-#include "runtime/green.h"
-#include "runtime/net.h"
-#include "runtime/sync.h"
+#include "green/channel.h"
+#include "green/green.h"
+#include "green/net.h"
+#include "green/sync.h"
 
 namespace {
 

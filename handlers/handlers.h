@@ -21,8 +21,8 @@
 #include <chrono>
 #include <string>
 
-#include "server/router.h"
-#include "server/server.h"
+#include "green/http/router.h"
+#include "green/http/server.h"
 
 namespace green::handlers {
 

@@ -11,8 +11,8 @@
 #include <string>
 
 #include "handlers/handlers.h"
-#include "runtime/green.h"
-#include "runtime/net.h"
+#include "green/green.h"
+#include "green/net.h"
 
 namespace green::handlers {
 
@@ -63,6 +63,7 @@ std::string prometheus_text(const Context& ctx) {
     }
     o << "greenhttp_request_duration_seconds_sum " << s.latency_seconds_sum << '\n';
     o << "greenhttp_request_duration_seconds_count " << cumulative << '\n';
+    const http::ServerMemoryStats mem = server->memory_stats();
     scalar(o, "greenhttp_open_connections", "gauge", "Client connections open now.",
            m.open_connections.load());
     scalar(o, "greenhttp_connections_accepted_total", "counter", "Connections accepted.",
@@ -76,20 +77,21 @@ std::string prometheus_text(const Context& ctx) {
     scalar(o, "greenhttp_idle_timeouts_total", "counter", "Keep-alive connections closed idle.",
            m.idle_timeouts.load());
     scalar(o, "greenhttp_pooled_buffer_sets", "gauge", "Connection buffer sets idle in the pool.",
-           server->pooled_buffer_sets());
+           mem.pooled_buffer_sets);
     scalar(o, "greenhttp_read_timeouts_total", "counter",
            "Requests cut off with 408 because head and body took longer than --read-timeout.",
            m.read_timeouts.load());
-    const http::BodyBudget& budget = server->body_budget();
     scalar(o, "greenhttp_buffered_body_bytes", "gauge",
-           "Request-body buffer bytes reserved from --max-buffered-body now.", budget.in_use());
+           "Request-body buffer bytes reserved from --max-buffered-body now.",
+           mem.buffered_body_bytes);
     scalar(o, "greenhttp_buffered_body_limit_bytes", "gauge",
-           "--max-buffered-body (0: no limit).", budget.limit());
+           "--max-buffered-body (0: no limit).", mem.buffered_body_limit);
     scalar(o, "greenhttp_body_budget_rejections_total", "counter",
-           "Requests answered 503 because --max-buffered-body was spent.", budget.rejections());
+           "Requests answered 503 because --max-buffered-body was spent.",
+           mem.body_budget_rejections);
     scalar(o, "greenhttp_malloc_trims_total", "counter",
            "Times freed memory was handed back to the kernel (malloc_trim) after a burst.",
-           server->malloc_trims());
+           mem.malloc_trims);
     const http::AccessLog* log = server->access_log();
     scalar(o, "greenhttp_access_log_dropped_total", "counter",
            "Access log records dropped because the writer fell behind.",

@@ -19,8 +19,8 @@
 #include <memory>
 
 #include "handlers/handlers.h"
-#include "runtime/green.h"
-#include "runtime/sync.h"
+#include "green/green.h"
+#include "green/sync.h"
 
 namespace green::handlers {
 

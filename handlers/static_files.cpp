@@ -25,7 +25,7 @@
 #include <string>
 
 #include "handlers/handlers.h"
-#include "runtime/green.h"
+#include "green/green.h"
 #include "server/date_cache.h"
 
 namespace green::handlers {

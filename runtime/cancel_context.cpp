@@ -1,10 +1,10 @@
 // Context state tree and deadline watchers. See cancel_context.h.
-#include "runtime/cancel_context.h"
+#include "green/context.h"
 
 #include <vector>
 
-#include "runtime/green.h"
-#include "runtime/select.h"
+#include "green/green.h"
+#include "green/select.h"
 
 namespace green {
 namespace detail {

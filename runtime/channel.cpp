@@ -1,5 +1,5 @@
 // The type-independent half of channels: close and parking. See channel.h.
-#include "runtime/channel.h"
+#include "green/channel.h"
 
 namespace green::detail {
 

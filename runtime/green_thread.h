@@ -18,7 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "runtime/detail/park.h"
+#include "green/detail/park.h"
 #include "runtime/machine.h"
 #include "runtime/stack.h"
 

@@ -1,5 +1,5 @@
 // TCP listeners and streams on the netpoller. See net.h.
-#include "runtime/net.h"
+#include "green/net.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -11,7 +11,7 @@
 #include <charconv>
 #include <cstring>
 
-#include "runtime/green.h"
+#include "green/green.h"
 #include "runtime/netpoll.h"
 
 namespace green::net {

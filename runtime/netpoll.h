@@ -25,8 +25,8 @@
 #include <atomic>
 #include <cstdint>
 
-#include "runtime/detail/park.h"
-#include "runtime/detail/spin_lock.h"
+#include "green/detail/park.h"
+#include "green/detail/spin_lock.h"
 
 namespace green::detail {
 

@@ -1,5 +1,5 @@
 // park()/unpark() for green threads and plain OS threads. See detail/park.h.
-#include "runtime/detail/park.h"
+#include "green/detail/park.h"
 
 #include <ctime>
 

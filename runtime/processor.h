@@ -13,7 +13,7 @@
 #include <atomic>
 #include <cstdint>
 
-#include "runtime/detail/spin_lock.h"
+#include "green/detail/spin_lock.h"
 #include "runtime/timer.h"
 
 namespace green::detail {

@@ -51,7 +51,7 @@
 #include <string>
 
 #include "runtime/context.h"
-#include "runtime/detail/intrusive_fifo.h"
+#include "green/detail/intrusive_fifo.h"
 #include "runtime/netpoll.h"
 #include "runtime/stack.h"
 #include "runtime/sysmon.h"

@@ -6,9 +6,9 @@
 #include <memory>
 #include <vector>
 
-#include "runtime/detail/park.h"
-#include "runtime/detail/spin_lock.h"
-#include "runtime/green.h"
+#include "green/detail/park.h"
+#include "green/detail/spin_lock.h"
+#include "green/green.h"
 #include "runtime/green_thread.h"
 #include "runtime/machine.h"
 #include "runtime/processor.h"

@@ -6,12 +6,12 @@
 //    Whoever wins waiter.try_claim(case index) — a peer on one of the channels, close(), or the
 //    timeout — completes exactly that case.
 // 4. On wake, relock and unlink the nodes that are still queued; run the winner's callback.
-#include "runtime/select.h"
+#include "green/select.h"
 
 #include <algorithm>
 #include <random>
 
-#include "runtime/green.h"
+#include "green/green.h"
 
 namespace green::detail {
 namespace {

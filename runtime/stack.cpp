@@ -13,7 +13,7 @@
 #include <mutex>
 #include <vector>
 
-#include "runtime/detail/spin_lock.h"
+#include "green/detail/spin_lock.h"
 #include "runtime/green_thread.h"
 #include "runtime/machine.h"
 

@@ -1,7 +1,7 @@
 // WaitGroup, Mutex, ConditionVariable, Once on park/unpark. See sync.h.
-#include "runtime/sync.h"
+#include "green/sync.h"
 
-#include "runtime/green.h"
+#include "green/green.h"
 #include "runtime/machine.h"
 #include "runtime/processor.h"
 

@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "runtime/detail/spin_lock.h"
+#include "green/detail/spin_lock.h"
 
 namespace green::detail {
 

@@ -1,4 +1,4 @@
-#include "server/access_log.h"
+#include "green/http/access_log.h"
 
 #include <fcntl.h>
 #include <time.h>
@@ -7,7 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "runtime/green.h"
+#include "green/green.h"
+#include "server/byte_buffer.h"
 
 namespace green::http {
 

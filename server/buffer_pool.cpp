@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "runtime/green.h"
+#include "green/green.h"
 
 namespace green::http {
 

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "server/byte_buffer.h"
-#include "server/limits.h"
+#include "green/http/limits.h"
 #include "server/request_parser.h"
 
 namespace green::http {

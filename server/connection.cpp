@@ -1,15 +1,17 @@
 #include "server/connection.h"
 
+#include "server/server_state.h"
+
 #include <sys/socket.h>
 
 #include <cerrno>
 #include <cstring>
 #include <exception>
 
-#include "runtime/green.h"
+#include "green/green.h"
 #include "server/buffer_pool.h"
-#include "server/server.h"
-#include "server/status.h"
+#include "green/http/server.h"
+#include "green/http/status.h"
 
 namespace green::http {
 
@@ -46,7 +48,7 @@ net::Deadline deadline_in(std::chrono::nanoseconds d, Clock::time_point now) {
 Connection::Connection(Server& server, net::TcpStream stream, const net::Address& peer)
     : server_(server),
       stream_(std::move(stream)),
-      parser_(server.options().limits, &server.body_budget_) {
+      parser_(server.options().limits, &server.state_->body_budget) {
   const std::string host = peer.host();
   remote_length_ = static_cast<uint8_t>(std::min(host.size(), sizeof remote_));
   std::memcpy(remote_, host.data(), remote_length_);
@@ -89,13 +91,13 @@ bool Connection::flush_output_at(Clock::time_point now) {
 void Connection::release_buffers() {
   if (buffers_ == nullptr) return;
   parser_.detach();
-  server_.pool_.release(buffers_);
+  server_.state_->pool.release(buffers_);
   buffers_ = nullptr;
 }
 
 void Connection::run() {
   while (wait_for_request()) {
-    buffers_ = server_.pool_.acquire();
+    buffers_ = server_.state_->pool.acquire();
     parser_.attach(&buffers_->parser);
     const bool keep = serve_batches();
     release_buffers();

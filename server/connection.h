@@ -31,9 +31,9 @@
 #include <chrono>
 #include <cstdint>
 
-#include "runtime/net.h"
+#include "green/net.h"
 #include "server/request_parser.h"
-#include "server/response.h"
+#include "green/http/response.h"
 
 namespace green::http {
 

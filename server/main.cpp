@@ -30,12 +30,12 @@
 
 #include "config/config.h"
 #include "handlers/handlers.h"
-#include "runtime/green.h"
-#include "runtime/net.h"
-#include "runtime/sync.h"
-#include "server/access_log.h"
-#include "server/router.h"
-#include "server/server.h"
+#include "green/green.h"
+#include "green/net.h"
+#include "green/sync.h"
+#include "green/http/access_log.h"
+#include "green/http/router.h"
+#include "green/http/server.h"
 
 namespace {
 

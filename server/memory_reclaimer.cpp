@@ -6,7 +6,7 @@
 
 #include <mutex>
 
-#include "runtime/green.h"
+#include "green/green.h"
 
 namespace green::http {
 

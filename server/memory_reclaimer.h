@@ -15,7 +15,7 @@
 #include <chrono>
 #include <cstdint>
 
-#include "runtime/sync.h"
+#include "green/sync.h"
 #include "server/body_budget.h"
 #include "server/buffer_pool.h"
 

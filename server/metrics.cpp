@@ -1,6 +1,6 @@
-#include "server/metrics.h"
+#include "green/http/metrics.h"
 
-#include "runtime/green.h"
+#include "green/green.h"
 
 namespace green::http {
 

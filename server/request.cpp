@@ -1,8 +1,8 @@
-#include "server/request.h"
+#include "green/http/request.h"
 
 #include <algorithm>
 
-#include "runtime/net.h"
+#include "green/net.h"
 
 namespace green::http {
 

@@ -49,8 +49,8 @@
 
 #include "server/body_budget.h"
 #include "server/byte_buffer.h"
-#include "server/limits.h"
-#include "server/request.h"
+#include "green/http/limits.h"
+#include "green/http/request.h"
 
 namespace green::http {
 

@@ -1,10 +1,10 @@
-#include "server/response.h"
+#include "green/http/response.h"
 
 #include <algorithm>
 #include <cstring>
 
 #include "server/date_cache.h"
-#include "server/status.h"
+#include "green/http/status.h"
 
 namespace green::http {
 

@@ -1,4 +1,4 @@
-#include "server/router.h"
+#include "green/http/router.h"
 
 #include <algorithm>
 #include <memory>

@@ -1,4 +1,4 @@
-#include "server/server.h"
+#include "green/http/server.h"
 
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -7,10 +7,11 @@
 #include <algorithm>
 #include <cerrno>
 
-#include "runtime/green.h"
-#include "runtime/sync.h"
+#include "green/green.h"
+#include "green/sync.h"
 #include "server/connection.h"
-#include "server/response.h"
+#include "server/server_state.h"
+#include "green/http/response.h"
 
 namespace green::http {
 
@@ -32,9 +33,7 @@ Server::Server(ServerOptions options, const Router& router, AccessLog* access_lo
     : options_(std::move(options)),
       router_(router),
       access_log_(access_log),
-      pool_(options_.limits, 1024),
-      body_budget_(options_.max_buffered_body_bytes),
-      reclaimer_(pool_, body_budget_) {
+      state_(std::make_unique<ServerState>(options_.limits, options_.max_buffered_body_bytes)) {
   shutdown_done_.add(1);  // done by the first shutdown(); serve() waits for it
   max_connections_ =
       options_.max_connections > 0 ? options_.max_connections : default_max_connections();
@@ -81,7 +80,7 @@ void Server::reject(net::TcpStream& stream) {
 
 std::size_t Server::serve() {
   serving_.store(true);
-  reclaimer_.start();
+  state_->reclaimer.start();
   auto backoff = std::chrono::milliseconds(5);
   for (;;) {
     net::TcpStream stream;
@@ -141,7 +140,7 @@ std::size_t Server::serve() {
     stop_connections(true);
     wait_for_connections(deadline);
   }
-  reclaimer_.stop();
+  state_->reclaimer.stop();
   return static_cast<std::size_t>(std::max<int64_t>(0, metrics_.open_connections.load()));
 }
 
@@ -228,6 +227,20 @@ void Server::unregister_connection(Connection* c) {
 void Server::stop_connections(bool force) {
   std::lock_guard<std::mutex> guard(registry_lock_);
   for (Connection* c = registry_head_; c != nullptr; c = c->next_) c->stop(force);
+}
+
+}  // namespace green::http
+
+namespace green::http {
+
+ServerMemoryStats Server::memory_stats() const {
+  ServerMemoryStats m;
+  m.pooled_buffer_sets = state_->pool.idle_sets();
+  m.buffered_body_bytes = state_->body_budget.in_use();
+  m.buffered_body_limit = state_->body_budget.limit();
+  m.body_budget_rejections = state_->body_budget.rejections();
+  m.malloc_trims = state_->reclaimer.malloc_trims();
+  return m;
 }
 
 }  // namespace green::http

@@ -1,4 +1,4 @@
-#include "server/status.h"
+#include "green/http/status.h"
 
 #include <array>
 #include <string>

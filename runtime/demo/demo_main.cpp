@@ -4,7 +4,7 @@
 #include <chrono>
 #include <cstdio>
 
-#include "runtime/green.h"
+#include "green/green.h"
 
 int main() {
   using namespace std::chrono_literals;

@@ -1,5 +1,6 @@
 // The access log: Combined Log Format lines, and a bounded queue that drops and counts.
-#include "server/access_log.h"
+#include "server/byte_buffer.h"
+#include "green/http/access_log.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -8,7 +9,7 @@
 #include <sstream>
 #include <string>
 
-#include "runtime/green.h"
+#include "green/green.h"
 
 namespace green::http {
 namespace {

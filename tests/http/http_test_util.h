@@ -21,9 +21,9 @@
 #include <thread>
 
 #include "handlers/handlers.h"
-#include "runtime/green.h"
-#include "server/router.h"
-#include "server/server.h"
+#include "green/green.h"
+#include "green/http/router.h"
+#include "green/http/server.h"
 #include "tests/runtime/test_util.h"
 
 namespace green::http::testing {

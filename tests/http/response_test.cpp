@@ -1,5 +1,5 @@
 // ResponseWriter's serialisation, with a sink that records what would be sent.
-#include "server/response.h"
+#include "green/http/response.h"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 
 #include "server/date_cache.h"
 #include "server/request_parser.h"
-#include "server/router.h"
+#include "green/http/router.h"
 
 namespace green::http {
 namespace {

@@ -1,6 +1,6 @@
 // The server through real sockets on 127.0.0.1: a client socket per test case, raw bytes in,
 // the bytes the server answers checked exactly where the protocol demands it.
-#include "server/server.h"
+#include "green/http/server.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>

@@ -12,9 +12,9 @@
 #include <string>
 #include <thread>
 
-#include "runtime/green.h"
-#include "runtime/net.h"
-#include "runtime/sync.h"
+#include "green/green.h"
+#include "green/net.h"
+#include "green/sync.h"
 #include "tests/runtime/test_util.h"
 
 using namespace std::chrono_literals;

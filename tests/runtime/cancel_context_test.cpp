@@ -1,13 +1,13 @@
 // Context: cancel, deadline, propagation to children.
-#include "runtime/cancel_context.h"
+#include "green/context.h"
 
 #include <gtest/gtest.h>
 
 #include <chrono>
 
-#include "runtime/green.h"
-#include "runtime/select.h"
-#include "runtime/sync.h"
+#include "green/green.h"
+#include "green/select.h"
+#include "green/sync.h"
 
 using namespace std::chrono_literals;
 

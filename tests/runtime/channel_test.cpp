@@ -1,5 +1,5 @@
 // Channels: Go's semantics, from green and plain threads.
-#include "runtime/channel.h"
+#include "green/channel.h"
 
 #include <gtest/gtest.h>
 
@@ -9,8 +9,8 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/green.h"
-#include "runtime/sync.h"
+#include "green/green.h"
+#include "green/sync.h"
 #include "tests/runtime/test_util.h"
 
 using namespace std::chrono_literals;

@@ -11,10 +11,10 @@
 #include <string>
 #include <thread>
 
-#include "runtime/channel.h"
-#include "runtime/green.h"
-#include "runtime/select.h"
-#include "runtime/sync.h"
+#include "green/channel.h"
+#include "green/green.h"
+#include "green/select.h"
+#include "green/sync.h"
 #include "tests/runtime/test_util.h"
 
 namespace {

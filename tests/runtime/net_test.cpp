@@ -1,5 +1,5 @@
 // Sockets on the netpoller: real TCP over 127.0.0.1 (and ::1), green threads on both ends.
-#include "runtime/net.h"
+#include "green/net.h"
 
 #include <gtest/gtest.h>
 #include <netinet/tcp.h>
@@ -14,10 +14,10 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/channel.h"
-#include "runtime/green.h"
+#include "green/channel.h"
+#include "green/green.h"
 #include "runtime/netpoll.h"
-#include "runtime/sync.h"
+#include "green/sync.h"
 #include "tests/runtime/test_util.h"
 
 using namespace std::chrono_literals;

@@ -14,10 +14,10 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/channel.h"
-#include "runtime/green.h"
-#include "runtime/net.h"
-#include "runtime/sync.h"
+#include "green/channel.h"
+#include "green/green.h"
+#include "green/net.h"
+#include "green/sync.h"
 #include "tests/runtime/test_util.h"
 
 using namespace std::chrono_literals;

@@ -1,13 +1,13 @@
 // select: readiness, fairness, default, timeout, send cases, close.
-#include "runtime/select.h"
+#include "green/select.h"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
 
-#include "runtime/green.h"
-#include "runtime/sync.h"
+#include "green/green.h"
+#include "green/sync.h"
 #include "tests/runtime/test_util.h"
 
 using namespace std::chrono_literals;

@@ -6,7 +6,7 @@
 #include <atomic>
 #include <cstring>
 
-#include "runtime/green.h"
+#include "green/green.h"
 #include "tests/runtime/test_util.h"
 
 using green::testing::Gate;

@@ -1,5 +1,5 @@
 // WaitGroup, Mutex, ConditionVariable, Once under contention.
-#include "runtime/sync.h"
+#include "green/sync.h"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 #include <chrono>
 #include <thread>
 
-#include "runtime/green.h"
+#include "green/green.h"
 #include "tests/runtime/test_util.h"
 
 using namespace std::chrono_literals;

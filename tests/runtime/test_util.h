@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/detail/park.h"
-#include "runtime/green.h"
+#include "green/detail/park.h"
+#include "green/green.h"
 
 namespace green::testing {
 

@@ -21,8 +21,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "server/request.h"
-#include "server/response.h"
+#include "green/http/request.h"
+#include "green/http/response.h"
 
 namespace green::http {
 

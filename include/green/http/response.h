@@ -19,10 +19,11 @@
 #include <cstdint>
 #include <string_view>
 
-#include "server/byte_buffer.h"
-#include "server/request.h"
+#include "green/http/request.h"
 
 namespace green::http {
+
+class ByteBuffer;  // server/byte_buffer.h
 
 // Where a response's bytes go: the connection.
 class ResponseSink {

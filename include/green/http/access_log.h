@@ -23,11 +23,12 @@
 #include <string>
 #include <string_view>
 
-#include "runtime/channel.h"
-#include "runtime/sync.h"
-#include "server/byte_buffer.h"
+#include "green/channel.h"
+#include "green/sync.h"
 
 namespace green::http {
+
+class ByteBuffer;  // server/byte_buffer.h
 
 // One request as the log needs it: fixed-size fields (long values are cut), so a record is
 // a plain copy.

@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <mutex>
 
-#include "runtime/detail/intrusive_fifo.h"
-#include "runtime/detail/park.h"
+#include "green/detail/intrusive_fifo.h"
+#include "green/detail/park.h"
 
 namespace green {
 

@@ -24,7 +24,7 @@
 #include <optional>
 #include <utility>
 
-#include "runtime/channel.h"
+#include "green/channel.h"
 
 namespace green {
 

@@ -31,15 +31,14 @@
 #include <mutex>
 #include <string>
 
-#include "runtime/net.h"
-#include "runtime/sync.h"
-#include "server/access_log.h"
-#include "server/body_budget.h"
-#include "server/buffer_pool.h"
-#include "server/limits.h"
-#include "server/memory_reclaimer.h"
-#include "server/metrics.h"
-#include "server/router.h"
+#include <memory>
+
+#include "green/http/access_log.h"
+#include "green/http/limits.h"
+#include "green/http/metrics.h"
+#include "green/http/router.h"
+#include "green/net.h"
+#include "green/sync.h"
 
 namespace green::http {
 
@@ -64,6 +63,16 @@ struct ServerOptions {
 };
 
 class Connection;
+struct ServerState;  // server/server_state.h: buffer pool, body budget, memory reclaimer
+
+// What the server's memory machinery holds now, for /metrics.
+struct ServerMemoryStats {
+  std::size_t pooled_buffer_sets = 0;  // connection buffer sets idle in the pool
+  uint64_t buffered_body_bytes = 0;    // reserved from the body budget now
+  uint64_t buffered_body_limit = 0;    // max_buffered_body_bytes (0: no limit)
+  uint64_t body_budget_rejections = 0; // requests answered 503 for want of budget
+  uint64_t malloc_trims = 0;           // times freed memory went back to the kernel
+};
 
 class Server {
  public:
@@ -101,9 +110,7 @@ class Server {
   const ServerMetrics& metrics() const { return metrics_; }
   AccessLog* access_log() const { return access_log_; }
   int64_t max_connections() const { return max_connections_; }
-  std::size_t pooled_buffer_sets() const { return pool_.idle_sets(); }
-  const BodyBudget& body_budget() const { return body_budget_; }
-  uint64_t malloc_trims() const { return reclaimer_.malloc_trims(); }
+  ServerMemoryStats memory_stats() const;
 
  private:
   friend class Connection;
@@ -127,9 +134,7 @@ class Server {
   ServerOptions options_;
   const Router& router_;
   AccessLog* access_log_;
-  BufferPool pool_;
-  BodyBudget body_budget_;
-  MemoryReclaimer reclaimer_;  // runs while serve() does
+  std::unique_ptr<ServerState> state_;  // pool, body budget, reclaimer (runs while serve() does)
   ServerMetrics metrics_;
   net::TcpListener listener_;
   int64_t max_connections_ = 0;

@@ -26,7 +26,7 @@
 #include <atomic>
 #include <cstdint>
 
-#include "runtime/detail/spin_lock.h"
+#include "green/detail/spin_lock.h"
 
 namespace green::detail {
 

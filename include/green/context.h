@@ -21,7 +21,7 @@
 #include <memory>
 #include <utility>
 
-#include "runtime/channel.h"
+#include "green/channel.h"
 
 namespace green {
 

@@ -24,9 +24,9 @@
 #include <utility>
 #include <vector>
 
-#include "runtime/detail/intrusive_fifo.h"
-#include "runtime/detail/park.h"
-#include "runtime/green.h"
+#include "green/detail/intrusive_fifo.h"
+#include "green/detail/park.h"
+#include "green/green.h"
 
 namespace green {
 
