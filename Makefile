@@ -15,7 +15,7 @@ CTEST_FLAGS ?= --output-on-failure --timeout 600
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test test-release test-asan test-tsan bench loadtest clean format fuzz soak
+.PHONY: all deps build run install test test-release test-asan test-tsan bench loadtest clean format fuzz soak
 
 all: build
 
@@ -40,6 +40,12 @@ build: deps
 
 run: build
 	./$(BUILD)/greenhttp
+
+# Headers, libgreenrt.a + libgreenhttp.a, the CMake package (find_package(greenhttp)), the
+# pkg-config file and the binary, under PREFIX (cmake/install.cmake).
+PREFIX ?= /usr/local
+install: build
+	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
 
 test: deps test-release test-asan test-tsan
 	@echo "make test: Release, ASan+UBSan and TSan suites passed"

@@ -26,7 +26,6 @@
 
 #include "handlers/handlers.h"
 #include "green/green.h"
-#include "server/date_cache.h"
 
 namespace green::handlers {
 

@@ -9,6 +9,7 @@
 #include <ctime>
 #include <string>
 
+#include "green/http/response.h"
 #include "server/byte_buffer.h"
 
 namespace green::http {
@@ -16,7 +17,6 @@ namespace green::http {
 // Appends "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" for the current second.
 void append_date_header(ByteBuffer& out);
 
-// "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 IMF-fixdate) for `t`.
-std::string format_http_date(std::time_t t);
+// format_http_date() is public: include/green/http/response.h.
 
 }  // namespace green::http

@@ -17,6 +17,8 @@
 #pragma once
 
 #include <cstdint>
+#include <ctime>
+#include <string>
 #include <string_view>
 
 #include "green/http/request.h"
@@ -126,5 +128,9 @@ void append_error_response(ByteBuffer& out, int status, std::string_view text,
 // The extra header line of every 503 the server sends for a resource limit (the body budget,
 // the connection cap): the limit frees up within about a second, so the client may retry then.
 inline constexpr std::string_view kRetryAfterLine = "Retry-After: 1\r\n";
+
+// "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 IMF-fixdate) for `t`, as Date and Last-Modified
+// carry it.
+std::string format_http_date(std::time_t t);
 
 }  // namespace green::http

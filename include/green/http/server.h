@@ -5,12 +5,11 @@
 //   green::go([&] { wait_for_signal(); server.shutdown(); });
 //   server.serve();                           // accepts until shutdown, then drains
 //
-// serve() runs the accept loop in the calling green thread and spawns one green thread per
-// accepted connection (server/connection.cpp), and while it runs a MemoryReclaimer gives the
-// memory of bursts back (server/memory_reclaimer.h). Request bodies that do not fit a
-// connection's read buffer share one BodyBudget (server/body_budget.h). Connections over
-// max_connections are answered
-// 503 and closed at once. shutdown() (from any green thread) turns ready() false, accepts the
+// serve() runs the accept loop in the calling green thread (it parks there until shutdown) and
+// spawns one green thread per accepted connection; while it runs, a background green thread
+// gives the memory of bursts back to the kernel. Request bodies that do not fit a connection's
+// read buffer share one budget (ServerOptions::max_buffered_body_bytes). Connections over
+// max_connections are answered 503 and closed at once. shutdown() (from any green thread) turns ready() false, accepts the
 // connections already queued and closes the listener; serve() then drains: it wakes idle
 // keep-alive connections (each answers a request that has already arrived, then closes
 // without a reset: see connection.h), and lets connections that are handling a request finish
