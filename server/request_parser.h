@@ -24,7 +24,7 @@
 // nothing until its bytes arrive: a declared length costs the client nothing, arrived bytes do. The reservation is given back, and the grown buffer freed, when the request is done
 // (the next request starts, or the parser is detached or destroyed).
 //
-// Limits (server/limits.h) are checked as bytes arrive, so a too-long target or header section
+// Limits (include/green/http/limits.h) are checked as bytes arrive, so a too-long target or header section
 // is refused before it is buffered whole, and a declared body over the limit is refused (413)
 // before any of it is read; so is a chunk whose declared size exceeds what is left of the body
 // budget. A chunk-size line (size, extensions, CRLF) is at most kMaxChunkLineBytes (400 past it),

@@ -21,7 +21,7 @@ namespace {
 
 // glibc's __errno_location is declared const, so within one function the compiler may reuse
 // errno's address across a yield. Reading through a call it cannot see into is the documented
-// way for green-thread code to read errno after a park (see runtime/green.h).
+// way for green-thread code to read errno after a park (see include/green/green.h).
 [[gnu::noipa]] int read_errno() { return errno; }
 [[gnu::noipa]] void write_errno(int v) { errno = v; }
 // pthread_self() (behind std::this_thread::get_id()) is declared const too: the same trap.
