@@ -7,7 +7,8 @@ import os
 import shutil
 import subprocess
 
-COLOURS = {"greenhttp": "#2e9e4f", "go": "#2a7ab9", "nginx": "#8c8c8c"}
+COLOURS = {"greenhttp": "#2e9e4f", "greenhttp-base": "#9fd8ad", "go": "#2a7ab9",
+           "nginx": "#8c8c8c"}
 
 SCENARIO_CHARTS = [  # (file suffix, figure key, scale, y label, log scale)
     # Log scale: pipelined runs at ten times the others, and equal ratios look equal.

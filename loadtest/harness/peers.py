@@ -199,6 +199,29 @@ class GreenHttp(Peer):
         return f"greenhttp {rev} (Release build, {self.binary()})"
 
 
+class GreenHttpBase(GreenHttp):
+    """An earlier greenhttp, for a before/after measured in the same interleaved run: a second
+    build tree of the base commit, $LOADTEST_BASE_BUILD (default build-base), e.g.
+      git worktree add /tmp/base <commit> && cmake -S /tmp/base -B build-base && make -C ...
+    then LOADTEST_PEERS=greenhttp-base,greenhttp,nginx."""
+
+    name = "greenhttp-base"
+    exit_hint = ""
+
+    def binary(self):
+        base = os.environ.get("LOADTEST_BASE_BUILD", "build-base")
+        return os.path.join(self.ctx.repo, base, "greenhttp") if not os.path.isabs(base) \
+            else os.path.join(base, "greenhttp")
+
+    def prepare(self):
+        if not os.access(self.binary(), os.X_OK):
+            raise PeerUnavailable(f"{self.binary()} is not built: set LOADTEST_BASE_BUILD to "
+                                  "the build tree of the commit to compare against")
+
+    def version(self):
+        return f"greenhttp base build ({self.binary()})"
+
+
 class GoNetHttp(Peer):
     name = "go"
 
@@ -264,4 +287,5 @@ class Nginx(Peer):
         return _tool_version([self.nginx(), "-v"], stream="stderr").replace("nginx version: ", "")
 
 
-ALL = {"greenhttp": GreenHttp, "go": GoNetHttp, "nginx": Nginx}
+ALL = {"greenhttp": GreenHttp, "greenhttp-base": GreenHttpBase, "go": GoNetHttp,
+       "nginx": Nginx}

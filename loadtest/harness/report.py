@@ -70,7 +70,7 @@ def scenario_table(scen, peers, summary, lines):
 
 def headline(summary, peers, scenarios, idle, lines):
     """Requests/s of every peer per scenario in one table, with greenhttp's ratios."""
-    ratios = [b for b in ("nginx", "go") if b in peers and "greenhttp" in peers]
+    ratios = [b for b in ("greenhttp-base", "nginx", "go") if b in peers and "greenhttp" in peers]
     lines += ["| " + " | ".join(["scenario", *peers, *(f"greenhttp / {b}" for b in ratios)])
               + " |",
               "| --- |" + " ---: |" * (len(peers) + len(ratios))]
