@@ -6,7 +6,8 @@
 DEBIAN_PACKAGES := build-essential cmake pkg-config libboost-context-dev libspdlog-dev \
                    node-llhttp libgtest-dev libgmock-dev libbenchmark-dev libtomlplusplus-dev \
                    libcli11-dev clang libclang-rt-14-dev wrk curl python3 golang-go nginx-light \
-                   haproxy gnuplot-nox chromium
+                   haproxy gnuplot-nox chromium \
+                   nlohmann-json3-dev
 
 JOBS    ?= $(shell nproc)
 BUILD   ?= build

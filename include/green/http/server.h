@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #include <memory>
 
@@ -150,5 +151,27 @@ class Server {
   std::mutex registry_lock_;
   Connection* registry_head_ = nullptr;
 };
+
+// Go's http.ListenAndServe, for programs that want one server and nothing else (see
+// examples/hello): builds a Server on `options` (or on `address` with the default options),
+// listens, prints one line "listening on HOST:PORT" to stderr (with port 0, the port the
+// kernel chose), and serves until SIGINT or SIGTERM; then shuts down gracefully (the drain of
+// Server::shutdown) and returns 0 once every connection has ended. When it cannot listen it
+// prints "cannot listen on ADDRESS: reason" and returns the negative errno of listen()
+// (-EINVAL for an address that does not parse) without serving.
+//
+// Signals: for the time it serves, SIGINT and SIGTERM get a handler that only writes a byte
+// to a pipe (async-signal-safe, so it may run on any OS thread, even one in the middle of
+// scheduling); a plain thread reading that pipe starts the shutdown. The handler is installed
+// with SA_RESETHAND: a second Ctrl-C during a long drain ends the process at once, as the
+// default action does. The previous handlers are restored before it returns. One call at a
+// time per process (signals are process-wide); a program that handles signals itself uses
+// Server directly, as server/main.cpp does.
+//
+// Call from a green thread (inside green::run); parks it until the server has drained. A
+// handler still running past options.shutdown_timeout keeps it waiting (~Server).
+int listen_and_serve(std::string_view address, const Router& router);
+int listen_and_serve(ServerOptions options, const Router& router,
+                     AccessLog* access_log = nullptr);
 
 }  // namespace green::http
