@@ -100,7 +100,8 @@ void subscribe(Room& room, Request& r, ResponseWriter& w) {
   const Room::Subscription me = room.join();
   w.set_content_type("text/event-stream");
   w.set_header("Cache-Control", "no-cache");
-  // API12: switch to green::http::EventStream es(w); es.comment("joined") / es.send(*message)
+  // API12: switch to green::http::EventStream es(w): es.comment("joined") here, and
+  // es.send(**message) for the "data:" write + flush below
   // An SSE comment line, flushed: the client gets the head now, and knows it is in the room.
   w.write(": joined\n\n");
   bool open = w.flush();

@@ -48,9 +48,9 @@ json to_json(const Item& item) {
 // and green threads run on several OS threads at once, so the map needs a lock.
 //
 // green::Mutex, not std::mutex: a green thread that waits for a std::mutex blocks its whole OS
-// thread, and with it the P (logical processor) that thread was running, so every green thread
-// queued behind it on that P waits too; if the holder parked while holding it (on a socket,
-// say) its own OS thread could be the one blocked, and nothing would move again. green::Mutex
+// thread, and with it the P (logical processor) that thread runs green threads for, so every
+// green thread queued on that P waits too. Worse, a holder that parks (on a socket, say) while
+// every OS thread blocks on the lock would never be run again to release it. green::Mutex
 // parks only the waiting green thread; its OS thread goes on running the others.
 class Store {
  public:
