@@ -82,7 +82,7 @@ class Chat(unittest.TestCase):
     def tearDown(self):
         for s in self.subscribers:
             s.close()
-        self.ex.close()
+        self.ex.__exit__(None)
 
     def subscribe(self, **kwargs):
         s = Subscriber(self.ex.port, **kwargs)

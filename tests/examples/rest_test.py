@@ -17,7 +17,7 @@ class Rest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.ex.close()
+        cls.ex.__exit__(None)
 
     def post(self, body):
         if not isinstance(body, (bytes, str)):
