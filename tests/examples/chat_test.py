@@ -182,7 +182,16 @@ class Chat(unittest.TestCase):
     def test_a_second_sigint_during_the_drain_ends_the_process_at_once(self):
         self.subscribe()  # keeps the drain waiting
         self.ex.signal(signal.SIGINT)
-        self.assertIsNone(self.ex.wait(0.5))  # draining
+
+        def refused():  # the first SIGINT was handled: the listener is closed, the drain runs
+            try:
+                socket.create_connection(("127.0.0.1", self.ex.port), timeout=1).close()
+                return False
+            except ConnectionRefusedError:
+                return True
+
+        self.assertTrue(wait_until(refused, timeout=5))
+        self.assertIsNone(self.ex.proc.poll())  # still draining (2 s)
         self.ex.signal(signal.SIGINT)  # SA_RESETHAND: the default action now
         self.assertEqual(self.ex.wait(5), -signal.SIGINT)
 
