@@ -111,20 +111,19 @@ void subscribe(Room& room, Request& r, ResponseWriter& w) {
     // Park until a message comes, or 250 ms pass to check that the client is still there.
     // API12: switch the timeout to green::recv_case(r.context().done(), ...): cancelled on
     // disconnect (and at the drain deadline), no polling.
-    const int fired = green::select(
-        green::recv_case(*me.queue,
-                         [&](std::optional<Message> m) {
-                           queue_closed = !m;
-                           message = std::move(m);
-                         }),
-        green::timeout(250ms));
+    auto on_message = [&](std::optional<Message> m) {
+      queue_closed = !m;  // nullopt: the room closed our queue
+      message = std::move(m);
+    };
+    const int fired = green::select(green::recv_case(*me.queue, on_message), green::timeout(250ms));
     if (fired == green::kSelectTimeout) {
       open = !r.client_gone();
       continue;
     }
     if (queue_closed) break;  // the room dropped us: we were too slow
-    w.write("data: " + **message + "\n\n");  // one event (messages hold no line breaks)
-    open = w.flush();                         // parks while the client's socket is full
+    // One event ("data:" line, blank line); messages hold no line breaks (post_message).
+    w.write("data: " + **message + "\n\n");
+    open = w.flush();  // parks while the client's socket is full
   }
   room.leave(me.id);
 }

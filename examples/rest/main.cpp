@@ -16,11 +16,10 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "green/green.h"
 #include "green/http/server.h"
@@ -31,7 +30,7 @@ using json = nlohmann::json;
 
 namespace {
 
-constexpr std::size_t kMaxItems = 10'000;     // a client that POSTs forever gets 503, not all RAM
+constexpr std::size_t kMaxItems = 10'000;  // a client that POSTs forever gets 503, not all RAM
 constexpr std::size_t kMaxTitleBytes = 200;
 
 struct Item {
@@ -87,7 +86,8 @@ class Store {
 
 void send_json(ResponseWriter& w, int status, const json& body) {
   // error_handler_t::replace: dump() never throws, whatever bytes a string holds.
-  w.send(status, "application/json", body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
+  w.send(status, "application/json",
+         body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
 }
 
 void send_error(ResponseWriter& w, int status, std::string_view message) {
@@ -147,9 +147,8 @@ int main(int argc, char** argv) {
       for (const Item& item : store.list()) out.push_back(to_json(item));
       send_json(w, 200, out);
     });
-    router.handle(Method::kPost, "/items", [&](Request& r, ResponseWriter& w) {
-      create_item(store, r, w);
-    });
+    router.handle(Method::kPost, "/items",
+                  [&](Request& r, ResponseWriter& w) { create_item(store, r, w); });
     router.handle(Method::kGet, "/items/:id", [&](Request& r, ResponseWriter& w) {
       const std::optional<int64_t> id = item_id(r, w);
       if (!id) return;

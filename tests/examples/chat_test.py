@@ -21,7 +21,8 @@ class Subscriber:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(10)
         self.sock.connect(("127.0.0.1", port))
-        self.sock.sendall(b"GET /events HTTP/1.1\r\nHost: chat\r\nAccept: text/event-stream\r\n\r\n")
+        self.sock.sendall(b"GET /events HTTP/1.1\r\nHost: chat\r\n"
+                          b"Accept: text/event-stream\r\n\r\n")
         self.raw = b""
         self.stream = b""  # the decoded body so far
         self.ended = False  # the last chunk came: the response is over

@@ -152,11 +152,12 @@ class Server {
   Connection* registry_head_ = nullptr;
 };
 
-// Go's http.ListenAndServe, for programs that want one server and nothing else (see
-// examples/hello): builds a Server on `options` (or on `address` with the default options),
-// listens, prints one line "listening on HOST:PORT" to stderr (with port 0, the port the
-// kernel chose), and serves until SIGINT or SIGTERM; then shuts down gracefully (the drain of
-// Server::shutdown) and returns 0 once every connection has ended. When it cannot listen it
+// Go's http.ListenAndServe with the usual signal.NotifyContext + Shutdown around it, for
+// programs that want one server and nothing else (see examples/hello): builds a Server on
+// `options` (or on `address` with the default options), listens, prints one line
+// "listening on HOST:PORT" to stderr (with port 0, the port the kernel chose), and serves until
+// SIGINT or SIGTERM; then shuts down gracefully (the drain of Server::shutdown) and returns 0
+// once every connection has ended. When it cannot listen it
 // prints "cannot listen on ADDRESS: reason" and returns the negative errno of listen()
 // (-EINVAL for an address that does not parse) without serving.
 //
@@ -166,7 +167,8 @@ class Server {
 // with SA_RESETHAND: a second Ctrl-C during a long drain ends the process at once, as the
 // default action does. The previous handlers are restored before it returns. One call at a
 // time per process (signals are process-wide); a program that handles signals itself uses
-// Server directly, as server/main.cpp does.
+// Server directly, as server/main.cpp does. SIGPIPE is set to be ignored (a peer that went away
+// is an EPIPE for its connection, not the end of the process) and stays so.
 //
 // Call from a green thread (inside green::run); parks it until the server has drained. A
 // handler still running past options.shutdown_timeout keeps it waiting (~Server).
