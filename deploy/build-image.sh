@@ -34,9 +34,12 @@ done
 if [ -n "$missing" ]; then
   echo "build-image: no registry answered for debian:{${missing# }}; making both with debootstrap"
   deploy/debootstrap-base.sh "$engine"
+  echo "build-image: base images made in ${SECONDS}s"
 fi
 
+start=$SECONDS
 case $engine in
-  podman) set -x; podman build --isolation=chroot --format docker -t "$image" . ;;
-  *)      set -x; "$engine" build -t "$image" . ;;
+  podman) (set -x; podman build --isolation=chroot --format docker -t "$image" .) ;;
+  *)      (set -x; "$engine" build -t "$image" .) ;;
 esac
+echo "build-image: $image built by $engine in $((SECONDS - start))s"
