@@ -1,26 +1,34 @@
 # greenhttp container image. Two stages on Debian bookworm:
-#   build   - the same `make deps` and `make build` a developer runs on Debian 12, so the one
-#             list of packages is the Makefile's DEBIAN_PACKAGES (not a second list here);
-#   runtime - bookworm-slim with only the shared libraries build/greenhttp links against
-#             (found by deploy/runtime-packages.sh from the binary itself), run as a non-root
-#             user, config in /etc/greenhttp/.
-# No Docker engine runs on the project's machines: this file is kept consistent with the
-# Makefile by review, not by CI. Build and run elsewhere with:
+#   build   - `make deps-build` (the Makefile's DEBIAN_BUILD_PACKAGES: what building needs, no
+#             test or benchmark tools) and `make binary` (build-binary/greenhttp alone, no tests,
+#             benchmarks or examples), so the one list of packages stays the Makefile's;
+#   runtime - bookworm-slim with only the shared libraries the binary links against (found by
+#             deploy/runtime-packages.sh from the binary itself), run as a non-root user
+#             (greenhttp, uid 10001), config in /etc/greenhttp/.
+# Built and tested by CI, not only reviewed: `make image` builds this file with docker or podman
+# (deploy/build-image.sh; base images made with debootstrap where no registry is reachable) and
+# `make image-test` starts the image and checks /healthz, /plaintext, the user and the SIGTERM
+# drain (deploy/image_test.py). By hand:
 #   docker build -t greenhttp . && docker run --rm -p 8080:8080 greenhttp
+#   podman build --isolation=chroot --format docker -t greenhttp .   (--format docker keeps
+#                                                                      HEALTHCHECK)
 # SIGTERM (docker stop, Kubernetes) drains: /readyz turns 503, in-flight requests finish,
 # exit within --shutdown-timeout (30s by default; give `docker stop -t 35`).
 
 FROM debian:bookworm AS build
+WORKDIR /src
+# The packages first, from the Makefile alone: a source change does not reinstall them.
+COPY Makefile .
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends make \
+ && make deps-build \
  && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
 COPY . .
-RUN make deps && make build BUILD=build \
- && deploy/runtime-packages.sh build/greenhttp > build/runtime-packages.txt
+RUN make binary \
+ && deploy/runtime-packages.sh build-binary/greenhttp > build-binary/runtime-packages.txt
 
 FROM debian:bookworm-slim AS runtime
-COPY --from=build /src/build/runtime-packages.txt /tmp/runtime-packages.txt
+COPY --from=build /src/build-binary/runtime-packages.txt /tmp/runtime-packages.txt
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       $(cat /tmp/runtime-packages.txt) \
@@ -28,7 +36,7 @@ RUN apt-get update -qq \
  && groupadd --system --gid 10001 greenhttp \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin greenhttp
-COPY --from=build /src/build/greenhttp /usr/local/bin/greenhttp
+COPY --from=build /src/build-binary/greenhttp /usr/local/bin/greenhttp
 COPY --from=build /src/config/greenhttp.toml /etc/greenhttp/greenhttp.toml
 USER greenhttp:greenhttp
 EXPOSE 8080

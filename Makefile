@@ -2,12 +2,19 @@
 # Thin wrapper around CMake. Every target that builds runs `deps` first, so `make run` and
 # `make test` work on a fresh Debian 12 machine from a clean clone.
 
-# The one list of Debian packages the project needs (the Dockerfile runs `make deps` too).
-DEBIAN_PACKAGES := build-essential cmake pkg-config libboost-context-dev libspdlog-dev \
-                   node-llhttp libgtest-dev libgmock-dev libbenchmark-dev libtomlplusplus-dev \
-                   libcli11-dev clang libclang-rt-14-dev wrk curl python3 golang-go nginx-light \
-                   haproxy gnuplot-nox chromium \
-                   nlohmann-json3-dev
+# The one list of Debian packages the project needs, in two parts:
+# DEBIAN_BUILD_PACKAGES - what `make build` needs: the libraries, the binary, the examples
+#   (`make deps-build`, which the Dockerfile's build stage runs: no browser, Go, nginx or
+#   HAProxy in the image);
+# DEBIAN_PACKAGES       - that plus what the tests, benchmarks, load tests and fuzzing need
+#   (`make deps`, which every other target runs).
+# A library the core or an example links against goes in the first list; a library or tool
+# that only a test, benchmark or load test uses goes in the second.
+DEBIAN_BUILD_PACKAGES := build-essential cmake pkg-config libboost-context-dev libspdlog-dev \
+                         node-llhttp libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
+DEBIAN_PACKAGES := $(DEBIAN_BUILD_PACKAGES) \
+                   libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev wrk curl \
+                   python3 golang-go nginx-light haproxy gnuplot-nox chromium
 
 JOBS    ?= $(shell nproc)
 BUILD   ?= build
@@ -16,19 +23,28 @@ CTEST_FLAGS ?= --output-on-failure --timeout 600
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run install test test-release test-asan test-tsan bench loadtest clean format fuzz soak
+.PHONY: all deps deps-build deps-podman binary image image-test build run install test test-release \
+        test-asan test-tsan bench loadtest clean format fuzz soak
 
 all: build
 
-deps:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+# $(1): the packages; installs those not installed yet (apt only when something is missing).
+define apt_install
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
-	  echo "make deps: installing$$missing"; \
+	  echo "make $@: installing$$missing"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "make deps: all Debian packages present"; fi
+	else echo "make $@: all Debian packages present"; fi
+endef
+
+deps:
+	$(call apt_install,$(DEBIAN_PACKAGES))
+
+deps-build:
+	$(call apt_install,$(DEBIAN_BUILD_PACKAGES))
 
 # $(1) build dir, $(2) extra cmake flags
 define cmake_build
@@ -38,6 +54,32 @@ endef
 
 build: deps
 	$(call cmake_build,$(BUILD),)
+
+# The server binary alone, as the image's build stage makes it: only DEBIAN_BUILD_PACKAGES, no
+# tests, benchmarks or examples, in its own tree ($(BUILD)-binary) so that these options never
+# leak into the cache of the full build.
+BINARY_CMAKE_FLAGS := -DGREEN_BUILD_TESTS=OFF -DGREEN_BUILD_BENCH=OFF -DGREEN_BUILD_EXAMPLES=OFF
+binary: deps-build
+	$(CMAKE) -S . -B $(BUILD)-binary -DCMAKE_BUILD_TYPE=Release $(BINARY_CMAKE_FLAGS) >/dev/null
+	$(CMAKE) --build $(BUILD)-binary -j $(JOBS) --target greenhttp
+
+# The container image (Dockerfile) with docker where its daemon answers, else podman, which
+# `make deps-podman` installs; where no registry is reachable the Debian base images are made
+# with debootstrap, once (deploy/build-image.sh). `make image-test` starts the image and checks
+# it (deploy/image_test.py): as a container where the machine allows it, else under chroot.
+IMAGE ?= greenhttp:latest
+DEBIAN_IMAGE_PACKAGES := podman runc debootstrap python3
+deps-podman:
+	$(call apt_install,$(DEBIAN_IMAGE_PACKAGES))
+
+image:
+	@docker info >/dev/null 2>&1 || $(MAKE) --no-print-directory deps-podman
+	deploy/build-image.sh $(IMAGE)
+
+image-test: image
+	python3 deploy/image_test.py $(IMAGE)
+	@# The chroot fallback as well (it needs root), so that it cannot rot where containers run.
+	@if [ "$$(id -u)" = 0 ]; then set -x; python3 deploy/image_test.py --mode chroot $(IMAGE); fi
 
 run: build
 	./$(BUILD)/greenhttp
@@ -111,4 +153,4 @@ format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-fuzz
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-fuzz $(BUILD)-binary
