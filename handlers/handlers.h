@@ -3,6 +3,8 @@
 //
 //   /plaintext, /json          TechEmpower's plaintext and JSON tests, to the letter
 //   /echo                      POST: the request body back
+//   /upload                    POST: the body streamed (never held whole); its size and hash
+//   /events?n=N&ms=M           N Server-Sent Events ("tick"), M ms apart
 //   /sleep?ms=N                parks on a timer (the OS thread runs other green threads)
 //   /blocking?ms=N             a real blocking nanosleep inside green::blocking
 //   /work?ms=N                 a CPU-bound loop that calls green::checkpoint()
@@ -48,6 +50,7 @@ void register_all(http::Router& router, Context& context);
 
 // The pieces, for tests and for embedding a subset.
 void register_benchmarks(http::Router& router);           // plaintext, json, echo
+void register_streaming(http::Router& router);            // upload, events
 void register_runtime_demos(http::Router& router, DemoLimits limits = {});  // sleep ... spawn
 void register_static(http::Router& router, const std::string& dir);
 // healthz and readyz, and unless context.separate_debug, what register_debug adds.

@@ -266,6 +266,7 @@ void register_debug(http::Router& router, Context& ctx) {
 
 void register_all(http::Router& router, Context& ctx) {
   register_benchmarks(router);
+  register_streaming(router);
   register_runtime_demos(router, ctx.limits);
   register_static(router, ctx.static_dir);
   register_observability(router, ctx);

@@ -24,9 +24,6 @@ constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 // the response before the client reads it.
 constexpr std::chrono::milliseconds kLingerTime{500};
 constexpr std::size_t kLingerBytes = 1 << 20;
-// read_more(): the whole-request deadline (read_timeout) passed, as opposed to a pause
-// (-ETIMEDOUT). Not an errno value.
-constexpr ssize_t kReadTimedOut = -100000;
 // serve_batches() writes a batch's responses at once when its input is drained, but flushes
 // early once the output buffer holds more than this: a client that pipelines and never reads
 // would otherwise make the server hold every answer to a ~28 KiB read (896 /metrics answers,
@@ -49,6 +46,10 @@ Connection::Connection(Server& server, net::TcpStream stream, const net::Address
     : server_(server),
       stream_(std::move(stream)),
       parser_(server.options().limits, &server.state_->body_budget) {
+  // Bodies up to the read buffer are collected before the handler runs (they fit the pooled
+  // buffers and cost no budget); larger, chunked and 100-continue bodies stream
+  // (green/http/body.h).
+  parser_.set_stream_threshold(server.options().limits.input_buffer_bytes());
   const std::string host = peer.host();
   remote_length_ = static_cast<uint8_t>(std::min(host.size(), sizeof remote_));
   std::memcpy(remote_, host.data(), remote_length_);
@@ -195,15 +196,9 @@ bool Connection::serve_batches() {
       return !server_.draining();
     }
     if (n <= 0) {
-      if (n == kReadTimedOut) {
-        server_.metrics_.read_timeouts.fetch_add(1, std::memory_order_relaxed);
-        finish_with_error(408, "request not received within the read timeout");
-      } else if (n == -ETIMEDOUT && parser_.request_started()) {
-        server_.metrics_.header_timeouts.fetch_add(1, std::memory_order_relaxed);
-        finish_with_error(408, parser_.headers_complete() ? "body not received in time"
-                                                          : "request headers not received in time");
-      } else if (n == -ENOBUFS) {
-        finish_with_error(parser_.error_status(), parser_.error_reason());
+      std::string_view reason;
+      if (const int status = read_failure(n, &reason); status != 0) {
+        finish_with_error(status, reason);
       }
       return false;  // end of stream, reset, shutdown: nothing to answer
     }
@@ -254,6 +249,25 @@ bool Connection::serve_batches() {
   }
 }
 
+int Connection::read_failure(ssize_t n, std::string_view* reason) {
+  if (n == kReadTimedOut) {
+    server_.metrics_.read_timeouts.fetch_add(1, std::memory_order_relaxed);
+    *reason = "request not received within the read timeout";
+    return 408;
+  }
+  if (n == -ETIMEDOUT && parser_.request_started()) {
+    server_.metrics_.header_timeouts.fetch_add(1, std::memory_order_relaxed);
+    *reason = parser_.headers_complete() ? "body not received in time"
+                                         : "request headers not received in time";
+    return 408;
+  }
+  if (n == -ENOBUFS) {
+    *reason = parser_.error_reason();
+    return parser_.error_status();
+  }
+  return 0;
+}
+
 void Connection::handle_request(Request& r) {
   r.set_remote_addr({remote_, remote_length_});
   r.set_stream(&stream_);
@@ -264,6 +278,11 @@ void Connection::handle_request(Request& r) {
   {
     ResponseWriter w(*this, buffers_->body, buffers_->headers, r.method(), r.version_minor(),
                      keep_alive);
+    const bool streamed = parser_.body_streaming();
+    if (streamed) {
+      r.body().reset({}, &body_reader_);
+      body_reader_.begin(&w);
+    }
     bool failed = false;
     if (r.path() == "*") {
       // OPTIONS * (the only method the parser lets use the asterisk form, RFC 9112 3.2.4) asks
@@ -284,6 +303,7 @@ void Connection::handle_request(Request& r) {
     // Draining: this response is the connection's last (it may have been idle-safe when the
     // request arrived; it is not now).
     if (server_.draining()) w.close_connection();
+    const int body_error = streamed ? finish_streamed_body(w, failed) : 0;
     if (failed && !w.head_sent()) {
       // Nothing reached the output buffer yet: answer a clean 500 instead.
       ResponseWriter error(*this, buffers_->body, buffers_->headers, r.method(),
@@ -292,6 +312,12 @@ void Connection::handle_request(Request& r) {
       error.finish();
       status = 500;
       bytes = error.body_bytes();
+    } else if (body_error != 0 && !w.head_sent()) {
+      // Reading the body failed and nothing of the response went out: the failure's status
+      // replaces it, as when the server read every body before the handler (a client that
+      // left gets nothing; 499 is for the log and the metrics).
+      if (body_error != BodyReader::kClientGone) append_error(body_error, body_reader_.error_reason());
+      status = body_error;
     } else {
       if (failed) {
         w.abort();  // mid-stream: the client must see a truncated response, not a complete one
@@ -300,13 +326,30 @@ void Connection::handle_request(Request& r) {
       }
       status = w.status();
       bytes = w.body_bytes();
-      keep = w.keep_alive() && !failed;
+      keep = w.keep_alive() && !failed && body_error == 0;
     }
   }
   close_after_ = !keep;
   finished_at_ = Clock::now();
   server_.metrics_.record_request(status, finished_at_ - request_start_);
   log_request(&r, status, bytes);
+}
+
+int Connection::finish_streamed_body(ResponseWriter& w, bool failed) {
+  if (failed) {
+    body_reader_.abandon();  // the connection closes after the 500 anyway
+    return 0;
+  }
+  switch (body_reader_.finish()) {
+    case BodyReader::End::kReusable:
+      return 0;
+    case BodyReader::End::kClose:
+      w.close_connection();  // says Connection: close when the head is still to go
+      return 0;
+    case BodyReader::End::kFailed:
+      break;
+  }
+  return body_reader_.error_status();
 }
 
 void Connection::log_request(const Request* r, int status, uint64_t bytes) {
@@ -339,6 +382,11 @@ void Connection::log_request(const Request* r, int status, uint64_t bytes) {
 void Connection::finish_with_error(int status, std::string_view reason) {
   server_.metrics_.record_request(status, Clock::now() - request_start_);
   log_request(nullptr, status, 0);
+  append_error(status, reason);
+  if (flush_output()) linger_close();
+}
+
+void Connection::append_error(int status, std::string_view reason) {
   const std::string_view phrase = status_line(status).substr(9);
   std::string text(phrase.substr(0, phrase.size() - 2));
   if (!reason.empty()) {
@@ -346,7 +394,6 @@ void Connection::finish_with_error(int status, std::string_view reason) {
     text += reason;
   }
   append_error_response(buffers_->output, status, text, status == 503 ? kRetryAfterLine : "");
-  if (flush_output()) linger_close();
 }
 
 void Connection::linger_close() {

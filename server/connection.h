@@ -32,6 +32,7 @@
 #include <cstdint>
 
 #include "green/net.h"
+#include "server/body_reader.h"
 #include "server/request_parser.h"
 #include "green/http/response.h"
 
@@ -66,11 +67,22 @@ class Connection final : public ResponseSink {
 
  private:
   friend class Server;
+  friend class BodyReader;  // reads a streamed body through read_more() and the parser
   enum State : int { kIdle, kActive, kClosing };
 
   bool wait_for_request();  // false: close (timeout, error, forced close)
   bool serve_batches();  // true: went idle cleanly; false: close
   ssize_t read_more(bool* fresh_wake);
+  // read_more() returned `n` <= 0 with a request begun: the status to answer (counted in the
+  // metrics when a timeout), or 0 when there is nobody to answer (end of stream, reset).
+  int read_failure(ssize_t n, std::string_view* reason);
+  // read_more(): the whole-request deadline (read_timeout) passed, as opposed to a pause
+  // (-ETIMEDOUT). Not an errno value.
+  static constexpr ssize_t kReadTimedOut = -100000;
+  void append_error(int status, std::string_view reason);  // an error response, to output()
+  // After the handler of a request whose body streams: drops what it left unread (or decides
+  // to close); returns the status of a failed body read, or 0.
+  int finish_streamed_body(ResponseWriter& w, bool failed);
   void handle_request(Request& r);
   void finish_with_error(int status, std::string_view reason);
   void linger_close();
@@ -81,6 +93,7 @@ class Connection final : public ResponseSink {
   Server& server_;
   net::TcpStream stream_;
   RequestParser parser_;
+  BodyReader body_reader_{*this};  // the current request's body, when it streams
   ConnectionBuffers* buffers_ = nullptr;
   std::atomic<int> state_{kIdle};
   bool write_failed_ = false;

@@ -135,6 +135,8 @@ std::span<char> RequestParser::spare() {
   const std::size_t cap = storage_->input.size();
   if (!in_message_ && parsed_ == end_) {
     msg_start_ = head_end_ = parsed_ = end_ = 0;  // nothing to keep: start over, no copy
+  } else if (streaming_ && delivered_ && parsed_ == end_) {
+    parsed_ = end_ = head_end_;  // the body read so far was handed out: keep only the head
   } else if (cap - end_ < cap / 8) {
     compact();
   }
@@ -169,8 +171,9 @@ void RequestParser::compact() {
     return;
   }
   // Reading a body: keep the head (the handler's views point there), drop the body bytes
-  // already parsed (copied out first), keep the unparsed tail.
-  materialize_body();
+  // already parsed (copied out first, unless the body streams: then they were handed out),
+  // keep the unparsed tail.
+  if (!streaming_) materialize_body();
   const std::size_t head_len = head_end_ - msg_start_;
   const std::size_t tail_len = end_ - parsed_;
   const std::size_t shift = msg_start_;
@@ -266,6 +269,9 @@ void RequestParser::reset_message() {
   has_transfer_encoding_ = has_expect_ = body_copied_ = false;
   body_bytes_ = 0;
   keep_alive_ = true;
+  streaming_ = false;
+  has_declared_length_ = false;
+  declared_length_ = 0;
   release_body_budget();
   if (storage_ != nullptr) storage_->body.clear();
   msg_start_ = head_end_ = parsed_;
@@ -274,6 +280,9 @@ void RequestParser::reset_message() {
 ParseEvent RequestParser::next() {
   if (error_status_ != 0) return ParseEvent::kError;
   if (delivered_) {
+    // A streamed body must be finished (read to its end) before the next request is parsed:
+    // llhttp is still inside it. The connection closes instead; this guards the invariant.
+    if (streaming_ && !message_done_) return fail_event(500, "streamed body left unfinished");
     delivered_ = false;
     reset_message();
   }
@@ -286,23 +295,9 @@ ParseEvent RequestParser::next() {
     if (parsed_ != end_ && base[parsed_] == '\r') return ParseEvent::kNeedMore;
   }
   while (parsed_ != end_) {
-    const std::size_t from = parsed_;
-    const Phase phase = phase_;
-    const llhttp_errno_t err = llhttp_execute(&llhttp_, base + parsed_, end_ - parsed_);
-    if (err == HPE_OK) {
-      parsed_ = end_;
-    } else if (err == HPE_PAUSED) {
-      parsed_ = static_cast<std::size_t>(llhttp_get_error_pos(&llhttp_) - base);
-      llhttp_resume(&llhttp_);
-    } else {
-      if (err != HPE_USER) map_llhttp_error(err);
-      return ParseEvent::kError;
-    }
-    if ((phase == Phase::kChunkLine || phase == Phase::kTrailers) &&
-        !check_framing(phase, from, parsed_)) {
-      return ParseEvent::kError;
-    }
-    if (err == HPE_OK) {
+    bool paused = false;
+    if (!execute(end_ - parsed_, &paused)) return ParseEvent::kError;
+    if (!paused) {
       // The target and header limits are counted in the callbacks; this catches what they do
       // not see (whitespace around values, long runs of empty continuation).
       const std::size_t max_head = limits_.max_target_bytes + limits_.max_header_bytes + 1024;
@@ -316,6 +311,15 @@ ParseEvent RequestParser::next() {
       delivered_ = true;
       return ParseEvent::kRequest;
     }
+    if (streaming_) {
+      // Paused at the end of the head of a request whose body streams: hand the request out
+      // now. Its head moves to the front of the buffer first, so that the body's reads
+      // (compact()) never move the bytes the handler's views point to.
+      if (msg_start_ != 0) compact();
+      if (!finish_request()) return ParseEvent::kError;
+      delivered_ = true;
+      return ParseEvent::kRequest;
+    }
     if (expect_continue_) {
       expect_continue_ = false;  // reported once, whatever pauses follow
       return ParseEvent::kExpectContinue;
@@ -323,6 +327,48 @@ ParseEvent RequestParser::next() {
     // Paused at a change of phase inside a chunked body: go on with what follows.
   }
   return ParseEvent::kNeedMore;
+}
+
+bool RequestParser::execute(std::size_t limit, bool* paused) {
+  const char* base = storage_->input.data();
+  const std::size_t from = parsed_;
+  const Phase phase = phase_;
+  const llhttp_errno_t err = llhttp_execute(&llhttp_, base + parsed_, limit);
+  *paused = false;
+  if (err == HPE_OK) {
+    parsed_ += limit;
+  } else if (err == HPE_PAUSED) {
+    parsed_ = static_cast<std::size_t>(llhttp_get_error_pos(&llhttp_) - base);
+    llhttp_resume(&llhttp_);
+    *paused = true;
+  } else {
+    if (err != HPE_USER) map_llhttp_error(err);
+    return false;
+  }
+  return (phase != Phase::kChunkLine && phase != Phase::kTrailers) ||
+         check_framing(phase, from, parsed_);
+}
+
+long RequestParser::pump_body(BodySink sink, std::span<char> out) {
+  if (error_status_ != 0) return -1;
+  if (storage_ == nullptr || !streaming_) return 0;
+  sink_ = sink;
+  copy_to_ = out.data();
+  pumped_ = 0;
+  // Copying: feed llhttp at most out.size() bytes at a time, so the body bytes one execute
+  // hands to on_body (never more than the input it consumed) always fit `out`; stop at the
+  // first body bytes. Collecting and discarding: use up the input.
+  while (parsed_ != end_ && !message_done_ && (sink != BodySink::kCopy || pumped_ == 0)) {
+    const std::size_t limit =
+        sink == BodySink::kCopy ? std::min(end_ - parsed_, out.size()) : end_ - parsed_;
+    bool paused = false;
+    if (!execute(limit, &paused)) {
+      sink_ = BodySink::kNone;
+      return -1;
+    }
+  }
+  sink_ = BodySink::kNone;
+  return static_cast<long>(pumped_);
 }
 
 // RFC 9112 2.2: a server SHOULD ignore at least one empty line before a request-line. Any
@@ -635,29 +681,56 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
   if (has_length && p->content_length > r->limits_.max_body_bytes) {
     return r->fail(413, "declared body too large");
   }
-  // A declared body that would not fit what is left of the budget is refused now, before any
-  // of it is sent (or 100-continue). It reserves nothing yet: budget is taken as bytes arrive
-  // (on_body), so clients that only declare large bodies cannot hold it (body_budget.h).
-  if (has_length && !r->body_fits(p->content_length)) return r->fail(503, kOverBodyBudget);
+  r->has_declared_length_ = has_length;
+  r->declared_length_ = has_length ? p->content_length : 0;
+  const bool chunked = (p->flags & F_CHUNKED) != 0;
+  const bool has_body = chunked || (has_length && p->content_length > 0);
   if (r->has_expect_) {
     const char* buf = r->storage_->input.data();
     const std::string_view expect = trim({buf + r->expect_.offset, r->expect_.length});
     if (!iequals(expect, "100-continue")) return r->fail(417, "unsupported expectation");
-    const bool has_body = (p->flags & F_CHUNKED) != 0 || (has_length && p->content_length > 0);
     if (has_body && p->http_minor >= 1) r->expect_continue_ = true;
   }
-  if ((p->flags & F_CHUNKED) != 0) {
+  // Streamed (handed to the handler now, its body read as the handler asks): every chunked
+  // body (its size is unknown until its end), every body the client holds back for a 100
+  // Continue (the handler's first read sends it), and every declared length over the threshold.
+  r->streaming_ = r->stream_threshold_ != 0 && has_body &&
+                  (chunked || r->expect_continue_ || p->content_length > r->stream_threshold_);
+  // A declared body that would not fit what is left of the budget is refused now, before any
+  // of it is sent (or 100-continue). It reserves nothing yet: budget is taken as bytes arrive
+  // (on_body), so clients that only declare large bodies cannot hold it (body_budget.h). A
+  // streamed body takes budget only if the handler collects it (read_all() checks then).
+  if (has_length && !r->streaming_ && !r->body_fits(p->content_length)) {
+    return r->fail(503, kOverBodyBudget);
+  }
+  if (chunked) {
     r->phase_ = Phase::kChunkLine;  // pause: next() counts the chunk-size line from here
     return HPE_PAUSED;
   }
   if (has_length && p->content_length > 0) r->phase_ = Phase::kBody;
-  return r->expect_continue_ ? HPE_PAUSED : 0;
+  return r->expect_continue_ || r->streaming_ ? HPE_PAUSED : 0;
 }
 
 int RequestParser::on_body(llhttp_t* p, const char* at, std::size_t n) {
   RequestParser* r = self(p);
   r->body_bytes_ += n;
   if (r->body_bytes_ > r->limits_.max_body_bytes) return r->fail(413, "body too large");
+  if (r->streaming_) {
+    switch (r->sink_) {
+      case BodySink::kCopy:  // pump_body() fed at most the room left in copy_to_
+        std::memcpy(r->copy_to_ + r->pumped_, at, n);
+        break;
+      case BodySink::kCollect:
+        if (!r->append_body({at, n})) return r->fail(503, kOverBodyBudget);
+        break;
+      case BodySink::kDiscard:
+        break;
+      case BodySink::kNone:
+        return r->fail(500, "body bytes parsed outside a body read");
+    }
+    r->pumped_ += n;
+    return 0;
+  }
   if (r->body_copied_) {
     if (!r->append_body({at, n})) return r->fail(503, kOverBodyBudget);
     return 0;
@@ -717,8 +790,12 @@ bool RequestParser::finish_request() {
     storage_->headers[i] = {{buf + n.offset, n.length}, trim({buf + v.offset, v.length})};
   }
   q.headers_ = {storage_->headers.data(), header_count_};
-  q.body_ = body_copied_ ? storage_->body.view()
-                         : std::string_view{buf + body_span_.offset, body_span_.length};
+  if (streaming_) {
+    q.body_.reset({});  // the connection attaches its reader
+  } else {
+    q.body_.reset(body_copied_ ? storage_->body.view()
+                               : std::string_view{buf + body_span_.offset, body_span_.length});
+  }
   q.param_count_ = 0;
   return decode_target();
 }

@@ -24,6 +24,15 @@
 // nothing until its bytes arrive: a declared length costs the client nothing, arrived bytes do. The reservation is given back, and the grown buffer freed, when the request is done
 // (the next request starts, or the parser is detached or destroyed).
 //
+// Streamed bodies (set_stream_threshold(); green/http/body.h has the rule): when a request's
+// body streams, next() hands the request out as soon as its head is complete (kRequest with
+// body_streaming()), after moving the head to the front of the buffer, and the body is then
+// parsed on demand by pump_body(): it copies the body bytes into the caller's buffer (Go's
+// Read), collects them into storage.body under the budget (read_all), or drops them (the
+// discard after the handler). Until the body's end (body_done()) the next request is not
+// parsed. Compaction keeps the head in place, so the handler's views stay valid, and drops the
+// body bytes already handed out: a streamed body never takes more than the read buffer.
+//
 // Limits (include/green/http/limits.h) are checked as bytes arrive, so a too-long target or header section
 // is refused before it is buffered whole, and a declared body over the limit is refused (413)
 // before any of it is read; so is a chunk whose declared size exceeds what is left of the body
@@ -108,6 +117,33 @@ class RequestParser {
 
   ParseEvent next();
 
+  // Bodies with a declared length over `bytes`, every chunked body and every body behind an
+  // Expect: 100-continue stream (see above). 0 (the default): every body is collected before
+  // its request is handed out.
+  void set_stream_threshold(std::size_t bytes) { stream_threshold_ = bytes; }
+  // The current request's body streams (valid after kRequest until the next next()).
+  bool body_streaming() const { return streaming_; }
+  // The current request's body has been parsed to its end (trailers included).
+  bool body_done() const { return message_done_; }
+  // The current request asked for 100-continue and has a body (HTTP/1.1).
+  bool expects_continue() const { return expect_continue_; }
+  // Body bytes received so far, and the declared Content-Length, if any.
+  uint64_t body_received() const { return body_bytes_; }
+  bool has_declared_length() const { return has_declared_length_; }
+  uint64_t declared_length() const { return declared_length_; }
+  // Where pump_body() puts the body bytes it parses.
+  enum class BodySink : uint8_t { kNone, kCopy, kCollect, kDiscard };
+  // Parses the buffered input of a streamed body. kCopy: copies up to out.size() body bytes
+  // into `out` and returns their count at the first bytes it finds. kCollect (into
+  // collected_body(), under the budget: 503 when refused) and kDiscard: parse all the input
+  // and return the body bytes it held. 0: the input is used up (read more) or body_done().
+  // -1: error_status() says why (400 framing, 413 over max_body, 503 over the budget).
+  long pump_body(BodySink sink, std::span<char> out = {});
+  std::string_view collected_body() const { return storage_->body.view(); }
+  // Whether `need` bytes of collected body would fit what is left of the budget (false counts
+  // a rejection: the caller answers 503).
+  bool body_fits(uint64_t need);
+
   const Request& request() const { return request_; }
   Request& request() { return request_; }
   // The request's raw request line parts for the access log ("GET /x HTTP/1.1").
@@ -152,12 +188,14 @@ class RequestParser {
   // llhttp, so one llhttp_execute() call consumes bytes of one phase only.
   enum class Phase : uint8_t { kHead, kBody, kChunkLine, kChunkData, kTrailers };
   bool check_framing(Phase phase, std::size_t from, std::size_t to);  // after each execute
+  // Runs llhttp over at most `limit` unparsed bytes; *paused when it stopped at a pause.
+  // False after an error (recorded).
+  bool execute(std::size_t limit, bool* paused);
   bool finish_request();  // builds request_ from the spans; false after fail()
   bool decode_target();
   void compact();
   void materialize_body();
   bool reserve_body(uint64_t need);  // room for a `need`-byte body; false: over the budget
-  bool body_fits(uint64_t need);     // as reserve_body(), but only checks: reserves nothing
   bool append_body(std::string_view bytes);  // false: over the body budget
   void release_body_budget();
   uint32_t offset_of(const char* at) const {
@@ -207,6 +245,13 @@ class RequestParser {
   bool body_copied_ = false;  // the body lives in storage_->body
   uint64_t body_bytes_ = 0;
   bool keep_alive_ = true;
+  bool has_declared_length_ = false;
+  uint64_t declared_length_ = 0;
+  bool streaming_ = false;     // the body is read by pump_body(), after the request is out
+  BodySink sink_ = BodySink::kNone;
+  char* copy_to_ = nullptr;    // kCopy: the caller's buffer
+  std::size_t pumped_ = 0;     // body bytes the current pump_body() call parsed
+  std::size_t stream_threshold_ = 0;
   bool delivered_ = false;  // request_ was handed out; the next call starts a new message
 
   int error_status_ = 0;

@@ -46,10 +46,10 @@ Parsed parse(const std::string& input, std::size_t step = 0, Limits limits = {})
         out.reason = std::string(parser.error_reason());
         return out;
       }
-      const Request& r = parser.request();
+      Request& r = parser.request();
       out.targets.emplace_back(r.target());
       out.paths.emplace_back(r.path());
-      out.bodies.emplace_back(r.body());
+      out.bodies.emplace_back(*r.body().read_all());
       out.keep_alive.push_back(r.keep_alive());
     }
     if (pos == input.size()) break;

@@ -10,6 +10,8 @@
 #include <span>
 #include <string_view>
 
+#include "green/http/body.h"
+
 namespace green::net {
 class TcpStream;
 }
@@ -71,8 +73,9 @@ class Request {
   std::string_view header(std::string_view name) const;
   bool has_header(std::string_view name) const;
 
-  // The body, Content-Length or chunked, decoded.
-  std::string_view body() const { return body_; }
+  // The body, Content-Length or chunked, decoded: read it as a stream or whole
+  // (green/http/body.h says which bodies are already in memory and how reads fail).
+  Body& body() { return body_; }
 
   // Whether the connection stays open after this request (HTTP/1.1 without Connection: close,
   // HTTP/1.0 with Connection: keep-alive).
@@ -115,7 +118,7 @@ class Request {
   std::string_view path_;
   std::string_view query_;
   std::span<const Header> headers_;
-  std::string_view body_;
+  Body body_;
   std::string_view remote_addr_;
   const net::TcpStream* stream_ = nullptr;  // the connection's socket, for client_gone()
   Param params_[kMaxParams];
