@@ -1,6 +1,8 @@
 // EventStream (green/http/sse.h): Server-Sent Events framing over ResponseWriter's streaming.
 #include "green/http/sse.h"
 
+#include <string>
+
 namespace green::http {
 
 EventStream::EventStream(ResponseWriter& w) : w_(w) {
@@ -12,18 +14,15 @@ EventStream::EventStream(ResponseWriter& w) : w_(w) {
 }
 
 void EventStream::write_field(std::string_view name, std::string_view value) {
-  w_.write(name);
-  w_.write(": ");
-  // Replace, byte by byte, what could end the line (and NUL, which voids an id): written in
-  // runs so that a clean value costs one write.
-  while (!value.empty()) {
-    const std::size_t bad = value.find_first_of(std::string_view("\r\n\0", 3));
-    w_.write(value.substr(0, bad));
-    if (bad == std::string_view::npos) break;
-    w_.write(" ");
-    value.remove_prefix(bad + 1);
+  event_.append(name);
+  event_.append(": ");
+  // Replace what could end the line (and NUL, which voids an id) by a space.
+  const std::size_t start = event_.size();
+  event_.append(value);
+  for (std::size_t i = start; i < event_.size(); ++i) {
+    if (event_[i] == '\r' || event_[i] == '\n' || event_[i] == '\0') event_[i] = ' ';
   }
-  w_.write("\n");
+  event_.push_back('\n');
 }
 
 void EventStream::write_lines(std::string_view prefix, std::string_view text) {
@@ -31,16 +30,16 @@ void EventStream::write_lines(std::string_view prefix, std::string_view text) {
   // never cut differently by the client than here.
   for (;;) {
     const std::size_t end = text.find_first_of("\r\n");
-    w_.write(prefix);
-    w_.write(text.substr(0, end));
-    w_.write("\n");
+    event_.append(prefix);
+    event_.append(text.substr(0, end));
+    event_.push_back('\n');
     if (end == std::string_view::npos) return;
     const std::size_t skip = text[end] == '\r' && end + 1 < text.size() && text[end + 1] == '\n' ? 2 : 1;
     text.remove_prefix(end + skip);
     if (text.empty()) {
       // "a\n" is two lines, the second empty: keep it (the client joins data lines with LF).
-      w_.write(prefix);
-      w_.write("\n");
+      event_.append(prefix);
+      event_.push_back('\n');
       return;
     }
   }
@@ -48,17 +47,24 @@ void EventStream::write_lines(std::string_view prefix, std::string_view text) {
 
 bool EventStream::send(std::string_view data, std::string_view event, std::string_view id) {
   if (!ok_) return false;
+  event_.clear();
   if (!event.empty()) write_field("event", event);
   if (!id.empty()) write_field("id", id);
   write_lines("data: ", data);
-  w_.write("\n");
-  ok_ = w_.flush();
-  return ok_;
+  event_.push_back('\n');
+  return write_event();
 }
 
 bool EventStream::comment(std::string_view text) {
   if (!ok_) return false;
+  event_.clear();
   write_lines(": ", text);
+  return write_event();
+}
+
+bool EventStream::write_event() {
+  // One write, so one chunk on the wire per event, and flushed at once.
+  w_.write(event_);
   ok_ = w_.flush();
   return ok_;
 }

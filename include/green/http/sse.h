@@ -20,6 +20,7 @@
 // handler). Every call may park the green thread while the socket is full (--write-timeout).
 #pragma once
 
+#include <string>
 #include <string_view>
 
 #include "green/http/response.h"
@@ -46,10 +47,13 @@ class EventStream {
   bool ok() const { return ok_; }
 
  private:
-  void write_field(std::string_view name, std::string_view value);  // one line, CR/LF removed
-  void write_lines(std::string_view prefix, std::string_view text);  // a line per line of text
+  // Into event_: one line, CR/LF/NUL replaced; a line per line of text.
+  void write_field(std::string_view name, std::string_view value);
+  void write_lines(std::string_view prefix, std::string_view text);
+  bool write_event();  // event_ as one chunk, flushed
 
   ResponseWriter& w_;
+  std::string event_;  // the event being framed (reused: its capacity stays)
   bool ok_;
 };
 
