@@ -8,8 +8,9 @@
 // headers declaring 1 MiB (then a byte every few seconds) hold the default 64 MiB and get every
 // other upload refused; now holding budget costs a client the bytes themselves. A declared
 // length is only checked against what is left (fits()), for an early 503. When a growth does not fit, the request is answered 503
-// (Connection: close, Retry-After) instead of being buffered: until handlers can read a body
-// as a stream (issue 12), refusing is the only way to stay bounded.
+// (Connection: close, Retry-After) instead of being buffered. Since bodies past the read
+// buffer stream (green/http/body.h), only a handler that collects one (read_all()) takes
+// budget; a handler that reads the stream takes none, whatever the body's size.
 //
 // Why a process-wide budget rather than only --max-body: --max-body bounds one request, so the
 // memory bodies can take grows with the connection count (1,000 slow uploads of 1 MiB each held

@@ -213,6 +213,8 @@ bool Connection::serve_batches() {
         return false;
       }
       if (e == ParseEvent::kExpectContinue) {
+        // Only from a parser without a stream threshold: this connection sets one, so a body
+        // behind 100-continue streams and BodyReader sends the 100 on the handler's first read.
         buffers_->output.append(kContinue);
         if (!flush_output()) return false;
         continue;

@@ -15,6 +15,12 @@
 // within read_timeout of its first byte (Go's ReadTimeout: a body trickled byte by byte cannot
 // hold its connection and its buffers for good). Each expiry is a 408 and the connection's end.
 //
+// Bodies: a body up to the read buffer is collected before the handler runs; a larger one, a
+// chunked one or one behind Expect: 100-continue is handed to the handler unread and read
+// through body_reader_ as the handler asks (server/body_reader.h), under the same clocks.
+// Until it ends, the connection parses nothing after it; what the handler leaves unread is
+// dropped up to a bound, or the connection closes after the response.
+//
 // A request that cannot be parsed is answered with its precise status and Connection: close;
 // nothing after it is processed. Closing after an error shuts down the write side first and
 // drains what the client is still sending for a moment, so the client reads the response
