@@ -246,10 +246,12 @@ TEST(BodyStream, HandlerThatAnswersWithoutReadingSendsNo100AndCloses) {
     r.handle(Method::kPut, "/locked", [](Request&, ResponseWriter& w) { w.send_status(403); });
   });
   Client c(s.port());
-  ASSERT_TRUE(c.send("PUT /locked HTTP/1.1\r\nHost: t\r\nContent-Length: 500000\r\n"
+  ASSERT_TRUE(c.send("PUT /locked HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n"
                      "Expect: 100-continue\r\n\r\n"));
   const auto r = c.read_response();
   ASSERT_TRUE(r);
+  // A small body, under the discard bound: only the missing 100 makes the connection close
+  // (the client may be holding the body back, or may send it after its own timeout).
   EXPECT_EQ(r->status, 403);  // the first bytes: no 100 before it
   EXPECT_EQ(r->header("Connection"), "close");
   EXPECT_TRUE(c.at_eof());

@@ -51,6 +51,12 @@ seeds = {
  # issue 11 section 2: 2,000 pipelined 32-byte requests in one write (896 answered, then silence)
  "conn-pipelined-2000": R * 2000,
  "conn-http09-and-2": "GET /json\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+ # issue 12 section 3: streamed bodies (past the read buffer, chunked, or behind 100-continue)
+ "conn-upload-streamed": "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 40000\r\n\r\n" + "u"*20000 + "|~|" + "u"*20000 + R,
+ "conn-upload-chunked-split": "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + "10;a=b\r\n" + "v"*16 + "\r\n|~|3\r\nabc\r\n0\r\nT: 1\r\n\r\n" + R,
+ "conn-unread-chunked-then-more": "POST /json HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n|~|0\r\n\r\n" + R,
+ "conn-expect-unread": "POST /json HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n|~|0123456789" + R,
+ "conn-small-upload-over-body": S + "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + ("40\r\n" + "w"*64 + "\r\n") * 40 + "|~|0\r\n\r\n",
 }
 total = 0
 for name, text in seeds.items():
