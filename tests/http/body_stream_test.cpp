@@ -9,7 +9,6 @@
 #include <sys/socket.h>
 
 #include <atomic>
-#include <csignal>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -24,13 +23,6 @@
 
 namespace green::http {
 namespace {
-
-// As the binary's main() does: a write to a client that left is an EPIPE for the server to
-// handle, not the end of the test process.
-const bool kSigpipeIgnored = [] {
-  std::signal(SIGPIPE, SIG_IGN);
-  return true;
-}();
 
 using namespace std::chrono_literals;
 using testing::Client;

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <csignal>
 #include <chrono>
 #include <string>
 
@@ -15,13 +14,6 @@
 
 namespace green::http {
 namespace {
-
-// As the binary's main() does: a write to a client that left is an EPIPE for the server to
-// handle, not the end of the test process.
-const bool kSigpipeIgnored = [] {
-  std::signal(SIGPIPE, SIG_IGN);
-  return true;
-}();
 
 using namespace std::chrono_literals;
 using testing::Client;
