@@ -59,6 +59,9 @@ bool EventStream::comment(std::string_view text) {
   if (!ok_) return false;
   event_.clear();
   write_lines(": ", text);
+  // The blank line makes the comment a block of its own: an intermediary that passes events on
+  // whole (at blank lines) forwards the ping at once. For the client it dispatches nothing.
+  event_.push_back('\n');
   return write_event();
 }
 

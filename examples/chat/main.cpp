@@ -31,6 +31,7 @@
 #include "green/channel.h"
 #include "green/green.h"
 #include "green/http/server.h"
+#include "green/http/sse.h"
 #include "green/select.h"
 #include "green/sync.h"
 
@@ -98,13 +99,9 @@ class Room {
 // GET /events: this connection's green thread becomes a subscriber until the client leaves.
 void subscribe(Room& room, Request& r, ResponseWriter& w) {
   const Room::Subscription me = room.join();
-  w.set_content_type("text/event-stream");
-  w.set_header("Cache-Control", "no-cache");
-  // API12: switch to green::http::EventStream es(w): es.comment("joined") here, and
-  // es.send(**message) for the "data:" write + flush below
-  // An SSE comment line, flushed: the client gets the head now, and knows it is in the room.
-  w.write(": joined\n\n");
-  bool open = w.flush();
+  // text/event-stream, head sent; then an SSE comment, flushed: the client knows it is in the room.
+  green::http::EventStream es(w);
+  bool open = es.comment("joined");
   while (open) {
     std::optional<Message> message;
     bool queue_closed = false;
@@ -121,17 +118,18 @@ void subscribe(Room& room, Request& r, ResponseWriter& w) {
       continue;
     }
     if (queue_closed) break;  // the room dropped us: we were too slow
-    // One event ("data:" line, blank line); messages hold no line breaks (post_message).
-    w.write("data: " + **message + "\n\n");
-    open = w.flush();  // parks while the client's socket is full
+    // One event ("data:" line, blank line), flushed: parks while the client's socket is full.
+    open = es.send(**message);
   }
   room.leave(me.id);
 }
 
 // POST /send: one line of text, queued for the broadcaster.
 void post_message(green::Channel<Message>& inbox, Request& r, ResponseWriter& w) {
-  // API12: switch to r.body().read_all() (nullopt: the body failed to arrive; just return)
-  const std::string_view text = r.body();
+  // nullopt: the body failed to arrive; the server answers that itself (413, 408, ...).
+  const std::optional<std::string_view> body = r.body().read_all();
+  if (!body) return;
+  const std::string_view text = *body;
   if (text.empty() || text.size() > kMaxMessageBytes) {
     return w.send(400, "text/plain", "a message is 1 to 1000 bytes\n");
   }

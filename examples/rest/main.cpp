@@ -107,11 +107,12 @@ std::optional<int64_t> item_id(const Request& r, ResponseWriter& w) {
 }
 
 void create_item(Store& store, Request& r, ResponseWriter& w) {
-  // The body is already read and under max_body_bytes (the server answered 413 otherwise).
-  // API12: switch to r.body().read_all() (nullopt: the body failed to arrive; just return)
-  const std::string_view body = r.body();
+  // The whole body, under max_body_bytes. nullopt: it failed to arrive (too large, too slow,
+  // the client left), and the server answers that itself (413, 408, ...): just return.
+  const std::optional<std::string_view> body = r.body().read_all();
+  if (!body) return;
   // allow_exceptions = false: bad JSON gives a "discarded" value instead of throwing.
-  const json in = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  const json in = json::parse(*body, nullptr, /*allow_exceptions=*/false);
   if (in.is_discarded()) return send_error(w, 400, "body is not valid JSON");
   if (!in.is_object()) return send_error(w, 400, "body must be a JSON object");
   const auto title = in.find("title");

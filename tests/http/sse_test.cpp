@@ -87,7 +87,7 @@ TEST(EventStream, MultiLineDataAndLineBreaksInNamesCannotAddFields) {
             "event: evil data: injected\n"
             "id: 7  event: x\n"
             "data: a\ndata: b\ndata: c\ndata: d\n\n"
-            ": ping\n: retry: 1\n"
+            ": ping\n: retry: 1\n\n"
             "id: n ul\ndata: \n\n");
 }
 

@@ -9,7 +9,7 @@
 // (split at LF, CRLF or CR, as the browser's parser splits them), then the empty line that
 // ends the event. An event name or id cannot carry a line break: CR, LF (and NUL, which makes
 // a browser ignore an id) are replaced by spaces, so a caller passing client input there cannot
-// inject fields or events. comment() sends a ":" line the browser ignores: a keep-alive ping
+// inject fields or events. comment() sends ":" lines the browser ignores: a keep-alive ping
 // that also makes a departed client show up as a failed write.
 //
 // A send after the client left fails only once the kernel reports it (the first write after a
@@ -40,8 +40,8 @@ class EventStream {
   // client keeps its last event id). False once the connection has failed (client gone,
   // write timeout); the event was then not delivered, and every later call returns false.
   bool send(std::string_view data, std::string_view event = {}, std::string_view id = {});
-  // A comment line per line of `text` (": text"): ignored by clients, keeps proxies and the
-  // connection awake. False as send().
+  // A comment line per line of `text` (": text"), then a blank line: ignored by clients,
+  // keeps proxies and the connection awake. False as send().
   bool comment(std::string_view text = {});
   // Whether every write so far succeeded.
   bool ok() const { return ok_; }
