@@ -1,6 +1,7 @@
 // Context state tree, deadline watchers and after_func hooks. See green/context.h.
 #include "green/context.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "green/green.h"
@@ -13,6 +14,7 @@ struct ContextState : std::enable_shared_from_this<ContextState> {
   SpinLock lock;
   ContextError err = ContextError::kNone;  // under lock; set once
   std::vector<std::weak_ptr<ContextState>> children;  // under lock
+  std::size_t sweep_at = 16;                           // under lock: see make_child
   Channel<bool> done{0};
   int64_t deadline = kNoDeadline;
   // after_func hooks, each with the id its stop() names (under lock). Most contexts have none:
@@ -63,8 +65,13 @@ std::shared_ptr<ContextState> make_child(const std::shared_ptr<ContextState>& pa
   parent->lock.lock();
   ContextError parent_err = parent->err;
   if (parent_err == ContextError::kNone) {
-    // Drop children that are gone, so a long-lived parent does not accumulate them.
-    std::erase_if(parent->children, [](const auto& w) { return w.expired(); });
+    // Drop children that are gone, so a long-lived parent (a server's base context, parent of
+    // every request's) does not accumulate them; but only when the list has doubled since the
+    // last sweep, so that with n children alive each new one costs O(1) amortised, not O(n).
+    if (parent->children.size() >= parent->sweep_at) {
+      std::erase_if(parent->children, [](const auto& w) { return w.expired(); });
+      parent->sweep_at = std::max<std::size_t>(16, 2 * parent->children.size());
+    }
     parent->children.push_back(child);
   }
   parent->lock.unlock();

@@ -42,6 +42,7 @@ Server::Server(ServerOptions options, const Router& router, AccessLog* access_lo
 
 Server::~Server() {
   listener_.close();
+  state_->base.second();  // handlers that honour their request's context end
   wait_for_connections(Clock::time_point::max());
   if (spare_fd_ >= 0) ::close(spare_fd_);
 }
@@ -137,6 +138,9 @@ std::size_t Server::serve() {
     green::sleep_for(std::chrono::milliseconds(10));
   }
   if (metrics_.open_connections.load() > 0) {
+    // Every request still in flight has its context cancelled (Request::context()): handlers
+    // that honour it end now, instead of being cut off from their sockets and running on.
+    state_->base.second();
     stop_connections(true);
     wait_for_connections(deadline);
   }
