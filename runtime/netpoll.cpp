@@ -439,8 +439,13 @@ void netpoll_forget_waiters() {
   for (uint32_t c = 0; c < chunks; ++c) {
     for (uint32_t i = 0; i < kChunk; ++i) {
       PollDesc* pd = &table.chunks[c][i];
-      std::lock_guard<SpinLock> guard(pd->lock);
-      pd->rg = pd->wg = nullptr;
+      std::function<void()> hook;  // destroyed after the lock: it may own a context
+      {
+        std::lock_guard<SpinLock> guard(pd->lock);
+        pd->rg = pd->wg = nullptr;
+        hook = std::move(pd->on_hangup);
+        pd->on_hangup = nullptr;
+      }
     }
   }
   waiters.store(0, std::memory_order_relaxed);

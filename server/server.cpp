@@ -139,8 +139,16 @@ std::size_t Server::serve() {
   }
   if (metrics_.open_connections.load() > 0) {
     // Every request still in flight has its context cancelled (Request::context()): handlers
-    // that honour it end now, instead of being cut off from their sockets and running on.
+    // that honour it end now and may still answer (with Connection: close) in the first half
+    // of what is left; then the rest are cut off from their sockets.
     state_->base.second();
+    const Clock::time_point grace_end = force_at + (deadline - force_at) / 2;
+    while (metrics_.open_connections.load() > 0 && Clock::now() < grace_end) {
+      stop_connections(false);
+      green::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+  if (metrics_.open_connections.load() > 0) {
     stop_connections(true);
     wait_for_connections(deadline);
   }

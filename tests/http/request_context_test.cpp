@@ -121,16 +121,34 @@ TEST(RequestContext, DrainDeadlineCancelsInFlightContexts) {
   Seen seen;
   ServerOptions o;
   o.shutdown_timeout = 400ms;
-  TestServer server(o, [&](Router& r) { add_waiter(r, "/wait", seen); });
+  std::atomic<int> answering{0};
+  TestServer server(o, [&](Router& r) {
+    add_waiter(r, "/wait", seen);
+    // As /sleep: honours its context, and answers when it ends.
+    r.handle(Method::kGet, "/answer", [&](Request& r, ResponseWriter& w) {
+      answering.fetch_add(1);
+      if (!green::sleep_for(20s, r.context())) {
+        w.send(503, "text/plain", "stopped: the server is shutting down\n");
+      }
+    });
+  });
   Client c(server.port(), 5s);
   ASSERT_TRUE(c.send(get(server.port(), "/wait")));
-  ASSERT_TRUE(wait_until([&] { return seen.entered.load() == 1; }, 2s));
+  // A handler that answers when its context ends still gets its answer out (Connection: close).
+  Client s(server.port(), 5s);
+  ASSERT_TRUE(s.send(get(server.port(), "/answer")));
+  ASSERT_TRUE(wait_until([&] { return seen.entered.load() == 1 && answering.load() == 1; }, 2s));
   const auto start = Clock::now();
   server.stop();
   EXPECT_LT(Clock::now() - start, 3s);
   EXPECT_EQ(seen.ended.load(), 1);
   EXPECT_EQ(seen.last_err.load(), static_cast<int>(green::ContextError::kCanceled));
   EXPECT_EQ(server.still_running(), 0u);
+  auto r = s.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(r->body, "stopped: the server is shutting down\n");
+  EXPECT_EQ(r->header("Connection"), "close");
 }
 
 // --handler-timeout: a handler that has sent nothing by its deadline is answered 503
