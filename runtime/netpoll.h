@@ -103,7 +103,8 @@ int poll_wait(PollDesc* pd, PollMode mode, int64_t deadline_ns);
 
 // ---- scheduler side ----
 bool netpoll_inited();
-// Green threads parked on some descriptor right now.
+// Green threads parked on some descriptor right now, plus registered hang-up hooks: what the
+// scheduler and sysmon must poll for.
 int32_t netpoll_waiters();
 // Waits up to timeout_ns (-1: forever, 0: just look) and returns the green threads made ready,
 // chained through sched_link, with their count in *n. Plain-thread waiters are woken directly.
