@@ -360,9 +360,11 @@ void Connection::handle_request(Request& r) {
       w.drop(499);
     }
     end_request_context();
-    if (timed_out && !failed) {
+    if (timed_out) {
       // Whatever this response put in the output buffer after the earlier pipelined ones is
       // discarded: a 503 if nothing reached the client in time, else a truncated response.
+      // (A handler that threw past its deadline is answered the same: the deadline came
+      // first.)
       buffers_->output.truncate(output_mark_);
       if (!sent_in_time_) {
         w.drop(503);
