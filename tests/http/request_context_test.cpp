@@ -101,8 +101,8 @@ TEST(RequestContext, PipelinedRequestsAreNotLostWhileTheContextIsWatched) {
   EXPECT_LE(count_499(server.port()), 0) << "no request was taken for abandoned";
 }
 
-// A client that half-closes after a pipelined batch still counts as gone (as client_gone()
-// documents, Go and nginx), but the requests already in are answered in order up to it.
+// A client that half-closes after its request counts as gone (as client_gone() documents, and
+// as in Go and nginx): /sleep's context is cancelled at once, and nothing is sent (499).
 TEST(RequestContext, HalfClosedClientCancelsTheContext) {
   ServerProcess server({});
   ASSERT_NE(server.port(), 0);
