@@ -116,8 +116,8 @@ TEST(Endpoints, StaticDirServesOnlyRegularFilesAndAFifoPinsNoThread) {
 }
 
 // /work from clients that sent it and left stops at once (the netpoller cancels its request
-// context): CPU use stops rising and /plaintext stays fast. It used to compute for the full 8 s each (100 such clients burned
-// 12 CPU-seconds and pushed /plaintext to 2 s).
+// context): CPU use stops rising and /plaintext stays fast. It used to compute for the full
+// 8 s each (100 such clients burned 12 CPU-seconds and pushed /plaintext to 2 s).
 TEST(Endpoints, WorkStopsWhenItsClientLeaves) {
   constexpr int kClients = 20;
   ServerProcess server({"--max-work-concurrency", "100"});
