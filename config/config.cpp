@@ -226,6 +226,11 @@ std::vector<Setting> settings() {
        "request-body bytes buffered by all connections together, then 503 (default 64MiB; 0: no "
        "limit)",
        [](C& c, const std::string& v) { return apply_size(c.max_buffered_body_bytes, v, 0); }},
+      // Per-request context (issue 12).
+      {"handler-timeout", "timeouts.handler",
+       "a handler's deadline (its request context's): 503 if nothing was sent yet (default 0: "
+       "none)",
+       [](C& c, const std::string& v) { return apply_duration(c.handler_timeout, v); }},
   };
 }
 

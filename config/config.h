@@ -31,6 +31,8 @@ struct Config {
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
   std::chrono::nanoseconds write_timeout = std::chrono::seconds(30);
   std::chrono::nanoseconds shutdown_timeout = std::chrono::seconds(30);
+  // Per-request context (issue 12): a handler's deadline, then 503; 0: none (Go's default).
+  std::chrono::nanoseconds handler_timeout{0};
 
   uint64_t max_body_bytes = 1024 * 1024;
   uint64_t max_header_bytes = 16 * 1024;

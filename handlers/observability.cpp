@@ -76,6 +76,9 @@ std::string prometheus_text(const Context& ctx) {
            m.header_timeouts.load());
     scalar(o, "greenhttp_idle_timeouts_total", "counter", "Keep-alive connections closed idle.",
            m.idle_timeouts.load());
+    scalar(o, "greenhttp_handler_timeouts_total", "counter",
+           "Requests answered 503 because the handler ran past --handler-timeout.",
+           m.handler_timeouts.load());
     scalar(o, "greenhttp_pooled_buffer_sets", "gauge", "Connection buffer sets idle in the pool.",
            mem.pooled_buffer_sets);
     scalar(o, "greenhttp_read_timeouts_total", "counter",

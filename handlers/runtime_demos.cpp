@@ -5,20 +5,23 @@
 // /work and /blocking hold a P or an OS thread for as long as the client asks (up to a
 // minute), so they cannot be turned against the server: each has a concurrency limit, past
 // which it answers 503 with Retry-After at once (as a Go server behind
-// golang.org/x/net/netutil or nginx's limit_conn does: 503), and each stops soon after its
-// client goes away (Request::client_gone(), polled every kPollEvery), instead of computing or
-// holding a thread for nobody: 100 clients that sent /work?ms=8000 and left used to burn 12
-// CPU-seconds. A stopped request is logged 499, nginx's "client closed request" (the client
-// never sees it).
-#include <time.h>
-
+// golang.org/x/net/netutil or nginx's limit_conn does: 503). /sleep, /work and /blocking
+// honour their request's context (Request::context(), Go's r.Context()): a client that goes
+// away cancels it (the netpoller sees the hang-up), and the work stops at once instead of
+// computing or holding a thread for nobody (100 clients that sent /work?ms=8000 and left used
+// to burn 12 CPU-seconds). A stopped request is logged 499, nginx's "client closed request"
+// (the client never sees it); one stopped by --handler-timeout gets the server's 503.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <functional>
 #include <memory>
+#include <mutex>
 
 #include "handlers/handlers.h"
+#include "green/context.h"
 #include "green/green.h"
 #include "green/sync.h"
 
@@ -31,9 +34,9 @@ using http::ResponseWriter;
 
 constexpr int64_t kMaxMillis = 60'000;
 constexpr int64_t kMaxSpawn = 100'000;
-// How often a long handler asks whether its client is still there (one syscall each time).
-constexpr auto kPollEvery = std::chrono::milliseconds(5);
-constexpr int kClientClosedRequest = 499;  // nginx's status for the log; never sent (drop())
+// /work looks at its context every this many rounds of 1,000 xorshifts (~20 us): a lock-free
+// read in effect (an uncontended spin lock), so this is for the loop's cost, not the latency.
+constexpr uint64_t kCheckEvery = 16;
 
 // A counting limit that never waits: a request over it is refused, not queued (queued CPU
 // work would only add to the latency of everything else).
@@ -78,6 +81,15 @@ class LimitSlot {
   const bool entered_;
 };
 
+// A demo's work was cancelled. The client left: return without a word (the server records
+// 499 and sends nothing). The handler deadline passed: the server answers 503 "Timeout".
+// Otherwise (the drain deadline): say why.
+void stopped(Request& r, ResponseWriter& w) {
+  const green::ContextError why = r.context().err();
+  if (why == green::ContextError::kDeadlineExceeded || r.client_gone()) return;
+  w.send(503, "text/plain; charset=utf-8", "stopped: the server is shutting down\n");
+}
+
 void reply(ResponseWriter& w, const char* fmt, long long value) {
   char text[96];
   const int n = std::snprintf(text, sizeof text, fmt, value);
@@ -88,7 +100,11 @@ void reply(ResponseWriter& w, const char* fmt, long long value) {
 void register_runtime_demos(http::Router& router, DemoLimits limits) {
   router.handle(Method::kGet, "/sleep", [](Request& r, ResponseWriter& w) {
     const int64_t ms = r.query_int("ms", 10, kMaxMillis);
-    green::sleep_for(std::chrono::milliseconds(ms));  // parks this G; its thread runs others
+    // Parks this G (its thread runs others) until the time passes or the context ends.
+    if (!green::sleep_for(std::chrono::milliseconds(ms), r.context())) {
+      stopped(r, w);
+      return;
+    }
     reply(w, "slept %lld ms\n", static_cast<long long>(ms));
   });
 
@@ -97,25 +113,30 @@ void register_runtime_demos(http::Router& router, DemoLimits limits) {
     LimitSlot slot(*blocking_limit, w);
     if (!slot.entered()) return;
     const int64_t ms = r.query_int("ms", 10, kMaxMillis);
-    // A real blocking call: the OS thread sleeps, so its P is handed to another thread first.
-    // It sleeps in slices and asks between them whether the client is still there (a question
-    // to the socket that never parks, so it is allowed inside blocking()).
-    const bool gone = green::blocking([&r, ms] {
-      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-      for (;;) {
-        const auto left = until - std::chrono::steady_clock::now();
-        if (left <= std::chrono::nanoseconds::zero()) return false;
-        const auto nap = std::chrono::duration_cast<std::chrono::nanoseconds>(
-            std::min<std::chrono::steady_clock::duration>(left, kPollEvery));
-        timespec ts{static_cast<time_t>(nap.count() / 1'000'000'000),
-                    static_cast<long>(nap.count() % 1'000'000'000)};
-        while (nanosleep(&ts, &ts) != 0) {
-        }
-        if (r.client_gone()) return true;
+    // A real blocking call: the OS thread waits on a condition variable, so its P is handed
+    // to another thread first. The context's cancellation notifies it (after_func runs on
+    // whichever thread cancels, the netpoller's when the client hangs up): it stops at once,
+    // without polling. The state is shared: a late notification finds it alive.
+    struct Wait {
+      std::mutex mu;
+      std::condition_variable cv;
+      bool cancelled = false;
+    };
+    auto wait = std::make_shared<Wait>();
+    std::function<bool()> stop = green::after_func(r.context(), [wait] {
+      {
+        std::lock_guard<std::mutex> g(wait->mu);
+        wait->cancelled = true;
       }
+      wait->cv.notify_all();
     });
-    if (gone) {
-      w.drop(kClientClosedRequest);
+    const bool cancelled = green::blocking([&wait, ms] {
+      std::unique_lock<std::mutex> lock(wait->mu);
+      return wait->cv.wait_for(lock, std::chrono::milliseconds(ms), [&] { return wait->cancelled; });
+    });
+    stop();
+    if (cancelled) {
+      stopped(r, w);
       return;
     }
     reply(w, "blocked a thread for %lld ms\n", static_cast<long long>(ms));
@@ -126,9 +147,9 @@ void register_runtime_demos(http::Router& router, DemoLimits limits) {
     LimitSlot slot(*work_limit, w);
     if (!slot.entered()) return;
     const int64_t ms = r.query_int("ms", 10, kMaxMillis);
+    const green::Context& ctx = r.context();
     auto now = std::chrono::steady_clock::now();
     const auto until = now + std::chrono::milliseconds(ms);
-    auto next_poll = now + kPollEvery;
     uint64_t x = 88172645463325252ull;  // xorshift: work the optimiser cannot remove
     uint64_t rounds = 0;
     while ((now = std::chrono::steady_clock::now()) < until) {
@@ -139,12 +160,9 @@ void register_runtime_demos(http::Router& router, DemoLimits limits) {
       }
       ++rounds;
       green::checkpoint();  // lets sysmon's preemption request through
-      if (now >= next_poll) {
-        if (r.client_gone()) {
-          w.drop(kClientClosedRequest);
-          return;
-        }
-        next_poll = now + kPollEvery;
+      if (rounds % kCheckEvery == 0 && ctx.cancelled()) {
+        stopped(r, w);
+        return;
       }
     }
     char text[96];

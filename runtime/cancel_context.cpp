@@ -1,6 +1,7 @@
-// Context state tree and deadline watchers. See cancel_context.h.
+// Context state tree, deadline watchers and after_func hooks. See green/context.h.
 #include "green/context.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "green/green.h"
@@ -13,11 +14,21 @@ struct ContextState : std::enable_shared_from_this<ContextState> {
   SpinLock lock;
   ContextError err = ContextError::kNone;  // under lock; set once
   std::vector<std::weak_ptr<ContextState>> children;  // under lock
+  std::size_t sweep_at = 16;                           // under lock: see make_child
   Channel<bool> done{0};
   int64_t deadline = kNoDeadline;
+  // after_func hooks, each with the id its stop() names (under lock). Most contexts have none:
+  // an empty vector costs no allocation.
+  struct AfterFn {
+    uint64_t id;
+    std::function<void()> fn;
+  };
+  std::vector<AfterFn> after;  // under lock
+  uint64_t next_after_id = 1;  // under lock
 
   void cancel(ContextError why) {
     std::vector<std::weak_ptr<ContextState>> kids;
+    std::vector<AfterFn> hooks;
     lock.lock();
     if (err != ContextError::kNone) {
       lock.unlock();
@@ -25,8 +36,12 @@ struct ContextState : std::enable_shared_from_this<ContextState> {
     }
     err = why;
     kids.swap(children);
+    hooks.swap(after);
     lock.unlock();
     done.close();
+    // Outside the lock: a hook may take other locks (a socket's poll descriptor) and a stop()
+    // racing with it must not wait for it.
+    for (auto& h : hooks) h.fn();
     for (auto& k : kids) {
       if (auto child = k.lock()) child->cancel(why);
     }
@@ -50,8 +65,13 @@ std::shared_ptr<ContextState> make_child(const std::shared_ptr<ContextState>& pa
   parent->lock.lock();
   ContextError parent_err = parent->err;
   if (parent_err == ContextError::kNone) {
-    // Drop children that are gone, so a long-lived parent does not accumulate them.
-    std::erase_if(parent->children, [](const auto& w) { return w.expired(); });
+    // Drop children that are gone, so a long-lived parent (a server's base context, parent of
+    // every request's) does not accumulate them; but only when the list has doubled since the
+    // last sweep, so that with n children alive each new one costs O(1) amortised, not O(n).
+    if (parent->children.size() >= parent->sweep_at) {
+      std::erase_if(parent->children, [](const auto& w) { return w.expired(); });
+      parent->sweep_at = std::max<std::size_t>(16, 2 * parent->children.size());
+    }
     parent->children.push_back(child);
   }
   parent->lock.unlock();
@@ -108,6 +128,45 @@ std::pair<Context, CancelFn> with_deadline_ns(const Context& parent, int64_t dea
     if (auto s = weak.lock()) s->cancel(ContextError::kCanceled);
   };
   return {Context(child), std::move(cancel)};
+}
+
+std::function<bool()> after_func(const Context& ctx, std::function<void()> f) {
+  const std::shared_ptr<detail::ContextState>& s = ctx.state_;
+  if (s == detail::background_state()) return [] { return true; };  // never cancelled
+  s->lock.lock();
+  if (s->err != ContextError::kNone) {
+    s->lock.unlock();
+    f();
+    return [] { return false; };
+  }
+  const uint64_t id = s->next_after_id++;
+  s->after.push_back({id, std::move(f)});
+  s->lock.unlock();
+  std::weak_ptr<detail::ContextState> weak = s;
+  return [weak, id]() -> bool {
+    auto st = weak.lock();
+    if (!st) return false;  // gone: it was never cancelled, so f never ran, but it never will
+    std::function<void()> dropped;  // destroyed outside the lock
+    st->lock.lock();
+    bool found = false;
+    for (auto it = st->after.begin(); it != st->after.end(); ++it) {
+      if (it->id == id) {
+        dropped = std::move(it->fn);
+        st->after.erase(it);
+        found = true;
+        break;
+      }
+    }
+    st->lock.unlock();
+    return found;
+  };
+}
+
+bool sleep_for(std::chrono::nanoseconds d, const Context& ctx) {
+  if (ctx.cancelled()) return false;
+  // A select on done with a timeout: one timer and one park, as the plain sleep_for.
+  const int fired = select(recv_case(ctx.done(), [](std::optional<bool>) {}), timeout(d));
+  return fired == kSelectTimeout;
 }
 
 }  // namespace green

@@ -1,6 +1,8 @@
 // TCP listeners and streams on the netpoller. See net.h.
 #include "green/net.h"
 
+#include "green/context.h"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
@@ -197,6 +199,16 @@ TcpStream TcpStream::adopt(int fd) {
 }
 
 int TcpStream::connect(const Address& to, TcpStream* out, Deadline deadline) {
+  return connect_impl(to, out, deadline, nullptr);
+}
+
+int TcpStream::connect(const Address& to, TcpStream* out, const Context& ctx, Deadline deadline) {
+  return connect_impl(to, out, deadline, &ctx);
+}
+
+int TcpStream::connect_impl(const Address& to, TcpStream* out, Deadline deadline,
+                            const Context* ctx) {
+  if (ctx != nullptr && ctx->cancelled()) return -ECANCELED;
   const int fd = ::socket(to.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
   set_nodelay_fd(fd);
@@ -217,7 +229,19 @@ int TcpStream::connect(const Address& to, TcpStream* out, Deadline deadline) {
   if (rc != 0) {
     OpGuard op(pd, seq);
     if (!op) return -ECANCELED;
+    // A cancellation wakes the parked connect as readiness would; the loop then sees it.
+    std::function<bool()> stop;
+    if (ctx != nullptr) {
+      stop = green::after_func(*ctx, [pd, seq] { green::detail::poll_wake_writer(pd, seq); });
+    }
+    struct StopGuard {
+      std::function<bool()>& f;
+      ~StopGuard() {
+        if (f) f();
+      }
+    } stop_guard{stop};
     for (;;) {
+      if (ctx != nullptr && ctx->cancelled()) return -ECANCELED;
       const int w = green::detail::poll_wait(pd, PollMode::kWrite, to_ns(deadline));
       if (w != 0) return w;
       int so_error = 0;
@@ -317,10 +341,61 @@ bool TcpStream::peer_gone() const {
 
 ssize_t TcpStream::write(const void* buf, std::size_t n) {
   iovec iov{const_cast<void*>(buf), n};
-  return writev(&iov, 1);
+  return writev_impl(&iov, 1, nullptr);
 }
 
-ssize_t TcpStream::writev(iovec* iov, int iovcnt) {
+ssize_t TcpStream::writev(iovec* iov, int iovcnt) { return writev_impl(iov, iovcnt, nullptr); }
+
+ssize_t TcpStream::write(const void* buf, std::size_t n, const Context& ctx) {
+  if (ctx.cancelled()) return -ECANCELED;
+  green::detail::PollDesc* pd = pd_;
+  const uint32_t seq = seq_;
+  // The hook only names the descriptor by (pointer, sequence): descriptors are type-stable
+  // and a stale sequence makes the wake a no-op, so it is harmless if it runs late.
+  std::function<bool()> stop =
+      green::after_func(ctx, [pd, seq] { green::detail::poll_wake_writer(pd, seq); });
+  iovec iov{const_cast<void*>(buf), n};
+  const ssize_t r = writev_impl(&iov, 1, &ctx);
+  stop();
+  return r;
+}
+
+ssize_t TcpStream::read(void* buf, std::size_t n, const Context& ctx) {
+  if (ctx.cancelled()) return -ECANCELED;
+  green::checkpoint();
+  OpGuard op(pd_, seq_);
+  if (!op) return -ECANCELED;
+  green::detail::PollDesc* pd = pd_;
+  const uint32_t seq = seq_;
+  std::function<bool()> stop =
+      green::after_func(ctx, [pd, seq] { green::detail::poll_wake_reader(pd, seq); });
+  drained_ = false;  // this loop always tries the socket first
+  ssize_t r;
+  for (;;) {
+    r = ::read(op.fd(), buf, n);
+    if (r >= 0) break;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN) {
+      r = -errno;
+      break;
+    }
+    // Checked after EAGAIN and before parking: a cancellation from here on wakes the park
+    // (or leaves rd_ready set so it does not sleep), and the next round sees it.
+    if (ctx.cancelled()) {
+      r = -ECANCELED;
+      break;
+    }
+    const int w = green::detail::poll_wait(pd_, PollMode::kRead, to_ns(read_deadline_));
+    if (w != 0) {
+      r = w;
+      break;
+    }
+  }
+  stop();
+  return r;
+}
+
+ssize_t TcpStream::writev_impl(iovec* iov, int iovcnt, const Context* ctx) {
   green::checkpoint();
   OpGuard op(pd_, seq_);
   if (!op) return -ECANCELED;
@@ -333,6 +408,7 @@ ssize_t TcpStream::writev(iovec* iov, int iovcnt) {
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return -errno;
+      if (ctx != nullptr && ctx->cancelled()) return -ECANCELED;
       const int w = green::detail::poll_wait(pd_, PollMode::kWrite, to_ns(write_deadline_));
       if (w != 0) return w;
       continue;
@@ -351,6 +427,16 @@ ssize_t TcpStream::writev(iovec* iov, int iovcnt) {
     }
   }
   return static_cast<ssize_t>(total);
+}
+
+void TcpStream::on_hangup(std::function<void()> fn) {
+  if (pd_ == nullptr) return;
+  green::detail::poll_on_hangup(pd_, seq_, std::move(fn));
+}
+
+void TcpStream::clear_hangup() {
+  if (pd_ == nullptr) return;
+  green::detail::poll_clear_hangup(pd_, seq_);
 }
 
 void TcpStream::wake_reader() {

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <mutex>
+#include <utility>
 
 #include "runtime/green_thread.h"
 #include "runtime/scheduler.h"
@@ -108,6 +109,10 @@ void destroy(PollDesc* pd) {
     std::lock_guard<SpinLock> guard(pd->lock);
     pd->fd = -1;
     pd->rd_ready = pd->wr_ready = false;
+    if (pd->on_hangup) {
+      pd->on_hangup = nullptr;
+      waiters.fetch_sub(1, std::memory_order_relaxed);
+    }
     // Events still queued in epoll for this fd now carry a stale sequence.
     pd->seq.fetch_add(1, std::memory_order_release);
   }
@@ -192,27 +197,75 @@ void poll_close(PollDesc* pd, uint32_t seq) {
   }
   Waiter* r;
   Waiter* w;
+  std::function<void()> hook;  // dropped, not called: closing is not the peer hanging up
   {
     std::lock_guard<SpinLock> guard(pd->lock);
     r = take_waiter(&pd->rg, kClosedTag);
     w = take_waiter(&pd->wg, kClosedTag);
+    if (pd->on_hangup) {
+      hook = std::move(pd->on_hangup);
+      pd->on_hangup = nullptr;
+      waiters.fetch_sub(1, std::memory_order_relaxed);
+    }
   }
   if (r != nullptr) unpark(*r);
   if (w != nullptr) unpark(*w);
   poll_release(pd);
 }
 
-void poll_wake_reader(PollDesc* pd, uint32_t seq) {
-  if (!poll_acquire(pd, seq)) return;  // closed: its reader was woken by the close
+namespace {
+void poll_wake(PollDesc* pd, uint32_t seq, PollMode mode) {
+  if (!poll_acquire(pd, seq)) return;  // closed: its parked operations were woken by the close
   Waiter* r;
   {
     std::lock_guard<SpinLock> guard(pd->lock);
-    r = take_waiter(&pd->rg, kReadyTag);
+    const bool reading = mode == PollMode::kRead;
+    r = take_waiter(reading ? &pd->rg : &pd->wg, kReadyTag);
     // Nobody parked (or its deadline won the claim): remember the edge, as netpoll() does, so
-    // a reader about to park sees it instead of sleeping through the wake.
-    if (r == nullptr) pd->rd_ready = true;
+    // an operation about to park sees it instead of sleeping through the wake.
+    if (r == nullptr) (reading ? pd->rd_ready : pd->wr_ready) = true;
   }
   if (r != nullptr) unpark(*r);
+  poll_release(pd);
+}
+}  // namespace
+
+void poll_wake_reader(PollDesc* pd, uint32_t seq) { poll_wake(pd, seq, PollMode::kRead); }
+void poll_wake_writer(PollDesc* pd, uint32_t seq) { poll_wake(pd, seq, PollMode::kWrite); }
+
+bool poll_on_hangup(PollDesc* pd, uint32_t seq, std::function<void()> fn) {
+  if (!poll_acquire(pd, seq)) return false;
+  bool now = false;
+  bool registered = false;
+  std::function<void()> old;  // destroyed outside the lock
+  {
+    std::lock_guard<SpinLock> guard(pd->lock);
+    if ((pd->refs.load(std::memory_order_acquire) & kPollClosing) != 0) {
+      // Closing: dropped (poll_close has already cleared hooks, and will not look again).
+    } else if (pd->hup.load(std::memory_order_relaxed)) {
+      now = true;
+    } else {
+      if (!pd->on_hangup) waiters.fetch_add(1, std::memory_order_relaxed);
+      old = std::exchange(pd->on_hangup, std::move(fn));
+      registered = true;
+    }
+  }
+  poll_release(pd);
+  if (now) fn();
+  return registered;
+}
+
+void poll_clear_hangup(PollDesc* pd, uint32_t seq) {
+  if (!poll_acquire(pd, seq)) return;  // closed: destroy() or poll_close() dropped it
+  std::function<void()> old;
+  {
+    std::lock_guard<SpinLock> guard(pd->lock);
+    if (pd->on_hangup) {
+      old = std::move(pd->on_hangup);
+      pd->on_hangup = nullptr;
+      waiters.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
   poll_release(pd);
 }
 
@@ -337,6 +390,7 @@ GreenThread* netpoll(int64_t timeout_ns, uint32_t* n) {
     const bool writable = (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0;
     Waiter* r = nullptr;
     Waiter* w = nullptr;
+    std::function<void()> hook;  // empty (two stores) unless a hang-up hook fires
     {
       std::lock_guard<SpinLock> guard(pd->lock);
       if (pd->seq.load(std::memory_order_relaxed) != seq || pd->fd < 0) continue;  // stale
@@ -344,6 +398,11 @@ GreenThread* netpoll(int64_t timeout_ns, uint32_t* n) {
       // FIN (EPOLLRDHUP, also set with a reset) or an error ends reading for good.
       if ((ev & (EPOLLRDHUP | EPOLLERR)) != 0) {
         pd->hup.store(true, std::memory_order_release);
+        if (pd->on_hangup) {
+          hook = std::move(pd->on_hangup);
+          pd->on_hangup = nullptr;
+          waiters.fetch_sub(1, std::memory_order_relaxed);
+        }
       }
       if (readable) {
         r = take_waiter(&pd->rg, kReadyTag);
@@ -354,6 +413,9 @@ GreenThread* netpoll(int64_t timeout_ns, uint32_t* n) {
         if (w == nullptr) pd->wr_ready = true;
       }
     }
+    // The hook runs here, on the polling M with no lock held: it cancels a context, which
+    // closes a channel and readies its waiters (ready() works with or without a P).
+    if (hook) hook();
     if (r != nullptr) push(r);
     if (w != nullptr) push(w);
   }
@@ -377,8 +439,13 @@ void netpoll_forget_waiters() {
   for (uint32_t c = 0; c < chunks; ++c) {
     for (uint32_t i = 0; i < kChunk; ++i) {
       PollDesc* pd = &table.chunks[c][i];
-      std::lock_guard<SpinLock> guard(pd->lock);
-      pd->rg = pd->wg = nullptr;
+      std::function<void()> hook;  // destroyed after the lock: it may own a context
+      {
+        std::lock_guard<SpinLock> guard(pd->lock);
+        pd->rg = pd->wg = nullptr;
+        hook = std::move(pd->on_hangup);
+        pd->on_hangup = nullptr;
+      }
     }
   }
   waiters.store(0, std::memory_order_relaxed);

@@ -24,6 +24,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 
 #include "green/detail/park.h"
 #include "green/detail/spin_lock.h"
@@ -48,6 +49,9 @@ struct PollDesc {
   Waiter* wg = nullptr;  // ... to write (or connect)
   bool rd_ready = false;
   bool wr_ready = false;
+  // Called once when the netpoller sees the peer hang up or the socket fail (what sets hup),
+  // whoever is or is not parked: see poll_on_hangup().
+  std::function<void()> on_hangup;
   PollDesc* free_next = nullptr;  // under the table's lock
 };
 
@@ -75,6 +79,23 @@ void poll_wake_reader(PollDesc* pd, uint32_t seq);
 
 enum class PollMode : uint8_t { kRead, kWrite };
 
+// As poll_wake_reader, for the green thread parked to write (or connect) on pd.
+void poll_wake_writer(PollDesc* pd, uint32_t seq);
+
+// Registers fn to be called once when the netpoller sees the peer hang up or the socket fail
+// (EPOLLRDHUP or EPOLLERR, the events that set hup), without anybody reading the socket: a
+// server's request context is cancelled this way while its handler runs (Go starts a
+// background read for it; here the event the netpoller receives anyway is enough, and costs
+// no syscall and no green thread). New data (a pipelined request) does not call it; it stays
+// in the socket for the next read. If hup is already set, fn runs at once on this thread and
+// false is returned; false also when pd is closed (fn dropped). Replaces an earlier fn. fn
+// runs on whatever M polls (no lock held): it must be short and must not park. While
+// registered it counts as a waiter, so that a busy scheduler still polls (netpoll_waiters).
+bool poll_on_hangup(PollDesc* pd, uint32_t seq, std::function<void()> fn);
+// Unregisters it. fn may be running on another thread as this returns: it must refer only to
+// what outlives that (a context's cancel function does: it holds a weak reference).
+void poll_clear_hangup(PollDesc* pd, uint32_t seq);
+
 // Parks until pd is ready for `mode`, the deadline passes (-ETIMEDOUT) or pd is closed
 // (-ECANCELED); returns 0 when the caller should retry its syscall. The caller holds a
 // reference (poll_acquire). From a plain OS thread it waits with poll(2).
@@ -82,7 +103,8 @@ int poll_wait(PollDesc* pd, PollMode mode, int64_t deadline_ns);
 
 // ---- scheduler side ----
 bool netpoll_inited();
-// Green threads parked on some descriptor right now.
+// Green threads parked on some descriptor right now, plus registered hang-up hooks: what the
+// scheduler and sysmon must poll for.
 int32_t netpoll_waiters();
 // Waits up to timeout_ns (-1: forever, 0: just look) and returns the green threads made ready,
 // chained through sched_link, with their count in *n. Plain-thread waiters are woken directly.

@@ -58,8 +58,8 @@ void BodyReader::fail_from_parser() {
 }
 
 void BodyReader::client_gone() {
-  // ctx: client gone while reading the body
   fail(kClientGone, "client closed the connection");
+  connection_.body_failed();  // cancels the request context, as Go's handleReadError
 }
 
 bool BodyReader::start() {
@@ -90,6 +90,7 @@ bool BodyReader::fill() {
   std::string_view reason;
   if (const int status = connection_.read_failure(n, &reason); status != 0) {
     fail(status, reason);
+    connection_.body_failed();  // a timed-out connection is as gone as a closed one
   } else {
     client_gone();  // end of stream or reset mid-body; or the drain deadline closed the socket
   }
@@ -108,7 +109,10 @@ long BodyReader::read(std::span<char> buf) {
       return -1;
     }
     if (n > 0) return n;
-    if (parser.body_done()) return 0;
+    if (parser.body_done()) {
+      connection_.body_complete();  // the hang-up watch of the request context may start
+      return 0;
+    }
     if (!fill()) return -1;
   }
 }
@@ -134,6 +138,7 @@ std::optional<std::string_view> BodyReader::read_all() {
     if (!fill()) return std::nullopt;
   }
   collected_ = true;
+  connection_.body_complete();
   return parser.collected_body();
 }
 

@@ -43,6 +43,10 @@ class ByteBuffer {
   bool empty() const { return size_ == 0; }
   std::string_view view() const { return {data_, size_}; }
   void clear() { size_ = 0; }
+  // Drops everything after the first n bytes.
+  void truncate(std::size_t n) {
+    if (n < size_) size_ = n;
+  }
 
   void reserve(std::size_t n) {
     if (n > capacity_) grow(n);

@@ -79,6 +79,16 @@ bool Connection::flush_output() { return flush_output_at(Clock::now()); }
 
 bool Connection::flush_output_at(Clock::time_point now) {
   ByteBuffer& out = buffers_->output;
+  if (handler_deadline_ns_ != 0) {
+    // A handler with --handler-timeout streams: past its deadline its bytes are discarded
+    // (earlier pipelined responses before output_mark_ still go out).
+    if (green::detail::now_ns() >= handler_deadline_ns_) {
+      out.truncate(output_mark_);
+    } else if (out.size() > output_mark_) {
+      sent_in_time_ = true;
+    }
+    output_mark_ = 0;  // the buffer is emptied below
+  }
   if (out.empty()) return !write_failed_;
   if (!write_failed_) {
     stream_.set_write_deadline(deadline_in(server_.options().write_timeout, now));
@@ -270,9 +280,62 @@ int Connection::read_failure(ssize_t n, std::string_view* reason) {
   return 0;
 }
 
+const Context& Connection::request_context() {
+  if (!context_) {
+    const Context& base = server_.state_->base.first;
+    auto [ctx, cancel] = handler_deadline_ns_ != 0
+                             ? green::with_deadline_ns(base, handler_deadline_ns_)
+                             : green::with_cancel(base);
+    context_.emplace(std::move(ctx));
+    cancel_context_ = std::move(cancel);
+    if (body_failed_) {
+      cancel_context_();
+    } else if (!body_pending_) {
+      watch_hangup();
+    }
+  }
+  return *context_;
+}
+
+void Connection::watch_hangup() {
+  // The netpoller calls the cancel function (which holds only a weak reference to the
+  // context's state, so a late call after the request has ended is harmless).
+  hangup_watched_ = true;
+  stream_.on_hangup(cancel_context_);
+}
+
+void Connection::body_complete() {
+  body_pending_ = false;
+  if (context_ && !hangup_watched_ && !body_failed_) watch_hangup();
+}
+
+void Connection::body_failed() {
+  body_failed_ = true;
+  if (context_) cancel_context_();
+}
+
+void Connection::end_request_context() {
+  if (context_) {
+    if (hangup_watched_) stream_.clear_hangup();
+    hangup_watched_ = false;
+    cancel_context_();  // as Go when ServeHTTP returns: releases a deadline's watcher too
+    cancel_context_ = nullptr;
+    context_.reset();
+  }
+  body_pending_ = false;
+  body_failed_ = false;
+}
+
 void Connection::handle_request(Request& r) {
   r.set_remote_addr({remote_, remote_length_});
   r.set_stream(&stream_);
+  r.bind_connection(this);
+  // --handler-timeout: one branch when off.
+  if (const int64_t ht = server_.options().handler_timeout.count(); ht != 0) {
+    handler_deadline_ns_ = green::detail::now_ns() + ht;
+    output_mark_ = buffers_->output.size();
+    sent_in_time_ = false;
+  }
   const bool keep_alive = r.keep_alive() && !server_.draining();
   int status = 0;
   uint64_t bytes = 0;
@@ -284,6 +347,7 @@ void Connection::handle_request(Request& r) {
     if (streamed) {
       r.body().reset({}, &body_reader_);
       body_reader_.begin(&w);
+      body_streaming();  // the context's hang-up watch waits for the body's end (Go's rule)
     }
     bool failed = false;
     if (r.path() == "*") {
@@ -306,7 +370,36 @@ void Connection::handle_request(Request& r) {
     // request arrived; it is not now).
     if (server_.draining()) w.close_connection();
     const int body_error = streamed ? finish_streamed_body(w, failed) : 0;
-    if (failed && !w.head_sent()) {
+    bool timed_out = false;
+    if (handler_deadline_ns_ != 0) {
+      timed_out = green::detail::now_ns() >= handler_deadline_ns_;
+      handler_deadline_ns_ = 0;
+    }
+    // The client left (the netpoller saw its hang-up and cancelled the context) and the
+    // handler wrote nothing: nothing is sent, and the log says 499, nginx's "client closed
+    // request". (The peer_gone() syscall only runs for a cancelled context.)
+    if (context_ && !failed && !timed_out && body_error == 0 && !w.head_sent() && w.body_bytes() == 0 &&
+        context_->err() == ContextError::kCanceled && stream_.peer_gone()) {
+      w.drop(499);
+    }
+    end_request_context();
+    if (timed_out) {
+      // Whatever this response put in the output buffer after the earlier pipelined ones is
+      // discarded: a 503 if nothing reached the client in time, else a truncated response.
+      // (A handler that threw past its deadline is answered the same: the deadline came
+      // first.)
+      buffers_->output.truncate(output_mark_);
+      if (!sent_in_time_) {
+        w.drop(503);
+        append_error_response(buffers_->output, 503, "Timeout");
+        server_.metrics_.handler_timeouts.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        w.abort();
+      }
+      status = w.status();
+      bytes = 0;
+      keep = false;
+    } else if (failed && !w.head_sent()) {
       // Nothing reached the output buffer yet: answer a clean 500 instead.
       ResponseWriter error(*this, buffers_->body, buffers_->headers, r.method(),
                            r.version_minor(), false);

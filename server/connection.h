@@ -31,11 +31,28 @@
 // request with Connection: close, and closes with the same lingering close (nginx's
 // lingering_close), so a request that crossed the shutdown gets its response or a clean end
 // of stream, never a reset. Only past the drain deadline is a socket closed under its owner.
+//
+// Per-request context (Request::context(), Go's r.Context()): created only when a handler
+// asks, as a child of the server's base context (cancelled at the drain deadline), with the
+// --handler-timeout deadline if one is set. While the handler runs, the netpoller watches
+// the socket for the client's hang-up and cancels it (TcpStream::on_hangup: no read, no
+// green thread, no syscall; a pipelined next request stays unread). It is cancelled when the
+// handler returns. A handler that asks for nothing pays nothing: no allocation, no syscall.
+//
+// --handler-timeout (Go's TimeoutHandler, without its goroutine and buffer: the handler runs
+// here, in the connection's green thread): writes that reach the socket after the deadline
+// are discarded; when the handler returns past it, a response of which nothing was sent in
+// time is replaced by 503 "Timeout" (Connection: close), and one that had started is cut
+// off (the connection closes without completing it, Go's ErrAbortHandler). A handler that
+// ignores its context is answered when it returns; middleware::timeout answers on time.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <optional>
+
+#include "green/context.h"
 
 #include "green/net.h"
 #include "server/body_reader.h"
@@ -67,6 +84,23 @@ class Connection final : public ResponseSink {
   // (past the drain deadline): closes the socket, whatever the connection is doing.
   void stop(bool force);
 
+  // Request::context(): the request's context, created on the first call (see above).
+  const Context& request_context();
+
+  // Hooks for a streaming request body reader (Request::body()). Go watches for the
+  // client's hang-up only once the body has been consumed (startBackgroundRead): until then
+  // the handler's own reads see it, and the bytes on the socket are the body's.
+  //  - body_streaming(): the body is left on the socket for the handler to read; the hang-up
+  //    watch waits for body_complete(). Call before the handler runs; it holds until the
+  //    request ends.
+  //  - body_complete(): the body was read to its end; the watch starts now if the context
+  //    exists (else when it is created).
+  //  - body_failed(): a read of the body failed (end of stream, reset, timeout): cancels the
+  //    request's context now or when it is created, as Go's handleReadError does.
+  void body_streaming() { body_pending_ = true; }
+  void body_complete();
+  void body_failed();
+
   // ResponseSink
   ByteBuffer& output() override;
   bool flush_output() override;  // a handler streaming: the write deadline starts now
@@ -95,6 +129,9 @@ class Connection final : public ResponseSink {
   void log_request(const Request* r, int status, uint64_t bytes);
   void release_buffers();
   bool flush_output_at(std::chrono::steady_clock::time_point now);
+  void watch_hangup();
+  // After the handler: ends the request's context (if created) and resets the body hooks.
+  void end_request_context();
 
   Server& server_;
   net::TcpStream stream_;
@@ -110,6 +147,18 @@ class Connection final : public ResponseSink {
   std::chrono::steady_clock::time_point request_start_;
   std::chrono::steady_clock::time_point finished_at_;  // the last response was complete
   std::chrono::steady_clock::time_point idle_since_;   // set before each wait_for_request()
+  // The request's context and its cancel function, while a handler that asked for it runs.
+  std::optional<Context> context_;
+  CancelFn cancel_context_;
+  bool hangup_watched_ = false;
+  bool body_pending_ = false;  // body_streaming() until body_complete()
+  bool body_failed_ = false;
+  // --handler-timeout, while the handler runs: its deadline (now_ns clock; 0: none), where
+  // this response's bytes start in the output buffer (before: earlier pipelined responses),
+  // and whether any of them reached the socket before the deadline.
+  int64_t handler_deadline_ns_ = 0;
+  std::size_t output_mark_ = 0;
+  bool sent_in_time_ = false;
   char remote_[46] = {};
   uint8_t remote_length_ = 0;
 

@@ -62,6 +62,7 @@ green::http::ServerOptions server_options(const green::config::Config& c) {
   o.reuse_port = c.reuse_port;
   o.read_timeout = c.read_timeout;
   o.max_buffered_body_bytes = c.max_buffered_body_bytes;
+  o.handler_timeout = c.handler_timeout;
   return o;
 }
 

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 
+#include "green/context.h"
 #include "green/net.h"
+#include "server/connection.h"
 
 namespace green::http {
 
@@ -80,5 +82,15 @@ void Request::set_params(std::span<const Param> params) {
 }
 
 bool Request::client_gone() const { return stream_ != nullptr && stream_->peer_gone(); }
+
+const green::Context& Request::context() const {
+  if (context_ != nullptr) return *context_;
+  if (connection_ == nullptr) {
+    static const green::Context background = green::Context::background();
+    return background;
+  }
+  context_ = &connection_->request_context();
+  return *context_;
+}
 
 }  // namespace green::http

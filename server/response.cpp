@@ -155,6 +155,16 @@ bool ResponseWriter::flush() {
   return sink_.flush_output();
 }
 
+void ResponseWriter::complete_from(std::string_view serialised, int status,
+                                   uint64_t body_bytes, bool keep_alive) {
+  if (mode_ != Mode::kBuffering) return;
+  out_.append(serialised);
+  status_ = status;
+  body_bytes_ = body_bytes;
+  if (!keep_alive) keep_alive_ = false;
+  mode_ = Mode::kDone;
+}
+
 void ResponseWriter::send(int status, std::string_view content_type, std::string_view body) {
   set_status(status);
   set_content_type(content_type);

@@ -42,6 +42,7 @@ Server::Server(ServerOptions options, const Router& router, AccessLog* access_lo
 
 Server::~Server() {
   listener_.close();
+  state_->base.second();  // handlers that honour their request's context end
   wait_for_connections(Clock::time_point::max());
   if (spare_fd_ >= 0) ::close(spare_fd_);
 }
@@ -135,6 +136,17 @@ std::size_t Server::serve() {
   while (metrics_.open_connections.load() > 0 && Clock::now() < force_at) {
     stop_connections(false);  // cheap, and a safety net: connections see the drain themselves
     green::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (metrics_.open_connections.load() > 0) {
+    // Every request still in flight has its context cancelled (Request::context()): handlers
+    // that honour it end now and may still answer (with Connection: close) in the first half
+    // of what is left; then the rest are cut off from their sockets.
+    state_->base.second();
+    const Clock::time_point grace_end = force_at + (deadline - force_at) / 2;
+    while (metrics_.open_connections.load() > 0 && Clock::now() < grace_end) {
+      stop_connections(false);
+      green::sleep_for(std::chrono::milliseconds(5));
+    }
   }
   if (metrics_.open_connections.load() > 0) {
     stop_connections(true);

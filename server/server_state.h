@@ -2,6 +2,9 @@
 // holds it through a pointer, so the public header pulls in no buffer pool or budget).
 #pragma once
 
+#include <utility>
+
+#include "green/context.h"
 #include "green/http/limits.h"
 #include "server/body_budget.h"
 #include "server/buffer_pool.h"
@@ -16,6 +19,10 @@ struct ServerState {
   BufferPool pool;
   BodyBudget body_budget;
   MemoryReclaimer reclaimer;  // runs while serve() does
+  // The parent of every request's context (Request::context()): cancelled when the drain's
+  // deadline passes, so that handlers that honour their context end (Go's BaseContext, whose
+  // cancellation a Go program wires to its shutdown itself).
+  std::pair<Context, CancelFn> base = with_cancel(Context::background());
 };
 
 }  // namespace green::http

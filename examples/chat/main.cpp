@@ -16,7 +16,8 @@
 // handler ends the response, and a browser's EventSource reconnects. A subscriber thus holds
 // at most 16 messages of at most 1000 bytes, plus its socket buffers.
 //
-// A subscriber that goes away is noticed within 250 ms and leaves the room.
+// A subscriber that goes away leaves the room at once: its request context is cancelled when
+// the netpoller sees the hang-up.
 //
 // Run: chat [HOST:PORT]    Listen: curl -N 127.0.0.1:8080/events
 //                           Talk:   curl -d 'hello' 127.0.0.1:8080/send
@@ -29,6 +30,7 @@
 #include <string>
 
 #include "green/channel.h"
+#include "green/context.h"
 #include "green/green.h"
 #include "green/http/server.h"
 #include "green/http/sse.h"
@@ -105,18 +107,16 @@ void subscribe(Room& room, Request& r, ResponseWriter& w) {
   while (open) {
     std::optional<Message> message;
     bool queue_closed = false;
-    // Park until a message comes, or 250 ms pass to check that the client is still there.
-    // API12: switch the timeout to green::recv_case(r.context().done(), ...): cancelled on
-    // disconnect (and at the drain deadline), no polling.
+    // Park until a message comes or the request's context ends: the client disconnected (the
+    // netpoller saw the hang-up) or the server is draining. No polling.
+    bool gone = false;
     auto on_message = [&](std::optional<Message> m) {
       queue_closed = !m;  // nullopt: the room closed our queue
       message = std::move(m);
     };
-    const int fired = green::select(green::recv_case(*me.queue, on_message), green::timeout(250ms));
-    if (fired == green::kSelectTimeout) {
-      open = !r.client_gone();
-      continue;
-    }
+    green::select(green::recv_case(*me.queue, on_message),
+                  green::done_case(r.context(), [&] { gone = true; }));
+    if (gone) break;
     if (queue_closed) break;  // the room dropped us: we were too slow
     // One event ("data:" line, blank line), flushed: parks while the client's socket is full.
     open = es.send(**message);
@@ -149,7 +149,7 @@ int main(int argc, char** argv) {
   ServerOptions options;
   options.listen = argc > 1 ? argv[1] : "127.0.0.1:8080";
   // Subscribers never finish a response on their own: on SIGTERM the drain waits this long,
-  // then closes their connections (their handlers see client_gone()) and the process exits.
+  // then cancels their request contexts (their loops end) and the process exits.
   options.shutdown_timeout = 2s;
   int rc = 0;
   green::run({}, [&] {

@@ -30,6 +30,8 @@
 
 namespace green {
 
+class Context;  // green/context.h
+
 enum class ChanStatus { kOk, kWouldBlock, kClosed };
 
 namespace detail {
@@ -89,6 +91,11 @@ class Channel {
     detail::ChannelCore::park_in(core_.senders, core_.lock, node, detail::WaitReason::kChanSend);
     return node.ok;
   }
+
+  // As send() and recv(), but giving up when ctx is cancelled (defined in green/context.h,
+  // which the caller includes to have a Context at all).
+  [[nodiscard]] bool send(T v, const Context& ctx);
+  std::optional<T> recv(const Context& ctx);
 
   // Receives a value, parking as needed; nullopt once the channel is closed and drained.
   std::optional<T> recv() {

@@ -27,10 +27,14 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 
+namespace green {
+class Context;  // green/context.h
+}
 namespace green::detail {
 struct PollDesc;
 }
@@ -101,6 +105,9 @@ class TcpStream : public SocketHandle {
   // Connects to `to`, parking until the connection is established or `deadline` passes.
   // Returns 0 and fills *out, or a negative errno.
   static int connect(const Address& to, TcpStream* out, Deadline deadline = kNoDeadline);
+  // As connect(), but gives up with -ECANCELED when ctx is cancelled (Go's DialContext).
+  static int connect(const Address& to, TcpStream* out, const Context& ctx,
+                     Deadline deadline = kNoDeadline);
 
   // Adopts a connected socket (made non-blocking here). Used by TcpListener::accept.
   static TcpStream adopt(int fd);
@@ -117,6 +124,14 @@ class TcpStream : public SocketHandle {
   ssize_t write(const void* buf, std::size_t n);
   // As write(), for all of iov[0..iovcnt) (the array itself may be modified).
   ssize_t writev(iovec* iov, int iovcnt);
+
+  // As read() and write(), but an operation parked for readiness ends with -ECANCELED when
+  // ctx is cancelled (at once, without a syscall, when it already is). The socket stays
+  // usable (ctx.cancelled() tells this -ECANCELED from a closed socket's); a write cancelled
+  // midway has sent an unknown part, as with any failed write. Registering with ctx costs an
+  // allocation per call: for a request's handler, not for a server's hot loop.
+  ssize_t read(void* buf, std::size_t n, const Context& ctx);
+  ssize_t write(const void* buf, std::size_t n, const Context& ctx);
 
   // Parks until the socket is readable (data, end of stream or error) without reading: lets an
   // idle connection wait without holding a buffer. Returns 0, or a negative errno.
@@ -144,6 +159,16 @@ class TcpStream : public SocketHandle {
   // green::blocking(). True once the stream is closed.
   bool peer_gone() const;
 
+  // Calls fn once, on whatever thread runs the netpoller, when the peer hangs up or the socket
+  // fails (what peer_gone() reports, seen by the netpoller without anybody reading: new data,
+  // such as a pipelined request, stays unread and does not call it). At once, on this thread,
+  // if that has already been seen. fn must be short and must not park; it may run after
+  // clear_hangup() returns, so it must only refer to what outlives that (a context's cancel
+  // function does). Replaces an earlier fn; closing the stream drops it. The server cancels a
+  // request's context with it (Go starts a background read for that).
+  void on_hangup(std::function<void()> fn);
+  void clear_hangup();
+
   // shutdown(2): SHUT_RD, SHUT_WR or SHUT_RDWR. Returns 0 or a negative errno.
   int shutdown(int how);
   // SO_LINGER {on, 0}: the next close() sends RST instead of FIN.
@@ -156,6 +181,9 @@ class TcpStream : public SocketHandle {
  private:
   friend class TcpListener;
   explicit TcpStream(green::detail::PollDesc* pd) { open(pd); }
+  static int connect_impl(const Address& to, TcpStream* out, Deadline deadline,
+                          const Context* ctx);
+  ssize_t writev_impl(iovec* iov, int iovcnt, const Context* ctx);
   bool drained_ = false;  // the last read() returned less than asked: the buffer was empty
   Deadline read_deadline_ = kNoDeadline;
   Deadline write_deadline_ = kNoDeadline;

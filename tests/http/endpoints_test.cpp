@@ -115,9 +115,9 @@ TEST(Endpoints, StaticDirServesOnlyRegularFilesAndAFifoPinsNoThread) {
   run_command("rm -rf '" + root + "'");
 }
 
-// /work from clients that sent it and left stops within a poll period: CPU use stops rising
-// and /plaintext stays fast. It used to compute for the full 8 s each (100 such clients burned
-// 12 CPU-seconds and pushed /plaintext to 2 s).
+// /work from clients that sent it and left stops at once (the netpoller cancels its request
+// context): CPU use stops rising and /plaintext stays fast. It used to compute for the full
+// 8 s each (100 such clients burned 12 CPU-seconds and pushed /plaintext to 2 s).
 TEST(Endpoints, WorkStopsWhenItsClientLeaves) {
   constexpr int kClients = 20;
   ServerProcess server({"--max-work-concurrency", "100"});
@@ -138,7 +138,8 @@ TEST(Endpoints, WorkStopsWhenItsClientLeaves) {
   EXPECT_LT(Clock::now() - t, 500ms);
 }
 
-// /blocking stops too: the sleep is cut in slices that ask the socket, and the thread is free.
+// /blocking stops too: its condition-variable wait is notified when the request context is
+// cancelled, and the thread is free.
 TEST(Endpoints, BlockingStopsWhenItsClientLeaves) {
   constexpr int kClients = 10;
   ServerProcess server({});

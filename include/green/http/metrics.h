@@ -33,6 +33,7 @@ class ServerMetrics {
   std::atomic<uint64_t> header_timeouts{0};       // 408s: the head, or a pause in a body
   std::atomic<uint64_t> read_timeouts{0};         // 408s: the whole request (read_timeout)
   std::atomic<uint64_t> idle_timeouts{0};
+  std::atomic<uint64_t> handler_timeouts{0};      // 503s: --handler-timeout, nothing sent
 
  private:
   static constexpr int kShards = 16;

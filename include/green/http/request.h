@@ -12,11 +12,16 @@
 
 #include "green/http/body.h"
 
+namespace green {
+class Context;  // green/context.h
+}
 namespace green::net {
 class TcpStream;
 }
 
 namespace green::http {
+
+class Connection;  // server-internal
 
 enum class Method : uint8_t {
   kGet,
@@ -90,8 +95,26 @@ class Request {
   // socket (net::TcpStream::peer_gone: one non-blocking syscall, never parks; a half-closed
   // client counts as gone, as in Go and nginx). Callable from the handler's green thread,
   // also inside green::blocking(). False for a Request not bound to a connection (tests).
-  // A full per-request context (deadline, cancel) may later replace it.
+  // context() does the same without polling.
   bool client_gone() const;
+
+  // The request's context, Go's r.Context(): cancelled (done() closed) when
+  //   - the client disconnects while the handler runs: the netpoller sees the hang-up (a
+  //     half-closed client counts as gone, as for client_gone()); a request whose body the
+  //     handler streams is watched once the body has been read to its end, as in Go;
+  //   - the handler's deadline passes (--handler-timeout; err() is kDeadlineExceeded);
+  //   - the server's drain deadline passes after a shutdown (--shutdown-timeout);
+  //   - the handler returns.
+  // Pass it to what the handler waits on (green::sleep_for(d, ctx), ch.recv(ctx),
+  // select(done_case(ctx, ...)), TcpStream::read(buf, n, ctx)) so that the work stops when
+  // nobody wants its result any more. A handler that ends because its client left may
+  // just return: when the context was cancelled by the hang-up and no response was sent,
+  // the server records 499 (nginx's "client closed request") and sends nothing.
+  // Created on the first call, so a handler that never asks pays nothing for it (no
+  // allocation, no syscall); later calls return the same one. Valid until the handler
+  // returns (copy it to hand it to another green thread). Call it from the handler's green
+  // thread. For a Request not bound to a connection (tests): Context::background().
+  const green::Context& context() const;
 
   // A path parameter bound by the router (":id" segments; "*" is the rest of a prefix route),
   // or empty.
@@ -105,6 +128,18 @@ class Request {
   void set_params(std::span<const Param> params);
   void set_remote_addr(std::string_view a) { remote_addr_ = a; }
   void set_stream(const net::TcpStream* s) { stream_ = s; }
+  // The connection serving this request (for context()); clears a previous request's context.
+  void bind_connection(Connection* c) {
+    connection_ = c;
+    context_ = nullptr;
+  }
+  // Replaces what context() returns (a middleware's derived context: middleware::timeout);
+  // returns the previous one (null: not created yet), for the caller to restore.
+  const green::Context* set_context(const green::Context* c) {
+    const green::Context* old = context_;
+    context_ = c;
+    return old;
+  }
 
  private:
   friend class RequestParser;
@@ -121,6 +156,8 @@ class Request {
   Body body_;
   std::string_view remote_addr_;
   const net::TcpStream* stream_ = nullptr;  // the connection's socket, for client_gone()
+  Connection* connection_ = nullptr;        // for context()
+  mutable const green::Context* context_ = nullptr;  // created on the first context() call
   Param params_[kMaxParams];
 };
 

@@ -57,6 +57,14 @@ struct ServerOptions {
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
   std::chrono::nanoseconds write_timeout = std::chrono::seconds(30);
   std::chrono::nanoseconds shutdown_timeout = std::chrono::seconds(30);
+  // A handler's deadline from when it starts (Go's http.TimeoutHandler; Go has none by
+  // default): its request context is cancelled then (kDeadlineExceeded); if nothing of the
+  // response was sent by then, the client gets 503 "Timeout" with Connection: close when the
+  // handler returns, and what the handler wrote is discarded; if the response had started, it
+  // is cut off (the connection closes without completing it, as Go's abort). 0: none, and
+  // nothing of this costs anything. For a 503 on time whatever the handler does, wrap it in
+  // middleware::timeout(d) (green/http/timeout.h), which runs it in its own green thread.
+  std::chrono::nanoseconds handler_timeout{0};
   // Open connections before new ones get 503; 0: the open-files limit minus 64.
   int64_t max_connections = 0;
   bool reuse_port = false;

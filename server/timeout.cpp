@@ -1,0 +1,93 @@
+// middleware::timeout: see green/http/timeout.h.
+//
+// The wrapped handler runs in a child green thread against a ResponseWriter whose sink is a
+// private buffer (flush() sends nothing). The wrapper parks on a select between the child's
+// end and the derived context's end. Unlike Go's TimeoutHandler, the wrapper cannot return
+// before the child has: the Request (and the connection buffers it views) must outlive every
+// use, so after answering 503 it cancels the child's context and waits for it.
+#include "green/http/timeout.h"
+
+#include <exception>
+#include <optional>
+
+#include "green/context.h"
+#include "green/green.h"
+#include "green/select.h"
+#include "server/byte_buffer.h"
+
+namespace green::http::middleware {
+
+namespace {
+
+constexpr std::string_view kTimeoutBody = "Timeout\n";  // Go's default body says "Timeout"
+
+// The child's writer's destination: everything stays here until the wrapper decides.
+class BufferSink final : public ResponseSink {
+ public:
+  ByteBuffer& output() override { return out_; }
+  bool flush_output() override { return true; }  // buffered: sent (or not) when it returns
+
+ private:
+  ByteBuffer out_;
+};
+
+void serve_with_timeout(std::chrono::nanoseconds d, const Handler& next, Request& r,
+                        ResponseWriter& w) {
+  auto [ctx, cancel] = green::with_timeout(r.context(), d);
+  const green::Context* previous = r.set_context(&ctx);
+  BufferSink sink;
+  ByteBuffer body;
+  ByteBuffer headers;
+  ResponseWriter inner(sink, body, headers, r.method(), r.version_minor(), w.keep_alive());
+  std::exception_ptr error;
+  green::Channel<bool> finished(1);
+  green::go([&] {
+    try {
+      next(r, inner);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    finished.close();
+  });
+  bool in_time = false;
+  green::select(green::recv_case(finished, [&](std::optional<bool>) { in_time = true; }),
+                green::done_case(ctx, [] {}));
+  const green::ContextError why = ctx.err();
+  if (!in_time && why == green::ContextError::kDeadlineExceeded) {
+    // Answer now, whatever the child is doing; then wait for it (it sees its context end).
+    w.close_connection();
+    w.set_content_length(kTimeoutBody.size());
+    w.send(503, "text/plain; charset=utf-8", kTimeoutBody);
+    w.flush();
+  }
+  cancel();
+  if (!in_time) (void)finished.recv();  // parks until the child has returned
+  r.set_context(previous);
+  if (in_time) {
+    if (error) std::rethrow_exception(error);  // as if the handler had thrown here
+    inner.finish();
+    const std::string_view bytes{sink.output().data(), sink.output().size()};
+    w.complete_from(bytes, inner.status(), inner.body_bytes(), inner.keep_alive());
+    return;
+  }
+  if (why != green::ContextError::kDeadlineExceeded) {
+    // The request's own context ended (client gone, drain): its answer is discarded. A client
+    // that left gets nothing (the server logs 499); one still there gets 503, as from Go.
+    if (!r.client_gone()) {
+      w.close_connection();
+      w.send_status(503);
+    }
+  }
+}
+
+}  // namespace
+
+std::function<Handler(Handler)> timeout(std::chrono::nanoseconds d) {
+  return [d](Handler next) -> Handler {
+    return [d, next = std::move(next)](Request& r, ResponseWriter& w) {
+      serve_with_timeout(d, next, r, w);
+    };
+  };
+}
+
+}  // namespace green::http::middleware
