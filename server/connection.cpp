@@ -10,6 +10,7 @@
 
 #include "green/green.h"
 #include "server/buffer_pool.h"
+#include "server/handler_exception.h"
 #include "green/http/server.h"
 #include "green/http/status.h"
 
@@ -293,9 +294,11 @@ void Connection::handle_request(Request& r) {
     } else if (const Router::Match m = server_.router_.route(r); m.handler != nullptr) {
       // A handler's exception is that request's 500 (and the connection's end: its state is
       // unknown), not the process's end.
+      // Logged once here unless a middleware::recover() inside caught it first.
       try {
         (*m.handler)(r, w);
       } catch (...) {
+        log_handler_exception(r);
         failed = true;
       }
     } else {
@@ -310,6 +313,7 @@ void Connection::handle_request(Request& r) {
       // Nothing reached the output buffer yet: answer a clean 500 instead.
       ResponseWriter error(*this, buffers_->body, buffers_->headers, r.method(),
                            r.version_minor(), false);
+      if (!r.request_id().empty()) error.set_header("X-Request-Id", r.request_id());
       error.send_status(500);
       error.finish();
       status = 500;
@@ -358,26 +362,7 @@ void Connection::log_request(const Request* r, int status, uint64_t bytes) {
   AccessLog* log = server_.access_log();
   if (log == nullptr || !log->enabled()) return;
   AccessRecord rec;
-  rec.time = std::time(nullptr);
-  rec.status = status;
-  rec.bytes = bytes;
-  rec.remote.set({remote_, remote_length_});
-  if (r != nullptr) {
-    char line[600];
-    std::size_t n = 0;
-    auto put = [&](std::string_view s) {
-      const std::size_t k = std::min(s.size(), sizeof line - n);
-      std::memcpy(line + n, s.data(), k);
-      n += k;
-    };
-    put(r->method_name());
-    put(" ");
-    put(r->target());
-    put(r->version_minor() == 0 ? " HTTP/1.0" : " HTTP/1.1");
-    rec.request.set({line, n});
-    rec.referer.set(r->header("Referer"));
-    rec.user_agent.set(r->header("User-Agent"));
-  }
+  fill_access_record(rec, r, {remote_, remote_length_}, status, bytes);
   log->submit(rec);
 }
 
