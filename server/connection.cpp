@@ -293,8 +293,10 @@ void Connection::handle_request(Request& r) {
       w.set_status(200);
     } else if (const Router::Match m = server_.router_.route(r); m.handler != nullptr) {
       // A handler's exception is that request's 500 (and the connection's end: its state is
-      // unknown), not the process's end.
-      // Logged once here unless a middleware::recover() inside caught it first.
+      // unknown), not the process's end, and one log line (here, unless a
+      // middleware::recover() inside caught it first): the default recovery, as Go's net/http
+      // recovers and logs a handler's panic per connection (Go then sends nothing; we answer
+      // 500 when the head has not gone out, and truncate the response when it has).
       try {
         (*m.handler)(r, w);
       } catch (...) {

@@ -159,13 +159,16 @@ class GzipFilter final : public BodyFilter {
                                              : Z_FINISH;
     stream_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
     stream_.avail_in = static_cast<uInt>(in.size());
-    // One pass per 64 KiB of output; zlib keeps up to a window of input, so a Z_NO_FLUSH call
-    // often produces nothing (the writer then sends nothing).
+    // zlib holds input back until it has a block's worth, so a Z_NO_FLUSH call often produces
+    // nothing (the writer then sends nothing).
     constexpr std::size_t kStep = 64 * 1024;
     int rc = Z_OK;
     do {
       const std::size_t old = out_.size();
-      const std::size_t room = std::max(kStep, static_cast<std::size_t>(stream_.avail_in) / 2);
+      // Room for all of it at once when small (deflateBound: the worst case of this input,
+      // wrapper included), so a 2 KiB body does not allocate 64 KiB; a pass at a time else.
+      const std::size_t room = std::clamp<std::size_t>(
+          deflateBound(&stream_, stream_.avail_in) + 64, 256, kStep);
       out_.resize(old + room);
       stream_.next_out = reinterpret_cast<Bytef*>(out_.data() + old);
       stream_.avail_out = static_cast<uInt>(room);
