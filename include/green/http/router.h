@@ -44,7 +44,9 @@ class Router {
 
   // Adds a global middleware, inside those added before: it wraps every route, registered
   // before or after this call, and the router's own 404 and 405 answers (the connection still
-  // answers `OPTIONS *` and protocol errors itself). Each route is composed again here.
+  // answers `OPTIONS *` and protocol errors itself). Each route is composed again here, so a
+  // middleware may be called more than once for one route while routes are registered; the
+  // handler it returns last is the one that serves.
   void use(Middleware middleware);
 
   struct Match {
