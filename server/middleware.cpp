@@ -9,7 +9,9 @@
 
 #include <sys/random.h>
 
+#include <array>
 #include <atomic>
+#include <cstring>
 #include <cxxabi.h>
 #include <exception>
 #include <random>
@@ -43,15 +45,24 @@ namespace {
 
 constexpr uint64_t kIdBlock = 4096;
 
-uint64_t process_id_prefix() {
-  static const uint64_t prefix = [] {
+constexpr char kHexDigits[] = "0123456789abcdef";
+
+void put_hex(uint64_t v, char* out) {
+  for (int i = 15; i >= 0; --i, v >>= 4) out[i] = kHexDigits[v & 15];
+}
+
+// The random prefix, drawn and written out in hex once per process.
+const char* process_id_prefix() {
+  static const auto prefix = [] {
     uint64_t v = 0;
     if (getrandom(&v, sizeof v, GRND_NONBLOCK) != static_cast<ssize_t>(sizeof v)) {
       v = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
     }
-    return v;
+    std::array<char, 16> hex;
+    put_hex(v, hex.data());
+    return hex;
   }();
-  return prefix;
+  return prefix.data();
 }
 
 std::atomic<uint64_t> next_id_block{0};
@@ -64,11 +75,8 @@ void new_request_id(char* out) {
     next = next_id_block.fetch_add(kIdBlock, std::memory_order_relaxed);
     end = next + kIdBlock;
   }
-  const uint64_t parts[2] = {process_id_prefix(), next++};
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (int p = 0; p < 2; ++p) {
-    for (int i = 15; i >= 0; --i) out[p * 16 + (15 - i)] = kHex[(parts[p] >> (i * 4)) & 15];
-  }
+  std::memcpy(out, process_id_prefix(), 16);
+  put_hex(next++, out + 16);
 }
 
 // A client's id is kept only when it cannot hurt whoever reads it later: bounded (log fields,

