@@ -154,7 +154,7 @@ class GzipFilter final : public BodyFilter {
   std::string_view transform(std::string_view in, Flush flush) override {
     out_.clear();
     if (finished_) return {};
-    const int mode = flush == Flush::kNone ? Z_NO_FLUSH
+    const int mode = flush == Flush::kNone   ? Z_NO_FLUSH
                      : flush == Flush::kSync ? Z_SYNC_FLUSH
                                              : Z_FINISH;
     stream_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
@@ -167,8 +167,8 @@ class GzipFilter final : public BodyFilter {
       const std::size_t old = out_.size();
       // Room for all of it at once when small (deflateBound: the worst case of this input,
       // wrapper included), so a 2 KiB body does not allocate 64 KiB; a pass at a time else.
-      const std::size_t room = std::clamp<std::size_t>(
-          deflateBound(&stream_, stream_.avail_in) + 64, 256, kStep);
+      const std::size_t room =
+          std::clamp<std::size_t>(deflateBound(&stream_, stream_.avail_in) + 64, 256, kStep);
       out_.resize(old + room);
       stream_.next_out = reinterpret_cast<Bytef*>(out_.data() + old);
       stream_.avail_out = static_cast<uInt>(room);

@@ -7,17 +7,16 @@
 // thread_local block cannot change threads under it.
 #include "green/http/middleware.h"
 
+#include <cxxabi.h>
+#include <spdlog/spdlog.h>
 #include <sys/random.h>
 
 #include <array>
 #include <atomic>
 #include <cstring>
-#include <cxxabi.h>
 #include <exception>
 #include <random>
 #include <typeinfo>
-
-#include <spdlog/spdlog.h>
 
 #include "green/http/access_log.h"
 #include "server/handler_exception.h"

@@ -108,7 +108,9 @@ Middleware tag(std::string name) {
   };
 }
 
-void hello(Request&, ResponseWriter& w) { w.write("h"); }
+void hello(Request&, ResponseWriter& w) {
+  w.write("h");
+}
 
 // Captures what spdlog's default logger writes during a test.
 class LogCapture {
@@ -334,7 +336,9 @@ bool is_generated_id(std::string_view id) {
   return true;
 }
 
-void echo_request_id(Request& r, ResponseWriter& w) { w.write(r.request_id()); }
+void echo_request_id(Request& r, ResponseWriter& w) {
+  w.write(r.request_id());
+}
 
 TEST(RequestId, GeneratedWhenAbsentEchoedAndSeenByTheHandler) {
   MiniServer s([](Router& r, AccessLog*) {
@@ -373,12 +377,12 @@ TEST(RequestId, OversizedOrUnprintableClientIdIsReplaced) {
     r.handle(Method::kGet, "/id", echo_request_id);
   });
   const std::vector<std::string> bad = {
-      std::string(10 * 1024, 'a'),      // 10 KB
-      std::string(65, 'b'),             // one past the bound
-      "two words",                      // a space
-      "tab\there",                      // a tab
-      "caf\xc3\xa9",                    // non-ASCII
-      "",                               // empty
+      std::string(10 * 1024, 'a'),  // 10 KB
+      std::string(65, 'b'),         // one past the bound
+      "two words",                  // a space
+      "tab\there",                  // a tab
+      "caf\xc3\xa9",                // non-ASCII
+      "",                           // empty
   };
   for (const std::string& id : bad) {
     auto r = fetch(s.port(), "/id", "X-Request-Id: " + id + "\r\n");
@@ -483,16 +487,13 @@ TEST(AccessLogMiddleware, RecordsStatusBytesAndRequestIdOfWhatReachesIt) {
 // set one, and keeps plain Combined lines otherwise.
 TEST(AccessLogMiddleware, ServerAccessLogCarriesTheRequestIdWhenSet) {
   TempPath file;
-  testing::TestServer s({},
-                        [](Router& r) {
-                          r.handle(Method::kGet, "/with-id", hello, {middleware::request_id()});
-                        },
-                        file.path);
+  testing::TestServer s(
+      {}, [](Router& r) { r.handle(Method::kGet, "/with-id", hello, {middleware::request_id()}); },
+      file.path);
   ASSERT_TRUE(fetch(s.port(), "/with-id", "X-Request-Id: zzz-9\r\n"));
   ASSERT_TRUE(fetch(s.port(), "/plaintext"));
   const std::string text = wait_for_lines(file.path, 2);
-  EXPECT_NE(text.find("\"GET /with-id HTTP/1.1\" 200 1 \"-\" \"-\" \"zzz-9\"\n"),
-            std::string::npos)
+  EXPECT_NE(text.find("\"GET /with-id HTTP/1.1\" 200 1 \"-\" \"-\" \"zzz-9\"\n"), std::string::npos)
       << text;
   EXPECT_NE(text.find("\"GET /plaintext HTTP/1.1\" 200 13 \"-\" \"-\"\n"), std::string::npos)
       << text;
@@ -539,10 +540,11 @@ std::string python_gunzip(const std::string& body) {
   TempPath file;
   std::ofstream(file.path, std::ios::binary) << body;
   int status = -1;
-  std::string out = run_command("python3 -c 'import gzip,sys; sys.stdout.buffer.write("
-                                "gzip.decompress(open(sys.argv[1],\"rb\").read()))' " +
-                                    file.path,
-                                &status);
+  std::string out = run_command(
+      "python3 -c 'import gzip,sys; sys.stdout.buffer.write("
+      "gzip.decompress(open(sys.argv[1],\"rb\").read()))' " +
+          file.path,
+      &status);
   EXPECT_EQ(status, 0);
   return out;
 }
@@ -551,18 +553,14 @@ void gzip_routes(Router& r, AccessLog*) {
   r.use(middleware::gzip());
   static const std::string big = text_of(20'000);
   static const std::string huge = text_of(300'000);
-  r.handle(Method::kGet, "/big", [](Request&, ResponseWriter& w) {
-    w.send(200, "text/html; charset=utf-8", big);
-  });
-  r.handle(Method::kGet, "/huge", [](Request&, ResponseWriter& w) {
-    w.send(200, "application/json", huge);
-  });
-  r.handle(Method::kGet, "/small", [](Request&, ResponseWriter& w) {
-    w.send(200, "text/plain", text_of(100));
-  });
-  r.handle(Method::kGet, "/png", [](Request&, ResponseWriter& w) {
-    w.send(200, "image/png", big);
-  });
+  r.handle(Method::kGet, "/big",
+           [](Request&, ResponseWriter& w) { w.send(200, "text/html; charset=utf-8", big); });
+  r.handle(Method::kGet, "/huge",
+           [](Request&, ResponseWriter& w) { w.send(200, "application/json", huge); });
+  r.handle(Method::kGet, "/small",
+           [](Request&, ResponseWriter& w) { w.send(200, "text/plain", text_of(100)); });
+  r.handle(Method::kGet, "/png",
+           [](Request&, ResponseWriter& w) { w.send(200, "image/png", big); });
   r.handle(Method::kGet, "/encoded", [](Request&, ResponseWriter& w) {
     w.set_header("Content-Encoding", "br");
     w.send(200, "text/plain", big);
@@ -641,15 +639,24 @@ TEST(Gzip, AcceptEncodingQValuesAreParsed) {
     bool accepts;
   };
   const Case cases[] = {
-      {"gzip", true},          {"GZIP", true},
-      {"x-gzip", true},        {"deflate, gzip;q=0.5", true},
-      {"gzip;q=1.0", true},    {"gzip ; Q=0.001", true},
-      {"*", true},             {"br, *;q=0.1", true},
-      {"gzip;q=0", false},     {"gzip;q=0.0", false},
-      {"gzip;q=0.000", false}, {"*, gzip;q=0", false},
-      {"gzip;q=abc", false},   {"gzip;q=2", false},
-      {"identity", false},     {"", false},
-      {"*;q=0", false},        {"gzipx", false},
+      {"gzip", true},
+      {"GZIP", true},
+      {"x-gzip", true},
+      {"deflate, gzip;q=0.5", true},
+      {"gzip;q=1.0", true},
+      {"gzip ; Q=0.001", true},
+      {"*", true},
+      {"br, *;q=0.1", true},
+      {"gzip;q=0", false},
+      {"gzip;q=0.0", false},
+      {"gzip;q=0.000", false},
+      {"*, gzip;q=0", false},
+      {"gzip;q=abc", false},
+      {"gzip;q=2", false},
+      {"identity", false},
+      {"", false},
+      {"*;q=0", false},
+      {"gzipx", false},
       {"deflate,,  gzip", true},
   };
   for (const Case& c : cases) {

@@ -52,11 +52,12 @@ namespace middleware {
 Middleware recover();
 
 // X-Request-Id (as Heroku, nginx's $request_id and chi's RequestID): the request's own header
-// when it is sane (1 to Request::kMaxRequestIdLength = 64 bytes, each visible ASCII 0x21-0x7E), else a new
-// id: 32 hex digits, a random 64-bit prefix per process and a counter (unique in the process,
-// and across processes with high probability; no syscall, no lock per request). The id is set
-// on the request (Request::request_id(), for the handler and the access log) and echoed on the
-// response as X-Request-Id.
+// when it is sane (1 to Request::kMaxRequestIdLength = 64 bytes, each visible ASCII
+// 0x21-0x7E), else a new id: 32 hex digits, a random 64-bit prefix per process and a counter
+// (unique in the process, and across processes with high probability; no syscall, no lock per
+// request). The id is set on the request (Request::request_id(), for the handler and the
+// access log, which appends it to the line) and echoed on the response as X-Request-Id, also
+// on the 500 of recover() or of the server. Put it outside recover() so the 500 carries it.
 Middleware request_id();
 
 // The server's access log (Combined Log Format, green/http/access_log.h) as a middleware, for a
