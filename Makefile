@@ -11,7 +11,8 @@
 # A library the core or an example links against goes in the first list; a library or tool
 # that only a test, benchmark or load test uses goes in the second.
 DEBIAN_BUILD_PACKAGES := build-essential cmake pkg-config libboost-context-dev libspdlog-dev \
-                         node-llhttp libtomlplusplus-dev libcli11-dev nlohmann-json3-dev
+                         node-llhttp libtomlplusplus-dev libcli11-dev nlohmann-json3-dev \
+                         zlib1g-dev
 DEBIAN_PACKAGES := $(DEBIAN_BUILD_PACKAGES) \
                    libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev wrk curl \
                    python3 golang-go nginx-light haproxy gnuplot-nox chromium

@@ -7,7 +7,10 @@
 #include <cerrno>
 #include <cstring>
 
+#include <algorithm>
+
 #include "green/green.h"
+#include "green/http/request.h"
 #include "server/byte_buffer.h"
 
 namespace green::http {
@@ -50,7 +53,35 @@ void format_combined(const AccessRecord& r, ByteBuffer& out) {
   append_escaped(out, r.referer.view());
   out.append("\" \"");
   append_escaped(out, r.user_agent.view());
+  if (r.request_id.length != 0) {
+    out.append("\" \"");
+    append_escaped(out, r.request_id.view());
+  }
   out.append("\"\n");
+}
+
+void fill_access_record(AccessRecord& rec, const Request* r, std::string_view remote,
+                        int status, uint64_t bytes) {
+  rec.time = std::time(nullptr);
+  rec.status = status;
+  rec.bytes = bytes;
+  rec.remote.set(remote);
+  if (r == nullptr) return;
+  char line[sizeof rec.request.text];
+  std::size_t n = 0;
+  auto put = [&](std::string_view s) {
+    const std::size_t k = std::min(s.size(), sizeof line - n);
+    std::memcpy(line + n, s.data(), k);
+    n += k;
+  };
+  put(r->method_name());
+  put(" ");
+  put(r->target());
+  put(r->version_minor() == 0 ? " HTTP/1.0" : " HTTP/1.1");
+  rec.request.set({line, n});
+  rec.referer.set(r->header("Referer"));
+  rec.user_agent.set(r->header("User-Agent"));
+  rec.request_id.set(r->request_id());
 }
 
 namespace {

@@ -10,6 +10,7 @@
 
 #include "green/green.h"
 #include "server/buffer_pool.h"
+#include "server/handler_exception.h"
 #include "green/http/server.h"
 #include "green/http/status.h"
 
@@ -356,10 +357,14 @@ void Connection::handle_request(Request& r) {
       w.set_status(200);
     } else if (const Router::Match m = server_.router_.route(r); m.handler != nullptr) {
       // A handler's exception is that request's 500 (and the connection's end: its state is
-      // unknown), not the process's end.
+      // unknown), not the process's end, and one log line (here, unless a
+      // middleware::recover() inside caught it first): the default recovery, as Go's net/http
+      // recovers and logs a handler's panic per connection (Go then sends nothing; we answer
+      // 500 when the head has not gone out, and truncate the response when it has).
       try {
         (*m.handler)(r, w);
       } catch (...) {
+        log_handler_exception(r);
         failed = true;
       }
     } else {
@@ -403,6 +408,7 @@ void Connection::handle_request(Request& r) {
       // Nothing reached the output buffer yet: answer a clean 500 instead.
       ResponseWriter error(*this, buffers_->body, buffers_->headers, r.method(),
                            r.version_minor(), false);
+      if (!r.request_id().empty()) error.set_header("X-Request-Id", r.request_id());
       error.send_status(500);
       error.finish();
       status = 500;
@@ -451,26 +457,7 @@ void Connection::log_request(const Request* r, int status, uint64_t bytes) {
   AccessLog* log = server_.access_log();
   if (log == nullptr || !log->enabled()) return;
   AccessRecord rec;
-  rec.time = std::time(nullptr);
-  rec.status = status;
-  rec.bytes = bytes;
-  rec.remote.set({remote_, remote_length_});
-  if (r != nullptr) {
-    char line[600];
-    std::size_t n = 0;
-    auto put = [&](std::string_view s) {
-      const std::size_t k = std::min(s.size(), sizeof line - n);
-      std::memcpy(line + n, s.data(), k);
-      n += k;
-    };
-    put(r->method_name());
-    put(" ");
-    put(r->target());
-    put(r->version_minor() == 0 ? " HTTP/1.0" : " HTTP/1.1");
-    rec.request.set({line, n});
-    rec.referer.set(r->header("Referer"));
-    rec.user_agent.set(r->header("User-Agent"));
-  }
+  fill_access_record(rec, r, {remote_, remote_length_}, status, bytes);
   log->submit(rec);
 }
 

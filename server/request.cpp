@@ -81,6 +81,11 @@ void Request::set_params(std::span<const Param> params) {
   std::copy_n(params.begin(), param_count_, params_);
 }
 
+void Request::set_request_id(std::string_view id) {
+  request_id_length_ = static_cast<uint8_t>(std::min(id.size(), kMaxRequestIdLength));
+  std::copy_n(id.data(), request_id_length_, request_id_);
+}
+
 bool Request::client_gone() const { return stream_ != nullptr && stream_->peer_gone(); }
 
 const green::Context& Request::context() const {

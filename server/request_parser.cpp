@@ -797,6 +797,7 @@ bool RequestParser::finish_request() {
                                : std::string_view{buf + body_span_.offset, body_span_.length});
   }
   q.param_count_ = 0;
+  q.request_id_length_ = 0;
   return decode_target();
 }
 

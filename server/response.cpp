@@ -10,7 +10,16 @@ namespace green::http {
 
 namespace {
 constexpr std::string_view kServerHeader = "Server: greenhttp\r\n";
+
+// A plain loop, not find_first_of: that calls memchr over the set once per byte (~20
+// instructions a byte, a third of a small response's cost with a 32-byte X-Request-Id).
+bool breaks_header(std::string_view s, bool is_name) {
+  for (const char c : s) {
+    if (c == '\r' || c == '\n' || (is_name && c == ':')) return true;
+  }
+  return false;
 }
+}  // namespace
 
 ResponseWriter::ResponseWriter(ResponseSink& sink, ByteBuffer& body, ByteBuffer& headers,
                                Method method, int version_minor, bool keep_alive)
@@ -39,14 +48,61 @@ void ResponseWriter::set_content_type(std::string_view type) {
 void ResponseWriter::set_header(std::string_view name, std::string_view value) {
   if (mode_ != Mode::kBuffering) return;
   // A CR or LF in either would let a handler's input split the response (header injection).
-  if (name.find_first_of("\r\n:") != std::string_view::npos ||
-      value.find_first_of("\r\n") != std::string_view::npos) {
-    return;
-  }
+  if (breaks_header(name, true) || breaks_header(value, false)) return;
   headers_.append(name);
   headers_.append(": ");
   headers_.append(value);
   headers_.append("\r\n");
+}
+
+std::string_view ResponseWriter::header(std::string_view name) const {
+  std::string_view rest = headers_.view();
+  while (!rest.empty()) {
+    const std::size_t eol = rest.find("\r\n");
+    const std::string_view line = rest.substr(0, eol);
+    rest.remove_prefix(eol + 2);
+    const std::size_t colon = line.find(':');
+    if (iequals(line.substr(0, colon), name)) return line.substr(colon + 2);
+  }
+  return {};
+}
+
+void ResponseWriter::remove_header(std::string_view name) {
+  if (mode_ != Mode::kBuffering || header(name).data() == nullptr) return;
+  std::string kept;
+  std::string_view rest = headers_.view();
+  while (!rest.empty()) {
+    const std::size_t eol = rest.find("\r\n");
+    const std::string_view line = rest.substr(0, eol + 2);
+    rest.remove_prefix(eol + 2);
+    if (!iequals(line.substr(0, line.find(':')), name)) kept.append(line);
+  }
+  headers_.clear();
+  headers_.append(kept);
+}
+
+void ResponseWriter::set_body_filter(std::unique_ptr<BodyFilter> filter) {
+  if (mode_ == Mode::kBuffering) filter_ = std::move(filter);
+}
+
+bool ResponseWriter::reset() {
+  if (mode_ != Mode::kBuffering) return false;
+  status_ = 200;
+  content_type_length_ = 0;
+  headers_.clear();
+  body_.clear();
+  has_declared_length_ = false;
+  declared_length_ = 0;
+  body_bytes_ = 0;
+  return true;
+}
+
+void ResponseWriter::begin_filter(int64_t length) {
+  // The writer, not only the filter, keeps HEAD and bodiless statuses unencoded: there are no
+  // body bytes to encode, and an encoder's trailer would be sent as a body.
+  filtering_ = filter_->begin(*this, length) && method_ != Method::kHead &&
+               !status_forbids_body(status_);
+  if (filtering_) has_declared_length_ = false;  // the encoded length is not the declared one
 }
 
 void ResponseWriter::set_content_length(uint64_t length) {
@@ -83,6 +139,9 @@ void ResponseWriter::emit_head(uint64_t content_length, bool has_length, bool ch
 }
 
 void ResponseWriter::start_streaming() {
+  if (filter_ != nullptr) {
+    begin_filter(has_declared_length_ ? static_cast<int64_t>(declared_length_) : -1);
+  }
   const bool no_body = status_forbids_body(status_);
   if (has_declared_length_) {
     emit_head(declared_length_, true, false);
@@ -107,6 +166,13 @@ void ResponseWriter::start_streaming() {
 
 void ResponseWriter::append_body(std::string_view data) {
   if (method_ == Method::kHead || status_forbids_body(status_)) return;
+  if (filtering_) data = filter_->transform(data, BodyFilter::Flush::kNone);
+  append_encoded(data);
+}
+
+void ResponseWriter::append_encoded(std::string_view data) {
+  // Empty: an encoder holding its input back; as a chunk it would end the body.
+  if (data.empty()) return;
   switch (mode_) {
     case Mode::kFixedLength: {
       const uint64_t already = body_bytes_ - data.size();
@@ -152,6 +218,9 @@ void ResponseWriter::write(std::string_view data) {
 
 bool ResponseWriter::flush() {
   if (mode_ == Mode::kBuffering) start_streaming();
+  if (filtering_ && mode_ != Mode::kDone) {
+    append_encoded(filter_->transform({}, BodyFilter::Flush::kSync));
+  }
   return sink_.flush_output();
 }
 
@@ -181,13 +250,21 @@ void ResponseWriter::send_status(int status) {
 void ResponseWriter::finish() {
   switch (mode_) {
     case Mode::kBuffering: {
-      const uint64_t length = has_declared_length_ ? declared_length_ : body_bytes_;
+      uint64_t length = has_declared_length_ ? declared_length_ : body_bytes_;
       if (has_declared_length_ && body_bytes_ != declared_length_ && method_ != Method::kHead &&
           !status_forbids_body(status_)) {
         broken_ = true;  // declared, then not written: the client would wait for the rest
       }
+      std::string_view body = body_.view();
+      if (filter_ != nullptr && !broken_) {
+        begin_filter(static_cast<int64_t>(length));
+        if (filtering_) {
+          body = filter_->transform(body, BodyFilter::Flush::kEnd);
+          length = body.size();
+        }
+      }
       emit_head(length, true, false);
-      if (method_ != Method::kHead && !status_forbids_body(status_)) out_.append(body_.view());
+      if (method_ != Method::kHead && !status_forbids_body(status_)) out_.append(body);
       body_.clear();
       break;
     }
@@ -198,9 +275,12 @@ void ResponseWriter::finish() {
       }
       break;
     case Mode::kChunked:
+      if (filtering_) append_encoded(filter_->transform({}, BodyFilter::Flush::kEnd));
       if (method_ != Method::kHead) out_.append("0\r\n\r\n");
       break;
     case Mode::kUntilClose:
+      if (filtering_) append_encoded(filter_->transform({}, BodyFilter::Flush::kEnd));
+      break;
     case Mode::kDone:
       break;
   }

@@ -45,17 +45,54 @@ Router::Route& Router::route_for(std::string_view pattern) {
 }
 
 void Router::handle(Method method, std::string_view pattern, Handler handler) {
+  handle(method, pattern, std::move(handler), {});
+}
+
+void Router::handle(Method method, std::string_view pattern, Handler handler,
+                    std::initializer_list<Middleware> middleware) {
   Route& r = route_for(pattern);
-  r.handlers[static_cast<int>(method)] = std::move(handler);
+  r.endpoints[static_cast<int>(method)] = {std::move(handler), std::vector<Middleware>(middleware)};
   r.allow.clear();
   for (int m = 0; m < kMethodCount; ++m) {
-    const bool has = static_cast<bool>(r.handlers[m]) ||
+    const bool has = static_cast<bool>(r.endpoints[m].handler) ||
                      (m == static_cast<int>(Method::kHead) &&
-                      r.handlers[static_cast<int>(Method::kGet)]);
+                      r.endpoints[static_cast<int>(Method::kGet)].handler);
     if (!has || m == static_cast<int>(Method::kOther)) continue;
     if (!r.allow.empty()) r.allow += ", ";
     r.allow += method_name(static_cast<Method>(m));
   }
+  compose(r);
+}
+
+void Router::use(Middleware middleware) {
+  global_.push_back(std::move(middleware));
+  // Global middleware wraps everything, whenever registered (as a Go middleware wrapping the
+  // whole mux would): compose every route again. Startup cost only, routes x middleware.
+  for (const auto& route : routes_) compose(*route);
+  not_found_ = wrap_global([](Request&, ResponseWriter& w) { w.send_status(404); });
+}
+
+Handler Router::wrap_global(Handler handler) const {
+  for (auto it = global_.rbegin(); it != global_.rend(); ++it) handler = (*it)(std::move(handler));
+  return handler;
+}
+
+void Router::compose(Route& route) const {
+  for (int m = 0; m < kMethodCount; ++m) {
+    const Endpoint& e = route.endpoints[m];
+    if (!e.handler) {
+      route.handlers[m] = nullptr;
+      continue;
+    }
+    Handler h = e.handler;
+    for (auto it = e.middleware.rbegin(); it != e.middleware.rend(); ++it) h = (*it)(std::move(h));
+    route.handlers[m] = wrap_global(std::move(h));
+  }
+  if (global_.empty()) return;  // the connection answers 405 itself: no std::function call
+  route.method_not_allowed = wrap_global([allow = route.allow](Request&, ResponseWriter& w) {
+    w.set_header("Allow", allow);
+    w.send_status(405);
+  });
 }
 
 bool Router::match_params(const Route& route, std::string_view path, Request& r) {
@@ -84,6 +121,7 @@ Router::Match Router::dispatch(const Route& route, Request& r) const {
   int m = static_cast<int>(r.method());
   if (!route.handlers[m] && r.method() == Method::kHead) m = static_cast<int>(Method::kGet);
   if (r.method() != Method::kOther && route.handlers[m]) return {&route.handlers[m], 0, {}};
+  if (route.method_not_allowed) return {&route.method_not_allowed, 405, route.allow};
   return {nullptr, 405, route.allow};
 }
 
@@ -102,6 +140,7 @@ Router::Match Router::route(Request& r) const {
       return dispatch(*route, r);
     }
   }
+  if (not_found_) return {&not_found_, 404, {}};
   return {nullptr, 404, {}};
 }
 

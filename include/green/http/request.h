@@ -5,6 +5,7 @@
 // background green thread must copy it first.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -116,6 +117,13 @@ class Request {
   // thread. For a Request not bound to a connection (tests): Context::background().
   const green::Context& context() const;
 
+  // The request's id (X-Request-Id, set by middleware::request_id()), or empty. The access
+  // log records it.
+  static constexpr std::size_t kMaxRequestIdLength = 64;
+  std::string_view request_id() const { return {request_id_, request_id_length_}; }
+  // Copies `id` (cut at kMaxRequestIdLength bytes) as the request's id.
+  void set_request_id(std::string_view id);
+
   // A path parameter bound by the router (":id" segments; "*" is the rest of a prefix route),
   // or empty.
   std::string_view param(std::string_view name) const;
@@ -147,6 +155,7 @@ class Request {
   uint8_t version_major_ = 1;
   uint8_t version_minor_ = 1;
   bool keep_alive_ = true;
+  uint8_t request_id_length_ = 0;
   int param_count_ = 0;
   std::string_view method_name_;
   std::string_view target_;
@@ -159,6 +168,7 @@ class Request {
   Connection* connection_ = nullptr;        // for context()
   mutable const green::Context* context_ = nullptr;  // created on the first context() call
   Param params_[kMaxParams];
+  char request_id_[kMaxRequestIdLength];
 };
 
 }  // namespace green::http

@@ -13,11 +13,17 @@
 // and Date; HEAD responses carry the headers a GET would, without the body; 1xx, 204 and 304
 // carry neither body nor length.
 //
+// A middleware may install a BodyFilter (gzip: green/http/middleware.h) that sees the head
+// just before it goes out and transforms every body byte after it; a response without one pays
+// a pointer test when its head goes out and one per streamed write, nothing per buffered
+// write.
+//
 // The writer is valid only during the handler call, on the handler's green thread.
 #pragma once
 
 #include <cstdint>
 #include <ctime>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -35,6 +41,32 @@ class ResponseSink {
   // Sends everything in output() now, parking as needed. False when the connection failed;
   // the handler may go on writing, the bytes are discarded.
   virtual bool flush_output() = 0;
+};
+
+class ResponseWriter;
+
+// A transformation of a response's body (a Content-Encoding), installed on the writer by a
+// middleware before the head goes out, and owned by the writer from then on: it is destroyed
+// with the response, so its memory (a compressor) lives exactly as long as the response.
+// Called on the handler's green thread; it must not park.
+class BodyFilter {
+ public:
+  enum class Flush : uint8_t {
+    kNone,  // buffer as the encoding likes
+    kSync,  // w.flush(): everything so far must be decodable by the client now
+    kEnd,   // the body is complete: emit the encoding's trailer
+  };
+  virtual ~BodyFilter() = default;
+  // The head is about to go out (the first flush or streamed write, or finish()). `length` is
+  // the whole body's length when known (buffered to the end, or declared with
+  // set_content_length), else -1. The filter may still change the head through `w`
+  // (set_header, remove_header) and returns whether it transforms the body. When it does, a
+  // declared Content-Length is dropped: the writer sends the encoded length of a buffered
+  // body, and chunks (HTTP/1.0: until close) otherwise.
+  virtual bool begin(ResponseWriter& w, int64_t length) = 0;
+  // Encodes `in` and returns the bytes to send now (may be empty), a view valid until the
+  // next call.
+  virtual std::string_view transform(std::string_view in, Flush flush) = 0;
 };
 
 class ResponseWriter {
@@ -71,7 +103,26 @@ class ResponseWriter {
   void send_status(int status);
 
   int status() const { return status_; }
+  Method method() const { return method_; }
   bool head_sent() const { return mode_ != Mode::kBuffering; }
+  // The content type set so far (empty when none).
+  std::string_view content_type() const { return {content_type_, content_type_length_}; }
+  // The value of the first header set with set_header() called `name` (case-insensitive), or
+  // empty.
+  std::string_view header(std::string_view name) const;
+  // Removes every header set with set_header() called `name`. Before the head is sent.
+  void remove_header(std::string_view name);
+
+  // Installs `filter` (replacing any other) for this response. Before the head is sent;
+  // ignored after.
+  void set_body_filter(std::unique_ptr<BodyFilter> filter);
+  BodyFilter* body_filter() const { return filter_.get(); }
+
+  // Starts the response over, for an error answer in place of a failed one (recover()): the
+  // status, content type, headers, declared length and buffered body are discarded (an
+  // installed body filter stays). Only before the head is sent: returns false (and changes
+  // nothing) after.
+  bool reset();
   // Body bytes the handler wrote (for HEAD: would have written).
   uint64_t body_bytes() const { return body_bytes_; }
 
@@ -106,6 +157,9 @@ class ResponseWriter {
   void emit_head(uint64_t content_length, bool has_length, bool chunked);
   void start_streaming();
   void append_body(std::string_view data);
+  void append_encoded(std::string_view data);
+  // Asks the filter (if any) whether it encodes this body; `length` as for BodyFilter::begin.
+  void begin_filter(int64_t length);
 
   ResponseSink& sink_;
   ByteBuffer& out_;
@@ -117,11 +171,13 @@ class ResponseWriter {
   bool keep_alive_;
   bool broken_ = false;
   bool has_declared_length_ = false;
+  bool filtering_ = false;  // filter_ encodes the body (decided when the head goes out)
   int status_ = 200;
   uint64_t declared_length_ = 0;
   uint64_t body_bytes_ = 0;
   uint8_t content_type_length_ = 0;
   char content_type_[95];
+  std::unique_ptr<BodyFilter> filter_;
 };
 
 // A complete response for a request we could not parse or will not serve: status, Server,

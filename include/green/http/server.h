@@ -22,6 +22,11 @@
 // there are, and the destructor waits for their green threads to end, so a Server is never
 // destroyed under one. A process that must exit on time anyway does so without destroying
 // the Server (greenhttp's main does).
+//
+// An exception that escapes a handler (and its middleware) never ends the process: it is
+// logged once (spdlog, error level) and answered 500 with Connection: close, or, when the head
+// has already gone out, the response is cut short and the connection closed (what
+// middleware::recover() does inside a stack; green/http/middleware.h).
 #pragma once
 
 #include <atomic>
