@@ -403,8 +403,13 @@ ssize_t TcpStream::writev_impl(iovec* iov, int iovcnt, const Context* ctx) {
   for (int i = 0; i < iovcnt; ++i) total += iov[i].iov_len;
   std::size_t done = 0;
   while (done < total) {
-    // IOV_MAX is 1024 on Linux.
-    const ssize_t r = ::writev(op.fd(), iov, std::min(iovcnt, 1024));
+    // sendmsg with MSG_NOSIGNAL, not writev: a peer that has gone must give this call -EPIPE,
+    // not kill the process with SIGPIPE. A library cannot count on its program ignoring the
+    // signal (nginx and Go's runtime ignore it process-wide; a user's main() may not).
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<std::size_t>(std::min(iovcnt, 1024));  // IOV_MAX
+    const ssize_t r = ::sendmsg(op.fd(), &msg, MSG_NOSIGNAL);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return -errno;

@@ -5,7 +5,7 @@
 // end and the derived context's end. Unlike Go's TimeoutHandler, the wrapper cannot return
 // before the child has: the Request (and the connection buffers it views) must outlive every
 // use, so after answering 503 it cancels the child's context and waits for it.
-#include "green/http/timeout.h"
+#include "green/http/middleware.h"
 
 #include <exception>
 #include <optional>

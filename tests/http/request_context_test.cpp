@@ -14,7 +14,7 @@
 
 #include "green/context.h"
 #include "green/green.h"
-#include "green/http/timeout.h"
+#include "green/http/middleware.h"
 #include "tests/http/http_test_util.h"
 #include "tests/http/server_process.h"
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <netinet/tcp.h>
 #include <sys/resource.h>
+#include <csignal>
 
 #include <algorithm>
 #include <atomic>
@@ -241,6 +242,27 @@ TEST(Net, ReadDeadlineTimesOutAndLeavesTheSocketUsable) {
     for (int i = 0; i < 64 && rc >= 0; ++i) rc = client.write(big.data(), big.size());
     EXPECT_EQ(rc, -ETIMEDOUT);
   });
+}
+
+// Writing to a peer that has gone fails with -EPIPE (or -ECONNRESET) and never raises
+// SIGPIPE, whose default action would end the process: a library cannot count on its program
+// ignoring the signal, as nginx and Go's runtime do.
+TEST(Net, WriteToAGonePeerFailsWithoutSigpipe) {
+  struct sigaction old {};
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ASSERT_EQ(sigaction(SIGPIPE, &dfl, &old), 0);
+  green::run({.procs = 2}, [&] {
+    TcpListener listener;
+    TcpStream client, server;
+    ASSERT_NO_FATAL_FAILURE(connected_pair(listener, client, server));
+    server.close();
+    ssize_t rc = 0;
+    // The first write may still be accepted (the RST comes back with it); later ones fail.
+    for (int i = 0; i < 100 && rc >= 0; ++i) rc = client.write("x", 1);
+    EXPECT_TRUE(rc == -EPIPE || rc == -ECONNRESET) << rc;
+  });
+  sigaction(SIGPIPE, &old, nullptr);
 }
 
 // A descriptor's deadline timer is armed lazily: it stays in the timer heap across waits and
