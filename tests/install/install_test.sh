@@ -12,7 +12,10 @@ trap 'rm -rf "$work"' EXIT
 cmake --install "$build" --prefix "$work/prefix" >/dev/null
 
 run_consumer() {  # $1: binary
-  local out="$work/out.$$" pid port=""
+  # A file of its own, made empty before the program starts: the background job opens it in
+  # the child, so a reused file could still show the previous program's port to the loop.
+  local out pid port=""
+  out=$(mktemp "$work/out.XXXXXX")
   "$1" >"$out" 2>&1 & pid=$!
   for _ in $(seq 1 200); do  # the port line, under a 20 s deadline
     port=$(sed -n 's/^listening on \([0-9]*\)$/\1/p' "$out")
