@@ -9,7 +9,9 @@
 
 #include <algorithm>
 
+#include "green/channel.h"
 #include "green/green.h"
+#include "green/sync.h"
 #include "green/http/request.h"
 #include "server/byte_buffer.h"
 
@@ -119,8 +121,14 @@ std::unique_ptr<AccessLog> AccessLog::open(std::string_view target, std::string*
   return std::unique_ptr<AccessLog>(new AccessLog(fd, true, std::move(path), capacity));
 }
 
+struct AccessLog::Queue {
+  explicit Queue(std::size_t capacity) : queue(capacity) {}
+  Channel<AccessRecord> queue;
+  WaitGroup writer_done;
+};
+
 AccessLog::AccessLog(int fd, bool owns_fd, std::string path, std::size_t capacity)
-    : fd_(fd), owns_fd_(owns_fd), path_(std::move(path)), queue_(capacity) {}
+    : fd_(fd), owns_fd_(owns_fd), path_(std::move(path)), q_(std::make_unique<Queue>(capacity)) {}
 
 AccessLog::~AccessLog() {
   if (owns_fd_) ::close(fd_);
@@ -140,35 +148,35 @@ bool AccessLog::reopen(std::string* error) {
 
 void AccessLog::start() {
   if (!enabled() || started_.exchange(true)) return;
-  writer_done_.add(1);
+  q_->writer_done.add(1);
   green::go([this] {
     write_loop();
-    writer_done_.done();
+    q_->writer_done.done();
   });
 }
 
 void AccessLog::stop() {
   if (!started_.load()) return;
-  queue_.close();
-  writer_done_.wait();
+  q_->queue.close();
+  q_->writer_done.wait();
 }
 
 void AccessLog::submit(const AccessRecord& r) {
   if (!enabled()) return;
-  if (queue_.try_send(r) != ChanStatus::kOk) dropped_.fetch_add(1, std::memory_order_relaxed);
+  if (q_->queue.try_send(r) != ChanStatus::kOk) dropped_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void AccessLog::write_loop() {
   ByteBuffer batch;
   AccessRecord next;
   for (;;) {
-    std::optional<AccessRecord> first = queue_.recv();
+    std::optional<AccessRecord> first = q_->queue.recv();
     if (!first) break;  // closed and drained
     batch.clear();
     format_combined(*first, batch);
     uint64_t count = 1;
     // Take whatever else is queued (bounded, so a flood cannot starve the write).
-    while (count < 1024 && queue_.try_recv(next) == ChanStatus::kOk) {
+    while (count < 1024 && q_->queue.try_recv(next) == ChanStatus::kOk) {
       format_combined(next, batch);
       ++count;
     }

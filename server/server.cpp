@@ -34,7 +34,7 @@ Server::Server(ServerOptions options, const Router& router, AccessLog* access_lo
       router_(router),
       access_log_(access_log),
       state_(std::make_unique<ServerState>(options_.limits, options_.max_buffered_body_bytes)) {
-  shutdown_done_.add(1);  // done by the first shutdown(); serve() waits for it
+  state_->shutdown_done.add(1);  // done by the first shutdown(); serve() waits for it
   max_connections_ =
       options_.max_connections > 0 ? options_.max_connections : default_max_connections();
   spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -115,7 +115,7 @@ std::size_t Server::serve() {
 
   // shutdown() may still be running on another thread: the Server must outlive it, so wait
   // before draining (and before the caller can destroy us).
-  shutdown_done_.wait();
+  state_->shutdown_done.wait();
 
   // The drain begins only now, when the listening socket is closed for good: the accept that
   // just returned was the last user of its descriptor, and closing is deferred until the last
@@ -213,7 +213,7 @@ void Server::shutdown() {
   // Without serve() (no accept holds the descriptor, so it is closed already), or should it
   // have started just now: start it here. Twice is harmless.
   if (!serving_.load()) start_drain();
-  shutdown_done_.done();
+  state_->shutdown_done.done();
 }
 
 void Server::start_drain() {

@@ -6,6 +6,7 @@
 
 #include "green/context.h"
 #include "green/http/limits.h"
+#include "green/sync.h"
 #include "server/body_budget.h"
 #include "server/buffer_pool.h"
 #include "server/memory_reclaimer.h"
@@ -19,6 +20,7 @@ struct ServerState {
   BufferPool pool;
   BodyBudget body_budget;
   MemoryReclaimer reclaimer;  // runs while serve() does
+  WaitGroup shutdown_done;    // done by the first shutdown(); serve() waits for it
   // The parent of every request's context (Request::context()): cancelled when the drain's
   // deadline passes, so that handlers that honour their context end (Go's BaseContext, whose
   // cancellation a Go program wires to its shutdown itself).

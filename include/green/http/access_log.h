@@ -23,8 +23,6 @@
 #include <string>
 #include <string_view>
 
-#include "green/channel.h"
-#include "green/sync.h"
 
 namespace green::http {
 
@@ -109,8 +107,10 @@ class AccessLog {
   int fd_;  // -1: off. Its number never changes; reopen() swaps the file behind it.
   bool owns_fd_;
   std::string path_;  // empty unless a file
-  Channel<AccessRecord> queue_;
-  WaitGroup writer_done_;
+  // The bounded channel and the writer's WaitGroup (server/access_log.cpp): behind a pointer,
+  // so this header pulls in none of the runtime's channel machinery.
+  struct Queue;
+  std::unique_ptr<Queue> q_;
   std::atomic<bool> started_{false};
   std::atomic<uint64_t> dropped_{0};
   std::atomic<uint64_t> written_{0};

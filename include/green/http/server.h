@@ -43,7 +43,6 @@
 #include "green/http/metrics.h"
 #include "green/http/router.h"
 #include "green/net.h"
-#include "green/sync.h"
 
 namespace green::http {
 
@@ -157,7 +156,6 @@ class Server {
   std::atomic<bool> serving_{false};        // serve() was called
   std::atomic<bool> shutting_down_{false};  // shutdown() was called
   std::atomic<bool> draining_{false};       // serve() saw the listener closed and drains
-  WaitGroup shutdown_done_;
 
   // Every live connection, for shutdown. Lock order: registry_lock_ only (connections do not
   // hold it while parked).
