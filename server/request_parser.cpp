@@ -677,6 +677,9 @@ int RequestParser::on_headers_complete(llhttp_t* p) {
   // RFC 9112 3.2: no Host in HTTP/1.1, or more than one: 400.
   if (r->host_count_ > 1) return r->fail(400, "duplicate Host header");
   if (p->http_minor >= 1 && r->host_count_ == 0) return r->fail(400, "missing Host header");
+  // Known now (llhttp sets `upgrade` before this callback), and needed now: a streamed body's
+  // request goes to its handler before the message completes.
+  r->keep_alive_ = llhttp_should_keep_alive(p) != 0 && p->upgrade == 0;
   const bool has_length = (p->flags & F_CONTENT_LENGTH) != 0;
   if (has_length && p->content_length > r->limits_.max_body_bytes) {
     return r->fail(413, "declared body too large");

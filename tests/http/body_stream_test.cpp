@@ -327,3 +327,23 @@ TEST(BodyStream, SmallBodiesAreCollectedBeforeTheHandler) {
 
 }  // namespace
 }  // namespace green::http
+
+// Connection: close and HTTP/1.0 are honoured for a request whose body streams (over the read
+// buffer), as for a small one: the keep-alive decision is made when the head is complete, not
+// when the message is (it was still "keep alive" then, so such connections stayed open).
+TEST(BodyStream, ConnectionCloseAndHttp10AreHonouredForStreamedBodies) {
+  green::http::testing::ServerProcess server({});
+  ASSERT_NE(server.port(), 0);
+  const std::string body(40000, 'z');
+  for (const char* version : {"HTTP/1.1", "HTTP/1.0"}) {
+    green::http::testing::Client c(server.port(), std::chrono::seconds(5));
+    std::string req = std::string("POST /upload ") + version +
+                      "\r\nHost: x\r\nContent-Length: 40000\r\n";
+    if (std::string_view(version) == "HTTP/1.1") req += "Connection: close\r\n";
+    ASSERT_TRUE(c.send(req + "\r\n" + body));
+    const std::string all = c.read_all();
+    EXPECT_FALSE(c.timed_out()) << version << ": the server closed the connection";
+    EXPECT_NE(all.find("bytes=40000"), std::string::npos) << all;
+    EXPECT_NE(all.find("Connection: close"), std::string::npos) << version << ": " << all;
+  }
+}
