@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <string>
 
+#include "green/context.h"
 #include "green/green.h"
 #include "green/http/sse.h"
 #include "handlers/handlers.h"
@@ -40,13 +41,14 @@ void register_streaming(http::Router& router) {
   });
 
   // GET /events?n=N&ms=M: N events ("tick" with data and id i, 1..N; at most 10,000) M ms
-  // apart (at most 10 s), then the stream ends. It stops early when the client leaves.
+  // apart (at most 10 s), then the stream ends. It stops as soon as the request's context ends
+  // (the client left, --handler-timeout, the drain deadline), not at its next event.
   router.handle(Method::kGet, "/events", [](Request& r, ResponseWriter& w) {
     const int64_t n = r.query_int("n", 5, 10'000);
     const auto gap = std::chrono::milliseconds(r.query_int("ms", 100, 10'000));
     http::EventStream es(w);
     for (int64_t i = 1; i <= n; ++i) {
-      if (i > 1) green::sleep_for(gap);
+      if (i > 1 && !green::sleep_for(gap, r.context())) return;
       const std::string id = std::to_string(i);
       if (!es.send(id, "tick", id)) return;
     }

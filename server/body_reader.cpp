@@ -109,10 +109,7 @@ long BodyReader::read(std::span<char> buf) {
       return -1;
     }
     if (n > 0) return n;
-    if (parser.body_done()) {
-      connection_.body_complete();  // the hang-up watch of the request context may start
-      return 0;
-    }
+    if (parser.body_done()) return 0;
     if (!fill()) return -1;
   }
 }
@@ -138,7 +135,6 @@ std::optional<std::string_view> BodyReader::read_all() {
     if (!fill()) return std::nullopt;
   }
   collected_ = true;
-  connection_.body_complete();
   return parser.collected_body();
 }
 

@@ -80,11 +80,15 @@ bool Connection::flush_output() { return flush_output_at(Clock::now()); }
 
 bool Connection::flush_output_at(Clock::time_point now) {
   ByteBuffer& out = buffers_->output;
+  bool late = false;
   if (handler_deadline_ns_ != 0) {
     // A handler with --handler-timeout streams: past its deadline its bytes are discarded
-    // (earlier pipelined responses before output_mark_ still go out).
+    // (earlier pipelined responses before output_mark_ still go out), and the flush fails, so
+    // the handler's flush()/EventStream::send() return false and a streaming loop ends (Go's
+    // TimeoutHandler makes such writes return ErrHandlerTimeout).
     if (green::detail::now_ns() >= handler_deadline_ns_) {
       out.truncate(output_mark_);
+      late = true;
     } else if (out.size() > output_mark_) {
       sent_in_time_ = true;
     }
@@ -97,7 +101,7 @@ bool Connection::flush_output_at(Clock::time_point now) {
     if (n < 0) write_failed_ = true;
   }
   out.clear();
-  return !write_failed_;
+  return !write_failed_ && !late;
 }
 
 void Connection::release_buffers() {
@@ -289,9 +293,15 @@ const Context& Connection::request_context() {
                              : green::with_cancel(base);
     context_.emplace(std::move(ctx));
     cancel_context_ = std::move(cancel);
+    // Watched from the start, also while a streamed body is still unread: the hook fires
+    // only on the peer's FIN, a reset or an error (never on data), so the handler's body
+    // reads are not disturbed, and a client that leaves mid-upload cancels the context at
+    // once. (Go waits for the body's end because its watcher is a read, which would take the
+    // body's bytes; a hang-up hook has no such reason to wait, and waiting let a client that
+    // sent half a body and left keep /work running, or a chat subscriber in its room.)
     if (body_failed_) {
       cancel_context_();
-    } else if (!body_pending_) {
+    } else {
       watch_hangup();
     }
   }
@@ -303,11 +313,6 @@ void Connection::watch_hangup() {
   // context's state, so a late call after the request has ended is harmless).
   hangup_watched_ = true;
   stream_.on_hangup(cancel_context_);
-}
-
-void Connection::body_complete() {
-  body_pending_ = false;
-  if (context_ && !hangup_watched_ && !body_failed_) watch_hangup();
 }
 
 void Connection::body_failed() {
@@ -323,7 +328,6 @@ void Connection::end_request_context() {
     cancel_context_ = nullptr;
     context_.reset();
   }
-  body_pending_ = false;
   body_failed_ = false;
 }
 
@@ -348,7 +352,6 @@ void Connection::handle_request(Request& r) {
     if (streamed) {
       r.body().reset({}, &body_reader_);
       body_reader_.begin(&w);
-      body_streaming();  // the context's hang-up watch waits for the body's end (Go's rule)
     }
     bool failed = false;
     if (r.path() == "*") {

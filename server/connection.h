@@ -87,18 +87,9 @@ class Connection final : public ResponseSink {
   // Request::context(): the request's context, created on the first call (see above).
   const Context& request_context();
 
-  // Hooks for a streaming request body reader (Request::body()). Go watches for the
-  // client's hang-up only once the body has been consumed (startBackgroundRead): until then
-  // the handler's own reads see it, and the bytes on the socket are the body's.
-  //  - body_streaming(): the body is left on the socket for the handler to read; the hang-up
-  //    watch waits for body_complete(). Call before the handler runs; it holds until the
-  //    request ends.
-  //  - body_complete(): the body was read to its end; the watch starts now if the context
-  //    exists (else when it is created).
-  //  - body_failed(): a read of the body failed (end of stream, reset, timeout): cancels the
-  //    request's context now or when it is created, as Go's handleReadError does.
-  void body_streaming() { body_pending_ = true; }
-  void body_complete();
+  // For the streaming request body reader (Request::body()): a read of the body failed (end
+  // of stream, reset, timeout): cancels the request's context now or when it is created, as
+  // Go's handleReadError does.
   void body_failed();
 
   // ResponseSink
@@ -151,7 +142,6 @@ class Connection final : public ResponseSink {
   std::optional<Context> context_;
   CancelFn cancel_context_;
   bool hangup_watched_ = false;
-  bool body_pending_ = false;  // body_streaming() until body_complete()
   bool body_failed_ = false;
   // --handler-timeout, while the handler runs: its deadline (now_ns clock; 0: none), where
   // this response's bytes start in the output buffer (before: earlier pipelined responses),

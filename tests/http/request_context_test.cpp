@@ -313,3 +313,44 @@ TEST(RequestContext, WorkStopsItsCpuUseAtOnceWhenTheClientLeaves) {
   EXPECT_LT(cpu_later - cpu_at_499, 0.05) << "nothing computes any more";
   EXPECT_LT(cpu_at_499 - cpu_at_close, 0.5);
 }
+
+// A streaming handler past --handler-timeout: its flushes fail from the deadline on (Go's
+// ErrHandlerTimeout), so /events ends at once and the connection closes, cut off; before, its
+// events were discarded while the handler ran on for the whole stream, holding the
+// connection (a client that left held it too).
+TEST(RequestContext, StreamPastTheHandlerTimeoutEndsAtTheDeadline) {
+  ServerProcess server({"--handler-timeout", "200ms"});
+  ASSERT_NE(server.port(), 0);
+  Client c(server.port(), 5s);
+  const auto start = Clock::now();
+  ASSERT_TRUE(c.send(get(server.port(), "/events?n=100&ms=100")));  // 10 s of events
+  const std::string all = c.read_all();
+  EXPECT_FALSE(c.timed_out()) << "the connection closed";
+  EXPECT_LT(Clock::now() - start, 4s);
+  EXPECT_EQ(all.rfind("HTTP/1.1 200", 0), 0u) << all;
+  EXPECT_EQ(all.find("\r\n0\r\n\r\n"), std::string::npos) << "cut off, not completed";
+  EXPECT_EQ(all.find("data: 100"), std::string::npos);
+  EXPECT_TRUE(wait_until(
+      [&] { return metric(server.port(), "greenhttp_open_connections") == 1; }, 3s))
+      << "only the /metrics connection is left";
+}
+
+// A client that sends half of a streamed body and leaves cancels the request's context at
+// once, while the body is still unread: /work (which does not read its body) stops, 499.
+TEST(RequestContext, ClientThatLeavesMidUploadCancelsTheContext) {
+  ServerProcess server({});
+  ASSERT_NE(server.port(), 0);
+  const int64_t threads_before = metric(server.port(), "greenrt_green_threads");
+  {
+    Client c(server.port());
+    const std::string head =
+        "GET /work?ms=20000 HTTP/1.1\r\nHost: x\r\nContent-Length: 40000\r\n\r\n";
+    ASSERT_TRUE(c.send(head + std::string(100, 'b')));
+    ASSERT_TRUE(wait_until(
+        [&] { return metric(server.port(), "greenrt_green_threads") > threads_before; }, 2s));
+  }  // closed mid-body
+  EXPECT_TRUE(wait_until([&] { return count_499(server.port()) == 1; }, 3s))
+      << "/work saw its context end although its body was never read";
+  EXPECT_TRUE(wait_until(
+      [&] { return metric(server.port(), "greenrt_green_threads") == threads_before; }, 2s));
+}

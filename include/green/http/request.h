@@ -101,8 +101,8 @@ class Request {
 
   // The request's context, Go's r.Context(): cancelled (done() closed) when
   //   - the client disconnects while the handler runs: the netpoller sees the hang-up (a
-  //     half-closed client counts as gone, as for client_gone()); a request whose body the
-  //     handler streams is watched once the body has been read to its end, as in Go;
+  //     half-closed client counts as gone, as for client_gone()), also while a streamed
+  //     body is still being read;
   //   - the handler's deadline passes (--handler-timeout; err() is kDeadlineExceeded);
   //   - the server's drain deadline passes after a shutdown (--shutdown-timeout);
   //   - the handler returns.
