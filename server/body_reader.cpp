@@ -1,5 +1,7 @@
 #include "server/body_reader.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -78,6 +80,12 @@ bool BodyReader::start() {
     continue_sent_ = true;
   }
   return true;
+}
+
+void BodyReader::interrupt() {
+  // The parked read sees end of stream (shutdown(2) wakes the poller). Only the syscall: this
+  // runs on the wrapper's thread, while the handler's thread owns the reader's state.
+  (void)connection_.stream_.shutdown(SHUT_RD);
 }
 
 bool BodyReader::fill() {

@@ -57,6 +57,16 @@ class BodyReader {
   // The handler threw: nothing more is read (the connection closes anyway).
   void abandon() { writer_ = nullptr; }
 
+  // For middleware::timeout, which runs the handler on a green thread of its own while it may
+  // write the 503 itself: sends the 100 Continue (when the client waits for one) now, from the
+  // wrapper's thread, so that the handler's reads never write to the connection's output.
+  // False when the client is gone (the handler's reads then fail).
+  bool send_continue_now() { return start(); }
+  // The wrapper answered at its deadline: a read of the body parked on the socket (and every
+  // later one) ends now, as the client's departure, instead of holding the connection until
+  // the read timeout. Shuts the socket's read side; the connection closes after the answer.
+  void interrupt();
+
  private:
   bool start();  // before the first read: 100 Continue; false: error recorded
   bool fill();   // reads more of the socket into the parser; false: error recorded

@@ -3,6 +3,7 @@
 #include "server/server_state.h"
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <cerrno>
 #include <cstring>
@@ -102,6 +103,31 @@ bool Connection::flush_output_at(Clock::time_point now) {
   }
   out.clear();
   return !write_failed_ && !late;
+}
+
+bool Connection::write_direct(std::string_view head, std::string_view data, std::string_view tail) {
+  ByteBuffer& out = buffers_->output;
+  if (handler_deadline_ns_ != 0) {
+    // As flush_output_at: past the handler's deadline its bytes are discarded.
+    if (green::detail::now_ns() >= handler_deadline_ns_) {
+      out.truncate(output_mark_);
+      head = data = tail = {};
+    } else {
+      sent_in_time_ = true;
+    }
+    output_mark_ = 0;  // the buffer is emptied below
+  }
+  iovec iov[4];
+  int count = 0;
+  for (const std::string_view part : {out.view(), head, data, tail}) {
+    if (!part.empty()) iov[count++] = {const_cast<char*>(part.data()), part.size()};
+  }
+  if (count != 0 && !write_failed_) {
+    stream_.set_write_deadline(deadline_in(server_.options().write_timeout, Clock::now()));
+    if (stream_.writev(iov, count) < 0) write_failed_ = true;
+  }
+  out.clear();
+  return !write_failed_;
 }
 
 void Connection::release_buffers() {

@@ -95,6 +95,8 @@ class Connection final : public ResponseSink {
   // ResponseSink
   ByteBuffer& output() override;
   bool flush_output() override;  // a handler streaming: the write deadline starts now
+  bool write_direct(std::string_view head, std::string_view data,
+                    std::string_view tail) override;  // as flush_output, one writev
 
  private:
   friend class Server;

@@ -21,6 +21,15 @@ bool breaks_header(std::string_view s, bool is_name) {
 }
 }  // namespace
 
+bool ResponseSink::write_direct(std::string_view head, std::string_view data,
+                                std::string_view tail) {
+  ByteBuffer& out = output();
+  out.append(head);
+  out.append(data);
+  out.append(tail);
+  return flush_output();
+}
+
 ResponseWriter::ResponseWriter(ResponseSink& sink, ByteBuffer& body, ByteBuffer& headers,
                                Method method, int version_minor, bool keep_alive)
     : sink_(sink),
@@ -173,6 +182,8 @@ void ResponseWriter::append_body(std::string_view data) {
 void ResponseWriter::append_encoded(std::string_view data) {
   // Empty: an encoder holding its input back; as a chunk it would end the body.
   if (data.empty()) return;
+  char chunk_head[24];  // hex length and CRLF
+  std::size_t chunk_head_length = 0;
   switch (mode_) {
     case Mode::kFixedLength: {
       const uint64_t already = body_bytes_ - data.size();
@@ -181,38 +192,56 @@ void ResponseWriter::append_encoded(std::string_view data) {
         broken_ = true;
         data = data.substr(0, declared_length_ > already ? declared_length_ - already : 0);
       }
-      out_.append(data);
       break;
     }
-    case Mode::kChunked:
-      out_.append_hex(data.size());
-      out_.append("\r\n");
-      out_.append(data);
-      out_.append("\r\n");
+    case Mode::kChunked: {
+      static constexpr char kHex[] = "0123456789abcdef";
+      char digits[16];
+      std::size_t n = 0;
+      for (std::size_t v = data.size(); v != 0; v >>= 4) digits[n++] = kHex[v & 15];
+      while (n != 0) chunk_head[chunk_head_length++] = digits[--n];
+      chunk_head[chunk_head_length++] = '\r';
+      chunk_head[chunk_head_length++] = '\n';
       break;
+    }
     case Mode::kUntilClose:
-      out_.append(data);
       break;
     case Mode::kBuffering:
     case Mode::kDone:
-      break;
+      return;
   }
-  if (out_.size() >= kStreamThreshold) sink_.flush_output();
+  const std::string_view head{chunk_head, chunk_head_length};
+  const std::string_view tail = mode_ == Mode::kChunked ? "\r\n" : "";
+  if (out_.size() + data.size() >= kStreamThreshold) {
+    // Large: the pending output, the chunk head, the data and its CRLF go out as one writev
+    // straight from the caller's memory. Copying it here would hold a second copy of every
+    // large body (a third, with the handler's own) until the flush.
+    sink_.write_direct(head, data, tail);
+    return;
+  }
+  out_.append(head);
+  out_.append(data);
+  out_.append(tail);
 }
 
 void ResponseWriter::write(std::string_view data) {
   if (data.empty() || mode_ == Mode::kDone) return;
-  body_bytes_ += data.size();
   if (mode_ == Mode::kBuffering) {
-    if (method_ == Method::kHead) return;  // counted for Content-Length, never sent
-    if (!has_declared_length_) {
-      body_.append(data);
-      if (body_.size() > kStreamThreshold) start_streaming();
+    if (method_ == Method::kHead) {
+      body_bytes_ += data.size();  // counted for Content-Length, never sent
       return;
     }
-    start_streaming();  // a declared length: no reason to hold the body back
-    // start_streaming sent what was buffered; this write was not buffered.
+    if (!has_declared_length_ && body_.size() + data.size() <= kStreamThreshold) {
+      body_bytes_ += data.size();
+      body_.append(data);
+      return;
+    }
+    // Past the threshold (or a declared length: no reason to hold the body back): the head
+    // and the buffered bytes go out, then this write, never copied into body_ (a large write
+    // would be held whole twice).
+    start_streaming();
   }
+  body_bytes_ += data.size();
   append_body(data);
 }
 

@@ -4,7 +4,10 @@
 // private buffer (flush() sends nothing). The wrapper parks on a select between the child's
 // end and the derived context's end. Unlike Go's TimeoutHandler, the wrapper cannot return
 // before the child has: the Request (and the connection buffers it views) must outlive every
-// use, so after answering 503 it cancels the child's context and waits for it.
+// use, so after answering 503 it cancels the child's context and waits for it; a child parked
+// on a streamed body's read is woken by shutting the socket's read side. The wrapper sends a
+// streamed body's 100 Continue itself, before the child starts: the child's writes then all
+// go to its private buffer, never to the connection's output, which the wrapper writes.
 #include "green/http/middleware.h"
 
 #include <exception>
@@ -13,6 +16,7 @@
 #include "green/context.h"
 #include "green/green.h"
 #include "green/select.h"
+#include "server/body_reader.h"
 #include "server/byte_buffer.h"
 
 namespace green::http::middleware {
@@ -39,6 +43,12 @@ void serve_with_timeout(std::chrono::nanoseconds d, const Handler& next, Request
   ByteBuffer body;
   ByteBuffer headers;
   ResponseWriter inner(sink, body, headers, r.method(), r.version_minor(), w.keep_alive());
+  // A streamed body's 100 Continue is the connection's output, which this thread may write
+  // (the 503) while the child reads: it goes out here, before the child starts, so that the
+  // child never writes to the connection. (The client then sends its body even when the
+  // handler would have refused it unread; put refusing middleware outside timeout().)
+  BodyReader* const reader = r.body().reader();
+  if (reader != nullptr) (void)reader->send_continue_now();
   std::exception_ptr error;
   green::Channel<bool> finished(1);
   green::go([&] {
@@ -61,6 +71,9 @@ void serve_with_timeout(std::chrono::nanoseconds d, const Handler& next, Request
     w.flush();
   }
   cancel();
+  // A child parked reading a stalled body would hold the connection until the read timeout:
+  // its read ends now (the connection closes after this answer anyway).
+  if (!in_time && reader != nullptr) reader->interrupt();
   if (!in_time) (void)finished.recv();  // parks until the child has returned
   r.set_context(previous);
   if (in_time) {

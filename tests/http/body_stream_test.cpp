@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -127,6 +128,32 @@ TEST(BodyStream, LargeUploadStreamsThroughTheHandlerWithBoundedMemory) {
   const int64_t peak_kb = peak_rss_kb(server.pid());
   EXPECT_LT(peak_kb - before_kb, 16 * 1024) << "before " << before_kb << " KiB, peak " << peak_kb;
   EXPECT_EQ(testing::metric(server.port(), "greenhttp_body_budget_rejections_total"), 0);
+}
+
+TEST(BodyStream, LargeEchoHoldsTheBodyOnce) {
+  // /echo collects the body (under the budget) and writes it back whole: the response side
+  // must send it from the handler's memory, not copy it into the body buffer and then the
+  // output buffer (peak growth was 3.0x the body: 150 MB for 50 MB; now 1.0x).
+  ServerProcess server({"--access-log", "off", "--max-body", "64MiB", "--max-buffered-body",
+                        "100MiB"});
+  ASSERT_NE(server.port(), 0);
+  const std::size_t size = static_cast<std::size_t>(testing::scaled(50, 10)) << 20;
+  const TempFile file(size);
+  const std::string out_path = file.path + ".out";
+  const int64_t before_kb = server.rss_kb();
+  const std::string out = testing::run_command(
+      "curl -sS --max-time 60 -o " + out_path + " -w '%{http_code}' --data-binary @" +
+      file.path + " http://127.0.0.1:" + std::to_string(server.port()) + "/echo");
+  EXPECT_EQ(out, "200");
+  std::ifstream in(out_path, std::ios::binary);
+  const std::string echoed{std::istreambuf_iterator<char>(in), {}};
+  std::remove(out_path.c_str());
+  EXPECT_EQ(echoed.size(), size);
+  EXPECT_EQ(fnv1a_hex(echoed), fnv1a_hex(file.data));
+  const int64_t peak_kb = peak_rss_kb(server.pid());
+  EXPECT_LT(peak_kb - before_kb, static_cast<int64_t>(size * 3 / 2 / 1024))
+      << "before " << before_kb << " KiB, peak " << peak_kb << " KiB, body " << size / 1024
+      << " KiB";
 }
 
 TEST(BodyStream, ChunkedUploadIsStreamed) {

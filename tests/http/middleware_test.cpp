@@ -557,6 +557,22 @@ void gzip_routes(Router& r, AccessLog*) {
            [](Request&, ResponseWriter& w) { w.send(200, "text/html; charset=utf-8", big); });
   r.handle(Method::kGet, "/huge",
            [](Request&, ResponseWriter& w) { w.send(200, "application/json", huge); });
+  // 1 MB that does not compress: the encoded chunks are large too, so they (and the identity
+  // body, and a declared-length one) go out through the sink's direct write, uncopied.
+  static const std::string noise = [] {
+    std::string n(1 << 20, '\0');
+    uint32_t x = 7;
+    for (char& c : n) c = static_cast<char>((x = x * 1103515245 + 12345) >> 24);
+    return n;
+  }();
+  r.handle(Method::kGet, "/noise",
+           [](Request&, ResponseWriter& w) { w.send(200, "application/json", noise); });
+  r.handle(Method::kGet, "/noise-declared", [](Request&, ResponseWriter& w) {
+    w.set_content_type("application/json");
+    w.set_content_length(noise.size());
+    w.write(std::string_view(noise).substr(0, 1000));
+    w.write(std::string_view(noise).substr(1000));
+  });
   r.handle(Method::kGet, "/small",
            [](Request&, ResponseWriter& w) { w.send(200, "text/plain", text_of(100)); });
   r.handle(Method::kGet, "/png",
@@ -602,6 +618,27 @@ TEST(Gzip, LargeBodyStreamsCompressedInChunks) {
   EXPECT_EQ(r->header("Transfer-Encoding"), "chunked");
   EXPECT_EQ(r->header("Content-Length"), "");
   EXPECT_EQ(python_gunzip(r->body), text_of(300'000));
+}
+
+TEST(Gzip, LargeIncompressibleBodyIsWrittenDirectlyAndStillDecodes) {
+  MiniServer s(gzip_routes);
+  std::string noise(1 << 20, '\0');
+  uint32_t x = 7;
+  for (char& c : noise) c = static_cast<char>((x = x * 1103515245 + 12345) >> 24);
+  Client c(s.port());
+  for (const char* path : {"/noise", "/noise-declared"}) {
+    ASSERT_TRUE(c.send(get(s.port(), path, "Accept-Encoding: gzip\r\n")));
+    auto r = c.read_response();
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->header("Content-Encoding"), "gzip") << path;
+    EXPECT_EQ(r->header("Transfer-Encoding"), "chunked") << path;
+    EXPECT_TRUE(python_gunzip(r->body) == noise) << path;
+    ASSERT_TRUE(c.send(get(s.port(), path)));  // identity: chunked, or the declared length
+    r = c.read_response();
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->header("Content-Encoding"), "") << path;
+    EXPECT_TRUE(r->body == noise) << path;
+  }
 }
 
 TEST(Gzip, DeclaredContentLengthIsDroppedForTheCompressedLength) {

@@ -287,6 +287,45 @@ TEST(RequestContext, TimeoutMiddlewareAnswersOnTime) {
   }
 }
 
+// middleware::timeout around a handler that reads a streamed body behind Expect:
+// 100-continue. The 100 goes out from the wrapper, before the child starts (the child reading
+// would write the connection's output from its own thread while the wrapper writes the 503 to
+// it at the deadline: a data race, which the TSan build reports). At the deadline the 503 goes
+// out and the child's read of the stalled body ends at once: the connection closes then, not
+// after the read timeout (10 s).
+TEST(RequestContext, TimeoutMiddlewareEndsAStalledBodyRead) {
+  std::atomic<long> last_read{1};
+  std::atomic<bool> inner_done{false};
+  TestServer server({}, [&](Router& r) {
+    r.handle(Method::kPost, "/mw/upload",
+             green::http::middleware::timeout(200ms)([&](Request& r, ResponseWriter& w) {
+               char buf[4096];
+               long n;
+               while ((n = r.body().read(buf)) > 0) {
+               }
+               last_read = n;
+               inner_done = true;
+               w.send(200, "text/plain", "read it all\n");
+             }));
+  });
+  Client c(server.port(), 3s);
+  ASSERT_TRUE(c.send("POST /mw/upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n"
+                     "Expect: 100-continue\r\n\r\n"));
+  const auto interim = c.read_response(true);
+  ASSERT_TRUE(interim);
+  EXPECT_EQ(interim->status, 100);
+  const auto start = Clock::now();
+  ASSERT_TRUE(c.send(std::string(1000, 'x')));  // then the client stalls
+  const auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(r->body, "Timeout\n");
+  EXPECT_TRUE(c.at_eof()) << "the connection must close at the deadline, not the read timeout";
+  EXPECT_LT(Clock::now() - start, 2s);
+  EXPECT_TRUE(inner_done.load());
+  EXPECT_LT(last_read.load(), 0);  // the read failed: it did not see an end of body
+}
+
 // The "Measured" line: a client that disconnects from /work?ms=4000 stops its CPU use within
 // a poll cycle. The CPU time of the process is read from /proc before and after.
 TEST(RequestContext, WorkStopsItsCpuUseAtOnceWhenTheClientLeaves) {

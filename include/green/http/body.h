@@ -75,6 +75,8 @@ class Body {
     whole_ = false;
     reader_ = reader;
   }
+  // The streaming source, or null (middleware::timeout drives it from the wrapper's thread).
+  BodyReader* reader() const { return reader_; }
 
  private:
   std::string_view bytes_;  // an in-memory body (reader_ null)

@@ -9,9 +9,11 @@
 // A response is serialised into its connection's output buffer, behind the responses to
 // earlier pipelined requests; the connection sends the whole batch with one write when it has
 // handled every request it has read. Bodies over 64 KiB, and flush(), stream instead: the
-// bytes so far go out at once and the rest follows in chunks. Every response carries Server
-// and Date; HEAD responses carry the headers a GET would, without the body; 1xx, 204 and 304
-// carry neither body nor length.
+// bytes so far go out at once and the rest follows in chunks. A streamed write that would take
+// the output buffer past 64 KiB is sent from the caller's memory (ResponseSink::write_direct)
+// rather than copied, so echoing a 50 MB body holds no second or third 50 MB in the server.
+// Every response carries Server and Date; HEAD responses carry the headers a GET would, without
+// the body; 1xx, 204 and 304 carry neither body nor length.
 //
 // A middleware may install a BodyFilter (gzip: green/http/middleware.h) that sees the head
 // just before it goes out and transforms every body byte after it; a response without one pays
@@ -41,6 +43,11 @@ class ResponseSink {
   // Sends everything in output() now, parking as needed. False when the connection failed;
   // the handler may go on writing, the bytes are discarded.
   virtual bool flush_output() = 0;
+  // Sends output(), then head, data and tail, now, parking as needed; the three are written
+  // from the caller's memory, never copied into output(): a large streamed write costs the
+  // server no buffer of its size. Returns as flush_output(). The default appends them to
+  // output() and flushes (a sink that buffers anyway).
+  virtual bool write_direct(std::string_view head, std::string_view data, std::string_view tail);
 };
 
 class ResponseWriter;
