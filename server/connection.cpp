@@ -107,11 +107,14 @@ bool Connection::flush_output_at(Clock::time_point now) {
 
 bool Connection::write_direct(std::string_view head, std::string_view data, std::string_view tail) {
   ByteBuffer& out = buffers_->output;
+  bool late = false;
   if (handler_deadline_ns_ != 0) {
-    // As flush_output_at: past the handler's deadline its bytes are discarded.
+    // As flush_output_at: past the handler's deadline its bytes are discarded and the write
+    // fails, so a streaming handler stops.
     if (green::detail::now_ns() >= handler_deadline_ns_) {
       out.truncate(output_mark_);
       head = data = tail = {};
+      late = true;
     } else {
       sent_in_time_ = true;
     }
@@ -127,7 +130,7 @@ bool Connection::write_direct(std::string_view head, std::string_view data, std:
     if (stream_.writev(iov, count) < 0) write_failed_ = true;
   }
   out.clear();
-  return !write_failed_;
+  return !write_failed_ && !late;
 }
 
 void Connection::release_buffers() {
