@@ -150,10 +150,17 @@ TEST(BodyStream, LargeEchoHoldsTheBodyOnce) {
   std::remove(out_path.c_str());
   EXPECT_EQ(echoed.size(), size);
   EXPECT_EQ(fnv1a_hex(echoed), fnv1a_hex(file.data));
+#ifndef GREEN_SANITIZER_BUILD
+  // Release only: ASan keeps freed blocks in its quarantine, so the collected body's doubling
+  // steps (1, 2, 4, 8 MiB before the last) stay resident there and the peak says nothing about
+  // the server's own copies (31 MiB for a 10 MiB body under ASan, with the fix).
   const int64_t peak_kb = peak_rss_kb(server.pid());
   EXPECT_LT(peak_kb - before_kb, static_cast<int64_t>(size * 3 / 2 / 1024))
       << "before " << before_kb << " KiB, peak " << peak_kb << " KiB, body " << size / 1024
       << " KiB";
+#else
+  (void)before_kb;
+#endif
 }
 
 TEST(BodyStream, ChunkedUploadIsStreamed) {
