@@ -95,7 +95,7 @@ bool Connection::flush_output_at(Clock::time_point now) {
     }
     output_mark_ = 0;  // the buffer is emptied below
   }
-  if (out.empty()) return !write_failed_;
+  if (out.empty()) return !write_failed_ && !late;
   if (!write_failed_) {
     stream_.set_write_deadline(deadline_in(server_.options().write_timeout, now));
     const ssize_t n = stream_.write(out.data(), out.size());

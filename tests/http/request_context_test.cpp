@@ -393,3 +393,33 @@ TEST(RequestContext, ClientThatLeavesMidUploadCancelsTheContext) {
   EXPECT_TRUE(wait_until(
       [&] { return metric(server.port(), "greenrt_green_threads") == threads_before; }, 2s));
 }
+
+// A streaming handler that ignores its context: once past --handler-timeout its flush() fails
+// (Go's ErrHandlerTimeout), also when all it flushes is its own late bytes (which the deadline
+// discards, leaving nothing to write), so its loop ends instead of running on unseen.
+TEST(RequestContext, FlushFailsPastTheHandlerTimeoutSoAStreamingLoopEnds) {
+  std::atomic<int> flushes_after_deadline{-1};
+  ServerOptions o;
+  o.handler_timeout = 150ms;
+  TestServer server(o, [&](Router& r) {
+    r.handle(Method::kGet, "/loop", [&](Request&, ResponseWriter& w) {
+      const auto deadline = Clock::now() + 150ms;
+      int late = 0;
+      for (int i = 0; i < 200; ++i) {  // 200 x 20 ms: 4 s if flush never failed
+        w.write("x\n");
+        if (!w.flush()) break;
+        if (Clock::now() > deadline) ++late;
+        green::sleep_for(20ms);  // not the context's: this handler ignores it
+      }
+      flushes_after_deadline.store(late);
+    });
+  });
+  Client c(server.port(), 5s);
+  ASSERT_TRUE(c.send(get(server.port(), "/loop")));
+  const std::string all = c.read_all();
+  EXPECT_FALSE(c.timed_out()) << "the connection closed";
+  EXPECT_EQ(all.rfind("HTTP/1.1 200", 0), 0u) << all;
+  ASSERT_TRUE(wait_until([&] { return flushes_after_deadline.load() >= 0; }, 3s));
+  // The one flush that straddles the clock check may still succeed; the next one fails.
+  EXPECT_LE(flushes_after_deadline.load(), 1);
+}
