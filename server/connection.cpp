@@ -79,24 +79,23 @@ ByteBuffer& Connection::output() { return buffers_->output; }
 
 bool Connection::flush_output() { return flush_output_at(Clock::now()); }
 
+bool Connection::past_handler_deadline(bool sending_more) {
+  if (handler_deadline_ns_ == 0) return false;
+  ByteBuffer& out = buffers_->output;
+  const bool late = green::detail::now_ns() >= handler_deadline_ns_;
+  if (late) {
+    out.truncate(output_mark_);
+  } else if (sending_more || out.size() > output_mark_) {
+    sent_in_time_ = true;
+  }
+  output_mark_ = 0;  // the caller sends and empties the buffer
+  return late;
+}
+
 bool Connection::flush_output_at(Clock::time_point now) {
   ByteBuffer& out = buffers_->output;
-  bool late = false;
-  if (handler_deadline_ns_ != 0) {
-    // A handler with --handler-timeout streams: past its deadline its bytes are discarded
-    // (earlier pipelined responses before output_mark_ still go out), and the flush fails, so
-    // the handler's flush()/EventStream::send() return false and a streaming loop ends (Go's
-    // TimeoutHandler makes such writes return ErrHandlerTimeout).
-    if (green::detail::now_ns() >= handler_deadline_ns_) {
-      out.truncate(output_mark_);
-      late = true;
-    } else if (out.size() > output_mark_) {
-      sent_in_time_ = true;
-    }
-    output_mark_ = 0;  // the buffer is emptied below
-  }
-  if (out.empty()) return !write_failed_ && !late;
-  if (!write_failed_) {
+  const bool late = past_handler_deadline(false);
+  if (!out.empty() && !write_failed_) {
     stream_.set_write_deadline(deadline_in(server_.options().write_timeout, now));
     const ssize_t n = stream_.write(out.data(), out.size());
     if (n < 0) write_failed_ = true;
@@ -107,19 +106,8 @@ bool Connection::flush_output_at(Clock::time_point now) {
 
 bool Connection::write_direct(std::string_view head, std::string_view data, std::string_view tail) {
   ByteBuffer& out = buffers_->output;
-  bool late = false;
-  if (handler_deadline_ns_ != 0) {
-    // As flush_output_at: past the handler's deadline its bytes are discarded and the write
-    // fails, so a streaming handler stops.
-    if (green::detail::now_ns() >= handler_deadline_ns_) {
-      out.truncate(output_mark_);
-      head = data = tail = {};
-      late = true;
-    } else {
-      sent_in_time_ = true;
-    }
-    output_mark_ = 0;  // the buffer is emptied below
-  }
+  const bool late = past_handler_deadline(true);
+  if (late) head = data = tail = {};
   iovec iov[4];
   int count = 0;
   for (const std::string_view part : {out.view(), head, data, tail}) {

@@ -122,6 +122,13 @@ class Connection final : public ResponseSink {
   void log_request(const Request* r, int status, uint64_t bytes);
   void release_buffers();
   bool flush_output_at(std::chrono::steady_clock::time_point now);
+  // --handler-timeout, before a send of the output buffer (and `sending_more` bytes beside
+  // it): past the deadline, drops this response's bytes (earlier pipelined responses before
+  // output_mark_ still go out) and returns true, and the caller then reports failure, so a
+  // streaming handler's flush()/EventStream::send() return false and its loop ends (Go's
+  // TimeoutHandler makes such writes return ErrHandlerTimeout). In time, notes that bytes of
+  // this response reached the socket. False at once when no deadline is set.
+  bool past_handler_deadline(bool sending_more);
   void watch_hangup();
   // After the handler: ends the request's context (if created) and resets the body hooks.
   void end_request_context();
