@@ -108,9 +108,9 @@ int listen_and_serve(std::string_view address, const Router& router) {
 }
 
 int listen_and_serve(ServerOptions options, const Router& router, AccessLog* access_log) {
-  // A client that goes away mid-response is an EPIPE for its connection, not the end of the
-  // process (the default action of SIGPIPE). Every server program wants this; nginx and Go
-  // ignore it too.
+  // Sockets never raise SIGPIPE (TcpStream writes with MSG_NOSIGNAL); this covers the rest of
+  // the program, such as an access log on a stdout pipe whose reader has gone. nginx and Go
+  // ignore the signal too.
   ::signal(SIGPIPE, SIG_IGN);
   Server server(std::move(options), router, access_log);
   if (const int rc = server.listen(); rc != 0) {

@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <csignal>
 #include <condition_variable>
 #include <cstdio>
 #include <functional>
@@ -39,9 +38,6 @@ class TestServer {
                       std::function<void(Router&)> extra = nullptr,
                       std::string access_log = "off", std::string static_dir = "") {
     options.listen = "127.0.0.1:0";
-    // As the binary's main() does: a write to a client that left (a streamed response, an
-    // event stream) is an EPIPE for the server to handle, not the end of the test process.
-    std::signal(SIGPIPE, SIG_IGN);
     std::string error;
     log_ = AccessLog::open(access_log, &error);
     context_.static_dir = static_dir;
