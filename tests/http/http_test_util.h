@@ -32,42 +32,35 @@ using green::testing::scaled;  // counts scaled down in sanitizer builds
 
 // A server with the built-in handlers (plus `extra` routes) on 127.0.0.1:ephemeral, running in
 // green::run on a background thread until stop() or destruction.
+// The tag of TestServer's constructor for a server with only the test's own routes. It has no
+// default constructor, so `TestServer s({}, ...)` still means default ServerOptions.
+struct RoutesOnly {
+  explicit constexpr RoutesOnly(int) {}
+};
+inline constexpr RoutesOnly kRoutesOnly{0};
+
 class TestServer {
  public:
   explicit TestServer(ServerOptions options = {},
                       std::function<void(Router&)> extra = nullptr,
                       std::string access_log = "off", std::string static_dir = "") {
-    options.listen = "127.0.0.1:0";
     std::string error;
     log_ = AccessLog::open(access_log, &error);
     context_.static_dir = static_dir;
     handlers::register_all(router_, context_);
     if (extra) extra(router_);
-    thread_ = std::thread([this, options] {
-      green::Options o;
-      o.procs = 2;
-      green::run(o, [this, options] {
-        Server server(options, router_, log_.get());
-        context_.server = &server;
-        const int rc = server.listen();
-        log_->start();
-        {
-          std::lock_guard<std::mutex> g(lock_);
-          server_ = &server;
-          port_ = rc == 0 ? server.local_address().port() : 0;
-        }
-        ready_.notify_all();
-        const std::size_t left = rc == 0 ? server.serve() : 0;
-        log_->stop();
-        {
-          std::lock_guard<std::mutex> g(lock_);
-          server_ = nullptr;
-          still_running_ = left;
-        }
-      });  // ~Server (at the end of this scope) waits for connections still running
-    });
-    std::unique_lock<std::mutex> g(lock_);
-    ready_.wait(g, [this] { return server_ != nullptr || port_ != 0; });
+    start(std::move(options), log_.get());
+  }
+
+  // TestServer s(kRoutesOnly, setup): a Server with only the routes `setup` registers
+  // (no built-in handlers) and no access log of its own: `setup` gets the log opened at `log_path` ("off" when empty), which is started and
+  // stopped with the server, for a stack that logs through middleware::access_log().
+  TestServer(RoutesOnly, const std::function<void(Router&, AccessLog*)>& setup,
+             const std::string& log_path = "") {
+    std::string error;
+    log_ = AccessLog::open(log_path.empty() ? "off" : log_path, &error);
+    setup(router_, log_.get());
+    start({}, nullptr);
   }
   ~TestServer() { stop(); }
 
@@ -99,6 +92,36 @@ class TestServer {
   }
 
  private:
+  // Runs the Server on a background thread inside green::run; returns once it listens.
+  void start(ServerOptions options, AccessLog* server_log) {
+    options.listen = "127.0.0.1:0";
+    thread_ = std::thread([this, options, server_log] {
+      green::Options o;
+      o.procs = 2;
+      green::run(o, [this, options, server_log] {
+        Server server(options, router_, server_log);
+        context_.server = &server;
+        const int rc = server.listen();
+        log_->start();
+        {
+          std::lock_guard<std::mutex> g(lock_);
+          server_ = &server;
+          port_ = rc == 0 ? server.local_address().port() : 0;
+        }
+        ready_.notify_all();
+        const std::size_t left = rc == 0 ? server.serve() : 0;
+        log_->stop();
+        {
+          std::lock_guard<std::mutex> g(lock_);
+          server_ = nullptr;
+          still_running_ = left;
+        }
+      });  // ~Server (at the end of this scope) waits for connections still running
+    });
+    std::unique_lock<std::mutex> g(lock_);
+    ready_.wait(g, [this] { return server_ != nullptr || port_ != 0; });
+  }
+
   Router router_;
   handlers::Context context_;
   std::unique_ptr<AccessLog> log_;

@@ -30,64 +30,8 @@ using namespace std::chrono_literals;
 using testing::Client;
 using testing::get;
 using testing::run_command;
-
-// A Server with only the routes `setup` registers (no built-in handlers), on 127.0.0.1, in
-// green::run on a background thread. The Server itself has no access log; `log` (when a path
-// is given) is started with it, for access_log().
-class MiniServer {
- public:
-  explicit MiniServer(const std::function<void(Router&, AccessLog*)>& setup,
-                      const std::string& log_path = "") {
-    std::string error;
-    if (!log_path.empty()) log_ = AccessLog::open(log_path, &error);
-    setup(router_, log_.get());
-    thread_ = std::thread([this] {
-      green::Options o;
-      o.procs = 2;
-      green::run(o, [this] {
-        ServerOptions options;
-        options.listen = "127.0.0.1:0";
-        Server server(options, router_, nullptr);
-        const int rc = server.listen();
-        if (log_) log_->start();
-        {
-          std::lock_guard<std::mutex> g(lock_);
-          server_ = &server;
-          port_ = rc == 0 ? server.local_address().port() : 0;
-          started_ = true;
-        }
-        ready_.notify_all();
-        if (rc == 0) server.serve();
-        if (log_) log_->stop();
-        std::lock_guard<std::mutex> g(lock_);
-        server_ = nullptr;
-      });
-    });
-    std::unique_lock<std::mutex> g(lock_);
-    ready_.wait(g, [this] { return started_; });
-  }
-  ~MiniServer() {
-    {
-      std::lock_guard<std::mutex> g(lock_);
-      if (server_ != nullptr) {
-        Server* s = server_;
-        green::go([s] { s->shutdown(); });
-      }
-    }
-    thread_.join();
-  }
-  uint16_t port() const { return port_; }
-
- private:
-  Router router_;
-  std::unique_ptr<AccessLog> log_;
-  std::thread thread_;
-  std::mutex lock_;
-  std::condition_variable ready_;
-  Server* server_ = nullptr;
-  uint16_t port_ = 0;
-  bool started_ = false;
-};
+using testing::kRoutesOnly;
+using testing::TestServer;
 
 // One request on a new connection; the response.
 std::optional<Client::Response> fetch(uint16_t port, std::string_view target,
@@ -142,7 +86,7 @@ class LogCapture {
 // ---- composition ----
 
 TEST(Middleware, GlobalThenRouteMiddlewareComposeOutermostFirst) {
-  MiniServer s([](Router& r, AccessLog*) {
+  TestServer s(kRoutesOnly, [](Router& r, AccessLog*) {
     r.use(tag("a"));
     r.use(tag("b"));
     r.handle(Method::kGet, "/x", hello, {tag("c"), tag("d")});
@@ -153,7 +97,7 @@ TEST(Middleware, GlobalThenRouteMiddlewareComposeOutermostFirst) {
 }
 
 TEST(Middleware, GlobalMiddlewareWrapsRoutesRegisteredBeforeIt) {
-  MiniServer s([](Router& r, AccessLog*) {
+  TestServer s(kRoutesOnly, [](Router& r, AccessLog*) {
     r.handle(Method::kGet, "/early", hello, {tag("route")});
     r.use(tag("global"));
     r.handle(Method::kGet, "/late", hello);
@@ -166,7 +110,7 @@ TEST(Middleware, GlobalMiddlewareWrapsRoutesRegisteredBeforeIt) {
 }
 
 TEST(Middleware, RouteMiddlewareAppliesToItsRouteAndMethodOnly) {
-  MiniServer s([](Router& r, AccessLog*) {
+  TestServer s(kRoutesOnly, [](Router& r, AccessLog*) {
     r.handle(Method::kGet, "/with", hello, {tag("m")});
     r.handle(Method::kGet, "/without", hello);
     r.handle(Method::kPost, "/with", hello);
@@ -185,7 +129,7 @@ TEST(Middleware, RouteMiddlewareAppliesToItsRouteAndMethodOnly) {
 
 TEST(Middleware, HeadUsesTheGetRoutesChain) {
   std::atomic<int> seen{0};
-  MiniServer s([&](Router& r, AccessLog*) {
+  TestServer s(kRoutesOnly, [&](Router& r, AccessLog*) {
     r.handle(Method::kGet, "/x", hello, {[&seen](Handler next) -> Handler {
                return [&seen, next](Request& q, ResponseWriter& w) {
                  ++seen;
@@ -210,7 +154,7 @@ TEST(Middleware, GlobalMiddlewareSeesNotFoundAndMethodNotAllowed) {
       next(r, w);
     };
   };
-  MiniServer s([&](Router& r, AccessLog*) {
+  TestServer s(kRoutesOnly, [&](Router& r, AccessLog*) {
     r.handle(Method::kGet, "/x", hello);
     r.use(mark);
   });
@@ -229,7 +173,7 @@ TEST(Middleware, GlobalMiddlewareSeesNotFoundAndMethodNotAllowed) {
 }
 
 TEST(Middleware, RouteMiddlewareDoesNotSeeNotFound) {
-  MiniServer s([](Router& r, AccessLog*) { r.handle(Method::kGet, "/x", hello, {tag("m")}); });
+  TestServer s(kRoutesOnly, [](Router& r, AccessLog*) { r.handle(Method::kGet, "/x", hello, {tag("m")}); });
   auto missing = fetch(s.port(), "/y");
   ASSERT_TRUE(missing);
   EXPECT_EQ(missing->status, 404);
@@ -247,7 +191,7 @@ void throws_after_setting_things(Request&, ResponseWriter& w) {
 
 TEST(Recover, ThrowingHandlerGetsClean500LoggedOnceAndServerKeepsServing) {
   LogCapture log;
-  MiniServer s([](Router& r, AccessLog*) {
+  TestServer s(kRoutesOnly, [](Router& r, AccessLog*) {
     r.use(middleware::recover());
     r.handle(Method::kGet, "/boom", throws_after_setting_things);
     r.handle(Method::kGet, "/ok", hello);
@@ -275,7 +219,7 @@ TEST(Recover, ThrowingHandlerGetsClean500LoggedOnceAndServerKeepsServing) {
 // once (never once by recover and again by the connection).
 TEST(Recover, ServerRecoversAndLogsWithoutTheMiddlewareToo) {
   LogCapture log;
-  MiniServer s([](Router& r, AccessLog*) {
+  TestServer s(kRoutesOnly, [](Router& r, AccessLog*) {
     r.handle(Method::kGet, "/boom", throws_after_setting_things);
     r.handle(Method::kGet, "/ok", hello);
   });
@@ -291,7 +235,7 @@ TEST(Recover, ServerRecoversAndLogsWithoutTheMiddlewareToo) {
 
 TEST(Recover, NonStdExceptionIsRecoveredToo) {
   LogCapture log;
-  MiniServer s([](Router& r, AccessLog*) {
+  TestServer s(kRoutesOnly, [](Router& r, AccessLog*) {
     r.use(middleware::recover());
     r.handle(Method::kGet, "/int", [](Request&, ResponseWriter&) { throw 42; });
   });
@@ -305,7 +249,7 @@ TEST(Recover, NonStdExceptionIsRecoveredToo) {
 // client sees the chunks sent so far, no last chunk, and the end of the connection.
 TEST(Recover, ExceptionAfterTheHeadWasSentTruncatesTheResponse) {
   LogCapture log;
-  MiniServer s([](Router& r, AccessLog*) {
+  TestServer s(kRoutesOnly, [](Router& r, AccessLog*) {
     r.use(middleware::recover());
     r.handle(Method::kGet, "/stream", [](Request&, ResponseWriter& w) {
       w.set_content_type("text/plain");
@@ -341,7 +285,7 @@ void echo_request_id(Request& r, ResponseWriter& w) {
 }
 
 TEST(RequestId, GeneratedWhenAbsentEchoedAndSeenByTheHandler) {
-  MiniServer s([](Router& r, AccessLog*) {
+  TestServer s(kRoutesOnly, [](Router& r, AccessLog*) {
     r.use(middleware::request_id());
     r.handle(Method::kGet, "/id", echo_request_id);
   });
@@ -360,7 +304,7 @@ TEST(RequestId, GeneratedWhenAbsentEchoedAndSeenByTheHandler) {
 }
 
 TEST(RequestId, SaneClientIdIsKept) {
-  MiniServer s([](Router& r, AccessLog*) {
+  TestServer s(kRoutesOnly, [](Router& r, AccessLog*) {
     r.use(middleware::request_id());
     r.handle(Method::kGet, "/id", echo_request_id);
   });
@@ -372,7 +316,7 @@ TEST(RequestId, SaneClientIdIsKept) {
 }
 
 TEST(RequestId, OversizedOrUnprintableClientIdIsReplaced) {
-  MiniServer s([](Router& r, AccessLog*) {
+  TestServer s(kRoutesOnly, [](Router& r, AccessLog*) {
     r.use(middleware::request_id());
     r.handle(Method::kGet, "/id", echo_request_id);
   });
@@ -399,7 +343,7 @@ TEST(RequestId, OversizedOrUnprintableClientIdIsReplaced) {
 // A CR inside the value is no header a client can send: the parser answers 400 before any
 // middleware runs, and nothing of it is echoed.
 TEST(RequestId, CrlfInTheClientIdNeverReachesTheResponse) {
-  MiniServer s([](Router& r, AccessLog*) {
+  TestServer s(kRoutesOnly, [](Router& r, AccessLog*) {
     r.use(middleware::request_id());
     r.handle(Method::kGet, "/id", echo_request_id);
   });
@@ -412,7 +356,7 @@ TEST(RequestId, CrlfInTheClientIdNeverReachesTheResponse) {
 
 TEST(RequestId, TheFiveHundredOfRecoverKeepsTheId) {
   LogCapture log;
-  MiniServer s([](Router& r, AccessLog*) {
+  TestServer s(kRoutesOnly, [](Router& r, AccessLog*) {
     r.use(middleware::request_id());
     r.use(middleware::recover());
     r.handle(Method::kGet, "/boom", throws_after_setting_things);
@@ -458,7 +402,7 @@ struct TempPath {
 
 TEST(AccessLogMiddleware, RecordsStatusBytesAndRequestIdOfWhatReachesIt) {
   TempPath file;
-  MiniServer s(
+  TestServer s(kRoutesOnly, 
       [](Router& r, AccessLog* log) {
         r.use(middleware::access_log(*log));
         r.use(middleware::request_id());
@@ -599,7 +543,7 @@ void gzip_routes(Router& r, AccessLog*) {
 }
 
 TEST(Gzip, CompressesTextOverTheThresholdAndPythonDecodesIt) {
-  MiniServer s(gzip_routes);
+  TestServer s(kRoutesOnly, gzip_routes);
   auto r = fetch(s.port(), "/big", "Accept-Encoding: gzip, deflate, br\r\n");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
@@ -611,7 +555,7 @@ TEST(Gzip, CompressesTextOverTheThresholdAndPythonDecodesIt) {
 }
 
 TEST(Gzip, LargeBodyStreamsCompressedInChunks) {
-  MiniServer s(gzip_routes);
+  TestServer s(kRoutesOnly, gzip_routes);
   auto r = fetch(s.port(), "/huge", "Accept-Encoding: gzip\r\n");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->header("Content-Encoding"), "gzip");
@@ -621,7 +565,7 @@ TEST(Gzip, LargeBodyStreamsCompressedInChunks) {
 }
 
 TEST(Gzip, LargeIncompressibleBodyIsWrittenDirectlyAndStillDecodes) {
-  MiniServer s(gzip_routes);
+  TestServer s(kRoutesOnly, gzip_routes);
   std::string noise(1 << 20, '\0');
   uint32_t x = 7;
   for (char& c : noise) c = static_cast<char>((x = x * 1103515245 + 12345) >> 24);
@@ -642,7 +586,7 @@ TEST(Gzip, LargeIncompressibleBodyIsWrittenDirectlyAndStillDecodes) {
 }
 
 TEST(Gzip, DeclaredContentLengthIsDroppedForTheCompressedLength) {
-  MiniServer s(gzip_routes);
+  TestServer s(kRoutesOnly, gzip_routes);
   Client c(s.port());
   for (int i = 0; i < 2; ++i) {  // and the connection stays usable
     ASSERT_TRUE(c.send(get(s.port(), "/declared", "Accept-Encoding: gzip\r\n")));
@@ -656,7 +600,7 @@ TEST(Gzip, DeclaredContentLengthIsDroppedForTheCompressedLength) {
 }
 
 TEST(Gzip, QZeroRefusesAndGetsIdentityWithVary) {
-  MiniServer s(gzip_routes);
+  TestServer s(kRoutesOnly, gzip_routes);
   for (const char* ae : {"gzip;q=0", "gzip; q=0.000, deflate", "*;q=0", "identity", "br"}) {
     auto r = fetch(s.port(), "/big", std::string("Accept-Encoding: ") + ae + "\r\n");
     ASSERT_TRUE(r) << ae;
@@ -702,7 +646,7 @@ TEST(Gzip, AcceptEncodingQValuesAreParsed) {
 }
 
 TEST(Gzip, SmallBodiesAndOtherTypesAreNotCompressed) {
-  MiniServer s(gzip_routes);
+  TestServer s(kRoutesOnly, gzip_routes);
   auto small = fetch(s.port(), "/small", "Accept-Encoding: gzip\r\n");
   ASSERT_TRUE(small);
   EXPECT_EQ(small->header("Content-Encoding"), "");
@@ -719,7 +663,7 @@ TEST(Gzip, SmallBodiesAndOtherTypesAreNotCompressed) {
 }
 
 TEST(Gzip, AlreadyEncodedResponsesAreUntouched) {
-  MiniServer s(gzip_routes);
+  TestServer s(kRoutesOnly, gzip_routes);
   auto r = fetch(s.port(), "/encoded", "Accept-Encoding: gzip\r\n");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->header("Content-Encoding"), "br");
@@ -727,7 +671,7 @@ TEST(Gzip, AlreadyEncodedResponsesAreUntouched) {
 }
 
 TEST(Gzip, HeadIsNotCompressedAndKeepsTheIdentityLength) {
-  MiniServer s(gzip_routes);
+  TestServer s(kRoutesOnly, gzip_routes);
   Client c(s.port());
   ASSERT_TRUE(c.send("HEAD /big HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n" +
                      get(s.port(), "/small")));
@@ -741,7 +685,7 @@ TEST(Gzip, HeadIsNotCompressedAndKeepsTheIdentityLength) {
 }
 
 TEST(Gzip, StrongEtagBecomesWeakAndRangesAreNoLongerOffered) {
-  MiniServer s(gzip_routes);
+  TestServer s(kRoutesOnly, gzip_routes);
   auto r = fetch(s.port(), "/etag", "Accept-Encoding: gzip\r\n");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->header("Content-Encoding"), "gzip");
@@ -757,7 +701,7 @@ TEST(Gzip, StrongEtagBecomesWeakAndRangesAreNoLongerOffered) {
 // while the handler still waits (for the client's signal) to write the second.
 TEST(Gzip, FlushedStreamDecodesIncrementally) {
   std::atomic<bool> client_decoded_first{false};
-  MiniServer s([&](Router& r, AccessLog*) {
+  TestServer s(kRoutesOnly, [&](Router& r, AccessLog*) {
     r.use(middleware::gzip());
     r.handle(Method::kGet, "/events", [&](Request&, ResponseWriter& w) {
       w.set_content_type("text/event-stream");
@@ -811,7 +755,7 @@ TEST(Gzip, FlushedStreamDecodesIncrementally) {
 }
 
 TEST(Gzip, CurlCompressedDecodesTheBody) {
-  MiniServer s(gzip_routes);
+  TestServer s(kRoutesOnly, gzip_routes);
   const std::string url = "http://127.0.0.1:" + std::to_string(s.port()) + "/big";
   int status = -1;
   const std::string body = run_command("curl -sS --compressed " + url, &status);
@@ -825,7 +769,7 @@ TEST(Gzip, CurlCompressedDecodesTheBody) {
 // recover() outside gzip: the 500 replaces a half-written compressible body cleanly.
 TEST(Gzip, RecoverAroundGzipAnswersAPlain500) {
   LogCapture log;
-  MiniServer s([](Router& r, AccessLog*) {
+  TestServer s(kRoutesOnly, [](Router& r, AccessLog*) {
     r.use(middleware::recover());
     r.use(middleware::gzip());
     r.handle(Method::kGet, "/boom", [](Request&, ResponseWriter& w) {
