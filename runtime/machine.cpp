@@ -1,5 +1,6 @@
 // Machine (M) plumbing: the per-thread pointer to the current M and the futex helpers that
-// idle Ms and OS-thread waiters sleep on. The scheduling loop itself is in scheduler.cpp.
+// idle Ms and OS-thread waiters sleep on. The scheduling loop is in switching.cpp, starting and
+// parking Ms in machine_lifecycle.cpp.
 #include "runtime/machine.h"
 
 #include <linux/futex.h>

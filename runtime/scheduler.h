@@ -1,9 +1,14 @@
 // Scheduler internals shared by the runtime's files. Not a public header.
+//
+// The scheduler is split by concept (scheduler.cpp's opening note has the overview and the
+// file map); this header declares what the files call in each other, grouped by the file that
+// defines it.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "green/detail/park.h"
@@ -95,7 +100,74 @@ extern Scheduler sched;
 inline constexpr int64_t kTimerWaiterComputing = -1;
 inline constexpr int64_t kNoTimerWaiter = INT64_MIN;
 
-// --- scheduling (scheduler.cpp) ---
+// When a wait starts, as dumps show it: sysmon's clock, at most one sysmon period old.
+inline int64_t wait_clock_ns() { return sched.sysmon_now_ns.load(std::memory_order_relaxed); }
+
+inline void acquire_p(Machine* m, Processor* p) {
+  m->p = p;
+  p->m = m;
+}
+
+// The next G from p's own queue. A G that keeps readying or respawning another fills runnext
+// forever; Go breaks such a chain with sysmon's time-slice preemption. Without waiting for
+// that, after 61 runnext picks in a row the ring's head goes first, so queued Gs cannot
+// starve. Inline: find_runnable() and the direct switch (a hot path) both take from it.
+inline GreenThread* take_local(Processor* p, bool* inherit_time) {
+  const bool skip_runnext = p->runnext_streak >= 61;
+  GreenThread* g = runq_get(p, inherit_time, skip_runnext);
+  // After a skip the ring has had its turn (it was empty if runnext came anyway).
+  if (g != nullptr) p->runnext_streak = *inherit_time && !skip_runnext ? p->runnext_streak + 1 : 0;
+  return g;
+}
+
+// --- the runtime's life (scheduler.cpp) ---
+[[noreturn]] void fatal(const char* message);
+// The main green thread returned: wake every M so that it leaves schedule(), and sysmon.
+void begin_stop();
+// After the last M is joined: back to the state before run(), keeping the free G batches.
+void reset_scheduler();
+
+// --- options (options.cpp) ---
+int procs_from(const Options& options);
+int max_threads_from_env();
+int64_t thread_idle_ns_from(const Options& options);
+std::size_t round_to_pages(std::size_t n);
+
+// --- idle P and M lists, global run queue (idle_lists.cpp; caller holds sched.lock) ---
+Processor* pidle_get_locked();
+void pidle_put_locked(Processor* p);
+void pidle_remove_locked(Processor* p);
+Machine* midle_get_locked();
+void midle_remove_locked(Machine* m);
+GreenThread* global_get_locked(Processor* p, uint32_t max);
+// Same, taking sched.lock itself (and not at all when the queue is empty). Inline: find_runnable()
+// calls it twice per pass, nearly always to find the queue empty.
+inline GreenThread* global_get(Processor* p, uint32_t max) {
+  if (sched.global_size.load(std::memory_order_relaxed) == 0) return nullptr;
+  std::lock_guard<SpinLock> guard(sched.lock);
+  return global_get_locked(p, max);
+}
+
+// --- machines (machine_lifecycle.cpp) ---
+Machine* new_machine_locked();
+// Parks the idle M until it is handed a P (true) or must leave schedule() (false).
+bool stopm(Machine* m);
+// Serialises joins of M threads: sysmon's reaping and run()'s final join loop.
+extern std::mutex join_lock;
+
+// --- timer waiter (timer_waiter.cpp) ---
+void service_timers_as_waiter();
+
+// --- finding work (find_runnable.cpp) ---
+// Returns the next G to run on m's P, parking the M when there is none. Null: stopping.
+GreenThread* find_runnable(Machine* m, bool* inherit_time);
+// m found work after spinning: stop counting it, and wake a replacement if it was the last.
+void reset_spinning(Machine* m);
+
+// --- scheduling ---
+// ready, wakep, inject_list: ready.cpp; wake_timer_waiter, nudge_idle_machine_for_timers,
+// ensure_waiter: timer_waiter.cpp; startm, wake_machine: machine_lifecycle.cpp;
+// global_put_locked: idle_lists.cpp; new_goid: scheduler.cpp.
 // Makes a parked or new G runnable. `next`: run it next on the caller's P (caller is a G);
 // then, with WakeIdleP::kIfQueued, it wakes no idle P unless it displaced another G from
 // runnext (see the definition).
@@ -123,7 +195,7 @@ void global_put_locked(GreenThread* head, GreenThread* tail, uint32_t n);
 // Takes G ids for p (batches of 16, as Go's goidcache).
 uint64_t new_goid(Processor* p);
 
-// --- preemption (scheduler.cpp) ---
+// --- preemption (preempt.cpp; spill_runq: processor.cpp; earliest_timer: timer_waiter.cpp) ---
 // Asks the G running on p to yield at its next checkpoint.
 void request_preempt(Processor* p);
 void clear_preempt(Processor* p);
@@ -133,14 +205,15 @@ uint32_t spill_runq(Processor* p);
 int64_t earliest_timer();
 
 // sysmon: takes p from an M stuck in green::may_block() (if `word` is still its in-call word)
-// and hands it to another M. Returns true if it did.
+// and hands it to another M. Returns true if it did. (handoff.cpp)
 bool retake_from_syscall(Processor* p, uint64_t word);
 
 // sysmon: joins the threads of retired Ms and makes their Machines reusable by startm().
 // Joining happens outside sched.lock (a thread may take a moment to finish).
+// (machine_lifecycle.cpp)
 void reap_retired_machines();
 
-// --- switching (scheduler.cpp) ---
+// --- switching (switching.cpp) ---
 // What a G asks g0 to do once it is off its stack.
 struct SwitchRequest {
   enum Kind : uint8_t { kYield, kYieldGlobal, kPark, kExit, kBlockingExit } kind;
@@ -151,5 +224,8 @@ struct SwitchRequest {
 };
 // Switches from the running G to g0 with `req`; returns when the G is resumed.
 void switch_to_scheduler(GreenThread* g, SwitchRequest* req);
+// An M's scheduling loop on g0: find a G, run it, finish its switch; returns when stopping or
+// when the M retires.
+void schedule(Machine* m);
 
 }  // namespace green::detail

@@ -64,7 +64,7 @@ inline constexpr uint32_t kTimeoutTag = 0xFFFFFFFEu;
 // Whether unparking a green thread also wakes an idle P for it.
 enum class WakeIdleP : uint8_t {
   // Only if it waits behind another G: the caller usually parks soon (a channel handoff), and
-  // the woken G then runs on the caller's P (see ready() in scheduler.cpp).
+  // the woken G then runs on the caller's P (see ready() in runtime/ready.cpp).
   kIfQueued,
   // Always, as Go: for a caller that goes on running while the woken G holds what others
   // wait for (a Mutex handed over to it).

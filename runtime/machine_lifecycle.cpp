@@ -1,0 +1,274 @@
+// Machines (Ms): starting, waking, parking, retiring and reaping OS threads.
+//
+// startm() runs a P on an idle M (woken through its futex word) or on a new thread; stopm()
+// parks an M that found no work until it is handed a P, taking the timer-waiter role on the
+// way (timer_waiter.cpp), and retires an M idle for too long; sysmon joins retired threads
+// (reap_retired_machines) and startm() reuses their Machines. The M registry (sched.machines,
+// retired_machines, free_machines, next_machine_id) and the idle M list are under sched.lock;
+// join_lock serialises joins. A Machine is never freed during a run: a waker may hold its
+// address. Go: newm, startm, stopm, mexit (runtime/proc.go).
+#include "runtime/scheduler.h"
+
+#include <algorithm>
+#include <mutex>
+
+#include "runtime/context.h"
+#include "runtime/netpoll.h"
+#include "runtime/stack.h"
+
+namespace green::detail {
+
+namespace {
+
+void machine_main(Machine* m) {
+  set_current_machine(m);
+  ensure_signal_stack();
+  init_machine_context(m);
+  acquire_p(m, m->next_p);
+  m->next_p = nullptr;
+  schedule(m);
+  set_current_machine(nullptr);
+  release_signal_stack();
+}
+
+}  // namespace
+
+// A Machine for a new thread: a retired one that sysmon has joined, else a new one. Caller
+// holds sched.lock.
+Machine* new_machine_locked() {
+  Machine* m = sched.free_machines;
+  if (m != nullptr) {
+    sched.free_machines = m->idle_link;
+    // What the previous thread left: reset for the new one (init_machine_context redoes the
+    // per-thread pointers). A waker holding a stale pointer may still set `wake`: that is one
+    // spurious wakeup, which stopm() tolerates.
+    m->idle_link = nullptr;
+    m->in_idle_list = false;
+    m->curg = nullptr;
+    m->p = m->next_p = m->blocked_from = nullptr;
+    m->arrived_directly = false;
+    m->wake.store(0);
+  } else {
+    auto owned = std::make_unique<Machine>();
+    m = owned.get();
+    sched.machines.push_back(std::move(owned));
+  }
+  m->id = sched.next_machine_id++;
+  sched.nmachines.fetch_add(1);
+  return m;
+}
+
+
+// Runs p (or an idle P) on an idle or new M. `spinning`: the caller already counted the M in
+// nmspinning.
+void startm(Processor* p, bool spinning) {
+  Machine* m;
+  {
+    std::lock_guard<SpinLock> guard(sched.lock);
+    if (sched.stopping.load(std::memory_order_relaxed)) {
+      if (spinning) sched.nmspinning.fetch_sub(1);
+      if (p != nullptr) pidle_put_locked(p);
+      return;
+    }
+    if (p == nullptr) {
+      p = pidle_get_locked();
+      if (p == nullptr) {
+        if (spinning) sched.nmspinning.fetch_sub(1);
+        return;
+      }
+    }
+    sched.machine_wakeups.fetch_add(1, std::memory_order_relaxed);
+    m = midle_get_locked();
+    if (m == nullptr) {
+      m = new_machine_locked();
+      m->spinning = spinning;
+      m->next_p = p;
+      m->thread = std::thread(machine_main, m);
+      return;
+    }
+  }
+  m->spinning = spinning;
+  m->next_p = p;
+  // next_p and spinning are visible to the woken M (the store is seq_cst: see wake_machine).
+  wake_machine(m, Machine::kWakeRun, /*force=*/true);
+}
+
+// Serialises joins of M threads: sysmon's reaping and run()'s final join loop.
+std::mutex join_lock;
+
+void reap_retired_machines() {
+  if (sched.nretired.load(std::memory_order_relaxed) == 0) return;
+  std::lock_guard<std::mutex> joining(join_lock);
+  Machine* list;
+  {
+    std::lock_guard<SpinLock> guard(sched.lock);
+    list = sched.retired_machines;
+    sched.retired_machines = nullptr;
+    sched.nretired.store(0);
+  }
+  if (list == nullptr) return;
+  Machine* tail = list;
+  for (Machine* m = list; m != nullptr; m = m->idle_link) {
+    if (m->thread.joinable()) m->thread.join();
+    tail = m;
+  }
+  std::lock_guard<SpinLock> guard(sched.lock);
+  tail->idle_link = sched.free_machines;
+  sched.free_machines = list;
+}
+
+void wake_machine(Machine* m, uint32_t why, bool force) {
+  if (force) {
+    m->wake.store(why);
+  } else {
+    uint32_t expected = 0;
+    if (!m->wake.compare_exchange_strong(expected, why)) return;  // already being woken
+  }
+  futex_wake(&m->wake, 1);
+  // The waiter M may be blocked in epoll_wait rather than on its futex.
+  if (sched.timer_waiter.load() == m) netpoll_break();
+}
+
+namespace {
+
+// Called by an idle M that is not the timer waiter: when it has been idle since *idle_since
+// for sched.machine_idle_ns, it leaves the idle list and retires (returns true: its thread
+// exits), unless that would leave procs + 2 Ms or fewer, or a startm() has just popped it.
+//
+// Go keeps idle Ms forever (capped at 10,000 threads by SetMaxThreads); here a burst of
+// blocking calls would otherwise leave one parked thread per call for the process's life
+// (1,000 /blocking calls left 1,000 threads). The reserve of procs + 2 keeps enough Ms to run
+// every P plus the timer waiter and one spare for the next blocking handoff without creating a
+// thread (~30 us each). M0 never retires: it is the caller's thread, which run() returns on.
+bool retire_if_idle_too_long(Machine* m, int64_t* idle_since) {
+  if (m->id == 0 || sched.machine_idle_ns <= 0) return false;
+  const int64_t now = now_ns();
+  if (now - *idle_since < sched.machine_idle_ns) return false;
+  {
+    std::lock_guard<SpinLock> guard(sched.lock);
+    if (m->in_idle_list && !sched.stopping.load(std::memory_order_relaxed) &&
+        sched.nmachines.load() > sched.machine_reserve) {
+      midle_remove_locked(m);
+      sched.nmachines.fetch_sub(1);
+      m->idle_link = sched.retired_machines;
+      sched.retired_machines = m;
+      sched.nretired.fetch_add(1);
+      return true;
+    }
+  }
+  *idle_since = now;  // kept (the reserve) or being handed a P: look again a period later
+  return false;
+}
+
+// How long an idle M that is not the timer waiter sleeps before it looks at retiring.
+int64_t retire_timeout(const Machine* m, int64_t idle_since) {
+  if (m->id == 0 || sched.machine_idle_ns <= 0) return -1;
+  return std::max<int64_t>(0, idle_since + sched.machine_idle_ns - now_ns());
+}
+
+}  // namespace
+
+// Parks the M until it is handed a P (returns true) or the runtime stops or the M retires
+// after an idle period (returns false: its thread leaves schedule()).
+//
+// One idle M at a time is the "waiter" (Go's M blocked in netpoll): it sleeps in epoll_wait (or
+// on its futex before any socket exists) until the earliest timer of all Ps, so timers fire and
+// network events are seen while every P is idle. When it wakes with work and an idle P is free it
+// takes the P and runs; when every P is busy it leaves the green threads in the global queue and
+// stands down (sleeps without the role) instead of being woken by every network event: busy Ps
+// poll the network themselves when their queues run dry, and sysmon polls if they do not.
+bool stopm(Machine* m) {
+  {
+    std::lock_guard<SpinLock> guard(sched.lock);
+    if (sched.stopping.load(std::memory_order_relaxed)) return false;
+    m->idle_link = sched.idle_machines;
+    sched.idle_machines = m;
+    m->in_idle_list = true;
+    sched.nmidle.fetch_add(1, std::memory_order_relaxed);
+  }
+  bool stand_down = false;
+  int64_t idle_since = now_ns();
+  for (;;) {
+    bool timer_waiter = false;
+    if (!stand_down) {
+      Machine* expected = nullptr;
+      timer_waiter = sched.timer_waiter.compare_exchange_strong(expected, m);
+    }
+    int64_t timeout = -1;
+    if (timer_waiter) {
+      // seq_cst pairs with timer_add's push + wake_timer_waiter(): either we see the new
+      // timer in earliest_timer(), or the adder sees kTimerWaiterComputing / a later deadline
+      // and wakes us.
+      sched.timer_waiter_until.store(kTimerWaiterComputing);
+      int64_t until = earliest_timer();
+      sched.timer_waiter_until.store(until);
+      if (until != INT64_MAX) timeout = std::max<int64_t>(0, until - now_ns());
+    } else {
+      timeout = retire_timeout(m, idle_since);
+    }
+    GreenThread* polled = nullptr;
+    uint32_t npolled = 0;
+    if (timer_waiter && netpoll_inited()) {
+      // A waker stores m->wake before looking at timer_waiter (seq_cst both sides): either it
+      // sees us as the waiter and breaks the poll, or we see its store here.
+      if (m->wake.load() == 0) polled = netpoll(timeout, &npolled);
+    } else if (timeout != 0) {
+      futex_wait(&m->wake, 0, timeout);
+    }
+    if (timer_waiter) {
+      sched.timer_waiter_until.store(kNoTimerWaiter);
+      sched.timer_waiter.store(nullptr);
+    }
+    const uint32_t why = m->wake.exchange(0, std::memory_order_acquire);
+    if (why == Machine::kWakeRun) {
+      acquire_p(m, m->next_p);
+      m->next_p = nullptr;
+      if (polled != nullptr) inject_list(polled, npolled);
+      // We may have been the waiter: let another idle M take over the role.
+      if (timer_waiter) ensure_waiter();
+      return true;
+    }
+    if (why == Machine::kWakeTimers) stand_down = false;
+    if (why == Machine::kWakeExit || sched.stopping.load()) {
+      if (polled != nullptr) inject_list(polled, npolled);
+      return false;
+    }
+    if (timer_waiter) {
+      idle_since = now_ns();  // the waiter's sleep is not idleness: it watched for others
+    } else if (polled == nullptr && retire_if_idle_too_long(m, &idle_since)) {
+      return false;
+    }
+    if (polled == nullptr && earliest_timer() > now_ns()) continue;  // nothing due yet
+    // Green threads from the poll, or a due timer: take an idle P to run them.
+    Processor* p = nullptr;
+    bool handed = false;
+    {
+      std::lock_guard<SpinLock> guard(sched.lock);
+      if (!m->in_idle_list) {
+        handed = true;  // a startm() popped us: its kWakeRun is on the way
+      } else {
+        p = pidle_get_locked();
+        if (p != nullptr) midle_remove_locked(m);
+      }
+      if (p == nullptr && polled != nullptr) {
+        GreenThread* tail = polled;
+        while (tail->sched_link != nullptr) tail = tail->sched_link;
+        global_put_locked(polled, tail, npolled);
+        polled = nullptr;
+      }
+    }
+    if (p == nullptr) {
+      // Every P is busy (or one is on its way to us). Busy Ps run their own timers and find
+      // the polled green threads in the global queue.
+      if (!handed) stand_down = true;
+      continue;
+    }
+    acquire_p(m, p);
+    if (polled != nullptr) inject_list(polled, npolled);
+    service_timers_as_waiter();
+    ensure_waiter();
+    return true;
+  }
+}
+
+}  // namespace green::detail
