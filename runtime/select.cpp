@@ -17,7 +17,7 @@ namespace green::detail {
 namespace {
 
 struct LockSet {
-  SpinLock* locks[64];
+  SpinLock* locks[kMaxSelectCases];
   int n = 0;
   void lock_all() {
     for (int i = 0; i < n; ++i) locks[i]->lock();
@@ -44,10 +44,6 @@ uint32_t random_u32() {
 }  // namespace
 
 int select_cases(SelectCase** cases, int n, SelectOptions options) {
-  if (n > 64) {
-    std::fprintf(stderr, "greenrt: fatal: select with more than 64 cases\n");
-    std::abort();
-  }
   if (n == 0) {
     if (options.has_default) return kSelectDefault;
     if (options.timeout_ns >= 0) {
@@ -63,7 +59,7 @@ int select_cases(SelectCase** cases, int n, SelectOptions options) {
   std::sort(set.locks, set.locks + set.n);
   set.n = static_cast<int>(std::unique(set.locks, set.locks + set.n) - set.locks);
 
-  int order[64];
+  int order[kMaxSelectCases];
   for (int i = 0; i < n; ++i) order[i] = i;
   for (int i = n - 1; i > 0; --i) std::swap(order[i], order[random_u32() % (i + 1)]);
 

@@ -16,12 +16,14 @@
 // select parks forever (Go's `select {}`).
 //
 // Works from green threads and plain threads. Each case object refers to its channel and
-// callback: build them in the select call, as above.
+// callback: build them in the select call, as above. At most kMaxSelectCases channel cases (plus
+// a default or a timeout): more do not compile.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <type_traits>
 #include <utility>
 
 #include "green/channel.h"
@@ -30,6 +32,9 @@ namespace green {
 
 inline constexpr int kSelectDefault = -1;
 inline constexpr int kSelectTimeout = -2;
+// select() keeps one lock and one poll-order slot per case on its stack (Go's select has the
+// same kind of bound, 65536, for the same reason).
+inline constexpr int kMaxSelectCases = 64;
 
 namespace detail {
 
@@ -49,6 +54,7 @@ struct SelectOptions {
   int64_t timeout_ns = -1;  // -1: none
 };
 
+// n <= kMaxSelectCases: select() checks it at compile time.
 int select_cases(SelectCase** cases, int n, SelectOptions options);
 
 template <typename T, typename F>
@@ -101,6 +107,9 @@ inline void collect(SelectCase** out, int& n, SelectOptions&, SelectCase& c) { o
 inline void collect(SelectCase**, int&, SelectOptions& o, DefaultCase) { o.has_default = true; }
 inline void collect(SelectCase**, int&, SelectOptions& o, TimeoutCase t) { o.timeout_ns = t.ns; }
 
+template <typename C>
+inline constexpr bool kIsChannelCase = std::is_base_of_v<SelectCase, std::remove_cvref_t<C>>;
+
 }  // namespace detail
 
 template <typename T, typename F>
@@ -123,7 +132,10 @@ detail::TimeoutCase timeout(std::chrono::duration<Rep, Period> d) {
 
 template <typename... Cases>
 int select(Cases&&... cases) {
-  detail::SelectCase* list[sizeof...(Cases) + 1];
+  constexpr int kChannelCases = (0 + ... + (detail::kIsChannelCase<Cases> ? 1 : 0));
+  static_assert(kChannelCases <= kMaxSelectCases,
+                "green::select: more than kMaxSelectCases (64) channel cases");
+  detail::SelectCase* list[kChannelCases + 1];
   int n = 0;
   detail::SelectOptions options;
   (detail::collect(list, n, options, cases), ...);

@@ -5,6 +5,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
+#include <optional>
+#include <utility>
 
 #include "green/green.h"
 #include "green/sync.h"
@@ -117,6 +120,28 @@ TEST(Select, CloseWakesAParkedSelect) {
     a.close();
     wg.wait();
     EXPECT_TRUE(closed);
+  });
+}
+
+namespace {
+template <std::size_t... I>
+int select_over(green::Channel<int> (&channels)[sizeof...(I)], int* got,
+                std::index_sequence<I...>) {
+  return green::select(
+      green::recv_case(channels[I], [got](std::optional<int> v) { *got = v.value_or(-1); })...);
+}
+}  // namespace
+
+// The limit is checked at compile time (tests/compile/select_cases.cpp); at the limit, every
+// case has its lock and its node: the one that becomes ready wins, after a park.
+TEST(Select, ParkedSelectOverTheMaximumNumberOfCasesWakesOnTheLast) {
+  green::run({.procs = 1}, [] {
+    constexpr std::size_t kCases = green::kMaxSelectCases;
+    green::Channel<int> channels[kCases];
+    green::go([&] { EXPECT_TRUE(channels[kCases - 1].send(7)); });
+    int got = 0;
+    EXPECT_EQ(select_over(channels, &got, std::make_index_sequence<kCases>()), int{kCases} - 1);
+    EXPECT_EQ(got, 7);
   });
 }
 
