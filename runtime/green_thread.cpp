@@ -6,13 +6,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <mutex>
 
 #include "runtime/context.h"
+#include "runtime/fatal.h"
 #include "runtime/scheduler.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -38,7 +37,8 @@ GreenThread* block_at(char* top) {
   return reinterpret_cast<GreenThread*>(top - control_block_size());
 }
 
-[[noreturn]] void die_uncaught(GreenThread* g) {
+// The function given to green::go threw: a user's bug, named by the G and where it was spawned.
+[[noreturn]] void fatal_uncaught_exception(GreenThread* g) {
   const char* type = "unknown";
   const char* what = "";
   char* demangled = nullptr;
@@ -53,13 +53,8 @@ GreenThread* block_at(char* top) {
     what = e.what();
   } catch (...) {
   }
-  std::fprintf(stderr,
-               "greenrt: fatal: uncaught exception in green thread %llu (spawned at %s:%u): "
-               "%s: %s\n",
-               static_cast<unsigned long long>(g->id), g->spawn_file, g->spawn_line, type, what);
-  std::fflush(stderr);
-  std::free(demangled);
-  std::abort();
+  fatal("green::go", "uncaught exception in green thread %llu (spawned at %s:%u): %s: %s",
+        static_cast<unsigned long long>(g->id), g->spawn_file, g->spawn_line, type, what);
 }
 
 // First code a G runs, on its own stack.
@@ -71,14 +66,12 @@ void green_entry(Transfer t) {
   try {
     g->entry(g->closure);
   } catch (...) {
-    die_uncaught(g);
+    fatal_uncaught_exception(g);
   }
   destroy_green_locals(g);
   SwitchRequest req{SwitchRequest::kExit};
   switch_to_scheduler(g, &req);
-  std::fprintf(stderr, "greenrt: fatal: dead green thread %llu was resumed\n",
-               static_cast<unsigned long long>(g->id));
-  std::abort();
+  GREEN_FATAL("dead green thread %llu was resumed", static_cast<unsigned long long>(g->id));
 }
 
 // Pushes the chain head..(size Gs) as one batch on the global free list.
@@ -241,10 +234,7 @@ GlsKeys& gls_keys() {
 }
 GreenThread* gls_owner() {
   GreenThread* g = current_green_thread();
-  if (g == nullptr) {
-    std::fprintf(stderr, "greenrt: fatal: GreenLocal used outside a green thread\n");
-    std::abort();
-  }
+  if (g == nullptr) fatal("green::GreenLocal::get", "GreenLocal used outside a green thread");
   return g;
 }
 }  // namespace
@@ -259,8 +249,7 @@ int gls_key_create(void (*destroy)(void*)) {
       return i;
     }
   }
-  std::fprintf(stderr, "greenrt: fatal: more than %d GreenLocal objects\n", kMaxGreenLocals);
-  std::abort();
+  fatal("green::GreenLocal", "more than %d GreenLocal objects", kMaxGreenLocals);
 }
 
 void gls_key_delete(int key) {

@@ -6,13 +6,13 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstdio>
 #include <algorithm>
-#include <cstdlib>
+#include <cerrno>
+#include <cstring>
 #include <mutex>
 #include <utility>
 
+#include "runtime/fatal.h"
 #include "runtime/green_thread.h"
 #include "runtime/scheduler.h"
 
@@ -53,16 +53,12 @@ int ms_ceil(int64_t ns) {
 void init() {
   epfd = epoll_create1(EPOLL_CLOEXEC);
   break_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (epfd < 0 || break_fd < 0) {
-    std::perror("greenrt: fatal: netpoll init (epoll_create1/eventfd)");
-    std::abort();
-  }
+  if (epfd < 0 || break_fd < 0) GREEN_FATAL("epoll_create1/eventfd: %s", std::strerror(errno));
   epoll_event ev{};
   ev.events = EPOLLIN;  // level-triggered: a pending break is seen by every poll until drained
   ev.data.u64 = kBreakData;
   if (epoll_ctl(epfd, EPOLL_CTL_ADD, break_fd, &ev) != 0) {
-    std::perror("greenrt: fatal: netpoll init (epoll_ctl eventfd)");
-    std::abort();
+    GREEN_FATAL("epoll_ctl(eventfd): %s", std::strerror(errno));
   }
   // seq_cst, paired with stopm's role CAS then netpoll_inited(): an M that became the waiter
   // before the first socket sleeps on its futex, not in epoll_wait; wake it to switch over.
@@ -310,9 +306,8 @@ int poll_wait(PollDesc* pd, PollMode mode, int64_t deadline_ns) {
   }
   if (slot != nullptr) {
     pd->lock.unlock();
-    std::fprintf(stderr, "greenrt: fatal: two green threads wait to %s on fd %d at once\n",
-                 reading ? "read" : "write", pd->fd);
-    std::abort();
+    GREEN_FATAL("two green threads wait to %s on fd %d at once", reading ? "read" : "write",
+                pd->fd);
   }
   slot = &w;
   waiters.fetch_add(1, std::memory_order_relaxed);

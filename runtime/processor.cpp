@@ -13,9 +13,7 @@
 
 #include <sched.h>
 
-#include <cstdio>
-#include <cstdlib>
-
+#include "runtime/fatal.h"
 #include "runtime/green_thread.h"
 #include "runtime/scheduler.h"
 
@@ -28,10 +26,7 @@ bool runq_put_slow(Processor* p, GreenThread* g, uint32_t head, uint32_t tail) {
   constexpr uint32_t kBatch = kRunQueueSize / 2;
   GreenThread* batch[kBatch + 1];
   uint32_t n = (tail - head) / 2;
-  if (n != kBatch) {
-    std::fprintf(stderr, "greenrt: fatal: runq_put_slow: queue of P%d not full\n", p->id);
-    std::abort();
-  }
+  if (n != kBatch) GREEN_FATAL("run queue of P%d not full (%u queued)", p->id, tail - head);
   for (uint32_t i = 0; i < n; ++i) {
     batch[i] = p->runq[(head + i) % kRunQueueSize].load(std::memory_order_relaxed);
   }
@@ -160,8 +155,7 @@ GreenThread* runq_steal(Processor* p, Processor* victim, bool steal_runnext) {
   if (n == 0) return g;
   uint32_t head = p->runq_head.load(std::memory_order_acquire);
   if (tail - head + n >= kRunQueueSize) {
-    std::fprintf(stderr, "greenrt: fatal: runq_steal: queue of P%d overflow\n", p->id);
-    std::abort();
+    GREEN_FATAL("run queue of P%d overflows (%u queued + %u stolen)", p->id, tail - head, n);
   }
   p->runq_tail.store(tail + n, std::memory_order_release);
   return g;

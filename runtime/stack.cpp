@@ -7,13 +7,12 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <vector>
 
 #include "green/detail/spin_lock.h"
+#include "runtime/fatal.h"
 #include "runtime/green_thread.h"
 #include "runtime/machine.h"
 
@@ -46,11 +45,6 @@ SlabRegistry& registry() {
 
 std::atomic<int> guard_mode{0};  // 0 unknown, 1 markers (MADV_GUARD_INSTALL), 2 mprotect
 
-[[noreturn]] void die(const char* what) {
-  std::fprintf(stderr, "greenrt: %s: %s\n", what, std::strerror(errno));
-  std::abort();
-}
-
 void install_guard(char* page) {
   int mode = guard_mode.load(std::memory_order_relaxed);
   if (mode != 2) {
@@ -58,11 +52,13 @@ void install_guard(char* page) {
       guard_mode.store(1, std::memory_order_relaxed);
       return;
     }
-    if (errno != EINVAL) die("madvise(MADV_GUARD_INSTALL)");
+    if (errno != EINVAL) GREEN_FATAL("madvise(MADV_GUARD_INSTALL): %s", std::strerror(errno));
     guard_mode.store(2, std::memory_order_relaxed);  // kernel < 6.13
   }
   if (mprotect(page, page_size(), PROT_NONE) != 0) {
-    die("mprotect(guard page) (raise vm.max_map_count: each mprotect guard costs 2 mappings)");
+    GREEN_FATAL("mprotect(guard page): %s (raise vm.max_map_count: each mprotect guard costs 2 "
+                "mappings)",
+                std::strerror(errno));
   }
 }
 
@@ -93,7 +89,7 @@ Stack allocate_stack(std::size_t size) {
     // (and charged) only when touched.
     void* base = mmap(nullptr, slot_size * kSlotsPerSlab, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (base == MAP_FAILED) die("mmap(stack slab)");
+    if (base == MAP_FAILED) GREEN_FATAL("mmap(stack slab): %s", std::strerror(errno));
     // A transparent huge page would commit 2 MiB for a G that needs 4 KiB.
     madvise(base, slot_size * kSlotsPerSlab, MADV_NOHUGEPAGE);
     std::lock_guard<SpinLock> guard(r.lock);
@@ -142,41 +138,17 @@ namespace {
 struct sigaction previous_segv;
 std::once_flag handler_once;
 
-// Formats an unsigned number into buf (async-signal-safe); returns the length.
-std::size_t format_unsigned(char* buf, unsigned long long v) {
-  char tmp[24];
-  std::size_t n = 0;
-  do {
-    tmp[n++] = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
-  for (std::size_t i = 0; i < n; ++i) buf[i] = tmp[n - 1 - i];
-  return n;
-}
-
-void append(char* buf, std::size_t* len, std::size_t cap, const char* s) {
-  while (*s != '\0' && *len < cap) buf[(*len)++] = *s++;
-}
-
 void on_segv(int sig, siginfo_t* info, void* uctx) {
   Machine* m = current_machine();
   GreenThread* g = m != nullptr ? m->curg : nullptr;
   auto* addr = static_cast<char*>(info->si_addr);
   if (g != nullptr && addr >= g->stack.lo - page_size() && addr < g->stack.lo) {
-    char msg[512];
-    std::size_t len = 0;
-    append(msg, &len, sizeof msg, "greenrt: fatal: green thread ");
-    len += format_unsigned(msg + len, g->id);
-    append(msg, &len, sizeof msg, " overflowed its ");
-    len += format_unsigned(msg + len, g->stack.size() / 1024);
-    append(msg, &len, sizeof msg, " KiB stack (spawned at ");
-    append(msg, &len, sizeof msg - 2, g->spawn_file != nullptr ? g->spawn_file : "?");
-    append(msg, &len, sizeof msg - 2, ":");
-    if (len < sizeof msg - 24) len += format_unsigned(msg + len, g->spawn_line);
-    append(msg, &len, sizeof msg, "); raise green::Options::stack_size\n");
-    ssize_t ignored = write(STDERR_FILENO, msg, len);
-    (void)ignored;
-    std::abort();
+    // fatal() is async-signal-safe (no lock, no allocation), and we run on the signal stack.
+    fatal("SIGSEGV",
+          "green thread %llu overflowed its %zu KiB stack (spawned at %s:%u); raise "
+          "green::Options::stack_size",
+          static_cast<unsigned long long>(g->id), g->stack.size() / 1024,
+          g->spawn_file != nullptr ? g->spawn_file : "?", g->spawn_line);
   }
   // Not ours: hand the fault to whoever was installed before us, or to the default action.
   if ((previous_segv.sa_flags & SA_SIGINFO) != 0 && previous_segv.sa_sigaction != nullptr) {
@@ -214,11 +186,11 @@ void ensure_signal_stack() {
   // One per OS thread that runs green threads; kept for the thread's life (Ms are few).
   const std::size_t size = kSignalStackSize;
   void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) die("mmap(signal stack)");
+  if (mem == MAP_FAILED) GREEN_FATAL("mmap(signal stack): %s", std::strerror(errno));
   stack_t ss{};
   ss.ss_sp = mem;
   ss.ss_size = size;
-  if (sigaltstack(&ss, nullptr) != 0) die("sigaltstack");
+  if (sigaltstack(&ss, nullptr) != 0) GREEN_FATAL("sigaltstack: %s", std::strerror(errno));
   installed_signal_stack = mem;
 }
 

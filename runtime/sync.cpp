@@ -2,11 +2,9 @@
 #include "green/sync.h"
 
 #include "green/green.h"
+#include "runtime/fatal.h"
 #include "runtime/machine.h"
 #include "runtime/processor.h"
-
-#include <cstdio>
-#include <cstdlib>
 
 namespace green {
 namespace detail {
@@ -31,8 +29,7 @@ using detail::Waiter;
 
 namespace {
 [[noreturn]] void negative_counter() {
-  std::fprintf(stderr, "greenrt: fatal: negative WaitGroup counter\n");
-  std::abort();
+  detail::fatal("green::WaitGroup", "negative WaitGroup counter (more done() than add())");
 }
 }  // namespace
 

@@ -1,0 +1,43 @@
+// fatal(): a broken invariant ends the process with one line that names the function, the
+// message and the G, P and M.
+#include "runtime/fatal.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <thread>
+
+#include "green/green.h"
+
+namespace {
+
+void fatal_on_a_green_thread() {
+  green::run({.procs = 1}, [] {
+    // The main green thread is G 1 and runs on P 0 (the only one).
+    GREEN_FATAL("broken on purpose in green thread %llu",
+                static_cast<unsigned long long>(green::this_green_thread::id()));
+  });
+}
+
+}  // namespace
+
+TEST(FatalDeathTest, OnAGreenThreadNamesTheFunctionTheGreenThreadItsProcessorAndMachine) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(fatal_on_a_green_thread(),
+               "greenrt: fatal: operator\\(\\): broken on purpose in green thread 1 "
+               "\\(G 1 running, P 0, M [0-9]+\\)");
+}
+
+TEST(FatalDeathTest, OnAPlainThreadSaysItHasNoGreenThreadProcessorOrMachine) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(std::thread([] { green::detail::fatal("plain", "no runtime here: %d", 7); }).join(),
+               "greenrt: fatal: plain: no runtime here: 7 \\(G none, P none, M none\\)");
+}
+
+TEST(FatalDeathTest, ALongMessageIsTruncatedButStillNamesTheGreenThread) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const std::string long_text(4000, 'x');
+  EXPECT_DEATH(green::run({.procs = 1},
+                          [&] { GREEN_FATAL("%s", long_text.c_str()); }),
+               "xxxx \\(G 1 running, P 0, M [0-9]+\\)");
+}
