@@ -142,6 +142,24 @@ const char* status_name(GStatus status) {
   return "?";
 }
 
+#if GREEN_CHECKS
+void set_status_checked(GreenThread* g, GStatus from, GStatus to, std::memory_order order,
+                        const char* caller) {
+  const GStatusEdge edge = status_edge(from, to);
+  if (edge == GStatusEdge::kIllegal ||
+      (edge == GStatusEdge::kOnlyStopped && green::running())) {
+    fatal(caller, "green thread %llu: illegal status transition %s -> %s",
+          static_cast<unsigned long long>(g->id), status_name(from), status_name(to));
+  }
+  GStatus seen = from;
+  if (!g->status.compare_exchange_strong(seen, to, order, std::memory_order_relaxed)) {
+    fatal(caller, "green thread %llu: status %s -> %s, but it is %s (a double wake-up?)",
+          static_cast<unsigned long long>(g->id), status_name(from), status_name(to),
+          status_name(seen));
+  }
+}
+#endif
+
 GreenThread* allocate_green_thread(Processor* p, std::size_t closure_size,
                                    std::size_t closure_align, void** closure_out) {
   GreenThread* g = take_free(p);
@@ -169,7 +187,7 @@ void prepare_entry(GreenThread* g) {
 }
 
 void free_green_thread(Processor* p, GreenThread* g) {
-  g->status.store(GStatus::kIdle, std::memory_order_release);
+  set_status<std::memory_order_release>(g, GStatus::kDead, GStatus::kIdle);
   g->closure = nullptr;
   g->entry = nullptr;
   g->is_main = false;
@@ -216,6 +234,7 @@ void reclaim_abandoned_green_threads() {
                                                                g->stack.lo));
 #endif
         g->lowest_sp = g->stack.lo;  // force a full trim
+        set_status(g, s, GStatus::kDead);  // abandoned: it will not run again
         free_green_thread(nullptr, g);
       },
       nullptr);

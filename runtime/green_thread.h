@@ -7,8 +7,8 @@
 // lives, so a G pointer stays dereferenceable (type-stable), as Go's allgs are.
 //
 // Ownership of the fields:
-//   * status: atomic; any thread may read it (dumps, stats). It is written by the M running the
-//     G or by whoever readies it.
+//   * status: atomic; any thread may read it (dumps, stats). It is written, only through
+//     set_status(), by the M running the G or by whoever readies it.
 //   * ctx: written by the g0 that the G switched away from, read by the g0 that resumes it. The
 //     run queue's release/acquire pair orders the two.
 //   * everything else is written only by the G itself or by the M that currently owns it.
@@ -36,6 +36,36 @@ enum class GStatus : uint8_t {
 };
 
 const char* status_name(GStatus status);
+
+// The life of a G: every edge set_status() accepts (Go's casgstatus keeps the same kind of
+// list). Anything else is a runtime bug: a double wake-up, a G run twice, a dead G resumed.
+//   idle     -> runnable  spawned (start_green_thread)
+//   runnable -> running   an M runs it
+//   running  -> runnable  yield, preemption
+//   running  -> waiting   park; a call in green::blocking() or green::may_block()
+//   running  -> dead      its function returned
+//   waiting  -> runnable  woken (ready(), the netpoller); back from blocking() with no P free
+//   waiting  -> running   back from blocking() or may_block() with a P
+//   dead     -> idle      recycled (free_green_thread)
+//   runnable -> dead,
+//   waiting  -> dead      only once run() has returned: abandoned by it, then recycled
+enum class GStatusEdge : uint8_t { kIllegal, kLegal, kOnlyStopped };
+inline constexpr int kGStatusCount = 5;
+inline constexpr GStatusEdge status_edge(GStatus from, GStatus to) {
+  constexpr GStatusEdge I = GStatusEdge::kIllegal, L = GStatusEdge::kLegal,
+                        S = GStatusEdge::kOnlyStopped;
+  // Rows: from; columns: to (idle, runnable, running, waiting, dead).
+  constexpr GStatusEdge kTable[kGStatusCount][kGStatusCount] = {
+      /* idle     */ {I, L, I, I, I},
+      /* runnable */ {I, I, L, I, S},
+      /* running  */ {I, L, I, L, L},
+      /* waiting  */ {I, L, L, I, S},
+      /* dead     */ {L, I, I, I, I},
+  };
+  return kTable[static_cast<int>(from)][static_cast<int>(to)];
+}
+static_assert(static_cast<int>(GStatus::kDead) + 1 == kGStatusCount,
+              "a new GStatus needs a row and a column in status_edge()");
 
 // libstdc++'s per-thread exception state (__cxa_eh_globals): caught-exception stack and the
 // uncaught count. Saved per G on every switch, because a G may be switched out inside a catch
@@ -69,6 +99,30 @@ struct GreenThread {
   void* tsan_fiber = nullptr;
   void* asan_fake_stack = nullptr;
 };
+
+#if GREEN_CHECKS
+// set_status() in checked builds: fatal() unless from -> to is an edge of status_edge() and g
+// is in `from` (a compare-and-swap, so two wakers of one G cannot both pass).
+void set_status_checked(GreenThread* g, GStatus from, GStatus to, std::memory_order order,
+                        const char* caller);
+#endif
+
+// Moves g from `from`, the status the caller knows it to be in, to `to`: the only write of
+// GreenThread::status. `kOrder` is the store's memory order (release where the store publishes
+// the G's state to a reader that acquires it: dumps, reclaim). With GREEN_CHECKS the transition
+// is checked (set_status_checked, naming `caller` in the fatal line); in Release it is the plain
+// store and nothing else.
+template <std::memory_order kOrder = std::memory_order_relaxed>
+[[gnu::always_inline]] inline void set_status(GreenThread* g, GStatus from, GStatus to,
+                                              const char* caller = __builtin_FUNCTION()) {
+#if GREEN_CHECKS
+  set_status_checked(g, from, to, kOrder, caller);
+#else
+  (void)from;
+  (void)caller;
+  g->status.store(to, kOrder);
+#endif
+}
 
 // Allocates and prepares a G whose closure storage is `closure_size` bytes below the control
 // block. Called by green::go().

@@ -358,7 +358,7 @@ GreenThread* netpoll(int64_t timeout_ns, uint32_t* n) {
       unpark(*w);
       return;
     }
-    g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+    set_status(g, GStatus::kWaiting, GStatus::kRunnable);
     g->sched_link = nullptr;
     if (tail != nullptr) {
       tail->sched_link = g;

@@ -1,5 +1,5 @@
-// fatal(): a broken invariant ends the process with one line that names the function, the
-// message and the G, P and M.
+// fatal() and the checked G status transitions: a broken invariant ends the process with one
+// line that names the function, the message and the G, P and M.
 #include "runtime/fatal.h"
 
 #include <gtest/gtest.h>
@@ -7,9 +7,14 @@
 #include <string>
 #include <thread>
 
+#include "green/detail/park.h"
 #include "green/green.h"
+#include "runtime/green_thread.h"
 
 namespace {
+
+using green::detail::current_green_thread;
+using green::detail::GStatus;
 
 void fatal_on_a_green_thread() {
   green::run({.procs = 1}, [] {
@@ -40,4 +45,30 @@ TEST(FatalDeathTest, ALongMessageIsTruncatedButStillNamesTheGreenThread) {
   EXPECT_DEATH(green::run({.procs = 1},
                           [&] { GREEN_FATAL("%s", long_text.c_str()); }),
                "xxxx \\(G 1 running, P 0, M [0-9]+\\)");
+}
+
+TEST(GStatusDeathTest, IllegalTransitionAbortsNamingBothStatuses) {
+#if !GREEN_CHECKS
+  GTEST_SKIP() << "status transitions are checked only with GREEN_CHECKS";
+#endif
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(green::run({.procs = 1},
+                          [] {
+                            green::detail::set_status(current_green_thread(), GStatus::kRunning,
+                                                      GStatus::kIdle);
+                          }),
+               "green thread 1: illegal status transition running -> idle \\(G 1 running");
+}
+
+TEST(GStatusDeathTest, TransitionFromAStatusTheGreenThreadIsNotInAborts) {
+#if !GREEN_CHECKS
+  GTEST_SKIP() << "status transitions are checked only with GREEN_CHECKS";
+#endif
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(green::run({.procs = 1},
+                          [] {
+                            green::detail::set_status(current_green_thread(), GStatus::kWaiting,
+                                                      GStatus::kRunnable);
+                          }),
+               "green thread 1: status waiting -> runnable, but it is running");
 }
