@@ -31,12 +31,6 @@ constexpr int kFreeCacheMax = 256;
 // every 64th it was an eighth of a spawn's cost), for stacks that went deep between switches.
 constexpr uint32_t kTrimEvery = 1024;
 
-std::size_t control_block_size() { return (sizeof(GreenThread) + 63) & ~std::size_t{63}; }
-
-GreenThread* block_at(char* top) {
-  return reinterpret_cast<GreenThread*>(top - control_block_size());
-}
-
 // The function given to green::go threw: a user's bug, named by the G and where it was spawned.
 [[noreturn]] void fatal_uncaught_exception(GreenThread* g) {
   const char* type = "unknown";
@@ -165,7 +159,7 @@ GreenThread* allocate_green_thread(Processor* p, std::size_t closure_size,
   GreenThread* g = take_free(p);
   if (g == nullptr) {
     Stack s = allocate_stack(sched.options.stack_size);
-    g = ::new (block_at(s.hi)) GreenThread();
+    g = ::new (green_thread_at(s.hi)) GreenThread();
     g->stack = s;
     sanitizer_create_fiber(g);
   } else {
@@ -222,7 +216,7 @@ void free_green_thread(Processor* p, GreenThread* g) {
 void reclaim_abandoned_green_threads() {
   for_each_stack_top(
       [](char* top, void*) {
-        GreenThread* g = block_at(top);
+        GreenThread* g = green_thread_at(top);
         GStatus s = g->status.load(std::memory_order_acquire);
         if (s == GStatus::kIdle) return;
         if (g->stack.size() != sched.options.stack_size) return;

@@ -100,6 +100,21 @@ struct GreenThread {
   void* asan_fake_stack = nullptr;
 };
 
+// The control block's share of the top of its stack: rounded up to a cache line, so that the
+// closure below it starts on a line of its own. Every walk over the stacks (recycling, dumps)
+// finds a G at stack top - kControlBlockSize (green_thread_at).
+inline constexpr std::size_t kControlBlockSize = (sizeof(GreenThread) + 63) & ~std::size_t{63};
+// The block, the closure and the first frames share the stack's top page, the one page a
+// parked G costs: a block grown past 256 bytes eats into what is left for them.
+static_assert(kControlBlockSize <= 256, "GreenThread grew: a parked G's one page has less room");
+static_assert(kControlBlockSize % 64 == 0 && kControlBlockSize >= sizeof(GreenThread));
+// Dumps and stats read a G's status from any thread, fatal() even from a signal handler.
+static_assert(std::atomic<GStatus>::is_always_lock_free);
+
+inline GreenThread* green_thread_at(char* stack_top) {
+  return reinterpret_cast<GreenThread*>(stack_top - kControlBlockSize);
+}
+
 #if GREEN_CHECKS
 // set_status() in checked builds: fatal() unless from -> to is an edge of status_edge() and g
 // is in `from` (a compare-and-swap, so two wakers of one G cannot both pass).

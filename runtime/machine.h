@@ -58,7 +58,10 @@ struct alignas(64) Machine {
 Machine* current_machine();
 void set_current_machine(Machine* m);
 
-// Futex helpers (machine.cpp).
+// Futex helpers (machine.cpp). The kernel sees a futex word as a plain aligned 32-bit int:
+// std::atomic<uint32_t> must be exactly that.
+static_assert(sizeof(std::atomic<uint32_t>) == 4 && alignof(std::atomic<uint32_t>) == 4 &&
+              std::atomic<uint32_t>::is_always_lock_free);
 void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, int64_t timeout_ns);
 void futex_wake(std::atomic<uint32_t>* word, int count);
 

@@ -29,6 +29,10 @@ constexpr uint32_t kChunk = 1u << kChunkBits;
 constexpr uint32_t kMaxChunks = 4096;  // 4M descriptors
 
 constexpr uint64_t kBreakData = ~uint64_t{0};  // epoll_data of the eventfd
+// A socket's epoll_data is (seq << 32) | index: every index must fit the low word and none may
+// be all ones there, or an event of the last descriptor would read as the eventfd's.
+static_assert(uint64_t{kChunk} * kMaxChunks - 1 < uint64_t{0xFFFFFFFF});
+static_assert(kChunk * kMaxChunks == 4u << 20, "the comment above promises 4M descriptors");
 
 struct Table {
   SpinLock lock;

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 #include "green/detail/spin_lock.h"
@@ -83,6 +84,23 @@ struct alignas(64) Processor {
     return x;
   }
 };
+
+// Layout the comments above rely on.
+// runq_head and runq_tail are free-running uint32_t counters, indexed modulo the ring size: the
+// wrap from 2^32 - 1 to 0 keeps the index right only if the size divides 2^32.
+static_assert((kRunQueueSize & (kRunQueueSize - 1)) == 0, "kRunQueueSize: a power of two");
+// Thieves CAS runq_head; only the owner stores runq_tail and writes the owner-only block. Each
+// starts its own cache line, or every steal attempt would pull the owner's line away.
+static_assert(offsetof(Processor, runq_head) % 64 == 0 &&
+                  offsetof(Processor, runq_tail) - offsetof(Processor, runq_head) >= 64,
+              "runq_head must have its cache line to itself");
+static_assert(offsetof(Processor, runq_tail) % 64 == 0 &&
+                  offsetof(Processor, schedtick) % 64 == 0 &&
+                  offsetof(Processor, schedtick) >= offsetof(Processor, runnext) + 8,
+              "the owner-only block must start a cache line after the run queue");
+// Ps live side by side in one array (Scheduler::procs): one P's hot lines must not be its
+// neighbour's.
+static_assert(alignof(Processor) == 64 && sizeof(Processor) % 64 == 0);
 
 // Run queue operations (processor.cpp).
 // What runq_put() did, for a caller deciding whether (and how) to wake an idle P.

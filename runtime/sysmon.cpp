@@ -255,7 +255,7 @@ std::string dump_green_threads(std::size_t limit) {
   for_each_stack_top(
       [](char* top, void* arg) {
         auto* out = static_cast<std::vector<Row>*>(arg);
-        auto* g = reinterpret_cast<GreenThread*>(top - ((sizeof(GreenThread) + 63) & ~std::size_t{63}));
+        GreenThread* g = green_thread_at(top);
         const GStatus s = g->status.load(std::memory_order_acquire);
         if (s == GStatus::kIdle || s == GStatus::kDead) return;
         out->push_back(Row{g->id, s, g->wait_reason.load(std::memory_order_relaxed),
