@@ -55,8 +55,6 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <ctime>
 #include <mutex>
 
@@ -71,11 +69,6 @@ Scheduler sched;
 
 // Ring length at which a spawning green thread steps aside (see start_green_thread).
 constexpr uint32_t kSpawnBackPressure = kRunQueueSize - 1;
-
-[[noreturn]] void fatal(const char* message) {
-  std::fprintf(stderr, "greenrt: fatal: %s\n", message);
-  std::abort();
-}
 
 void begin_stop() {
   sched.stopping.store(true);
@@ -140,7 +133,7 @@ GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_alig
                               void (*entry)(void*), void** closure_out,
                               const SpawnSite& where) {
   if (!sched.active.load(std::memory_order_acquire)) {
-    fatal("green::go called while the runtime is not running (call it inside green::run)");
+    fatal("green::go", "called while the runtime is not running (call it inside green::run)");
   }
   Machine* m = current_machine();
   Processor* p = m != nullptr ? m->p : nullptr;
@@ -185,7 +178,7 @@ namespace green {
 using namespace detail;
 
 void run(const Options& options, std::function<void()> main) {
-  if (sched.active.load()) fatal("green::run called while the runtime is already running");
+  if (sched.active.load()) fatal("green::run", "called while the runtime is already running");
   Options opts = options;
   opts.procs = procs_from(options);
   opts.stack_size = round_to_pages(options.stack_size);

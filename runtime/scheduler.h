@@ -14,6 +14,7 @@
 #include "green/detail/park.h"
 #include "green/detail/spin_lock.h"
 #include "green/green.h"
+#include "runtime/fatal.h"
 #include "runtime/green_thread.h"
 #include "runtime/machine.h"
 #include "runtime/processor.h"
@@ -121,7 +122,6 @@ inline GreenThread* take_local(Processor* p, bool* inherit_time) {
 }
 
 // --- the runtime's life (scheduler.cpp) ---
-[[noreturn]] void fatal(const char* message);
 // The main green thread returned: wake every M so that it leaves schedule(), and sysmon.
 void begin_stop();
 // After the last M is joined: back to the state before run(), keeping the free G batches.

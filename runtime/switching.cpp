@@ -150,7 +150,8 @@ void schedule(Machine* m) {
 void switch_to_scheduler(GreenThread* g, SwitchRequest* req) {
   Machine* m = current_machine();
   if (m->p == nullptr && req->kind != SwitchRequest::kBlockingExit) {
-    fatal("a green thread parked, yielded or exited inside green::blocking(); the function "
+    fatal("green::blocking",
+          "a green thread parked, yielded or exited inside green::blocking(); the function "
           "given to blocking() must not call into the scheduler");
   }
   if ((req->kind == SwitchRequest::kPark || (req->kind == SwitchRequest::kExit && !g->is_main)) &&

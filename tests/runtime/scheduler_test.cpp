@@ -448,5 +448,5 @@ TEST(SchedulerDeathTest, UncaughtExceptionEndsTheProcessNamingTheGreenThread) {
 
 TEST(SchedulerDeathTest, GoOutsideRunIsAPreconditionFailure) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_DEATH(green::go([] {}), "green::go called while the runtime is not running");
+  EXPECT_DEATH(green::go([] {}), "green::go: called while the runtime is not running");
 }
