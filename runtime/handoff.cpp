@@ -102,7 +102,7 @@ void enter_blocking() {
   Processor* p = m->p;
   g->wait_reason.store(WaitReason::kBlockingCall, std::memory_order_relaxed);
   g->wait_since_ns.store(wait_clock_ns(), std::memory_order_relaxed);
-  g->status.store(GStatus::kWaiting, std::memory_order_release);
+  set_status<std::memory_order_release>(g, GStatus::kRunning, GStatus::kWaiting);
   p->run_tick.store(p->schedtick * 2, std::memory_order_relaxed);
   m->blocked_from = p;
   m->p = nullptr;
@@ -129,7 +129,7 @@ void reacquire_after_call(Machine* m, GreenThread* g, Processor* old) {
   if (p != nullptr) {
     acquire_p(m, p);
     g->wait_reason.store(WaitReason::kNone, std::memory_order_relaxed);
-    g->status.store(GStatus::kRunning, std::memory_order_relaxed);
+    set_status(g, GStatus::kWaiting, GStatus::kRunning);
     p->run_tick.store(++p->schedtick * 2 + 1, std::memory_order_relaxed);
     return;
   }
@@ -158,7 +158,7 @@ uint64_t enter_may_block() {
   sched.blocking_calls.fetch_add(1, std::memory_order_relaxed);
   g->wait_reason.store(WaitReason::kBlockingCall, std::memory_order_relaxed);
   g->wait_since_ns.store(wait_clock_ns(), std::memory_order_relaxed);
-  g->status.store(GStatus::kWaiting, std::memory_order_relaxed);
+  set_status(g, GStatus::kRunning, GStatus::kWaiting);
   p->run_tick.store(p->schedtick * 2, std::memory_order_relaxed);  // not a hog while inside
   const uint64_t word = (++p->syscall_tickets << 1) | 1;
   p->syscall_word.store(word);  // seq_cst: everything above is visible to a retaking sysmon
@@ -174,7 +174,7 @@ void exit_may_block(uint64_t word) {
   if (p->syscall_word.compare_exchange_strong(expected, word & ~uint64_t{1})) {
     // Fast path: sysmon did not take the P; carry on.
     g->wait_reason.store(WaitReason::kNone, std::memory_order_relaxed);
-    g->status.store(GStatus::kRunning, std::memory_order_relaxed);
+    set_status(g, GStatus::kWaiting, GStatus::kRunning);
     p->run_tick.store(++p->schedtick * 2 + 1, std::memory_order_relaxed);
     return;
   }

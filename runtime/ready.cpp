@@ -12,7 +12,7 @@
 
 namespace green::detail {
 
-void ready(GreenThread* g, bool next, WakeIdleP wake) {
+void ready(GreenThread* g, bool next, WakeIdleP wake, GStatus from) {
   // A G woken into an empty runnext wakes no idle P (Tokio's rule for its LIFO slot; Go wakes
   // one here). The waker usually parks within the microsecond (a channel handoff, a request
   // answered) and this P then runs g with its cache warm, so a wakeup is rarely of use; and
@@ -23,7 +23,7 @@ void ready(GreenThread* g, bool next, WakeIdleP wake) {
   // look (retake). A G that lands in the ring wakes a P as in Go: then more than one G waits.
   // kAlways is for wakers that do go on running: a spawn (Go's newproc: it more often starts
   // work to run in parallel than hands over to a G it waits for) and a Mutex handover.
-  g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+  set_status(g, from, GStatus::kRunnable);
   RunqPut put = RunqPut::kRing;  // also when queued globally, from a thread without a P
   if (Machine* m = current_machine(); m != nullptr && m->p != nullptr) {
     put = runq_put(m->p, g, next && m->curg != nullptr);

@@ -153,7 +153,7 @@ GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_alig
 
 void start_green_thread(GreenThread* g) {
   prepare_entry(g);
-  ready(g, true, WakeIdleP::kAlways);
+  ready(g, true, WakeIdleP::kAlways, GStatus::kIdle);
   // Back-pressure: a green thread spawning in a loop would otherwise pile up an unbounded
   // backlog (Go spills it to the global queue), each queued G on its own cold stack page. When
   // our ring is about to spill, step aside to the global queue: this P runs the queued Gs while

@@ -170,8 +170,9 @@ void reset_spinning(Machine* m);
 // global_put_locked: idle_lists.cpp; new_goid: scheduler.cpp.
 // Makes a parked or new G runnable. `next`: run it next on the caller's P (caller is a G);
 // then, with WakeIdleP::kIfQueued, it wakes no idle P unless it displaced another G from
-// runnext (see the definition).
-void ready(GreenThread* g, bool next, WakeIdleP wake = WakeIdleP::kIfQueued);
+// runnext (see the definition). `from`: kWaiting for a parked G, kIdle for a new one.
+void ready(GreenThread* g, bool next, WakeIdleP wake = WakeIdleP::kIfQueued,
+           GStatus from = GStatus::kWaiting);
 // Starts an M to run an idle P if there is one and no M is already spinning. Call it after
 // queueing work; `after_barrier`: that was made visible by a seq_cst read-modify-write.
 void wakep(bool after_barrier = false);

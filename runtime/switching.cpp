@@ -23,11 +23,11 @@ void finish_switch(Machine* m, GreenThread* g, SwitchRequest* request) {
   if (sp < g->lowest_sp) g->lowest_sp = sp;
   switch (request->kind) {
     case SwitchRequest::kYield:
-      g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+      set_status(g, GStatus::kRunning, GStatus::kRunnable);
       runq_put(m->p, g, false);
       return;
     case SwitchRequest::kYieldGlobal: {
-      g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+      set_status(g, GStatus::kRunning, GStatus::kRunnable);
       std::lock_guard<SpinLock> guard(sched.lock);
       global_put_locked(g, g, 1);
       return;
@@ -37,15 +37,15 @@ void finish_switch(Machine* m, GreenThread* g, SwitchRequest* request) {
       const SwitchRequest req = *request;
       g->wait_reason.store(req.reason, std::memory_order_relaxed);
       g->wait_since_ns.store(wait_clock_ns(), std::memory_order_relaxed);
-      g->status.store(GStatus::kWaiting, std::memory_order_release);
+      set_status<std::memory_order_release>(g, GStatus::kRunning, GStatus::kWaiting);
       if (req.timer != nullptr) timer_add(req.timer);
       if (req.commit != nullptr) req.commit(req.commit_arg);
       return;
     }
     case SwitchRequest::kBlockingExit: {
       // Back from a blocking call with no P free: wait in the global queue; this M (without
-      // a P) parks in schedule().
-      g->status.store(GStatus::kRunnable, std::memory_order_relaxed);
+      // a P) parks in schedule(). The G has been kWaiting since it entered the call.
+      set_status(g, GStatus::kWaiting, GStatus::kRunnable);
       {
         std::lock_guard<SpinLock> guard(sched.lock);
         global_put_locked(g, g, 1);
@@ -55,7 +55,7 @@ void finish_switch(Machine* m, GreenThread* g, SwitchRequest* request) {
     }
     case SwitchRequest::kExit: {
       const bool was_main = g->is_main;
-      g->status.store(GStatus::kDead, std::memory_order_relaxed);
+      set_status(g, GStatus::kRunning, GStatus::kDead);
       Processor* p = m->p;
       p->exited.store(p->exited.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       free_green_thread(p, g);
@@ -76,7 +76,7 @@ void finish_switch(Machine* m, GreenThread* g, SwitchRequest* request) {
   if (p->preempt.load(std::memory_order_relaxed)) clear_preempt(p);
   p->run_tick.store(p->schedtick * 2 + 1, std::memory_order_relaxed);  // odd: a G runs
   m->curg = g;
-  g->status.store(GStatus::kRunning, std::memory_order_relaxed);
+  set_status(g, GStatus::kRunnable, GStatus::kRunning);
 }
 
 void execute(Machine* m, GreenThread* g) {

@@ -72,3 +72,25 @@ TEST(GStatusDeathTest, TransitionFromAStatusTheGreenThreadIsNotInAborts) {
                           }),
                "green thread 1: status waiting -> runnable, but it is running");
 }
+
+TEST(GStatusDeathTest, DoubleWakeUpOfAParkedGreenThreadAborts) {
+#if !GREEN_CHECKS
+  GTEST_SKIP() << "status transitions are checked only with GREEN_CHECKS";
+#endif
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  // With one P the spawned green thread runs only once main has parked; its second unpark()
+  // readies main again while main still waits in the run queue. Unchecked, main would be
+  // queued twice, and its second run would resume a context it has already left.
+  EXPECT_DEATH(green::run({.procs = 1},
+                          [] {
+                            green::detail::Waiter w;
+                            green::go([&w] {
+                              ASSERT_TRUE(w.try_claim(0));
+                              green::detail::unpark(w);
+                              green::detail::unpark(w);
+                            });
+                            green::detail::park(w, green::detail::WaitReason::kSleep, nullptr,
+                                                nullptr);
+                          }),
+               "ready: green thread 1: status waiting -> runnable, but it is runnable");
+}
