@@ -57,6 +57,7 @@
 #include <algorithm>
 #include <ctime>
 #include <mutex>
+#include <type_traits>
 
 #include "runtime/context.h"
 #include "runtime/netpoll.h"
@@ -319,6 +320,8 @@ RuntimeStats stats() {
   s.netpoll_polls = netpoll_counters.polls.load(std::memory_order_relaxed);
   s.netpoll_wakeups = netpoll_counters.wakeups.load(std::memory_order_relaxed);
   uint64_t created = static_cast<uint64_t>(sched.outside_spawned.load());
+  // procs_from() (options.cpp) caps procs at kRunQueueSize: every P has its slot.
+  static_assert(std::extent_v<decltype(RuntimeStats::per_proc)> >= kRunQueueSize);
   for (int i = 0; i < sched.nprocs; ++i) {
     Processor* p = &sched.procs[i];
     s.per_proc[i].scheduled = p->scheduled.load(std::memory_order_relaxed);

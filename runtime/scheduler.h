@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -95,6 +96,17 @@ struct Scheduler {
   SpinLock free_lock;
   GreenThread* free_batches = nullptr;  // under free_lock
 };
+
+// The separation the comment on `lock` promises: the lock (with the lists under it) and each
+// hot atomic start a cache line that no other of them shares.
+static_assert(offsetof(Scheduler, lock) % 64 == 0 &&
+                  offsetof(Scheduler, global_size) - offsetof(Scheduler, lock) >= 64 &&
+                  offsetof(Scheduler, global_size) % 64 == 0 &&
+                  offsetof(Scheduler, npidle) - offsetof(Scheduler, global_size) >= 64 &&
+                  offsetof(Scheduler, nmspinning) - offsetof(Scheduler, npidle) >= 64 &&
+                  offsetof(Scheduler, nmachines) - offsetof(Scheduler, nmspinning) >= 64 &&
+                  offsetof(Scheduler, sysmon_now_ns) % 64 == 0,
+              "Scheduler's hot fields must each have a cache line to themselves");
 
 extern Scheduler sched;
 
