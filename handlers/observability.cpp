@@ -64,26 +64,27 @@ std::string prometheus_text(const Context& ctx) {
     o << "greenhttp_request_duration_seconds_sum " << s.latency_seconds_sum << '\n';
     o << "greenhttp_request_duration_seconds_count " << cumulative << '\n';
     const http::ServerMemoryStats mem = server->memory_stats();
+    // Counters for a scrape: relaxed reads, as Metrics::snapshot() makes them.
     scalar(o, "greenhttp_open_connections", "gauge", "Client connections open now.",
-           m.open_connections.load());
+           m.open_connections.load(std::memory_order_relaxed));
     scalar(o, "greenhttp_connections_accepted_total", "counter", "Connections accepted.",
-           m.accepted_connections.load());
+           m.accepted_connections.load(std::memory_order_relaxed));
     scalar(o, "greenhttp_connections_rejected_total", "counter",
            "Connections answered 503 because the connection cap was reached.",
-           m.rejected_connections.load());
+           m.rejected_connections.load(std::memory_order_relaxed));
     scalar(o, "greenhttp_header_timeouts_total", "counter",
            "Requests cut off with 408: head not in, or a body pause, past --read-header-timeout.",
-           m.header_timeouts.load());
+           m.header_timeouts.load(std::memory_order_relaxed));
     scalar(o, "greenhttp_idle_timeouts_total", "counter", "Keep-alive connections closed idle.",
-           m.idle_timeouts.load());
+           m.idle_timeouts.load(std::memory_order_relaxed));
     scalar(o, "greenhttp_handler_timeouts_total", "counter",
            "Requests answered 503 because the handler ran past --handler-timeout.",
-           m.handler_timeouts.load());
+           m.handler_timeouts.load(std::memory_order_relaxed));
     scalar(o, "greenhttp_pooled_buffer_sets", "gauge", "Connection buffer sets idle in the pool.",
            mem.pooled_buffer_sets);
     scalar(o, "greenhttp_read_timeouts_total", "counter",
            "Requests cut off with 408 because head and body took longer than --read-timeout.",
-           m.read_timeouts.load());
+           m.read_timeouts.load(std::memory_order_relaxed));
     scalar(o, "greenhttp_buffered_body_bytes", "gauge",
            "Request-body buffer bytes reserved from --max-buffered-body now.",
            mem.buffered_body_bytes);
@@ -159,7 +160,7 @@ std::string vars_json(const Context& ctx) {
   if (ctx.server != nullptr) {
     const auto& m = ctx.server->metrics();
     o << ",\"requests\":" << m.snapshot().requests
-      << ",\"open_connections\":" << m.open_connections.load()
+      << ",\"open_connections\":" << m.open_connections.load(std::memory_order_relaxed)
       << ",\"ready\":" << (ctx.server->ready() ? "true" : "false");
   }
   const double uptime =

@@ -539,7 +539,8 @@ NetpollStats netpoll_stats() {
   NetpollStats s;
   s.polls = c.polls.load(std::memory_order_relaxed);
   s.wakeups = c.wakeups.load(std::memory_order_relaxed);
-  s.open_descriptors = static_cast<uint64_t>(std::max<int64_t>(0, c.open.load()));
+  s.open_descriptors =
+      static_cast<uint64_t>(std::max<int64_t>(0, c.open.load(std::memory_order_relaxed)));
   return s;
 }
 

@@ -66,7 +66,7 @@ void init() {
   }
   // seq_cst, paired with stopm's role CAS then netpoll_inited(): an M that became the waiter
   // before the first socket sleeps on its futex, not in epoll_wait; wake it to switch over.
-  inited.store(true);
+  inited.store(true, std::memory_order_seq_cst);
   wake_timer_waiter(INT64_MIN);
 }
 
@@ -136,7 +136,8 @@ Waiter* take_waiter(Waiter** slot, uint32_t tag) {
 
 }  // namespace
 
-bool netpoll_inited() { return inited.load(); }
+// seq_cst: the load side of init()'s pair with stopm (see init()).
+bool netpoll_inited() { return inited.load(std::memory_order_seq_cst); }
 int32_t netpoll_waiters() { return waiters.load(std::memory_order_relaxed); }
 
 PollDesc* poll_open(int fd, int* err) {
@@ -379,7 +380,8 @@ GreenThread* netpoll(int64_t timeout_ns, uint32_t* n) {
       uint64_t value;
       while (::read(break_fd, &value, sizeof value) > 0) {
       }
-      break_pending.store(0, std::memory_order_release);
+      // seq_cst, as Go's netpollWakeSig: paired with netpoll_break's CAS (see there).
+      break_pending.store(0, std::memory_order_seq_cst);
       continue;
     }
     PollDesc* pd = desc_at(static_cast<uint32_t>(data));
@@ -426,7 +428,11 @@ GreenThread* netpoll(int64_t timeout_ns, uint32_t* n) {
 void netpoll_break() {
   if (!netpoll_inited()) return;
   uint32_t expected = 0;
-  if (!break_pending.compare_exchange_strong(expected, 1)) return;
+  // seq_cst, with the poller's seq_cst clear (Go's netpollWakeSig): a waker stores m->wake
+  // (seq_cst) and then finds a break pending; the poller clears the flag and then reads
+  // m->wake (stopm). Either this CAS comes after the clear and writes a new break, or the
+  // poller's read comes after the waker's store: a skipped break loses no wake-up.
+  if (!break_pending.compare_exchange_strong(expected, 1, std::memory_order_seq_cst)) return;
   const uint64_t one = 1;
   ssize_t rc;
   do {

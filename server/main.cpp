@@ -108,7 +108,8 @@ class SignalWaiter {
         thread_([this] { loop(); }) {}
   // From a green thread: joins (inside may_block, the wait is short).
   ~SignalWaiter() {
-    stopping_.store(true);
+    // Release, with loop()'s acquire load; the signal below orders them in time.
+    stopping_.store(true, std::memory_order_release);
     // Thread-directed, and blocked there like the rest: sigwait returns it, sees stopping_.
     pthread_kill(thread_.native_handle(), SIGUSR2);
     green::may_block([this] { thread_.join(); });
@@ -123,7 +124,7 @@ class SignalWaiter {
     for (;;) {
       int sig = 0;
       if (sigwait(&set, &sig) != 0) continue;
-      if (stopping_.load()) return;
+      if (stopping_.load(std::memory_order_acquire)) return;
       const char* name = sigabbrev_np(sig);
       if (sig == SIGHUP || sig == SIGUSR1) {
         std::string error;
