@@ -276,7 +276,7 @@ int poll_wait(PollDesc* pd, PollMode mode, int64_t deadline_ns) {
     // A plain OS thread: poll(2) this fd. (Closing from another thread does not wake it.)
     pollfd p{pd->fd, static_cast<short>(reading ? POLLIN : POLLOUT), 0};
     int timeout_ms = -1;
-    if (deadline_ns != kNoDeadline) {
+    if (deadline_ns != kNoDeadlineNs) {
       const int64_t left = deadline_ns - now_ns();
       if (left <= 0) return -ETIMEDOUT;
       timeout_ms = static_cast<int>(std::min<int64_t>((left + 999'999) / 1'000'000, INT32_MAX));
@@ -305,7 +305,7 @@ int poll_wait(PollDesc* pd, PollMode mode, int64_t deadline_ns) {
     pd->lock.unlock();
     return 0;
   }
-  if (deadline_ns != kNoDeadline && deadline_ns <= now_ns()) {
+  if (deadline_ns != kNoDeadlineNs && deadline_ns <= now_ns()) {
     pd->lock.unlock();
     return -ETIMEDOUT;
   }

@@ -53,12 +53,6 @@ void on_sigquit(int) {
   futex_wake(&wake_word, 1);
 }
 
-int64_t coarse_now() {
-  struct timespec ts {};
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
-}
-
 int64_t schedtrace_from_env() {
   const char* env = std::getenv("GREEN_SCHEDTRACE");
   if (env == nullptr || *env == '\0') return 0;
@@ -284,7 +278,7 @@ std::string dump_green_threads(std::size_t limit) {
       },
       &rows);
   std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.id < b.id; });
-  const int64_t now = coarse_now();
+  const int64_t now = coarse_now_ns();
   const uint64_t self = this_green_thread::id();
   std::string out;
   char buf[512];
