@@ -36,9 +36,9 @@ void scalar(std::ostringstream& o, const char* name, const char* type, const cha
   o << name << ' ' << value << '\n';
 }
 
-std::string prometheus_text(const Context& ctx) {
+std::string prometheus_text(const AppState& app) {
   std::ostringstream o;
-  const http::Server* server = ctx.server;
+  const http::Server* server = app.server;
   if (server != nullptr) {
     const http::ServerMetrics& m = server->metrics();
     const http::ServerMetrics::Snapshot s = m.snapshot();
@@ -139,7 +139,7 @@ std::string prometheus_text(const Context& ctx) {
   return o.str();
 }
 
-std::string vars_json(const Context& ctx) {
+std::string vars_json(const AppState& app) {
   const green::RuntimeStats rs = green::stats();
   std::ostringstream o;
   char avg[32];
@@ -157,14 +157,14 @@ std::string vars_json(const Context& ctx) {
     o << (p ? "," : "") << rs.per_proc[p].scheduled;
   }
   o << "]";
-  if (ctx.server != nullptr) {
-    const auto& m = ctx.server->metrics();
+  if (app.server != nullptr) {
+    const auto& m = app.server->metrics();
     o << ",\"requests\":" << m.snapshot().requests
       << ",\"open_connections\":" << m.open_connections.load(std::memory_order_relaxed)
-      << ",\"ready\":" << (ctx.server->ready() ? "true" : "false");
+      << ",\"ready\":" << (app.server->ready() ? "true" : "false");
   }
   const double uptime =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx.started).count();
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - app.started).count();
   o << ",\"uptime_seconds\":" << uptime << "}";
   return o.str();
 }
@@ -235,9 +235,9 @@ async function refresh() {
 )HTML";
 }  // namespace
 
-void register_observability(http::Router& router, Context& ctx) {
-  Context* c = &ctx;
-  if (!ctx.separate_debug) register_debug(router, ctx);
+void register_observability(http::Router& router, AppState& app) {
+  AppState* c = &app;
+  if (!app.separate_debug) register_debug(router, app);
   router.handle(Method::kGet, "/healthz", [](Request&, ResponseWriter& w) {
     w.send(200, "text/plain; charset=utf-8", "ok\n");
   });
@@ -250,8 +250,8 @@ void register_observability(http::Router& router, Context& ctx) {
   });
 }
 
-void register_debug(http::Router& router, Context& ctx) {
-  Context* c = &ctx;
+void register_debug(http::Router& router, AppState& app) {
+  AppState* c = &app;
   router.handle(Method::kGet, "/metrics", [c](Request&, ResponseWriter& w) {
     w.send(200, "text/plain; version=0.0.4; charset=utf-8", prometheus_text(*c));
   });
@@ -268,12 +268,12 @@ void register_debug(http::Router& router, Context& ctx) {
   });
 }
 
-void register_all(http::Router& router, Context& ctx) {
+void register_all(http::Router& router, AppState& app) {
   register_benchmarks(router);
   register_streaming(router);
-  register_runtime_demos(router, ctx.limits);
-  register_static(router, ctx.static_dir);
-  register_observability(router, ctx);
+  register_runtime_demos(router, app.limits);
+  register_static(router, app.static_dir);
+  register_observability(router, app);
 }
 
 }  // namespace green::handlers

@@ -5,7 +5,8 @@
 // context has been saved.
 //
 // Ms are created on demand (startm) up to the number needed to keep every P busy, and park on a
-// futex when there is no work. The thread that calls green::run() becomes M0. An M other than
+// futex when there is no work (the one idle M that waits for timers blocks in epoll_wait
+// instead, once a socket exists: see netpoll.h). The thread that calls green::run() becomes M0. An M other than
 // M0 that stays idle for Options::thread_idle_timeout exits (its Machine is kept for reuse)
 // while more than procs + 2 Ms exist; see stopm() in machine_lifecycle.cpp.
 #pragma once

@@ -1,5 +1,5 @@
 // Parking and unparking: the one mechanism every blocking primitive (channels, select, Mutex,
-// WaitGroup, ConditionVariable, sleep, and later the netpoller) is built on.
+// WaitGroup, ConditionVariable, sleep, the netpoller, blocking()'s thread cap) is built on.
 //
 // A Waiter is the identity of whoever blocks: a green thread, or a plain OS thread (so channels,
 // WaitGroup and Mutex also work from threads outside the runtime). The protocol is Go's
