@@ -126,11 +126,12 @@ void reset_scheduler() {
   sched.stopping.store(false);
 }
 
+// Relaxed: ids need only be unique, which the read-modify-write gives in any order.
 uint64_t new_goid(Processor* p) {
-  if (p == nullptr) return sched.next_goid.fetch_add(1);
+  if (p == nullptr) return sched.next_goid.fetch_add(1, std::memory_order_relaxed);
   if (p->next_id == p->id_limit) {
     constexpr uint64_t kBatch = 16;
-    p->next_id = sched.next_goid.fetch_add(kBatch);
+    p->next_id = sched.next_goid.fetch_add(kBatch, std::memory_order_relaxed);
     p->id_limit = p->next_id + kBatch;
   }
   return p->next_id++;
@@ -185,7 +186,7 @@ namespace green {
 using namespace detail;
 
 void run(const Options& options, std::function<void()> main) {
-  if (sched.active.load()) fatal("green::run called while the runtime is already running");
+  if (sched.active.load(std::memory_order_acquire)) fatal("green::run called while the runtime is already running");
   Options opts = options;
   opts.procs = procs_from(options);
   opts.stack_size = round_to_pages(options.stack_size);
@@ -203,7 +204,9 @@ void run(const Options& options, std::function<void()> main) {
     sched.free_batches = nullptr;
   }
   sched.options = opts;
-  sched.next_goid.store(1);  // ids are unique within a run; main is 1
+  // Relaxed, here and for the counters below: no other thread of this run exists yet
+  // (creating one orders these stores before it).
+  sched.next_goid.store(1, std::memory_order_relaxed);  // ids are unique within a run; main is 1
   sched.nprocs = opts.procs;
   sched.procs = std::make_unique<Processor[]>(static_cast<std::size_t>(opts.procs));
   for (int i = 0; i < opts.procs; ++i) {
@@ -223,12 +226,12 @@ void run(const Options& options, std::function<void()> main) {
   sched.machine_idle_ns = thread_idle_ns_from(options);
   sched.machine_reserve = opts.procs + 2;
   // Counters are per run, like the green threads they count.
-  sched.blocking_calls.store(0);
-  sched.blocking_handoffs.store(0);
-  sched.hogs.store(0);
-  sched.preemptions.store(0);
-  sched.machine_wakeups.store(0);
-  sched.retakes.store(0);
+  sched.blocking_calls.store(0, std::memory_order_relaxed);
+  sched.blocking_handoffs.store(0, std::memory_order_relaxed);
+  sched.hogs.store(0, std::memory_order_relaxed);
+  sched.preemptions.store(0, std::memory_order_relaxed);
+  sched.machine_wakeups.store(0, std::memory_order_relaxed);
+  sched.retakes.store(0, std::memory_order_relaxed);
   sched.start_ns = now_ns();
   sched.sysmon_now_ns.store(sched.start_ns, std::memory_order_relaxed);
   sched.idle_procs_avg.store(opts.procs, std::memory_order_relaxed);  // nothing ran before
@@ -309,10 +312,11 @@ RuntimeStats stats() {
   RuntimeStats s;
   if (!running()) return s;
   s.procs = sched.nprocs;
-  s.machines = sched.nmachines.load();
-  s.idle_procs = sched.npidle.load();
+  // Figures for a reader, all relaxed: each is a snapshot that may be stale when returned.
+  s.machines = sched.nmachines.load(std::memory_order_relaxed);
+  s.idle_procs = sched.npidle.load(std::memory_order_relaxed);
   s.idle_procs_avg = sched.idle_procs_avg.load(std::memory_order_relaxed);
-  s.spinning_machines = sched.nmspinning.load();
+  s.spinning_machines = sched.nmspinning.load(std::memory_order_relaxed);
   s.green_threads = num_green_threads();
   s.global_runq_length = sched.global_size.load(std::memory_order_relaxed);
   s.idle_machines = sched.nmidle.load(std::memory_order_relaxed);
@@ -325,7 +329,7 @@ RuntimeStats stats() {
   s.machine_wakeups = sched.machine_wakeups.load(std::memory_order_relaxed);
   s.netpoll_polls = netpoll_counters.polls.load(std::memory_order_relaxed);
   s.netpoll_wakeups = netpoll_counters.wakeups.load(std::memory_order_relaxed);
-  uint64_t created = static_cast<uint64_t>(sched.outside_spawned.load());
+  uint64_t created = static_cast<uint64_t>(sched.outside_spawned.load(std::memory_order_relaxed));
   for (int i = 0; i < sched.nprocs; ++i) {
     Processor* p = &sched.procs[i];
     s.per_proc[i].scheduled = p->scheduled.load(std::memory_order_relaxed);
