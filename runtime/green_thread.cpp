@@ -12,7 +12,7 @@
 #include <exception>
 #include <mutex>
 
-#include "runtime/context.h"
+#include "runtime/context_switch.h"
 #include "runtime/scheduler.h"
 
 #if defined(__SANITIZE_ADDRESS__)

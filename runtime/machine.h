@@ -51,7 +51,7 @@ struct alignas(64) Machine {
   void* asan_fake_stack = nullptr;
   const void* g0_stack_bottom = nullptr;
   std::size_t g0_stack_size = 0;
-  bool arrived_directly = false;  // the running G was entered by a direct switch (context.cpp)
+  bool arrived_directly = false;  // the running G was entered by a direct switch (context_switch.cpp)
 };
 
 // The M running on this OS thread, or null. Never inlined: a G that resumed on another thread

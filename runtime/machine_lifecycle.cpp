@@ -12,7 +12,7 @@
 #include <algorithm>
 #include <mutex>
 
-#include "runtime/context.h"
+#include "runtime/context_switch.h"
 #include "runtime/netpoll.h"
 #include "runtime/stack.h"
 

@@ -60,7 +60,7 @@
 #include <ctime>
 #include <mutex>
 
-#include "runtime/context.h"
+#include "runtime/context_switch.h"
 #include "runtime/netpoll.h"
 #include "runtime/stack.h"
 #include "runtime/sysmon.h"
