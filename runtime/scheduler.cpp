@@ -7,9 +7,9 @@
 //
 // find_runnable() looks, in order, at: this P's expired timers; the global queue every 61st
 // tick (so two Gs respawning each other cannot starve it); runnext and the local queue; the
-// global queue; other Ps (steal half of a random victim's queue, 4 rounds, their runnext and
-// timers on the last); then gives up the P and parks the M on a futex. The (netpoll) step
-// between the global queue and stealing arrives with the netpoller.
+// global queue; the network, without blocking (unless the timer waiter already sits in
+// epoll_wait); other Ps (steal half of a random victim's queue, 4 rounds, their runnext and
+// timers on the last); then gives up the P, re-checks, and parks the M (stopm).
 //
 // Spinning: an M without work may spin (look for work to steal) only while spinning Ms are at
 // most half the busy Ps, and wakep() starts a new spinning M only if none is spinning. The M
@@ -24,7 +24,8 @@
 // retake()).
 //
 // Timers: each P has a heap. The first idle M becomes the timer waiter and sleeps until the
-// earliest deadline of all Ps; adding an earlier timer wakes it (what Go's blocking netpoll M
+// earliest deadline of all Ps, in epoll_wait once a socket exists (so it also delivers network
+// events), else on its futex; adding an earlier timer wakes it (what Go's blocking netpoll M
 // does).
 //
 // Threads: an M that gives up its P for a blocking call (green::blocking, or may_block once

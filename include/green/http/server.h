@@ -68,7 +68,7 @@ struct ServerOptions {
   // handler returns, and what the handler wrote is discarded; if the response had started, it
   // is cut off (the connection closes without completing it, as Go's abort). 0: none, and
   // nothing of this costs anything. For a 503 on time whatever the handler does, wrap it in
-  // middleware::timeout(d) (green/http/timeout.h), which runs it in its own green thread.
+  // middleware::timeout(d) (green/http/middleware.h), which runs it in its own green thread.
   std::chrono::nanoseconds handler_timeout{0};
   // Open connections before new ones get 503; 0: the open-files limit minus 64.
   int64_t max_connections = 0;
