@@ -203,8 +203,13 @@ bool stopm(Machine* m) {
       // deadline and wakes us. The fence: our reads of the heaps are acquire loads, which
       // may not move before this store only if a seq_cst fence (or seq_cst loads) says so;
       // it costs one barrier per time an M takes the role.
+#if defined(__SANITIZE_THREAD__)
+      // TSan does not model fences (and warns on one): an exchange is a full barrier too.
+      sched.timer_waiter_until.exchange(kTimerWaiterComputing, std::memory_order_seq_cst);
+#else
       sched.timer_waiter_until.store(kTimerWaiterComputing, std::memory_order_seq_cst);
       std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
       int64_t until = earliest_timer();
       sched.timer_waiter_until.store(until, std::memory_order_seq_cst);
       if (until != INT64_MAX) timeout = std::max<int64_t>(0, until - now_ns());
