@@ -34,7 +34,9 @@ struct DemoLimits {
   int max_blocking = 64;   // /blocking at once (each holds an OS thread)
 };
 
-struct Context {
+// What the built-in endpoints share with the program that serves them (not a request's
+// green::Context: the server, the options, the start time).
+struct AppState {
   // Set before the server starts serving; /readyz, /metrics and /debug/vars read it.
   http::Server* server = nullptr;
   std::string static_dir;  // empty: /static/* is a 404
@@ -45,18 +47,18 @@ struct Context {
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 
-// Registers every endpoint above. `context` must outlive the router's use.
-void register_all(http::Router& router, Context& context);
+// Registers every endpoint above. `app` must outlive the router's use.
+void register_all(http::Router& router, AppState& app);
 
 // The pieces, for tests and for embedding a subset.
 void register_benchmarks(http::Router& router);           // plaintext, json, echo
 void register_streaming(http::Router& router);            // upload, events
 void register_runtime_demos(http::Router& router, DemoLimits limits = {});  // sleep ... spawn
 void register_static(http::Router& router, const std::string& dir);
-// healthz and readyz, and unless context.separate_debug, what register_debug adds.
-void register_observability(http::Router& router, Context& context);
+// healthz and readyz, and unless app.separate_debug, what register_debug adds.
+void register_observability(http::Router& router, AppState& app);
 // /metrics, /debug/greenthreads, /debug/vars and the front page (/).
-void register_debug(http::Router& router, Context& context);
+void register_debug(http::Router& router, AppState& app);
 
 // "text/html; charset=utf-8" for "index.html"; "application/octet-stream" when unknown.
 std::string_view content_type_for(std::string_view filename);

@@ -36,9 +36,9 @@ void scalar(std::ostringstream& o, const char* name, const char* type, const cha
   o << name << ' ' << value << '\n';
 }
 
-std::string prometheus_text(const Context& ctx) {
+std::string prometheus_text(const AppState& app) {
   std::ostringstream o;
-  const http::Server* server = ctx.server;
+  const http::Server* server = app.server;
   if (server != nullptr) {
     const http::ServerMetrics& m = server->metrics();
     const http::ServerMetrics::Snapshot s = m.snapshot();
@@ -64,26 +64,27 @@ std::string prometheus_text(const Context& ctx) {
     o << "greenhttp_request_duration_seconds_sum " << s.latency_seconds_sum << '\n';
     o << "greenhttp_request_duration_seconds_count " << cumulative << '\n';
     const http::ServerMemoryStats mem = server->memory_stats();
+    // Counters for a scrape: relaxed reads, as Metrics::snapshot() makes them.
     scalar(o, "greenhttp_open_connections", "gauge", "Client connections open now.",
-           m.open_connections.load());
+           m.open_connections.load(std::memory_order_relaxed));
     scalar(o, "greenhttp_connections_accepted_total", "counter", "Connections accepted.",
-           m.accepted_connections.load());
+           m.accepted_connections.load(std::memory_order_relaxed));
     scalar(o, "greenhttp_connections_rejected_total", "counter",
            "Connections answered 503 because the connection cap was reached.",
-           m.rejected_connections.load());
+           m.rejected_connections.load(std::memory_order_relaxed));
     scalar(o, "greenhttp_header_timeouts_total", "counter",
            "Requests cut off with 408: head not in, or a body pause, past --read-header-timeout.",
-           m.header_timeouts.load());
+           m.header_timeouts.load(std::memory_order_relaxed));
     scalar(o, "greenhttp_idle_timeouts_total", "counter", "Keep-alive connections closed idle.",
-           m.idle_timeouts.load());
+           m.idle_timeouts.load(std::memory_order_relaxed));
     scalar(o, "greenhttp_handler_timeouts_total", "counter",
            "Requests answered 503 because the handler ran past --handler-timeout.",
-           m.handler_timeouts.load());
+           m.handler_timeouts.load(std::memory_order_relaxed));
     scalar(o, "greenhttp_pooled_buffer_sets", "gauge", "Connection buffer sets idle in the pool.",
            mem.pooled_buffer_sets);
     scalar(o, "greenhttp_read_timeouts_total", "counter",
            "Requests cut off with 408 because head and body took longer than --read-timeout.",
-           m.read_timeouts.load());
+           m.read_timeouts.load(std::memory_order_relaxed));
     scalar(o, "greenhttp_buffered_body_bytes", "gauge",
            "Request-body buffer bytes reserved from --max-buffered-body now.",
            mem.buffered_body_bytes);
@@ -138,7 +139,7 @@ std::string prometheus_text(const Context& ctx) {
   return o.str();
 }
 
-std::string vars_json(const Context& ctx) {
+std::string vars_json(const AppState& app) {
   const green::RuntimeStats rs = green::stats();
   std::ostringstream o;
   char avg[32];
@@ -156,14 +157,14 @@ std::string vars_json(const Context& ctx) {
     o << (p ? "," : "") << rs.per_proc[p].scheduled;
   }
   o << "]";
-  if (ctx.server != nullptr) {
-    const auto& m = ctx.server->metrics();
+  if (app.server != nullptr) {
+    const auto& m = app.server->metrics();
     o << ",\"requests\":" << m.snapshot().requests
-      << ",\"open_connections\":" << m.open_connections.load()
-      << ",\"ready\":" << (ctx.server->ready() ? "true" : "false");
+      << ",\"open_connections\":" << m.open_connections.load(std::memory_order_relaxed)
+      << ",\"ready\":" << (app.server->ready() ? "true" : "false");
   }
   const double uptime =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx.started).count();
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - app.started).count();
   o << ",\"uptime_seconds\":" << uptime << "}";
   return o.str();
 }
@@ -234,9 +235,9 @@ async function refresh() {
 )HTML";
 }  // namespace
 
-void register_observability(http::Router& router, Context& ctx) {
-  Context* c = &ctx;
-  if (!ctx.separate_debug) register_debug(router, ctx);
+void register_observability(http::Router& router, AppState& app) {
+  AppState* c = &app;
+  if (!app.separate_debug) register_debug(router, app);
   router.handle(Method::kGet, "/healthz", [](Request&, ResponseWriter& w) {
     w.send(200, "text/plain; charset=utf-8", "ok\n");
   });
@@ -249,8 +250,8 @@ void register_observability(http::Router& router, Context& ctx) {
   });
 }
 
-void register_debug(http::Router& router, Context& ctx) {
-  Context* c = &ctx;
+void register_debug(http::Router& router, AppState& app) {
+  AppState* c = &app;
   router.handle(Method::kGet, "/metrics", [c](Request&, ResponseWriter& w) {
     w.send(200, "text/plain; version=0.0.4; charset=utf-8", prometheus_text(*c));
   });
@@ -267,12 +268,12 @@ void register_debug(http::Router& router, Context& ctx) {
   });
 }
 
-void register_all(http::Router& router, Context& ctx) {
+void register_all(http::Router& router, AppState& app) {
   register_benchmarks(router);
   register_streaming(router);
-  register_runtime_demos(router, ctx.limits);
-  register_static(router, ctx.static_dir);
-  register_observability(router, ctx);
+  register_runtime_demos(router, app.limits);
+  register_static(router, app.static_dir);
+  register_observability(router, app);
 }
 
 }  // namespace green::handlers

@@ -16,7 +16,7 @@ struct ContextState : std::enable_shared_from_this<ContextState> {
   std::vector<std::weak_ptr<ContextState>> children;  // under lock
   std::size_t sweep_at = 16;                           // under lock: see make_child
   Channel<bool> done{0};
-  int64_t deadline = kNoDeadline;
+  int64_t deadline_ns = kNoDeadlineNs;
   // after_func hooks, each with the id its stop() names (under lock). Most contexts have none:
   // an empty vector costs no allocation.
   struct AfterFn {
@@ -58,9 +58,9 @@ struct ContextState : std::enable_shared_from_this<ContextState> {
 namespace {
 
 std::shared_ptr<ContextState> make_child(const std::shared_ptr<ContextState>& parent,
-                                         int64_t deadline) {
+                                         int64_t deadline_ns) {
   auto child = std::make_shared<ContextState>();
-  child->deadline = std::min(deadline, parent ? parent->deadline : kNoDeadline);
+  child->deadline_ns = std::min(deadline_ns, parent ? parent->deadline_ns : kNoDeadlineNs);
   if (!parent) return child;
   parent->lock.lock();
   ContextError parent_err = parent->err;
@@ -99,11 +99,11 @@ const char* context_error_name(ContextError e) {
 Context Context::background() { return Context(detail::background_state()); }
 Channel<bool>& Context::done() const { return state_->done; }
 ContextError Context::err() const { return state_->error(); }
-bool Context::has_deadline() const { return state_->deadline != detail::kNoDeadline; }
-int64_t Context::deadline_ns() const { return state_->deadline; }
+bool Context::has_deadline() const { return state_->deadline_ns != detail::kNoDeadlineNs; }
+int64_t Context::deadline_ns() const { return state_->deadline_ns; }
 
 std::pair<Context, CancelFn> with_cancel(const Context& parent) {
-  auto child = detail::make_child(parent.state_, detail::kNoDeadline);
+  auto child = detail::make_child(parent.state_, detail::kNoDeadlineNs);
   std::weak_ptr<detail::ContextState> weak = child;
   CancelFn cancel = [weak] {
     if (auto s = weak.lock()) s->cancel(ContextError::kCanceled);
@@ -117,7 +117,7 @@ std::pair<Context, CancelFn> with_deadline_ns(const Context& parent, int64_t dea
     // A watcher green thread: leaves as soon as the context is cancelled some other way, so
     // calling cancel() releases it (and its reference) at once.
     green::go([child] {
-      const int64_t wait = child->deadline - detail::now_ns();
+      const int64_t wait = child->deadline_ns - detail::now_ns();
       int fired = select(recv_case(child->done, [](std::optional<bool>) {}),
                          timeout(std::chrono::nanoseconds(wait > 0 ? wait : 0)));
       if (fired == kSelectTimeout) child->cancel(ContextError::kDeadlineExceeded);

@@ -43,12 +43,16 @@ GreenThread* steal_work(Processor* p) {
 void reset_spinning(Machine* m) {
   m->spinning = false;
   // The last spinner to find work wakes a replacement, in case there is more work.
-  if (sched.nmspinning.fetch_sub(1) == 1) wakep();
+  // seq_cst: the wakep() pair (see there), as Go's resetspinning.
+  if (sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst) == 1) wakep();
 }
 
 // Is there anything for an M that just released its P to come back for?
+// The consumer's re-check of the wakep() pair: after the seq_cst updates of npidle and
+// nmspinning, so the global size is read seq_cst too (the rings' loads are acquire, after
+// those read-modify-writes: a full barrier on x86, acquire-release on Arm).
 bool work_anywhere() {
-  if (sched.global_size.load() != 0) return true;
+  if (sched.global_size.load(std::memory_order_seq_cst) != 0) return true;
   for (int i = 0; i < sched.nprocs; ++i) {
     if (!runq_empty(&sched.procs[i])) return true;
   }
@@ -77,11 +81,13 @@ GreenThread* find_runnable(Machine* m, bool* inherit_time) {
         return g;
       }
     }
-    const int busy = sched.nprocs - sched.npidle.load();
-    if (m->spinning || 2 * sched.nmspinning.load() < busy) {
+    // Relaxed: a limit on how many Ms spin, a heuristic; a stale count lets one M more or
+    // fewer spin, and the M that does not spin re-checks every queue before it sleeps.
+    const int busy = sched.nprocs - sched.npidle.load(std::memory_order_relaxed);
+    if (m->spinning || 2 * sched.nmspinning.load(std::memory_order_relaxed) < busy) {
       if (!m->spinning) {
         m->spinning = true;
-        sched.nmspinning.fetch_add(1);
+        sched.nmspinning.fetch_add(1, std::memory_order_seq_cst);  // the wakep() pair's count
       }
       if (GreenThread* g = steal_work(p)) return g;
     }
@@ -96,7 +102,7 @@ GreenThread* find_runnable(Machine* m, bool* inherit_time) {
     const bool was_spinning = m->spinning;
     if (was_spinning) {
       m->spinning = false;
-      sched.nmspinning.fetch_sub(1);  // seq_cst: before the re-check below
+      sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst);  // the wakep() pair: see there
     }
     // Re-check: a producer may have queued work after we looked and, seeing a spinning M
     // (us), not woken anyone.
@@ -110,7 +116,7 @@ GreenThread* find_runnable(Machine* m, bool* inherit_time) {
         acquire_p(m, again);
         if (was_spinning) {
           m->spinning = true;
-          sched.nmspinning.fetch_add(1);
+          sched.nmspinning.fetch_add(1, std::memory_order_seq_cst);  // the wakep() pair's count
         }
         if (earliest_timer() <= now_ns()) service_timers_as_waiter();
         continue;

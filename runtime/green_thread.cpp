@@ -10,7 +10,7 @@
 #include <exception>
 #include <mutex>
 
-#include "runtime/context.h"
+#include "runtime/context_switch.h"
 #include "runtime/fatal.h"
 #include "runtime/scheduler.h"
 

@@ -28,16 +28,21 @@ namespace {
 
 // Go's handoffp: gives p (whose M is about to block) to another M if there is anything for it
 // to do, else makes it idle.
+// Its reads of the global size and of the idle/spinning counts are seq_cst: with p about to go
+// idle without a re-check of its own, they are the consumer's side of the wakep() pair
+// (ready.cpp), as in Go's handoffp.
 void handoff_p(Processor* p) {
-  if (!runq_empty(p) || sched.global_size.load() != 0) {
+  if (!runq_empty(p) || sched.global_size.load(std::memory_order_seq_cst) != 0) {
     sched.blocking_handoffs.fetch_add(1, std::memory_order_relaxed);
     startm(p, false);
     return;
   }
   // Nobody spinning or idle to notice work that appears later: start a spinner.
-  if (sched.nmspinning.load() + sched.npidle.load() == 0) {
+  const int watchers = sched.nmspinning.load(std::memory_order_seq_cst) +
+                       sched.npidle.load(std::memory_order_seq_cst);
+  if (watchers == 0) {
     int expected = 0;
-    if (sched.nmspinning.compare_exchange_strong(expected, 1)) {
+    if (sched.nmspinning.compare_exchange_strong(expected, 1, std::memory_order_seq_cst)) {
       sched.blocking_handoffs.fetch_add(1, std::memory_order_relaxed);
       startm(p, true);
       return;
@@ -59,10 +64,14 @@ void handoff_p(Processor* p) {
 }
 
 // One of the max_blocking_machines slots, if one is free now.
+// Relaxed: a counting semaphore; no data rides on it, and the waiters' side is ordered by
+// blocking_cap_lock (see release_blocking_slot).
 bool try_take_blocking_slot() {
-  int cur = sched.blocking_machines.load();
+  int cur = sched.blocking_machines.load(std::memory_order_relaxed);
   while (cur < sched.max_blocking_machines) {
-    if (sched.blocking_machines.compare_exchange_weak(cur, cur + 1)) return true;
+    if (sched.blocking_machines.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed)) {
+      return true;
+    }
   }
   return false;
 }
@@ -70,7 +79,11 @@ bool try_take_blocking_slot() {
 // Gives a slot back and lets the first green thread waiting for one retry. From a G (with or
 // without a P) or from sysmon: ready() queues globally when the caller has no P.
 void release_blocking_slot() {
-  sched.blocking_machines.fetch_sub(1);  // seq_cst: before the waiter list is read
+  // Release is enough: a waiter re-reads the count under blocking_cap_lock before it queues
+  // (enter_blocking), and we pop under that lock after this decrement. If we lock first we
+  // find the waiter; if it locks first, our unlock-lock orders this decrement before its
+  // re-read. The lock is the pair, not a seq_cst order.
+  sched.blocking_machines.fetch_sub(1, std::memory_order_release);
   Waiter* next = nullptr;
   {
     std::lock_guard<SpinLock> guard(sched.blocking_cap_lock);
@@ -90,7 +103,8 @@ void enter_blocking() {
     if (try_take_blocking_slot()) break;
     Waiter w;
     sched.blocking_cap_lock.lock();
-    if (sched.blocking_machines.load() < sched.max_blocking_machines) {
+    // Relaxed: under blocking_cap_lock, which orders it (see release_blocking_slot).
+    if (sched.blocking_machines.load(std::memory_order_relaxed) < sched.max_blocking_machines) {
       sched.blocking_cap_lock.unlock();
       continue;
     }
@@ -161,7 +175,9 @@ uint64_t enter_may_block() {
   set_status(g, GStatus::kRunning, GStatus::kWaiting);
   p->run_tick.store(p->schedtick * 2, std::memory_order_relaxed);  // not a hog while inside
   const uint64_t word = (++p->syscall_tickets << 1) | 1;
-  p->syscall_word.store(word);  // seq_cst: everything above is visible to a retaking sysmon
+  // Release: everything above is visible to a sysmon whose CAS (acquire) reads this word. No
+  // store-then-load pair here: the M and sysmon only race with CASes on this one word.
+  p->syscall_word.store(word, std::memory_order_release);
   return word;
 }
 
@@ -171,7 +187,10 @@ void exit_may_block(uint64_t word) {
   GreenThread* g = m->curg;
   Processor* p = m->p;
   uint64_t expected = word;
-  if (p->syscall_word.compare_exchange_strong(expected, word & ~uint64_t{1})) {
+  // acq_rel, acquire on failure (then sysmon's CAS won and we read what it did before it).
+  if (p->syscall_word.compare_exchange_strong(expected, word & ~uint64_t{1},
+                                              std::memory_order_acq_rel,
+                                              std::memory_order_acquire)) {
     // Fast path: sysmon did not take the P; carry on.
     g->wait_reason.store(WaitReason::kNone, std::memory_order_relaxed);
     set_status(g, GStatus::kWaiting, GStatus::kRunning);
@@ -193,7 +212,11 @@ bool retake_from_syscall(Processor* p, uint64_t word) {
   if (!try_take_blocking_slot()) return false;
   // Clearing the low bit with a CAS on the exact word: the M returning from the call either
   // cleared it first (it keeps its P) or finds it cleared (it lost the P).
-  if (!p->syscall_word.compare_exchange_strong(word, word & ~uint64_t{1})) {
+  // acq_rel: acquire what the M did before enter_may_block()'s release store, before
+  // handing its P on; on failure nothing is read.
+  if (!p->syscall_word.compare_exchange_strong(word, word & ~uint64_t{1},
+                                               std::memory_order_acq_rel,
+                                               std::memory_order_relaxed)) {
     release_blocking_slot();
     return false;
   }

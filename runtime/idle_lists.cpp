@@ -19,7 +19,7 @@ Processor* pidle_get_locked() {
   sched.idle_procs = p->idle_link;
   p->idle_link = nullptr;
   p->idle.store(false, std::memory_order_relaxed);
-  sched.npidle.fetch_sub(1);
+  sched.npidle.fetch_sub(1, std::memory_order_seq_cst);  // the wakep() pair's count (ready.cpp)
   return p;
 }
 
@@ -28,7 +28,9 @@ void pidle_put_locked(Processor* p) {
   p->idle.store(true, std::memory_order_relaxed);
   p->idle_link = sched.idle_procs;
   sched.idle_procs = p;
-  sched.npidle.fetch_add(1);
+  // seq_cst: the consumer's store of the wakep() pair (ready.cpp), before find_runnable's
+  // re-check of the queues.
+  sched.npidle.fetch_add(1, std::memory_order_seq_cst);
 }
 
 void pidle_remove_locked(Processor* p) {
@@ -37,7 +39,7 @@ void pidle_remove_locked(Processor* p) {
       *link = p->idle_link;
       p->idle_link = nullptr;
       p->idle.store(false, std::memory_order_relaxed);
-      sched.npidle.fetch_sub(1);
+      sched.npidle.fetch_sub(1, std::memory_order_seq_cst);  // the wakep() pair's count
       return;
     }
   }

@@ -5,7 +5,8 @@
 // context has been saved.
 //
 // Ms are created on demand (startm) up to the number needed to keep every P busy, and park on a
-// futex when there is no work. The thread that calls green::run() becomes M0. An M other than
+// futex when there is no work (the one idle M that waits for timers blocks in epoll_wait
+// instead, once a socket exists: see netpoll.h). The thread that calls green::run() becomes M0. An M other than
 // M0 that stays idle for Options::thread_idle_timeout exits (its Machine is kept for reuse)
 // while more than procs + 2 Ms exist; see stopm() in machine_lifecycle.cpp.
 #pragma once
@@ -50,7 +51,7 @@ struct alignas(64) Machine {
   void* asan_fake_stack = nullptr;
   const void* g0_stack_bottom = nullptr;
   std::size_t g0_stack_size = 0;
-  bool arrived_directly = false;  // the running G was entered by a direct switch (context.cpp)
+  bool arrived_directly = false;  // the running G was entered by a direct switch (context_switch.cpp)
 };
 
 // The M running on this OS thread, or null. Never inlined: a G that resumed on another thread

@@ -12,7 +12,7 @@
 #include <algorithm>
 #include <mutex>
 
-#include "runtime/context.h"
+#include "runtime/context_switch.h"
 #include "runtime/netpoll.h"
 #include "runtime/stack.h"
 
@@ -192,16 +192,26 @@ bool stopm(Machine* m) {
     bool timer_waiter = false;
     if (!stand_down) {
       Machine* expected = nullptr;
-      timer_waiter = sched.timer_waiter.compare_exchange_strong(expected, m);
+      // seq_cst: taking the role is the store half of the wake_machine() pair (below).
+      timer_waiter =
+          sched.timer_waiter.compare_exchange_strong(expected, m, std::memory_order_seq_cst);
     }
     int64_t timeout = -1;
     if (timer_waiter) {
-      // seq_cst pairs with timer_add's push + wake_timer_waiter(): either we see the new
-      // timer in earliest_timer(), or the adder sees kTimerWaiterComputing / a later deadline
-      // and wakes us.
-      sched.timer_waiter_until.store(kTimerWaiterComputing);
+      // seq_cst pairs with timer_add's push + fence + wake_timer_waiter(): either we see the
+      // new timer in earliest_timer(), or the adder sees kTimerWaiterComputing / a later
+      // deadline and wakes us. The fence: our reads of the heaps are acquire loads, which
+      // may not move before this store only if a seq_cst fence (or seq_cst loads) says so;
+      // it costs one barrier per time an M takes the role.
+#if defined(__SANITIZE_THREAD__)
+      // TSan does not model fences (and warns on one): an exchange is a full barrier too.
+      sched.timer_waiter_until.exchange(kTimerWaiterComputing, std::memory_order_seq_cst);
+#else
+      sched.timer_waiter_until.store(kTimerWaiterComputing, std::memory_order_seq_cst);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
       int64_t until = earliest_timer();
-      sched.timer_waiter_until.store(until);
+      sched.timer_waiter_until.store(until, std::memory_order_seq_cst);
       if (until != INT64_MAX) timeout = std::max<int64_t>(0, until - now_ns());
     } else {
       timeout = retire_timeout(m, idle_since);
@@ -211,13 +221,15 @@ bool stopm(Machine* m) {
     if (timer_waiter && netpoll_inited()) {
       // A waker stores m->wake before looking at timer_waiter (seq_cst both sides): either it
       // sees us as the waiter and breaks the poll, or we see its store here.
-      if (m->wake.load() == 0) polled = netpoll(timeout, &npolled);
+      if (m->wake.load(std::memory_order_seq_cst) == 0) polled = netpoll(timeout, &npolled);
     } else if (timeout != 0) {
       futex_wait(&m->wake, 0, timeout);
     }
     if (timer_waiter) {
-      sched.timer_waiter_until.store(kNoTimerWaiter);
-      sched.timer_waiter.store(nullptr);
+      // seq_cst, as the role's other accesses: wake_timer_waiter() reads these two in this
+      // order (see there); we take the role again and recompute before sleeping again.
+      sched.timer_waiter_until.store(kNoTimerWaiter, std::memory_order_seq_cst);
+      sched.timer_waiter.store(nullptr, std::memory_order_seq_cst);
     }
     const uint32_t why = m->wake.exchange(0, std::memory_order_acquire);
     if (why == Machine::kWakeRun) {
@@ -229,7 +241,9 @@ bool stopm(Machine* m) {
       return true;
     }
     if (why == Machine::kWakeTimers) stand_down = false;
-    if (why == Machine::kWakeExit || sched.stopping.load()) {
+    // seq_cst, kept: begin_stop() stores `stopping` before waking every M, and relies on this
+    // check after every wake (a later startm() may have overwritten its kWakeExit).
+    if (why == Machine::kWakeExit || sched.stopping.load(std::memory_order_seq_cst)) {
       if (polled != nullptr) inject_list(polled, npolled);
       return false;
     }

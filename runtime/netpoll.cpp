@@ -66,7 +66,7 @@ void init() {
   }
   // seq_cst, paired with stopm's role CAS then netpoll_inited(): an M that became the waiter
   // before the first socket sleeps on its futex, not in epoll_wait; wake it to switch over.
-  inited.store(true);
+  inited.store(true, std::memory_order_seq_cst);
   wake_timer_waiter(INT64_MIN);
 }
 
@@ -136,7 +136,8 @@ Waiter* take_waiter(Waiter** slot, uint32_t tag) {
 
 }  // namespace
 
-bool netpoll_inited() { return inited.load(); }
+// seq_cst: the load side of init()'s pair with stopm (see init()).
+bool netpoll_inited() { return inited.load(std::memory_order_seq_cst); }
 int32_t netpoll_waiters() { return waiters.load(std::memory_order_relaxed); }
 
 PollDesc* poll_open(int fd, int* err) {
@@ -275,7 +276,7 @@ int poll_wait(PollDesc* pd, PollMode mode, int64_t deadline_ns) {
     // A plain OS thread: poll(2) this fd. (Closing from another thread does not wake it.)
     pollfd p{pd->fd, static_cast<short>(reading ? POLLIN : POLLOUT), 0};
     int timeout_ms = -1;
-    if (deadline_ns != kNoDeadline) {
+    if (deadline_ns != kNoDeadlineNs) {
       const int64_t left = deadline_ns - now_ns();
       if (left <= 0) return -ETIMEDOUT;
       timeout_ms = static_cast<int>(std::min<int64_t>((left + 999'999) / 1'000'000, INT32_MAX));
@@ -304,7 +305,7 @@ int poll_wait(PollDesc* pd, PollMode mode, int64_t deadline_ns) {
     pd->lock.unlock();
     return 0;
   }
-  if (deadline_ns != kNoDeadline && deadline_ns <= now_ns()) {
+  if (deadline_ns != kNoDeadlineNs && deadline_ns <= now_ns()) {
     pd->lock.unlock();
     return -ETIMEDOUT;
   }
@@ -378,7 +379,8 @@ GreenThread* netpoll(int64_t timeout_ns, uint32_t* n) {
       uint64_t value;
       while (::read(break_fd, &value, sizeof value) > 0) {
       }
-      break_pending.store(0, std::memory_order_release);
+      // seq_cst, as Go's netpollWakeSig: paired with netpoll_break's CAS (see there).
+      break_pending.store(0, std::memory_order_seq_cst);
       continue;
     }
     PollDesc* pd = desc_at(static_cast<uint32_t>(data));
@@ -425,7 +427,11 @@ GreenThread* netpoll(int64_t timeout_ns, uint32_t* n) {
 void netpoll_break() {
   if (!netpoll_inited()) return;
   uint32_t expected = 0;
-  if (!break_pending.compare_exchange_strong(expected, 1)) return;
+  // seq_cst, with the poller's seq_cst clear (Go's netpollWakeSig): a waker stores m->wake
+  // (seq_cst) and then finds a break pending; the poller clears the flag and then reads
+  // m->wake (stopm). Either this CAS comes after the clear and writes a new break, or the
+  // poller's read comes after the waker's store: a skipped break loses no wake-up.
+  if (!break_pending.compare_exchange_strong(expected, 1, std::memory_order_seq_cst)) return;
   const uint64_t one = 1;
   ssize_t rc;
   do {

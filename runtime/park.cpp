@@ -58,7 +58,7 @@ void fire_park_deadline(Timer* t) {
 void park(Waiter& w, WaitReason reason, CommitFn commit, void* arg, int64_t deadline_ns) {
   if (GreenThread* g = w.g_; g != nullptr) {
     SwitchRequest req{SwitchRequest::kPark, reason, commit, arg, nullptr};
-    if (deadline_ns == kNoDeadline) {
+    if (deadline_ns == kNoDeadlineNs) {
       switch_to_scheduler(g, &req);
       return;
     }
@@ -76,11 +76,11 @@ void park(Waiter& w, WaitReason reason, CommitFn commit, void* arg, int64_t dead
   for (;;) {
     if (w.os_woken_.load(std::memory_order_acquire) != 0) return;
     int64_t timeout = -1;
-    if (deadline_ns != kNoDeadline) {
+    if (deadline_ns != kNoDeadlineNs) {
       timeout = deadline_ns - now_ns();
       if (timeout <= 0) {
         if (w.try_claim(kTimeoutTag)) return;
-        deadline_ns = kNoDeadline;  // a waker claimed us first: its unpark() is on the way
+        deadline_ns = kNoDeadlineNs;  // a waker claimed us first: its unpark() is on the way
         continue;
       }
     }

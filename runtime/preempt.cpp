@@ -11,12 +11,18 @@ namespace green::detail {
 
 std::atomic<uint32_t> preempt_pending{0};
 
+// The exchanges are relaxed: the flag is a request, no data rides on it (a request that lands
+// on the next G is harmless); the exchange only keeps preempt_pending's count exact.
 void request_preempt(Processor* p) {
-  if (!p->preempt.exchange(true)) preempt_pending.fetch_add(1, std::memory_order_relaxed);
+  if (!p->preempt.exchange(true, std::memory_order_relaxed)) {
+    preempt_pending.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 void clear_preempt(Processor* p) {
-  if (p->preempt.exchange(false)) preempt_pending.fetch_sub(1, std::memory_order_relaxed);
+  if (p->preempt.exchange(false, std::memory_order_relaxed)) {
+    preempt_pending.fetch_sub(1, std::memory_order_relaxed);
+  }
 }
 
 void checkpoint_slow() {

@@ -45,18 +45,26 @@ void wakep(bool after_barrier) {
   // `after_barrier`: the caller made the work visible with a seq_cst read-modify-write (a
   // spawn's exchange of runnext), which is that barrier already (Go relies on its runnext CAS
   // the same way).
+  //
+  // The pair, and why every access to npidle and nmspinning on it stays seq_cst (as Go's
+  // atomics are): producer: queue work, barrier, read npidle then nmspinning (here). Consumer:
+  // raise npidle (pidle_put_locked) and drop nmspinning (find_runnable, seq_cst RMWs), then
+  // re-check every queue (work_anywhere). Either we see the idle P / the spinner gone and wake
+  // one, or the consumer's re-check sees our work. The counts' other updates (startm's undo,
+  // reset_spinning, handoff_p) are part of the same protocol and keep the same order.
 #if defined(__SANITIZE_THREAD__)
   // TSan does not model fences; a seq_cst read-modify-write is the same barrier for it.
   (void)after_barrier;
-  if (sched.npidle.fetch_add(0) == 0) return;
+  if (sched.npidle.fetch_add(0, std::memory_order_seq_cst) == 0) return;
 #else
   if (!after_barrier) std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (sched.npidle.load() == 0) return;
+  if (sched.npidle.load(std::memory_order_seq_cst) == 0) return;  // the pair: see above
 #endif
   // Be conservative: start one spinning M only when none is spinning. It wakes the next one
   // when it finds work (reset_spinning).
   int expected = 0;
-  if (sched.nmspinning.load() != 0 || !sched.nmspinning.compare_exchange_strong(expected, 1)) {
+  if (sched.nmspinning.load(std::memory_order_seq_cst) != 0 ||
+      !sched.nmspinning.compare_exchange_strong(expected, 1, std::memory_order_seq_cst)) {
     return;
   }
   startm(nullptr, true);
@@ -67,7 +75,8 @@ void inject_list(GreenThread* head, uint32_t n) {
   Machine* m = current_machine();
   Processor* p = m != nullptr ? m->p : nullptr;
   // Idle Ps get one each through the global queue (Go's injectglist); the rest stay here.
-  const int idle = sched.npidle.load();
+  // Relaxed: how many to spread is a guess; the startm() loop below re-reads the count.
+  const int idle = sched.npidle.load(std::memory_order_relaxed);
   const uint32_t to_global = p == nullptr ? n : std::min<uint32_t>(n, static_cast<uint32_t>(idle));
   if (to_global > 0) {
     GreenThread* tail = head;
@@ -78,7 +87,12 @@ void inject_list(GreenThread* head, uint32_t n) {
       global_put_locked(head, tail, to_global);
     }
     head = rest;
-    for (uint32_t i = 0; i < to_global && sched.npidle.load() > 0; ++i) startm(nullptr, false);
+    // seq_cst, as Go's injectglist: the queue went in under sched.lock, which also orders us
+    // against an M idling its P (pidle_put_locked takes the global queue first), so this read
+    // is covered twice; kept as the wakep() pair reads it.
+    for (uint32_t i = 0; i < to_global && sched.npidle.load(std::memory_order_seq_cst) > 0; ++i) {
+      startm(nullptr, false);
+    }
   }
   while (head != nullptr) {
     GreenThread* next = head->sched_link;

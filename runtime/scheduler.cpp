@@ -7,9 +7,9 @@
 //
 // find_runnable() looks, in order, at: this P's expired timers; the global queue every 61st
 // tick (so two Gs respawning each other cannot starve it); runnext and the local queue; the
-// global queue; other Ps (steal half of a random victim's queue, 4 rounds, their runnext and
-// timers on the last); then gives up the P and parks the M on a futex. The (netpoll) step
-// between the global queue and stealing arrives with the netpoller.
+// global queue; the network, without blocking (unless the timer waiter already sits in
+// epoll_wait); other Ps (steal half of a random victim's queue, 4 rounds, their runnext and
+// timers on the last); then gives up the P, re-checks, and parks the M (stopm).
 //
 // Spinning: an M without work may spin (look for work to steal) only while spinning Ms are at
 // most half the busy Ps, and wakep() starts a new spinning M only if none is spinning. The M
@@ -24,7 +24,8 @@
 // retake()).
 //
 // Timers: each P has a heap. The first idle M becomes the timer waiter and sleeps until the
-// earliest deadline of all Ps; adding an earlier timer wakes it (what Go's blocking netpoll M
+// earliest deadline of all Ps, in epoll_wait once a socket exists (so it also delivers network
+// events), else on its futex; adding an earlier timer wakes it (what Go's blocking netpoll M
 // does).
 //
 // Threads: an M that gives up its P for a blocking call (green::blocking, or may_block once
@@ -59,7 +60,7 @@
 #include <mutex>
 #include <type_traits>
 
-#include "runtime/context.h"
+#include "runtime/context_switch.h"
 #include "runtime/netpoll.h"
 #include "runtime/stack.h"
 #include "runtime/sysmon.h"
@@ -120,11 +121,12 @@ void reset_scheduler() {
   sched.stopping.store(false);
 }
 
+// Relaxed: ids need only be unique, which the read-modify-write gives in any order.
 uint64_t new_goid(Processor* p) {
-  if (p == nullptr) return sched.next_goid.fetch_add(1);
+  if (p == nullptr) return sched.next_goid.fetch_add(1, std::memory_order_relaxed);
   if (p->next_id == p->id_limit) {
     constexpr uint64_t kBatch = 16;
-    p->next_id = sched.next_goid.fetch_add(kBatch);
+    p->next_id = sched.next_goid.fetch_add(kBatch, std::memory_order_relaxed);
     p->id_limit = p->next_id + kBatch;
   }
   return p->next_id++;
@@ -179,7 +181,9 @@ namespace green {
 using namespace detail;
 
 void run(const Options& options, std::function<void()> main) {
-  if (sched.active.load()) fatal("green::run", "called while the runtime is already running");
+  if (sched.active.load(std::memory_order_acquire)) {
+    fatal("green::run", "called while the runtime is already running");
+  }
   Options opts = options;
   opts.procs = procs_from(options);
   opts.stack_size = round_to_pages(options.stack_size);
@@ -197,7 +201,9 @@ void run(const Options& options, std::function<void()> main) {
     sched.free_batches = nullptr;
   }
   sched.options = opts;
-  sched.next_goid.store(1);  // ids are unique within a run; main is 1
+  // Relaxed, here and for the counters below: no other thread of this run exists yet
+  // (creating one orders these stores before it).
+  sched.next_goid.store(1, std::memory_order_relaxed);  // ids are unique within a run; main is 1
   sched.nprocs = opts.procs;
   sched.procs = std::make_unique<Processor[]>(static_cast<std::size_t>(opts.procs));
   for (int i = 0; i < opts.procs; ++i) {
@@ -217,12 +223,12 @@ void run(const Options& options, std::function<void()> main) {
   sched.machine_idle_ns = thread_idle_ns_from(options);
   sched.machine_reserve = opts.procs + 2;
   // Counters are per run, like the green threads they count.
-  sched.blocking_calls.store(0);
-  sched.blocking_handoffs.store(0);
-  sched.hogs.store(0);
-  sched.preemptions.store(0);
-  sched.machine_wakeups.store(0);
-  sched.retakes.store(0);
+  sched.blocking_calls.store(0, std::memory_order_relaxed);
+  sched.blocking_handoffs.store(0, std::memory_order_relaxed);
+  sched.hogs.store(0, std::memory_order_relaxed);
+  sched.preemptions.store(0, std::memory_order_relaxed);
+  sched.machine_wakeups.store(0, std::memory_order_relaxed);
+  sched.retakes.store(0, std::memory_order_relaxed);
   sched.start_ns = now_ns();
   sched.sysmon_now_ns.store(sched.start_ns, std::memory_order_relaxed);
   sched.idle_procs_avg.store(opts.procs, std::memory_order_relaxed);  // nothing ran before
@@ -303,10 +309,11 @@ RuntimeStats stats() {
   RuntimeStats s;
   if (!running()) return s;
   s.procs = sched.nprocs;
-  s.machines = sched.nmachines.load();
-  s.idle_procs = sched.npidle.load();
+  // Figures for a reader, all relaxed: each is a snapshot that may be stale when returned.
+  s.machines = sched.nmachines.load(std::memory_order_relaxed);
+  s.idle_procs = sched.npidle.load(std::memory_order_relaxed);
   s.idle_procs_avg = sched.idle_procs_avg.load(std::memory_order_relaxed);
-  s.spinning_machines = sched.nmspinning.load();
+  s.spinning_machines = sched.nmspinning.load(std::memory_order_relaxed);
   s.green_threads = num_green_threads();
   s.global_runq_length = sched.global_size.load(std::memory_order_relaxed);
   s.idle_machines = sched.nmidle.load(std::memory_order_relaxed);
@@ -319,7 +326,7 @@ RuntimeStats stats() {
   s.machine_wakeups = sched.machine_wakeups.load(std::memory_order_relaxed);
   s.netpoll_polls = netpoll_counters.polls.load(std::memory_order_relaxed);
   s.netpoll_wakeups = netpoll_counters.wakeups.load(std::memory_order_relaxed);
-  uint64_t created = static_cast<uint64_t>(sched.outside_spawned.load());
+  uint64_t created = static_cast<uint64_t>(sched.outside_spawned.load(std::memory_order_relaxed));
   // procs_from() (options.cpp) caps procs at kRunQueueSize: every P has its slot.
   static_assert(std::extent_v<decltype(RuntimeStats::per_proc)> >= kRunQueueSize);
   for (int i = 0; i < sched.nprocs; ++i) {

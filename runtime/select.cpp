@@ -86,8 +86,9 @@ int select_cases(SelectCase** cases, int n, SelectOptions options) {
     ChannelCore& core = cases[i]->core();
     (cases[i]->is_send() ? core.senders : core.receivers).push(&node);
   }
-  const int64_t deadline = options.timeout_ns >= 0 ? now_ns() + options.timeout_ns : kNoDeadline;
-  park(w, WaitReason::kSelect, unlock_set, &set, deadline);
+  const int64_t deadline_ns =
+      options.timeout_ns >= 0 ? now_ns() + options.timeout_ns : kNoDeadlineNs;
+  park(w, WaitReason::kSelect, unlock_set, &set, deadline_ns);
   // Unlink the losers (the winner's node was popped by its waker; remove() is then a no-op).
   set.lock_all();
   for (int i = 0; i < n; ++i) {

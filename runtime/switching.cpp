@@ -11,7 +11,7 @@
 
 #include <mutex>
 
-#include "runtime/context.h"
+#include "runtime/context_switch.h"
 
 namespace green::detail {
 

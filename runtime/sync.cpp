@@ -185,7 +185,7 @@ bool ConditionVariable::wait_until_ns(std::unique_lock<Mutex>& lock, int64_t dea
 }
 
 void ConditionVariable::wait(std::unique_lock<Mutex>& lock) {
-  wait_until_ns(lock, detail::kNoDeadline);
+  wait_until_ns(lock, detail::kNoDeadlineNs);
 }
 
 void ConditionVariable::notify_one() {

@@ -25,6 +25,10 @@ constexpr int64_t kHogAfter = 10'000'000;      // a G running this long is flagg
 constexpr int64_t kForcePollAfter = 10'000'000;
 
 std::thread monitor;
+// The wake-up protocol with sysmon (on_sigquit, sysmon_stop): a waker sets its flag and then
+// wake_word; loop() clears wake_word after its sleep and then reads the flags. All four are
+// seq_cst (store-then-load on each side, Dekker-style): either loop() sees the flag, or its
+// clear of wake_word came before the waker's set, and its next futex_wait returns at once.
 std::atomic<uint32_t> wake_word{0};
 std::atomic<bool> stop_requested{false};
 std::atomic<bool> dump_requested{false};
@@ -44,15 +48,9 @@ void write_all(int fd, const std::string& text) {
 
 void on_sigquit(int) {
   // Async-signal-safe: flag and futex wake; sysmon formats the dump on its own thread.
-  dump_requested.store(true);
-  wake_word.store(1);
+  dump_requested.store(true, std::memory_order_seq_cst);  // the pair: see wake_word
+  wake_word.store(1, std::memory_order_seq_cst);
   futex_wake(&wake_word, 1);
-}
-
-int64_t coarse_now() {
-  struct timespec ts {};
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
 }
 
 int64_t schedtrace_from_env() {
@@ -81,7 +79,9 @@ void average_idle_procs(int64_t elapsed_ns) {
 // One look at every P. Returns true if it acted (keeps sysmon at its shortest period).
 bool retake(int64_t now) {
   bool acted = false;
-  const bool all_busy = sched.npidle.load() == 0;
+  // The counts sysmon reads here are hints, relaxed: a stale one costs one round (20 us to
+  // 10 ms); what acts re-checks (wakep() has its own barrier, retake_from_syscall a CAS).
+  const bool all_busy = sched.npidle.load(std::memory_order_relaxed) == 0;
   for (int i = 0; i < sched.nprocs; ++i) {
     Processor* p = &sched.procs[i];
     const uint32_t tick = p->run_tick.load(std::memory_order_relaxed);
@@ -99,8 +99,8 @@ bool retake(int64_t now) {
         wakep();  // also for a G in runnext, which only a spinning M may take
       }
       acted = true;
-    } else if (running && !runq_empty(p) && sched.npidle.load() > 0 &&
-               sched.nmspinning.load() == 0) {
+    } else if (running && !runq_empty(p) && sched.npidle.load(std::memory_order_relaxed) > 0 &&
+               sched.nmspinning.load(std::memory_order_relaxed) == 0) {
       // The same G has run since our last look while another waits on its P with a P idle:
       // a G woken into runnext wakes nobody (ready()), in the hope that its waker parks
       // soon. This one did not: wake a spinning M, which takes it.
@@ -110,13 +110,16 @@ bool retake(int64_t now) {
     // A P whose M is inside green::may_block(): retake it if the call is still running at our
     // second look and the P is worth having (Go's retake: it has queued work or timers, or no
     // P is idle or spinning to pick up new work, or the call has run for 10 ms).
-    if (const uint64_t word = p->syscall_word.load(); (word & 1) != 0) {
+    // Relaxed: retake_from_syscall's CAS on this exact word is what orders (acquires) the M's
+    // state; a stale word only fails that CAS.
+    if (const uint64_t word = p->syscall_word.load(std::memory_order_relaxed); (word & 1) != 0) {
       if (word != p->sysmon_syscall_word) {
         p->sysmon_syscall_word = word;
         p->sysmon_syscall_since = now;
       } else {
         const bool worth = !runq_empty(p) || p->timers.earliest() != INT64_MAX ||
-                           sched.npidle.load() + sched.nmspinning.load() == 0 ||
+                           sched.npidle.load(std::memory_order_relaxed) +
+                                   sched.nmspinning.load(std::memory_order_relaxed) == 0 ||
                            now - p->sysmon_syscall_since >= kHogAfter;
         if (worth && retake_from_syscall(p, word)) p->sysmon_syscall_word = 0;
       }
@@ -134,24 +137,25 @@ void loop() {
   int64_t delay = kMinDelay;
   int idle_rounds = 0;
   int64_t next_trace = schedtrace_ns > 0 ? sched.start_ns + schedtrace_ns : INT64_MAX;
-  while (!stop_requested.load()) {
+  // Relaxed: a stale false costs one round; the seq_cst re-check after the sleep decides.
+  while (!stop_requested.load(std::memory_order_relaxed)) {
     int64_t now = now_ns();
     int64_t sleep = delay;
-    if (sched.npidle.load() == 0) {
+    if (sched.npidle.load(std::memory_order_relaxed) == 0) {
       // Every P busy: be there when the next timer is due, in case its P does not yield.
       const int64_t t = earliest_timer();
       if (t > now) sleep = std::min(sleep, t - now);
     }
     if (next_trace != INT64_MAX) sleep = std::min(sleep, std::max<int64_t>(0, next_trace - now));
     if (sleep > 0) futex_wait(&wake_word, 0, sleep);
-    wake_word.store(0);
-    if (stop_requested.load()) break;
+    wake_word.store(0, std::memory_order_seq_cst);  // then the flags: the pair, see wake_word
+    if (stop_requested.load(std::memory_order_seq_cst)) break;
     const int64_t before = now;
     now = now_ns();
     sched.sysmon_now_ns.store(now, std::memory_order_relaxed);
     average_idle_procs(now - before);
     bool acted = false;
-    if (dump_requested.exchange(false)) write_all(2, dump_green_threads());
+    if (dump_requested.exchange(false, std::memory_order_seq_cst)) write_all(2, dump_green_threads());
     if (now >= next_trace) {
       write_all(2, schedtrace_line() + "\n");
       // As Go: the next line one period after this one was printed, so lines are never closer
@@ -159,8 +163,13 @@ void loop() {
       next_trace = now_ns() + schedtrace_ns;
     }
     // Every P busy and nobody polls: look at the network for them.
-    if (netpoll_inited() && netpoll_waiters() > 0 && sched.timer_waiter.load() == nullptr &&
-        now - std::max(last_forced_poll, netpoll_counters.last_poll_ns.load()) >= kForcePollAfter) {
+    // Hints again (relaxed): a poll that was not needed finds nothing, one that was is made
+    // next round.
+    if (netpoll_inited() && netpoll_waiters() > 0 &&
+        sched.timer_waiter.load(std::memory_order_relaxed) == nullptr &&
+        now - std::max(last_forced_poll,
+                       netpoll_counters.last_poll_ns.load(std::memory_order_relaxed)) >=
+            kForcePollAfter) {
       last_forced_poll = now;
       uint32_t n = 0;
       if (GreenThread* list = netpoll(0, &n)) {
@@ -171,8 +180,9 @@ void loop() {
     acted |= retake(now);
     reap_retired_machines();
     // Timers due on idle Ps and nobody waiting for them.
-    if (sched.timer_waiter.load() == nullptr && sched.npidle.load() > 0 &&
-        earliest_timer() <= now) {
+    // Relaxed hints: ensure_waiter() re-checks under sched.lock.
+    if (sched.timer_waiter.load(std::memory_order_relaxed) == nullptr &&
+        sched.npidle.load(std::memory_order_relaxed) > 0 && earliest_timer() <= now) {
       ensure_waiter();
     }
     if (acted) {
@@ -188,8 +198,9 @@ void loop() {
 
 void sysmon_start() {
   schedtrace_ns = schedtrace_from_env();
-  stop_requested.store(false);
-  dump_requested.store(false);
+  // Relaxed: the thread's creation below orders these before its first read.
+  stop_requested.store(false, std::memory_order_relaxed);
+  dump_requested.store(false, std::memory_order_relaxed);
   last_forced_poll = 0;
   struct sigaction sa {};
   sa.sa_handler = on_sigquit;
@@ -205,7 +216,7 @@ void sysmon_start() {
 }
 
 void sysmon_stop() {
-  stop_requested.store(true);
+  stop_requested.store(true, std::memory_order_seq_cst);  // the pair: see wake_word
   sysmon_wake();
   if (monitor.joinable()) monitor.join();
   if (quit_installed) sigaction(SIGQUIT, &previous_quit, nullptr);
@@ -213,7 +224,7 @@ void sysmon_stop() {
 }
 
 void sysmon_wake() {
-  wake_word.store(1);
+  wake_word.store(1, std::memory_order_seq_cst);  // after the caller's flag: see wake_word
   futex_wake(&wake_word, 1);
 }
 
@@ -224,9 +235,12 @@ std::string schedtrace_line() {
   std::snprintf(buf, sizeof buf,
                 "SCHED %lldms: gomaxprocs=%d idleprocs=%d threads=%d spinningthreads=%d "
                 "idlethreads=%d runqueue=%u [",
-                static_cast<long long>(elapsed_ms), sched.nprocs, sched.npidle.load(),
-                sched.nmachines.load() + 1,  // + sysmon, as Go counts it
-                sched.nmspinning.load(), sched.nmidle.load(),
+                // A trace line: relaxed reads, as stats() does.
+                static_cast<long long>(elapsed_ms), sched.nprocs,
+                sched.npidle.load(std::memory_order_relaxed),
+                sched.nmachines.load(std::memory_order_relaxed) + 1,  // + sysmon, as Go counts it
+                sched.nmspinning.load(std::memory_order_relaxed),
+                sched.nmidle.load(std::memory_order_relaxed),
                 sched.global_size.load(std::memory_order_relaxed));
   line = buf;
   for (int i = 0; i < sched.nprocs; ++i) {
@@ -264,7 +278,7 @@ std::string dump_green_threads(std::size_t limit) {
       },
       &rows);
   std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.id < b.id; });
-  const int64_t now = coarse_now();
+  const int64_t now = coarse_now_ns();
   const uint64_t self = this_green_thread::id();
   std::string out;
   char buf[512];

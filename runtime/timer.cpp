@@ -86,10 +86,30 @@ void timer_add(Timer* t) {
   // Read before publishing: once in the heap the timer may fire at once, and its owner (a
   // parked G's stack) may be gone by the time we would read t->when again.
   const int64_t when = t->when;
+  bool now_earliest;
   {
     std::lock_guard<SpinLock> guard(p->timers.lock());
     t->state.store(Timer::kPending, std::memory_order_relaxed);
     p->timers.push(t);
+    now_earliest = p->timers.earliest() == when;  // exact under the lock
+  }
+  // StoreLoad barrier: the adder's half of the timer waiter's pair. The waiter stores
+  // timer_waiter_until = kTimerWaiterComputing (seq_cst) and then reads every heap's earliest
+  // (stopm); we store our heap's earliest (push, a release store, then the lock's release)
+  // and then read timer_waiter_until (wake_timer_waiter). Without a barrier here both reads
+  // may see the old values (the store buffer reorders a store and a later load on x86 too):
+  // the waiter sleeps past this timer, possibly forever (until = INT64_MAX), and sysmon does
+  // not step in while a waiter exists. Only a timer that became its heap's earliest can need
+  // the waiter (else that heap's earliest, already no later, is what the waiter reads), so
+  // the common case of a deadline behind others pays nothing.
+  if (now_earliest) {
+#if defined(__SANITIZE_THREAD__)
+    // TSan does not model fences (and warns on one); a seq_cst read-modify-write of the word
+    // we are about to read is the same barrier, as in wakep().
+    sched.timer_waiter_until.fetch_add(0, std::memory_order_seq_cst);
+#else
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
   }
   wake_timer_waiter(when);
 }

@@ -147,7 +147,8 @@ bool AccessLog::reopen(std::string* error) {
 }
 
 void AccessLog::start() {
-  if (!enabled() || started_.exchange(true)) return;
+  // acq_rel: start() and stop() come from the owner; the flag only makes start() idempotent.
+  if (!enabled() || started_.exchange(true, std::memory_order_acq_rel)) return;
   q_->writer_done.add(1);
   green::go([this] {
     write_loop();
@@ -156,7 +157,7 @@ void AccessLog::start() {
 }
 
 void AccessLog::stop() {
-  if (!started_.load()) return;
+  if (!started_.load(std::memory_order_acquire)) return;
   q_->queue.close();
   q_->writer_done.wait();
 }

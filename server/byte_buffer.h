@@ -88,26 +88,6 @@ class ByteBuffer {
     reserve(size_ + static_cast<std::size_t>(n));
     while (n > 0) data_[size_++] = tmp[--n];
   }
-  void append_hex(uint64_t v) {
-    static constexpr char kDigits[] = "0123456789abcdef";
-    char tmp[16];
-    int n = 0;
-    do {
-      tmp[n++] = kDigits[v & 15];
-      v >>= 4;
-    } while (v != 0);
-    reserve(size_ + static_cast<std::size_t>(n));
-    while (n > 0) data_[size_++] = tmp[--n];
-  }
-  // Drops the first n bytes (after a partial write).
-  void consume_front(std::size_t n) {
-    if (n >= size_) {
-      size_ = 0;
-      return;
-    }
-    std::memmove(data_, data_ + n, size_ - n);
-    size_ -= n;
-  }
 
  private:
   void grow(std::size_t need) {

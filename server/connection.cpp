@@ -66,13 +66,14 @@ Connection::~Connection() {
 
 void Connection::stop(bool force) {
   if (force) {
-    state_.store(kClosing);
+    // Relaxed: a hint that spares a wait; the close below is what ends the connection.
+    state_.store(kClosing, std::memory_order_relaxed);
     stream_.close();
     return;
   }
   // Seq_cst, against wait_for_request(): either this load sees kIdle, or that green thread's
   // load of draining_ (after its store of kIdle) sees the drain.
-  if (state_.load() == kIdle) stream_.wake_reader();
+  if (state_.load(std::memory_order_seq_cst) == kIdle) stream_.wake_reader();
 }
 
 ByteBuffer& Connection::output() { return buffers_->output; }
@@ -143,14 +144,20 @@ void Connection::run() {
 
 bool Connection::wait_for_request() {
   int expected = kActive;
-  state_.compare_exchange_strong(expected, kIdle);
-  if (state_.load() == kClosing) return false;
-  if (server_.draining_.load()) {
+  // seq_cst: the store half of the pair with stop() (Server::start_drain's draining_ store,
+  // then stop()'s load of state_; here state_, then draining_).
+  state_.compare_exchange_strong(expected, kIdle, std::memory_order_seq_cst);
+  // Relaxed: a forced stop also closes the stream, which ends the wait below; this only
+  // spares it.
+  if (state_.load(std::memory_order_relaxed) == kClosing) return false;
+  if (server_.draining_.load(std::memory_order_seq_cst)) {
     // Do not wait, and do not close yet either: a request may have arrived. Look
     // (serve_batches answers it with Connection: close, or finds nothing and ends). A seq_cst
     // load, paired with stop()'s: see there.
     expected = kIdle;
-    return state_.compare_exchange_strong(expected, kActive);
+    // acq_rel: out of kIdle again; no pair needed (an active connection looks at draining()
+    // when it answers, and at draining_ again when it next comes back here).
+    return state_.compare_exchange_strong(expected, kActive, std::memory_order_acq_rel);
   }
 
   const Clock::time_point idle_since = idle_since_;
@@ -169,9 +176,10 @@ bool Connection::wait_for_request() {
     if (rc == -ETIMEDOUT) server_.metrics_.idle_timeouts.fetch_add(1, std::memory_order_relaxed);
     return false;  // idle timeout, forced close, or a socket error: close quietly
   }
-  // Data, end of stream, or the drain's wake (serve_batches tells them apart).
+  // Data, end of stream, or the drain's wake (serve_batches tells them apart). acq_rel: as
+  // above.
   expected = kIdle;
-  return state_.compare_exchange_strong(expected, kActive);
+  return state_.compare_exchange_strong(expected, kActive, std::memory_order_acq_rel);
 }
 
 ssize_t Connection::read_more(bool* fresh_wake) {

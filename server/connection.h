@@ -30,10 +30,11 @@
 // request. The drain wakes an idle one; it reads what has arrived, answers any complete
 // request with Connection: close, and closes with the same lingering close (nginx's
 // lingering_close), so a request that crossed the shutdown gets its response or a clean end
-// of stream, never a reset. Only past the drain deadline is a socket closed under its owner.
+// of stream, never a reset. Only at the end of the drain (shortly before shutdown_timeout: see
+// Server::serve) is a socket closed under its owner.
 //
 // Per-request context (Request::context(), Go's r.Context()): created only when a handler
-// asks, as a child of the server's base context (cancelled at the drain deadline), with the
+// asks, as a child of the server's base context (cancelled late in the drain), with the
 // --handler-timeout deadline if one is set. While the handler runs, the netpoller watches
 // the socket for the client's hang-up and cancels it (TcpStream::on_hangup: no read, no
 // green thread, no syscall; a pipelined next request stays unread). It is cancelled when the

@@ -53,7 +53,7 @@ class ShutdownOnSignal {
       fds_[0] = fds_[1] = -1;
       return;
     }
-    signal_pipe.store(fds_[1]);
+    signal_pipe.store(fds_[1], std::memory_order_relaxed);  // an fd, read relaxed by the handler
     struct sigaction sa {};
     sa.sa_handler = on_shutdown_signal;
     sigemptyset(&sa.sa_mask);
@@ -71,17 +71,18 @@ class ShutdownOnSignal {
       } while (n < 0 && errno == EINTR);
       // Only the first byte matters: the server shuts down once. A byte written by the
       // destructor (stopping_) means serve() has returned already.
-      if (n == 1 && !stopping_.load()) green::go([&server] { server.shutdown(); });
+      // Acquire, with the destructor's release store; the pipe write orders them in time.
+      if (n == 1 && !stopping_.load(std::memory_order_acquire)) green::go([&server] { server.shutdown(); });
     });
   }
   // From a green thread, after serve() returned: serve() returns only after shutdown() has
   // run, so the green thread spawned above no longer needs the server.
   ~ShutdownOnSignal() {
     if (fds_[0] < 0) return;
-    stopping_.store(true);
+    stopping_.store(true, std::memory_order_release);  // before the byte below: see the reader
     sigaction(SIGINT, &previous_int_, nullptr);
     sigaction(SIGTERM, &previous_term_, nullptr);
-    signal_pipe.store(-1);
+    signal_pipe.store(-1, std::memory_order_relaxed);
     const char byte = 0;
     [[maybe_unused]] const ssize_t n = ::write(fds_[1], &byte, 1);  // wakes the reader if idle
     green::may_block([this] { thread_.join(); });                   // it returns at once

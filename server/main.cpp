@@ -108,7 +108,8 @@ class SignalWaiter {
         thread_([this] { loop(); }) {}
   // From a green thread: joins (inside may_block, the wait is short).
   ~SignalWaiter() {
-    stopping_.store(true);
+    // Release, with loop()'s acquire load; the signal below orders them in time.
+    stopping_.store(true, std::memory_order_release);
     // Thread-directed, and blocked there like the rest: sigwait returns it, sees stopping_.
     pthread_kill(thread_.native_handle(), SIGUSR2);
     green::may_block([this] { thread_.join(); });
@@ -123,7 +124,7 @@ class SignalWaiter {
     for (;;) {
       int sig = 0;
       if (sigwait(&set, &sig) != 0) continue;
-      if (stopping_.load()) return;
+      if (stopping_.load(std::memory_order_acquire)) return;
       const char* name = sigabbrev_np(sig);
       if (sig == SIGHUP || sig == SIGUSR1) {
         std::string error;
@@ -200,14 +201,14 @@ int main(int argc, char** argv) {
   options.procs = cfg.threads;
   green::run(options, [&] {
     green::http::Router router;
-    green::handlers::Context context;
-    context.static_dir = cfg.static_dir;
-    context.limits.max_work = static_cast<int>(cfg.max_work_concurrency);
-    context.limits.max_blocking = static_cast<int>(cfg.max_blocking_concurrency);
-    context.separate_debug = !cfg.debug_listen.empty();
-    green::handlers::register_all(router, context);
+    green::handlers::AppState app;
+    app.static_dir = cfg.static_dir;
+    app.limits.max_work = static_cast<int>(cfg.max_work_concurrency);
+    app.limits.max_blocking = static_cast<int>(cfg.max_blocking_concurrency);
+    app.separate_debug = !cfg.debug_listen.empty();
+    green::handlers::register_all(router, app);
     green::http::Server server(server_options(cfg), router, access_log.get());
-    context.server = &server;
+    app.server = &server;
     const int rc = server.listen();
     if (rc != 0) {
       spdlog::error("cannot listen on {}: {}", cfg.listen, std::strerror(-rc));
@@ -218,8 +219,8 @@ int main(int argc, char** argv) {
     green::http::Router debug_router;
     std::unique_ptr<green::http::Server> debug_server;
     green::WaitGroup debug_done;
-    if (context.separate_debug) {
-      green::handlers::register_debug(debug_router, context);
+    if (app.separate_debug) {
+      green::handlers::register_debug(debug_router, app);
       green::http::ServerOptions debug_options = server_options(cfg);
       debug_options.listen = cfg.debug_listen;
       debug_options.max_connections = 64;

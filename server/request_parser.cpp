@@ -163,7 +163,6 @@ void RequestParser::compact() {
       storage_->header_names[i].offset -= static_cast<uint32_t>(shift);
       storage_->header_values[i].offset -= static_cast<uint32_t>(shift);
     }
-    transfer_encoding_.offset -= static_cast<uint32_t>(std::min<std::size_t>(transfer_encoding_.offset, shift));
     expect_.offset -= static_cast<uint32_t>(std::min<std::size_t>(expect_.offset, shift));
     msg_start_ = 0;
     parsed_ -= shift;
@@ -184,7 +183,6 @@ void RequestParser::compact() {
       storage_->header_values[i].offset -= static_cast<uint32_t>(shift);
     }
     url_.offset -= static_cast<uint32_t>(shift);
-    transfer_encoding_.offset -= static_cast<uint32_t>(std::min<std::size_t>(transfer_encoding_.offset, shift));
     expect_.offset -= static_cast<uint32_t>(std::min<std::size_t>(expect_.offset, shift));
   }
   std::memmove(buf + head_len, buf + parsed_, tail_len);
@@ -265,7 +263,7 @@ void RequestParser::reset_message() {
   phase_ = Phase::kHead;
   chunk_line_bytes_ = trailer_bytes_ = trailer_count_ = 0;
   chunk_size_ = chunk_excess_ = 0;
-  transfer_encoding_ = expect_ = body_span_ = {};
+  expect_ = body_span_ = {};
   has_transfer_encoding_ = has_expect_ = body_copied_ = false;
   body_bytes_ = 0;
   keep_alive_ = true;
@@ -640,7 +638,6 @@ int RequestParser::on_header_value_complete(llhttp_t* p) {
     if (!iequals(value, "chunked")) return r->fail(501, "unsupported transfer coding");
     if (r->has_transfer_encoding_) return r->fail(400, "chunked applied twice");
     r->has_transfer_encoding_ = true;
-    r->transfer_encoding_ = value_span;
   } else if (iequals(name, "expect")) {
     r->has_expect_ = true;
     r->expect_ = value_span;

@@ -235,9 +235,7 @@ class RequestParser {
   bool headers_done_ = false;
   bool message_done_ = false;
   bool expect_continue_ = false;
-  bool expect_paused_ = false;
   int host_count_ = 0;
-  Span transfer_encoding_;
   bool has_transfer_encoding_ = false;
   Span expect_;
   bool has_expect_ = false;

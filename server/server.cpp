@@ -49,7 +49,8 @@ Server::~Server() {
 
 bool Server::wait_for_connections(Clock::time_point until) {
   // Each connection's decrement of the count is its last touch of *this (see serve()).
-  while (metrics_.open_connections.load() > 0) {
+  // Acquire: pairs with run_connection's release decrement.
+  while (metrics_.open_connections.load(std::memory_order_acquire) > 0) {
     if (Clock::now() >= until) return false;
     green::sleep_for(std::chrono::milliseconds(5));
   }
@@ -62,7 +63,7 @@ int Server::listen() {
   net::ListenOptions lo;
   lo.reuse_port = options_.reuse_port;
   const int rc = net::TcpListener::listen(*at, &listener_, lo);
-  if (rc == 0) ready_.store(true);
+  if (rc == 0) ready_.store(true, std::memory_order_relaxed);  // a health flag, read relaxed
   return rc;
 }
 
@@ -80,7 +81,7 @@ void Server::reject(net::TcpStream& stream) {
 }
 
 std::size_t Server::serve() {
-  serving_.store(true);
+  serving_.store(true, std::memory_order_seq_cst);  // paired with shutdown(): see there
   state_->reclaimer.start();
   auto backoff = std::chrono::milliseconds(5);
   for (;;) {
@@ -133,27 +134,32 @@ std::size_t Server::serve() {
   const Clock::time_point force_at =
       deadline - std::min<std::chrono::nanoseconds>(std::chrono::seconds(1),
                                                    options_.shutdown_timeout / 4);
-  while (metrics_.open_connections.load() > 0 && Clock::now() < force_at) {
+  // The count is read with acquire (pairs with run_connection's release decrement): when it
+  // reaches zero, the Server may go away.
+  while (metrics_.open_connections.load(std::memory_order_acquire) > 0 &&
+         Clock::now() < force_at) {
     stop_connections(false);  // cheap, and a safety net: connections see the drain themselves
     green::sleep_for(std::chrono::milliseconds(10));
   }
-  if (metrics_.open_connections.load() > 0) {
+  if (metrics_.open_connections.load(std::memory_order_acquire) > 0) {
     // Every request still in flight has its context cancelled (Request::context()): handlers
     // that honour it end now and may still answer (with Connection: close) in the first half
     // of what is left; then the rest are cut off from their sockets.
     state_->base.second();
     const Clock::time_point grace_end = force_at + (deadline - force_at) / 2;
-    while (metrics_.open_connections.load() > 0 && Clock::now() < grace_end) {
+    while (metrics_.open_connections.load(std::memory_order_acquire) > 0 &&
+           Clock::now() < grace_end) {
       stop_connections(false);
       green::sleep_for(std::chrono::milliseconds(5));
     }
   }
-  if (metrics_.open_connections.load() > 0) {
+  if (metrics_.open_connections.load(std::memory_order_acquire) > 0) {
     stop_connections(true);
     wait_for_connections(deadline);
   }
   state_->reclaimer.stop();
-  return static_cast<std::size_t>(std::max<int64_t>(0, metrics_.open_connections.load()));
+  return static_cast<std::size_t>(
+      std::max<int64_t>(0, metrics_.open_connections.load(std::memory_order_acquire)));
 }
 
 void Server::run_connection(net::TcpStream stream, const net::Address& peer) {
@@ -195,8 +201,9 @@ void Server::serve_connection(net::TcpStream stream, const net::Address& peer) {
 }
 
 void Server::shutdown() {
-  if (shutting_down_.exchange(true)) return;
-  ready_.store(false);
+  // acq_rel: only one caller goes on; nothing else rides on the flag.
+  if (shutting_down_.exchange(true, std::memory_order_acq_rel)) return;
+  ready_.store(false, std::memory_order_relaxed);
   // Connections the kernel has completed but nobody accepted yet may hold a request already:
   // closing the listener resets them (Go's Shutdown and nginx close it at once, and do).
   // Accept what is queued first, without waiting (a deadline of now), then close. The drain
@@ -211,13 +218,18 @@ void Server::shutdown() {
   }
   listener_.close();  // serve()'s accept returns, and serve() starts the drain
   // Without serve() (no accept holds the descriptor, so it is closed already), or should it
-  // have started just now: start it here. Twice is harmless.
-  if (!serving_.load()) start_drain();
+  // have started just now: start it here. Twice is harmless. seq_cst, kept: serve() stores
+  // serving_ and then accepts (finding the listener closed starts the drain); we close the
+  // listener and then read serving_. Either side starting the drain is enough, and the
+  // listener's close is ordered by netpoll's locks, not by atomics, so the strongest order
+  // costs nothing here (once per shutdown).
+  if (!serving_.load(std::memory_order_seq_cst)) start_drain();
   state_->shutdown_done.done();
 }
 
 void Server::start_drain() {
-  draining_.store(true);  // seq_cst: paired with Connection::wait_for_request (see stop())
+  // seq_cst: paired with Connection::wait_for_request (see Connection::stop()).
+  draining_.store(true, std::memory_order_seq_cst);
   stop_connections(false);
 }
 

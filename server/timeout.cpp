@@ -1,4 +1,4 @@
-// middleware::timeout: see green/http/timeout.h.
+// middleware::timeout: see green/http/middleware.h.
 //
 // The wrapped handler runs in a child green thread against a ResponseWriter whose sink is a
 // private buffer (flush() sends nothing). The wrapper parks on a select between the child's

@@ -14,7 +14,8 @@
 //   * A green thread may resume on another OS thread after any call that can park or yield.
 //     Never keep the address of a thread_local across such a call; use green::GreenLocal<T>.
 //   * Preemption is cooperative: a loop that runs for long without calling into the runtime
-//     should call green::checkpoint() now and then (arrives with sysmon).
+//     should call green::checkpoint() now and then; sysmon asks a green thread that has run
+//     for 10 ms to yield there (or at its next runtime call).
 //   * An exception escaping a green thread's function ends the process with a message naming
 //     the green thread and where it was spawned (Go's unrecovered panic).
 #pragma once

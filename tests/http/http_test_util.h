@@ -123,7 +123,7 @@ class TestServer {
   }
 
   Router router_;
-  handlers::Context context_;
+  handlers::AppState context_;
   std::unique_ptr<AccessLog> log_;
   std::thread thread_;
   std::mutex lock_;

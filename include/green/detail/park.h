@@ -1,5 +1,5 @@
 // Parking and unparking: the one mechanism every blocking primitive (channels, select, Mutex,
-// WaitGroup, ConditionVariable, sleep, and later the netpoller) is built on.
+// WaitGroup, ConditionVariable, sleep, the netpoller, blocking()'s thread cap) is built on.
 //
 // A Waiter is the identity of whoever blocks: a green thread, or a plain OS thread (so channels,
 // WaitGroup and Mutex also work from threads outside the runtime). The protocol is Go's
@@ -52,13 +52,27 @@ enum class WaitReason : uint8_t {
 
 const char* wait_reason_name(WaitReason reason);
 
+// Time, the rule. One clock: CLOCK_MONOTONIC (std::chrono::steady_clock is the same clock in
+// libstdc++). Inside the runtime (runtime/, include/green/detail/), a time is an int64_t count
+// of nanoseconds on that clock, and a parameter or field holding one says so with _ns
+// (deadline_ns, timeout_ns; a timer's `when` and a local `now` are ns by this rule): timers,
+// park deadlines and the netpoller compare and store these without conversions. The
+// public API takes std::chrono: durations (sleep_for, with_timeout, wait_for, select's
+// timeout) and steady_clock time points (net::Deadline); the server and handlers use those
+// too. The few public *_ns functions (Context::deadline_ns, with_deadline_ns,
+// ConditionVariable::wait_until_ns) are the low-level forms for callers that already hold a
+// now_ns() time (Connection::handler_deadline_ns_); their names say so.
+//
 // Monotonic clock in nanoseconds (CLOCK_MONOTONIC).
 int64_t now_ns();
 // CLOCK_MONOTONIC_COARSE: the same clock up to one tick (1-4 ms) behind, at a fifth of the
 // cost (~7 ns against ~35 ns here). For checks that may see a deadline that late.
 int64_t coarse_now_ns();
 
-inline constexpr int64_t kNoDeadline = INT64_MAX;
+// "No deadline" in nanoseconds: the latest time there is. The only other form of it is the
+// public net::kNoDeadline, steady_clock::time_point::max(), the same instant (its count is
+// this value: net.cpp checks that), so converting a Deadline needs no special case.
+inline constexpr int64_t kNoDeadlineNs = INT64_MAX;
 inline constexpr uint32_t kTimeoutTag = 0xFFFFFFFEu;
 
 // Whether unparking a green thread also wakes an idle P for it.
@@ -124,7 +138,7 @@ using CommitFn = void (*)(void*);
 // Blocks the caller until unpark(w). `commit(arg)` (may be null) runs once the caller can be
 // woken safely; see the protocol above. `deadline_ns` is absolute (now_ns() clock).
 void park(Waiter& w, WaitReason reason, CommitFn commit, void* arg,
-          int64_t deadline_ns = kNoDeadline);
+          int64_t deadline_ns = kNoDeadlineNs);
 
 // Wakes a parked waiter (which must have been claimed by the caller). Never blocks.
 void unpark(Waiter& w, WakeIdleP wake = WakeIdleP::kIfQueued);

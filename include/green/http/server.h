@@ -13,9 +13,10 @@
 // connections already queued and closes the listener; serve() then drains: it wakes idle
 // keep-alive connections (each answers a request that has already arrived, then closes
 // without a reset: see connection.h), and lets connections that are handling a request finish
-// it and answer with Connection: close; serve() returns once every connection is gone, or
-// after shutdown_timeout, when the rest are closed (and up to a second more for their green
-// threads to see it).
+// it and answer with Connection: close; serve() returns once every connection is gone, or by
+// shutdown_timeout: a little before it (a quarter of it, at most a second) the requests still
+// in flight are cancelled, and halfway through that remainder the rest are closed, so that
+// their green threads have seen it by the deadline.
 //
 // A connection whose handler is still running then (it sleeps, computes, or waits on
 // something that is not its socket) cannot be stopped from outside: serve() returns how many
@@ -67,7 +68,7 @@ struct ServerOptions {
   // handler returns, and what the handler wrote is discarded; if the response had started, it
   // is cut off (the connection closes without completing it, as Go's abort). 0: none, and
   // nothing of this costs anything. For a 503 on time whatever the handler does, wrap it in
-  // middleware::timeout(d) (green/http/timeout.h), which runs it in its own green thread.
+  // middleware::timeout(d) (green/http/middleware.h), which runs it in its own green thread.
   std::chrono::nanoseconds handler_timeout{0};
   // Open connections before new ones get 503; 0: the open-files limit minus 64.
   int64_t max_connections = 0;

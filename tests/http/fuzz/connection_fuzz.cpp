@@ -95,7 +95,7 @@ constexpr std::size_t kMaxResponseBytes = 32 << 20;
 struct Runtime {
   std::thread thread;
   green::http::Router* router = nullptr;
-  green::handlers::Context* context = nullptr;
+  green::handlers::AppState* context = nullptr;
   Server* normal = nullptr;
   Server* small = nullptr;
   std::unique_ptr<green::http::AccessLog> access_log;
@@ -157,7 +157,7 @@ Runtime& runtime() {
       o.procs = 2;
       green::run(o, [rt] {
         rt->router = new green::http::Router;
-        rt->context = new green::handlers::Context;
+        rt->context = new green::handlers::AppState;
         rt->context->static_dir = rt->static_dir;
         green::handlers::register_benchmarks(*rt->router);
         green::handlers::register_static(*rt->router, rt->static_dir);

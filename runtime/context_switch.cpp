@@ -1,5 +1,5 @@
-// Context switches with the per-switch state fcontext does not carry. See context.h.
-#include "runtime/context.h"
+// Context switches with the per-switch state fcontext does not carry. See context_switch.h.
+#include "runtime/context_switch.h"
 
 #include <cxxabi.h>
 

@@ -1,5 +1,7 @@
 // Context switching between g0 (an M's scheduler stack) and green threads, on Boost.Context's
 // fcontext (jump_fcontext: ~20 instructions, saves callee-saved registers, FPU control words).
+// "Context" here is a saved register set (GreenThread::ctx, Machine::g0_ctx); green::Context,
+// the cancellation context, is another thing (include/green/context.h, cancel_context.cpp).
 //
 // Every switch also carries what fcontext does not:
 //   * libstdc++'s exception state (__cxa_eh_globals) and errno, saved per G, because a G may
