@@ -7,6 +7,7 @@
 #include "green/detail/lock_rank.h"
 #include "green/detail/spin_lock.h"
 #include "green/green.h"
+#include "green/select.h"
 #include "green/sync.h"
 
 namespace green {
