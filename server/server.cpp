@@ -222,14 +222,14 @@ void Server::start_drain() {
 }
 
 void Server::register_connection(Connection* c) {
-  std::lock_guard<std::mutex> guard(registry_lock_);
+  green::MutexGuard guard(registry_lock_);
   c->next_ = registry_head_;
   if (registry_head_ != nullptr) registry_head_->prev_ = c;
   registry_head_ = c;
 }
 
 void Server::unregister_connection(Connection* c) {
-  std::lock_guard<std::mutex> guard(registry_lock_);
+  green::MutexGuard guard(registry_lock_);
   if (c->prev_ != nullptr) c->prev_->next_ = c->next_;
   if (c->next_ != nullptr) c->next_->prev_ = c->prev_;
   if (registry_head_ == c) registry_head_ = c->next_;
@@ -237,7 +237,7 @@ void Server::unregister_connection(Connection* c) {
 }
 
 void Server::stop_connections(bool force) {
-  std::lock_guard<std::mutex> guard(registry_lock_);
+  green::MutexGuard guard(registry_lock_);
   for (Connection* c = registry_head_; c != nullptr; c = c->next_) c->stop(force);
 }
 
