@@ -35,9 +35,10 @@
 // waker may still hold its address) and reused by the next thread (retire_if_idle_too_long,
 // reap_retired_machines).
 //
-// Lock order: sched.lock, then a P's timer lock; sched.free_lock is a leaf. Channel and other
-// primitive locks are taken by Gs and released on g0 in park's commit, never while holding
-// sched.lock.
+// Lock order: the table in include/green/detail/lock_rank.h (checked in GREEN_CHECKS builds).
+// In short: a primitive's lock (channel, sync queue, poll descriptor, blocking cap) is held on
+// g0 while park arms the deadline's timer (a P's timer lock) and may wake an M (sched.lock);
+// the timer lock and sched.lock never nest; sched.free_lock is a leaf.
 //
 // Files, one concept each (declarations shared between them: scheduler.h):
 //   scheduler.cpp          this overview, run() and the runtime's life, spawning, public API
