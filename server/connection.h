@@ -161,7 +161,7 @@ class Connection final : public ResponseSink {
   char remote_[46] = {};
   uint8_t remote_length_ = 0;
 
-  // The server's registry (a doubly linked list under Server::registry_lock_).
+  // The server's registry (a doubly linked list under ServerState::registry_lock).
   Connection* prev_ = nullptr;
   Connection* next_ = nullptr;
 };

@@ -64,12 +64,12 @@
 //
 //   lock                        where                     rule
 //   --------------------------  ------------------------  ------------------------------------
-//   green::Mutex (user level)   Server::registry_lock_,   taken with no spin lock held
-//                               MemoryReclaimer, users    (checked: Mutex::lock is a
-//                                                         preemption point and may park). Under
-//                                                         the registry: Connection::stop, which
-//                                                         takes kPollDesc and may wake an M
-//                                                         (kSched).
+//   green::Mutex (user level)   ServerState::registry_lock taken with no spin lock held
+//                               (the server's connection  (checked: Mutex::lock is a
+//                               list), MemoryReclaimer,   preemption point and may park).
+//                               users' code               Under the registry: the drain's
+//                                                         Connection::stop, which takes
+//                                                         kPollDesc and may wake an M (kSched).
 //   join_lock (std::mutex)      scheduler (run, sysmon)   taken with no spin lock held, by
 //                                                         plain threads only (sysmon, the caller
 //                                                         of run()); kSched under it.

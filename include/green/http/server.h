@@ -42,7 +42,6 @@
 #include "green/http/metrics.h"
 #include "green/http/router.h"
 #include "green/net.h"
-#include "green/sync.h"
 
 namespace green::http {
 
@@ -133,13 +132,14 @@ class Server {
   void admit(net::TcpStream stream, const net::Address& peer);
   // Runs an admitted connection (already counted in open_connections) to its end.
   void run_connection(net::TcpStream stream, const net::Address& peer);
-  void register_connection(Connection* c) GREEN_EXCLUDES(registry_lock_);
-  void unregister_connection(Connection* c) GREEN_EXCLUDES(registry_lock_);
+  // The registry of live connections (ServerState::registry), for the drain.
+  void register_connection(Connection* c);
+  void unregister_connection(Connection* c);
   // Sets draining() and wakes idle connections. Idempotent.
   void start_drain();
   // Connection::stop on each: wakes idle ones to close themselves gracefully, or (`force`,
   // past the drain deadline) closes every socket.
-  void stop_connections(bool force) GREEN_EXCLUDES(registry_lock_);
+  void stop_connections(bool force);
   // Waits until no connection green thread is left or `until` passes; true if none is left.
   bool wait_for_connections(std::chrono::steady_clock::time_point until);
 
@@ -156,14 +156,6 @@ class Server {
   std::atomic<bool> serving_{false};        // serve() was called
   std::atomic<bool> shutting_down_{false};  // shutdown() was called
   std::atomic<bool> draining_{false};       // serve() saw the listener closed and drains
-
-  // Every live connection, for shutdown. A green::Mutex, not a std::mutex: green threads take
-  // it (each connection registers and unregisters), and a contended std::mutex would block
-  // their OS thread and its P; this one parks the green thread instead. Held across the drain's
-  // walk, whose Connection::stop takes poll descriptor locks and may wake an M (sched.lock):
-  // see the lock-rank table (green/detail/lock_rank.h). Taken with no runtime lock held.
-  green::Mutex registry_lock_;
-  Connection* registry_head_ GREEN_GUARDED_BY(registry_lock_) = nullptr;
 };
 
 // Go's http.ListenAndServe with the usual signal.NotifyContext + Shutdown around it, for
