@@ -73,6 +73,11 @@
 //   join_lock (std::mutex)      scheduler (run, sysmon)   taken with no spin lock held, by
 //                                                         plain threads only (sysmon, the caller
 //                                                         of run()); kSched under it.
+//   /blocking's std::mutex      handlers/runtime_demos    a deliberately blocking wait, inside
+//                                                         green::blocking() (the P is handed
+//                                                         off first); the context's hook that
+//                                                         notifies it holds it for one store.
+//                                                         Nothing is taken under it.
 #pragma once
 
 #include <cstdint>
