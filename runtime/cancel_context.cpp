@@ -11,10 +11,10 @@ namespace green {
 namespace detail {
 
 struct ContextState : std::enable_shared_from_this<ContextState> {
-  SpinLock lock;
-  ContextError err = ContextError::kNone;  // under lock; set once
-  std::vector<std::weak_ptr<ContextState>> children;  // under lock
-  std::size_t sweep_at = 16;                           // under lock: see make_child
+  SpinLock lock{LockRank::kContext};
+  ContextError err GREEN_GUARDED_BY(lock) = ContextError::kNone;  // set once
+  std::vector<std::weak_ptr<ContextState>> children GREEN_GUARDED_BY(lock);
+  std::size_t sweep_at GREEN_GUARDED_BY(lock) = 16;  // see make_child
   Channel<bool> done{0};
   int64_t deadline_ns = kNoDeadlineNs;
   // after_func hooks, each with the id its stop() names (under lock). Most contexts have none:
@@ -23,8 +23,8 @@ struct ContextState : std::enable_shared_from_this<ContextState> {
     uint64_t id;
     std::function<void()> fn;
   };
-  std::vector<AfterFn> after;  // under lock
-  uint64_t next_after_id = 1;  // under lock
+  std::vector<AfterFn> after GREEN_GUARDED_BY(lock);
+  uint64_t next_after_id GREEN_GUARDED_BY(lock) = 1;
 
   void cancel(ContextError why) {
     std::vector<std::weak_ptr<ContextState>> kids;

@@ -24,7 +24,7 @@ void ChannelCore::wake_all(ChanNode* chain) {
 
 void ChannelCore::park_in(ChanQueue& queue, SpinLock& lock, ChanNode& node, WaitReason reason) {
   queue.push(&node);
-  park(*node.waiter, reason, unlock_spin_lock, &lock);
+  park_and_unlock(*node.waiter, reason, lock);
 }
 
 }  // namespace green::detail

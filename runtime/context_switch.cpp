@@ -26,8 +26,8 @@ namespace {
 // __attribute__((const)): the compiler may compute their (thread-specific) result once per
 // function and reuse it across a switch, after which the G runs on another thread. noipa keeps
 // every call real.
-[[gnu::noipa]] int* errno_address() { return &errno; }
-[[gnu::noipa]] ExceptionState* exception_state_address() {
+[[GREEN_NOIPA]] int* errno_address() { return &errno; }
+[[GREEN_NOIPA]] ExceptionState* exception_state_address() {
   return reinterpret_cast<ExceptionState*>(abi::__cxa_get_globals());
 }
 

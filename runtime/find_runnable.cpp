@@ -94,7 +94,7 @@ GreenThread* find_runnable(Machine* m, bool* inherit_time) {
 
     // Nothing found: give up the P.
     {
-      std::lock_guard<SpinLock> guard(sched.lock);
+      SpinLockGuard guard(sched.lock);
       if (GreenThread* g = global_get_locked(p, 0)) return g;
       pidle_put_locked(p);
       m->p = nullptr;
@@ -109,7 +109,7 @@ GreenThread* find_runnable(Machine* m, bool* inherit_time) {
     if (work_anywhere()) {
       Processor* again;
       {
-        std::lock_guard<SpinLock> guard(sched.lock);
+        SpinLockGuard guard(sched.lock);
         again = pidle_get_locked();
       }
       if (again != nullptr) {

@@ -71,13 +71,13 @@ void green_entry(Transfer t) {
 // Pushes the chain head..(size Gs) as one batch on the global free list.
 void push_free_batch(GreenThread* head, int size) {
   head->free_batch_size = size;
-  std::lock_guard<SpinLock> guard(sched.free_lock);
+  SpinLockGuard guard(sched.free_lock);
   head->free_batch_next = sched.free_batches;
   sched.free_batches = head;
 }
 
 GreenThread* pop_free_batch() {
-  std::lock_guard<SpinLock> guard(sched.free_lock);
+  SpinLockGuard guard(sched.free_lock);
   GreenThread* head = sched.free_batches;
   if (head != nullptr) sched.free_batches = head->free_batch_next;
   return head;
@@ -237,9 +237,9 @@ void reclaim_abandoned_green_threads() {
 // ---- green-thread-local storage ----
 namespace {
 struct GlsKeys {
-  SpinLock lock;
-  bool used[kMaxGreenLocals] = {};
-  void (*destroy[kMaxGreenLocals])(void*) = {};
+  SpinLock lock{LockRank::kGreenLocals};
+  bool used[kMaxGreenLocals] GREEN_GUARDED_BY(lock) = {};
+  void (*destroy[kMaxGreenLocals])(void*) GREEN_GUARDED_BY(lock) = {};
 };
 GlsKeys& gls_keys() {
   static GlsKeys keys;
@@ -254,7 +254,7 @@ GreenThread* gls_owner() {
 
 int gls_key_create(void (*destroy)(void*)) {
   GlsKeys& k = gls_keys();
-  std::lock_guard<SpinLock> guard(k.lock);
+  SpinLockGuard guard(k.lock);
   for (int i = 0; i < kMaxGreenLocals; ++i) {
     if (!k.used[i]) {
       k.used[i] = true;
@@ -267,7 +267,7 @@ int gls_key_create(void (*destroy)(void*)) {
 
 void gls_key_delete(int key) {
   GlsKeys& k = gls_keys();
-  std::lock_guard<SpinLock> guard(k.lock);
+  SpinLockGuard guard(k.lock);
   k.used[key] = false;
   k.destroy[key] = nullptr;
 }
@@ -290,7 +290,7 @@ void destroy_green_locals(GreenThread* g) {
     if (g->locals[i] == nullptr) continue;
     void (*destroy)(void*);
     {
-      std::lock_guard<SpinLock> guard(k.lock);
+      SpinLockGuard guard(k.lock);
       destroy = k.destroy[i];
     }
     void* value = g->locals[i];

@@ -50,7 +50,7 @@ void handoff_p(Processor* p) {
   }
   bool work = false;
   {
-    std::lock_guard<SpinLock> guard(sched.lock);
+    SpinLockGuard guard(sched.lock);
     work = sched.global_size.load(std::memory_order_relaxed) != 0;
     if (!work) pidle_put_locked(p);
   }
@@ -86,7 +86,7 @@ void release_blocking_slot() {
   sched.blocking_machines.fetch_sub(1, std::memory_order_release);
   Waiter* next = nullptr;
   {
-    std::lock_guard<SpinLock> guard(sched.blocking_cap_lock);
+    SpinLockGuard guard(sched.blocking_cap_lock);
     next = cap_waiters().pop_claimed();
   }
   if (next != nullptr) unpark(*next);
@@ -109,7 +109,7 @@ void enter_blocking() {
       continue;
     }
     cap_waiters().push(&w);
-    park(w, WaitReason::kBlockingCall, unlock_spin_lock, &sched.blocking_cap_lock);
+    park_and_unlock(w, WaitReason::kBlockingCall, sched.blocking_cap_lock);
   }
   sched.blocking_calls.fetch_add(1, std::memory_order_relaxed);
   m = current_machine();  // the cap wait may have moved us
@@ -131,7 +131,7 @@ namespace {
 void reacquire_after_call(Machine* m, GreenThread* g, Processor* old) {
   Processor* p = nullptr;
   {
-    std::lock_guard<SpinLock> guard(sched.lock);
+    SpinLockGuard guard(sched.lock);
     // Our old P if it is still idle (its caches are warm), else any idle P.
     if (old != nullptr && old->idle.load(std::memory_order_relaxed)) {
       pidle_remove_locked(old);

@@ -17,8 +17,8 @@ thread_local Machine* this_thread_machine = nullptr;
 
 // noipa: a G that parked on one thread and resumed on another must get the new thread's M.
 // Without it the compiler could reuse a TLS address computed before the switch.
-[[gnu::noipa]] Machine* current_machine() { return this_thread_machine; }
-[[gnu::noipa]] void set_current_machine(Machine* m) { this_thread_machine = m; }
+[[GREEN_NOIPA]] Machine* current_machine() { return this_thread_machine; }
+[[GREEN_NOIPA]] void set_current_machine(Machine* m) { this_thread_machine = m; }
 
 void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, int64_t timeout_ns) {
   struct timespec ts {};

@@ -16,6 +16,16 @@
 #include <cstdint>
 #include <thread>
 
+// For a function whose result depends on the OS thread (a TLS address): every call stays a
+// real call, never folded into its caller or reused across a context switch. GCC: noipa.
+// Clang has no noipa; noinline keeps the TLS access inside the callee, which Clang infers at
+// most to read memory, so a context switch (an opaque call) between two calls keeps both.
+#if defined(__clang__)
+#define GREEN_NOIPA gnu::noinline
+#else
+#define GREEN_NOIPA gnu::noipa
+#endif
+
 namespace green::detail {
 
 struct ExceptionState;

@@ -64,7 +64,7 @@ Machine* new_machine_locked() {
 void startm(Processor* p, bool spinning) {
   Machine* m;
   {
-    std::lock_guard<SpinLock> guard(sched.lock);
+    SpinLockGuard guard(sched.lock);
     if (sched.stopping.load(std::memory_order_relaxed)) {
       if (spinning) sched.nmspinning.fetch_sub(1);
       if (p != nullptr) pidle_put_locked(p);
@@ -101,7 +101,7 @@ void reap_retired_machines() {
   std::lock_guard<std::mutex> joining(join_lock);
   Machine* list;
   {
-    std::lock_guard<SpinLock> guard(sched.lock);
+    SpinLockGuard guard(sched.lock);
     list = sched.retired_machines;
     sched.retired_machines = nullptr;
     sched.nretired.store(0);
@@ -112,7 +112,7 @@ void reap_retired_machines() {
     if (m->thread.joinable()) m->thread.join();
     tail = m;
   }
-  std::lock_guard<SpinLock> guard(sched.lock);
+  SpinLockGuard guard(sched.lock);
   tail->idle_link = sched.free_machines;
   sched.free_machines = list;
 }
@@ -145,7 +145,7 @@ bool retire_if_idle_too_long(Machine* m, int64_t* idle_since) {
   const int64_t now = now_ns();
   if (now - *idle_since < sched.machine_idle_ns) return false;
   {
-    std::lock_guard<SpinLock> guard(sched.lock);
+    SpinLockGuard guard(sched.lock);
     if (m->in_idle_list && !sched.stopping.load(std::memory_order_relaxed) &&
         sched.nmachines.load() > sched.machine_reserve) {
       midle_remove_locked(m);
@@ -179,7 +179,7 @@ int64_t retire_timeout(const Machine* m, int64_t idle_since) {
 // poll the network themselves when their queues run dry, and sysmon polls if they do not.
 bool stopm(Machine* m) {
   {
-    std::lock_guard<SpinLock> guard(sched.lock);
+    SpinLockGuard guard(sched.lock);
     if (sched.stopping.load(std::memory_order_relaxed)) return false;
     m->idle_link = sched.idle_machines;
     sched.idle_machines = m;
@@ -257,7 +257,7 @@ bool stopm(Machine* m) {
     Processor* p = nullptr;
     bool handed = false;
     {
-      std::lock_guard<SpinLock> guard(sched.lock);
+      SpinLockGuard guard(sched.lock);
       if (!m->in_idle_list) {
         handed = true;  // a startm() popped us: its kWakeRun is on the way
       } else {

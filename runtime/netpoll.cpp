@@ -35,10 +35,10 @@ static_assert(uint64_t{kChunk} * kMaxChunks - 1 < uint64_t{0xFFFFFFFF});
 static_assert(kChunk * kMaxChunks == 4u << 20, "the comment above promises 4M descriptors");
 
 struct Table {
-  SpinLock lock;
+  SpinLock lock{LockRank::kPollTable};
   PollDesc* chunks[kMaxChunks] = {};  // written under lock, read racily after publication
   std::atomic<uint32_t> nchunks{0};
-  PollDesc* free = nullptr;  // under lock
+  PollDesc* free GREEN_GUARDED_BY(lock) = nullptr;
 };
 Table table;
 
@@ -77,7 +77,7 @@ PollDesc* desc_at(uint32_t index) {
 }
 
 PollDesc* alloc_desc() {
-  std::lock_guard<SpinLock> guard(table.lock);
+  SpinLockGuard guard(table.lock);
   if (table.free == nullptr) {
     const uint32_t c = table.nchunks.load(std::memory_order_relaxed);
     if (c == kMaxChunks) return nullptr;
@@ -97,7 +97,7 @@ PollDesc* alloc_desc() {
 }
 
 void free_desc(PollDesc* pd) {
-  std::lock_guard<SpinLock> guard(table.lock);
+  SpinLockGuard guard(table.lock);
   pd->free_next = table.free;
   table.free = pd;
 }
@@ -106,7 +106,7 @@ void free_desc(PollDesc* pd) {
 void destroy(PollDesc* pd) {
   const int fd = pd->fd;
   {
-    std::lock_guard<SpinLock> guard(pd->lock);
+    SpinLockGuard guard(pd->lock);
     pd->fd = -1;
     pd->rd_ready = pd->wr_ready = false;
     if (pd->on_hangup) {
@@ -149,7 +149,7 @@ PollDesc* poll_open(int fd, int* err) {
   }
   uint32_t seq;
   {
-    std::lock_guard<SpinLock> guard(pd->lock);
+    SpinLockGuard guard(pd->lock);
     pd->fd = fd;
     pd->rg = pd->wg = nullptr;
     pd->rd_ready = pd->wr_ready = false;
@@ -200,7 +200,7 @@ void poll_close(PollDesc* pd, uint32_t seq) {
   Waiter* w;
   std::function<void()> hook;  // dropped, not called: closing is not the peer hanging up
   {
-    std::lock_guard<SpinLock> guard(pd->lock);
+    SpinLockGuard guard(pd->lock);
     r = take_waiter(&pd->rg, kClosedTag);
     w = take_waiter(&pd->wg, kClosedTag);
     if (pd->on_hangup) {
@@ -219,7 +219,7 @@ void poll_wake(PollDesc* pd, uint32_t seq, PollMode mode) {
   if (!poll_acquire(pd, seq)) return;  // closed: its parked operations were woken by the close
   Waiter* r;
   {
-    std::lock_guard<SpinLock> guard(pd->lock);
+    SpinLockGuard guard(pd->lock);
     const bool reading = mode == PollMode::kRead;
     r = take_waiter(reading ? &pd->rg : &pd->wg, kReadyTag);
     // Nobody parked (or its deadline won the claim): remember the edge, as netpoll() does, so
@@ -240,7 +240,7 @@ bool poll_on_hangup(PollDesc* pd, uint32_t seq, std::function<void()> fn) {
   bool registered = false;
   std::function<void()> old;  // destroyed outside the lock
   {
-    std::lock_guard<SpinLock> guard(pd->lock);
+    SpinLockGuard guard(pd->lock);
     if ((pd->refs.load(std::memory_order_acquire) & kPollClosing) != 0) {
       // Closing: dropped (poll_close has already cleared hooks, and will not look again).
     } else if (pd->hup.load(std::memory_order_relaxed)) {
@@ -260,7 +260,7 @@ void poll_clear_hangup(PollDesc* pd, uint32_t seq) {
   if (!poll_acquire(pd, seq)) return;  // closed: destroy() or poll_close() dropped it
   std::function<void()> old;
   {
-    std::lock_guard<SpinLock> guard(pd->lock);
+    SpinLockGuard guard(pd->lock);
     if (pd->on_hangup) {
       old = std::move(pd->on_hangup);
       pd->on_hangup = nullptr;
@@ -316,8 +316,8 @@ int poll_wait(PollDesc* pd, PollMode mode, int64_t deadline_ns) {
   }
   slot = &w;
   waiters.fetch_add(1, std::memory_order_relaxed);
-  park(w, reading ? WaitReason::kNetpollRead : WaitReason::kNetpollWrite, unlock_spin_lock,
-       &pd->lock, deadline_ns);
+  park_and_unlock(w, reading ? WaitReason::kNetpollRead : WaitReason::kNetpollWrite, pd->lock,
+                  deadline_ns);
   waiters.fetch_sub(1, std::memory_order_relaxed);
   switch (w.claimed_by()) {
     case kReadyTag:
@@ -325,7 +325,7 @@ int poll_wait(PollDesc* pd, PollMode mode, int64_t deadline_ns) {
     case kClosedTag:
       return -ECANCELED;
     default: {  // kTimeoutTag: unlink ourselves
-      std::lock_guard<SpinLock> guard(pd->lock);
+      SpinLockGuard guard(pd->lock);
       if (slot == &w) slot = nullptr;
       return -ETIMEDOUT;
     }
@@ -393,7 +393,7 @@ GreenThread* netpoll(int64_t timeout_ns, uint32_t* n) {
     Waiter* w = nullptr;
     std::function<void()> hook;  // empty (two stores) unless a hang-up hook fires
     {
-      std::lock_guard<SpinLock> guard(pd->lock);
+      SpinLockGuard guard(pd->lock);
       if (pd->seq.load(std::memory_order_relaxed) != seq || pd->fd < 0) continue;  // stale
       // EPOLLHUP alone is also what a socket that is not connected yet reports: only the peer's
       // FIN (EPOLLRDHUP, also set with a reset) or an error ends reading for good.
@@ -446,7 +446,7 @@ void netpoll_forget_waiters() {
       PollDesc* pd = &table.chunks[c][i];
       std::function<void()> hook;  // destroyed after the lock: it may own a context
       {
-        std::lock_guard<SpinLock> guard(pd->lock);
+        SpinLockGuard guard(pd->lock);
         pd->rg = pd->wg = nullptr;
         hook = std::move(pd->on_hangup);
         pd->on_hangup = nullptr;

@@ -43,15 +43,14 @@ struct PollDesc {
   // Unlike new data, these conditions do not raise a new edge after a read consumed the last
   // bytes before them, so a reader must not wait for one once this is set.
   std::atomic<bool> hup{false};
-  SpinLock lock;
-  // -- under lock --
-  Waiter* rg = nullptr;  // the green thread parked waiting to read (or accept)
-  Waiter* wg = nullptr;  // ... to write (or connect)
-  bool rd_ready = false;
-  bool wr_ready = false;
+  SpinLock lock{LockRank::kPollDesc};
+  Waiter* rg GREEN_GUARDED_BY(lock) = nullptr;  // the green thread parked waiting to read (or accept)
+  Waiter* wg GREEN_GUARDED_BY(lock) = nullptr;  // ... to write (or connect)
+  bool rd_ready GREEN_GUARDED_BY(lock) = false;
+  bool wr_ready GREEN_GUARDED_BY(lock) = false;
   // Called once when the netpoller sees the peer hang up or the socket fail (what sets hup),
   // whoever is or is not parked: see poll_on_hangup().
-  std::function<void()> on_hangup;
+  std::function<void()> on_hangup GREEN_GUARDED_BY(lock);
   PollDesc* free_next = nullptr;  // under the table's lock
 };
 

@@ -37,7 +37,7 @@ bool runq_put_slow(Processor* p, GreenThread* g, uint32_t head, uint32_t tail) {
   batch[n] = g;
   for (uint32_t i = 0; i < n; ++i) batch[i]->sched_link = batch[i + 1];
   g->sched_link = nullptr;
-  std::lock_guard<SpinLock> guard(sched.lock);
+  SpinLockGuard guard(sched.lock);
   global_put_locked(batch[0], g, n + 1);
   return true;
 }
@@ -193,7 +193,7 @@ uint32_t spill_runq(Processor* p) {
   for (uint32_t i = 0; i + 1 < n; ++i) {
     batch[i].load(std::memory_order_relaxed)->sched_link = batch[i + 1].load(std::memory_order_relaxed);
   }
-  std::lock_guard<SpinLock> guard(sched.lock);
+  SpinLockGuard guard(sched.lock);
   global_put_locked(batch[0].load(std::memory_order_relaxed),
                     batch[n - 1].load(std::memory_order_relaxed), n);
   return n;

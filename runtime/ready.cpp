@@ -28,7 +28,7 @@ void ready(GreenThread* g, bool next, WakeIdleP wake, GStatus from) {
   if (Machine* m = current_machine(); m != nullptr && m->p != nullptr) {
     put = runq_put(m->p, g, next && m->curg != nullptr);
   } else {
-    std::lock_guard<SpinLock> guard(sched.lock);
+    SpinLockGuard guard(sched.lock);
     global_put_locked(g, g, 1);
   }
   if (put != RunqPut::kRunnext || wake == WakeIdleP::kAlways) {
@@ -83,7 +83,7 @@ void inject_list(GreenThread* head, uint32_t n) {
     for (uint32_t i = 1; i < to_global; ++i) tail = tail->sched_link;
     GreenThread* rest = tail->sched_link;
     {
-      std::lock_guard<SpinLock> guard(sched.lock);
+      SpinLockGuard guard(sched.lock);
       global_put_locked(head, tail, to_global);
     }
     head = rest;

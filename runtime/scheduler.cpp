@@ -36,9 +36,10 @@
 // waker may still hold its address) and reused by the next thread (retire_if_idle_too_long,
 // reap_retired_machines).
 //
-// Lock order: sched.lock, then a P's timer lock; sched.free_lock is a leaf. Channel and other
-// primitive locks are taken by Gs and released on g0 in park's commit, never while holding
-// sched.lock.
+// Lock order: the table in include/green/detail/lock_rank.h (checked in GREEN_CHECKS builds).
+// In short: a primitive's lock (channel, sync queue, poll descriptor, blocking cap) is held on
+// g0 while park arms the deadline's timer (a P's timer lock) and may wake an M (sched.lock);
+// the timer lock and sched.lock never nest; sched.free_lock is a leaf.
 //
 // Files, one concept each (declarations shared between them: scheduler.h):
 //   scheduler.cpp          this overview, run() and the runtime's life, spawning, public API
@@ -75,7 +76,7 @@ constexpr uint32_t kSpawnBackPressure = kRunQueueSize - 1;
 void begin_stop() {
   sched.stopping.store(true);
   {
-    std::lock_guard<SpinLock> guard(sched.lock);
+    SpinLockGuard guard(sched.lock);
     for (auto& m : sched.machines) {
       m->wake.store(Machine::kWakeExit, std::memory_order_release);
       futex_wake(&m->wake, 1);
@@ -85,7 +86,9 @@ void begin_stop() {
   sysmon_wake();
 }
 
-void reset_scheduler() {
+// Exempt from the thread-safety analysis: it runs after every M has been joined and sysmon has
+// stopped, so no other thread can hold or take sched.lock or sched.free_lock.
+void reset_scheduler() GREEN_NO_THREAD_SAFETY_ANALYSIS {
   // Per-P caches of dead Gs outlive their Ps on the global free list.
   for (int i = 0; i < sched.nprocs; ++i) {
     Processor* p = &sched.procs[i];
@@ -191,7 +194,7 @@ void run(const Options& options, std::function<void()> main) {
       std::min(round_to_pages(options.stack_shrink_threshold), opts.stack_size);
   if (opts.stack_size != sched.options.stack_size) {
     // Cached Gs carry stacks of the old size: leave them (trimmed) in their slabs.
-    std::lock_guard<SpinLock> guard(sched.free_lock);
+    SpinLockGuard guard(sched.free_lock);
     for (GreenThread* batch = sched.free_batches; batch != nullptr;
          batch = batch->free_batch_next) {
       for (GreenThread* g = batch; g != nullptr; g = g->sched_link) {
@@ -214,11 +217,16 @@ void run(const Options& options, std::function<void()> main) {
   install_overflow_handler();
   ensure_signal_stack();
 
-  Machine* m0 = new_machine_locked();  // id 0 (no other thread runs yet)
+  Machine* m0;
+  {
+    // No other thread runs yet: the lock costs nothing and keeps the *_locked rule uniform.
+    SpinLockGuard guard(sched.lock);
+    m0 = new_machine_locked();  // id 0
+    for (int i = opts.procs - 1; i >= 1; --i) pidle_put_locked(&sched.procs[i]);
+  }
   init_machine_context(m0);
   set_current_machine(m0);
   acquire_p(m0, &sched.procs[0]);
-  for (int i = opts.procs - 1; i >= 1; --i) pidle_put_locked(&sched.procs[i]);
   sched.max_blocking_machines = max_threads_from_env();
   sched.machine_idle_ns = thread_idle_ns_from(options);
   sched.machine_reserve = opts.procs + 2;
@@ -246,12 +254,17 @@ void run(const Options& options, std::function<void()> main) {
 
   schedule(m0);
 
-  // Stopping: every other M leaves schedule() once its current G switches back. Taking the
-  // lock once orders us after any startm() that created an M before it saw `stopping`.
-  { std::lock_guard<SpinLock> guard(sched.lock); }
+  // Stopping: every other M leaves schedule() once its current G switches back. Reading the
+  // list under the lock orders us after any startm() that created an M before it saw
+  // `stopping` (none is created after); the joins happen outside it.
+  std::vector<Machine*> all;
+  {
+    SpinLockGuard guard(sched.lock);
+    for (auto& m : sched.machines) all.push_back(m.get());
+  }
   {
     std::lock_guard<std::mutex> joining(join_lock);  // sysmon may be reaping retired Ms
-    for (auto& m : sched.machines) {
+    for (Machine* m : all) {
       if (m->thread.joinable()) m->thread.join();
     }
   }

@@ -31,21 +31,21 @@ struct Scheduler {
 
   // Hot fields each get their own cache line: wakep() reads npidle and nmspinning on every
   // ready() while idle Ms write the lock and the idle lists (false sharing otherwise).
-  alignas(64) SpinLock lock;
+  alignas(64) SpinLock lock{LockRank::kSched};
   // -- under lock --
-  GreenThread* global_head = nullptr;
-  GreenThread* global_tail = nullptr;
-  Processor* idle_procs = nullptr;
-  Machine* idle_machines = nullptr;
+  GreenThread* global_head GREEN_GUARDED_BY(lock) = nullptr;
+  GreenThread* global_tail GREEN_GUARDED_BY(lock) = nullptr;
+  Processor* idle_procs GREEN_GUARDED_BY(lock) = nullptr;
+  Machine* idle_machines GREEN_GUARDED_BY(lock) = nullptr;
   // Every Machine of this run, live or retired: a Machine is never freed during a run (a waker
   // may still hold a pointer it read before the M retired), only reused.
-  std::vector<std::unique_ptr<Machine>> machines;
+  std::vector<std::unique_ptr<Machine>> machines GREEN_GUARDED_BY(lock);
   // Ms that retired after an idle period (see stopm), linked through idle_link: their threads
   // have left schedule() and are joined by sysmon (reap_retired_machines), which then moves
   // them to free_machines, where startm() takes one before allocating a new Machine.
-  Machine* retired_machines = nullptr;
-  Machine* free_machines = nullptr;
-  int next_machine_id = 0;
+  Machine* retired_machines GREEN_GUARDED_BY(lock) = nullptr;
+  Machine* free_machines GREEN_GUARDED_BY(lock) = nullptr;
+  int next_machine_id GREEN_GUARDED_BY(lock) = 0;
   // -- atomics --
   alignas(64) std::atomic<uint32_t> global_size{0};
   alignas(64) std::atomic<int> npidle{0};
@@ -63,7 +63,7 @@ struct Scheduler {
   // number of OS threads stays under procs + cap + the idle reserve whatever blocks.
   std::atomic<int> blocking_machines{0};
   int max_blocking_machines = 10000;      // GREEN_MAX_THREADS
-  SpinLock blocking_cap_lock;             // guards blocking_cap_waiters
+  SpinLock blocking_cap_lock{LockRank::kBlockingCap};  // guards blocking_cap_waiters
   void* blocking_cap_waiters = nullptr;   // IntrusiveFifo<Waiter>* (scheduler.cpp)
   std::atomic<uint64_t> blocking_calls{0};
   std::atomic<uint64_t> blocking_handoffs{0};
@@ -93,8 +93,8 @@ struct Scheduler {
   // a chain through sched_link, its head linked to the next batch through free_batch_next.
   // Pushing or popping a batch is O(1) under the lock (the chain is built outside it).
   // Survives across runs.
-  SpinLock free_lock;
-  GreenThread* free_batches = nullptr;  // under free_lock
+  SpinLock free_lock{LockRank::kFreeGs};
+  GreenThread* free_batches GREEN_GUARDED_BY(free_lock) = nullptr;
 };
 
 // The separation the comment on `lock` promises: the lock (with the lists under it) and each
@@ -146,22 +146,22 @@ int64_t thread_idle_ns_from(const Options& options);
 std::size_t round_to_pages(std::size_t n);
 
 // --- idle P and M lists, global run queue (idle_lists.cpp; caller holds sched.lock) ---
-Processor* pidle_get_locked();
-void pidle_put_locked(Processor* p);
-void pidle_remove_locked(Processor* p);
-Machine* midle_get_locked();
-void midle_remove_locked(Machine* m);
-GreenThread* global_get_locked(Processor* p, uint32_t max);
+Processor* pidle_get_locked() GREEN_REQUIRES(sched.lock);
+void pidle_put_locked(Processor* p) GREEN_REQUIRES(sched.lock);
+void pidle_remove_locked(Processor* p) GREEN_REQUIRES(sched.lock);
+Machine* midle_get_locked() GREEN_REQUIRES(sched.lock);
+void midle_remove_locked(Machine* m) GREEN_REQUIRES(sched.lock);
+GreenThread* global_get_locked(Processor* p, uint32_t max) GREEN_REQUIRES(sched.lock);
 // Same, taking sched.lock itself (and not at all when the queue is empty). Inline: find_runnable()
 // calls it twice per pass, nearly always to find the queue empty.
 inline GreenThread* global_get(Processor* p, uint32_t max) {
   if (sched.global_size.load(std::memory_order_relaxed) == 0) return nullptr;
-  std::lock_guard<SpinLock> guard(sched.lock);
+  SpinLockGuard guard(sched.lock);
   return global_get_locked(p, max);
 }
 
 // --- machines (machine_lifecycle.cpp) ---
-Machine* new_machine_locked();
+Machine* new_machine_locked() GREEN_REQUIRES(sched.lock);
 // Parks the idle M until it is handed a P (true) or must leave schedule() (false).
 bool stopm(Machine* m);
 // Serialises joins of M threads: sysmon's reaping and run()'s final join loop.
@@ -204,7 +204,7 @@ void inject_list(GreenThread* head, uint32_t n);
 // Runs p on an idle or new M (spinning: already counted in nmspinning).
 void startm(Processor* p, bool spinning);
 // Global run queue (caller holds sched.lock).
-void global_put_locked(GreenThread* head, GreenThread* tail, uint32_t n);
+void global_put_locked(GreenThread* head, GreenThread* tail, uint32_t n) GREEN_REQUIRES(sched.lock);
 // Takes G ids for p (batches of 16, as Go's goidcache).
 uint64_t new_goid(Processor* p);
 

@@ -34,8 +34,8 @@ struct Slab {
 };
 
 struct SlabRegistry {
-  SpinLock lock;
-  std::vector<Slab> slabs;  // never shrinks: stacks are type-stable memory
+  SpinLock lock{LockRank::kStackRegistry};
+  std::vector<Slab> slabs GREEN_GUARDED_BY(lock);  // never shrinks: stacks are type-stable memory
 };
 
 SlabRegistry& registry() {
@@ -76,7 +76,7 @@ Stack allocate_stack(std::size_t size) {
   SlabRegistry& r = registry();
   char* slot = nullptr;
   {
-    std::lock_guard<SpinLock> guard(r.lock);
+    SpinLockGuard guard(r.lock);
     for (auto it = r.slabs.rbegin(); it != r.slabs.rend(); ++it) {
       if (it->slot_size == slot_size && it->used < kSlotsPerSlab) {
         slot = it->base + it->used++ * slot_size;
@@ -92,7 +92,7 @@ Stack allocate_stack(std::size_t size) {
     if (base == MAP_FAILED) GREEN_FATAL("mmap(stack slab): %s", std::strerror(errno));
     // A transparent huge page would commit 2 MiB for a G that needs 4 KiB.
     madvise(base, slot_size * kSlotsPerSlab, MADV_NOHUGEPAGE);
-    std::lock_guard<SpinLock> guard(r.lock);
+    SpinLockGuard guard(r.lock);
     r.slabs.push_back(Slab{static_cast<char*>(base), slot_size, 1});
     slot = static_cast<char*>(base);
   }
@@ -124,7 +124,7 @@ void for_each_stack_top(void (*f)(char* top, void* arg), void* arg) {
   SlabRegistry& r = registry();
   std::vector<Slab> snapshot;
   {
-    std::lock_guard<SpinLock> guard(r.lock);
+    SpinLockGuard guard(r.lock);
     snapshot = r.slabs;
   }
   for (const Slab& slab : snapshot) {

@@ -28,7 +28,7 @@ void finish_switch(Machine* m, GreenThread* g, SwitchRequest* request) {
       return;
     case SwitchRequest::kYieldGlobal: {
       set_status(g, GStatus::kRunning, GStatus::kRunnable);
-      std::lock_guard<SpinLock> guard(sched.lock);
+      SpinLockGuard guard(sched.lock);
       global_put_locked(g, g, 1);
       return;
     }
@@ -47,7 +47,7 @@ void finish_switch(Machine* m, GreenThread* g, SwitchRequest* request) {
       // a P) parks in schedule(). The G has been kWaiting since it entered the call.
       set_status(g, GStatus::kWaiting, GStatus::kRunnable);
       {
-        std::lock_guard<SpinLock> guard(sched.lock);
+        SpinLockGuard guard(sched.lock);
         global_put_locked(g, g, 1);
       }
       wakep();

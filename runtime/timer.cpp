@@ -88,7 +88,7 @@ void timer_add(Timer* t) {
   const int64_t when = t->when;
   bool now_earliest;
   {
-    std::lock_guard<SpinLock> guard(p->timers.lock());
+    SpinLockGuard guard(p->timers.lock());
     t->state.store(Timer::kPending, std::memory_order_relaxed);
     p->timers.push(t);
     now_earliest = p->timers.earliest() == when;  // exact under the lock
@@ -127,7 +127,7 @@ bool timer_cancel(Timer* t) {
       continue;
     }
     Processor* p = t->owner;
-    std::lock_guard<SpinLock> guard(p->timers.lock());
+    SpinLockGuard guard(p->timers.lock());
     if (t->state.load(std::memory_order_relaxed) != Timer::kPending) continue;
     p->timers.remove(t);
     t->state.store(Timer::kIdle, std::memory_order_release);
@@ -141,7 +141,7 @@ int run_expired_timers(Processor* p, int64_t now) {
   for (;;) {
     Timer* t;
     {
-      std::lock_guard<SpinLock> guard(p->timers.lock());
+      SpinLockGuard guard(p->timers.lock());
       t = p->timers.pop_expired(now);
     }
     if (t == nullptr) return ran;

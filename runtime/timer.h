@@ -32,15 +32,15 @@ struct Timer {
 
 class TimerHeap {
  public:
-  void push(Timer* t);
+  void push(Timer* t) GREEN_REQUIRES(lock_);
   // Removes t if still in this heap; returns whether it was.
-  bool remove(Timer* t);
+  bool remove(Timer* t) GREEN_REQUIRES(lock_);
   // Earliest deadline, or INT64_MAX. Racy read is fine (a hint); exact under lock.
   int64_t earliest() const { return earliest_.load(std::memory_order_acquire); }
   // Pops the earliest timer if its deadline is <= now and marks it running; null otherwise.
-  Timer* pop_expired(int64_t now);
-  SpinLock& lock() { return lock_; }
-  size_t size() const { return heap_.size(); }
+  Timer* pop_expired(int64_t now) GREEN_REQUIRES(lock_);
+  SpinLock& lock() GREEN_RETURN_CAPABILITY(lock_) { return lock_; }
+  size_t size() const GREEN_REQUIRES(lock_) { return heap_.size(); }
 
  private:
   // The deadline is kept next to the pointer: sifting compares without touching the timers,
@@ -51,12 +51,12 @@ class TimerHeap {
     Timer* timer;
   };
   static constexpr size_t kArity = 4;  // as Go: half the depth of a binary heap
-  void sift_up(size_t i, Entry e);
-  void sift_down(size_t i, Entry e);
-  void place(size_t i, Entry e);
-  void update_earliest();
-  SpinLock lock_;
-  std::vector<Entry> heap_;
+  void sift_up(size_t i, Entry e) GREEN_REQUIRES(lock_);
+  void sift_down(size_t i, Entry e) GREEN_REQUIRES(lock_);
+  void place(size_t i, Entry e) GREEN_REQUIRES(lock_);
+  void update_earliest() GREEN_REQUIRES(lock_);
+  SpinLock lock_{LockRank::kTimers};
+  std::vector<Entry> heap_ GREEN_GUARDED_BY(lock_);
   std::atomic<int64_t> earliest_{INT64_MAX};
 };
 

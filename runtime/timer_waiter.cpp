@@ -46,7 +46,7 @@ void nudge_idle_machine_for_timers() {
   // Only idle Ps need an idle M to watch their timers and the network: a busy P runs its own
   // timers at its next scheduling point and polls when its queue runs dry.
   if (sched.npidle.load() == 0) return;
-  std::lock_guard<SpinLock> guard(sched.lock);
+  SpinLockGuard guard(sched.lock);
   if (Machine* idle = sched.idle_machines; idle != nullptr) {
     wake_machine(idle, Machine::kWakeTimers, false);
   }
@@ -57,7 +57,7 @@ void ensure_waiter() {
   if (earliest_timer() == INT64_MAX && netpoll_waiters() == 0) return;
   bool have_idle_m;
   {
-    std::lock_guard<SpinLock> guard(sched.lock);
+    SpinLockGuard guard(sched.lock);
     have_idle_m = sched.idle_machines != nullptr;
     if (have_idle_m) wake_machine(sched.idle_machines, Machine::kWakeTimers, false);
   }

@@ -45,7 +45,7 @@ BufferPool::Shard& BufferPool::shard() {
 ConnectionBuffers* BufferPool::acquire() {
   Shard& s = shard();
   {
-    std::lock_guard<std::mutex> guard(s.lock);
+    green::detail::SpinLockGuard guard(s.lock);
     if (!s.free.empty()) {
       ConnectionBuffers* b = s.free.back();
       s.free.pop_back();
@@ -70,7 +70,7 @@ void BufferPool::release(ConnectionBuffers* b) {
   Shard& s = shard();
   bool kept = false;
   {
-    std::lock_guard<std::mutex> guard(s.lock);
+    green::detail::SpinLockGuard guard(s.lock);
     if (s.free.size() < max_per_shard_) {
       s.free.push_back(b);
       kept = true;
@@ -87,12 +87,13 @@ void BufferPool::release(ConnectionBuffers* b) {
 std::size_t BufferPool::trim() {
   std::vector<ConnectionBuffers*> cold;
   for (Shard& s : shards_) {
-    std::lock_guard<std::mutex> guard(s.lock);
+    std::vector<ConnectionBuffers*> emptied;  // an emptied shard's array, freed after the lock
+    green::detail::SpinLockGuard guard(s.lock);
     // The front of `free` is the coldest; low_water sets were not taken since the last trim.
     const std::size_t n = std::min(s.low_water, s.free.size());
     cold.insert(cold.end(), s.free.begin(), s.free.begin() + static_cast<std::ptrdiff_t>(n));
     s.free.erase(s.free.begin(), s.free.begin() + static_cast<std::ptrdiff_t>(n));
-    if (s.free.empty()) s.free.shrink_to_fit();
+    if (s.free.empty()) emptied.swap(s.free);
     s.low_water = s.free.size();
   }
   std::size_t freed = 0;
@@ -107,7 +108,7 @@ std::size_t BufferPool::trim() {
 std::size_t BufferPool::idle_sets() const {
   std::size_t n = 0;
   for (const Shard& s : shards_) {
-    std::lock_guard<std::mutex> guard(s.lock);
+    green::detail::SpinLockGuard guard(s.lock);
     n += s.free.size();
   }
   return n;

@@ -19,9 +19,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <vector>
 
+#include "green/detail/spin_lock.h"
 #include "server/byte_buffer.h"
 #include "green/http/limits.h"
 #include "server/request_parser.h"
@@ -58,10 +58,15 @@ class BufferPool {
 
  private:
   static constexpr int kShards = 16;
+  // A spin lock, not a std::mutex: green threads take it, and a contended std::mutex would
+  // block their OS thread and its P. Each critical section moves a few pointers (a vector's
+  // growth at most); sets are freed outside it.
   struct alignas(64) Shard {
-    mutable std::mutex lock;
-    std::vector<ConnectionBuffers*> free;  // the back is the most recently released
-    std::size_t low_water = 0;  // the fewest sets `free` held since the last trim()
+    mutable green::detail::SpinLock lock{green::detail::LockRank::kBufferPool};
+    // The back is the most recently released.
+    std::vector<ConnectionBuffers*> free GREEN_GUARDED_BY(lock);
+    // The fewest sets `free` held since the last trim().
+    std::size_t low_water GREEN_GUARDED_BY(lock) = 0;
   };
   Shard& shard();
 

@@ -78,7 +78,7 @@ class Connection final : public ResponseSink {
   // Serves requests until the client leaves, an error, a timeout or shutdown.
   void run();
 
-  // For Server's drain (under the registry lock). Not `force`: if the connection waits for a
+  // For Server's drain (under the registry lock; never parks). Not `force`: if the connection waits for a
   // request, wakes its green thread, which answers what has already arrived (with
   // Connection: close) and then closes gracefully itself. Its socket is never closed under it:
   // closing with unread bytes sends RST, and the client loses a request it had sent. `force`
@@ -162,7 +162,7 @@ class Connection final : public ResponseSink {
   char remote_[46] = {};
   uint8_t remote_length_ = 0;
 
-  // The server's registry (a doubly linked list under Server::registry_lock_).
+  // The server's registry (a doubly linked list under ServerState::registry_lock).
   Connection* prev_ = nullptr;
   Connection* next_ = nullptr;
 };

@@ -234,23 +234,23 @@ void Server::start_drain() {
 }
 
 void Server::register_connection(Connection* c) {
-  std::lock_guard<std::mutex> guard(registry_lock_);
-  c->next_ = registry_head_;
-  if (registry_head_ != nullptr) registry_head_->prev_ = c;
-  registry_head_ = c;
+  green::MutexGuard guard(state_->registry_lock);
+  c->next_ = state_->registry_head;
+  if (state_->registry_head != nullptr) state_->registry_head->prev_ = c;
+  state_->registry_head = c;
 }
 
 void Server::unregister_connection(Connection* c) {
-  std::lock_guard<std::mutex> guard(registry_lock_);
+  green::MutexGuard guard(state_->registry_lock);
   if (c->prev_ != nullptr) c->prev_->next_ = c->next_;
   if (c->next_ != nullptr) c->next_->prev_ = c->prev_;
-  if (registry_head_ == c) registry_head_ = c->next_;
+  if (state_->registry_head == c) state_->registry_head = c->next_;
   c->prev_ = c->next_ = nullptr;
 }
 
 void Server::stop_connections(bool force) {
-  std::lock_guard<std::mutex> guard(registry_lock_);
-  for (Connection* c = registry_head_; c != nullptr; c = c->next_) c->stop(force);
+  green::MutexGuard guard(state_->registry_lock);
+  for (Connection* c = state_->registry_head; c != nullptr; c = c->next_) c->stop(force);
 }
 
 }  // namespace green::http

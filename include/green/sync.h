@@ -55,26 +55,44 @@ class alignas(64) WaitGroup {
   };
   Shard shards_[kShards];
   std::atomic<int64_t> count_{0};
-  detail::SpinLock lock_;
-  detail::WaiterQueue waiters_;
+  detail::SpinLock lock_{detail::LockRank::kSyncQueue};
+  detail::WaiterQueue waiters_ GREEN_GUARDED_BY(lock_);
 };
 
 // A mutual-exclusion lock that parks contending green threads. Ownership is handed directly to
 // the longest waiter on unlock (FIFO, no barging), so no waiter starves. Not recursive; unlock
 // from a thread that does not hold it is undefined. Satisfies Lockable (std::lock_guard,
-// std::unique_lock). lock() may be called from green and plain threads.
-class Mutex {
+// std::unique_lock). lock() may be called from green and plain threads, never while holding a
+// runtime spin lock (checked in debug builds: it may park).
+//
+// A capability for Clang's thread-safety analysis: annotate what it guards with
+// GREEN_GUARDED_BY (green/detail/thread_annotations.h) and take it with MutexGuard, and the
+// compiler checks every access.
+class GREEN_CAPABILITY("mutex") Mutex {
  public:
-  void lock();
-  bool try_lock();
-  void unlock();
+  void lock() GREEN_ACQUIRE();
+  bool try_lock() GREEN_TRY_ACQUIRE(true);
+  void unlock() GREEN_RELEASE();
 
  private:
   static constexpr uint32_t kLocked = 1;
   static constexpr uint32_t kWaiters = 2;
   std::atomic<uint32_t> state_{0};
-  detail::SpinLock lock_;
-  detail::WaiterQueue waiters_;
+  detail::SpinLock lock_{detail::LockRank::kSyncQueue};
+  detail::WaiterQueue waiters_ GREEN_GUARDED_BY(lock_);
+};
+
+// std::lock_guard for a green::Mutex, visible to the thread-safety analysis (libstdc++'s
+// std::lock_guard is not annotated).
+class GREEN_SCOPED_CAPABILITY MutexGuard {
+ public:
+  explicit MutexGuard(Mutex& mu) GREEN_ACQUIRE(mu) : mu_(mu) { mu_.lock(); }
+  ~MutexGuard() GREEN_RELEASE() { mu_.unlock(); }
+  MutexGuard(const MutexGuard&) = delete;
+  MutexGuard& operator=(const MutexGuard&) = delete;
+
+ private:
+  Mutex& mu_;
 };
 
 // Condition variable over green::Mutex. wait() atomically releases the mutex and parks, and
@@ -107,8 +125,8 @@ class ConditionVariable {
   void notify_all();
 
  private:
-  detail::SpinLock lock_;
-  detail::WaiterQueue waiters_;
+  detail::SpinLock lock_{detail::LockRank::kSyncQueue};
+  detail::WaiterQueue waiters_ GREEN_GUARDED_BY(lock_);
 };
 
 // Runs a function exactly once. Callers that arrive while it runs park until it has finished,
@@ -133,8 +151,8 @@ class Once {
   bool begin();  // true: the caller runs the function; false: it already ran (we waited)
   void finish();
   std::atomic<uint32_t> state_{kIdle};
-  detail::SpinLock lock_;
-  detail::WaiterQueue waiters_;
+  detail::SpinLock lock_{detail::LockRank::kSyncQueue};
+  detail::WaiterQueue waiters_ GREEN_GUARDED_BY(lock_);
 };
 
 }  // namespace green

@@ -149,4 +149,14 @@ inline bool claim(Waiter* w) { return w->try_claim(0); }
 // Convenience commit function: unlocks the SpinLock passed as arg.
 void unlock_spin_lock(void* lock);
 
+// park(w, reason, unlock_spin_lock, &lock, deadline_ns), in terms the thread-safety analysis
+// follows: the caller holds `lock`, and it has been released (by g0, after the switch, or at
+// once on a plain thread) when this returns. The analysis cannot see a lock released through a
+// function pointer on another stack, hence the exemption of this one function.
+inline void park_and_unlock(Waiter& w, WaitReason reason, SpinLock& lock,
+                            int64_t deadline_ns = kNoDeadline) GREEN_RELEASE(lock)
+    GREEN_NO_THREAD_SAFETY_ANALYSIS {
+  park(w, reason, unlock_spin_lock, &lock, deadline_ns);
+}
+
 }  // namespace green::detail

@@ -33,7 +33,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -134,6 +133,7 @@ class Server {
   void admit(net::TcpStream stream, const net::Address& peer);
   // Runs an admitted connection (already counted in open_connections) to its end.
   void run_connection(net::TcpStream stream, const net::Address& peer);
+  // The registry of live connections (ServerState::registry), for the drain.
   void register_connection(Connection* c);
   void unregister_connection(Connection* c);
   // Sets draining() and wakes idle connections. Idempotent.
@@ -157,11 +157,6 @@ class Server {
   std::atomic<bool> serving_{false};        // serve() was called
   std::atomic<bool> shutting_down_{false};  // shutdown() was called
   std::atomic<bool> draining_{false};       // serve() saw the listener closed and drains
-
-  // Every live connection, for shutdown. Lock order: registry_lock_ only (connections do not
-  // hold it while parked).
-  std::mutex registry_lock_;
-  Connection* registry_head_ = nullptr;
 };
 
 // Go's http.ListenAndServe with the usual signal.NotifyContext + Shutdown around it, for
