@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "green/detail/spin_lock.h"
+#include "green/green.h"
 #include "runtime/green_thread.h"
 #include "runtime/machine.h"
 
@@ -24,24 +26,70 @@
 namespace green::detail {
 namespace {
 
-// Slots per slab: 256 stacks of 256 KiB + guard is a 65 MiB mapping, so a million stacks need
-// ~3,900 mappings. Address space is plentiful (47 bits); physical memory is only what is touched.
-constexpr std::size_t kSlotsPerSlab = 256;
+// Slots per slab: 256 stacks of 8 MiB + guard is a 2 GiB mapping, so a million stacks need
+// ~3,900 mappings. Larger stacks get fewer slots, so that a size used by a handful of spawns
+// does not reserve 256 of them: a slab is at most kMaxSlabBytes (a 1 GiB stack gets 3 slots).
+// Address space is plentiful (47 bits); physical memory is only what is touched.
+constexpr std::size_t kMaxSlotsPerSlab = 256;
+constexpr std::size_t kMaxSlabBytes = std::size_t{4} << 30;
+
+std::size_t slots_for(std::size_t slot_size) {
+  return std::clamp<std::size_t>(kMaxSlabBytes / slot_size, 1, kMaxSlotsPerSlab);
+}
 
 struct Slab {
   char* base;
   std::size_t slot_size;  // guard page + stack
+  std::size_t slots;      // slot_size * slots bytes mapped
   std::size_t used;       // slots handed out (bump allocation; slots are reused via G lists)
 };
+
+// A slab per size has free slots (the newest of that size); `open` finds it without a walk
+// over thousands of full slabs. More sizes than entries: the oldest entry's slab is forgotten,
+// its unused slots stay reserved, unused (address space only).
+constexpr int kOpenSlabs = 16;
 
 struct SlabRegistry {
   SpinLock lock;
   std::vector<Slab> slabs;  // never shrinks: stacks are type-stable memory
+  std::size_t open[kOpenSlabs] = {};  // indices into slabs, + 1 (0: empty)
+  int next_open = 0;                  // round-robin victim when every entry is taken
 };
 
 SlabRegistry& registry() {
   static SlabRegistry r;
   return r;
+}
+
+// Under r.lock: a free slot of `slot_size` from an open slab, or null.
+char* take_slot_locked(SlabRegistry& r, std::size_t slot_size) {
+  for (std::size_t& entry : r.open) {
+    if (entry == 0) continue;
+    Slab& slab = r.slabs[entry - 1];
+    if (slab.slot_size != slot_size) continue;
+    char* slot = slab.base + slab.used++ * slot_size;
+    if (slab.used == slab.slots) entry = 0;  // full: nothing more to find here
+    return slot;
+  }
+  return nullptr;
+}
+
+// Under r.lock: records a fresh slab whose first slot the caller takes.
+void add_slab_locked(SlabRegistry& r, char* base, std::size_t slot_size, std::size_t slots) {
+  r.slabs.push_back(Slab{base, slot_size, slots, 1});
+  if (slots == 1) return;
+  std::size_t* entry = nullptr;
+  for (std::size_t& e : r.open) {
+    if (e == 0) {
+      entry = &e;
+      break;
+    }
+  }
+  if (entry == nullptr) {
+    entry = &r.open[r.next_open];
+    r.next_open = (r.next_open + 1) % kOpenSlabs;
+  }
+  *entry = r.slabs.size();
 }
 
 std::atomic<int> guard_mode{0};  // 0 unknown, 1 markers (MADV_GUARD_INSTALL), 2 mprotect
@@ -81,27 +129,40 @@ Stack allocate_stack(std::size_t size) {
   char* slot = nullptr;
   {
     std::lock_guard<SpinLock> guard(r.lock);
-    for (auto it = r.slabs.rbegin(); it != r.slabs.rend(); ++it) {
-      if (it->slot_size == slot_size && it->used < kSlotsPerSlab) {
-        slot = it->base + it->used++ * slot_size;
-        break;
-      }
-    }
+    slot = take_slot_locked(r, slot_size);
   }
   if (slot == nullptr) {
     // MAP_NORESERVE: the reservation is not charged against overcommit; pages are committed
-    // (and charged) only when touched.
-    void* base = mmap(nullptr, slot_size * kSlotsPerSlab, PROT_READ | PROT_WRITE,
+    // (and charged) only when touched. Outside the lock: mmap takes the process's mmap lock.
+    const std::size_t slots = slots_for(slot_size);
+    void* base = mmap(nullptr, slot_size * slots, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (base == MAP_FAILED) die("mmap(stack slab)");
+    if (base == MAP_FAILED) {
+      die("mmap(stack slab) (address space exhausted, or vm.overcommit_memory=2: lower "
+          "green::Options::stack_size)");
+    }
     // A transparent huge page would commit 2 MiB for a G that needs 4 KiB.
-    madvise(base, slot_size * kSlotsPerSlab, MADV_NOHUGEPAGE);
+    madvise(base, slot_size * slots, MADV_NOHUGEPAGE);
     std::lock_guard<SpinLock> guard(r.lock);
-    r.slabs.push_back(Slab{static_cast<char*>(base), slot_size, 1});
+    add_slab_locked(r, static_cast<char*>(base), slot_size, slots);
     slot = static_cast<char*>(base);
   }
   install_guard(slot);
   return Stack{slot + page_size(), slot + slot_size};
+}
+
+std::size_t committed_bytes(const Stack& s) {
+  const std::size_t page = page_size();
+  unsigned char resident[256];
+  std::size_t pages = 0;
+  for (char* at = s.lo; at < s.hi;) {
+    const std::size_t n =
+        std::min(sizeof resident, static_cast<std::size_t>(s.hi - at) / page);
+    if (mincore(at, n * page, resident) != 0) return 0;
+    for (std::size_t i = 0; i < n; ++i) pages += resident[i] & 1;
+    at += n * page;
+  }
+  return pages * page;
 }
 
 void trim_stack(const Stack& s, const char* keep_from) {
@@ -154,6 +215,16 @@ std::size_t format_unsigned(char* buf, unsigned long long v) {
   return n;
 }
 
+// "8 MiB", "64 KiB" (async-signal-safe); returns the length. Stack sizes are whole pages.
+std::size_t format_size(char* buf, std::size_t bytes) {
+  constexpr std::size_t kMiB = 1024 * 1024;
+  const bool mib = bytes % kMiB == 0;
+  std::size_t n = format_unsigned(buf, mib ? bytes / kMiB : bytes / 1024);
+  const char* unit = mib ? " MiB" : " KiB";
+  for (const char* u = unit; *u != '\0'; ++u) buf[n++] = *u;
+  return n;
+}
+
 void append(char* buf, std::size_t* len, std::size_t cap, const char* s) {
   while (*s != '\0' && *len < cap) buf[(*len)++] = *s++;
 }
@@ -168,12 +239,13 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
     append(msg, &len, sizeof msg, "greenrt: fatal: green thread ");
     len += format_unsigned(msg + len, g->id);
     append(msg, &len, sizeof msg, " overflowed its ");
-    len += format_unsigned(msg + len, g->stack.size() / 1024);
-    append(msg, &len, sizeof msg, " KiB stack (spawned at ");
+    len += format_size(msg + len, g->stack.size());
+    append(msg, &len, sizeof msg, " stack (spawned at ");
     append(msg, &len, sizeof msg - 2, g->spawn_file != nullptr ? g->spawn_file : "?");
     append(msg, &len, sizeof msg - 2, ":");
     if (len < sizeof msg - 24) len += format_unsigned(msg + len, g->spawn_line);
-    append(msg, &len, sizeof msg, "); raise green::Options::stack_size\n");
+    append(msg, &len, sizeof msg,
+           "); raise green::Options::stack_size, or SpawnOptions::stack_size for this spawn\n");
     ssize_t ignored = write(STDERR_FILENO, msg, len);
     (void)ignored;
     std::abort();
@@ -232,3 +304,13 @@ void release_signal_stack() {
 }
 
 }  // namespace green::detail
+
+namespace green::this_green_thread {
+StackUsage stack_usage() {
+  detail::GreenThread* g = detail::current_green_thread();
+  if (g == nullptr) return {};
+  auto* here = static_cast<char*>(__builtin_frame_address(0));
+  return StackUsage{g->stack.size(), static_cast<std::size_t>(g->stack.hi - here),
+                    detail::committed_bytes(g->stack)};
+}
+}  // namespace green::this_green_thread
