@@ -3,6 +3,8 @@
 //   pingpong_rt_ns  round trip through two unbuffered channels between two green threads
 //   yield_ns        one green thread calling green::yield() alone
 //   parked_bytes    RSS growth per green thread with parked_count parked on one channel
+//   parked_pagetable_bytes  page-table growth (VmPTE) per parked green thread, not in RSS
+//   parked_maps     the process's memory mappings (/proc/self/maps lines) while they park
 //   echo_rt_us      1 KB written and echoed back over loopback TCP, 100 connections at once,
 //                   each with its own client and server green thread: mean round trip seen by
 //                   a client
@@ -20,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <string>
 #include <vector>
 
 #include "green/channel.h"
@@ -103,10 +106,30 @@ long rss_bytes() {
   return resident * sysconf(_SC_PAGESIZE);
 }
 
+// Page-table bytes (VmPTE): not in RSS, but each parked G's resident top page needs a
+// page-table page of its own once stacks are more than 2 MiB apart.
+long page_table_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmPTE:", 0) == 0) return std::atol(line.c_str() + 6) * 1024;
+  }
+  return 0;
+}
+
+long map_count() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  long n = 0;
+  while (std::getline(maps, line)) ++n;
+  return n;
+}
+
 void parked(long count) {
   green::Channel<int> gate(0);
   green::WaitGroup started, exited;
   const long before = rss_bytes();
+  const long pte_before = page_table_bytes();
   for (long i = 0; i < count; ++i) {
     started.add(1);
     exited.add(1);
@@ -120,12 +143,17 @@ void parked(long count) {
   // The last few may have marked themselves started but not parked yet.
   green::sleep_for(std::chrono::milliseconds(50));
   const long after = rss_bytes();
+  const long pte_after = page_table_bytes();
+  const long maps = map_count();
   std::fprintf(stderr, "  rss before %ld, with %ld parked %ld\n", before, count, after);
   gate.close();
   exited.wait();
   std::printf("BENCH parked_count %ld green_threads\n", count);
   std::printf("BENCH parked_bytes %.1f bytes\n",
               static_cast<double>(after - before) / static_cast<double>(count));
+  std::printf("BENCH parked_pagetable_bytes %.1f bytes\n",
+              static_cast<double>(pte_after - pte_before) / static_cast<double>(count));
+  std::printf("BENCH parked_maps %ld mappings\n", maps);
 }
 
 // 100 connections, each doing `rounds` 1 KB round trips; returns the mean round trip in us.

@@ -11,6 +11,8 @@
 //                              (/blocking and /work stop when their client goes away, and past
 //                              their concurrency limit answer 503 with Retry-After: 1)
 //   /spawn?n=N                 fans out N green threads joined by a WaitGroup
+//   /stack?depth=N             recurses N frames of ~1 KiB on the request's green thread and
+//                              reports its committed stack before, deepest, after trimming
 //   /static/*                  files under --static-dir
 //   /healthz, /readyz          liveness; readiness (503 once shutdown begins)
 //   /metrics                   Prometheus text format
@@ -53,7 +55,8 @@ void register_all(http::Router& router, AppState& app);
 // The pieces, for tests and for embedding a subset.
 void register_benchmarks(http::Router& router);           // plaintext, json, echo
 void register_streaming(http::Router& router);            // upload, events
-void register_runtime_demos(http::Router& router, DemoLimits limits = {});  // sleep ... spawn
+void register_runtime_demos(http::Router& router, DemoLimits limits = {});  // sleep ... stack
+void register_stack_growth(http::Router& router);  // stack (part of register_runtime_demos)
 void register_static(http::Router& router, const std::string& dir);
 // healthz and readyz, and unless app.separate_debug, what register_debug adds.
 void register_observability(http::Router& router, AppState& app);

@@ -191,6 +191,8 @@ void register_runtime_demos(http::Router& router, DemoLimits limits) {
                                   static_cast<long long>(n), static_cast<long long>(sum.load(std::memory_order_relaxed)));  // wg.wait() ordered it
     w.send(200, "text/plain; charset=utf-8", {text, static_cast<std::size_t>(len)});
   });
+
+  register_stack_growth(router);  // /stack?depth=N (stack_growth.cpp)
 }
 
 }  // namespace green::handlers

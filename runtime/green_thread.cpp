@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -30,6 +31,37 @@ constexpr int kFreeCacheMax = 256;
 // Also check every 1024th recycled stack (one mincore: ~1 us here, so 1 ns per spawn; at
 // every 64th it was an eighth of a spawn's cost), for stacks that went deep between switches.
 constexpr uint32_t kTrimEvery = 1024;
+
+// Per-spawn stack sizes (SpawnOptions::stack_size) are powers of two from 16 KiB to 1 GiB (Go's
+// limit on 64-bit). Dead Gs of such a size wait in a list of their own, so a G is only reused
+// for a spawn that asked for its size: per-spawn sizes are the exception, so one global list
+// per size, under one spin lock, rather than per-P caches.
+constexpr int kMinStackShift = 14;
+constexpr int kMaxStackShift = 30;
+constexpr int kSizeClasses = kMaxStackShift - kMinStackShift + 1;
+
+struct SizedFreeLists {
+  SpinLock lock{LockRank::kSizedFreeGs};
+  GreenThread* heads[kSizeClasses] GREEN_GUARDED_BY(lock) = {};  // linked through sched_link
+};
+
+SizedFreeLists& sized_free_lists() {
+  static SizedFreeLists lists;
+  return lists;
+}
+
+// The size class of a stack of `size` bytes, or -1 when it is not a per-spawn size.
+int size_class(std::size_t size) {
+  if (size == 0 || (size & (size - 1)) != 0) return -1;
+  const int shift = std::countr_zero(size);
+  return shift >= kMinStackShift && shift <= kMaxStackShift ? shift - kMinStackShift : -1;
+}
+
+// The stack size the spawn on this thread asked for, 0 for the default. Set by the
+// new_green_thread overload that takes a size, for the duration of the call: nothing between
+// the store and allocate_green_thread's read parks or switches, so a thread-local carries it
+// (new_green_thread itself, in the scheduler, does not take a size).
+thread_local std::size_t requested_stack_size = 0;
 
 // The function given to green::go threw: a user's bug, named by the G and where it was spawned.
 [[noreturn]] void fatal_uncaught_exception(GreenThread* g) {
@@ -107,6 +139,27 @@ GreenThread* take_free(Processor* p) {
   return g;
 }
 
+GreenThread* take_sized(std::size_t size) {
+  SizedFreeLists& lists = sized_free_lists();
+  const int c = size_class(size);
+  SpinLockGuard guard(lists.lock);
+  GreenThread* g = lists.heads[c];
+  if (g != nullptr) lists.heads[c] = g->sched_link;
+  return g;
+}
+
+// Returns whether `g` went to a sized list; false for a size no spawn can ask for (an earlier
+// run's default): such a G stays idle in its slab, trimmed, and is never reused.
+bool push_sized(GreenThread* g) {
+  const int c = size_class(g->stack.size());
+  if (c < 0) return false;
+  SizedFreeLists& lists = sized_free_lists();
+  SpinLockGuard guard(lists.lock);
+  g->sched_link = lists.heads[c];
+  lists.heads[c] = g;
+  return true;
+}
+
 // ASan: a recycled stack keeps the shadow of its last green thread's frames that never
 // returned (the exit path's, down to its last saved context, which lowest_sp covers): their
 // redzones would lie where the next one builds its closure and frames.
@@ -156,9 +209,10 @@ void set_status_checked(GreenThread* g, GStatus from, GStatus to, std::memory_or
 
 GreenThread* allocate_green_thread(Processor* p, std::size_t closure_size,
                                    std::size_t closure_align, void** closure_out) {
-  GreenThread* g = take_free(p);
+  const std::size_t size = requested_stack_size;  // 0: the default size
+  GreenThread* g = size == 0 ? take_free(p) : take_sized(size);
   if (g == nullptr) {
-    Stack s = allocate_stack(sched.options.stack_size);
+    Stack s = allocate_stack(size != 0 ? size : sched.options.stack_size);
     g = ::new (green_thread_at(s.hi)) GreenThread();
     g->stack = s;
     sanitizer_create_fiber(g);
@@ -172,6 +226,24 @@ GreenThread* allocate_green_thread(Processor* p, std::size_t closure_size,
   top = (top - closure_size) & ~(uintptr_t{closure_align} - 1);
   g->closure = reinterpret_cast<void*>(top);
   *closure_out = g->closure;
+  return g;
+}
+
+GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_align,
+                              void (*entry)(void*), void** closure_out, const SpawnSite& where,
+                              std::size_t stack_size) {
+  if (stack_size == 0) {
+    return new_green_thread(closure_size, closure_align, entry, closure_out, where);
+  }
+  if (stack_size > std::size_t{1} << kMaxStackShift) {
+    fatal("green::go", "at %s:%u asked for a %zu-byte stack; the most is 1 GiB (Go's limit)",
+          where.file_name(), static_cast<unsigned>(where.line_number()), stack_size);
+  }
+  std::size_t size = std::bit_ceil(std::max(stack_size, std::size_t{1} << kMinStackShift));
+  if (size == sched.options.stack_size) size = 0;  // the default's lists are faster
+  requested_stack_size = size;
+  GreenThread* g = new_green_thread(closure_size, closure_align, entry, closure_out, where);
+  requested_stack_size = 0;
   return g;
 }
 
@@ -193,6 +265,10 @@ void free_green_thread(Processor* p, GreenThread* g) {
   const char* threshold = g->stack.hi - sched.options.stack_shrink_threshold;
   if (g->lowest_sp < threshold || (p != nullptr && ++p->recycle_count % kTrimEvery == 0)) {
     trim_to_threshold(g);
+  }
+  if (g->stack.size() != sched.options.stack_size) {
+    if (!push_sized(g)) trim_stack(g->stack, reinterpret_cast<char*>(g));
+    return;
   }
   if (p == nullptr) {
     g->sched_link = nullptr;
@@ -219,7 +295,6 @@ void reclaim_abandoned_green_threads() {
         GreenThread* g = green_thread_at(top);
         GStatus s = g->status.load(std::memory_order_acquire);
         if (s == GStatus::kIdle) return;
-        if (g->stack.size() != sched.options.stack_size) return;
         g->locals = nullptr;  // leaked with the abandoned G's closure, like its other state
 #if defined(__SANITIZE_ADDRESS__)
         // Frames that never returned left poisoned redzones behind.

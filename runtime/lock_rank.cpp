@@ -68,6 +68,7 @@ const char* lock_rank_name(LockRank rank) {
     case LockRank::kStackRegistry: return "the stack slab registry's lock";
     case LockRank::kFreeGs: return "sched.free_lock";
     case LockRank::kBufferPool: return "a buffer pool shard's lock";
+    case LockRank::kSizedFreeGs: return "the per-size lists of dead green threads";
     case LockRank::kTest: return "a test's lock";
   }
   return "an unknown lock";

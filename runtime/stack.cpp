@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "green/detail/spin_lock.h"
+#include "green/green.h"
 #include "runtime/fatal.h"
 #include "runtime/green_thread.h"
 #include "runtime/machine.h"
@@ -23,24 +25,71 @@
 namespace green::detail {
 namespace {
 
-// Slots per slab: 256 stacks of 256 KiB + guard is a 65 MiB mapping, so a million stacks need
-// ~3,900 mappings. Address space is plentiful (47 bits); physical memory is only what is touched.
-constexpr std::size_t kSlotsPerSlab = 256;
+// Slots per slab: 256 stacks of 8 MiB + guard is a 2 GiB mapping, so a million stacks need
+// ~3,900 mappings. Larger stacks get fewer slots, so that a size used by a handful of spawns
+// does not reserve 256 of them: a slab is at most kMaxSlabBytes (a 1 GiB stack gets 3 slots).
+// Address space is plentiful (47 bits); physical memory is only what is touched.
+constexpr std::size_t kMaxSlotsPerSlab = 256;
+constexpr std::size_t kMaxSlabBytes = std::size_t{4} << 30;
+
+std::size_t slots_for(std::size_t slot_size) {
+  return std::clamp<std::size_t>(kMaxSlabBytes / slot_size, 1, kMaxSlotsPerSlab);
+}
 
 struct Slab {
   char* base;
   std::size_t slot_size;  // guard page + stack
+  std::size_t slots;      // slot_size * slots bytes mapped
   std::size_t used;       // slots handed out (bump allocation; slots are reused via G lists)
 };
+
+// A slab per size has free slots (the newest of that size); `open` finds it without a walk
+// over thousands of full slabs. More sizes than entries: the oldest entry's slab is forgotten,
+// its unused slots stay reserved, unused (address space only).
+constexpr int kOpenSlabs = 16;
 
 struct SlabRegistry {
   SpinLock lock{LockRank::kStackRegistry};
   std::vector<Slab> slabs GREEN_GUARDED_BY(lock);  // never shrinks: stacks are type-stable memory
+  std::size_t open[kOpenSlabs] GREEN_GUARDED_BY(lock) = {};  // indices into slabs, + 1 (0: empty)
+  int next_open GREEN_GUARDED_BY(lock) = 0;  // round-robin victim when every entry is taken
 };
 
 SlabRegistry& registry() {
   static SlabRegistry r;
   return r;
+}
+
+// Under r.lock: a free slot of `slot_size` from an open slab, or null.
+char* take_slot_locked(SlabRegistry& r, std::size_t slot_size) GREEN_REQUIRES(r.lock) {
+  for (std::size_t& entry : r.open) {
+    if (entry == 0) continue;
+    Slab& slab = r.slabs[entry - 1];
+    if (slab.slot_size != slot_size) continue;
+    char* slot = slab.base + slab.used++ * slot_size;
+    if (slab.used == slab.slots) entry = 0;  // full: nothing more to find here
+    return slot;
+  }
+  return nullptr;
+}
+
+// Under r.lock: records a fresh slab whose first slot the caller takes.
+void add_slab_locked(SlabRegistry& r, char* base, std::size_t slot_size, std::size_t slots)
+    GREEN_REQUIRES(r.lock) {
+  r.slabs.push_back(Slab{base, slot_size, slots, 1});
+  if (slots == 1) return;
+  std::size_t* entry = nullptr;
+  for (std::size_t& e : r.open) {
+    if (e == 0) {
+      entry = &e;
+      break;
+    }
+  }
+  if (entry == nullptr) {
+    entry = &r.open[r.next_open];
+    r.next_open = (r.next_open + 1) % kOpenSlabs;
+  }
+  *entry = r.slabs.size();
 }
 
 std::atomic<int> guard_mode{0};  // 0 unknown, 1 markers (MADV_GUARD_INSTALL), 2 mprotect
@@ -77,27 +126,40 @@ Stack allocate_stack(std::size_t size) {
   char* slot = nullptr;
   {
     SpinLockGuard guard(r.lock);
-    for (auto it = r.slabs.rbegin(); it != r.slabs.rend(); ++it) {
-      if (it->slot_size == slot_size && it->used < kSlotsPerSlab) {
-        slot = it->base + it->used++ * slot_size;
-        break;
-      }
-    }
+    slot = take_slot_locked(r, slot_size);
   }
   if (slot == nullptr) {
     // MAP_NORESERVE: the reservation is not charged against overcommit; pages are committed
-    // (and charged) only when touched.
-    void* base = mmap(nullptr, slot_size * kSlotsPerSlab, PROT_READ | PROT_WRITE,
+    // (and charged) only when touched. Outside the lock: mmap takes the process's mmap lock.
+    const std::size_t slots = slots_for(slot_size);
+    void* base = mmap(nullptr, slot_size * slots, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (base == MAP_FAILED) GREEN_FATAL("mmap(stack slab): %s", std::strerror(errno));
+    if (base == MAP_FAILED) {
+      GREEN_FATAL("mmap(stack slab): %s (address space exhausted, or vm.overcommit_memory=2: "
+                  "lower green::Options::stack_size)", std::strerror(errno));
+    }
     // A transparent huge page would commit 2 MiB for a G that needs 4 KiB.
-    madvise(base, slot_size * kSlotsPerSlab, MADV_NOHUGEPAGE);
+    madvise(base, slot_size * slots, MADV_NOHUGEPAGE);
     SpinLockGuard guard(r.lock);
-    r.slabs.push_back(Slab{static_cast<char*>(base), slot_size, 1});
+    add_slab_locked(r, static_cast<char*>(base), slot_size, slots);
     slot = static_cast<char*>(base);
   }
   install_guard(slot);
   return Stack{slot + page_size(), slot + slot_size};
+}
+
+std::size_t committed_bytes(const Stack& s) {
+  const std::size_t page = page_size();
+  unsigned char resident[256];
+  std::size_t pages = 0;
+  for (char* at = s.lo; at < s.hi;) {
+    const std::size_t n =
+        std::min(sizeof resident, static_cast<std::size_t>(s.hi - at) / page);
+    if (mincore(at, n * page, resident) != 0) return 0;
+    for (std::size_t i = 0; i < n; ++i) pages += resident[i] & 1;
+    at += n * page;
+  }
+  return pages * page;
 }
 
 void trim_stack(const Stack& s, const char* keep_from) {
@@ -144,11 +206,13 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
   auto* addr = static_cast<char*>(info->si_addr);
   if (g != nullptr && addr >= g->stack.lo - page_size() && addr < g->stack.lo) {
     // fatal() is async-signal-safe (no lock, no allocation), and we run on the signal stack.
+    const std::size_t size = g->stack.size();
+    const bool mib = size % (std::size_t{1} << 20) == 0;
     fatal("SIGSEGV",
-          "green thread %llu overflowed its %zu KiB stack (spawned at %s:%u); raise "
-          "green::Options::stack_size",
-          static_cast<unsigned long long>(g->id), g->stack.size() / 1024,
-          g->spawn_file != nullptr ? g->spawn_file : "?", g->spawn_line);
+          "green thread %llu overflowed its %zu %s stack (spawned at %s:%u); raise "
+          "green::Options::stack_size, or SpawnOptions::stack_size for this spawn",
+          static_cast<unsigned long long>(g->id), mib ? size >> 20 : size >> 10,
+          mib ? "MiB" : "KiB", g->spawn_file != nullptr ? g->spawn_file : "?", g->spawn_line);
   }
   // Not ours: hand the fault to whoever was installed before us, or to the default action.
   if ((previous_segv.sa_flags & SA_SIGINFO) != 0 && previous_segv.sa_sigaction != nullptr) {
@@ -204,3 +268,13 @@ void release_signal_stack() {
 }
 
 }  // namespace green::detail
+
+namespace green::this_green_thread {
+StackUsage stack_usage() {
+  detail::GreenThread* g = detail::current_green_thread();
+  if (g == nullptr) return {};
+  auto* here = static_cast<char*>(__builtin_frame_address(0));
+  return StackUsage{g->stack.size(), static_cast<std::size_t>(g->stack.hi - here),
+                    detail::committed_bytes(g->stack)};
+}
+}  // namespace green::this_green_thread

@@ -36,9 +36,15 @@ struct Options {
   // Number of Ps (OS threads running green threads at once). 0: $GREEN_MAXPROCS, else the
   // number of CPUs.
   int procs = 0;
-  // Reserved virtual size of each green thread's stack. Pages are committed on first touch, so
-  // a green thread costs one page until it goes deeper. Rounded up to the page size.
-  std::size_t stack_size = 256 * 1024;
+  // Reserved virtual size of each green thread's stack, 8 MiB like a pthread's default (Go's
+  // stacks grow to 1 GB by moving; C++ stacks cannot move, so the whole reservation is made at
+  // spawn). Reserved, not committed: the address space is MAP_NORESERVE and a page is committed
+  // on first touch, so a green thread costs one page (plus a 4 KiB page-table page, as the
+  // stacks are more than 2 MiB apart) until it goes deeper; idle stacks are trimmed back.
+  // Going past it ends the process ("green thread N overflowed its 8 MiB stack"). Under
+  // vm.overcommit_memory=2 every reservation is charged in full: lower it there. Rounded up to
+  // the page size. A spawn may ask for another size (SpawnOptions::stack_size).
+  std::size_t stack_size = 8 * 1024 * 1024;
   // A recycled stack that has pages committed more than this far below its top is trimmed
   // back to this depth with MADV_DONTNEED.
   std::size_t stack_shrink_threshold = 32 * 1024;
@@ -72,12 +78,25 @@ struct SpawnSite {
   constexpr unsigned line_number() const noexcept { return line; }
 };
 
+// Options of one spawn (green::go(SpawnOptions, f)).
+struct SpawnOptions {
+  // Reserved size of this green thread's stack; 0: Options::stack_size. Rounded up to a power
+  // of two, at least 16 KiB; more than 1 GiB (Go's limit) ends the process with a message. As
+  // every stack, lazily committed: a larger reservation costs address space, not memory. A
+  // dead green thread's stack is only reused by a spawn that asks for the same size.
+  std::size_t stack_size = 0;
+};
+
 namespace detail {
 struct GreenThread;
 // Allocates a green thread with room for a closure of `size` bytes at the top of its stack.
 GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_align,
                               void (*entry)(void*), void** closure_out,
                               const SpawnSite& where);
+// The same, with a stack of `stack_size` bytes (SpawnOptions::stack_size; 0: the default).
+GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_align,
+                              void (*entry)(void*), void** closure_out, const SpawnSite& where,
+                              std::size_t stack_size);
 // Makes a freshly built green thread runnable.
 void start_green_thread(GreenThread* g);
 
@@ -87,20 +106,37 @@ void invoke_closure(void* p) {
   (*f)();
   f->~F();
 }
+
+// green::go's body. A stack_size of 0 (the default, a constant in go(f)) skips the sized path.
+template <typename F>
+void spawn(F&& f, const SpawnSite& where, std::size_t stack_size) {
+  using Fn = std::decay_t<F>;
+  static_assert(std::is_invocable_v<Fn&>, "green::go needs a callable taking no arguments");
+  void* storage = nullptr;
+  GreenThread* g =
+      stack_size == 0
+          ? new_green_thread(sizeof(Fn), alignof(Fn), &invoke_closure<Fn>, &storage, where)
+          : new_green_thread(sizeof(Fn), alignof(Fn), &invoke_closure<Fn>, &storage, where,
+                             stack_size);
+  ::new (storage) Fn(std::forward<F>(f));
+  start_green_thread(g);
+}
 }  // namespace detail
 
 // Spawns a green thread running f(). Callable from green threads and from plain threads while
 // run() is active (a precondition: outside run() it aborts with a message). Never blocks. The
 // callable is moved onto the top of the new green thread's stack: no heap allocation.
+//
+//   green::go([&] { serve(conn); });
+//   green::go({.stack_size = 64 << 20}, [&] { parse_deeply_nested(doc); });  // 64 MiB stack
+template <typename F>
+void go(const SpawnOptions& options, F&& f, const SpawnSite& where = SpawnSite::current()) {
+  detail::spawn(std::forward<F>(f), where, options.stack_size);
+}
+
 template <typename F>
 void go(F&& f, const SpawnSite& where = SpawnSite::current()) {
-  using Fn = std::decay_t<F>;
-  static_assert(std::is_invocable_v<Fn&>, "green::go needs a callable taking no arguments");
-  void* storage = nullptr;
-  detail::GreenThread* g = detail::new_green_thread(sizeof(Fn), alignof(Fn),
-                                                    &detail::invoke_closure<Fn>, &storage, where);
-  ::new (storage) Fn(std::forward<F>(f));
-  detail::start_green_thread(g);
+  detail::spawn(std::forward<F>(f), where, 0);
 }
 
 // Puts the calling green thread at the back of its P's run queue and runs others. From a plain
@@ -195,6 +231,16 @@ int processor_id();
 // Returns committed stack pages below the caller's current depth to the kernel
 // (MADV_DONTNEED). For long-lived green threads that went deep once and now idle.
 void shrink_stack();
+// The caller's stack: its reservation, how deep the caller is now (from the top, including
+// the green thread's control block and closure) and how much of it is committed (resident
+// pages, read with mincore(2) over the whole reservation: a syscall per 1 MiB, so for
+// diagnostics, not hot paths). All zero from a plain thread.
+struct StackUsage {
+  std::size_t reserved = 0;
+  std::size_t depth = 0;
+  std::size_t committed = 0;
+};
+StackUsage stack_usage();
 }  // namespace this_green_thread
 
 // Green-thread-local storage: one T per green thread, default-constructed on first get() in

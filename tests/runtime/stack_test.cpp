@@ -59,6 +59,97 @@ TEST(Stack, RecursionTouching200KiBSucceedsOnTheDefaultStack) {
   EXPECT_NE(result, -1);
 }
 
+// Runs f in a green thread spawned with `options` and waits for it.
+template <typename F>
+void run_in_green_thread(const green::SpawnOptions& options, F f) {
+  green::run({.procs = 1}, [&] {
+    std::atomic<bool> done{false};
+    green::go(options, [&] {
+      f();
+      done.store(true);
+    });
+    while (!done.load()) green::yield();
+  });
+}
+
+constexpr size_t kMiB = 1024 * 1024;
+
+TEST(Stack, RecursionSixMiBDeepSucceedsOnTheDefaultEightMiBStack) {
+  int result = -1;
+  green::this_green_thread::StackUsage deep;
+  run_in_green_thread({}, [&] {
+    char* deepest = nullptr;
+    result = recurse(static_cast<int>(6 * kMiB / kFrame), &deepest);
+    deep = green::this_green_thread::stack_usage();
+  });
+  EXPECT_NE(result, -1);
+  EXPECT_EQ(deep.reserved, 8 * kMiB);
+  // Its pages are still committed when it returns (until the G is recycled or shrinks).
+  EXPECT_GE(deep.committed, 6 * kMiB);
+}
+
+TEST(Stack, SpawnWithALargerStackRecursesPastTheDefault) {
+  int result = -1;
+  green::this_green_thread::StackUsage usage;
+  run_in_green_thread({.stack_size = 32 * kMiB}, [&] {
+    usage = green::this_green_thread::stack_usage();
+    char* deepest = nullptr;
+    result = recurse(static_cast<int>(16 * kMiB / kFrame), &deepest);  // twice the default
+  });
+  EXPECT_NE(result, -1);
+  EXPECT_EQ(usage.reserved, 32 * kMiB);
+}
+
+TEST(Stack, SpawnStackSizeIsRoundedUpToAPowerOfTwo) {
+  size_t reserved = 0;
+  run_in_green_thread({.stack_size = 100 * 1024},
+                      [&] { reserved = green::this_green_thread::stack_usage().reserved; });
+  EXPECT_EQ(reserved, 128u * 1024);
+}
+
+TEST(StackDeathTest, ASmallerSpawnStackIsHonouredAndItsOverflowReported) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(run_in_green_thread({.stack_size = 64 * 1024}, [] { recurse_forever(0); }),
+               "green thread [0-9]+ overflowed its 64 KiB stack \\(spawned at "
+               ".*stack_test.cpp:[0-9]+\\)");
+}
+
+TEST(Stack, ADeadGreenThreadIsReusedOnlyForASpawnOfItsStackSize) {
+  // One P, spawned one after the other: each spawn could reuse the G that just died.
+  struct Seen {
+    size_t reserved = 0;
+    uintptr_t frame = 0;
+  };
+  auto look = [](Seen* seen) {
+    volatile char here = 0;
+    seen->reserved = green::this_green_thread::stack_usage().reserved;
+    seen->frame = reinterpret_cast<uintptr_t>(&here);
+  };
+  Seen first_default, big, big_again, small, second_default;
+  green::run({.procs = 1}, [&] {
+    auto spawn_and_wait = [&](const green::SpawnOptions& options, Seen* seen) {
+      std::atomic<bool> done{false};
+      green::go(options, [&] {
+        look(seen);
+        done.store(true);
+      });
+      while (!done.load()) green::yield();
+      green::yield();  // let it finish exiting and be recycled
+    };
+    spawn_and_wait({}, &first_default);
+    spawn_and_wait({.stack_size = 64 * kMiB}, &big);
+    spawn_and_wait({.stack_size = 64 * kMiB}, &big_again);
+    spawn_and_wait({.stack_size = 64 * 1024}, &small);
+    spawn_and_wait({}, &second_default);
+  });
+  EXPECT_EQ(first_default.reserved, 8 * kMiB);
+  EXPECT_EQ(big.reserved, 64 * kMiB);
+  EXPECT_EQ(big_again.reserved, 64 * kMiB);
+  EXPECT_EQ(big_again.frame, big.frame) << "the dead 64 MiB G was not reused";
+  EXPECT_EQ(small.reserved, 64u * 1024);
+  EXPECT_EQ(second_default.reserved, 8 * kMiB);
+}
+
 TEST(StackDeathTest, OverflowIsReportedWithTheGreenThreadAndStackSize) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(green::run({.procs = 1},
@@ -66,7 +157,7 @@ TEST(StackDeathTest, OverflowIsReportedWithTheGreenThreadAndStackSize) {
                             green::go([] { recurse_forever(0); });
                             green::sleep_for(std::chrono::seconds(5));
                           }),
-               "green thread [0-9]+ overflowed its 256 KiB stack \\(spawned at "
+               "green thread [0-9]+ overflowed its 8 MiB stack \\(spawned at "
                ".*stack_test.cpp:[0-9]+\\)");
 }
 
@@ -146,4 +237,10 @@ TEST(Stack, ShrinkStackReturnsPagesOfALongLivedGreenThread) {
   });
   EXPECT_TRUE(before);
   EXPECT_FALSE(after);
+}
+
+TEST(Stack, StackUsageIsZeroOnAPlainThread) {
+  const green::this_green_thread::StackUsage usage = green::this_green_thread::stack_usage();
+  EXPECT_EQ(usage.reserved, 0u);
+  EXPECT_EQ(usage.committed, 0u);
 }

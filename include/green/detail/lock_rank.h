@@ -57,6 +57,8 @@
 //   44    kFreeGs                    sched.free_lock             nothing (leaf): the global list
 //                                                                of dead green threads.
 //   45    kBufferPool                server BufferPool shard     nothing (leaf; frees outside).
+//   46    kSizedFreeGs               dead green threads of a     nothing (leaf): the per-size
+//                                    per-spawn stack size        lists of SpawnOptions stacks.
 //   60    kTest                      tests' own spin locks       anything above (a leaf).
 //
 // Sleeping locks (not spin locks; not on the per-thread list, since a green thread holding one
@@ -98,6 +100,7 @@ enum class LockRank : uint8_t {
   kStackRegistry = 43,
   kFreeGs = 44,
   kBufferPool = 45,
+  kSizedFreeGs = 46,
   kTest = 60,
 };
 
