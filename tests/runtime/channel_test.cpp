@@ -26,7 +26,8 @@ TEST(Channel, UnbufferedSendBlocksUntilReceiverArrives) {
       sent.store(true);
       wg.done();
     });
-    green::sleep_for(30ms);
+    // Parked in send (the dump shows it), not done: nobody has received.
+    ASSERT_TRUE(green::testing::wait_until_waiting("chan send", 1));
     EXPECT_FALSE(sent.load()) << "unbuffered send completed with no receiver";
     EXPECT_EQ(ch.recv(), 7);
     wg.wait();
@@ -92,7 +93,9 @@ TEST(Channel, CloseWakesAllParkedReceiversAndSenders) {
         wg.done();
       });
     }
-    green::sleep_for(20ms);  // let them all park
+    // Every one parked (the dump shows them), so the closes wake parked ones.
+    ASSERT_TRUE(green::testing::wait_until_waiting("chan receive", kEach));
+    ASSERT_TRUE(green::testing::wait_until_waiting("chan send", kEach));
     EXPECT_TRUE(receivers_ch.close());
     EXPECT_TRUE(senders_ch.close());
     wg.wait();
