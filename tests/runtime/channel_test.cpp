@@ -116,7 +116,9 @@ TEST(Channel, TryOperationsNeverBlock) {
       EXPECT_EQ(ch.recv(), 5);
       wg.done();
     });
-    while (ch.try_send(5) != green::ChanStatus::kOk) green::yield();
+    // Succeeds once the receiver waits (one P: each yield lets it get there), 10 s at most.
+    ASSERT_TRUE(green::testing::yield_until(
+        [&] { return ch.try_send(5) == green::ChanStatus::kOk; }, 10s));
     wg.wait();
   });
 }

@@ -52,7 +52,7 @@ TEST(Scheduler, MillionSpawnsEachRunExactlyOnce) {
     }
     ASSERT_TRUE(wait_for_count(done, n));
     // Each G counts itself done just before it exits: let the last ones finish exiting.
-    while (green::num_green_threads() > 1) green::yield();
+    ASSERT_TRUE(green::testing::yield_until([] { return green::num_green_threads() == 1; }, 60s));
     live_after = green::num_green_threads();
   });
   for (int64_t i = 0; i < n; ++i) ASSERT_EQ(runs[static_cast<size_t>(i)].load(), 1) << "G " << i;
@@ -180,7 +180,7 @@ TEST(Scheduler, RespawningGreenThreadCannotStarveTheGlobalQueue) {
         << "the globally queued green thread never ran";
     stop.store(true);
     injector.join();
-    while (chain_alive.load() != 0) green::yield();
+    EXPECT_TRUE(green::testing::yield_until([&] { return chain_alive.load() == 0; }, 10s));
   });
   ASSERT_GE(at_injection.load(), 0);
   // Between being queued and running, the victim waited for a bounded number of respawns.
@@ -404,7 +404,7 @@ TEST(Scheduler, RunReturnsWhenMainReturnsEvenWithParkedGreenThreads) {
   green::testing::Gate never;
   green::run({.procs = 2}, [&] {
     for (int i = 0; i < 10; ++i) green::go([&] { never.wait(); });
-    while (never.parked() < 10) green::yield();
+    ASSERT_TRUE(green::testing::yield_until([&] { return never.parked() == 10; }, 10s));
     EXPECT_EQ(green::num_green_threads(), 11);
   });
   EXPECT_FALSE(green::running());
@@ -415,10 +415,10 @@ TEST(Scheduler, NumGreenThreadsCountsLiveOnes) {
     EXPECT_EQ(green::num_green_threads(), 1);
     green::testing::Gate gate;
     for (int i = 0; i < 50; ++i) green::go([&] { gate.wait(); });
-    while (gate.parked() < 50) green::yield();
+    ASSERT_TRUE(green::testing::yield_until([&] { return gate.parked() == 50; }, 10s));
     EXPECT_EQ(green::num_green_threads(), 51);
     gate.open();
-    while (green::num_green_threads() > 1) green::yield();
+    ASSERT_TRUE(green::testing::yield_until([] { return green::num_green_threads() == 1; }, 10s));
     EXPECT_EQ(green::num_green_threads(), 1);
   });
 }
