@@ -298,10 +298,11 @@ inline std::string get(uint16_t port, std::string_view target, std::string_view 
 }
 
 // How many of a server's connection green threads (spawned in server/server.cpp) a green-thread
-// dump (green::dump_green_threads(), or the binary's /debug/greenthreads) shows parked in a wait
-// other than the netpoller's: requests inside their handlers (a sleep, a lock, a channel), not
-// connections waiting for bytes. "The handler is running", observed rather than guessed.
-inline int parked_in_handlers(const std::string& dump) {
+// dump (green::dump_green_threads(), or the binary's /debug/greenthreads) shows asleep: parked
+// in green::sleep_for, whose wait reads "sleep" (or "select" with a context, a select on its
+// done channel and a timeout). "The handler is asleep", observed rather than guessed. Only
+// those reasons: a connection may park elsewhere (a lock, a buffer) before its handler runs.
+inline int asleep_in_handlers(const std::string& dump) {
   int n = 0;
   std::size_t at = 0;
   while ((at = dump.find("green thread ", at)) != std::string::npos) {
@@ -310,8 +311,8 @@ inline int parked_in_handlers(const std::string& dump) {
     const std::string head = dump.substr(at, head_end - at);
     const std::string entry = dump.substr(at, entry_end == std::string::npos ? std::string::npos
                                                                             : entry_end - at);
-    if (head.find("[waiting: ") != std::string::npos &&
-        head.find("[waiting: netpoll") == std::string::npos &&
+    if ((head.find("[waiting: sleep,") != std::string::npos ||
+         head.find("[waiting: select,") != std::string::npos) &&
         entry.find("server/server.cpp:") != std::string::npos) {
       ++n;
     }

@@ -62,10 +62,10 @@ inline int waiting(uint16_t port, std::string_view reason) {
   return n;
 }
 
-// Waits until at least `n` requests of the binary are parked inside their handlers
-// (parked_in_handlers on /debug/greenthreads), 10 s at most.
+// Waits until at least `n` requests of the binary are asleep inside their handlers
+// (asleep_in_handlers on /debug/greenthreads), 10 s at most.
 inline bool wait_for_handlers(uint16_t port, int n) {
-  return wait_until([&] { return parked_in_handlers(green_threads(port)) >= n; },
+  return wait_until([&] { return asleep_in_handlers(green_threads(port)) >= n; },
                     std::chrono::seconds(10));
 }
 

@@ -499,7 +499,7 @@ TEST(Server, ShutdownFinishesInFlightClosesIdleAndTurnsUnready) {
   ASSERT_TRUE(busy.send(get(s.port(), "/sleep?ms=600")));
   // The sleep is in flight: the dump shows its handler parked.
   ASSERT_TRUE(testing::wait_until(
-      [] { return testing::parked_in_handlers(green::dump_green_threads()) == 1; }, 10s))
+      [] { return testing::asleep_in_handlers(green::dump_green_threads()) == 1; }, 10s))
       << green::dump_green_threads();
   s.shutdown_async();
   EXPECT_TRUE(testing::wait_until([&] { return !s.server().ready(); }, 10s));
@@ -533,7 +533,7 @@ TEST(Server, AHandlerThatOutlivesTheShutdownTimeoutIsWaitedForBeforeTheServerGoe
   ASSERT_TRUE(c.send(get(s.port(), "/hold")));
   // The handler is asleep: the dump shows it parked.
   ASSERT_TRUE(testing::wait_until(
-      [] { return testing::parked_in_handlers(green::dump_green_threads()) == 1; }, 10s))
+      [] { return testing::asleep_in_handlers(green::dump_green_threads()) == 1; }, 10s))
       << green::dump_green_threads();
   const auto start = std::chrono::steady_clock::now();
   s.stop();  // returns once the runtime thread ended: after ~Server
