@@ -204,19 +204,24 @@ TEST(Observe, DumpShowsEveryStateWaitReasonAndSpawnSite) {
     });
     // Until all five wait (a loaded machine may take a while to run them) and every wait shows
     // three digits of milliseconds, as the dump itself says.
+    std::vector<std::regex> long_waits;
+    for (const char* reason : {"netpoll read", "chan receive", "sleep", "mutex", "blocking call"}) {
+      long_waits.emplace_back(std::string(R"(\[waiting: )") + reason +
+                              R"(, (\d{3}ms|\d+\.\ds)\])");
+    }
     (void)green::testing::wait_until(
-        [] {
+        [&] {
           const std::string d = green::dump_green_threads();
-          for (const char* reason :
-               {"netpoll read", "chan receive", "sleep", "mutex", "blocking call"}) {
-            if (!std::regex_search(d, std::regex(std::string(R"(\[waiting: )") + reason +
-                                                 R"(, (\d{3}ms|\d+\.\ds)\])"))) {
-              return false;
-            }
+          for (const std::regex& re : long_waits) {
+            if (!std::regex_search(d, re)) return false;
           }
           return true;
         },
         20s);
+    // A fresh time slice: a main that has computed for 10 ms (the dumps above, slow under TSan)
+    // is flagged by sysmon and would yield at the spawn below (a preemption point), letting the
+    // new green thread run and end before the dump.
+    green::yield();
     green::WaitGroup runnable_done;
     runnable_done.add(1);
     green::go([&] { runnable_done.done(); });  // queued behind us on the only P: runnable
