@@ -53,7 +53,7 @@ class Example:
     def close(self):
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait()
+            self.proc.wait(timeout=10)  # SIGKILL: bounded all the same
         self._reader.join(timeout=5)
         self.proc.stderr.close()
 
@@ -107,4 +107,4 @@ def wait_until(predicate, timeout=10.0, interval=0.01):
         value = predicate()
         if value or time.monotonic() >= deadline:
             return value
-        time.sleep(interval)
+        time.sleep(interval)  # polling under the deadline above

@@ -45,7 +45,7 @@ struct Seen {
 void add_count_route(Router& router, Seen& seen, const char* path, bool wait_for_go) {
   router.handle(Method::kPost, path, [&seen, wait_for_go](Request& r, ResponseWriter& w) {
     seen.entered.fetch_add(1);
-    while (wait_for_go && !seen.go.load()) green::sleep_for(1ms);
+    if (wait_for_go) (void)wait_until([&] { return seen.go.load(); }, std::chrono::seconds(10));
     char buf[4096];
     long n;
     while ((n = r.body().read(buf)) > 0) seen.bytes.fetch_add(n);

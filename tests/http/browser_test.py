@@ -227,7 +227,7 @@ def wait_for(what, condition, timeout, interval=0.1):
             return value
         if time.monotonic() > deadline:
             raise Failure(f'timed out after {timeout} s waiting for {what}')
-        time.sleep(interval)
+        time.sleep(interval)  # polling under the deadline above
 
 
 def wait_for_figures(page, what, accept, timeout, interval=0.1):
@@ -456,7 +456,7 @@ def run_wrk(page, base, wrk, procs, idle):
         if len(loaded) >= LOADED_REFRESHES and time.time() - started >= WRK_MIN_SECONDS:
             wrk_proc.send_signal(signal.SIGINT)  # wrk stops and prints its summary
             break
-        time.sleep(0.2)
+        time.sleep(0.2)  # sampling the page while wrk runs (wrk's -d bounds it), not a wait
     output = wrk_proc.communicate(timeout=10)[0].decode(errors='replace')
     if wrk_proc.returncode != 0:
         raise Failure(f'wrk exited with {wrk_proc.returncode}:\n{output}')

@@ -114,7 +114,7 @@ threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in rang
 for t in threads:
     t.start()
 while min(answered) < WARM_UP and time.monotonic() < deadline:
-    time.sleep(0.005)
+    time.sleep(0.005)  # polling the clients' counts under the run's deadline
 warm = min(answered) >= WARM_UP
 os.kill(PID, signal.SIGTERM)
 for t in threads:

@@ -28,6 +28,9 @@
 
 namespace green::http::testing {
 
+// The runtime tests' wait_until (tests/runtime/test_util.h): a state, under a deadline.
+using green::testing::wait_until;
+
 using green::testing::scaled;  // counts scaled down in sanitizer builds
 
 // A server with the built-in handlers (plus `extra` routes) on 127.0.0.1:ephemeral, running in
@@ -292,6 +295,30 @@ inline std::string run_command(const std::string& cmd, int* status = nullptr) {
 inline std::string get(uint16_t port, std::string_view target, std::string_view extra = "") {
   return "GET " + std::string(target) + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
          "\r\n" + std::string(extra) + "\r\n";
+}
+
+// How many of a server's connection green threads (spawned in server/server.cpp) a green-thread
+// dump (green::dump_green_threads(), or the binary's /debug/greenthreads) shows asleep: parked
+// in green::sleep_for, whose wait reads "sleep" (or "select" with a context, a select on its
+// done channel and a timeout). "The handler is asleep", observed rather than guessed. Only
+// those reasons: a connection may park elsewhere (a lock, a buffer) before its handler runs.
+inline int asleep_in_handlers(const std::string& dump) {
+  int n = 0;
+  std::size_t at = 0;
+  while ((at = dump.find("green thread ", at)) != std::string::npos) {
+    const std::size_t head_end = dump.find('\n', at);
+    const std::size_t entry_end = dump.find("\n\n", at);
+    const std::string head = dump.substr(at, head_end - at);
+    const std::string entry = dump.substr(at, entry_end == std::string::npos ? std::string::npos
+                                                                            : entry_end - at);
+    if ((head.find("[waiting: sleep,") != std::string::npos ||
+         head.find("[waiting: select,") != std::string::npos) &&
+        entry.find("server/server.cpp:") != std::string::npos) {
+      ++n;
+    }
+    at = entry_end == std::string::npos ? dump.size() : entry_end;
+  }
+  return n;
 }
 
 }  // namespace green::http::testing

@@ -379,13 +379,13 @@ std::string read_file(const std::string& path) {
 
 // Polls `path` until it holds `lines` lines, or 5 s pass.
 std::string wait_for_lines(const std::string& path, int lines) {
-  const auto until = std::chrono::steady_clock::now() + 5s;
   std::string text;
-  while (std::chrono::steady_clock::now() < until) {
-    text = read_file(path);
-    if (std::count(text.begin(), text.end(), '\n') >= lines) break;
-    std::this_thread::sleep_for(5ms);
-  }
+  (void)testing::wait_until(
+      [&] {
+        text = read_file(path);
+        return std::count(text.begin(), text.end(), '\n') >= lines;
+      },
+      5s);
   return text;
 }
 
@@ -707,10 +707,7 @@ TEST(Gzip, FlushedStreamDecodesIncrementally) {
       w.set_content_type("text/event-stream");
       w.write("data: first\n\n");
       w.flush();
-      const auto until = std::chrono::steady_clock::now() + 5s;
-      while (!client_decoded_first.load() && std::chrono::steady_clock::now() < until) {
-        green::sleep_for(1ms);
-      }
+      (void)testing::wait_until([&] { return client_decoded_first.load(); }, 5s);
       w.write("data: second\n\n");
     });
   });

@@ -24,17 +24,6 @@
 
 namespace green::http::testing {
 
-// Polls `done` every few milliseconds until it holds or `limit` passes; returns whether it
-// held. For states only observable from outside (a file, another process's output).
-inline bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds limit) {
-  const auto until = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() >= until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
-}
-
 inline std::string read_file(const std::string& path) {
   std::ifstream in(path);
   std::stringstream s;
@@ -54,6 +43,30 @@ inline int64_t metric(uint16_t port, std::string_view sample) {
   const std::size_t at = r->body.find(key);
   if (at == std::string::npos) return -1;
   return std::stoll(r->body.substr(at + key.size()));
+}
+
+// The binary's /debug/greenthreads (its green-thread dump), or "" when it does not answer.
+inline std::string green_threads(uint16_t port) {
+  Client c(port);
+  if (!c.send(get(port, "/debug/greenthreads", "Connection: close\r\n"))) return "";
+  const std::optional<Client::Response> r = c.read_response();
+  return r && r->status == 200 ? r->body : "";
+}
+
+// How many green threads of the binary are parked for `reason` ("netpoll write", ...).
+inline int waiting(uint16_t port, std::string_view reason) {
+  const std::string dump = green_threads(port);
+  const std::string key = "[waiting: " + std::string(reason) + ",";
+  int n = 0;
+  for (std::size_t at = dump.find(key); at != std::string::npos; at = dump.find(key, at + 1)) ++n;
+  return n;
+}
+
+// Waits until at least `n` requests of the binary are asleep inside their handlers
+// (asleep_in_handlers on /debug/greenthreads), 10 s at most.
+inline bool wait_for_handlers(uint16_t port, int n) {
+  return wait_until([&] { return asleep_in_handlers(green_threads(port)) >= n; },
+                    std::chrono::seconds(10));
 }
 
 // Its stderr goes to dir()/stderr; the directory is removed with it.

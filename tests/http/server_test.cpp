@@ -268,7 +268,7 @@ TEST(Server, SlowHeaderSenderGets408) {
   const auto start = std::chrono::steady_clock::now();
   ASSERT_TRUE(c.send("GET /plaintext HTTP/1.1\r\n"));
   for (int i = 0; i < 10; ++i) {
-    std::this_thread::sleep_for(60ms);
+    std::this_thread::sleep_for(60ms);  // the slow sender under test, not a wait
     if (!c.send("X-Drip: " + std::to_string(i) + "\r\n")) break;
   }
   const std::string reply = c.read_all();
@@ -345,10 +345,9 @@ TEST(Server, ResetMidBodyLeavesTheServerServing) {
   Client c(s.port());
   ASSERT_TRUE(c.send(get(s.port(), "/plaintext")));
   ASSERT_TRUE(c.read_response());
-  for (int i = 0; i < 100 && s.server().metrics().open_connections.load() > 1; ++i) {
-    std::this_thread::sleep_for(10ms);
-  }
-  EXPECT_EQ(s.server().metrics().open_connections.load(), 1) << "reset connections were reaped";
+  EXPECT_TRUE(testing::wait_until(
+      [&] { return s.server().metrics().open_connections.load() == 1; }, 10s))
+      << s.server().metrics().open_connections.load() << " open: reset connections were not reaped";
 }
 
 TEST(Server, ManySlowSendersDoNotStallOthers) {
@@ -498,10 +497,12 @@ TEST(Server, ShutdownFinishesInFlightClosesIdleAndTurnsUnready) {
   ASSERT_TRUE(idle.read_response());
   Client busy(s.port());
   ASSERT_TRUE(busy.send(get(s.port(), "/sleep?ms=600")));
-  std::this_thread::sleep_for(150ms);  // the sleep is in flight
+  // The sleep is in flight: the dump shows its handler parked.
+  ASSERT_TRUE(testing::wait_until(
+      [] { return testing::asleep_in_handlers(green::dump_green_threads()) == 1; }, 10s))
+      << green::dump_green_threads();
   s.shutdown_async();
-  for (int i = 0; i < 100 && s.server().ready(); ++i) std::this_thread::sleep_for(5ms);
-  EXPECT_FALSE(s.server().ready());
+  EXPECT_TRUE(testing::wait_until([&] { return !s.server().ready(); }, 10s));
   EXPECT_EQ(idle.read_all(), "") << "idle connections are closed without a response";
   auto r = busy.read_response();
   ASSERT_TRUE(r) << "the in-flight request completes";
@@ -523,14 +524,17 @@ TEST(Server, AHandlerThatOutlivesTheShutdownTimeoutIsWaitedForBeforeTheServerGoe
   options.shutdown_timeout = 100ms;
   TestServer s(options, [&](Router& r) {
     r.handle(Method::kGet, "/hold", [&](Request&, ResponseWriter& w) {
-      green::sleep_for(std::chrono::milliseconds(2500));
+      green::sleep_for(std::chrono::milliseconds(2500));  // outlives the shutdown on purpose
       handler_done.store(true);
       w.send(200, "text/plain", "late");
     });
   });
   Client c(s.port(), 10s);
   ASSERT_TRUE(c.send(get(s.port(), "/hold")));
-  std::this_thread::sleep_for(200ms);  // the handler is asleep
+  // The handler is asleep: the dump shows it parked.
+  ASSERT_TRUE(testing::wait_until(
+      [] { return testing::asleep_in_handlers(green::dump_green_threads()) == 1; }, 10s))
+      << green::dump_green_threads();
   const auto start = std::chrono::steady_clock::now();
   s.stop();  // returns once the runtime thread ended: after ~Server
   EXPECT_EQ(s.still_running(), 1u);

@@ -36,15 +36,10 @@ std::string chunks(std::size_t bytes) {
   return out;
 }
 
-// Polls `done` every 10 ms until it holds or `limit` passes; returns its last value.
+// Waits until `done` holds or `limit` passes; returns whether it held.
 template <typename Pred>
 bool eventually(Pred done, std::chrono::milliseconds limit) {
-  const Clock::time_point until = Clock::now() + limit;
-  while (!done()) {
-    if (Clock::now() >= until) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
+  return testing::wait_until(done, limit);
 }
 
 TEST(SlowBody, TrickledBodyGets408AtTheReadTimeout) {

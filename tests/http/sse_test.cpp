@@ -44,7 +44,8 @@ TEST(EventStream, EachEventIsOnTheWireBeforeTheNextIsMade) {
     r.handle(Method::kGet, "/two", [&](Request&, ResponseWriter& w) {
       EventStream es(w);
       es.send("first");
-      while (!next.load()) green::sleep_for(1ms);
+      // Released by the test (or by Release below); 10 s at most either way.
+      (void)wait_until([&] { return next.load(); }, 10s);
       es.send("second");
     });
   });
@@ -99,7 +100,7 @@ TEST(EventStream, SendReturnsFalseOnceTheClientLeaves) {
       EventStream es(w);
       while (es.send(std::string(1000, 'x'), "tick")) {
         sent.fetch_add(1);
-        green::sleep_for(2ms);
+        green::sleep_for(2ms);  // the stream's pace, on purpose: not a wait
       }
       EXPECT_FALSE(es.ok());
       EXPECT_FALSE(es.comment("after"));

@@ -8,6 +8,7 @@
 #include "green/green.h"
 #include "green/select.h"
 #include "green/sync.h"
+#include "tests/runtime/test_util.h"
 
 using namespace std::chrono_literals;
 
@@ -15,7 +16,8 @@ namespace {
 // Deadline watchers leave as soon as their context is cancelled; let them finish before main
 // returns (run() discards green threads that are still runnable, and their closures with them).
 void wait_for_watchers() {
-  while (green::num_green_threads() > 1) green::yield();
+  EXPECT_TRUE(green::testing::yield_until([] { return green::num_green_threads() == 1; }, 10s))
+      << green::num_green_threads() << " green threads left";
 }
 }  // namespace
 
@@ -31,7 +33,8 @@ TEST(Context, CancelWakesEveryWaiterOnDone) {
         wg.done();
       });
     }
-    green::sleep_for(10ms);
+    // Every waiter parked on done() first (the dump shows them), so the cancel wakes them all.
+    ASSERT_TRUE(green::testing::wait_until_waiting("chan receive", 10));
     EXPECT_EQ(ctx.err(), green::ContextError::kNone);
     cancel();
     cancel();  // idempotent

@@ -26,7 +26,8 @@ TEST(Channel, UnbufferedSendBlocksUntilReceiverArrives) {
       sent.store(true);
       wg.done();
     });
-    green::sleep_for(30ms);
+    // Parked in send (the dump shows it), not done: nobody has received.
+    ASSERT_TRUE(green::testing::wait_until_waiting("chan send", 1));
     EXPECT_FALSE(sent.load()) << "unbuffered send completed with no receiver";
     EXPECT_EQ(ch.recv(), 7);
     wg.wait();
@@ -92,7 +93,9 @@ TEST(Channel, CloseWakesAllParkedReceiversAndSenders) {
         wg.done();
       });
     }
-    green::sleep_for(20ms);  // let them all park
+    // Every one parked (the dump shows them), so the closes wake parked ones.
+    ASSERT_TRUE(green::testing::wait_until_waiting("chan receive", kEach));
+    ASSERT_TRUE(green::testing::wait_until_waiting("chan send", kEach));
     EXPECT_TRUE(receivers_ch.close());
     EXPECT_TRUE(senders_ch.close());
     wg.wait();
@@ -113,7 +116,9 @@ TEST(Channel, TryOperationsNeverBlock) {
       EXPECT_EQ(ch.recv(), 5);
       wg.done();
     });
-    while (ch.try_send(5) != green::ChanStatus::kOk) green::yield();
+    // Succeeds once the receiver waits (one P: each yield lets it get there), 10 s at most.
+    ASSERT_TRUE(green::testing::yield_until(
+        [&] { return ch.try_send(5) == green::ChanStatus::kOk; }, 10s));
     wg.wait();
   });
 }

@@ -17,6 +17,7 @@
 #include "green/net.h"
 #include "green/select.h"
 #include "green/sync.h"
+#include "tests/runtime/test_util.h"
 
 using namespace std::chrono_literals;
 using green::net::Address;
@@ -28,13 +29,14 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 void wait_for_watchers() {
-  while (green::num_green_threads() > 1) green::yield();
+  EXPECT_TRUE(green::testing::yield_until([] { return green::num_green_threads() == 1; }, 10s))
+      << green::num_green_threads() << " green threads left";
 }
 
 // Cancels after d, from another green thread.
 void cancel_later(green::CancelFn cancel, std::chrono::milliseconds d) {
   green::go([cancel = std::move(cancel), d] {
-    green::sleep_for(d);
+    green::sleep_for(d);  // the cancellation's timing is what the tests vary, not a wait
     cancel();
   });
 }
@@ -208,7 +210,7 @@ TEST(ContextOps, HangupHookFiresOnCloseAndHalfCloseButNotOnData) {
       server.on_hangup(cancel);
       // Data (a pipelined request) is not a hang-up, and stays in the socket.
       ASSERT_EQ(client.write("GET / HTTP/1.1\r\n\r\n", 18), 18);
-      green::sleep_for(30ms);
+      green::sleep_for(30ms);  // a window for something not to happen, not a wait
       EXPECT_FALSE(ctx.cancelled());
       // The client leaves (closes, or shuts down its sending side).
       if (how < 0) {
@@ -240,8 +242,7 @@ TEST(ContextOps, HangupHookFiresAtOnceWhenAlreadySeenAndNotAfterClear) {
     EXPECT_EQ(server.wait_readable(), 0);
     EXPECT_TRUE(eventually([&] { return server.peer_gone(); }));
     EXPECT_EQ(calls.load(), 0);
-    // Registered after the hang-up was seen: runs at once.
-    green::sleep_for(20ms);
+    // Registered after the hang-up was seen (peer_gone() above): runs at once.
     server.on_hangup([&calls] { calls.fetch_add(1); });
     EXPECT_TRUE(eventually([&] { return calls.load() == 1; }));
     server.clear_hangup();
@@ -258,12 +259,16 @@ TEST(ContextOps, HangupHookFiresWhileEveryPIsBusy) {
     listener.close();
     auto [ctx, cancel] = green::with_cancel(green::Context::background());
     server.on_hangup(cancel);
-    std::thread closer([fd = client.fd()] {
-      std::this_thread::sleep_for(20ms);
+    // The hang-up comes once the only P is busy (the loop below has begun), not after a
+    // guessed delay.
+    std::atomic<bool> busy{false};
+    std::thread closer([&busy, fd = client.fd()] {
+      (void)green::testing::wait_until([&] { return busy.load(); }, 10s);
       ::shutdown(fd, SHUT_RDWR);
     });
     const auto start = Clock::now();
     while (!ctx.cancelled() && Clock::now() - start < 5s) {
+      busy.store(true);
       green::checkpoint();  // busy, never parks
     }
     closer.join();

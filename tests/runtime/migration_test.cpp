@@ -17,6 +17,8 @@
 #include "green/sync.h"
 #include "tests/runtime/test_util.h"
 
+using namespace std::chrono_literals;
+
 namespace {
 
 // glibc's __errno_location is declared const, so within one function the compiler may reuse
@@ -39,11 +41,13 @@ constexpr int kHops = 50;
 
 // Moves the calling green thread to another M (two Ps): a spawned blocker spins without
 // yielding until released, so once it runs on our P, yield() can only resume us on the other P.
-// If the idle P took the blocker first we are still here: release it and try again. Returns
-// whether the OS thread changed (after at most 1000 tries).
+// If the idle P took the blocker first we are still here: release it and go again until the
+// OS thread changed, the state waited for (not a retry for luck: each round that leaves us here
+// is a legal schedule). Returns whether it changed within 10 s.
 bool hop_to_other_machine() {
   const auto before = os_thread();
-  for (int attempt = 0; attempt < 1000; ++attempt) {
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < give_up) {
     auto release = std::make_shared<std::atomic<bool>>(false);
     green::go([release] {
       while (!release->load()) {
@@ -69,11 +73,11 @@ void run_hopping(Body body, int* hops_that_moved) {
         });
         done.store(true);
       });
-      // Sleep, not yield: a yielding main would keep its P busy, and an idle P is what steals
-      // the hopper away from the blocked one.
-      while (!done.load()) green::sleep_for(std::chrono::microseconds(100));
+      // Parks between looks, not yield: a yielding main would keep its P busy, and an idle P
+      // is what steals the hopper away from the blocked one.
+      ASSERT_TRUE(green::testing::wait_until([&] { return done.load(); }, 60s)) << "hopper " << i;
     }
-    while (green::num_green_threads() > 1) green::sleep_for(std::chrono::microseconds(100));
+    ASSERT_TRUE(green::testing::wait_until([] { return green::num_green_threads() == 1; }, 10s));
   });
   *hops_that_moved = moved.load();
 }
@@ -205,8 +209,9 @@ TEST(Migration, GreenLocalValuesAreDestroyedWhenTheGreenThreadExits) {
         done.fetch_add(1);
       });
     }
-    while (done.load() < 100) green::yield();
-    while (green::num_green_threads() > 1) green::yield();
+    ASSERT_TRUE(green::testing::wait_until([&] { return done.load() == 100; }, 10s));
+    // Each G counts itself done just before it exits: its locals go as it exits.
+    ASSERT_TRUE(green::testing::wait_until([] { return green::num_green_threads() == 1; }, 10s));
   });
   EXPECT_EQ(destroyed.load(), 100);
 }

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <netinet/tcp.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <csignal>
 
 #include <algorithm>
@@ -11,6 +13,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +29,25 @@ using green::net::Address;
 using green::net::TcpListener;
 using green::net::TcpStream;
 using green::testing::scaled;
+
+namespace {
+
+// Whether OS thread `tid` of this process is inside poll(2) or ppoll(2) now.
+bool in_poll(pid_t tid) {
+  std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/syscall");
+  long nr = -1;
+  f >> nr;
+#if defined(SYS_poll)
+  if (nr == SYS_poll) return true;
+#endif
+  return nr == SYS_ppoll;
+}
+
+bool reader_parked() {
+  return green::testing::wait_until_waiting("netpoll read", 1);
+}
+
+}  // namespace
 
 namespace {
 
@@ -171,8 +193,8 @@ TEST(Net, EchoTenThousandConcurrentConnections) {
     connected.wait();
     EXPECT_EQ(open.load(), n) << "every connection is open at the same time";
     // connect() returns once the kernel completed the handshake; the server's accepts follow.
-    for (int i = 0; i < 5000 && server.accepted.load() < n; ++i) green::sleep_for(1ms);
-    EXPECT_EQ(server.accepted.load(), n);
+    EXPECT_TRUE(green::testing::wait_until([&] { return server.accepted.load() == n; }, 10s))
+        << server.accepted.load() << " of " << n << " accepted";
     gate.done();
     finished.wait();
     server.stop();
@@ -207,6 +229,7 @@ TEST(Net, LargeWriteParksUntilTheReaderCatchesUp) {
       ASSERT_GE(r, 0);
       if (r == 0) break;
       got.insert(got.end(), buf, buf + r);
+      // A slow reader on purpose (a pause per MiB), not a wait: the writer meets a full buffer.
       if (got.size() % (1 << 20) < 1000) green::sleep_for(1ms);
     }
     wg.wait();
@@ -277,7 +300,7 @@ TEST(Net, EachWaitTimesOutAtItsOwnDeadlineEarlierOrLaterThanThePreviousOne) {
     char buf[16];
     auto send_after = [&](std::chrono::milliseconds d) {
       green::go([&server, d] {
-        green::sleep_for(d);
+        green::sleep_for(d);  // the data's delay is what this test varies, not a wait
         (void)server.write("x", 1);
       });
     };
@@ -365,12 +388,14 @@ TEST(Net, WaitReadableAfterAShortReadSeesNewDataAndEndOfStream) {
         read_once();  // end of stream
         (void)got.send(log);
       });
-      green::sleep_for(1ms);
+      // Each write goes to a parked reader (the dump shows it in its netpoll wait): the edge
+      // paths below, not a read that finds data waiting.
+      ASSERT_TRUE(reader_parked()) << "round " << round;
       ASSERT_EQ(client.write("abc", 3), 3);
       ASSERT_TRUE(step.recv().has_value());
       ASSERT_EQ(client.write("def", 3), 3);
       ASSERT_TRUE(step.recv().has_value());
-      green::sleep_for(1ms);
+      ASSERT_TRUE(reader_parked()) << "round " << round;
       ASSERT_EQ(client.write("ghi", 3), 3);
       ASSERT_EQ(client.shutdown(SHUT_WR), 0);
       const auto start = std::chrono::steady_clock::now();
@@ -395,9 +420,9 @@ TEST(Net, CloseWakesAParkedReaderAndAParkedAccept) {
       TcpStream extra;
       (void)accept_result.send(listener.accept(&extra));
     });
-    green::sleep_for(30ms);  // both are parked by now
-    const std::string dump = green::dump_green_threads();
-    EXPECT_NE(dump.find("[waiting: netpoll read"), std::string::npos) << dump;
+    // Both parked (an accept waits as a netpoll read too), seen in the dump, not guessed.
+    ASSERT_TRUE(green::testing::wait_until_waiting("netpoll read", 2))
+        << green::dump_green_threads();
     client.close();
     listener.close();
     EXPECT_EQ(read_result.recv(), std::optional<ssize_t>(-ECANCELED));
@@ -427,11 +452,7 @@ TEST(Net, WakeReaderWakesAParkedReaderWithoutClosingTheSocket) {
     green::Channel<int> woken;
     green::go([&] { (void)woken.send(server.wait_readable()); });
     // Parked: the netpoller counts it as a waiter.
-    const auto until = std::chrono::steady_clock::now() + 5s;
-    while (green::detail::netpoll_waiters() == 0 && std::chrono::steady_clock::now() < until) {
-      green::sleep_for(1ms);
-    }
-    ASSERT_GT(green::detail::netpoll_waiters(), 0);
+    ASSERT_TRUE(green::testing::wait_until([] { return green::detail::netpoll_waiters() > 0; }, 10s));
     std::thread([&] { server.wake_reader(); }).join();  // from a plain thread
     EXPECT_EQ(woken.recv(), std::optional<int>(0));
     EXPECT_EQ(server.try_read(buf, sizeof buf), -EAGAIN);
@@ -569,14 +590,19 @@ TEST(Net, PlainThreadsCanUseSockets) {
   ASSERT_EQ(TcpStream::connect(listener.local_address(), &client), 0);
   TcpStream server;
   ASSERT_EQ(listener.accept(&server), 0);
+  // The writer waits until the reader's OS thread is blocked in poll(2) (its current system
+  // call, from /proc), so the read below is known to have blocked, not found data waiting.
+  const pid_t reader = static_cast<pid_t>(syscall(SYS_gettid));
+  bool reader_blocked = false;
   std::thread writer([&] {
-    std::this_thread::sleep_for(20ms);
+    reader_blocked = green::testing::wait_until([reader] { return in_poll(reader); }, 10s);
     server.write("hello", 5);
   });
   char buf[5];
   ASSERT_TRUE(read_exactly(client, buf, 5));
   EXPECT_EQ(std::string(buf, 5), "hello");
   writer.join();
+  EXPECT_TRUE(reader_blocked) << "the plain thread's read never blocked in poll(2)";
   client.set_read_deadline(green::net::deadline_after(20ms));
   EXPECT_EQ(client.read(buf, 1), -ETIMEDOUT);
 }

@@ -74,7 +74,7 @@ TEST(Observe, IdleProcsAverageFollowsTheLoad) {
   // rarely gives about the same answer.
   double idle_avg = -1, busy_avg = -1;
   green::run({.procs = 2}, [&] {
-    green::sleep_for(std::chrono::milliseconds(1500));
+    green::sleep_for(std::chrono::milliseconds(1500));  // the idle window measured, not a wait
     idle_avg = green::stats().idle_procs_avg;
     std::atomic<bool> stop{false};
     green::WaitGroup wg;
@@ -85,7 +85,8 @@ TEST(Observe, IdleProcsAverageFollowsTheLoad) {
         wg.done();
       });
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // main keeps its P busy too
+    // The busy window measured, not a wait: main holds its P too (an OS-thread sleep, no park).
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
     busy_avg = green::stats().idle_procs_avg;
     stop.store(true);
     wg.wait();
@@ -103,7 +104,6 @@ TEST(Observe, MachineWakeupsCountIdlePsPutToWork) {
   int main_p = -1;
   std::atomic<int> worker_p{-1};
   green::run({.procs = 2}, [&] {
-    green::sleep_for(20ms);
     green::testing::compute_until_the_other_p_sleeps(5ms);
     const uint64_t before = green::stats().machine_wakeups;
     main_p = green::this_green_thread::processor_id();
@@ -121,17 +121,28 @@ TEST(Observe, MachineWakeupsCountIdlePsPutToWork) {
 TEST(Observe, SchedtracePrintsGosLine) {
   setenv("GREEN_SCHEDTRACE", "20", 1);
   CaptureStderr capture;
-  green::run({.procs = 2}, [] {
+  green::run({.procs = 2}, [&] {
     green::WaitGroup wg;
     for (int i = 0; i < 100; ++i) {
       wg.add(1);
       green::go([&] {
-        green::sleep_for(1ms);
+        green::sleep_for(1ms);  // work for the trace to show, not a wait
         wg.done();
       });
     }
-    green::sleep_for(130ms);
     wg.wait();
+    // Until four lines are out (the captured file shows them), not a guessed 130 ms.
+    (void)green::testing::wait_until(
+        [&] {
+          const std::string t = capture.text();
+          int lines = 0;
+          for (std::size_t at = t.find("SCHED "); at != std::string::npos;
+               at = t.find("SCHED ", at + 1)) {
+            ++lines;
+          }
+          return lines >= 4;
+        },
+        10s);
   });
   capture.restore();
   unsetenv("GREEN_SCHEDTRACE");
@@ -182,24 +193,35 @@ TEST(Observe, DumpShowsEveryStateWaitReasonAndSpawnSite) {
     });
     green::go([&] {  // blocking call, until released
       green::blocking([&] {
-        while (!release_blocking.load()) usleep(2000);
+        // Inside the call until released (the state the dump must show), at most 30 s. A plain
+        // OS-thread poll: a blocking call must not park.
+        const auto give_up = std::chrono::steady_clock::now() + 30s;
+        while (!release_blocking.load() && std::chrono::steady_clock::now() < give_up) {
+          usleep(2000);
+        }
       });
       finished.done();
     });
-    // Wait until all five wait (a loaded machine may take a while to run them), then long
-    // enough that every wait shows three digits of milliseconds.
-    const auto give_up = std::chrono::steady_clock::now() + 20s;
-    for (;;) {
-      const std::string d = green::dump_green_threads();
-      bool all = true;
-      for (const char* reason :
-           {"netpoll read", "chan receive", "sleep", "mutex", "blocking call"}) {
-        all = all && d.find(std::string("[waiting: ") + reason) != std::string::npos;
-      }
-      if (all || std::chrono::steady_clock::now() > give_up) break;
-      green::sleep_for(10ms);
+    // Until all five wait (a loaded machine may take a while to run them) and every wait shows
+    // three digits of milliseconds, as the dump itself says.
+    std::vector<std::regex> long_waits;
+    for (const char* reason : {"netpoll read", "chan receive", "sleep", "mutex", "blocking call"}) {
+      long_waits.emplace_back(std::string(R"(\[waiting: )") + reason +
+                              R"(, (\d{3}ms|\d+\.\ds)\])");
     }
-    green::sleep_for(120ms);
+    (void)green::testing::wait_until(
+        [&] {
+          const std::string d = green::dump_green_threads();
+          for (const std::regex& re : long_waits) {
+            if (!std::regex_search(d, re)) return false;
+          }
+          return true;
+        },
+        20s);
+    // A fresh time slice: a main that has computed for 10 ms (the dumps above, slow under TSan)
+    // is flagged by sysmon and would yield at the spawn below (a preemption point), letting the
+    // new green thread run and end before the dump.
+    green::yield();
     green::WaitGroup runnable_done;
     runnable_done.add(1);
     green::go([&] { runnable_done.done(); });  // queued behind us on the only P: runnable
@@ -238,10 +260,11 @@ TEST(Observe, SigquitDumpsAndTheProcessKeepsRunning) {
       (void)release.recv();
       wg.done();
     });
-    // The signal comes from another thread, which also watches for the dump: a handler may run
-    // late (TSan defers signals to its next safe point), so nothing here assumes when.
+    // The signal comes once the receiver is parked (the dump says so), from another thread,
+    // which also watches for the dump: a handler may run late (TSan defers signals to its next
+    // safe point), so nothing here assumes when.
+    ASSERT_TRUE(green::testing::wait_until_waiting("chan receive", 1));
     std::thread signaller([&] {
-      std::this_thread::sleep_for(50ms);
       kill(getpid(), SIGQUIT);
       const auto give_up = std::chrono::steady_clock::now() + 20s;
       while (capture.text().find("[waiting: chan receive") == std::string::npos &&
@@ -250,7 +273,8 @@ TEST(Observe, SigquitDumpsAndTheProcessKeepsRunning) {
       }
       dumped.store(true);
     });
-    while (!dumped.load()) green::sleep_for(5ms);
+    // dumped is set within the signaller's 20 s either way.
+    EXPECT_TRUE(green::testing::wait_until([&] { return dumped.load(); }, 30s));
     release.close();
     wg.wait();
     green::blocking([&] { signaller.join(); });

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <memory>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -22,8 +23,10 @@ using green::testing::scaled;
 
 namespace {
 
-void wait_for_count(const std::atomic<int64_t>& n, int64_t want) {
-  while (n.load(std::memory_order_acquire) < want) green::yield();
+// Yields until n reaches want; a test that gets there in 60 s never will.
+[[nodiscard]] bool wait_for_count(const std::atomic<int64_t>& n, int64_t want) {
+  return green::testing::yield_until(
+      [&] { return n.load(std::memory_order_acquire) >= want; }, 60s);
 }
 
 double cpu_seconds() {
@@ -47,9 +50,9 @@ TEST(Scheduler, MillionSpawnsEachRunExactlyOnce) {
         done.fetch_add(1, std::memory_order_release);
       });
     }
-    wait_for_count(done, n);
+    ASSERT_TRUE(wait_for_count(done, n));
     // Each G counts itself done just before it exits: let the last ones finish exiting.
-    while (green::num_green_threads() > 1) green::yield();
+    ASSERT_TRUE(green::testing::yield_until([] { return green::num_green_threads() == 1; }, 60s));
     live_after = green::num_green_threads();
   });
   for (int64_t i = 0; i < n; ++i) ASSERT_EQ(runs[static_cast<size_t>(i)].load(), 1) << "G " << i;
@@ -57,48 +60,46 @@ TEST(Scheduler, MillionSpawnsEachRunExactlyOnce) {
 }
 
 TEST(Scheduler, WorkSpawnedOnOnePIsStolenAndRunByTheOther) {
-  // Fewer workers than a run queue holds, all spawned before the spawner first yields: every
-  // one is queued on the spawner's P (none goes to the global queue, the spawner does not
-  // step aside), so a worker that runs on the other P was stolen. Each runs 100 us: 20 ms of
-  // work per attempt. The thief is an OS thread: when the machine is busy (ctest -j, a shared
-  // CI host) the kernel may not run it during one attempt, or may stall the spawner's thread
-  // so long that sysmon spills its queue to the global queue. Such an attempt shows nothing; a
-  // scheduler that never steals fails all five.
+  // Rounds of fewer workers than a run queue holds, all spawned before the spawner first
+  // yields: every one is queued on the spawner's P (none goes to the global queue, the spawner
+  // does not step aside), so a worker that runs on the other P was stolen. Each runs 100 us,
+  // well under sysmon's 10 ms hog limit (which would spill the queue to the global queue).
+  // The thief is an OS thread that a busy machine may not run during one round, so rounds go
+  // on until the other P has stolen (its ProcessorStats::stolen, read through green::stats())
+  // and a worker ran away from its spawner's P, with a 10 s deadline: a scheduler that never
+  // steals fails at the deadline.
   constexpr int kWorkers = 200;
   static_assert(kWorkers < static_cast<int>(green::detail::kRunQueueSize) - 1);
-  constexpr int kAttempts = 5;
-  for (int attempt = 1; attempt <= kAttempts; ++attempt) {
-    std::atomic<int64_t> done{0};
-    std::atomic<int> moved{0};
-    std::atomic<int> ran_on[2] = {0, 0};
-    int spawner_p = -1;
-    green::RuntimeStats stats;
-    green::run({.procs = 2}, [&] {
-      spawner_p = green::this_green_thread::processor_id();
+  std::atomic<int> moved{0};
+  std::atomic<int> ran{0};
+  int rounds = 0;
+  uint64_t stolen_by_other = 0;
+  bool saw_steal = false;
+  green::run({.procs = 2}, [&] {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!saw_steal && std::chrono::steady_clock::now() < deadline) {
+      ++rounds;
+      std::atomic<int64_t> done{0};
+      const int spawner_p = green::this_green_thread::processor_id();
       for (int i = 0; i < kWorkers; ++i) {
-        green::go([&, spawned_on = green::this_green_thread::processor_id()] {
+        green::go([&, spawned_on = spawner_p] {
           auto until = std::chrono::steady_clock::now() + 100us;
           while (std::chrono::steady_clock::now() < until) {
           }
-          const int p = green::this_green_thread::processor_id();
-          ran_on[p].fetch_add(1);
-          if (p != spawned_on) moved.fetch_add(1);
+          if (green::this_green_thread::processor_id() != spawned_on) moved.fetch_add(1);
+          ran.fetch_add(1);
           done.fetch_add(1, std::memory_order_release);
         });
       }
-      wait_for_count(done, kWorkers);
-      stats = green::stats();
-    });
-    ASSERT_GE(spawner_p, 0);
-    const int other = 1 - spawner_p;
-    ASSERT_EQ(ran_on[0].load() + ran_on[1].load(), kWorkers);
-    const bool stolen = moved.load() > 0 && stats.per_proc[other].stolen > 0;
-    if (stolen || attempt == kAttempts) {
-      EXPECT_GT(moved.load(), 0) << "no work ran on a P other than the one that spawned it";
-      EXPECT_GT(stats.per_proc[other].stolen, 0u) << "the idle P never stole";
-      break;
+      ASSERT_TRUE(wait_for_count(done, kWorkers));
+      stolen_by_other = green::stats().per_proc[1 - spawner_p].stolen;
+      saw_steal = moved.load() > 0 && stolen_by_other > 0;
     }
-  }
+  });
+  EXPECT_EQ(ran.load(), rounds * kWorkers);
+  EXPECT_GT(moved.load(), 0) << "no work ran on a P other than the one that spawned it, in "
+                             << rounds << " rounds";
+  EXPECT_GT(stolen_by_other, 0u) << "the idle P never stole, in " << rounds << " rounds";
 }
 
 TEST(Scheduler, AGreenThreadWokenByOneThatKeepsRunningIsTakenByAnIdleP) {
@@ -123,7 +124,8 @@ TEST(Scheduler, AGreenThreadWokenByOneThatKeepsRunningIsTakenByAnIdleP) {
       finished.done();
     });
     parked.wait();
-    green::sleep_for(1ms);  // it is parked in recv by now
+    ASSERT_TRUE(green::testing::wait_until_waiting("chan receive", 1))
+        << "the receiver never parked in recv";
     // Compute for a while first, so that the other P's M has given up looking for work and
     // sleeps: nobody spins when we send.
     const auto settle = std::chrono::steady_clock::now() + 20ms;
@@ -173,10 +175,12 @@ TEST(Scheduler, RespawningGreenThreadCannotStarveTheGlobalQueue) {
       green::go([&] { at_victim_run.store(incarnations.load()); });
       at_injection.store(incarnations.load());
     });
-    while (at_victim_run.load() < 0) green::yield();
+    // Yields (a chain on this P is the point): a starved victim fails here, not at ctest's limit.
+    EXPECT_TRUE(green::testing::yield_until([&] { return at_victim_run.load() >= 0; }, 10s))
+        << "the globally queued green thread never ran";
     stop.store(true);
     injector.join();
-    while (chain_alive.load() != 0) green::yield();
+    EXPECT_TRUE(green::testing::yield_until([&] { return chain_alive.load() == 0; }, 10s));
   });
   ASSERT_GE(at_injection.load(), 0);
   // Between being queued and running, the victim waited for a bounded number of respawns.
@@ -219,7 +223,8 @@ TEST(Scheduler, ChannelHandoffChainCannotStarveQueuedOrGlobalGreenThreads) {
       green::go([&] { at_global_run.store(rounds.load()); });
       at_injection.store(rounds.load());
     });
-    while (at_global_run.load() < 0) green::yield();
+    EXPECT_TRUE(green::testing::yield_until([&] { return at_global_run.load() >= 0; }, 10s))
+        << "the globally queued green thread never ran";
     injector.join();
     const int64_t total = rounds.load();
     stop.store(true);
@@ -246,7 +251,7 @@ TEST(Scheduler, YieldInterleavesGreenThreadsOnOneP) {
         done.fetch_add(1);
       });
     }
-    wait_for_count(done, 2);
+    ASSERT_TRUE(wait_for_count(done, 2));
   });
   // Which starts depends on runnext (the last spawned runs first); after that they alternate.
   ASSERT_EQ(order.size(), 6u);
@@ -269,7 +274,7 @@ TEST(Scheduler, SpawnFromPlainThreadRunsInTheRuntime) {
       }
     });
     outside.join();
-    wait_for_count(done, kSpawns);
+    ASSERT_TRUE(wait_for_count(done, kSpawns));
   });
   EXPECT_EQ(green_count.load(), kSpawns);
 }
@@ -294,40 +299,43 @@ TEST(Scheduler, SleepParksTheGreenThreadNotTheOsThread) {
       }
       done.fetch_add(1);
     });
-    wait_for_count(done, 2);
+    ASSERT_TRUE(wait_for_count(done, 2));
   });
   EXPECT_GT(ticks_during_sleep.load(), 100);
 }
 
 TEST(Scheduler, TimersWakeSleepersInDeadlineOrder) {
   // Deadlines from one base time, so spawn order cannot matter. The property holds for green
-  // threads that are parked before their own deadline; on a loaded CI machine the process can be
-  // descheduled for tens of milliseconds while the six start, and a green thread whose deadline
-  // has already passed when it calls sleep_for() rightly returns at once. Such a round proves
-  // nothing either way: it is run again (at most five times), never counted as a pass.
+  // threads that are parked before their own deadline, so the six first park on a gate; once
+  // all six are there (an observable count, not a guess) main sets the base 100 ms ahead and
+  // opens the gate, and on the one P they reach sleep_for() one after another within
+  // microseconds. A sleeper that still started after its deadline is reported, not retried.
   const int delays_ms[] = {40, 10, 30, 20, 50, 5};
   std::vector<int> woke;
-  int valid_rounds = 0;
-  for (int round = 0; round < 5 && valid_rounds == 0; ++round) {
-    woke.clear();
-    std::atomic<int> late{0};
-    green::run({.procs = 1}, [&] {
-      std::atomic<int64_t> done{0};
-      const auto base = std::chrono::steady_clock::now() + 20ms;
-      for (int d : delays_ms) {
-        green::go([&, d] {
-          const auto deadline = base + std::chrono::milliseconds(d);
-          if (std::chrono::steady_clock::now() >= deadline) late.fetch_add(1);
-          green::sleep_for(deadline - std::chrono::steady_clock::now());
-          woke.push_back(d);
-          done.fetch_add(1);
-        });
-      }
-      while (done.load() < 6) green::sleep_for(1ms);
-    });
-    if (late.load() == 0) ++valid_rounds;
-  }
-  ASSERT_EQ(valid_rounds, 1) << "every round started a sleeper after its own deadline";
+  std::atomic<int> late{0};
+  green::run({.procs = 1}, [&] {
+    std::atomic<int64_t> done{0};
+    std::atomic<int64_t> base_ns{0};
+    green::testing::Gate start;
+    for (int d : delays_ms) {
+      green::go([&, d] {
+        start.wait();
+        const auto base = std::chrono::steady_clock::time_point(
+            std::chrono::nanoseconds(base_ns.load(std::memory_order_relaxed)));
+        const auto deadline = base + std::chrono::milliseconds(d);
+        if (std::chrono::steady_clock::now() >= deadline) late.fetch_add(1);
+        green::sleep_for(deadline - std::chrono::steady_clock::now());
+        woke.push_back(d);
+        done.fetch_add(1);
+      });
+    }
+    ASSERT_TRUE(green::testing::wait_until([&] { return start.parked() == 6; }, 10s));
+    base_ns.store((std::chrono::steady_clock::now() + 100ms).time_since_epoch().count(),
+                  std::memory_order_relaxed);
+    start.open();
+    ASSERT_TRUE(green::testing::wait_until([&] { return done.load() == 6; }, 10s));
+  });
+  ASSERT_EQ(late.load(), 0) << "a sleeper reached sleep_for() over 100 ms after the gate opened";
   EXPECT_EQ(woke, (std::vector<int>{5, 10, 20, 30, 40, 50}));
 }
 
@@ -336,9 +344,10 @@ TEST(Scheduler, IdleRuntimeDoesNotBurnCpu) {
   // Ps that spun would cost ~600 ms of CPU; allow a small fraction for wakeups.
   double used = 0;
   green::run({.procs = 2}, [&] {
-    green::sleep_for(10ms);  // let Ms start and settle
+    // Once the other P is idle with its M asleep, start-up is over: measure from there.
+    green::testing::compute_until_the_other_p_sleeps(0ms);
     double before = cpu_seconds();
-    green::sleep_for(300ms);
+    green::sleep_for(300ms);  // the window measured (idle on purpose), not a wait
     used = cpu_seconds() - before;
   });
   EXPECT_LT(used, 0.1);
@@ -349,7 +358,7 @@ TEST(Scheduler, RunCanBeCalledRepeatedly) {
     std::atomic<int64_t> done{0};
     green::run({.procs = 1 + round % 3}, [&] {
       for (int i = 0; i < 100; ++i) green::go([&] { done.fetch_add(1); });
-      wait_for_count(done, 100);
+      ASSERT_TRUE(wait_for_count(done, 100));
     });
     EXPECT_EQ(done.load(), 100);
     EXPECT_FALSE(green::running());
@@ -395,7 +404,7 @@ TEST(Scheduler, RunReturnsWhenMainReturnsEvenWithParkedGreenThreads) {
   green::testing::Gate never;
   green::run({.procs = 2}, [&] {
     for (int i = 0; i < 10; ++i) green::go([&] { never.wait(); });
-    while (never.parked() < 10) green::yield();
+    ASSERT_TRUE(green::testing::yield_until([&] { return never.parked() == 10; }, 10s));
     EXPECT_EQ(green::num_green_threads(), 11);
   });
   EXPECT_FALSE(green::running());
@@ -406,10 +415,10 @@ TEST(Scheduler, NumGreenThreadsCountsLiveOnes) {
     EXPECT_EQ(green::num_green_threads(), 1);
     green::testing::Gate gate;
     for (int i = 0; i < 50; ++i) green::go([&] { gate.wait(); });
-    while (gate.parked() < 50) green::yield();
+    ASSERT_TRUE(green::testing::yield_until([&] { return gate.parked() == 50; }, 10s));
     EXPECT_EQ(green::num_green_threads(), 51);
     gate.open();
-    while (green::num_green_threads() > 1) green::yield();
+    ASSERT_TRUE(green::testing::yield_until([] { return green::num_green_threads() == 1; }, 10s));
     EXPECT_EQ(green::num_green_threads(), 1);
   });
 }
@@ -426,7 +435,7 @@ TEST(Scheduler, IdsAreUniqueAndMainIsOne) {
         done.fetch_add(1);
       });
     }
-    wait_for_count(done, static_cast<int64_t>(ids.size()));
+    ASSERT_TRUE(wait_for_count(done, static_cast<int64_t>(ids.size())));
   });
   EXPECT_EQ(main_id, 1u);
   std::sort(ids.begin(), ids.end());
@@ -440,7 +449,7 @@ TEST(SchedulerDeathTest, UncaughtExceptionEndsTheProcessNamingTheGreenThread) {
   EXPECT_DEATH(green::run({.procs = 2},
                           [] {
                             green::go([] { throw std::runtime_error("boom in a green thread"); });
-                            green::sleep_for(5s);
+                            green::sleep_for(5s);  // outlived by the throw: not a wait
                           }),
                "uncaught exception in green thread [0-9]+ \\(spawned at .*scheduler_test.cpp:[0-9]+"
                "\\): std::runtime_error: boom in a green thread");

@@ -79,7 +79,7 @@ TEST(Select, ParkedSelectIsWokenByASenderAndOnlyOneCaseCompletes) {
                             green::timeout(5s));
       wg.done();
     });
-    green::sleep_for(20ms);
+    ASSERT_TRUE(green::testing::wait_until_waiting("select", 1));  // parked, not about to
     EXPECT_TRUE(b.send(42));
     wg.wait();
     EXPECT_EQ(fired, 1);
@@ -116,7 +116,7 @@ TEST(Select, CloseWakesAParkedSelect) {
       green::select(green::recv_case(a, [&](std::optional<int> v) { closed = !v; }));
       wg.done();
     });
-    green::sleep_for(20ms);
+    ASSERT_TRUE(green::testing::wait_until_waiting("select", 1));  // parked, not about to
     a.close();
     wg.wait();
     EXPECT_TRUE(closed);

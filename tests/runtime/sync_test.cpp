@@ -38,7 +38,7 @@ TEST(WaitGroup, PlainThreadCanWait) {
     wg.add(10);
     for (int i = 0; i < 10; ++i) {
       green::go([&] {
-        green::sleep_for(5ms);
+        green::sleep_for(5ms);  // work that takes a while, so the plain thread waits: not a wait
         done.fetch_add(1);
         wg.done();
       });
@@ -193,14 +193,14 @@ TEST(ConditionVariable, NotifyOneAndAllWakeWaiters) {
         wg.done();  // last: after it, main may return and destroy mu, cv and wg
       });
     }
-    green::sleep_for(20ms);
+    // All twenty wait on the condition variable (the dump shows them) before the notifies.
+    ASSERT_TRUE(green::testing::wait_until_waiting("condition variable", 20));
     {
       std::lock_guard<green::Mutex> g(mu);
       generation = 1;
     }
     cv.notify_one();
-    green::sleep_for(20ms);
-    EXPECT_GE(woke.load(), 1);
+    EXPECT_TRUE(green::testing::wait_until([&] { return woke.load() >= 1; }, 10s));
     cv.notify_all();
     wg.wait();
     EXPECT_EQ(woke.load(), 20);

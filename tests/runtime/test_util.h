@@ -1,11 +1,13 @@
 // Helpers shared by the runtime tests.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <fstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "green/detail/park.h"
@@ -26,6 +28,51 @@ constexpr int64_t scaled(int64_t release_count, int64_t sanitizer_count) {
   (void)sanitizer_count;
   return release_count;
 #endif
+}
+
+// Waits until `done()` holds or `limit` passes; returns whether it held. The one way tests wait
+// for something another thread, the runtime or another process does: on an observable state
+// (a flag, a counter, green::stats(), a dump, /metrics, a file), never for a fixed time, and
+// never without a deadline. It polls, backing off from 1 ms to 20 ms; green::sleep_for parks
+// the caller on a green thread (its P runs others meanwhile) and sleeps a plain thread.
+template <typename Pred>
+bool wait_until(Pred&& done, std::chrono::milliseconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  auto pause = std::chrono::milliseconds(1);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+// wait_until for a green thread that must keep its P (a test of who runs where): it yields
+// between looks instead of parking.
+template <typename Pred>
+bool yield_until(Pred&& done, std::chrono::milliseconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    yield();
+  }
+  return true;
+}
+
+// How many green threads the runtime's dump (green::dump_green_threads(), public) shows parked
+// for `reason` ("chan receive", "netpoll read", "mutex", ...): "it has parked", observed.
+inline int waiting(std::string_view reason) {
+  const std::string dump = dump_green_threads();
+  const std::string key = "[waiting: " + std::string(reason) + ",";
+  int n = 0;
+  for (std::size_t at = dump.find(key); at != std::string::npos; at = dump.find(key, at + 1)) ++n;
+  return n;
+}
+
+// Waits until at least `n` green threads are parked for `reason` (10 s at most).
+inline bool wait_until_waiting(std::string_view reason, int n,
+                               std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  return wait_until([&] { return waiting(reason) >= n; }, limit);
 }
 
 // A gate that parks green threads (through the runtime's park/unpark) until opened; used by

@@ -329,7 +329,7 @@ def client_slow_headers(ctx, rng):
                     if ctx.stop.is_set() or _readable(sock, 0):
                         break  # stopping, or the server answered (408) before the end
                     sock.sendall(req[i:i + 1])
-                    time.sleep(gap)
+                    time.sleep(gap)  # a slow client's pace, on purpose
                 if ctx.stop.is_set():
                     continue
                 status, _, body = Reader(sock).response()
@@ -362,7 +362,7 @@ def client_slow_body(ctx, rng):
                 for i in range(len(body)):
                     if ctx.stop.is_set() or _readable(sock, 0):
                         break
-                    time.sleep(gap)
+                    time.sleep(gap)  # a slow client's pace, on purpose
                     sock.sendall(body[i:i + 1])
                 if ctx.stop.is_set():
                     continue
@@ -417,7 +417,7 @@ def client_reset_request(ctx, rng):
             req = request("POST", "/echo", b"x" * rng.randint(1, 20000))
             sock.sendall(req[:rng.randint(1, len(req) - 1)])
             if rng.random() < 0.5:
-                time.sleep(rng.uniform(0, 0.05))
+                time.sleep(rng.uniform(0, 0.05))  # chaos: when the reset lands, on purpose
             reset(sock)
             ctx.stats.ok("reset-req")
         except OSError as e:
@@ -607,6 +607,23 @@ KINDS = [
 
 # ---- the server process -------------------------------------------------------------------
 
+def open_connections(port):
+    """The server's greenhttp_open_connections (this request's included), or -1."""
+    try:
+        s = connect(port, timeout=5)
+        try:
+            s.sendall(request("GET", "/metrics", extra="Connection: close\r\n"))
+            _, _, body = Reader(s).response()
+        finally:
+            s.close()
+    except (OSError, EOFError, SoakError, ValueError):
+        return -1
+    for line in body.split(b"\n"):
+        if line.startswith(b"greenhttp_open_connections "):
+            return int(line.split()[1])
+    return -1
+
+
 def proc_status(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -704,7 +721,7 @@ def main():
         while not (os.path.exists(port_file) and open(port_file).read().strip()):
             if server.poll() is not None or time.monotonic() > start_by:
                 raise SoakError("the server did not start (exit %s)" % server.poll())
-            time.sleep(0.02)
+            time.sleep(0.02)  # polling the port file under the deadline above
         port = int(open(port_file).read())
         ctx = Context(args, port, stats)
         pid = server.pid
@@ -719,7 +736,11 @@ def main():
             s.sendall(request("GET", "/blocking?ms=1"))
             Reader(s).response()
             s.close()
-        time.sleep(0.5)
+        # The baseline once the warm-up's connections are gone (the server's own count, not a
+        # guessed half second): only the one asking is open.
+        settle_by = time.monotonic() + 10
+        while open_connections(port) != 1 and time.monotonic() < settle_by:
+            time.sleep(0.02)  # polling under the deadline above
         samples["rss_base"] = proc_status(pid)
         samples["fd_base"] = count_dir("/proc/%d/fd" % pid)
         samples["thr_base"] = count_dir("/proc/%d/task" % pid)
@@ -768,7 +789,7 @@ def main():
                 samples["sighups"] += 1
                 pending_rotation = now + 5
                 next_hup = now + args.sighup_every
-            time.sleep(0.2)
+            time.sleep(0.2)  # the monitor's sampling period, not a wait
 
         ctx.stop.set()
         join_by = time.monotonic() + 20
@@ -794,7 +815,7 @@ def main():
                           samples["rss_end"] <= samples["rss_base"] + args.rss_return_mib * 1048576)
                 if (fd_ok and thr_ok and rss_ok) or time.monotonic() > settle_by:
                     break
-                time.sleep(0.25)
+                time.sleep(0.25)  # polling the bounds under settle_by
             if not fd_ok:
                 failures.append("open descriptors %d did not return to baseline %d + %d within "
                                 "%.0f s of the clients stopping" % (
