@@ -47,6 +47,7 @@ SlabRegistry& registry() {
 std::atomic<int> guard_mode{0};  // 0 unknown, 1 markers (MADV_GUARD_INSTALL), 2 mprotect
 
 [[noreturn]] void die(const char* what) {
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
   std::fprintf(stderr, "greenrt: %s: %s\n", what, std::strerror(errno));
   std::abort();
 }
