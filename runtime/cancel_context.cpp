@@ -1,5 +1,6 @@
 // Context state tree, deadline watchers and after_func hooks. See green/context.h.
 #include "green/context.h"
+// (This file's own header first, on its own, though its name differs: it must compile alone.)
 
 #include <algorithm>
 #include <vector>

@@ -221,10 +221,12 @@ GreenThread* allocate_green_thread(Processor* p, std::size_t closure_size,
   }
   g->lowest_sp = g->stack.hi;
   // The closure sits just below the control block; the first frame below the closure.
-  auto top = reinterpret_cast<uintptr_t>(g);
+  // Aligned down by subtracting from a char* (no integer-to-pointer cast: the pointer keeps
+  // its provenance, and the optimizer its knowledge of it).
   if (closure_align < 16) closure_align = 16;
-  top = (top - closure_size) & ~(uintptr_t{closure_align} - 1);
-  g->closure = reinterpret_cast<void*>(top);
+  char* top = reinterpret_cast<char*>(g) - closure_size;
+  top -= reinterpret_cast<uintptr_t>(top) & (closure_align - 1);
+  g->closure = top;
   *closure_out = g->closure;
   return g;
 }
@@ -248,8 +250,9 @@ GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_alig
 }
 
 void prepare_entry(GreenThread* g) {
-  auto top = reinterpret_cast<uintptr_t>(g->closure) & ~uintptr_t{63};
-  g->ctx = make_green_context(reinterpret_cast<char*>(top), g, &green_entry);
+  char* top = static_cast<char*>(g->closure);
+  top -= reinterpret_cast<uintptr_t>(top) & 63;
+  g->ctx = make_green_context(top, g, &green_entry);
 }
 
 void free_green_thread(Processor* p, GreenThread* g) {

@@ -252,7 +252,7 @@ bool poll_on_hangup(PollDesc* pd, uint32_t seq, std::function<void()> fn) {
     }
   }
   poll_release(pd);
-  if (now) fn();
+  if (now) fn();  // NOLINT(bugprone-use-after-move): fn is moved from only when !now
   return registered;
 }
 

@@ -22,6 +22,7 @@ int procs_from(const Options& options) {
     if (*end != '\0' || v < 1 || v > static_cast<long>(kRunQueueSize)) {
       std::fprintf(stderr, "greenrt: GREEN_MAXPROCS=%s: want an integer from 1 to %u\n", env,
                    kRunQueueSize);
+      // NOLINTNEXTLINE(concurrency-mt-unsafe): green::run() reads it before the runtime's threads
       std::exit(2);
     }
     return static_cast<int>(v);
@@ -37,6 +38,7 @@ int max_threads_from_env() {
   long v = std::strtol(env, &end, 10);
   if (*end != '\0' || v < 1 || v > 1'000'000) {
     std::fprintf(stderr, "greenrt: GREEN_MAX_THREADS=%s: want an integer from 1 to 1000000\n", env);
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): green::run() reads it before the runtime's threads
     std::exit(2);
   }
   return static_cast<int>(v);
@@ -60,6 +62,7 @@ int64_t thread_idle_ns_from(const Options& options) {
   if (scale == 0 || end == env || v < 0 || v > 86'400'000) {
     std::fprintf(stderr, "greenrt: GREEN_THREAD_IDLE=%s: want a duration such as 10s or 250ms\n",
                  env);
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): green::run() reads it before the runtime's threads
     std::exit(2);
   }
   return v * scale;

@@ -173,7 +173,7 @@ void trim_stack(const Stack& s, const char* keep_from) {
   unsigned char resident[64];
   const std::size_t pages = (end - lo) / page;
   const std::size_t probe = pages < sizeof resident ? pages : sizeof resident;
-  char* probe_from = reinterpret_cast<char*>(end - probe * page);
+  char* probe_from = s.lo + (end - lo - probe * page);  // from s.lo: keeps its provenance
   if (mincore(probe_from, probe * page, resident) == 0) {
     bool any = false;
     for (std::size_t i = 0; i < probe && !any; ++i) any = (resident[i] & 1) != 0;

@@ -61,6 +61,7 @@ int64_t schedtrace_from_env() {
   if (*end != '\0' || v < 1 || v > 3'600'000) {
     std::fprintf(stderr, "greenrt: GREEN_SCHEDTRACE=%s: want milliseconds from 1 to 3600000\n",
                  env);
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): green::run() reads it before the runtime's threads
     std::exit(2);
   }
   return v * 1'000'000LL;

@@ -116,6 +116,7 @@ int listen_and_serve(ServerOptions options, const Router& router, AccessLog* acc
   Server server(std::move(options), router, access_log);
   if (const int rc = server.listen(); rc != 0) {
     std::fprintf(stderr, "cannot listen on %s: %s\n", server.options().listen.c_str(),
+                 // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
                  rc == -EINVAL ? "not a HOST:PORT address" : std::strerror(-rc));
     return rc;
   }

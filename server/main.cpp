@@ -81,6 +81,7 @@ bool write_port_file(const std::string& path, uint16_t port, std::string* error)
     }
   }
   if (rename(temp.c_str(), path.c_str()) != 0) {
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
     *error = "cannot rename \"" + temp + "\" to \"" + path + "\": " + std::strerror(errno);
     unlink(temp.c_str());
     return false;
@@ -211,6 +212,7 @@ int main(int argc, char** argv) {
     app.server = &server;
     const int rc = server.listen();
     if (rc != 0) {
+      // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
       spdlog::error("cannot listen on {}: {}", cfg.listen, std::strerror(-rc));
       exit_code = 1;
       return;
@@ -229,6 +231,7 @@ int main(int argc, char** argv) {
       const int drc = debug_server->listen();
       if (drc != 0) {
         spdlog::error("cannot listen on {} (--debug-listen): {}", cfg.debug_listen,
+                      // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
                       std::strerror(-drc));
         exit_code = 1;
         return;

@@ -9,6 +9,7 @@
 // streamed body's 100 Continue itself, before the child starts: the child's writes then all
 // go to its private buffer, never to the connection's output, which the wrapper writes.
 #include "green/http/middleware.h"
+// (This file's own header first, on its own, though its name differs: it must compile alone.)
 
 #include <exception>
 #include <optional>
