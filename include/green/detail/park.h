@@ -154,7 +154,7 @@ void unlock_spin_lock(void* lock);
 // once on a plain thread) when this returns. The analysis cannot see a lock released through a
 // function pointer on another stack, hence the exemption of this one function.
 inline void park_and_unlock(Waiter& w, WaitReason reason, SpinLock& lock,
-                            int64_t deadline_ns = kNoDeadline) GREEN_RELEASE(lock)
+                            int64_t deadline_ns = kNoDeadlineNs) GREEN_RELEASE(lock)
     GREEN_NO_THREAD_SAFETY_ANALYSIS {
   park(w, reason, unlock_spin_lock, &lock, deadline_ns);
 }
