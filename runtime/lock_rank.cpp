@@ -6,8 +6,7 @@
 // another OS thread). Each call here computes the address afresh.
 #include "green/detail/lock_rank.h"
 
-#include <cstdio>
-#include <cstdlib>
+#include "runtime/fatal.h"
 
 namespace green::detail {
 
@@ -33,20 +32,18 @@ bool self_nests(LockRank rank) { return rank == LockRank::kChannel; }
 
 [[noreturn]] void order_violation(const void* lock, LockRank rank, const Held& h,
                                   const char* why) {
-  std::fprintf(stderr,
-               "greenrt: fatal: lock order violation: taking %s (rank %d, lock %p) while holding "
-               "%s (rank %d, lock %p): %s; see the table in include/green/detail/lock_rank.h\n",
-               lock_rank_name(rank), static_cast<int>(rank), lock, lock_rank_name(h.rank),
-               static_cast<int>(h.rank), h.lock, why);
-  std::abort();
+  fatal("lock_rank_acquire",
+        "lock order violation: taking %s (rank %d, lock %p) while holding %s (rank %d, lock %p): "
+        "%s; see the table in include/green/detail/lock_rank.h",
+        lock_rank_name(rank), static_cast<int>(rank), lock, lock_rank_name(h.rank),
+        static_cast<int>(h.rank), h.lock, why);
 }
 
 void record(const void* lock, LockRank rank) {
   HeldList& list = held_locks;
   if (list.n == kMaxHeld) {
-    std::fprintf(stderr, "greenrt: fatal: more than %d spin locks held by one thread (taking %s)\n",
-                 kMaxHeld, lock_rank_name(rank));
-    std::abort();
+    fatal("lock_rank_acquire", "more than %d spin locks held by one thread (taking %s)", kMaxHeld,
+          lock_rank_name(rank));
   }
   list.held[list.n++] = Held{lock, rank};
 }
@@ -110,11 +107,10 @@ const char* lock_rank_name(LockRank rank) {
   HeldList& list = held_locks;
   if (list.n == 0) return;
   const Held& h = list.held[list.n - 1];
-  std::fprintf(stderr,
-               "greenrt: fatal: %s while holding %s (rank %d, lock %p): it may park, and a spin "
-               "lock must never be held across a park; see include/green/detail/lock_rank.h\n",
-               what, lock_rank_name(h.rank), static_cast<int>(h.rank), h.lock);
-  std::abort();
+  fatal(what,
+        "called while holding %s (rank %d, lock %p): it may park, and a spin lock must never be "
+        "held across a park; see include/green/detail/lock_rank.h",
+        lock_rank_name(h.rank), static_cast<int>(h.rank), h.lock);
 }
 
 }  // namespace green::detail

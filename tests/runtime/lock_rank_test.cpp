@@ -95,7 +95,7 @@ TEST_F(LockRankTest, AGreenMutexUnderASpinLockAborts) {
         chan.lock();
         mu.lock();
       },
-      "green::Mutex::lock while holding a channel's lock");
+      "green::Mutex::lock: called while holding a channel.s lock");
 }
 
 // A lock taken by a green thread and released by g0 after the switch (park's commit), with a
