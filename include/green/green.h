@@ -2,7 +2,7 @@
 //
 // Green threads (G) are scheduled by logical processors (P) onto OS threads (M), as in Go:
 // per-P run queues with work stealing, a global queue, lazily committed guarded stacks.
-// See runtime/scheduler.cpp for the design; this header is the public contract.
+// The design is in docs/runtime.md; this header is the public contract.
 //
 //   green::run({}, [] {
 //     green::WaitGroup wg;
@@ -203,7 +203,8 @@ decltype(auto) may_block(F&& f) {
 
 // A preemption point for long CPU-bound loops: yields when sysmon has flagged this green
 // thread (it has run for more than 10 ms) or a timer of its P is due and no other thread can
-// run it. Costs one relaxed load of a global when no P has a request pending. Preemption in greenrt is cooperative: see README "Fairness".
+// run it. Costs one relaxed load of a global when no P has a request pending. Preemption in
+// greenrt is cooperative: see the README, "Rules for code running in green threads".
 inline void checkpoint() {
   if (detail::preempt_pending.load(std::memory_order_relaxed) != 0) detail::checkpoint_slow();
 }

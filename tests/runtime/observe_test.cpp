@@ -106,11 +106,15 @@ TEST(Observe, MachineWakeupsCountIdlePsPutToWork) {
   green::run({.procs = 2}, [&] {
     green::testing::compute_until_the_other_p_sleeps(5ms);
     const uint64_t before = green::stats().machine_wakeups;
-    main_p = green::this_green_thread::processor_id();
     green::go([&] { worker_p.store(green::this_green_thread::processor_id()); });
     const auto busy_until = std::chrono::steady_clock::now() + 10s;
     while (worker_p.load() < 0 && std::chrono::steady_clock::now() < busy_until) {
     }
+    // Main's P is read after the spin, not before the spawn: go() is a preemption point, and
+    // when sysmon has flagged main (it computed past its time slice above) main yields there
+    // and may resume on the woken P while the worker runs on main's old one. The spin itself
+    // has no preemption point, so the P read here is the one main held while the worker ran.
+    main_p = green::this_green_thread::processor_id();
     wakeups = green::stats().machine_wakeups - before;
   });
   EXPECT_NE(worker_p.load(), -1) << "the spawned green thread never ran beside main";
