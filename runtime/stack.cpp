@@ -101,12 +101,14 @@ void install_guard(char* page) {
       guard_mode.store(1, std::memory_order_relaxed);
       return;
     }
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
     if (errno != EINVAL) GREEN_FATAL("madvise(MADV_GUARD_INSTALL): %s", std::strerror(errno));
     guard_mode.store(2, std::memory_order_relaxed);  // kernel < 6.13
   }
   if (mprotect(page, page_size(), PROT_NONE) != 0) {
     GREEN_FATAL("mprotect(guard page): %s (raise vm.max_map_count: each mprotect guard costs 2 "
                 "mappings)",
+                // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
                 std::strerror(errno));
   }
 }
@@ -136,7 +138,9 @@ Stack allocate_stack(std::size_t size) {
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (base == MAP_FAILED) {
       GREEN_FATAL("mmap(stack slab): %s (address space exhausted, or vm.overcommit_memory=2: "
-                  "lower green::Options::stack_size)", std::strerror(errno));
+                  "lower green::Options::stack_size)",
+                  // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
+                  std::strerror(errno));
     }
     // A transparent huge page would commit 2 MiB for a G that needs 4 KiB.
     madvise(base, slot_size * slots, MADV_NOHUGEPAGE);
@@ -250,10 +254,12 @@ void ensure_signal_stack() {
   // One per OS thread that runs green threads; kept for the thread's life (Ms are few).
   const std::size_t size = kSignalStackSize;
   void* mem = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
   if (mem == MAP_FAILED) GREEN_FATAL("mmap(signal stack): %s", std::strerror(errno));
   stack_t ss{};
   ss.ss_sp = mem;
   ss.ss_size = size;
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
   if (sigaltstack(&ss, nullptr) != 0) GREEN_FATAL("sigaltstack: %s", std::strerror(errno));
   installed_signal_stack = mem;
 }
