@@ -142,7 +142,11 @@ TEST(Blocking, ThreadCapMakesExtraCallsWait) {
 }
 
 // With one P, a CPU-bound green thread that calls checkpoint() lets a sleeper wake on time.
-TEST(Fairness, CheckpointLetsASleeperWakeWithinTwentyMsOnOneP) {
+// Without checkpoint preemption the sleeper would wake only when the hog stops, which it does
+// by itself after 10 s. The bound checks that it woke while the hog still ran; it is far above
+// the OS's scheduling jitter on a loaded 2-core machine (timers are checked every 10 ms; the
+// typical lateness, a latency figure, is `make bench`'s business, not a unit test's).
+TEST(Fairness, CheckpointLetsASleeperWakeWhileAHogSpinsOnOneP) {
   double worst_late_ms = 0;
   green::RuntimeStats after{};
   green::run({.procs = 1}, [&] {
@@ -151,7 +155,8 @@ TEST(Fairness, CheckpointLetsASleeperWakeWithinTwentyMsOnOneP) {
     wg.add(1);
     green::go([&] {
       volatile uint64_t x = 0;
-      while (!stop.load(std::memory_order_relaxed)) {
+      const auto give_up = std::chrono::steady_clock::now() + 10s;
+      while (!stop.load(std::memory_order_relaxed) && std::chrono::steady_clock::now() < give_up) {
         for (int i = 0; i < 1000; ++i) x = x + i;
         green::checkpoint();
       }
@@ -167,7 +172,7 @@ TEST(Fairness, CheckpointLetsASleeperWakeWithinTwentyMsOnOneP) {
     wg.wait();
     after = green::stats();
   });
-  EXPECT_LT(worst_late_ms, 20.0);
+  EXPECT_LT(worst_late_ms, 1000.0) << "the sleeper waited for the hog instead of preempting it";
   EXPECT_GE(after.preemptions, 5u);
 }
 
