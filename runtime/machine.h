@@ -41,6 +41,9 @@ struct alignas(64) Machine {
   Processor* blocked_from = nullptr;  // the P given up by green::blocking(), to retake after
   bool spinning = false;           // looking for work to steal (counted in sched.nmspinning)
   Machine* idle_link = nullptr;    // idle, retired or free M list, under sched lock
+  // Next in sched.all_machines (every Machine of the run): set once under sched lock before the
+  // Machine is published, never changed during the run.
+  Machine* all_link = nullptr;
   bool in_idle_list = false;       // under sched lock
 
   // Futex word the M sleeps on when idle: 0 asleep, kWakeRun/kWakeTimers/kWakeExit set by

@@ -3,10 +3,12 @@
 // startm() runs a P on an idle M (woken through its futex word) or on a new thread; stopm()
 // parks an M that found no work until it is handed a P, taking the timer-waiter role on the
 // way (timer_waiter.cpp), and retires an M idle for too long; sysmon joins retired threads
-// (reap_retired_machines) and startm() reuses their Machines. The M registry (sched.machines,
-// retired_machines, free_machines, next_machine_id) and the idle M list are under sched.lock;
-// join_lock serialises joins. A Machine is never freed during a run: a waker may hold its
-// address. Go: newm, startm, stopm, mexit (runtime/proc.go).
+// (reap_retired_machines) and startm() reuses their Machines. The M registry
+// (sched.all_machines, retired_machines, free_machines, next_machine_id) and the idle M list
+// are under sched.lock; join_lock serialises joins. A Machine is never freed during a run: a
+// waker may hold its address. Thread creation and wake-ups happen after sched.lock is
+// released (decide under the lock, act after it, as Go's startm).
+// Go: newm, startm, stopm, mexit (runtime/proc.go).
 #include "runtime/scheduler.h"
 
 #include <algorithm>
@@ -33,15 +35,26 @@ void machine_main(Machine* m) {
 
 }  // namespace
 
-// A Machine for a new thread: a retired one that sysmon has joined, else a new one. Caller
-// holds sched.lock.
-Machine* new_machine_locked() {
-  Machine* m = sched.free_machines;
+// Reserves the start of a new M's thread: its id, its place in nmachines and in
+// starting_machines, and a retired Machine that sysmon has joined, if there is one (else
+// new_machine() allocates one). Caller holds sched.lock; the slow part (allocation, thread
+// creation) is the caller's after it releases the lock.
+MachineReservation reserve_machine_locked() {
+  MachineReservation r{sched.free_machines, sched.next_machine_id++};
+  if (r.reuse != nullptr) sched.free_machines = r.reuse->idle_link;
+  sched.nmachines.fetch_add(1);
+  return r;
+}
+
+// The Machine for a reservation, without sched.lock held (except briefly, to register a new
+// Machine): the reused one reset for its new thread, or a new one.
+Machine* new_machine(MachineReservation r) {
+  Machine* m = r.reuse;
   if (m != nullptr) {
-    sched.free_machines = m->idle_link;
     // What the previous thread left: reset for the new one (init_machine_context redoes the
-    // per-thread pointers). A waker holding a stale pointer may still set `wake`: that is one
-    // spurious wakeup, which stopm() tolerates.
+    // per-thread pointers). Only we hold this Machine now (it left free_machines under the
+    // lock), but a waker holding a stale pointer may still set `wake`: that is one spurious
+    // wakeup, which stopm() tolerates.
     m->idle_link = nullptr;
     m->in_idle_list = false;
     m->curg = nullptr;
@@ -49,20 +62,35 @@ Machine* new_machine_locked() {
     m->arrived_directly = false;
     m->wake.store(0);
   } else {
-    auto owned = std::make_unique<Machine>();
-    m = owned.get();
-    sched.machines.push_back(std::move(owned));
+    m = new Machine;
+    // Registered under the lock (two stores): begin_stop(), run() and reset_scheduler() walk
+    // the registry.
+    SpinLockGuard guard(sched.lock);
+    m->all_link = sched.all_machines;
+    sched.all_machines = m;
   }
-  m->id = sched.next_machine_id++;
-  sched.nmachines.fetch_add(1);
+  m->id = r.id;
   return m;
 }
 
+#if GREEN_CHECKS
+std::atomic<void (*)()> outside_sched_lock_hook{nullptr};
+#endif
 
 // Runs p (or an idle P) on an idle or new M. `spinning`: the caller already counted the M in
 // nmspinning.
+//
+// As Go's startm: decide under sched.lock (take an idle P and an idle M, or reserve a new M),
+// act after releasing it (wake the M, or allocate a Machine and create its thread: tens of
+// microseconds of mmap and clone that every other M would spin through). Safe outside the
+// lock: the P and the idle M were taken off their lists under it, so nobody else can hand them
+// out; a reserved M is already counted in nmachines (the thread cap and the retire reserve
+// see it) and in starting_machines, which run() waits on before it joins threads and
+// reap_retired_machines() checks before it joins any. If the runtime starts stopping
+// meanwhile, the new M's find_runnable() sees `stopping` and its thread exits.
 void startm(Processor* p, bool spinning) {
   Machine* m;
+  MachineReservation reserved{};
   {
     SpinLockGuard guard(sched.lock);
     if (sched.stopping.load(std::memory_order_relaxed)) {
@@ -80,12 +108,21 @@ void startm(Processor* p, bool spinning) {
     sched.machine_wakeups.fetch_add(1, std::memory_order_relaxed);
     m = midle_get_locked();
     if (m == nullptr) {
-      m = new_machine_locked();
-      m->spinning = spinning;
-      m->next_p = p;
-      m->thread = std::thread(machine_main, m);
-      return;
+      reserved = reserve_machine_locked();
+      sched.starting_machines.fetch_add(1, std::memory_order_relaxed);
     }
+  }
+  if (m == nullptr) {
+    m = new_machine(reserved);
+    m->spinning = spinning;
+    m->next_p = p;
+#if GREEN_CHECKS
+    if (auto hook = outside_sched_lock_hook.load(std::memory_order_relaxed)) hook();
+#endif
+    m->thread = std::thread(machine_main, m);
+    // release: a joiner that reads the count back at zero (acquire) sees m->thread.
+    sched.starting_machines.fetch_sub(1, std::memory_order_release);
+    return;
   }
   m->spinning = spinning;
   m->next_p = p;
@@ -93,8 +130,28 @@ void startm(Processor* p, bool spinning) {
   wake_machine(m, Machine::kWakeRun, /*force=*/true);
 }
 
+namespace {
 // Serialises joins of M threads: sysmon's reaping and run()'s final join loop.
 std::mutex join_lock;
+}  // namespace
+
+Machine* all_machines_snapshot() {
+  SpinLockGuard guard(sched.lock);
+  return sched.all_machines;
+}
+
+void join_machines() {
+  // Every startm() that reserved an M before `stopping` has released sched.lock by the time we
+  // take it; one that takes the lock later sees `stopping` and starts nothing. Then wait for
+  // the reserved threads to exist (microseconds): their Machines are registered and their
+  // `thread` set once the count is back at zero.
+  { SpinLockGuard guard(sched.lock); }
+  while (sched.starting_machines.load(std::memory_order_acquire) != 0) sched_yield();
+  std::lock_guard<std::mutex> joining(join_lock);  // sysmon may be reaping retired Ms
+  for (Machine* m = all_machines_snapshot(); m != nullptr; m = m->all_link) {
+    if (m->thread.joinable()) m->thread.join();
+  }
+}
 
 void reap_retired_machines() {
   if (sched.nretired.load(std::memory_order_relaxed) == 0) return;
@@ -102,6 +159,10 @@ void reap_retired_machines() {
   Machine* list;
   {
     SpinLockGuard guard(sched.lock);
+    // A retired M's `thread` may still be being set by the startm() that created it, if the M
+    // retired that fast: leave the list to the next round until no start is in flight (acquire:
+    // pairs with startm's release, so every such `thread` is set).
+    if (sched.starting_machines.load(std::memory_order_acquire) != 0) return;
     list = sched.retired_machines;
     sched.retired_machines = nullptr;
     sched.nretired.store(0);
@@ -117,16 +178,26 @@ void reap_retired_machines() {
   sched.free_machines = list;
 }
 
-void wake_machine(Machine* m, uint32_t why, bool force) {
+bool post_wake(Machine* m, uint32_t why, bool force) {
   if (force) {
     m->wake.store(why);
-  } else {
-    uint32_t expected = 0;
-    if (!m->wake.compare_exchange_strong(expected, why)) return;  // already being woken
+    return true;
   }
+  uint32_t expected = 0;
+  return m->wake.compare_exchange_strong(expected, why);  // false: already being woken
+}
+
+void deliver_wake(Machine* m) {
+#if GREEN_CHECKS
+  if (auto hook = outside_sched_lock_hook.load(std::memory_order_relaxed)) hook();
+#endif
   futex_wake(&m->wake, 1);
   // The waiter M may be blocked in epoll_wait rather than on its futex.
   if (sched.timer_waiter.load() == m) netpoll_break();
+}
+
+void wake_machine(Machine* m, uint32_t why, bool force) {
+  if (post_wake(m, why, force)) deliver_wake(m);
 }
 
 namespace {
@@ -146,7 +217,10 @@ bool retire_if_idle_too_long(Machine* m, int64_t* idle_since) {
   if (now - *idle_since < sched.machine_idle_ns) return false;
   {
     SpinLockGuard guard(sched.lock);
-    if (m->in_idle_list && !sched.stopping.load(std::memory_order_relaxed) &&
+    // Not with a wake posted (under this lock, by ensure_waiter or
+    // nudge_idle_machine_for_timers, which deliver it after the lock): that wake would be lost.
+    if (m->in_idle_list && m->wake.load() == 0 &&
+        !sched.stopping.load(std::memory_order_relaxed) &&
         sched.nmachines.load() > sched.machine_reserve) {
       midle_remove_locked(m);
       sched.nmachines.fetch_sub(1);

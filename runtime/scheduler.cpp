@@ -75,12 +75,13 @@ constexpr uint32_t kSpawnBackPressure = kRunQueueSize - 1;
 
 void begin_stop() {
   sched.stopping.store(true);
-  {
-    SpinLockGuard guard(sched.lock);
-    for (auto& m : sched.machines) {
-      m->wake.store(Machine::kWakeExit, std::memory_order_release);
-      futex_wake(&m->wake, 1);
-    }
+  // The futex wakes happen outside sched.lock: an M that parks after our snapshot of the
+  // registry was registered before it (or is a thread startm() is creating, whose
+  // find_runnable() sees `stopping`), and stopm() checks `stopping` under the lock before it
+  // sleeps and after every wake, so no M sleeps through the stop.
+  for (Machine* m = all_machines_snapshot(); m != nullptr; m = m->all_link) {
+    m->wake.store(Machine::kWakeExit, std::memory_order_release);
+    futex_wake(&m->wake, 1);
   }
   netpoll_break();
   sysmon_wake();
@@ -107,7 +108,12 @@ void reset_scheduler() GREEN_NO_THREAD_SAFETY_ANALYSIS {
   sched.blocking_machines.store(0);
   sched.procs.reset();
   sched.nprocs = 0;
-  sched.machines.clear();
+  for (Machine* m = sched.all_machines; m != nullptr;) {
+    Machine* next = m->all_link;
+    delete m;
+    m = next;
+  }
+  sched.all_machines = nullptr;
   sched.retired_machines = sched.free_machines = nullptr;
   sched.nretired.store(0);
   sched.next_machine_id = 0;
@@ -217,13 +223,14 @@ void run(const Options& options, std::function<void()> main) {
   install_overflow_handler();
   ensure_signal_stack();
 
-  Machine* m0;
+  MachineReservation m0_slot;
   {
     // No other thread runs yet: the lock costs nothing and keeps the *_locked rule uniform.
     SpinLockGuard guard(sched.lock);
-    m0 = new_machine_locked();  // id 0
+    m0_slot = reserve_machine_locked();  // id 0
     for (int i = opts.procs - 1; i >= 1; --i) pidle_put_locked(&sched.procs[i]);
   }
+  Machine* m0 = new_machine(m0_slot);  // takes sched.lock to register the Machine
   init_machine_context(m0);
   set_current_machine(m0);
   acquire_p(m0, &sched.procs[0]);
@@ -254,20 +261,8 @@ void run(const Options& options, std::function<void()> main) {
 
   schedule(m0);
 
-  // Stopping: every other M leaves schedule() once its current G switches back. Reading the
-  // list under the lock orders us after any startm() that created an M before it saw
-  // `stopping` (none is created after); the joins happen outside it.
-  std::vector<Machine*> all;
-  {
-    SpinLockGuard guard(sched.lock);
-    for (auto& m : sched.machines) all.push_back(m.get());
-  }
-  {
-    std::lock_guard<std::mutex> joining(join_lock);  // sysmon may be reaping retired Ms
-    for (Machine* m : all) {
-      if (m->thread.joinable()) m->thread.join();
-    }
-  }
+  // Stopping: every other M leaves schedule() once its current G switches back.
+  join_machines();
   sysmon_stop();
   set_current_machine(nullptr);
   sched.active.store(false, std::memory_order_release);

@@ -10,7 +10,6 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <vector>
 
 #include "green/detail/park.h"
 #include "green/detail/spin_lock.h"
@@ -37,9 +36,10 @@ struct Scheduler {
   GreenThread* global_tail GREEN_GUARDED_BY(lock) = nullptr;
   Processor* idle_procs GREEN_GUARDED_BY(lock) = nullptr;
   Machine* idle_machines GREEN_GUARDED_BY(lock) = nullptr;
-  // Every Machine of this run, live or retired: a Machine is never freed during a run (a waker
-  // may still hold a pointer it read before the M retired), only reused.
-  std::vector<std::unique_ptr<Machine>> machines GREEN_GUARDED_BY(lock);
+  // Every Machine of this run, live or retired, newest first through all_link: a Machine is
+  // never freed during a run (a waker may still hold a pointer it read before the M retired),
+  // only reused. Owned here; deleted by reset_scheduler().
+  Machine* all_machines GREEN_GUARDED_BY(lock) = nullptr;
   // Ms that retired after an idle period (see stopm), linked through idle_link: their threads
   // have left schedule() and are joined by sysmon (reap_retired_machines), which then moves
   // them to free_machines, where startm() takes one before allocating a new Machine.
@@ -53,6 +53,9 @@ struct Scheduler {
   alignas(64) std::atomic<int> nmachines{0};
   std::atomic<int> nmidle{0};  // Ms in the idle list
   std::atomic<int> nretired{0};  // Ms in retired_machines (sysmon joins them when nonzero)
+  // New Ms reserved by startm() whose threads it is creating outside the lock: joiners wait
+  // for zero (run()) or come back later (sysmon's reaping).
+  std::atomic<int> starting_machines{0};
   // An idle M (not the timer waiter, not M0) whose thread found no work for this long exits,
   // while more than machine_reserve Ms exist (Options::thread_idle_timeout /
   // GREEN_THREAD_IDLE). Written at start only.
@@ -161,11 +164,26 @@ inline GreenThread* global_get(Processor* p, uint32_t max) {
 }
 
 // --- machines (machine_lifecycle.cpp) ---
-Machine* new_machine_locked() GREEN_REQUIRES(sched.lock);
+// What startm() decides under sched.lock for a new thread: a retired Machine to reuse (null:
+// allocate one) and the new M's id.
+struct MachineReservation {
+  Machine* reuse = nullptr;
+  int id = 0;
+};
+MachineReservation reserve_machine_locked() GREEN_REQUIRES(sched.lock);
+Machine* new_machine(MachineReservation r);
 // Parks the idle M until it is handed a P (true) or must leave schedule() (false).
 bool stopm(Machine* m);
-// Serialises joins of M threads: sysmon's reaping and run()'s final join loop.
-extern std::mutex join_lock;
+// The newest registered Machine; all_link leads from it to every Machine registered before.
+// Reads the head under sched.lock; the walk needs no lock (links never change during a run).
+Machine* all_machines_snapshot();
+// run(), once stopping: waits for threads being started, then joins every M's thread.
+void join_machines();
+#if GREEN_CHECKS
+// For tests: called where sched.lock must not be held (before startm() creates a thread and
+// before wake_machine() makes its system calls), to check that it is not.
+extern std::atomic<void (*)()> outside_sched_lock_hook;
+#endif
 
 // --- timer waiter (timer_waiter.cpp) ---
 void service_timers_as_waiter();
@@ -195,6 +213,11 @@ void nudge_idle_machine_for_timers();
 // Sets m->wake (unconditionally with `force`, else only if no wake is pending) and wakes m,
 // whether it sleeps on its futex or in epoll_wait as the waiter.
 void wake_machine(Machine* m, uint32_t why, bool force);
+// wake_machine() in two halves, for a waker that decides under sched.lock: post_wake() sets
+// the word (a CAS; may run under the lock; false: not posted, a wake was pending), then
+// deliver_wake() makes the system calls, after the lock is released.
+bool post_wake(Machine* m, uint32_t why, bool force);
+void deliver_wake(Machine* m);
 // Makes sure an idle M watches timers and the network while some P is idle.
 void ensure_waiter();
 // Queues a chain (through sched_link) of n runnable green threads: one per idle P through the

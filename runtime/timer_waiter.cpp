@@ -32,6 +32,30 @@ void service_timers_as_waiter() {
   for (int i = 0; i < sched.nprocs; ++i) run_expired_timers(&sched.procs[i], now);
 }
 
+namespace {
+
+// For an idle M to take the waiter role: posts kWakeTimers to the first idle M under
+// sched.lock, and returns it (null if there is none) with *posted telling whether the caller
+// must deliver the wake (deliver_wake) once the lock is released. Not posted: a wake is already
+// pending on that M, which is awake or about to be.
+//
+// Why the futex (and eventfd) wake may come after the lock without losing the wake-up: the
+// word is set under the lock, and an M leaves the idle list to retire only with no wake
+// pending (retire_if_idle_too_long reads the word under the lock); an M that sees the word
+// before our futex call does not sleep (futex_wait compares it with 0), so our call then finds
+// nobody, which is harmless. A Machine is never freed during a run, so the pointer stays
+// valid. If a startm() pops the M in between, it overwrites the word with kWakeRun: the M runs
+// a P instead, as it could have with the wake under the lock, and parks again through stopm()
+// (which claims a free waiter role); sysmon calls ensure_waiter() every round as well.
+Machine* post_timers_wake_to_idle_machine(bool* posted) {
+  SpinLockGuard guard(sched.lock);
+  Machine* idle = sched.idle_machines;
+  *posted = idle != nullptr && post_wake(idle, Machine::kWakeTimers, /*force=*/false);
+  return idle;
+}
+
+}  // namespace
+
 void wake_timer_waiter(int64_t when) {
   int64_t until = sched.timer_waiter_until.load();
   if (until != kTimerWaiterComputing && until != kNoTimerWaiter && when >= until) return;
@@ -46,23 +70,21 @@ void nudge_idle_machine_for_timers() {
   // Only idle Ps need an idle M to watch their timers and the network: a busy P runs its own
   // timers at its next scheduling point and polls when its queue runs dry.
   if (sched.npidle.load() == 0) return;
-  SpinLockGuard guard(sched.lock);
-  if (Machine* idle = sched.idle_machines; idle != nullptr) {
-    wake_machine(idle, Machine::kWakeTimers, false);
-  }
+  bool posted = false;
+  Machine* idle = post_timers_wake_to_idle_machine(&posted);
+  if (posted) deliver_wake(idle);
 }
 
 void ensure_waiter() {
   if (sched.timer_waiter.load() != nullptr || sched.npidle.load() == 0) return;
   if (earliest_timer() == INT64_MAX && netpoll_waiters() == 0) return;
-  bool have_idle_m;
-  {
-    SpinLockGuard guard(sched.lock);
-    have_idle_m = sched.idle_machines != nullptr;
-    if (have_idle_m) wake_machine(sched.idle_machines, Machine::kWakeTimers, false);
+  bool posted = false;
+  if (Machine* idle = post_timers_wake_to_idle_machine(&posted); idle != nullptr) {
+    if (posted) deliver_wake(idle);
+  } else {
+    // No idle M: start one on an idle P; finding nothing, it parks and takes the role.
+    startm(nullptr, false);
   }
-  // No idle M: start one on an idle P; finding nothing, it parks and takes the role.
-  if (!have_idle_m) startm(nullptr, false);
 }
 
 }  // namespace green::detail

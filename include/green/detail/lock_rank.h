@@ -46,8 +46,9 @@
 //                                                                (timer_add -> wake_timer_waiter
 //                                                                -> nudge_idle_machine_for_timers).
 //                                                                Under it: the idle lists, the
-//                                                                global run queue, futex and
-//                                                                eventfd wake-ups; no other lock.
+//                                                                global run queue; no other lock.
+//                                                                Thread creation and futex and
+//                                                                eventfd wake-ups come after it.
 //   40    kContext                   ContextState::lock          nothing (leaf): cancel() and the
 //                                                                after_func hooks run after it.
 //   41    kGreenLocals               green-thread-local keys     nothing (leaf).
