@@ -11,18 +11,7 @@
 
 #include <mutex>
 
-#include "green/detail/intrusive_fifo.h"
-
 namespace green::detail {
-
-namespace {
-
-IntrusiveFifo<Waiter>& cap_waiters() {
-  static IntrusiveFifo<Waiter> fifo;
-  return fifo;
-}
-
-}  // namespace
 
 namespace {
 
@@ -87,7 +76,7 @@ void release_blocking_slot() {
   Waiter* next = nullptr;
   {
     SpinLockGuard guard(sched.blocking_cap_lock);
-    next = cap_waiters().pop_claimed();
+    next = sched.blocking_cap_waiters.pop_claimed();
   }
   if (next != nullptr) unpark(*next);
 }
@@ -108,7 +97,7 @@ void enter_blocking() {
       sched.blocking_cap_lock.unlock();
       continue;
     }
-    cap_waiters().push(&w);
+    sched.blocking_cap_waiters.push(&w);
     park_and_unlock(w, WaitReason::kBlockingCall, sched.blocking_cap_lock);
   }
   sched.blocking_calls.fetch_add(1, std::memory_order_relaxed);

@@ -63,8 +63,8 @@ Machine* new_machine(MachineReservation r) {
     m->wake.store(0);
   } else {
     m = new Machine;
-    // Registered under the lock (two stores): begin_stop(), run() and reset_scheduler() walk
-    // the registry.
+    // Registered under the lock (two stores): begin_stop(), join_machines() and
+    // Scheduler::reset() walk the registry.
     SpinLockGuard guard(sched.lock);
     m->all_link = sched.all_machines;
     sched.all_machines = m;
@@ -240,6 +240,122 @@ int64_t retire_timeout(const Machine* m, int64_t idle_since) {
   return std::max<int64_t>(0, idle_since + sched.machine_idle_ns - now_ns());
 }
 
+// ---- stopm: an idle M's loop, in named steps ----
+
+// Puts m on the idle M list, unless the runtime is stopping (false).
+bool enter_idle_list(Machine* m) {
+  SpinLockGuard guard(sched.lock);
+  if (sched.stopping.load(std::memory_order_relaxed)) return false;
+  m->idle_link = sched.idle_machines;
+  sched.idle_machines = m;
+  m->in_idle_list = true;
+  sched.nmidle.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+// What one sleep of an idle M ended with.
+struct IdleWake {
+  bool was_waiter = false;        // it slept as the timer waiter
+  uint32_t why = 0;               // m->wake as it found it: 0 for a timeout or a network event
+  GreenThread* polled = nullptr;  // green threads the network made ready (chain, sched_link)
+  uint32_t npolled = 0;
+};
+
+// Sleeps once: as the timer waiter if `may_wait_for_timers` and the role is free (until the
+// earliest timer of all Ps, in epoll_wait once the netpoller exists), else on the futex until
+// woken or until it is time to look at retiring.
+IdleWake sleep_once(Machine* m, bool may_wait_for_timers, int64_t idle_since) {
+  IdleWake w;
+  if (may_wait_for_timers) {
+    Machine* expected = nullptr;
+    // seq_cst: taking the role is the store half of the pair with deliver_wake() (above).
+    w.was_waiter =
+        sched.timer_waiter.compare_exchange_strong(expected, m, std::memory_order_seq_cst);
+  }
+  int64_t timeout = -1;
+  if (w.was_waiter) {
+    // seq_cst pairs with timer_add's push + fence + wake_timer_waiter(): either we see the
+    // new timer in earliest_timer(), or the adder sees kTimerWaiterComputing / a later
+    // deadline and wakes us. The fence: our reads of the heaps are acquire loads, which may
+    // not move before this store only if a seq_cst fence (or seq_cst loads) says so; it costs
+    // one barrier per time an M takes the role.
+#if defined(__SANITIZE_THREAD__)
+    // TSan does not model fences (and warns on one): an exchange is a full barrier too.
+    sched.timer_waiter_until.exchange(kTimerWaiterComputing, std::memory_order_seq_cst);
+#else
+    sched.timer_waiter_until.store(kTimerWaiterComputing, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+    int64_t until = earliest_timer();
+    sched.timer_waiter_until.store(until, std::memory_order_seq_cst);
+    if (until != INT64_MAX) timeout = std::max<int64_t>(0, until - now_ns());
+  } else {
+    timeout = retire_timeout(m, idle_since);
+  }
+  if (w.was_waiter && netpoll_inited()) {
+    // A waker stores m->wake before looking at timer_waiter (seq_cst both sides): either it
+    // sees us as the waiter and breaks the poll, or we see its store here.
+    if (m->wake.load(std::memory_order_seq_cst) == 0) w.polled = netpoll(timeout, &w.npolled);
+  } else if (timeout != 0) {
+    futex_wait(&m->wake, 0, timeout);
+  }
+  if (w.was_waiter) {
+    // seq_cst, as the role's other accesses: wake_timer_waiter() reads these two in this
+    // order (see there); we take the role again and recompute before sleeping again.
+    sched.timer_waiter_until.store(kNoTimerWaiter, std::memory_order_seq_cst);
+    sched.timer_waiter.store(nullptr, std::memory_order_seq_cst);
+  }
+  w.why = m->wake.exchange(0, std::memory_order_acquire);
+  return w;
+}
+
+// kWakeRun: a startm() handed us m->next_p. The network's green threads, if we polled, land
+// on it, and if we were the waiter another idle M takes the role.
+bool run_handed_p(Machine* m, const IdleWake& w) {
+  acquire_p(m, m->next_p);
+  m->next_p = nullptr;
+  if (w.polled != nullptr) inject_list(w.polled, w.npolled);
+  if (w.was_waiter) ensure_waiter();
+  return true;
+}
+
+// We took an idle P for the network's green threads or a due timer: run them here, the
+// expired timers of every P too, and let another idle M watch for the rest.
+bool run_taken_p(Machine* m, Processor* p, const IdleWake& w) {
+  acquire_p(m, p);
+  if (w.polled != nullptr) inject_list(w.polled, w.npolled);
+  service_timers_as_waiter();
+  ensure_waiter();
+  return true;
+}
+
+enum class IdlePTaken : uint8_t {
+  kTaken,    // *p is ours: run it
+  kHanded,   // a startm() popped us: its kWakeRun (and P) is on the way
+  kNoneFree, // every P is busy
+};
+
+// For the network's green threads or a due timer: takes an idle P (and leaves the idle M list)
+// if one is free. Otherwise the polled green threads go to the global queue, where busy Ps
+// find them (they run their own timers).
+IdlePTaken take_idle_p(Machine* m, IdleWake* w, Processor** p) {
+  SpinLockGuard guard(sched.lock);
+  IdlePTaken taken = IdlePTaken::kNoneFree;
+  if (!m->in_idle_list) {
+    taken = IdlePTaken::kHanded;
+  } else if ((*p = pidle_get_locked()) != nullptr) {
+    midle_remove_locked(m);
+    return IdlePTaken::kTaken;
+  }
+  if (w->polled != nullptr) {
+    GreenThread* tail = w->polled;
+    while (tail->sched_link != nullptr) tail = tail->sched_link;
+    global_put_locked(w->polled, tail, w->npolled);
+    w->polled = nullptr;
+  }
+  return taken;
+}
+
 }  // namespace
 
 // Parks the M until it is handed a P (returns true) or the runtime stops or the M retires
@@ -252,110 +368,35 @@ int64_t retire_timeout(const Machine* m, int64_t idle_since) {
 // stands down (sleeps without the role) instead of being woken by every network event: busy Ps
 // poll the network themselves when their queues run dry, and sysmon polls if they do not.
 bool stopm(Machine* m) {
-  {
-    SpinLockGuard guard(sched.lock);
-    if (sched.stopping.load(std::memory_order_relaxed)) return false;
-    m->idle_link = sched.idle_machines;
-    sched.idle_machines = m;
-    m->in_idle_list = true;
-    sched.nmidle.fetch_add(1, std::memory_order_relaxed);
-  }
-  bool stand_down = false;
+  if (!enter_idle_list(m)) return false;
+  bool stand_down = false;  // every P was busy: sleep without the waiter role until kWakeTimers
   int64_t idle_since = now_ns();
   for (;;) {
-    bool timer_waiter = false;
-    if (!stand_down) {
-      Machine* expected = nullptr;
-      // seq_cst: taking the role is the store half of the wake_machine() pair (below).
-      timer_waiter =
-          sched.timer_waiter.compare_exchange_strong(expected, m, std::memory_order_seq_cst);
-    }
-    int64_t timeout = -1;
-    if (timer_waiter) {
-      // seq_cst pairs with timer_add's push + fence + wake_timer_waiter(): either we see the
-      // new timer in earliest_timer(), or the adder sees kTimerWaiterComputing / a later
-      // deadline and wakes us. The fence: our reads of the heaps are acquire loads, which
-      // may not move before this store only if a seq_cst fence (or seq_cst loads) says so;
-      // it costs one barrier per time an M takes the role.
-#if defined(__SANITIZE_THREAD__)
-      // TSan does not model fences (and warns on one): an exchange is a full barrier too.
-      sched.timer_waiter_until.exchange(kTimerWaiterComputing, std::memory_order_seq_cst);
-#else
-      sched.timer_waiter_until.store(kTimerWaiterComputing, std::memory_order_seq_cst);
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-#endif
-      int64_t until = earliest_timer();
-      sched.timer_waiter_until.store(until, std::memory_order_seq_cst);
-      if (until != INT64_MAX) timeout = std::max<int64_t>(0, until - now_ns());
-    } else {
-      timeout = retire_timeout(m, idle_since);
-    }
-    GreenThread* polled = nullptr;
-    uint32_t npolled = 0;
-    if (timer_waiter && netpoll_inited()) {
-      // A waker stores m->wake before looking at timer_waiter (seq_cst both sides): either it
-      // sees us as the waiter and breaks the poll, or we see its store here.
-      if (m->wake.load(std::memory_order_seq_cst) == 0) polled = netpoll(timeout, &npolled);
-    } else if (timeout != 0) {
-      futex_wait(&m->wake, 0, timeout);
-    }
-    if (timer_waiter) {
-      // seq_cst, as the role's other accesses: wake_timer_waiter() reads these two in this
-      // order (see there); we take the role again and recompute before sleeping again.
-      sched.timer_waiter_until.store(kNoTimerWaiter, std::memory_order_seq_cst);
-      sched.timer_waiter.store(nullptr, std::memory_order_seq_cst);
-    }
-    const uint32_t why = m->wake.exchange(0, std::memory_order_acquire);
-    if (why == Machine::kWakeRun) {
-      acquire_p(m, m->next_p);
-      m->next_p = nullptr;
-      if (polled != nullptr) inject_list(polled, npolled);
-      // We may have been the waiter: let another idle M take over the role.
-      if (timer_waiter) ensure_waiter();
-      return true;
-    }
-    if (why == Machine::kWakeTimers) stand_down = false;
+    IdleWake w = sleep_once(m, !stand_down, idle_since);
+    if (w.why == Machine::kWakeRun) return run_handed_p(m, w);
+    if (w.why == Machine::kWakeTimers) stand_down = false;
     // seq_cst, kept: begin_stop() stores `stopping` before waking every M, and relies on this
     // check after every wake (a later startm() may have overwritten its kWakeExit).
-    if (why == Machine::kWakeExit || sched.stopping.load(std::memory_order_seq_cst)) {
-      if (polled != nullptr) inject_list(polled, npolled);
+    if (w.why == Machine::kWakeExit || sched.stopping.load(std::memory_order_seq_cst)) {
+      if (w.polled != nullptr) inject_list(w.polled, w.npolled);
       return false;
     }
-    if (timer_waiter) {
+    if (w.was_waiter) {
       idle_since = now_ns();  // the waiter's sleep is not idleness: it watched for others
-    } else if (polled == nullptr && retire_if_idle_too_long(m, &idle_since)) {
+    } else if (w.polled == nullptr && retire_if_idle_too_long(m, &idle_since)) {
       return false;
     }
-    if (polled == nullptr && earliest_timer() > now_ns()) continue;  // nothing due yet
-    // Green threads from the poll, or a due timer: take an idle P to run them.
+    if (w.polled == nullptr && earliest_timer() > now_ns()) continue;  // nothing due yet
     Processor* p = nullptr;
-    bool handed = false;
-    {
-      SpinLockGuard guard(sched.lock);
-      if (!m->in_idle_list) {
-        handed = true;  // a startm() popped us: its kWakeRun is on the way
-      } else {
-        p = pidle_get_locked();
-        if (p != nullptr) midle_remove_locked(m);
-      }
-      if (p == nullptr && polled != nullptr) {
-        GreenThread* tail = polled;
-        while (tail->sched_link != nullptr) tail = tail->sched_link;
-        global_put_locked(polled, tail, npolled);
-        polled = nullptr;
-      }
+    switch (take_idle_p(m, &w, &p)) {
+      case IdlePTaken::kTaken:
+        return run_taken_p(m, p, w);
+      case IdlePTaken::kHanded:
+        continue;
+      case IdlePTaken::kNoneFree:
+        stand_down = true;
+        continue;
     }
-    if (p == nullptr) {
-      // Every P is busy (or one is on its way to us). Busy Ps run their own timers and find
-      // the polled green threads in the global queue.
-      if (!handed) stand_down = true;
-      continue;
-    }
-    acquire_p(m, p);
-    if (polled != nullptr) inject_list(polled, npolled);
-    service_timers_as_waiter();
-    ensure_waiter();
-    return true;
   }
 }
 

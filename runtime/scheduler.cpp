@@ -87,16 +87,56 @@ void begin_stop() {
   sysmon_wake();
 }
 
+void Scheduler::init(const Options& requested) {
+  Options opts = requested;
+  opts.procs = procs_from(requested);
+  opts.stack_size = round_to_pages(requested.stack_size);
+  opts.stack_shrink_threshold =
+      std::min(round_to_pages(requested.stack_shrink_threshold), opts.stack_size);
+  if (opts.stack_size != options.stack_size) {
+    // Cached Gs carry stacks of the old size: leave them (trimmed) in their slabs.
+    SpinLockGuard guard(free_lock);
+    for (GreenThread* batch = free_batches; batch != nullptr; batch = batch->free_batch_next) {
+      for (GreenThread* g = batch; g != nullptr; g = g->sched_link) {
+        trim_stack(g->stack, reinterpret_cast<char*>(g));
+      }
+    }
+    free_batches = nullptr;
+  }
+  options = opts;
+  nprocs = opts.procs;
+  procs = std::make_unique<Processor[]>(static_cast<std::size_t>(opts.procs));
+  for (int i = 0; i < opts.procs; ++i) {
+    Processor* p = &procs[i];
+    p->id = i;
+    p->rand_state = 0x9E3779B9u * static_cast<uint32_t>(i + 1);
+  }
+  {
+    // P0 is M0's (run()); the others wait in the idle list, P1 first. No other thread runs
+    // yet: the lock costs nothing and keeps the *_locked rule uniform.
+    SpinLockGuard guard(sched.lock);  // `this` is sched; named so the analysis sees the lock
+    for (int i = opts.procs - 1; i >= 1; --i) pidle_put_locked(&procs[i]);
+  }
+  max_blocking_machines = max_threads_from_env();
+  machine_idle_ns = thread_idle_ns_from(requested);
+  machine_reserve = opts.procs + 2;
+  start_ns = now_ns();
+  // Relaxed: no other thread of this run exists yet (creating one orders these stores before
+  // it).
+  sysmon_now_ns.store(start_ns, std::memory_order_relaxed);
+  idle_procs_avg.store(opts.procs, std::memory_order_relaxed);  // nothing ran before
+}
+
 // Exempt from the thread-safety analysis: it runs after every M has been joined and sysmon has
 // stopped, so no other thread can hold or take sched.lock or sched.free_lock.
-void reset_scheduler() GREEN_NO_THREAD_SAFETY_ANALYSIS {
+void Scheduler::reset() GREEN_NO_THREAD_SAFETY_ANALYSIS {
   // Per-P caches of dead Gs outlive their Ps on the global free list.
-  for (int i = 0; i < sched.nprocs; ++i) {
-    Processor* p = &sched.procs[i];
+  for (int i = 0; i < nprocs; ++i) {
+    Processor* p = &procs[i];
     if (p->free_gs != nullptr) {
       p->free_gs->free_batch_size = p->free_count;
-      p->free_gs->free_batch_next = sched.free_batches;
-      sched.free_batches = p->free_gs;
+      p->free_gs->free_batch_next = free_batches;
+      free_batches = p->free_gs;
     }
     p->free_gs = nullptr;
     p->free_count = 0;
@@ -104,30 +144,14 @@ void reset_scheduler() GREEN_NO_THREAD_SAFETY_ANALYSIS {
   reclaim_abandoned_green_threads();
   netpoll_forget_waiters();
   preempt_pending.store(0);
-  sched.nmidle.store(0);
-  sched.blocking_machines.store(0);
-  sched.procs.reset();
-  sched.nprocs = 0;
-  for (Machine* m = sched.all_machines; m != nullptr;) {
-    Machine* next = m->all_link;
-    delete m;
-    m = next;
-  }
-  sched.all_machines = nullptr;
-  sched.retired_machines = sched.free_machines = nullptr;
-  sched.nretired.store(0);
-  sched.next_machine_id = 0;
-  sched.global_head = sched.global_tail = nullptr;
-  sched.global_size.store(0);
-  sched.idle_procs = nullptr;
-  sched.idle_machines = nullptr;
-  sched.npidle.store(0);
-  sched.nmspinning.store(0);
-  sched.nmachines.store(0);
-  sched.timer_waiter.store(nullptr);
-  sched.timer_waiter_until.store(kNoTimerWaiter);
-  sched.outside_spawned.store(0);
-  sched.stopping.store(false);
+  procs.reset();
+  nprocs = 0;
+  reset_locked_state();
+  reset_counts();
+  reset_blocking_cap();
+  reset_counters();  // per run, like the green threads they count
+  reset_timer_waiter();
+  reset_run_state();
 }
 
 // Relaxed: ids need only be unique, which the read-modify-write gives in any order.
@@ -193,33 +217,7 @@ void run(const Options& options, std::function<void()> main) {
   if (sched.active.load(std::memory_order_acquire)) {
     fatal("green::run", "called while the runtime is already running");
   }
-  Options opts = options;
-  opts.procs = procs_from(options);
-  opts.stack_size = round_to_pages(options.stack_size);
-  opts.stack_shrink_threshold =
-      std::min(round_to_pages(options.stack_shrink_threshold), opts.stack_size);
-  if (opts.stack_size != sched.options.stack_size) {
-    // Cached Gs carry stacks of the old size: leave them (trimmed) in their slabs.
-    SpinLockGuard guard(sched.free_lock);
-    for (GreenThread* batch = sched.free_batches; batch != nullptr;
-         batch = batch->free_batch_next) {
-      for (GreenThread* g = batch; g != nullptr; g = g->sched_link) {
-        trim_stack(g->stack, reinterpret_cast<char*>(g));
-      }
-    }
-    sched.free_batches = nullptr;
-  }
-  sched.options = opts;
-  // Relaxed, here and for the counters below: no other thread of this run exists yet
-  // (creating one orders these stores before it).
-  sched.next_goid.store(1, std::memory_order_relaxed);  // ids are unique within a run; main is 1
-  sched.nprocs = opts.procs;
-  sched.procs = std::make_unique<Processor[]>(static_cast<std::size_t>(opts.procs));
-  for (int i = 0; i < opts.procs; ++i) {
-    Processor* p = &sched.procs[i];
-    p->id = i;
-    p->rand_state = 0x9E3779B9u * static_cast<uint32_t>(i + 1);
-  }
+  sched.init(options);
   install_overflow_handler();
   ensure_signal_stack();
 
@@ -228,25 +226,11 @@ void run(const Options& options, std::function<void()> main) {
     // No other thread runs yet: the lock costs nothing and keeps the *_locked rule uniform.
     SpinLockGuard guard(sched.lock);
     m0_slot = reserve_machine_locked();  // id 0
-    for (int i = opts.procs - 1; i >= 1; --i) pidle_put_locked(&sched.procs[i]);
   }
   Machine* m0 = new_machine(m0_slot);  // takes sched.lock to register the Machine
   init_machine_context(m0);
   set_current_machine(m0);
   acquire_p(m0, &sched.procs[0]);
-  sched.max_blocking_machines = max_threads_from_env();
-  sched.machine_idle_ns = thread_idle_ns_from(options);
-  sched.machine_reserve = opts.procs + 2;
-  // Counters are per run, like the green threads they count.
-  sched.blocking_calls.store(0, std::memory_order_relaxed);
-  sched.blocking_handoffs.store(0, std::memory_order_relaxed);
-  sched.hogs.store(0, std::memory_order_relaxed);
-  sched.preemptions.store(0, std::memory_order_relaxed);
-  sched.machine_wakeups.store(0, std::memory_order_relaxed);
-  sched.retakes.store(0, std::memory_order_relaxed);
-  sched.start_ns = now_ns();
-  sched.sysmon_now_ns.store(sched.start_ns, std::memory_order_relaxed);
-  sched.idle_procs_avg.store(opts.procs, std::memory_order_relaxed);  // nothing ran before
   sched.active.store(true, std::memory_order_release);
   sysmon_start();
 
@@ -266,7 +250,7 @@ void run(const Options& options, std::function<void()> main) {
   sysmon_stop();
   set_current_machine(nullptr);
   sched.active.store(false, std::memory_order_release);
-  reset_scheduler();
+  sched.reset();
   release_signal_stack();
 }
 
