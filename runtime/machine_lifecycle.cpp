@@ -84,8 +84,8 @@ std::atomic<void (*)()> outside_sched_lock_hook{nullptr};
 // act after releasing it (wake the M, or allocate a Machine and create its thread: tens of
 // microseconds of mmap and clone that every other M would spin through). Safe outside the
 // lock: the P and the idle M were taken off their lists under it, so nobody else can hand them
-// out; a reserved M is already counted in nmachines (the thread cap and the retire reserve
-// see it) and in starting_machines, which run() waits on before it joins threads and
+// out; a reserved M is already counted in nmachines (which idle Ms' retiring compares with the
+// reserve) and in starting_machines, which run() waits on before it joins threads and
 // reap_retired_machines() checks before it joins any. If the runtime starts stopping
 // meanwhile, the new M's find_runnable() sees `stopping` and its thread exits.
 void startm(Processor* p, bool spinning) {
@@ -339,6 +339,9 @@ enum class IdlePTaken : uint8_t {
 // if one is free. Otherwise the polled green threads go to the global queue, where busy Ps
 // find them (they run their own timers).
 IdlePTaken take_idle_p(Machine* m, IdleWake* w, Processor** p) {
+  // The chain's tail, found before taking the lock (the chain is ours alone).
+  GreenThread* tail = w->polled;
+  while (tail != nullptr && tail->sched_link != nullptr) tail = tail->sched_link;
   SpinLockGuard guard(sched.lock);
   IdlePTaken taken = IdlePTaken::kNoneFree;
   if (!m->in_idle_list) {
@@ -348,8 +351,6 @@ IdlePTaken take_idle_p(Machine* m, IdleWake* w, Processor** p) {
     return IdlePTaken::kTaken;
   }
   if (w->polled != nullptr) {
-    GreenThread* tail = w->polled;
-    while (tail->sched_link != nullptr) tail = tail->sched_link;
     global_put_locked(w->polled, tail, w->npolled);
     w->polled = nullptr;
   }

@@ -37,9 +37,10 @@
 // reap_retired_machines).
 //
 // Lock order: the table in include/green/detail/lock_rank.h (checked in GREEN_CHECKS builds).
-// In short: a primitive's lock (channel, sync queue, poll descriptor, blocking cap) is held on
-// g0 while park arms the deadline's timer (a P's timer lock) and may wake an M (sched.lock);
-// the timer lock and sched.lock never nest; sched.free_lock is a leaf.
+// In short: join_lock (a mutex: sysmon's reaping and run()'s joins) comes before every spin
+// lock; a primitive's lock (channel, sync queue, poll descriptor, blocking cap) is held on g0
+// while park arms the deadline's timer (a P's timer lock) and may wake an M (sched.lock); the
+// timer lock and sched.lock never nest; sched.free_lock is a leaf.
 //
 // Files, one concept each (declarations shared between them: scheduler.h):
 //   scheduler.cpp          this overview, run() and the runtime's life, spawning, public API

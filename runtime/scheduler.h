@@ -51,9 +51,9 @@ struct SchedConfig {
 };
 
 // Under `lock` (sched.lock), and only under it: the idle P and M lists, the global run queue
-// and the M registry. Lock order: sched.lock, then a P's timer lock. Nothing slow under it:
-// no thread creation, futex or eventfd call, allocation or logging (decide under the lock,
-// act after it, as Go's startm).
+// and the M registry. Its rank (kSched, green/detail/lock_rank.h): no other lock is taken under
+// it. Nothing slow under it: no thread creation, futex or eventfd call, allocation or logging
+// (decide under the lock, act after it, as Go's startm).
 struct SchedLocked {
   // Its own cache line with the lists: idle Ms write them while wakep() reads the counts of
   // SchedCounts on every ready() (false sharing otherwise).
