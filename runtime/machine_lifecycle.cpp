@@ -42,7 +42,7 @@ void machine_main(Machine* m) {
 MachineReservation reserve_machine_locked() {
   MachineReservation r{sched.free_machines, sched.next_machine_id++};
   if (r.reuse != nullptr) sched.free_machines = r.reuse->idle_link;
-  sched.nmachines.fetch_add(1);
+  sched.nmachines.fetch_add(1, std::memory_order_relaxed);  // under sched.lock; stats read it racily
   return r;
 }
 
@@ -60,7 +60,7 @@ Machine* new_machine(MachineReservation r) {
     m->curg = nullptr;
     m->p = m->next_p = m->blocked_from = nullptr;
     m->arrived_directly = false;
-    m->wake.store(0);
+    m->wake.store(0, std::memory_order_relaxed);  // before its thread exists (creating it orders this)
   } else {
     m = new Machine;
     // Registered under the lock (two stores): begin_stop(), join_machines() and
@@ -94,14 +94,15 @@ void startm(Processor* p, bool spinning) {
   {
     SpinLockGuard guard(sched.lock);
     if (sched.stopping.load(std::memory_order_relaxed)) {
-      if (spinning) sched.nmspinning.fetch_sub(1);
+      // seq_cst: undoing the caller's count of the wakep() pair (ready.cpp), as Go's startm.
+      if (spinning) sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst);
       if (p != nullptr) pidle_put_locked(p);
       return;
     }
     if (p == nullptr) {
       p = pidle_get_locked();
       if (p == nullptr) {
-        if (spinning) sched.nmspinning.fetch_sub(1);
+        if (spinning) sched.nmspinning.fetch_sub(1, std::memory_order_seq_cst);  // as above
         return;
       }
     }
@@ -165,7 +166,7 @@ void reap_retired_machines() {
     if (sched.starting_machines.load(std::memory_order_acquire) != 0) return;
     list = sched.retired_machines;
     sched.retired_machines = nullptr;
-    sched.nretired.store(0);
+    sched.nretired.store(0, std::memory_order_relaxed);  // under sched.lock; sysmon's read is a hint
   }
   if (list == nullptr) return;
   Machine* tail = list;
@@ -179,12 +180,16 @@ void reap_retired_machines() {
 }
 
 bool post_wake(Machine* m, uint32_t why, bool force) {
+  // seq_cst: the store half of the pair with stopm(), which takes the waiter role and then
+  // reads m->wake before epoll_wait; we store m->wake and then read timer_waiter
+  // (deliver_wake). Either it sees our wake, or we see it as the waiter and break its poll.
   if (force) {
-    m->wake.store(why);
+    m->wake.store(why, std::memory_order_seq_cst);
     return true;
   }
   uint32_t expected = 0;
-  return m->wake.compare_exchange_strong(expected, why);  // false: already being woken
+  // false: already being woken
+  return m->wake.compare_exchange_strong(expected, why, std::memory_order_seq_cst);
 }
 
 void deliver_wake(Machine* m) {
@@ -193,7 +198,7 @@ void deliver_wake(Machine* m) {
 #endif
   futex_wake(&m->wake, 1);
   // The waiter M may be blocked in epoll_wait rather than on its futex.
-  if (sched.timer_waiter.load() == m) netpoll_break();
+  if (sched.timer_waiter.load(std::memory_order_seq_cst) == m) netpoll_break();  // the pair
 }
 
 void wake_machine(Machine* m, uint32_t why, bool force) {
@@ -219,14 +224,16 @@ bool retire_if_idle_too_long(Machine* m, int64_t* idle_since) {
     SpinLockGuard guard(sched.lock);
     // Not with a wake posted (under this lock, by ensure_waiter or
     // nudge_idle_machine_for_timers, which deliver it after the lock): that wake would be lost.
-    if (m->in_idle_list && m->wake.load() == 0 &&
+    // Relaxed: the wakes this guards are posted under sched.lock, which orders them.
+    if (m->in_idle_list && m->wake.load(std::memory_order_relaxed) == 0 &&
         !sched.stopping.load(std::memory_order_relaxed) &&
-        sched.nmachines.load() > sched.machine_reserve) {
+        sched.nmachines.load(std::memory_order_relaxed) > sched.machine_reserve) {
       midle_remove_locked(m);
-      sched.nmachines.fetch_sub(1);
+      // Relaxed, the counts' updates under sched.lock.
+      sched.nmachines.fetch_sub(1, std::memory_order_relaxed);
       m->idle_link = sched.retired_machines;
       sched.retired_machines = m;
-      sched.nretired.fetch_add(1);
+      sched.nretired.fetch_add(1, std::memory_order_relaxed);
       return true;
     }
   }

@@ -75,7 +75,8 @@ Scheduler sched;
 constexpr uint32_t kSpawnBackPressure = kRunQueueSize - 1;
 
 void begin_stop() {
-  sched.stopping.store(true);
+  // seq_cst: stopm() checks `stopping` after every wake, and this store precedes the wakes.
+  sched.stopping.store(true, std::memory_order_seq_cst);
   // The futex wakes happen outside sched.lock: an M that parks after our snapshot of the
   // registry was registered before it (or is a thread startm() is creating, whose
   // find_runnable() sees `stopping`), and stopm() checks `stopping` under the lock before it
@@ -144,7 +145,7 @@ void Scheduler::reset() GREEN_NO_THREAD_SAFETY_ANALYSIS {
   }
   reclaim_abandoned_green_threads();
   netpoll_forget_waiters();
-  preempt_pending.store(0);
+  preempt_pending.store(0, std::memory_order_relaxed);  // the only thread left, as reset_*()
   procs.reset();
   nprocs = 0;
   reset_locked_state();

@@ -105,14 +105,17 @@ struct SchedCounts {
   // for zero (run()) or come back later (sysmon's reaping).
   std::atomic<int> starting_machines{0};
 
+  // The reset_*() functions of every part run in Scheduler::reset(), after every M is joined
+  // and sysmon stopped: this thread is the only one of the run left, so their stores are
+  // relaxed (the next run() creates its threads after them, which orders them).
   void reset_counts() {
-    global_size.store(0);
-    npidle.store(0);
-    nmspinning.store(0);
-    nmachines.store(0);
-    nmidle.store(0);
-    nretired.store(0);
-    starting_machines.store(0);
+    global_size.store(0, std::memory_order_relaxed);
+    npidle.store(0, std::memory_order_relaxed);
+    nmspinning.store(0, std::memory_order_relaxed);
+    nmachines.store(0, std::memory_order_relaxed);
+    nmidle.store(0, std::memory_order_relaxed);
+    nretired.store(0, std::memory_order_relaxed);
+    starting_machines.store(0, std::memory_order_relaxed);
   }
 };
 
@@ -127,7 +130,7 @@ struct BlockingCap {
   IntrusiveFifo<Waiter> blocking_cap_waiters GREEN_GUARDED_BY(blocking_cap_lock);
 
   void reset_blocking_cap() {
-    blocking_machines.store(0);
+    blocking_machines.store(0, std::memory_order_relaxed);
     // Green threads still waiting when main returned were abandoned (their stacks reclaimed):
     // forget their nodes rather than pop them in the next run. Every M is joined, so the lock
     // is free: taking it costs one exchange and keeps the analysis.
@@ -174,8 +177,8 @@ struct TimerWaiterState {
   std::atomic<int64_t> timer_waiter_until{kNoTimerWaiter};  // or kTimerWaiterComputing
 
   void reset_timer_waiter() {
-    timer_waiter.store(nullptr);
-    timer_waiter_until.store(kNoTimerWaiter);
+    timer_waiter.store(nullptr, std::memory_order_relaxed);
+    timer_waiter_until.store(kNoTimerWaiter, std::memory_order_relaxed);
   }
 };
 
@@ -187,9 +190,9 @@ struct RunState {
   std::atomic<int64_t> outside_spawned{0};  // spawns from plain threads (no P)
 
   void reset_run_state() {
-    stopping.store(false);
+    stopping.store(false, std::memory_order_relaxed);
     next_goid.store(1, std::memory_order_relaxed);  // relaxed: as reset_counters()
-    outside_spawned.store(0);
+    outside_spawned.store(0, std::memory_order_relaxed);
     // `active` is run()'s: cleared before reset(), once no green thread can be spawned.
   }
 };

@@ -57,9 +57,10 @@ Machine* post_timers_wake_to_idle_machine(bool* posted) {
 }  // namespace
 
 void wake_timer_waiter(int64_t when) {
-  int64_t until = sched.timer_waiter_until.load();
+  // seq_cst: the adder's reads of the timer_add/stopm pair (timer_add fences before us).
+  int64_t until = sched.timer_waiter_until.load(std::memory_order_seq_cst);
   if (until != kTimerWaiterComputing && until != kNoTimerWaiter && when >= until) return;
-  if (Machine* m = sched.timer_waiter.load(); m != nullptr) {
+  if (Machine* m = sched.timer_waiter.load(std::memory_order_seq_cst); m != nullptr) {
     wake_machine(m, Machine::kWakeTimers, false);
     return;
   }
@@ -69,14 +70,20 @@ void wake_timer_waiter(int64_t when) {
 void nudge_idle_machine_for_timers() {
   // Only idle Ps need an idle M to watch their timers and the network: a busy P runs its own
   // timers at its next scheduling point and polls when its queue runs dry.
-  if (sched.npidle.load() == 0) return;
+  // seq_cst, against pidle_put_locked's increment: either we see the idle P, or its M,
+  // taking the waiter role in stopm(), sees the timer we added (after timer_add's fence).
+  if (sched.npidle.load(std::memory_order_seq_cst) == 0) return;
   bool posted = false;
   Machine* idle = post_timers_wake_to_idle_machine(&posted);
   if (posted) deliver_wake(idle);
 }
 
 void ensure_waiter() {
-  if (sched.timer_waiter.load() != nullptr || sched.npidle.load() == 0) return;
+  // seq_cst: the same pairs as wake_timer_waiter() and nudge_idle_machine_for_timers().
+  if (sched.timer_waiter.load(std::memory_order_seq_cst) != nullptr ||
+      sched.npidle.load(std::memory_order_seq_cst) == 0) {
+    return;
+  }
   if (earliest_timer() == INT64_MAX && netpoll_waiters() == 0) return;
   bool posted = false;
   if (Machine* idle = post_timers_wake_to_idle_machine(&posted); idle != nullptr) {
