@@ -2,9 +2,6 @@
 // and named in the error), toml++ parses the file, and both feed one apply() per setting.
 #include "config/config.h"
 
-#include <CLI/CLI.hpp>
-#include <toml++/toml.h>
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,13 +14,15 @@
 #include <sstream>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+#include <toml++/toml.h>
+
 namespace green::config {
 
 namespace {
 
 bool is_log_level(std::string_view s) {
-  return s == "trace" || s == "debug" || s == "info" || s == "warn" || s == "error" ||
-         s == "off";
+  return s == "trace" || s == "debug" || s == "info" || s == "warn" || s == "error" || s == "off";
 }
 
 // One setting: its flag, its TOML key ("section.key"), help, and how to apply a text value.
@@ -183,8 +182,7 @@ std::vector<Setting> settings() {
        [](C& c, const std::string& v) { return apply_duration(c.idle_timeout, v); }},
       {"write-timeout", "timeouts.write", "time to send a response batch (default 30s)",
        [](C& c, const std::string& v) { return apply_duration(c.write_timeout, v); }},
-      {"shutdown-timeout", "timeouts.shutdown",
-       "drain deadline after SIGTERM/SIGINT (default 30s)",
+      {"shutdown-timeout", "timeouts.shutdown", "drain deadline after SIGTERM/SIGINT (default 30s)",
        [](C& c, const std::string& v) { return apply_duration(c.shutdown_timeout, v); }},
       {"max-body", "limits.max_body", "largest request body, then 413 (default 1MiB)",
        [](C& c, const std::string& v) { return apply_size(c.max_body_bytes, v, 0); }},
@@ -268,8 +266,8 @@ std::string load_file(Config& c, const std::string& path, const std::vector<Sett
     table = toml::parse_file(path);
   } catch (const toml::parse_error& e) {
     std::ostringstream msg;
-    msg << "--config " << path << ": " << e.description() << " (line "
-        << e.source().begin.line << ")";
+    msg << "--config " << path << ": " << e.description() << " (line " << e.source().begin.line
+        << ")";
     return msg.str();
   }
   std::map<std::string, std::size_t> by_key;

@@ -19,8 +19,8 @@ namespace green::config {
 
 struct Config {
   std::string listen = "0.0.0.0:8080";
-  int threads = 0;  // Ps; 0: $GREEN_MAXPROCS, else the CPU count
-  std::string static_dir;  // empty: /static/* answers 404
+  int threads = 0;                    // Ps; 0: $GREEN_MAXPROCS, else the CPU count
+  std::string static_dir;             // empty: /static/* answers 404
   std::string access_log = "stdout";  // PATH, "stdout" or "off"
   std::string log_level = "info";     // trace, debug, info, warn, error, off
   bool reuse_port = false;
@@ -40,8 +40,8 @@ struct Config {
   int64_t max_headers = 100;
 
   // Endpoints that cannot be turned against the server (issue 11, section 4).
-  std::string debug_listen;  // HOST:PORT for /metrics, /debug/*, /; empty: the public port
-  int64_t max_work_concurrency = 0;       // /work at once; 0: the number of Ps
+  std::string debug_listen;          // HOST:PORT for /metrics, /debug/*, /; empty: the public port
+  int64_t max_work_concurrency = 0;  // /work at once; 0: the number of Ps
   int64_t max_blocking_concurrency = 64;  // /blocking at once
   std::chrono::nanoseconds read_timeout = std::chrono::seconds(30);
   uint64_t max_buffered_body_bytes = 64 << 20;
@@ -60,7 +60,7 @@ LoadResult load(int argc, const char* const* argv);
 // The largest duration and size accepted: far beyond any sensible setting, and small enough
 // that a deadline (now + duration) or a sum of sizes cannot overflow.
 inline constexpr std::chrono::nanoseconds kMaxDuration{1'000'000'000'000'000'000};  // ~31 years
-inline constexpr uint64_t kMaxSize = uint64_t{1} << 50;                            // 1 PiB
+inline constexpr uint64_t kMaxSize = uint64_t{1} << 50;                             // 1 PiB
 
 // "1m30s", "500ms", "2s", "0" (Go's time.ParseDuration units: ns, us, ms, s, m, h). Only a
 // literal zero ("0", "0s", "0.0ms") is zero: a non-zero value that rounds to nothing

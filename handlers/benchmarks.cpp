@@ -35,9 +35,8 @@ void write_json_string(ResponseWriter& w, std::string_view s) {
 }  // namespace
 
 void register_benchmarks(http::Router& router) {
-  router.handle(Method::kGet, "/plaintext", [](Request&, ResponseWriter& w) {
-    w.send(200, "text/plain", "Hello, World!");
-  });
+  router.handle(Method::kGet, "/plaintext",
+                [](Request&, ResponseWriter& w) { w.send(200, "text/plain", "Hello, World!"); });
   router.handle(Method::kGet, "/json", [](Request&, ResponseWriter& w) {
     w.set_status(200);
     w.set_content_type("application/json");

@@ -32,8 +32,8 @@ namespace green::handlers {
 
 // Concurrency limits of the endpoints that hold a scarce resource for as long as asked.
 struct DemoLimits {
-  int max_work = 0;        // /work at once (each keeps a P busy); 0: the number of Ps
-  int max_blocking = 64;   // /blocking at once (each holds an OS thread)
+  int max_work = 0;       // /work at once (each keeps a P busy); 0: the number of Ps
+  int max_blocking = 64;  // /blocking at once (each holds an OS thread)
 };
 
 // What the built-in endpoints share with the program that serves them (not a request's
@@ -53,8 +53,8 @@ struct AppState {
 void register_all(http::Router& router, AppState& app);
 
 // The pieces, for tests and for embedding a subset.
-void register_benchmarks(http::Router& router);           // plaintext, json, echo
-void register_streaming(http::Router& router);            // upload, events
+void register_benchmarks(http::Router& router);                             // plaintext, json, echo
+void register_streaming(http::Router& router);                              // upload, events
 void register_runtime_demos(http::Router& router, DemoLimits limits = {});  // sleep ... stack
 void register_stack_growth(http::Router& router);  // stack (part of register_runtime_demos)
 void register_static(http::Router& router, const std::string& dir);

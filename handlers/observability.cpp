@@ -10,9 +10,9 @@
 #include <sstream>
 #include <string>
 
-#include "handlers/handlers.h"
 #include "green/green.h"
 #include "green/net.h"
+#include "handlers/handlers.h"
 
 namespace green::handlers {
 
@@ -88,8 +88,8 @@ std::string prometheus_text(const AppState& app) {
     scalar(o, "greenhttp_buffered_body_bytes", "gauge",
            "Request-body buffer bytes reserved from --max-buffered-body now.",
            mem.buffered_body_bytes);
-    scalar(o, "greenhttp_buffered_body_limit_bytes", "gauge",
-           "--max-buffered-body (0: no limit).", mem.buffered_body_limit);
+    scalar(o, "greenhttp_buffered_body_limit_bytes", "gauge", "--max-buffered-body (0: no limit).",
+           mem.buffered_body_limit);
     scalar(o, "greenhttp_body_budget_rejections_total", "counter",
            "Requests answered 503 because --max-buffered-body was spent.",
            mem.body_budget_rejections);
@@ -131,8 +131,7 @@ std::string prometheus_text(const AppState& app) {
   scalar(o, "greenrt_preemptions_total", "counter", "Checkpoints that yielded on request.",
          rs.preemptions);
   scalar(o, "greenrt_machine_wakeups_total", "counter",
-         "Idle Ps handed to an OS thread (a parked one woken, or a new one).",
-         rs.machine_wakeups);
+         "Idle Ps handed to an OS thread (a parked one woken, or a new one).", rs.machine_wakeups);
   scalar(o, "greenrt_blocking_calls_total", "counter", "green::blocking calls.", rs.blocking_calls);
   scalar(o, "greenrt_netpoll_wakeups_total", "counter", "Green threads woken by the netpoller.",
          rs.netpoll_wakeups);
@@ -145,10 +144,9 @@ std::string vars_json(const AppState& app) {
   char avg[32];
   std::snprintf(avg, sizeof avg, "%.2f", rs.idle_procs_avg);
   o << "{\"procs\":" << rs.procs << ",\"idle_procs\":" << rs.idle_procs
-    << ",\"idle_procs_avg\":" << avg
-    << ",\"machines\":" << rs.machines << ",\"green_threads\":" << rs.green_threads
-    << ",\"steals\":" << rs.steals << ",\"hogs\":" << rs.hogs
-    << ",\"global_runq\":" << rs.global_runq_length << ",\"runq\":[";
+    << ",\"idle_procs_avg\":" << avg << ",\"machines\":" << rs.machines
+    << ",\"green_threads\":" << rs.green_threads << ",\"steals\":" << rs.steals
+    << ",\"hogs\":" << rs.hogs << ",\"global_runq\":" << rs.global_runq_length << ",\"runq\":[";
   for (int p = 0; p < rs.procs && p < 256; ++p) {
     o << (p ? "," : "") << rs.per_proc[p].runq_length;
   }

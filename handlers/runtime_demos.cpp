@@ -20,10 +20,10 @@
 #include <memory>
 #include <mutex>
 
-#include "handlers/handlers.h"
 #include "green/context.h"
 #include "green/green.h"
 #include "green/sync.h"
+#include "handlers/handlers.h"
 
 namespace green::handlers {
 
@@ -63,7 +63,8 @@ class ConcurrencyLimit {
 // Holds a slot of `limit` for the handler's scope, or answers 503 (then entered() is false).
 class LimitSlot {
  public:
-  LimitSlot(ConcurrencyLimit& limit, ResponseWriter& w) : limit_(limit), entered_(limit.try_enter()) {
+  LimitSlot(ConcurrencyLimit& limit, ResponseWriter& w)
+      : limit_(limit), entered_(limit.try_enter()) {
     if (!entered_) {
       w.set_header("Retry-After", "1");
       w.send(503, "text/plain; charset=utf-8", "too many requests of this kind at once\n");
@@ -132,7 +133,8 @@ void register_runtime_demos(http::Router& router, DemoLimits limits) {
     });
     const bool cancelled = green::blocking([&wait, ms] {
       std::unique_lock<std::mutex> lock(wait->mu);
-      return wait->cv.wait_for(lock, std::chrono::milliseconds(ms), [&] { return wait->cancelled; });
+      return wait->cv.wait_for(lock, std::chrono::milliseconds(ms),
+                               [&] { return wait->cancelled; });
     });
     stop();
     if (cancelled) {
@@ -167,8 +169,7 @@ void register_runtime_demos(http::Router& router, DemoLimits limits) {
     }
     char text[96];
     const int n = std::snprintf(text, sizeof text, "worked %lld ms (%llu rounds, %llx)\n",
-                                static_cast<long long>(ms),
-                                static_cast<unsigned long long>(rounds),
+                                static_cast<long long>(ms), static_cast<unsigned long long>(rounds),
                                 static_cast<unsigned long long>(x & 0xfff));
     w.send(200, "text/plain; charset=utf-8", {text, static_cast<std::size_t>(n)});
   });
@@ -187,8 +188,9 @@ void register_runtime_demos(http::Router& router, DemoLimits limits) {
     }
     wg.wait();
     char text[96];
-    const int len = std::snprintf(text, sizeof text, "spawned %lld green threads (sum %lld)\n",
-                                  static_cast<long long>(n), static_cast<long long>(sum.load(std::memory_order_relaxed)));  // wg.wait() ordered it
+    const int len = std::snprintf(
+        text, sizeof text, "spawned %lld green threads (sum %lld)\n", static_cast<long long>(n),
+        static_cast<long long>(sum.load(std::memory_order_relaxed)));  // wg.wait() ordered it
     w.send(200, "text/plain; charset=utf-8", {text, static_cast<std::size_t>(len)});
   });
 

@@ -11,11 +11,11 @@
 // stack_usage()): the figure the kernel charges, not an estimate. A green thread's stack is a
 // lazily committed reservation (8 MiB by default, green::Options::stack_size), so depth costs
 // memory only while it is used. The handler does not park while deep (nothing in the descent
-// waits), so at most one such stack per P is deep at a time. A depth whose frames would not fit in the reservation, less
-// kHeadroom, is refused with 400 (and the most that fits): a request must not be able to
-// overflow the stack, which would end the process.
-#include <cstdio>
+// waits), so at most one such stack per P is deep at a time. A depth whose frames would not fit in
+// the reservation, less kHeadroom, is refused with 400 (and the most that fits): a request must not
+// be able to overflow the stack, which would end the process.
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 
 #include "green/green.h"
@@ -75,18 +75,17 @@ void register_stack_growth(http::Router& router) {
     }
     const Usage before = green::this_green_thread::stack_usage();
     const std::size_t frame = frame_bytes();
-    const std::size_t room = before.reserved > before.depth + kHeadroom
-                                 ? before.reserved - before.depth - kHeadroom
-                                 : 0;
+    const std::size_t room =
+        before.reserved > before.depth + kHeadroom ? before.reserved - before.depth - kHeadroom : 0;
     const auto max_depth = static_cast<int64_t>(room / frame);
     const int64_t depth = r.query_int("depth", -1, INT64_MAX);
     char text[320];
     if (depth < 0 || depth > max_depth) {
-      const int n = std::snprintf(text, sizeof text,
-                                  "depth must be a number from 0 to %lld: frames of %zu bytes "
-                                  "in a %zu-byte stack, less %zu bytes of headroom\n",
-                                  static_cast<long long>(max_depth), frame, before.reserved,
-                                  kHeadroom);
+      const int n =
+          std::snprintf(text, sizeof text,
+                        "depth must be a number from 0 to %lld: frames of %zu bytes "
+                        "in a %zu-byte stack, less %zu bytes of headroom\n",
+                        static_cast<long long>(max_depth), frame, before.reserved, kHeadroom);
       w.send(400, "text/plain; charset=utf-8", {text, static_cast<std::size_t>(n)});
       return;
     }

@@ -24,8 +24,8 @@
 #include <memory>
 #include <string>
 
-#include "handlers/handlers.h"
 #include "green/green.h"
+#include "handlers/handlers.h"
 
 namespace green::handlers {
 
@@ -76,17 +76,28 @@ std::string_view content_type_for(std::string_view name) {
     const char* type;
   };
   static constexpr Type kTypes[] = {
-      {"html", "text/html; charset=utf-8"}, {"htm", "text/html; charset=utf-8"},
-      {"css", "text/css; charset=utf-8"},   {"js", "text/javascript; charset=utf-8"},
-      {"mjs", "text/javascript; charset=utf-8"}, {"json", "application/json"},
-      {"txt", "text/plain; charset=utf-8"}, {"md", "text/markdown; charset=utf-8"},
-      {"xml", "application/xml"},           {"svg", "image/svg+xml"},
-      {"png", "image/png"},                 {"jpg", "image/jpeg"},
-      {"jpeg", "image/jpeg"},               {"gif", "image/gif"},
-      {"webp", "image/webp"},               {"ico", "image/x-icon"},
-      {"wasm", "application/wasm"},         {"pdf", "application/pdf"},
-      {"zip", "application/zip"},           {"gz", "application/gzip"},
-      {"woff2", "font/woff2"},              {"mp4", "video/mp4"},
+      {"html", "text/html; charset=utf-8"},
+      {"htm", "text/html; charset=utf-8"},
+      {"css", "text/css; charset=utf-8"},
+      {"js", "text/javascript; charset=utf-8"},
+      {"mjs", "text/javascript; charset=utf-8"},
+      {"json", "application/json"},
+      {"txt", "text/plain; charset=utf-8"},
+      {"md", "text/markdown; charset=utf-8"},
+      {"xml", "application/xml"},
+      {"svg", "image/svg+xml"},
+      {"png", "image/png"},
+      {"jpg", "image/jpeg"},
+      {"jpeg", "image/jpeg"},
+      {"gif", "image/gif"},
+      {"webp", "image/webp"},
+      {"ico", "image/x-icon"},
+      {"wasm", "application/wasm"},
+      {"pdf", "application/pdf"},
+      {"zip", "application/zip"},
+      {"gz", "application/gzip"},
+      {"woff2", "font/woff2"},
+      {"mp4", "video/mp4"},
   };
   for (const Type& t : kTypes) {
     if (ext == t.ext) return t.type;
@@ -121,7 +132,7 @@ void register_static(http::Router& router, const std::string& dir) {
       int fd;
       ~Closer() { close(fd); }
     } closer{fd};
-    struct stat st{};
+    struct stat st {};
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
       w.send_status(404);  // not a regular file (nginx: 404 too)
       return;

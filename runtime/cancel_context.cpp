@@ -90,9 +90,12 @@ const std::shared_ptr<ContextState>& background_state() {
 
 const char* context_error_name(ContextError e) {
   switch (e) {
-    case ContextError::kNone: return "none";
-    case ContextError::kCanceled: return "context canceled";
-    case ContextError::kDeadlineExceeded: return "context deadline exceeded";
+    case ContextError::kNone:
+      return "none";
+    case ContextError::kCanceled:
+      return "context canceled";
+    case ContextError::kDeadlineExceeded:
+      return "context deadline exceeded";
   }
   return "?";
 }

@@ -55,8 +55,7 @@ Machine* resumed(GreenThread* g, Transfer t) {
     nm->arrived_directly = false;  // on_top finished the sanitizer's switch
   } else {
 #if GREEN_ASAN
-    __sanitizer_finish_switch_fiber(g->asan_fake_stack, &nm->g0_stack_bottom,
-                                    &nm->g0_stack_size);
+    __sanitizer_finish_switch_fiber(g->asan_fake_stack, &nm->g0_stack_bottom, &nm->g0_stack_size);
 #endif
   }
   restore_thread_state(g, nm);

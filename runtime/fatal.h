@@ -24,7 +24,7 @@ namespace green::detail {
 // printf-style. `function` names where the invariant broke: pass __func__ (GREEN_FATAL does),
 // or a public API name for user misuse ("green::GreenLocal::get").
 [[noreturn, gnu::cold, gnu::format(printf, 2, 3)]] void fatal(const char* function,
-                                                            const char* format, ...);
+                                                              const char* format, ...);
 
 }  // namespace green::detail
 

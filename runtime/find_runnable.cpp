@@ -5,11 +5,10 @@
 // heaps' locks, and takes sched.lock only to read the global queue and to give the P up. The
 // re-check after giving up the P pairs with wakep()'s fence: see find_runnable().
 // Go: findRunnable, stealWork, resetspinning (runtime/proc.go).
-#include "runtime/scheduler.h"
-
 #include <mutex>
 
 #include "runtime/netpoll.h"
+#include "runtime/scheduler.h"
 
 namespace green::detail {
 

@@ -180,11 +180,16 @@ void trim_to_threshold(GreenThread* g) {
 
 const char* status_name(GStatus status) {
   switch (status) {
-    case GStatus::kIdle: return "idle";
-    case GStatus::kRunnable: return "runnable";
-    case GStatus::kRunning: return "running";
-    case GStatus::kWaiting: return "waiting";
-    case GStatus::kDead: return "dead";
+    case GStatus::kIdle:
+      return "idle";
+    case GStatus::kRunnable:
+      return "runnable";
+    case GStatus::kRunning:
+      return "running";
+    case GStatus::kWaiting:
+      return "waiting";
+    case GStatus::kDead:
+      return "dead";
   }
   return "?";
 }
@@ -193,8 +198,7 @@ const char* status_name(GStatus status) {
 void set_status_checked(GreenThread* g, GStatus from, GStatus to, std::memory_order order,
                         const char* caller) {
   const GStatusEdge edge = status_edge(from, to);
-  if (edge == GStatusEdge::kIllegal ||
-      (edge == GStatusEdge::kOnlyStopped && green::running())) {
+  if (edge == GStatusEdge::kIllegal || (edge == GStatusEdge::kOnlyStopped && green::running())) {
     fatal(caller, "green thread %llu: illegal status transition %s -> %s",
           static_cast<unsigned long long>(g->id), status_name(from), status_name(to));
   }
@@ -301,11 +305,10 @@ void reclaim_abandoned_green_threads() {
         g->locals = nullptr;  // leaked with the abandoned G's closure, like its other state
 #if defined(__SANITIZE_ADDRESS__)
         // Frames that never returned left poisoned redzones behind.
-        __asan_unpoison_memory_region(g->stack.lo,
-                                      static_cast<std::size_t>(reinterpret_cast<char*>(g) -
-                                                               g->stack.lo));
+        __asan_unpoison_memory_region(
+            g->stack.lo, static_cast<std::size_t>(reinterpret_cast<char*>(g) - g->stack.lo));
 #endif
-        g->lowest_sp = g->stack.lo;  // force a full trim
+        g->lowest_sp = g->stack.lo;        // force a full trim
         set_status(g, s, GStatus::kDead);  // abandoned: it will not run again
         free_green_thread(nullptr, g);
       },

@@ -82,7 +82,7 @@ struct GreenThread {
   std::atomic<GStatus> status{GStatus::kIdle};
   std::atomic<WaitReason> wait_reason{WaitReason::kNone};  // read racily by dumps
   bool is_main = false;
-  GreenThread* sched_link = nullptr;  // global run queue / free lists
+  GreenThread* sched_link = nullptr;       // global run queue / free lists
   GreenThread* free_batch_next = nullptr;  // global free list: next batch (on batch heads)
   int free_batch_size = 0;                 // global free list: Gs in this batch (on heads)
   uint64_t id = 0;
@@ -90,7 +90,7 @@ struct GreenThread {
   void (*entry)(void*) = nullptr;  // runs and destroys the closure
   void* closure = nullptr;
   std::atomic<int64_t> wait_since_ns{0};  // read racily by dumps
-  char* lowest_sp = nullptr;  // deepest saved context seen this life (a trim hint)
+  char* lowest_sp = nullptr;              // deepest saved context seen this life (a trim hint)
   const char* spawn_file = nullptr;
   uint32_t spawn_line = 0;
   int saved_errno = 0;

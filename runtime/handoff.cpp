@@ -7,9 +7,9 @@
 // that finds none parks in the cap waiters' FIFO, under sched.blocking_cap_lock (a leaf).
 // Go: entersyscallblock, entersyscall/exitsyscall, handoffp and retake's syscall case
 // (runtime/proc.go); Go's thread cap (SetMaxThreads) crashes where this one waits.
-#include "runtime/scheduler.h"
-
 #include <mutex>
+
+#include "runtime/scheduler.h"
 
 namespace green::detail {
 
@@ -177,9 +177,8 @@ void exit_may_block(uint64_t word) {
   Processor* p = m->p;
   uint64_t expected = word;
   // acq_rel, acquire on failure (then sysmon's CAS won and we read what it did before it).
-  if (p->syscall_word.compare_exchange_strong(expected, word & ~uint64_t{1},
-                                              std::memory_order_acq_rel,
-                                              std::memory_order_acquire)) {
+  if (p->syscall_word.compare_exchange_strong(
+          expected, word & ~uint64_t{1}, std::memory_order_acq_rel, std::memory_order_acquire)) {
     // Fast path: sysmon did not take the P; carry on.
     g->wait_reason.store(WaitReason::kNone, std::memory_order_relaxed);
     set_status(g, GStatus::kWaiting, GStatus::kRunning);
@@ -203,8 +202,7 @@ bool retake_from_syscall(Processor* p, uint64_t word) {
   // cleared it first (it keeps its P) or finds it cleared (it lost the P).
   // acq_rel: acquire what the M did before enter_may_block()'s release store, before
   // handing its P on; on failure nothing is read.
-  if (!p->syscall_word.compare_exchange_strong(word, word & ~uint64_t{1},
-                                               std::memory_order_acq_rel,
+  if (!p->syscall_word.compare_exchange_strong(word, word & ~uint64_t{1}, std::memory_order_acq_rel,
                                                std::memory_order_relaxed)) {
     release_blocking_slot();
     return false;

@@ -6,10 +6,10 @@
 // Every function here runs with sched.lock held, except global_get(), which takes it. The
 // counts are atomics so that wakep(), find_runnable() and sysmon read them without the lock.
 // Go: pidleget/pidleput, mget/mput, globrunqget/globrunqput (runtime/proc.go).
-#include "runtime/scheduler.h"
-
 #include <algorithm>
 #include <mutex>
+
+#include "runtime/scheduler.h"
 
 namespace green::detail {
 

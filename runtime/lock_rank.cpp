@@ -30,8 +30,7 @@ thread_local HeldList held_locks;
 // Ranks that may nest with themselves, in increasing address order.
 bool self_nests(LockRank rank) { return rank == LockRank::kChannel; }
 
-[[noreturn]] void order_violation(const void* lock, LockRank rank, const Held& h,
-                                  const char* why) {
+[[noreturn]] void order_violation(const void* lock, LockRank rank, const Held& h, const char* why) {
   fatal("lock_rank_acquire",
         "lock order violation: taking %s (rank %d, lock %p) while holding %s (rank %d, lock %p): "
         "%s; see the table in include/green/detail/lock_rank.h",
@@ -52,21 +51,36 @@ void record(const void* lock, LockRank rank) {
 
 const char* lock_rank_name(LockRank rank) {
   switch (rank) {
-    case LockRank::kUnranked: return "an unranked lock";
-    case LockRank::kBlockingCap: return "sched.blocking_cap_lock";
-    case LockRank::kChannel: return "a channel's lock";
-    case LockRank::kSyncQueue: return "a sync primitive's wait-queue lock";
-    case LockRank::kPollDesc: return "a poll descriptor's lock";
-    case LockRank::kTimers: return "a P's timer lock";
-    case LockRank::kSched: return "sched.lock";
-    case LockRank::kContext: return "a context's lock";
-    case LockRank::kGreenLocals: return "the green-thread-local keys' lock";
-    case LockRank::kPollTable: return "the poll descriptor table's lock";
-    case LockRank::kStackRegistry: return "the stack slab registry's lock";
-    case LockRank::kFreeGs: return "sched.free_lock";
-    case LockRank::kBufferPool: return "a buffer pool shard's lock";
-    case LockRank::kSizedFreeGs: return "the per-size lists of dead green threads";
-    case LockRank::kTest: return "a test's lock";
+    case LockRank::kUnranked:
+      return "an unranked lock";
+    case LockRank::kBlockingCap:
+      return "sched.blocking_cap_lock";
+    case LockRank::kChannel:
+      return "a channel's lock";
+    case LockRank::kSyncQueue:
+      return "a sync primitive's wait-queue lock";
+    case LockRank::kPollDesc:
+      return "a poll descriptor's lock";
+    case LockRank::kTimers:
+      return "a P's timer lock";
+    case LockRank::kSched:
+      return "sched.lock";
+    case LockRank::kContext:
+      return "a context's lock";
+    case LockRank::kGreenLocals:
+      return "the green-thread-local keys' lock";
+    case LockRank::kPollTable:
+      return "the poll descriptor table's lock";
+    case LockRank::kStackRegistry:
+      return "the stack slab registry's lock";
+    case LockRank::kFreeGs:
+      return "sched.free_lock";
+    case LockRank::kBufferPool:
+      return "a buffer pool shard's lock";
+    case LockRank::kSizedFreeGs:
+      return "the per-size lists of dead green threads";
+    case LockRank::kTest:
+      return "a test's lock";
   }
   return "an unknown lock";
 }

@@ -29,13 +29,13 @@ void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, int64_t timeout_
     tsp = &ts;
   }
   // Relative timeout with FUTEX_WAIT. EINTR/EAGAIN/ETIMEDOUT all mean "re-check the word".
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, tsp,
-          nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, tsp, nullptr,
+          0);
 }
 
 void futex_wake(std::atomic<uint32_t>* word, int count) {
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, count, nullptr,
-          nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, count, nullptr, nullptr,
+          0);
 }
 
 }  // namespace green::detail

@@ -6,9 +6,9 @@
 //
 // Ms are created on demand (startm) up to the number needed to keep every P busy, and park on a
 // futex when there is no work (the one idle M that waits for timers blocks in epoll_wait
-// instead, once a socket exists: see netpoll.h). The thread that calls green::run() becomes M0. An M other than
-// M0 that stays idle for Options::thread_idle_timeout exits (its Machine is kept for reuse)
-// while more than procs + 2 Ms exist; see stopm() in machine_lifecycle.cpp.
+// instead, once a socket exists: see netpoll.h). The thread that calls green::run() becomes M0. An
+// M other than M0 that stays idle for Options::thread_idle_timeout exits (its Machine is kept for
+// reuse) while more than procs + 2 Ms exist; see stopm() in machine_lifecycle.cpp.
 #pragma once
 
 #include <atomic>
@@ -34,17 +34,17 @@ struct Processor;
 
 struct alignas(64) Machine {
   int id = 0;
-  void* g0_ctx = nullptr;          // g0's context while a G runs
-  GreenThread* curg = nullptr;     // the G running on this M, null on g0
-  Processor* p = nullptr;          // the P held, null when idle
-  Processor* next_p = nullptr;     // handed over by startm() before waking us
+  void* g0_ctx = nullptr;             // g0's context while a G runs
+  GreenThread* curg = nullptr;        // the G running on this M, null on g0
+  Processor* p = nullptr;             // the P held, null when idle
+  Processor* next_p = nullptr;        // handed over by startm() before waking us
   Processor* blocked_from = nullptr;  // the P given up by green::blocking(), to retake after
-  bool spinning = false;           // looking for work to steal (counted in sched.nmspinning)
-  Machine* idle_link = nullptr;    // idle, retired or free M list, under sched lock
+  bool spinning = false;              // looking for work to steal (counted in sched.nmspinning)
+  Machine* idle_link = nullptr;       // idle, retired or free M list, under sched lock
   // Next in sched.all_machines (every Machine of the run): set once under sched lock before the
   // Machine is published, never changed during the run.
   Machine* all_link = nullptr;
-  bool in_idle_list = false;       // under sched lock
+  bool in_idle_list = false;  // under sched lock
 
   // Futex word the M sleeps on when idle: 0 asleep, kWakeRun/kWakeTimers/kWakeExit set by
   // wakers.
@@ -64,7 +64,8 @@ struct alignas(64) Machine {
   void* asan_fake_stack = nullptr;
   const void* g0_stack_bottom = nullptr;
   std::size_t g0_stack_size = 0;
-  bool arrived_directly = false;  // the running G was entered by a direct switch (context_switch.cpp)
+  bool arrived_directly =
+      false;  // the running G was entered by a direct switch (context_switch.cpp)
 };
 
 // The M running on this OS thread, or null. Never inlined: a G that resumed on another thread

@@ -9,13 +9,12 @@
 // waker may hold its address. Thread creation and wake-ups happen after sched.lock is
 // released (decide under the lock, act after it, as Go's startm).
 // Go: newm, startm, stopm, mexit (runtime/proc.go).
-#include "runtime/scheduler.h"
-
 #include <algorithm>
 #include <mutex>
 
 #include "runtime/context_switch.h"
 #include "runtime/netpoll.h"
+#include "runtime/scheduler.h"
 #include "runtime/stack.h"
 
 namespace green::detail {
@@ -42,7 +41,8 @@ void machine_main(Machine* m) {
 MachineReservation reserve_machine_locked() {
   MachineReservation r{sched.free_machines, sched.next_machine_id++};
   if (r.reuse != nullptr) sched.free_machines = r.reuse->idle_link;
-  sched.nmachines.fetch_add(1, std::memory_order_relaxed);  // under sched.lock; stats read it racily
+  sched.nmachines.fetch_add(1,
+                            std::memory_order_relaxed);  // under sched.lock; stats read it racily
   return r;
 }
 
@@ -60,7 +60,8 @@ Machine* new_machine(MachineReservation r) {
     m->curg = nullptr;
     m->p = m->next_p = m->blocked_from = nullptr;
     m->arrived_directly = false;
-    m->wake.store(0, std::memory_order_relaxed);  // before its thread exists (creating it orders this)
+    m->wake.store(0,
+                  std::memory_order_relaxed);  // before its thread exists (creating it orders this)
   } else {
     m = new Machine;
     // Registered under the lock (two stores): begin_stop(), join_machines() and
@@ -166,7 +167,8 @@ void reap_retired_machines() {
     if (sched.starting_machines.load(std::memory_order_acquire) != 0) return;
     list = sched.retired_machines;
     sched.retired_machines = nullptr;
-    sched.nretired.store(0, std::memory_order_relaxed);  // under sched.lock; sysmon's read is a hint
+    sched.nretired.store(0,
+                         std::memory_order_relaxed);  // under sched.lock; sysmon's read is a hint
   }
   if (list == nullptr) return;
   Machine* tail = list;
@@ -337,9 +339,9 @@ bool run_taken_p(Machine* m, Processor* p, const IdleWake& w) {
 }
 
 enum class IdlePTaken : uint8_t {
-  kTaken,    // *p is ours: run it
-  kHanded,   // a startm() popped us: its kWakeRun (and P) is on the way
-  kNoneFree, // every P is busy
+  kTaken,     // *p is ours: run it
+  kHanded,    // a startm() popped us: its kWakeRun (and P) is on the way
+  kNoneFree,  // every P is busy
 };
 
 // For the network's green threads or a due timer: takes an idle P (and leaves the idle M list)

@@ -1,8 +1,6 @@
 // TCP listeners and streams on the netpoller. See net.h.
 #include "green/net.h"
 
-#include "green/context.h"
-
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
@@ -13,6 +11,7 @@
 #include <charconv>
 #include <cstring>
 
+#include "green/context.h"
 #include "green/green.h"
 #include "runtime/netpoll.h"
 
@@ -264,7 +263,6 @@ int TcpStream::connect_impl(const Address& to, TcpStream* out, Deadline deadline
   return 0;
 }
 
-
 ssize_t TcpStream::try_read(void* buf, std::size_t n) {
   green::checkpoint();
   OpGuard op(pd_, seq_);
@@ -513,8 +511,8 @@ int TcpListener::accept(TcpStream* out, Address* peer, Deadline deadline) {
   for (;;) {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
-    const int fd = ::accept4(op.fd(), reinterpret_cast<sockaddr*>(&ss), &len,
-                             SOCK_NONBLOCK | SOCK_CLOEXEC);
+    const int fd =
+        ::accept4(op.fd(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
       set_nodelay_fd(fd);
       int err = 0;

@@ -35,8 +35,8 @@ struct GreenThread;
 
 struct PollDesc {
   int fd = -1;
-  uint32_t index = 0;              // in the descriptor table, fixed for life
-  std::atomic<uint32_t> seq{0};    // bumped when the fd is finally closed
+  uint32_t index = 0;            // in the descriptor table, fixed for life
+  std::atomic<uint32_t> seq{0};  // bumped when the fd is finally closed
   // Bit 31: closing; bits 0..30: operations in progress (references).
   std::atomic<uint32_t> refs{0};
   // Sticky: the peer closed its side or the socket has an error (EPOLLRDHUP/HUP/ERR seen).
@@ -44,7 +44,8 @@ struct PollDesc {
   // bytes before them, so a reader must not wait for one once this is set.
   std::atomic<bool> hup{false};
   SpinLock lock{LockRank::kPollDesc};
-  Waiter* rg GREEN_GUARDED_BY(lock) = nullptr;  // the green thread parked waiting to read (or accept)
+  Waiter* rg GREEN_GUARDED_BY(lock) =
+      nullptr;  // the green thread parked waiting to read (or accept)
   Waiter* wg GREEN_GUARDED_BY(lock) = nullptr;  // ... to write (or connect)
   bool rd_ready GREEN_GUARDED_BY(lock) = false;
   bool wr_ready GREEN_GUARDED_BY(lock) = false;

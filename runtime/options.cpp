@@ -1,8 +1,6 @@
 // Run options: Options' fields and the GREEN_* environment variables, resolved once by run().
 // GREEN_MAXPROCS (Go's GOMAXPROCS), GREEN_MAX_THREADS (Go's debug.SetMaxThreads) and
 // GREEN_THREAD_IDLE; a malformed value exits with status 2 and says what it wants.
-#include "runtime/scheduler.h"
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +8,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "runtime/scheduler.h"
 #include "runtime/stack.h"
 
 namespace green::detail {

@@ -10,20 +10,34 @@ namespace green::detail {
 
 const char* wait_reason_name(WaitReason reason) {
   switch (reason) {
-    case WaitReason::kNone: return "none";
-    case WaitReason::kChanSend: return "chan send";
-    case WaitReason::kChanReceive: return "chan receive";
-    case WaitReason::kSelect: return "select";
-    case WaitReason::kSelectNoCases: return "select (no cases)";
-    case WaitReason::kSleep: return "sleep";
-    case WaitReason::kMutex: return "mutex";
-    case WaitReason::kConditionVariable: return "condition variable";
-    case WaitReason::kWaitGroup: return "WaitGroup";
-    case WaitReason::kOnce: return "Once";
-    case WaitReason::kContextDone: return "context done";
-    case WaitReason::kNetpollRead: return "netpoll read";
-    case WaitReason::kNetpollWrite: return "netpoll write";
-    case WaitReason::kBlockingCall: return "blocking call";
+    case WaitReason::kNone:
+      return "none";
+    case WaitReason::kChanSend:
+      return "chan send";
+    case WaitReason::kChanReceive:
+      return "chan receive";
+    case WaitReason::kSelect:
+      return "select";
+    case WaitReason::kSelectNoCases:
+      return "select (no cases)";
+    case WaitReason::kSleep:
+      return "sleep";
+    case WaitReason::kMutex:
+      return "mutex";
+    case WaitReason::kConditionVariable:
+      return "condition variable";
+    case WaitReason::kWaitGroup:
+      return "WaitGroup";
+    case WaitReason::kOnce:
+      return "Once";
+    case WaitReason::kContextDone:
+      return "context done";
+    case WaitReason::kNetpollRead:
+      return "netpoll read";
+    case WaitReason::kNetpollWrite:
+      return "netpoll write";
+    case WaitReason::kBlockingCall:
+      return "blocking call";
   }
   return "?";
 }

@@ -5,8 +5,6 @@
 // Go: preemptone and gopreempt_m (cooperative only: no signals).
 #include "runtime/scheduler.h"
 
-
-
 namespace green::detail {
 
 std::atomic<uint32_t> preempt_pending{0};

@@ -109,7 +109,7 @@ RunqPut runq_put_contended(Processor* p, GreenThread* g, bool next) {
     // relies on it (see there).
     GreenThread* old = p->runnext.exchange(g, std::memory_order_seq_cst);
     if (old == nullptr) return RunqPut::kRunnext;  // a thief took it meanwhile
-    g = old;  // the previous runnext goes to the tail
+    g = old;                                       // the previous runnext goes to the tail
     result = RunqPut::kDisplaced;
   }
   for (;;) {
@@ -191,7 +191,8 @@ uint32_t spill_runq(Processor* p) {
   const uint32_t n = runq_grab(p, batch, 0, false);
   if (n == 0) return 0;
   for (uint32_t i = 0; i + 1 < n; ++i) {
-    batch[i].load(std::memory_order_relaxed)->sched_link = batch[i + 1].load(std::memory_order_relaxed);
+    batch[i].load(std::memory_order_relaxed)->sched_link =
+        batch[i + 1].load(std::memory_order_relaxed);
   }
   SpinLockGuard guard(sched.lock);
   global_put_locked(batch[0].load(std::memory_order_relaxed),

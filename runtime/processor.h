@@ -35,8 +35,8 @@ struct alignas(64) Processor {
   std::atomic<GreenThread*> runnext{nullptr};
 
   // ---- owner-only state (the M holding this P) ----
-  alignas(64) uint32_t schedtick = 0;   // incremented on every scheduling (global-queue check)
-  uint32_t runnext_streak = 0;          // consecutive Gs taken from runnext
+  alignas(64) uint32_t schedtick = 0;  // incremented on every scheduling (global-queue check)
+  uint32_t runnext_streak = 0;         // consecutive Gs taken from runnext
   uint32_t rand_state = 0;
   uint32_t recycle_count = 0;
   GreenThread* free_gs = nullptr;  // dead Gs with their stacks, ready for reuse
@@ -61,7 +61,7 @@ struct alignas(64) Processor {
   // retakes the P by clearing the low bit (a CAS), which the returning M then sees. The ticket
   // makes each call's word unique (no ABA when the P is retaken and reused by another call).
   std::atomic<uint64_t> syscall_word{0};
-  uint64_t syscall_tickets = 0;  // owner-only
+  uint64_t syscall_tickets = 0;      // owner-only
   uint64_t sysmon_syscall_word = 0;  // sysmon-private: the in-call word it last saw
   int64_t sysmon_syscall_since = 0;
   // sysmon-private: the run_tick it last saw and when.

@@ -5,10 +5,10 @@
 // batch (from the netpoller or sysmon) over the idle Ps through the global queue. wakep() is the
 // producer's half of the spinning protocol (scheduler.cpp's note): a StoreLoad barrier, then
 // one spinning M at most. Go: ready, injectglist, wakep (runtime/proc.go).
-#include "runtime/scheduler.h"
-
 #include <algorithm>
 #include <mutex>
+
+#include "runtime/scheduler.h"
 
 namespace green::detail {
 

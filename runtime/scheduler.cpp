@@ -168,8 +168,7 @@ uint64_t new_goid(Processor* p) {
 }
 
 GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_align,
-                              void (*entry)(void*), void** closure_out,
-                              const SpawnSite& where) {
+                              void (*entry)(void*), void** closure_out, const SpawnSite& where) {
   if (!sched.active.load(std::memory_order_acquire)) {
     fatal("green::go", "called while the runtime is not running (call it inside green::run)");
   }
@@ -200,8 +199,8 @@ void start_green_thread(GreenThread* g) {
   if (GreenThread* self = current_green_thread(); self != nullptr) {
     checkpoint();  // a preemption point, as every runtime call
     Processor* p = current_machine()->p;
-    const uint32_t ring = p->runq_tail.load(std::memory_order_relaxed) -
-                          p->runq_head.load(std::memory_order_relaxed);
+    const uint32_t ring =
+        p->runq_tail.load(std::memory_order_relaxed) - p->runq_head.load(std::memory_order_relaxed);
     if (ring >= kSpawnBackPressure) {
       SwitchRequest req{SwitchRequest::kYieldGlobal};
       switch_to_scheduler(self, &req);
@@ -238,9 +237,8 @@ void run(const Options& options, std::function<void()> main) {
 
   using Main = std::function<void()>;
   void* storage = nullptr;
-  GreenThread* main_g =
-      new_green_thread(sizeof(Main), alignof(Main), &invoke_closure<Main>, &storage,
-                       SpawnSite::current());
+  GreenThread* main_g = new_green_thread(sizeof(Main), alignof(Main), &invoke_closure<Main>,
+                                         &storage, SpawnSite::current());
   ::new (storage) Main(std::move(main));
   main_g->is_main = true;
   start_green_thread(main_g);
@@ -348,10 +346,10 @@ int processor_id() {
 void shrink_stack() {
   GreenThread* g = current_green_thread();
   if (g == nullptr) return;
-  // Keep what the trimming calls below this frame use (trim_stack, mincore, madvise: a few
-  // hundred bytes; far more with sanitizer instrumentation). Pages below that margin's page go:
-  // an idle connection's green thread then keeps only the pages its parked frames touch,
-  // usually the top one.
+    // Keep what the trimming calls below this frame use (trim_stack, mincore, madvise: a few
+    // hundred bytes; far more with sanitizer instrumentation). Pages below that margin's page go:
+    // an idle connection's green thread then keeps only the pages its parked frames touch,
+    // usually the top one.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   constexpr std::size_t kMargin = 16 * 1024;
 #else

@@ -61,7 +61,7 @@ struct SchedLocked {
   // The global run queue, through sched_link.
   GreenThread* global_head GREEN_GUARDED_BY(lock) = nullptr;
   GreenThread* global_tail GREEN_GUARDED_BY(lock) = nullptr;
-  Processor* idle_procs GREEN_GUARDED_BY(lock) = nullptr;  // through Processor::idle_link
+  Processor* idle_procs GREEN_GUARDED_BY(lock) = nullptr;   // through Processor::idle_link
   Machine* idle_machines GREEN_GUARDED_BY(lock) = nullptr;  // through Machine::idle_link
   // Every Machine of this run, live or retired, newest first through all_link: a Machine is
   // never freed during a run (a waker may still hold a pointer it read before the M retired),
@@ -99,7 +99,7 @@ struct SchedCounts {
   alignas(64) std::atomic<int> npidle{0};            // Ps in the idle list
   alignas(64) std::atomic<int> nmspinning{0};        // Ms looking for work to steal
   alignas(64) std::atomic<int> nmachines{0};         // Ms of the run, minus the retired ones
-  std::atomic<int> nmidle{0};    // Ms in the idle list
+  std::atomic<int> nmidle{0};                        // Ms in the idle list
   std::atomic<int> nretired{0};  // Ms in retired_machines (sysmon joins them when nonzero)
   // New Ms reserved by startm() whose threads it is creating outside the lock: joiners wait
   // for zero (run()) or come back later (sysmon's reaping).
@@ -184,9 +184,9 @@ struct TimerWaiterState {
 
 // Whether a run is on, and G ids and counts.
 struct RunState {
-  std::atomic<bool> stopping{false};  // set once by begin_stop(); read by every loop
-  std::atomic<bool> active{false};    // between run()'s set-up and its end
-  std::atomic<uint64_t> next_goid{1};  // ids are unique within a run; main is 1
+  std::atomic<bool> stopping{false};        // set once by begin_stop(); read by every loop
+  std::atomic<bool> active{false};          // between run()'s set-up and its end
+  std::atomic<uint64_t> next_goid{1};       // ids are unique within a run; main is 1
   std::atomic<int64_t> outside_spawned{0};  // spawns from plain threads (no P)
 
   void reset_run_state() {
@@ -281,8 +281,7 @@ void pidle_put_locked(Processor* p) GREEN_REQUIRES(sched.lock);
 void pidle_remove_locked(Processor* p) GREEN_REQUIRES(sched.lock);
 Machine* midle_get_locked() GREEN_REQUIRES(sched.lock);
 void midle_remove_locked(Machine* m) GREEN_REQUIRES(sched.lock);
-void global_put_locked(GreenThread* head, GreenThread* tail, uint32_t n)
-    GREEN_REQUIRES(sched.lock);
+void global_put_locked(GreenThread* head, GreenThread* tail, uint32_t n) GREEN_REQUIRES(sched.lock);
 GreenThread* global_get_locked(Processor* p, uint32_t max) GREEN_REQUIRES(sched.lock);
 // Same, taking sched.lock itself (and not at all when the queue is empty). Inline:
 // find_runnable() calls it twice per pass, nearly always to find the queue empty.

@@ -35,7 +35,9 @@ struct LockSet {
   }
 };
 
-void unlock_set(void* arg) GREEN_NO_THREAD_SAFETY_ANALYSIS { static_cast<LockSet*>(arg)->unlock_all(); }
+void unlock_set(void* arg) GREEN_NO_THREAD_SAFETY_ANALYSIS {
+  static_cast<LockSet*>(arg)->unlock_all();
+}
 
 uint32_t random_u32() {
   // Per-thread generator; only used for the poll order, so a migration mid-use is harmless.

@@ -106,10 +106,11 @@ void install_guard(char* page) {
     guard_mode.store(2, std::memory_order_relaxed);  // kernel < 6.13
   }
   if (mprotect(page, page_size(), PROT_NONE) != 0) {
-    GREEN_FATAL("mprotect(guard page): %s (raise vm.max_map_count: each mprotect guard costs 2 "
-                "mappings)",
-                // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
-                std::strerror(errno));
+    GREEN_FATAL(
+        "mprotect(guard page): %s (raise vm.max_map_count: each mprotect guard costs 2 "
+        "mappings)",
+        // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
+        std::strerror(errno));
   }
 }
 
@@ -137,10 +138,11 @@ Stack allocate_stack(std::size_t size) {
     void* base = mmap(nullptr, slot_size * slots, PROT_READ | PROT_WRITE,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (base == MAP_FAILED) {
-      GREEN_FATAL("mmap(stack slab): %s (address space exhausted, or vm.overcommit_memory=2: "
-                  "lower green::Options::stack_size)",
-                  // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
-                  std::strerror(errno));
+      GREEN_FATAL(
+          "mmap(stack slab): %s (address space exhausted, or vm.overcommit_memory=2: "
+          "lower green::Options::stack_size)",
+          // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
+          std::strerror(errno));
     }
     // A transparent huge page would commit 2 MiB for a G that needs 4 KiB.
     madvise(base, slot_size * slots, MADV_NOHUGEPAGE);
@@ -157,8 +159,7 @@ std::size_t committed_bytes(const Stack& s) {
   unsigned char resident[256];
   std::size_t pages = 0;
   for (char* at = s.lo; at < s.hi;) {
-    const std::size_t n =
-        std::min(sizeof resident, static_cast<std::size_t>(s.hi - at) / page);
+    const std::size_t n = std::min(sizeof resident, static_cast<std::size_t>(s.hi - at) / page);
     if (mincore(at, n * page, resident) != 0) return 0;
     for (std::size_t i = 0; i < n; ++i) pages += resident[i] & 1;
     at += n * page;

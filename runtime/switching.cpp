@@ -7,11 +7,10 @@
 // (try_direct_switch). All of it runs on the M holding the P and writes that P's owner-only
 // fields; sched.lock is taken only for the global queue. Go: schedule, execute, park_m,
 // goexit0, goyield (runtime/proc.go).
-#include "runtime/scheduler.h"
-
 #include <mutex>
 
 #include "runtime/context_switch.h"
+#include "runtime/scheduler.h"
 
 namespace green::detail {
 
@@ -128,8 +127,7 @@ bool try_direct_switch(GreenThread* g, Machine* m, SwitchRequest* req) {
   if (next == nullptr) return false;
   begin_running(m, p, next);
   DirectSwitch d{g, m, req};
-  switch_green_to_green(g, m, next, &d, complete_direct_switch,
-                        req->kind == SwitchRequest::kExit);
+  switch_green_to_green(g, m, next, &d, complete_direct_switch, req->kind == SwitchRequest::kExit);
   return true;
 }
 

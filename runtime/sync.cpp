@@ -22,8 +22,8 @@ void unpark_chain(Waiter* chain) {
 using detail::park;
 using detail::park_and_unlock;
 using detail::unpark;
-using detail::WaitReason;
 using detail::Waiter;
+using detail::WaitReason;
 
 // ---- WaitGroup ----
 
@@ -177,8 +177,8 @@ void release_both(void* arg) GREEN_NO_THREAD_SAFETY_ANALYSIS {
 
 // Exempt from the analysis: park's commit (release_both) releases lock_ and the Mutex on g0,
 // which the analysis cannot follow through a function pointer.
-bool ConditionVariable::wait_until_ns(std::unique_lock<Mutex>& lock, int64_t deadline_ns)
-    GREEN_NO_THREAD_SAFETY_ANALYSIS {
+bool ConditionVariable::wait_until_ns(std::unique_lock<Mutex>& lock,
+                                      int64_t deadline_ns) GREEN_NO_THREAD_SAFETY_ANALYSIS {
   Waiter w;
   lock_.lock();
   waiters_.push(&w);

@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cmath>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
@@ -19,9 +19,9 @@
 namespace green::detail {
 namespace {
 
-constexpr int64_t kMinDelay = 20'000;          // 20 us
-constexpr int64_t kMaxDelay = 10'000'000;      // 10 ms
-constexpr int64_t kHogAfter = 10'000'000;      // a G running this long is flagged
+constexpr int64_t kMinDelay = 20'000;      // 20 us
+constexpr int64_t kMaxDelay = 10'000'000;  // 10 ms
+constexpr int64_t kHogAfter = 10'000'000;  // a G running this long is flagged
 constexpr int64_t kForcePollAfter = 10'000'000;
 
 std::thread monitor;
@@ -120,7 +120,8 @@ bool retake(int64_t now) {
       } else {
         const bool worth = !runq_empty(p) || p->timers.earliest() != INT64_MAX ||
                            sched.npidle.load(std::memory_order_relaxed) +
-                                   sched.nmspinning.load(std::memory_order_relaxed) == 0 ||
+                                   sched.nmspinning.load(std::memory_order_relaxed) ==
+                               0 ||
                            now - p->sysmon_syscall_since >= kHogAfter;
         if (worth && retake_from_syscall(p, word)) p->sysmon_syscall_word = 0;
       }
@@ -156,7 +157,8 @@ void loop() {
     sched.sysmon_now_ns.store(now, std::memory_order_relaxed);
     average_idle_procs(now - before);
     bool acted = false;
-    if (dump_requested.exchange(false, std::memory_order_seq_cst)) write_all(2, dump_green_threads());
+    if (dump_requested.exchange(false, std::memory_order_seq_cst))
+      write_all(2, dump_green_threads());
     if (now >= next_trace) {
       write_all(2, schedtrace_line() + "\n");
       // As Go: the next line one period after this one was printed, so lines are never closer

@@ -7,12 +7,11 @@
 // the network has waiters and nobody holds the role, an idle M is woken to take it
 // (ensure_waiter). Go's equivalent is the M blocked in netpoll until the next timer
 // (findRunnable's blocking netpoll, wakeNetPoller; runtime/proc.go).
-#include "runtime/scheduler.h"
-
 #include <algorithm>
 #include <mutex>
 
 #include "runtime/netpoll.h"
+#include "runtime/scheduler.h"
 
 namespace green::detail {
 

@@ -4,15 +4,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
-#include <algorithm>
-
 #include "green/channel.h"
 #include "green/green.h"
-#include "green/sync.h"
 #include "green/http/request.h"
+#include "green/sync.h"
 #include "server/byte_buffer.h"
 
 namespace green::http {
@@ -62,8 +61,8 @@ void format_combined(const AccessRecord& r, ByteBuffer& out) {
   out.append("\"\n");
 }
 
-void fill_access_record(AccessRecord& rec, const Request* r, std::string_view remote,
-                        int status, uint64_t bytes) {
+void fill_access_record(AccessRecord& rec, const Request* r, std::string_view remote, int status,
+                        uint64_t bytes) {
   rec.time = std::time(nullptr);
   rec.status = status;
   rec.bytes = bytes;
@@ -92,8 +91,7 @@ namespace {
 // pipe with a reader (/dev/stdout under a supervisor) is still a valid target, and its writes
 // block as a file's do, hence the flag is cleared again.
 int open_log_file(const std::string& path, std::string* error) {
-  const int fd =
-      ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0644);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0644);
   if (fd < 0) {
     *error = "cannot open \"" + path + "\": " +
              // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)

@@ -7,10 +7,10 @@
 // declared: reserving a whole Content-Length at the headers let 64 clients that sent just
 // headers declaring 1 MiB (then a byte every few seconds) hold the default 64 MiB and get every
 // other upload refused; now holding budget costs a client the bytes themselves. A declared
-// length is only checked against what is left (fits()), for an early 503. When a growth does not fit, the request is answered 503
-// (Connection: close, Retry-After) instead of being buffered. Since bodies past the read
-// buffer stream (green/http/body.h), only a handler that collects one (read_all()) takes
-// budget; a handler that reads the stream takes none, whatever the body's size.
+// length is only checked against what is left (fits()), for an early 503. When a growth does not
+// fit, the request is answered 503 (Connection: close, Retry-After) instead of being buffered.
+// Since bodies past the read buffer stream (green/http/body.h), only a handler that collects one
+// (read_all()) takes budget; a handler that reads the stream takes none, whatever the body's size.
 //
 // Why a process-wide budget rather than only --max-body: --max-body bounds one request, so the
 // memory bodies can take grows with the connection count (1,000 slow uploads of 1 MiB each held

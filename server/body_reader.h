@@ -42,8 +42,8 @@ class BodyReader {
   // A request whose body streams is handed to its handler, which answers through `writer`.
   void begin(ResponseWriter* writer);
 
-  long read(std::span<char> buf);                // Body::read
-  std::optional<std::string_view> read_all();    // Body::read_all
+  long read(std::span<char> buf);              // Body::read
+  std::optional<std::string_view> read_all();  // Body::read_all
   int error_status() const { return error_status_; }
   std::string_view error_reason() const { return error_reason_; }
 

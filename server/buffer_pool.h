@@ -22,8 +22,8 @@
 #include <vector>
 
 #include "green/detail/spin_lock.h"
-#include "server/byte_buffer.h"
 #include "green/http/limits.h"
+#include "server/byte_buffer.h"
 #include "server/request_parser.h"
 
 namespace green::http {
@@ -31,9 +31,9 @@ namespace green::http {
 struct ConnectionBuffers {
   explicit ConnectionBuffers(const Limits& limits) : parser(limits) {}
   ParserStorage parser;
-  ByteBuffer output;    // responses of the current batch
-  ByteBuffer body;      // a response body being buffered
-  ByteBuffer headers;   // a response's handler-set header lines
+  ByteBuffer output;   // responses of the current batch
+  ByteBuffer body;     // a response body being buffered
+  ByteBuffer headers;  // a response's handler-set header lines
 };
 
 class BufferPool {

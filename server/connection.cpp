@@ -1,7 +1,5 @@
 #include "server/connection.h"
 
-#include "server/server_state.h"
-
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -10,10 +8,11 @@
 #include <exception>
 
 #include "green/green.h"
-#include "server/buffer_pool.h"
-#include "server/handler_exception.h"
 #include "green/http/server.h"
 #include "green/http/status.h"
+#include "server/buffer_pool.h"
+#include "server/handler_exception.h"
+#include "server/server_state.h"
 
 namespace green::http {
 
@@ -208,7 +207,7 @@ ssize_t Connection::read_more(bool* fresh_wake) {
     const ssize_t n = stream_.try_read(room.data(), room.size());
     if (n == -EAGAIN) {
       if (parser_.idle()) return -EAGAIN;  // a stale wakeup: go back to idle
-      socket_drained_ = true;  // now wait for readiness
+      socket_drained_ = true;              // now wait for readiness
       continue;
     }
     // A short read emptied the socket: the next read_more() waits for readiness first instead
@@ -411,8 +410,8 @@ void Connection::handle_request(Request& r) {
     // The client left (the netpoller saw its hang-up and cancelled the context) and the
     // handler wrote nothing: nothing is sent, and the log says 499, nginx's "client closed
     // request". (The peer_gone() syscall only runs for a cancelled context.)
-    if (context_ && !failed && !timed_out && body_error == 0 && !w.head_sent() && w.body_bytes() == 0 &&
-        context_->err() == ContextError::kCanceled && stream_.peer_gone()) {
+    if (context_ && !failed && !timed_out && body_error == 0 && !w.head_sent() &&
+        w.body_bytes() == 0 && context_->err() == ContextError::kCanceled && stream_.peer_gone()) {
       w.drop(499);
     }
     end_request_context();
@@ -434,8 +433,8 @@ void Connection::handle_request(Request& r) {
       keep = false;
     } else if (failed && !w.head_sent()) {
       // Nothing reached the output buffer yet: answer a clean 500 instead.
-      ResponseWriter error(*this, buffers_->body, buffers_->headers, r.method(),
-                           r.version_minor(), false);
+      ResponseWriter error(*this, buffers_->body, buffers_->headers, r.method(), r.version_minor(),
+                           false);
       if (!r.request_id().empty()) error.set_header("X-Request-Id", r.request_id());
       error.send_status(500);
       error.finish();
@@ -445,7 +444,8 @@ void Connection::handle_request(Request& r) {
       // Reading the body failed and nothing of the response went out: the failure's status
       // replaces it, as when the server read every body before the handler (a client that
       // left gets nothing; 499 is for the log and the metrics).
-      if (body_error != BodyReader::kClientGone) append_error(body_error, body_reader_.error_reason());
+      if (body_error != BodyReader::kClientGone)
+        append_error(body_error, body_reader_.error_reason());
       status = body_error;
     } else {
       if (failed) {

@@ -54,11 +54,10 @@
 #include <optional>
 
 #include "green/context.h"
-
+#include "green/http/response.h"
 #include "green/net.h"
 #include "server/body_reader.h"
 #include "server/request_parser.h"
-#include "green/http/response.h"
 
 namespace green::http {
 
@@ -78,11 +77,11 @@ class Connection final : public ResponseSink {
   // Serves requests until the client leaves, an error, a timeout or shutdown.
   void run();
 
-  // For Server's drain (under the registry lock; never parks). Not `force`: if the connection waits for a
-  // request, wakes its green thread, which answers what has already arrived (with
-  // Connection: close) and then closes gracefully itself. Its socket is never closed under it:
-  // closing with unread bytes sends RST, and the client loses a request it had sent. `force`
-  // (past the drain deadline): closes the socket, whatever the connection is doing.
+  // For Server's drain (under the registry lock; never parks). Not `force`: if the connection waits
+  // for a request, wakes its green thread, which answers what has already arrived (with Connection:
+  // close) and then closes gracefully itself. Its socket is never closed under it: closing with
+  // unread bytes sends RST, and the client loses a request it had sent. `force` (past the drain
+  // deadline): closes the socket, whatever the connection is doing.
   void stop(bool force);
 
   // Request::context(): the request's context, created on the first call (see above).
@@ -105,7 +104,7 @@ class Connection final : public ResponseSink {
   enum State : int { kIdle, kActive, kClosing };
 
   bool wait_for_request();  // false: close (timeout, error, forced close)
-  bool serve_batches();  // true: went idle cleanly; false: close
+  bool serve_batches();     // true: went idle cleanly; false: close
   ssize_t read_more(bool* fresh_wake);
   // read_more() returned `n` <= 0 with a request begun: the status to answer (counted in the
   // metrics when a timeout), or 0 when there is nobody to answer (end of stream, reset).
@@ -141,7 +140,7 @@ class Connection final : public ResponseSink {
   ConnectionBuffers* buffers_ = nullptr;
   std::atomic<int> state_{kIdle};
   bool write_failed_ = false;
-  bool close_after_ = false;  // the last response said Connection: close
+  bool close_after_ = false;     // the last response said Connection: close
   bool socket_drained_ = false;  // the last read returned less than asked
   // Clock reads cost ~35 ns here (vDSO, TSC): a keep-alive request reads it twice, when its
   // bytes arrive and when its response is done, and the rest reuse those.

@@ -10,11 +10,11 @@
 // and freed with the filter, which the writer destroys at the end of the response. Its size
 // follows the body, as nginx sizes gzip_window and gzip_memlevel to a known Content-Length: a
 // 4 KiB body needs a 4 KiB window (about 32 KiB of state instead of 256 KiB).
-#include <zlib.h>
-
 #include <algorithm>
 #include <memory>
 #include <string>
+
+#include <zlib.h>
 
 #include "green/http/middleware.h"
 

@@ -72,7 +72,8 @@ class ShutdownOnSignal {
       // Only the first byte matters: the server shuts down once. A byte written by the
       // destructor (stopping_) means serve() has returned already.
       // Acquire, with the destructor's release store; the pipe write orders them in time.
-      if (n == 1 && !stopping_.load(std::memory_order_acquire)) green::go([&server] { server.shutdown(); });
+      if (n == 1 && !stopping_.load(std::memory_order_acquire))
+        green::go([&server] { server.shutdown(); });
     });
   }
   // From a green thread, after serve() returned: serve() returns only after shutdown() has

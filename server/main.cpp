@@ -29,13 +29,13 @@
 #include <spdlog/spdlog.h>
 
 #include "config/config.h"
-#include "handlers/handlers.h"
 #include "green/green.h"
-#include "green/net.h"
-#include "green/sync.h"
 #include "green/http/access_log.h"
 #include "green/http/router.h"
 #include "green/http/server.h"
+#include "green/net.h"
+#include "green/sync.h"
+#include "handlers/handlers.h"
 
 namespace {
 
@@ -266,9 +266,10 @@ int main(int argc, char** argv) {
     if (still_running > 0) {
       // Their handlers outlived --shutdown-timeout and the forced close. Destroying the
       // server (and the router) would wait for them; the process exits on time instead.
-      spdlog::warn("{} connection(s) still in a handler at the shutdown deadline; exiting without "
-                   "waiting for them",
-                   still_running);
+      spdlog::warn(
+          "{} connection(s) still in a handler at the shutdown deadline; exiting without "
+          "waiting for them",
+          still_running);
       spdlog::shutdown();  // flushes
       std::fflush(nullptr);
       std::_Exit(0);

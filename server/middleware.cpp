@@ -8,7 +8,6 @@
 #include "green/http/middleware.h"
 
 #include <cxxabi.h>
-#include <spdlog/spdlog.h>
 #include <sys/random.h>
 
 #include <array>
@@ -17,6 +16,8 @@
 #include <exception>
 #include <random>
 #include <typeinfo>
+
+#include <spdlog/spdlog.h>
 
 #include "green/http/access_log.h"
 #include "server/handler_exception.h"

@@ -37,7 +37,8 @@ constexpr std::array<bool, 256> kHostByte = [] {
   for (int c = '0'; c <= '9'; ++c) t[c] = true;
   for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
   for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
-  for (const char c : std::string_view("!$%&'()*+,-.:;=[]_~")) t[static_cast<unsigned char>(c)] = true;
+  for (const char c : std::string_view("!$%&'()*+,-.:;=[]_~"))
+    t[static_cast<unsigned char>(c)] = true;
   return t;
 }();
 
@@ -70,16 +71,26 @@ int hex_value(char c) {
 
 Method method_from_llhttp(uint8_t m) {
   switch (m) {
-    case HTTP_GET: return Method::kGet;
-    case HTTP_HEAD: return Method::kHead;
-    case HTTP_POST: return Method::kPost;
-    case HTTP_PUT: return Method::kPut;
-    case HTTP_DELETE: return Method::kDelete;
-    case HTTP_OPTIONS: return Method::kOptions;
-    case HTTP_PATCH: return Method::kPatch;
-    case HTTP_TRACE: return Method::kTrace;
-    case HTTP_CONNECT: return Method::kConnect;
-    default: return Method::kOther;
+    case HTTP_GET:
+      return Method::kGet;
+    case HTTP_HEAD:
+      return Method::kHead;
+    case HTTP_POST:
+      return Method::kPost;
+    case HTTP_PUT:
+      return Method::kPut;
+    case HTTP_DELETE:
+      return Method::kDelete;
+    case HTTP_OPTIONS:
+      return Method::kOptions;
+    case HTTP_PATCH:
+      return Method::kPatch;
+    case HTTP_TRACE:
+      return Method::kTrace;
+    case HTTP_CONNECT:
+      return Method::kConnect;
+    default:
+      return Method::kOther;
   }
 }
 
@@ -433,7 +444,8 @@ bool RequestParser::check_framing(Phase phase, std::size_t from, std::size_t to)
     // ("1;a=b\r\nx\r\n": 7 + 2 - 18 < 0) never accrues any; 4 KiB of extensions a byte does
     // after 5 chunks.
     chunk_excess_ += chunk_line_bytes_ + 2;
-    const uint64_t allowance = chunk_size_ > (UINT64_MAX - 16) / 2 ? UINT64_MAX : 16 + 2 * chunk_size_;
+    const uint64_t allowance =
+        chunk_size_ > (UINT64_MAX - 16) / 2 ? UINT64_MAX : 16 + 2 * chunk_size_;
     chunk_excess_ = chunk_excess_ > allowance ? chunk_excess_ - allowance : 0;
     if (chunk_excess_ > kMaxChunkExcessBytes) {
       fail(400, "too much chunk framing for the data");
@@ -501,9 +513,11 @@ void RequestParser::map_llhttp_error(llhttp_errno_t err) {
                                version[6] == '.' &&
                                std::isdigit(static_cast<unsigned char>(version[7]));
       // A supported version that still failed was followed by something other than CRLF.
-      const bool supported = well_formed && version[5] == '1' && (version[7] == '0' || version[7] == '1');
+      const bool supported =
+          well_formed && version[5] == '1' && (version[7] == '0' || version[7] == '1');
       const bool unsupported = well_formed && !supported;
-      fail(unsupported ? 505 : 400, unsupported ? "unsupported HTTP version" : "malformed request line");
+      fail(unsupported ? 505 : 400,
+           unsupported ? "unsupported HTTP version" : "malformed request line");
       break;
     }
     case HPE_PAUSED_H2_UPGRADE:
@@ -633,7 +647,8 @@ int RequestParser::on_header_value_complete(llhttp_t* p) {
     // RFC 9112 6.3: when chunked is not the final coding the body's length is unknowable
     // (400); chunked after a coding we do not implement (gzip, ...) is a 501.
     const std::size_t comma = value.rfind(',');
-    const std::string_view last = trim(comma == std::string_view::npos ? value : value.substr(comma + 1));
+    const std::string_view last =
+        trim(comma == std::string_view::npos ? value : value.substr(comma + 1));
     if (!iequals(last, "chunked")) return r->fail(400, "chunked is not the final transfer coding");
     if (!iequals(value, "chunked")) return r->fail(501, "unsupported transfer coding");
     if (r->has_transfer_encoding_) return r->fail(400, "chunked applied twice");

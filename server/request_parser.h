@@ -21,8 +21,9 @@
 // capacity from the server's BodyBudget (server/body_budget.h); a growth the budget refuses is a
 // 503. A declared Content-Length is checked against what is left of the budget when the headers
 // are complete (so a 503 comes before the body is sent, and before 100 Continue), but reserves
-// nothing until its bytes arrive: a declared length costs the client nothing, arrived bytes do. The reservation is given back, and the grown buffer freed, when the request is done
-// (the next request starts, or the parser is detached or destroyed).
+// nothing until its bytes arrive: a declared length costs the client nothing, arrived bytes do. The
+// reservation is given back, and the grown buffer freed, when the request is done (the next request
+// starts, or the parser is detached or destroyed).
 //
 // Streamed bodies (set_stream_threshold(); green/http/body.h has the rule): when a request's
 // body streams, next() hands the request out as soon as its head is complete (kRequest with
@@ -33,11 +34,11 @@
 // parsed. Compaction keeps the head in place, so the handler's views stay valid, and drops the
 // body bytes already handed out: a streamed body never takes more than the read buffer.
 //
-// Limits (include/green/http/limits.h) are checked as bytes arrive, so a too-long target or header section
-// is refused before it is buffered whole, and a declared body over the limit is refused (413)
-// before any of it is read; so is a chunk whose declared size exceeds what is left of the body
-// budget. A chunk-size line (size, extensions, CRLF) is at most kMaxChunkLineBytes (400 past it),
-// which bounds extensions and runs of leading zeros alike; all the chunk lines together may
+// Limits (include/green/http/limits.h) are checked as bytes arrive, so a too-long target or header
+// section is refused before it is buffered whole, and a declared body over the limit is refused
+// (413) before any of it is read; so is a chunk whose declared size exceeds what is left of the
+// body budget. A chunk-size line (size, extensions, CRLF) is at most kMaxChunkLineBytes (400 past
+// it), which bounds extensions and runs of leading zeros alike; all the chunk lines together may
 // exceed what the data allows by at most kMaxChunkExcessBytes (Go's rule, 400 past it). Every
 // line of the head and the trailers ends in CRLF: a bare LF there is a 400. Trailer fields obey
 // the header rules (no obs-fold, no whitespace before the colon) and count against the header
@@ -47,8 +48,6 @@
 // Not thread-safe: one connection's green thread owns it.
 #pragma once
 
-#include <llhttp.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -56,10 +55,12 @@
 #include <string_view>
 #include <vector>
 
-#include "server/body_budget.h"
-#include "server/byte_buffer.h"
+#include <llhttp.h>
+
 #include "green/http/limits.h"
 #include "green/http/request.h"
+#include "server/body_budget.h"
+#include "server/byte_buffer.h"
 
 namespace green::http {
 
@@ -76,9 +77,9 @@ struct ParserStorage {
   std::vector<char> input;         // the read buffer (limits.input_buffer_bytes())
   std::vector<Span> header_names;  // max_headers each
   std::vector<Span> header_values;
-  std::vector<Header> headers;     // the views handed to handlers
-  ByteBuffer body;                 // bodies that do not sit in the input buffer in one piece
-  std::string decoded_path;        // the path when it had %-escapes
+  std::vector<Header> headers;  // the views handed to handlers
+  ByteBuffer body;              // bodies that do not sit in the input buffer in one piece
+  std::string decoded_path;     // the path when it had %-escapes
 };
 
 enum class ParseEvent {
@@ -195,7 +196,7 @@ class RequestParser {
   bool decode_target();
   void compact();
   void materialize_body();
-  bool reserve_body(uint64_t need);  // room for a `need`-byte body; false: over the budget
+  bool reserve_body(uint64_t need);          // room for a `need`-byte body; false: over the budget
   bool append_body(std::string_view bytes);  // false: over the body budget
   void release_body_budget();
   uint32_t offset_of(const char* at) const {
@@ -221,15 +222,15 @@ class RequestParser {
   // The current message.
   Phase phase_ = Phase::kHead;
   std::size_t chunk_line_bytes_ = 0;  // of the current chunk-size line
-  uint64_t chunk_size_ = 0;          // of the chunk whose size line just ended
-  uint64_t chunk_excess_ = 0;        // framing beyond the data's allowance, Go's way
+  uint64_t chunk_size_ = 0;           // of the chunk whose size line just ended
+  uint64_t chunk_excess_ = 0;         // framing beyond the data's allowance, Go's way
   std::size_t trailer_bytes_ = 0;     // of the trailer section, line ends included
   std::size_t trailer_count_ = 0;
   char trailer_prev_ = '\0';  // the trailer section's last byte so far (obs-fold spans reads)
   Span url_;
   std::size_t header_count_ = 0;
   std::size_t header_bytes_ = 0;
-  bool in_field_ = false;     // the last header callback was a field name
+  bool in_field_ = false;  // the last header callback was a field name
   bool value_started_ = false;
   bool in_message_ = false;
   bool headers_done_ = false;
@@ -239,16 +240,16 @@ class RequestParser {
   bool has_transfer_encoding_ = false;
   Span expect_;
   bool has_expect_ = false;
-  Span body_span_;        // the body while it is one contiguous piece of the input buffer
+  Span body_span_;            // the body while it is one contiguous piece of the input buffer
   bool body_copied_ = false;  // the body lives in storage_->body
   uint64_t body_bytes_ = 0;
   bool keep_alive_ = true;
   bool has_declared_length_ = false;
   uint64_t declared_length_ = 0;
-  bool streaming_ = false;     // the body is read by pump_body(), after the request is out
+  bool streaming_ = false;  // the body is read by pump_body(), after the request is out
   BodySink sink_ = BodySink::kNone;
-  char* copy_to_ = nullptr;    // kCopy: the caller's buffer
-  std::size_t pumped_ = 0;     // body bytes the current pump_body() call parsed
+  char* copy_to_ = nullptr;  // kCopy: the caller's buffer
+  std::size_t pumped_ = 0;   // body bytes the current pump_body() call parsed
   std::size_t stream_threshold_ = 0;
   bool delivered_ = false;  // request_ was handed out; the next call starts a new message
 

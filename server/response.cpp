@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "server/date_cache.h"
 #include "green/http/status.h"
+#include "server/date_cache.h"
 
 namespace green::http {
 
@@ -109,8 +109,8 @@ bool ResponseWriter::reset() {
 void ResponseWriter::begin_filter(int64_t length) {
   // The writer, not only the filter, keeps HEAD and bodiless statuses unencoded: there are no
   // body bytes to encode, and an encoder's trailer would be sent as a body.
-  filtering_ = filter_->begin(*this, length) && method_ != Method::kHead &&
-               !status_forbids_body(status_);
+  filtering_ =
+      filter_->begin(*this, length) && method_ != Method::kHead && !status_forbids_body(status_);
   if (filtering_) has_declared_length_ = false;  // the encoded length is not the declared one
 }
 
@@ -253,8 +253,8 @@ bool ResponseWriter::flush() {
   return sink_.flush_output();
 }
 
-void ResponseWriter::complete_from(std::string_view serialised, int status,
-                                   uint64_t body_bytes, bool keep_alive) {
+void ResponseWriter::complete_from(std::string_view serialised, int status, uint64_t body_bytes,
+                                   bool keep_alive) {
   if (mode_ != Mode::kBuffering) return;
   out_.append(serialised);
   status_ = status;

@@ -26,9 +26,8 @@ Router::Route& Router::route_for(std::string_view pattern) {
   routes_.push_back(std::move(route));
   if (prefix) {
     prefixes_.push_back(r);
-    std::stable_sort(prefixes_.begin(), prefixes_.end(), [](Route* a, Route* b) {
-      return a->pattern.size() > b->pattern.size();
-    });
+    std::stable_sort(prefixes_.begin(), prefixes_.end(),
+                     [](Route* a, Route* b) { return a->pattern.size() > b->pattern.size(); });
   } else if (params) {
     std::string_view rest = std::string_view(key).substr(1);
     for (;;) {
@@ -107,7 +106,8 @@ bool Router::match_params(const Route& route, std::string_view path, Request& r)
     const std::string& want = route.segments[i];
     if (!want.empty() && want.front() == ':') {
       if (segment.empty()) return false;
-      if (count < Request::kMaxParams) params[count++] = {std::string_view(want).substr(1), segment};
+      if (count < Request::kMaxParams)
+        params[count++] = {std::string_view(want).substr(1), segment};
     } else if (segment != want) {
       return false;
     }

@@ -9,10 +9,10 @@
 #include <cerrno>
 
 #include "green/green.h"
+#include "green/http/response.h"
 #include "green/sync.h"
 #include "server/connection.h"
 #include "server/server_state.h"
-#include "green/http/response.h"
 
 namespace green::http {
 
@@ -149,12 +149,11 @@ std::size_t Server::serve() {
   // bounds the whole drain, as Go's Shutdown(ctx) deadline does.
   const Clock::time_point deadline = Clock::now() + options_.shutdown_timeout;
   const Clock::time_point force_at =
-      deadline - std::min<std::chrono::nanoseconds>(std::chrono::seconds(1),
-                                                   options_.shutdown_timeout / 4);
+      deadline -
+      std::min<std::chrono::nanoseconds>(std::chrono::seconds(1), options_.shutdown_timeout / 4);
   // The count is read with acquire (pairs with run_connection's release decrement): when it
   // reaches zero, the Server may go away.
-  while (metrics_.open_connections.load(std::memory_order_acquire) > 0 &&
-         Clock::now() < force_at) {
+  while (metrics_.open_connections.load(std::memory_order_acquire) > 0 && Clock::now() < force_at) {
     stop_connections(false);  // cheap, and a safety net: connections see the drain themselves
     green::sleep_for(std::chrono::milliseconds(10));
   }
@@ -202,8 +201,7 @@ bool Server::count_in(net::TcpStream& stream) {
 
 void Server::admit(net::TcpStream stream, const net::Address& peer) {
   if (!count_in(stream)) return;
-  green::go(
-      [this, s = std::move(stream), peer]() mutable { run_connection(std::move(s), peer); });
+  green::go([this, s = std::move(stream), peer]() mutable { run_connection(std::move(s), peer); });
 }
 
 void Server::serve_connection(net::TcpStream stream, const net::Address& peer) {

@@ -34,7 +34,8 @@ void EventStream::write_lines(std::string_view prefix, std::string_view text) {
     event_.append(text.substr(0, end));
     event_.push_back('\n');
     if (end == std::string_view::npos) return;
-    const std::size_t skip = text[end] == '\r' && end + 1 < text.size() && text[end + 1] == '\n' ? 2 : 1;
+    const std::size_t skip =
+        text[end] == '\r' && end + 1 < text.size() && text[end + 1] == '\n' ? 2 : 1;
     text.remove_prefix(end + skip);
     if (text.empty()) {
       // "a\n" is two lines, the second empty: keep it (the client joins data lines with LF).

@@ -20,13 +20,13 @@
 //     the green thread and where it was spawned (Go's unrecovered panic).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <new>
 #include <string>
-#include <atomic>
 #include <type_traits>
 #include <utility>
 
@@ -91,8 +91,7 @@ namespace detail {
 struct GreenThread;
 // Allocates a green thread with room for a closure of `size` bytes at the top of its stack.
 GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_align,
-                              void (*entry)(void*), void** closure_out,
-                              const SpawnSite& where);
+                              void (*entry)(void*), void** closure_out, const SpawnSite& where);
 // The same, with a stack of `stack_size` bytes (SpawnOptions::stack_size; 0: the default).
 GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_align,
                               void (*entry)(void*), void** closure_out, const SpawnSite& where,
@@ -113,11 +112,10 @@ void spawn(F&& f, const SpawnSite& where, std::size_t stack_size) {
   using Fn = std::decay_t<F>;
   static_assert(std::is_invocable_v<Fn&>, "green::go needs a callable taking no arguments");
   void* storage = nullptr;
-  GreenThread* g =
-      stack_size == 0
-          ? new_green_thread(sizeof(Fn), alignof(Fn), &invoke_closure<Fn>, &storage, where)
-          : new_green_thread(sizeof(Fn), alignof(Fn), &invoke_closure<Fn>, &storage, where,
-                             stack_size);
+  GreenThread* g = stack_size == 0 ? new_green_thread(sizeof(Fn), alignof(Fn), &invoke_closure<Fn>,
+                                                      &storage, where)
+                                   : new_green_thread(sizeof(Fn), alignof(Fn), &invoke_closure<Fn>,
+                                                      &storage, where, stack_size);
   ::new (storage) Fn(std::forward<F>(f));
   start_green_thread(g);
 }
@@ -284,24 +282,24 @@ struct ProcessorStats {
 };
 struct RuntimeStats {
   int procs = 0;
-  int machines = 0;        // OS threads of the runtime (Ms) now; idle ones exit in time
-  int idle_procs = 0;             // right now (while a request is served: rarely any)
-  double idle_procs_avg = 0;      // averaged over about the last second (sysmon's samples)
+  int machines = 0;           // OS threads of the runtime (Ms) now; idle ones exit in time
+  int idle_procs = 0;         // right now (while a request is served: rarely any)
+  double idle_procs_avg = 0;  // averaged over about the last second (sysmon's samples)
   int spinning_machines = 0;
   int64_t green_threads = 0;
   uint64_t green_threads_created = 0;
   uint32_t global_runq_length = 0;
-  int idle_machines = 0;          // Ms parked with no work
-  int blocking_machines = 0;      // Ms blocked without a P now (blocking(), retaken may_block)
-  uint64_t steals = 0;            // sum of per_proc[].stolen
-  uint64_t blocking_calls = 0;    // green::blocking() calls
-  uint64_t blocking_handoffs = 0; // Ps handed to another M because a call blocked
-  uint64_t hogs = 0;              // times sysmon found a green thread running over 10 ms
-  uint64_t retakes = 0;           // Ps sysmon took back from threads stuck in may_block()
-  uint64_t preemptions = 0;       // checkpoints that yielded on a sysmon or timer request
-  uint64_t machine_wakeups = 0;   // idle Ps handed to an M (a parked M woken, or a new one)
-  uint64_t netpoll_polls = 0;     // epoll_wait calls that returned events
-  uint64_t netpoll_wakeups = 0;   // green threads made runnable by the netpoller
+  int idle_machines = 0;           // Ms parked with no work
+  int blocking_machines = 0;       // Ms blocked without a P now (blocking(), retaken may_block)
+  uint64_t steals = 0;             // sum of per_proc[].stolen
+  uint64_t blocking_calls = 0;     // green::blocking() calls
+  uint64_t blocking_handoffs = 0;  // Ps handed to another M because a call blocked
+  uint64_t hogs = 0;               // times sysmon found a green thread running over 10 ms
+  uint64_t retakes = 0;            // Ps sysmon took back from threads stuck in may_block()
+  uint64_t preemptions = 0;        // checkpoints that yielded on a sysmon or timer request
+  uint64_t machine_wakeups = 0;    // idle Ps handed to an M (a parked M woken, or a new one)
+  uint64_t netpoll_polls = 0;      // epoll_wait calls that returned events
+  uint64_t netpoll_wakeups = 0;    // green threads made runnable by the netpoller
   ProcessorStats per_proc[256];
 };
 RuntimeStats stats();

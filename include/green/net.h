@@ -181,8 +181,7 @@ class TcpStream : public SocketHandle {
  private:
   friend class TcpListener;
   explicit TcpStream(green::detail::PollDesc* pd) { open(pd); }
-  static int connect_impl(const Address& to, TcpStream* out, Deadline deadline,
-                          const Context* ctx);
+  static int connect_impl(const Address& to, TcpStream* out, Deadline deadline, const Context* ctx);
   ssize_t writev_impl(iovec* iov, int iovcnt, const Context* ctx);
   bool drained_ = false;  // the last read() returned less than asked: the buffer was empty
   Deadline read_deadline_ = kNoDeadline;
@@ -218,8 +217,8 @@ class TcpListener : public SocketHandle {
 
 // Counters of the netpoller, for stats() and /metrics.
 struct NetpollStats {
-  uint64_t polls = 0;         // epoll_wait calls that returned events
-  uint64_t wakeups = 0;       // green threads made runnable by the netpoller
+  uint64_t polls = 0;    // epoll_wait calls that returned events
+  uint64_t wakeups = 0;  // green threads made runnable by the netpoller
   uint64_t open_descriptors = 0;
 };
 NetpollStats netpoll_stats();

@@ -130,8 +130,9 @@ class ConditionVariable {
 };
 
 // Runs a function exactly once. Callers that arrive while it runs park until it has finished,
-// then return; all of them see its effects. The Once must outlive every call() on it. As in Go, the Once counts as done even if the
-// function throws (the exception propagates to the caller that ran it).
+// then return; all of them see its effects. The Once must outlive every call() on it. As in Go, the
+// Once counts as done even if the function throws (the exception propagates to the caller that ran
+// it).
 class Once {
  public:
   template <typename F>

@@ -1,15 +1,16 @@
 // The access log: Combined Log Format lines, and a bounded queue that drops and counts.
-#include "server/byte_buffer.h"
 #include "green/http/access_log.h"
 
-#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <sstream>
 #include <string>
 
+#include <gtest/gtest.h>
+
 #include "green/green.h"
+#include "server/byte_buffer.h"
 
 namespace green::http {
 namespace {

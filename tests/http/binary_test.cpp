@@ -1,9 +1,8 @@
 // build/greenhttp as users run it: flags and exit codes, real clients (curl, python3's
 // http.client), SIGTERM under load, and the memory of idle keep-alive connections.
-#include <gtest/gtest.h>
-#include <sys/stat.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +12,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "tests/http/http_test_util.h"
 #include "tests/http/server_process.h"
@@ -37,10 +38,10 @@ TEST(Binary, BadFlagsAndFilesExit2WithOneLineNamingThem) {
       {"--listen 999.1.1.1:80", "--listen"},
       {"--config /nonexistent.toml", "/nonexistent.toml"},
       {"--access-log /etc/hostname/x.log", "--access-log"},
-      {"--max-body 17179869184g", "--max-body"},     // wrapped to 0
-      {"--idle-timeout 0.1ns", "--idle-timeout"},   // rounded to 0: no timeout at all
-      {"--config /dev/zero", "/dev/zero"},          // read as an empty file
-      {"--config /tmp", "--config /tmp"},           // a directory, too
+      {"--max-body 17179869184g", "--max-body"},   // wrapped to 0
+      {"--idle-timeout 0.1ns", "--idle-timeout"},  // rounded to 0: no timeout at all
+      {"--config /dev/zero", "/dev/zero"},         // read as an empty file
+      {"--config /tmp", "--config /tmp"},          // a directory, too
       {"--static-dir /nonexistent/static", "--static-dir"},
       {"--port-file /sys/greenhttp-port", "--port-file"},  // unwritable, even for root
   };
@@ -48,10 +49,10 @@ TEST(Binary, BadFlagsAndFilesExit2WithOneLineNamingThem) {
     int status = 0;
     // Should a bad value be accepted, the server starts: on a port of its own, and not for
     // long (the flags under test come last, and win).
-    const std::string err = run_command("timeout 10 " + std::string(GREENHTTP_BINARY) +
-                                            " --listen 127.0.0.1:0 --access-log off " + c.args +
-                                            " 2>&1 >/dev/null",
-                                        &status);
+    const std::string err =
+        run_command("timeout 10 " + std::string(GREENHTTP_BINARY) +
+                        " --listen 127.0.0.1:0 --access-log off " + c.args + " 2>&1 >/dev/null",
+                    &status);
     EXPECT_EQ(status, 2) << c.args << ": " << err;
     EXPECT_NE(err.find(c.names), std::string::npos) << err;
     EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << "one line: " << err;
@@ -70,10 +71,10 @@ TEST(Binary, AnAccessLogFifoWithNoReaderIsAnErrorNotAHang) {
   const std::string fifo = std::string(dir) + "/access.log";
   ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
   int status = 0;
-  const std::string err = run_command("timeout 10 " + std::string(GREENHTTP_BINARY) +
-                                          " --listen 127.0.0.1:0 --access-log " + fifo +
-                                          " 2>&1 >/dev/null",
-                                      &status);
+  const std::string err =
+      run_command("timeout 10 " + std::string(GREENHTTP_BINARY) +
+                      " --listen 127.0.0.1:0 --access-log " + fifo + " 2>&1 >/dev/null",
+                  &status);
   run_command("rm -rf '" + std::string(dir) + "'");
   EXPECT_EQ(status, 2) << err;  // 124: timeout killed a hung server
   EXPECT_NE(err.find("--access-log"), std::string::npos) << err;
@@ -102,11 +103,16 @@ TEST(Binary, ReportsItsPortAndServesCurl) {
   std::string out = run_command("curl -sS --max-time 5 " + base + "/plaintext", &status);
   EXPECT_EQ(status, 0);
   EXPECT_EQ(out, "Hello, World!");
-  out = run_command("curl -sS --max-time 5 -i -X POST -H 'Transfer-Encoding: chunked' "
-                    "--data-binary 'chunked body' " + base + "/echo", &status);
+  out = run_command(
+      "curl -sS --max-time 5 -i -X POST -H 'Transfer-Encoding: chunked' "
+      "--data-binary 'chunked body' " +
+          base + "/echo",
+      &status);
   EXPECT_NE(out.find("\r\n\r\nchunked body"), std::string::npos) << out;
-  out = run_command("curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -H 'Expect: 100-continue' "
-                    "--data-binary @" GREENHTTP_SOURCE_DIR "/config/greenhttp.toml " + base + "/echo");
+  out = run_command(
+      "curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -H 'Expect: 100-continue' "
+      "--data-binary @" GREENHTTP_SOURCE_DIR "/config/greenhttp.toml " +
+      base + "/echo");
   EXPECT_EQ(out, "200");
   out = run_command("curl -sS --max-time 5 -I " + base + "/json");
   EXPECT_NE(out.find("Content-Length: 27"), std::string::npos) << out;
@@ -119,7 +125,9 @@ TEST(Binary, ServesPythonHttpClientOnOneKeepAliveConnection) {
   ASSERT_NE(server.port(), 0);
   const std::string script =
       "import http.client,sys\n"
-      "c=http.client.HTTPConnection('127.0.0.1'," + std::to_string(server.port()) + ",timeout=5)\n"
+      "c=http.client.HTTPConnection('127.0.0.1'," +
+      std::to_string(server.port()) +
+      ",timeout=5)\n"
       "for i in range(50):\n"
       "  c.request('GET','/plaintext'); r=c.getresponse(); b=r.read()\n"
       "  assert r.status==200 and b==b'Hello, World!', (r.status,b)\n"
@@ -127,7 +135,8 @@ TEST(Binary, ServesPythonHttpClientOnOneKeepAliveConnection) {
       "r=c.getresponse(); b=r.read(); assert r.status==200 and len(b)==100000, r.status\n"
       "assert r.getheader('Content-Type')=='application/x-test'\n"
       "c.request('GET','/nope'); r=c.getresponse(); r.read(); assert r.status==404\n"
-      "c.request('HEAD','/plaintext'); r=c.getresponse(); assert r.read()==b'' and r.getheader('Content-Length')=='13'\n"
+      "c.request('HEAD','/plaintext'); r=c.getresponse(); assert r.read()==b'' and "
+      "r.getheader('Content-Length')=='13'\n"
       "print('ok')\n";
   int status = 0;
   const std::string out = run_command("python3 -c \"" + script + "\" 2>&1", &status);
@@ -160,7 +169,8 @@ TEST(Binary, SigtermUnderLoadFinishesInFlightAndExitsZero) {
   Client slow(server.port());
   ASSERT_TRUE(slow.send(get(server.port(), "/sleep?ms=700")));
   // In flight: the dump shows its handler parked (the load's requests never park in one).
-  ASSERT_TRUE(testing::wait_for_handlers(server.port(), 1)) << testing::green_threads(server.port());
+  ASSERT_TRUE(testing::wait_for_handlers(server.port(), 1))
+      << testing::green_threads(server.port());
   const int code = server.signal_and_wait(SIGTERM, 8s);
   auto r = slow.read_response();
   stop = true;
@@ -183,7 +193,8 @@ TEST(Binary, SigtermExitsZeroOnTimeWhenAHandlerOutlivesTheShutdownTimeout) {
   Client stuck(server.port(), 10s);
   ASSERT_TRUE(stuck.send(get(server.port(), "/sleep?ms=8000")));
   // The handler is asleep: the dump shows it parked.
-  ASSERT_TRUE(testing::wait_for_handlers(server.port(), 1)) << testing::green_threads(server.port());
+  ASSERT_TRUE(testing::wait_for_handlers(server.port(), 1))
+      << testing::green_threads(server.port());
   const auto start = std::chrono::steady_clock::now();
   // 150 ms of drain, the contexts' cancellation, and the rest for handlers to answer: the
   // deadline bounds the whole drain (it used to add a grace second after it).
@@ -241,7 +252,8 @@ TEST(Binary, IdleKeepAliveConnectionsHoldLittleMemory) {
   (void)testing::wait_until([&] { return per_connection_now() <= 5.0 * 1024; },
                             testing::scaled(10'000, 2'000) * 1ms);
   const int64_t after = server.rss_kb();
-  const double per_connection = static_cast<double>(after - before) * 1024.0 / static_cast<double>(n);
+  const double per_connection =
+      static_cast<double>(after - before) * 1024.0 / static_cast<double>(n);
   std::printf("IDLE %lld connections: %.0f bytes RSS each (%lld KB -> %lld KB)\n",
               static_cast<long long>(n), per_connection, static_cast<long long>(before),
               static_cast<long long>(after));

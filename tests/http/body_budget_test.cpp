@@ -2,9 +2,9 @@
 // refused (503), and that every reservation comes back. No sockets.
 #include "server/body_budget.h"
 
-#include <gtest/gtest.h>
-
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include "server/request_parser.h"
 

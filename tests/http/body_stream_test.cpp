@@ -4,7 +4,6 @@
 // handler's first read; what a handler leaves unread is dropped (to a bound) so the connection
 // serves the next request. Real sockets against an in-process Server, and the real binary with
 // curl for the large uploads.
-#include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -16,6 +15,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include "green/green.h"
 #include "green/http/body.h"
@@ -34,10 +35,10 @@ using testing::wait_until;
 
 // What a handler saw, for the test thread (atomics: the handler runs on the server's threads).
 struct Seen {
-  std::atomic<int> entered{0};      // handlers started
-  std::atomic<int64_t> bytes{0};    // body bytes read so far
-  std::atomic<int> read_error{0};   // error_status() after a failed read; -1: no failure
-  std::atomic<bool> go{false};      // the test lets the handler read
+  std::atomic<int> entered{0};     // handlers started
+  std::atomic<int64_t> bytes{0};   // body bytes read so far
+  std::atomic<int> read_error{0};  // error_status() after a failed read; -1: no failure
+  std::atomic<bool> go{false};     // the test lets the handler read
 };
 
 // POST /count: reads the body in 4 KiB pieces, publishing progress; answers the byte count.
@@ -102,7 +103,8 @@ struct TempFile {
     }
     data.reserve(bytes);
     while (data.size() < bytes) data.append(block, 0, std::min(block.size(), bytes - data.size()));
-    std::ofstream(path, std::ios::binary).write(data.data(), static_cast<std::streamsize>(data.size()));
+    std::ofstream(path, std::ios::binary)
+        .write(data.data(), static_cast<std::streamsize>(data.size()));
     close(fd);
   }
   ~TempFile() { std::remove(path.c_str()); }
@@ -113,8 +115,8 @@ struct TempFile {
 TEST(BodyStream, LargeUploadStreamsThroughTheHandlerWithBoundedMemory) {
   // --max-buffered-body far below the upload: collecting it would be a 503; streaming never
   // touches the budget.
-  ServerProcess server({"--access-log", "off", "--max-body", "64MiB", "--max-buffered-body",
-                        "1MiB"});
+  ServerProcess server(
+      {"--access-log", "off", "--max-body", "64MiB", "--max-buffered-body", "1MiB"});
   ASSERT_NE(server.port(), 0);
   // 50 MB (10 MB in the sanitizer builds, which are slower, not different).
   const std::size_t size = static_cast<std::size_t>(testing::scaled(50, 10)) << 20;
@@ -134,16 +136,16 @@ TEST(BodyStream, LargeEchoHoldsTheBodyOnce) {
   // /echo collects the body (under the budget) and writes it back whole: the response side
   // must send it from the handler's memory, not copy it into the body buffer and then the
   // output buffer (peak growth was 3.0x the body: 150 MB for 50 MB; now 1.0x).
-  ServerProcess server({"--access-log", "off", "--max-body", "64MiB", "--max-buffered-body",
-                        "100MiB"});
+  ServerProcess server(
+      {"--access-log", "off", "--max-body", "64MiB", "--max-buffered-body", "100MiB"});
   ASSERT_NE(server.port(), 0);
   const std::size_t size = static_cast<std::size_t>(testing::scaled(50, 10)) << 20;
   const TempFile file(size);
   const std::string out_path = file.path + ".out";
   const int64_t before_kb = server.rss_kb();
   const std::string out = testing::run_command(
-      "curl -sS --max-time 60 -o " + out_path + " -w '%{http_code}' --data-binary @" +
-      file.path + " http://127.0.0.1:" + std::to_string(server.port()) + "/echo");
+      "curl -sS --max-time 60 -o " + out_path + " -w '%{http_code}' --data-binary @" + file.path +
+      " http://127.0.0.1:" + std::to_string(server.port()) + "/echo");
   EXPECT_EQ(out, "200");
   std::ifstream in(out_path, std::ios::binary);
   const std::string echoed{std::istreambuf_iterator<char>(in), {}};
@@ -164,8 +166,8 @@ TEST(BodyStream, LargeEchoHoldsTheBodyOnce) {
 }
 
 TEST(BodyStream, ChunkedUploadIsStreamed) {
-  ServerProcess server({"--access-log", "off", "--max-body", "16MiB", "--max-buffered-body",
-                        "256KiB"});
+  ServerProcess server(
+      {"--access-log", "off", "--max-body", "16MiB", "--max-buffered-body", "256KiB"});
   ASSERT_NE(server.port(), 0);
   const TempFile file(5 << 20);
   const std::string out = testing::run_command(
@@ -274,8 +276,9 @@ TEST(BodyStream, HandlerThatAnswersWithoutReadingSendsNo100AndCloses) {
     r.handle(Method::kPut, "/locked", [](Request&, ResponseWriter& w) { w.send_status(403); });
   });
   Client c(s.port());
-  ASSERT_TRUE(c.send("PUT /locked HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n"
-                     "Expect: 100-continue\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send("PUT /locked HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n"
+             "Expect: 100-continue\r\n\r\n"));
   const auto r = c.read_response();
   ASSERT_TRUE(r);
   // A small body, under the discard bound: only the missing 100 makes the connection close
@@ -293,8 +296,8 @@ TEST(BodyStream, UnreadBodyIsDiscardedAndTheNextPipelinedRequestServed) {
       w.send(200, "text/plain", "ignored");
     });
   });
-  for (const std::string& framing : {content_length(200'000),
-                                     std::string("Transfer-Encoding: chunked\r\n")}) {
+  for (const std::string& framing :
+       {content_length(200'000), std::string("Transfer-Encoding: chunked\r\n")}) {
     SCOPED_TRACE(framing);
     std::string body(200'000, 'z');
     if (framing[0] == 'T') body = "30d40\r\n" + body + "\r\n0\r\n\r\n";
@@ -330,8 +333,8 @@ TEST(BodyStream, PipelinedRequestAfterAStreamedUploadIsServed) {
   TestServer s;
   Client c(s.port());
   const std::string body(300'000, 'u');
-  ASSERT_TRUE(c.send(post("/upload", content_length(body.size()), body) +
-                     get(s.port(), "/plaintext")));
+  ASSERT_TRUE(
+      c.send(post("/upload", content_length(body.size()), body) + get(s.port(), "/plaintext")));
   const auto up = c.read_response();
   ASSERT_TRUE(up);
   EXPECT_EQ(up->body, "bytes=300000 fnv1a=" + fnv1a_hex(body) + "\n");
@@ -371,8 +374,8 @@ TEST(BodyStream, ConnectionCloseAndHttp10AreHonouredForStreamedBodies) {
   const std::string body(40000, 'z');
   for (const char* version : {"HTTP/1.1", "HTTP/1.0"}) {
     green::http::testing::Client c(server.port(), std::chrono::seconds(5));
-    std::string req = std::string("POST /upload ") + version +
-                      "\r\nHost: x\r\nContent-Length: 40000\r\n";
+    std::string req =
+        std::string("POST /upload ") + version + "\r\nHost: x\r\nContent-Length: 40000\r\n";
     if (std::string_view(version) == "HTTP/1.1") req += "Connection: close\r\n";
     ASSERT_TRUE(c.send(req + "\r\n" + body));
     const std::string all = c.read_all();

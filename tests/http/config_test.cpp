@@ -1,12 +1,13 @@
 // Flags and the TOML file: defaults, overrides, and one-line errors with exit code 2.
 #include "config/config.h"
 
-#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace green::config {
 namespace {
@@ -56,11 +57,30 @@ TEST(Config, DefaultsMatchTheIssue) {
 }
 
 TEST(Config, FlagsSetEverySetting) {
-  LoadResult r = load_args({"--listen", "127.0.0.1:9000", "--threads", "3", "--static-dir", "/srv",
-                            "--read-header-timeout", "2s", "--idle-timeout", "1m30s",
-                            "--write-timeout", "500ms", "--shutdown-timeout", "5s",
-                            "--max-body", "64KiB", "--access-log", "off", "--log-level", "warn",
-                            "--max-connections", "10", "--max-headers", "50"});
+  LoadResult r = load_args({"--listen",
+                            "127.0.0.1:9000",
+                            "--threads",
+                            "3",
+                            "--static-dir",
+                            "/srv",
+                            "--read-header-timeout",
+                            "2s",
+                            "--idle-timeout",
+                            "1m30s",
+                            "--write-timeout",
+                            "500ms",
+                            "--shutdown-timeout",
+                            "5s",
+                            "--max-body",
+                            "64KiB",
+                            "--access-log",
+                            "off",
+                            "--log-level",
+                            "warn",
+                            "--max-connections",
+                            "10",
+                            "--max-headers",
+                            "50"});
   ASSERT_TRUE(r.config.has_value()) << r.message;
   const Config& c = *r.config;
   EXPECT_EQ(c.listen, "127.0.0.1:9000");
@@ -130,9 +150,9 @@ TEST(Config, HelpListsTheFlagsAndExitsZero) {
   LoadResult r = load_args({"--help"});
   EXPECT_FALSE(r.config.has_value());
   EXPECT_EQ(r.exit_code, 0);
-  for (const char* flag : {"--listen", "--threads", "--static-dir", "--read-header-timeout",
-                           "--idle-timeout", "--max-body", "--access-log", "--log-level",
-                           "--config"}) {
+  for (const char* flag :
+       {"--listen", "--threads", "--static-dir", "--read-header-timeout", "--idle-timeout",
+        "--max-body", "--access-log", "--log-level", "--config"}) {
     EXPECT_NE(r.message.find(flag), std::string::npos) << flag;
   }
 }
@@ -172,7 +192,8 @@ TEST(Config, ValuesThatOverflowOrRoundToNothingAreOneLineErrors) {
       // Each busy connection's read buffer holds target + headers: above 1 MiB each is refused
       // (4GiB took a GB of RSS per connection, and overflows the parser's 32-bit offsets).
       {{"--max-header-bytes", "4GiB"}, "--max-header-bytes: size \"4GiB\" is above the maximum"},
-      {{"--max-target-bytes", "1025KiB"}, "--max-target-bytes: size \"1025KiB\" is above the maximum"},
+      {{"--max-target-bytes", "1025KiB"},
+       "--max-target-bytes: size \"1025KiB\" is above the maximum"},
       // Rounded to 0, which used to turn the timeout off.
       {{"--idle-timeout", "0.1ns"}, "--idle-timeout: duration \"0.1ns\" rounds to zero"},
       {{"--read-header-timeout", "0.0000000000000000000001s"}, "--read-header-timeout"},
@@ -198,8 +219,8 @@ TEST(Config, ValuesThatOverflowOrRoundToNothingAreOneLineErrors) {
     ASSERT_TRUE(z.config.has_value()) << zero << ": " << z.message;
     EXPECT_EQ(z.config->idle_timeout, 0ns) << zero;
   }
-  LoadResult big = load_args({"--idle-timeout", "277777h", "--max-body", "1048576GiB",
-                              "--max-connections", "100000000"});
+  LoadResult big = load_args(
+      {"--idle-timeout", "277777h", "--max-body", "1048576GiB", "--max-connections", "100000000"});
   ASSERT_TRUE(big.config.has_value()) << big.message;
   EXPECT_EQ(big.config->idle_timeout, 277777h);
   EXPECT_EQ(big.config->max_body_bytes, kMaxSize);
@@ -244,9 +265,9 @@ TEST(Config, StaticDirMustBeADirectoryAndPortFileWritable) {
 }
 
 TEST(Config, AFlagGivenTwiceTakesTheLastValue) {
-  LoadResult r = load_args({"--threads", "3", "--idle-timeout", "5s", "--threads", "4",
-                            "--idle-timeout", "7s", "--access-log", "stdout", "--access-log",
-                            "off"});
+  LoadResult r =
+      load_args({"--threads", "3", "--idle-timeout", "5s", "--threads", "4", "--idle-timeout", "7s",
+                 "--access-log", "stdout", "--access-log", "off"});
   ASSERT_TRUE(r.config.has_value()) << r.message;
   EXPECT_EQ(r.config->threads, 4);
   EXPECT_EQ(r.config->idle_timeout, 7s);

@@ -4,8 +4,6 @@
 // check a real Connection against the same invariants as `make fuzz` (the connection ends, the
 // responses parse, no sanitizer report) without clang's libFuzzer. A failing input is printed
 // by the target before it aborts.
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
@@ -14,6 +12,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "tests/http/fuzz/mutate.h"
 
@@ -55,11 +55,25 @@ TEST(ConnectionFuzz, BoundedMutationsWithSplitsNeverBreakTheConnection) {
 #else
   const int rounds = 5000;
 #endif
-  static const char* kTokens[] = {"|~|", "|~|", "\r\n", "\r", "\n", " ", ":", "%2F", "chunked",
-                                  "Content-Length: 5\r\n", "Transfer-Encoding: chunked\r\n",
-                                  "Expect: 100-continue\r\n", "Connection: close\r\n",
-                                  "GET /json HTTP/1.1\r\n\r\n", "HEAD / HTTP/1.1\r\n\r\n",
-                                  "HTTP/1.0", "0\r\n\r\n", "ffff\r\n", "\t"};
+  static const char* kTokens[] = {"|~|",
+                                  "|~|",
+                                  "\r\n",
+                                  "\r",
+                                  "\n",
+                                  " ",
+                                  ":",
+                                  "%2F",
+                                  "chunked",
+                                  "Content-Length: 5\r\n",
+                                  "Transfer-Encoding: chunked\r\n",
+                                  "Expect: 100-continue\r\n",
+                                  "Connection: close\r\n",
+                                  "GET /json HTTP/1.1\r\n\r\n",
+                                  "HEAD / HTTP/1.1\r\n\r\n",
+                                  "HTTP/1.0",
+                                  "0\r\n\r\n",
+                                  "ffff\r\n",
+                                  "\t"};
   for (int i = 0; i < rounds; ++i) {
     std::string s = seeds[rng() % seeds.size()].second;
     green::http::testing::mutate(s, rng, kTokens, 6);

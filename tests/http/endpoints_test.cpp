@@ -4,7 +4,6 @@
 // green-thread dump. Every wait has a deadline; the server's own figures (/proc/PID, /metrics)
 // say when a state is reached.
 #include <arpa/inet.h>
-#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +13,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "config/config.h"
 #include "tests/http/http_test_util.h"
@@ -143,8 +144,8 @@ TEST(Endpoints, BlockingStopsWhenItsClientLeaves) {
   EXPECT_TRUE(eventually(
       [&] { return metric(server.port(), "greenhttp_requests_total{code=\"499\"}") == kClients; },
       3s));
-  EXPECT_TRUE(eventually([&] { return metric(server.port(), "greenrt_blocking_machines") == 0; },
-                         2s));
+  EXPECT_TRUE(
+      eventually([&] { return metric(server.port(), "greenrt_blocking_machines") == 0; }, 2s));
 }
 
 // A client that half-closes after its request counts as gone (as in Go and nginx), and the

@@ -1,8 +1,6 @@
 // Runs the libFuzzer target (fuzz/request_fuzz.cpp) in the ordinary test builds: over the seed
 // corpus, and over a bounded number of deterministic mutations of it, so the Release and
 // sanitizer suites exercise the same checks as `make fuzz` without clang's libFuzzer.
-#include <gtest/gtest.h>
-
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +8,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "tests/http/fuzz/mutate.h"
 
@@ -47,9 +47,23 @@ TEST(RequestFuzz, BoundedMutationsNeverCrash) {
 #else
   const int rounds = 20000;
 #endif
-  static const char* kTokens[] = {"\r\n", "\r", "\n", " ", ":", "\0", "%", "%00", "chunked",
-                                  "Content-Length: ", "Transfer-Encoding: ", "Host: x\r\n",
-                                  "HTTP/1.1", "HTTP/1.0", "0\r\n\r\n", "ffffffff\r\n", "\t"};
+  static const char* kTokens[] = {"\r\n",
+                                  "\r",
+                                  "\n",
+                                  " ",
+                                  ":",
+                                  "\0",
+                                  "%",
+                                  "%00",
+                                  "chunked",
+                                  "Content-Length: ",
+                                  "Transfer-Encoding: ",
+                                  "Host: x\r\n",
+                                  "HTTP/1.1",
+                                  "HTTP/1.0",
+                                  "0\r\n\r\n",
+                                  "ffffffff\r\n",
+                                  "\t"};
   for (int i = 0; i < rounds; ++i) {
     std::string s = seeds[rng() % seeds.size()];
     green::http::testing::mutate(s, rng, kTokens, 8);

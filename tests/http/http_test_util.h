@@ -20,10 +20,10 @@
 #include <string>
 #include <thread>
 
-#include "handlers/handlers.h"
 #include "green/green.h"
 #include "green/http/router.h"
 #include "green/http/server.h"
+#include "handlers/handlers.h"
 #include "tests/runtime/test_util.h"
 
 namespace green::http::testing {
@@ -44,8 +44,7 @@ inline constexpr RoutesOnly kRoutesOnly{0};
 
 class TestServer {
  public:
-  explicit TestServer(ServerOptions options = {},
-                      std::function<void(Router&)> extra = nullptr,
+  explicit TestServer(ServerOptions options = {}, std::function<void(Router&)> extra = nullptr,
                       std::string access_log = "off", std::string static_dir = "") {
     std::string error;
     log_ = AccessLog::open(access_log, &error);
@@ -56,8 +55,9 @@ class TestServer {
   }
 
   // TestServer s(kRoutesOnly, setup): a Server with only the routes `setup` registers
-  // (no built-in handlers) and no access log of its own: `setup` gets the log opened at `log_path` ("off" when empty), which is started and
-  // stopped with the server, for a stack that logs through middleware::access_log().
+  // (no built-in handlers) and no access log of its own: `setup` gets the log opened at `log_path`
+  // ("off" when empty), which is started and stopped with the server, for a stack that logs through
+  // middleware::access_log().
   TestServer(RoutesOnly, const std::function<void(Router&, AccessLog*)>& setup,
              const std::string& log_path = "") {
     std::string error;
@@ -309,8 +309,8 @@ inline int asleep_in_handlers(const std::string& dump) {
     const std::size_t head_end = dump.find('\n', at);
     const std::size_t entry_end = dump.find("\n\n", at);
     const std::string head = dump.substr(at, head_end - at);
-    const std::string entry = dump.substr(at, entry_end == std::string::npos ? std::string::npos
-                                                                            : entry_end - at);
+    const std::string entry =
+        dump.substr(at, entry_end == std::string::npos ? std::string::npos : entry_end - at);
     if ((head.find("[waiting: sleep,") != std::string::npos ||
          head.find("[waiting: select,") != std::string::npos) &&
         entry.find("server/server.cpp:") != std::string::npos) {

@@ -4,11 +4,6 @@
 // python3) where they add something.
 #include "green/http/middleware.h"
 
-#include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
-#include <spdlog/spdlog.h>
-#include <zlib.h>
-
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
@@ -17,6 +12,11 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+
+#include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+#include <zlib.h>
 
 #include "green/http/access_log.h"
 #include "green/http/router.h"
@@ -29,8 +29,8 @@ namespace {
 using namespace std::chrono_literals;
 using testing::Client;
 using testing::get;
-using testing::run_command;
 using testing::kRoutesOnly;
+using testing::run_command;
 using testing::TestServer;
 
 // One request on a new connection; the response.
@@ -52,9 +52,7 @@ Middleware tag(std::string name) {
   };
 }
 
-void hello(Request&, ResponseWriter& w) {
-  w.write("h");
-}
+void hello(Request&, ResponseWriter& w) { w.write("h"); }
 
 // Captures what spdlog's default logger writes during a test.
 class LogCapture {
@@ -173,7 +171,8 @@ TEST(Middleware, GlobalMiddlewareSeesNotFoundAndMethodNotAllowed) {
 }
 
 TEST(Middleware, RouteMiddlewareDoesNotSeeNotFound) {
-  TestServer s(kRoutesOnly, [](Router& r, AccessLog*) { r.handle(Method::kGet, "/x", hello, {tag("m")}); });
+  TestServer s(kRoutesOnly,
+               [](Router& r, AccessLog*) { r.handle(Method::kGet, "/x", hello, {tag("m")}); });
   auto missing = fetch(s.port(), "/y");
   ASSERT_TRUE(missing);
   EXPECT_EQ(missing->status, 404);
@@ -280,9 +279,7 @@ bool is_generated_id(std::string_view id) {
   return true;
 }
 
-void echo_request_id(Request& r, ResponseWriter& w) {
-  w.write(r.request_id());
-}
+void echo_request_id(Request& r, ResponseWriter& w) { w.write(r.request_id()); }
 
 TEST(RequestId, GeneratedWhenAbsentEchoedAndSeenByTheHandler) {
   TestServer s(kRoutesOnly, [](Router& r, AccessLog*) {
@@ -402,7 +399,8 @@ struct TempPath {
 
 TEST(AccessLogMiddleware, RecordsStatusBytesAndRequestIdOfWhatReachesIt) {
   TempPath file;
-  TestServer s(kRoutesOnly, 
+  TestServer s(
+      kRoutesOnly,
       [](Router& r, AccessLog* log) {
         r.use(middleware::access_log(*log));
         r.use(middleware::request_id());

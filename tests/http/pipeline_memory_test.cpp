@@ -3,7 +3,6 @@
 // read batch in memory. Before the output buffer was flushed early, one ~28 KiB batch of
 // `GET /metrics` made ~5 MB of answers per connection (896 of them), bounded only by
 // --write-timeout: 200 such connections held over 500 MB.
-#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -14,6 +13,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "tests/http/http_test_util.h"
 #include "tests/http/server_process.h"

@@ -8,7 +8,6 @@
 //
 // Each row's bytes also seed the connection fuzzer's corpus (tests/http/fuzz/corpus/table-*):
 //   GREEN_WRITE_TABLE_CORPUS=tests/http/fuzz/corpus build/tests/http/http_protocol_table_test
-#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -21,6 +20,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "tests/http/http_test_util.h"
 #include "tests/http/server_process.h"
@@ -71,8 +72,7 @@ constexpr bool kClose = true;
 constexpr bool kKeep = false;
 
 std::string post_chunked(std::string_view body) {
-  return "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" +
-         std::string(body);
+  return "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + std::string(body);
 }
 
 std::string repeat(const std::string& s, int n) {
@@ -180,16 +180,16 @@ std::vector<Case> cases() {
       {"chunk-extension-over-4k",
        post_chunked("1;" + std::string(5000, 'e') + "\r\nx\r\n0\r\n\r\n"), 400, kClose},
       // Go's excess rule: each 4004-byte line a byte of data adds 3988; the 5th passes 16 KiB.
-      {"chunk-extensions-excess", post_chunked(repeat("1;" + std::string(4000, 'a') + "\r\nx\r\n", 8) +
-                                               "0\r\n\r\n"),
-       400, kClose},
+      {"chunk-extensions-excess",
+       post_chunked(repeat("1;" + std::string(4000, 'a') + "\r\nx\r\n", 8) + "0\r\n\r\n"), 400,
+       kClose},
       {"chunk-size-leading-zeros-over-4k",
        post_chunked(std::string(5000, '0') + "1\r\nx\r\n0\r\n\r\n"), 400, kClose},
       {"chunk-size-over-max-body", post_chunked("200000\r\n"), 413, kClose},
       {"chunked-body-over-max-body",
        post_chunked("80000\r\n" + std::string(0x80000, 'x') + "\r\n80001\r\n"), 413, kClose},
-      {"declared-body-over-max-body", "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n",
-       413, kClose},
+      {"declared-body-over-max-body",
+       "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n", 413, kClose},
       // --- header and trailer field syntax (RFC 9110 5, RFC 9112 5) ---
       {"obs-fold", get + "X: a\r\n  b\r\n\r\n", 400, kClose},
       {"obs-fold-after-empty-value", get + "X:\r\n b\r\n\r\n", 400, kClose},
@@ -214,7 +214,8 @@ std::vector<Case> cases() {
        }(),
        431, kClose},
       {"unknown-expectation",
-       "POST /echo HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\nContent-Length: 1\r\n\r\nx", 417, kClose},
+       "POST /echo HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\nContent-Length: 1\r\n\r\nx", 417,
+       kClose},
       // --- request line ---
       {"target-over-limit", "GET /" + std::string(9000, 't') + " HTTP/1.1\r\nHost: a\r\n\r\n", 414,
        kClose},

@@ -3,7 +3,6 @@
 // when nothing was sent, later writes discarded), by the drain deadline; pipelined requests
 // survive the watch; middleware::timeout answers 503 on time; a client that leaves /work
 // stops its CPU use at once.
-#include <gtest/gtest.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -11,6 +10,8 @@
 #include <cstdio>
 #include <string>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 #include "green/context.h"
 #include "green/green.h"
@@ -35,9 +36,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-int64_t count_499(uint16_t port) {
-  return metric(port, "greenhttp_requests_total{code=\"499\"}");
-}
+int64_t count_499(uint16_t port) { return metric(port, "greenhttp_requests_total{code=\"499\"}"); }
 
 // What handlers saw, for the test thread to look at.
 struct Seen {
@@ -242,16 +241,17 @@ TEST(RequestContext, TimeoutMiddlewareAnswersOnTime) {
   TestServer server({}, [&](Router& r) {
     auto mw = green::http::middleware::timeout(150ms);
     r.handle(Method::kGet, "/mw/slow", mw([&](Request& r, ResponseWriter& w) {
-      w.send(200, "text/plain", "written before\n");
-      green::sleep_for(600ms);  // ignores its context: the 503 must not wait for it
-      inner_err = static_cast<int>(r.context().err());
-      w.write("written after\n");
-      inner_done = true;
-    }));
+               w.send(200, "text/plain", "written before\n");
+               green::sleep_for(600ms);  // ignores its context: the 503 must not wait for it
+               inner_err = static_cast<int>(r.context().err());
+               w.write("written after\n");
+               inner_done = true;
+             }));
     r.handle(Method::kGet, "/mw/fast", mw([](Request& r, ResponseWriter& w) {
-      w.set_header("X-Inner", "yes");
-      w.send(200, "text/plain", r.context().has_deadline() ? "fast, with a deadline" : "no");
-    }));
+               w.set_header("X-Inner", "yes");
+               w.send(200, "text/plain",
+                      r.context().has_deadline() ? "fast, with a deadline" : "no");
+             }));
     r.handle(Method::kGet, "/mw/throws",
              mw([](Request&, ResponseWriter&) { throw std::runtime_error("boom"); }));
   });
@@ -309,8 +309,9 @@ TEST(RequestContext, TimeoutMiddlewareEndsAStalledBodyRead) {
              }));
   });
   Client c(server.port(), 3s);
-  ASSERT_TRUE(c.send("POST /mw/upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n"
-                     "Expect: 100-continue\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send("POST /mw/upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n"
+             "Expect: 100-continue\r\n\r\n"));
   const auto interim = c.read_response(true);
   ASSERT_TRUE(interim);
   EXPECT_EQ(interim->status, 100);
@@ -344,11 +345,11 @@ TEST(RequestContext, WorkStopsItsCpuUseAtOnceWhenTheClientLeaves) {
   const double cpu_at_499 = server.cpu_seconds();
   std::this_thread::sleep_for(300ms);  // a window to measure CPU use over, not a wait
   const double cpu_later = server.cpu_seconds();
-  std::printf("/work?ms=4000: 499 seen %.1f ms after the close; CPU %.3f s from close to 499, "
-              "%.3f s in the 300 ms after (the work would have taken ~%.1f s more)\n",
-              std::chrono::duration<double, std::milli>(stopped_after).count(),
-              cpu_at_499 - cpu_at_close, cpu_later - cpu_at_499,
-              4.0 - (cpu_at_close - cpu_start));
+  std::printf(
+      "/work?ms=4000: 499 seen %.1f ms after the close; CPU %.3f s from close to 499, "
+      "%.3f s in the 300 ms after (the work would have taken ~%.1f s more)\n",
+      std::chrono::duration<double, std::milli>(stopped_after).count(), cpu_at_499 - cpu_at_close,
+      cpu_later - cpu_at_499, 4.0 - (cpu_at_close - cpu_start));
   EXPECT_LT(cpu_later - cpu_at_499, 0.05) << "nothing computes any more";
   EXPECT_LT(cpu_at_499 - cpu_at_close, 0.5);
 }
@@ -369,8 +370,8 @@ TEST(RequestContext, StreamPastTheHandlerTimeoutEndsAtTheDeadline) {
   EXPECT_EQ(all.rfind("HTTP/1.1 200", 0), 0u) << all;
   EXPECT_EQ(all.find("\r\n0\r\n\r\n"), std::string::npos) << "cut off, not completed";
   EXPECT_EQ(all.find("data: 100"), std::string::npos);
-  EXPECT_TRUE(wait_until(
-      [&] { return metric(server.port(), "greenhttp_open_connections") == 1; }, 3s))
+  EXPECT_TRUE(
+      wait_until([&] { return metric(server.port(), "greenhttp_open_connections") == 1; }, 3s))
       << "only the /metrics connection is left";
 }
 

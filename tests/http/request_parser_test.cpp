@@ -1,12 +1,12 @@
 // The llhttp glue on its own: bytes in, requests or one precise status out. No sockets.
 #include "server/request_parser.h"
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace green::http {
 namespace {
@@ -96,9 +96,8 @@ TEST(RequestParser, ExposesMethodVersionHeadersAndQuery) {
 }
 
 TEST(RequestParser, SameResultWhateverTheSplit) {
-  const std::string req =
-      "POST /echo?q=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nX-Long: " +
-      std::string(3000, 'v') + "\r\n\r\nhello world";
+  const std::string req = "POST /echo?q=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nX-Long: " +
+                          std::string(3000, 'v') + "\r\n\r\nhello world";
   for (std::size_t step : {1, 2, 3, 7, 64, 1000}) {
     Parsed p = parse(req + req, step);
     ASSERT_EQ(p.error, 0) << "step " << step << ": " << p.reason;
@@ -111,11 +110,13 @@ TEST(RequestParser, SameResultWhateverTheSplit) {
 
 TEST(RequestParser, PipelinedRequestsComeOutInOrder) {
   std::string batch;
-  for (int i = 0; i < 100; ++i) batch += "GET /r" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  for (int i = 0; i < 100; ++i)
+    batch += "GET /r" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n";
   Parsed p = parse(batch);
   ASSERT_EQ(p.error, 0) << p.reason;
   ASSERT_EQ(p.targets.size(), 100u);
-  for (int i = 0; i < 100; ++i) EXPECT_EQ(p.targets[static_cast<std::size_t>(i)], "/r" + std::to_string(i));
+  for (int i = 0; i < 100; ++i)
+    EXPECT_EQ(p.targets[static_cast<std::size_t>(i)], "/r" + std::to_string(i));
 }
 
 TEST(RequestParser, DecodesChunkedBodiesAcrossSplits) {
@@ -134,9 +135,9 @@ TEST(RequestParser, BodyLargerThanTheBufferIsCopiedWhole) {
   Limits limits;
   limits.max_body_bytes = 1 << 20;
   const std::string body(300'000, 'b');
-  const std::string req = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " +
-                          std::to_string(body.size()) + "\r\n\r\n" + body +
-                          "GET /after HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string req =
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\n\r\n" + body + "GET /after HTTP/1.1\r\nHost: x\r\n\r\n";
   for (std::size_t step : {0, 4096, 777}) {
     Parsed p = parse(req, step, limits);
     ASSERT_EQ(p.error, 0) << p.reason;
@@ -157,7 +158,8 @@ TEST(RequestParser, AnyRunOfEmptyLinesIsSkippedWhateverTheSplit) {
   std::string run;
   for (int i = 0; i < 40000; ++i) run += "\r\n";
   const std::string req = run + "GET / HTTP/1.1\r\nHost: x\r\n\r\n" + run;
-  for (const std::size_t step : {std::size_t{0}, std::size_t{1}, std::size_t{3}, std::size_t{4097}}) {
+  for (const std::size_t step :
+       {std::size_t{0}, std::size_t{1}, std::size_t{3}, std::size_t{4097}}) {
     Parsed p = parse(req + "GET /2 HTTP/1.1\r\nHost: x\r\n\r\n", step);
     EXPECT_EQ(p.error, 0) << step << ": " << p.reason;
     EXPECT_EQ(p.targets.size(), 2u) << step;
@@ -195,7 +197,8 @@ TEST(RequestParser, ChunkedBodyWithExtensionsAndTrailersSurvivesEverySplit) {
 // requests they cannot move a boundary (RequestParser::skip_empty_lines()).
 TEST(RequestParser, BareLfEmptyLinesBeforeARequestAreSkipped) {
   for (const std::size_t step : {std::size_t{0}, std::size_t{1}}) {
-    Parsed p = parse("\n\r\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n", step);
+    Parsed p = parse(
+        "\n\r\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n", step);
     EXPECT_EQ(p.error, 0) << step << ": " << p.reason;
     EXPECT_EQ(p.targets.size(), 2u) << step;
   }
@@ -237,14 +240,17 @@ TEST(RequestParser, ManyOneByteChunksWithShortExtensionsAreAccepted) {
 TEST(RequestParser, ChunkLargerThanTheBodyLimitIs413BeforeItsData) {
   Limits limits;
   limits.max_body_bytes = 10;
-  Parsed p = parse("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                   "6\r\nabcdef\r\n5\r\n", 0, limits);
+  Parsed p = parse(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "6\r\nabcdef\r\n5\r\n",
+      0, limits);
   EXPECT_EQ(p.error, 413);
 }
 
 TEST(RequestParser, AbsoluteFormRoutesByPath) {
-  Parsed p = parse("GET http://example.com/p/q?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n"
-                   "GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n");
+  Parsed p = parse(
+      "GET http://example.com/p/q?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n"
+      "GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n");
   ASSERT_EQ(p.paths.size(), 2u);
   EXPECT_EQ(p.paths[0], "/p/q");
   EXPECT_EQ(p.paths[1], "/");
@@ -261,7 +267,8 @@ TEST(RequestParser, ConnectionSemanticsFollowTheVersion) {
 }
 
 TEST(RequestParser, ExpectContinueIsReportedBeforeTheBody) {
-  Parsed p = parse("POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi");
+  Parsed p = parse(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi");
   EXPECT_EQ(p.error, 0) << p.reason;
   EXPECT_EQ(p.continues, 1);
   ASSERT_EQ(p.bodies.size(), 1u);
@@ -271,8 +278,9 @@ TEST(RequestParser, ExpectContinueIsReportedBeforeTheBody) {
 TEST(RequestParser, OversizedDeclaredBodyIs413BeforeTheBody) {
   Limits limits;
   limits.max_body_bytes = 10;
-  Parsed p = parse("POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n",
-                   0, limits);
+  Parsed p =
+      parse("POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n",
+            0, limits);
   EXPECT_EQ(p.error, 413);
   EXPECT_EQ(p.continues, 0);
 }
@@ -280,8 +288,10 @@ TEST(RequestParser, OversizedDeclaredBodyIs413BeforeTheBody) {
 TEST(RequestParser, OversizedChunkedBodyIs413) {
   Limits limits;
   limits.max_body_bytes = 10;
-  Parsed p = parse("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                   "6\r\nabcdef\r\n6\r\nabcdef\r\n0\r\n\r\n", 0, limits);
+  Parsed p = parse(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "6\r\nabcdef\r\n6\r\nabcdef\r\n0\r\n\r\n",
+      0, limits);
   EXPECT_EQ(p.error, 413);
 }
 
@@ -298,24 +308,34 @@ std::vector<BadInput> bad_inputs() {
       {"missing Host in 1.1", "GET / HTTP/1.1\r\n\r\n", 400},
       {"duplicate Host", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
       {"CL with TE (smuggling)",
-       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+       400},
       {"TE with CL (smuggling)",
-       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400},
-      {"conflicting CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400},
-      {"duplicate CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400},
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+       400},
+      {"conflicting CL",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400},
+      {"duplicate CL",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400},
       {"negative CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400},
       {"CL with a space", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\n", 400},
       {"CL not a number", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n", 400},
-      {"CL overflow", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n", 400},
-      {"bad chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
+      {"CL overflow",
+       "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n", 400},
+      {"bad chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+       400},
       {"chunk longer than its size",
        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n", 400},
-      {"TE last coding not chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
-      {"TE chunked then gzip", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400},
+      {"TE last coding not chunked",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
+      {"TE chunked then gzip",
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400},
       {"TE gzip then chunked (unsupported coding)",
        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
       {"TE chunked twice",
-       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n",
+       400},
       {"whitespace before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400},
       {"tab before colon", "GET / HTTP/1.1\r\nHost\t: a\r\n\r\n", 400},
       {"NUL in header value", std::string("GET / HTTP/1.1\r\nHost: a\0b\r\n\r\n", 26), 400},
@@ -340,7 +360,8 @@ std::vector<BadInput> bad_inputs() {
       {"HTTP/1.2", "GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505},
       {"HTTP/3.0", "GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505},
       {"CONNECT", "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 501},
-      {"unknown expectation", "POST / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\nContent-Length: 1\r\n\r\nx", 417},
+      {"unknown expectation",
+       "POST / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\nContent-Length: 1\r\n\r\nx", 417},
       {"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400},
       {"garbage text", "{\"json\": true}\r\n\r\n", 400},
       {"HTTP/0.9 request line (no version)", "GET /\r\nHost: a\r\n\r\n", 505},
@@ -351,9 +372,11 @@ std::vector<BadInput> bad_inputs() {
       {"bare CR before the request line", "\r\n\rGET / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
       {"bare CR after the version", "GET / HTTP/1.1\rHost: a\r\n\r\n", 400},
       {"bare CR in a chunk line",
-       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\rXhello\r\n0\r\n\r\n", 400},
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\rXhello\r\n0\r\n\r\n",
+       400},
       {"bare CR after chunk data",
-       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\rX0\r\n\r\n", 400},
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\rX0\r\n\r\n",
+       400},
       {"bare CR ends the trailers",
        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: v\r\n\rX", 400},
       // A bare LF ends no line inside a request (llhttp alone takes the first four).
@@ -366,7 +389,8 @@ std::vector<BadInput> bad_inputs() {
        400},
       {"bare LF ends the trailers",
        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\n"
-       "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+       "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+       400},
       {"bare LF after a trailer field",
        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: v\n\r\n", 400},
       {"bare LF after a header value", "GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", 400},
@@ -385,19 +409,24 @@ std::vector<BadInput> bad_inputs() {
        "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
       {"chunk extension over 4 KiB",
        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;" +
-           std::string(5000, 'e') + "\r\nx\r\n0\r\n\r\n", 400},
+           std::string(5000, 'e') + "\r\nx\r\n0\r\n\r\n",
+       400},
       {"chunk size with 5000 leading zeros",
-       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" +
-           std::string(5000, '0') + "1\r\nx\r\n0\r\n\r\n", 400},
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + std::string(5000, '0') +
+           "1\r\nx\r\n0\r\n\r\n",
+       400},
       {"chunk size over 16 hex digits",
-       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n", 400},
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n",
+       400},
       {"obs-fold in a trailer",
-       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: a\r\n b\r\n\r\n", 400},
+       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: a\r\n b\r\n\r\n",
+       400},
       {"space before colon in a trailer",
        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT : a\r\n\r\n", 400},
       {"trailers over the header limit",
        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT:" +
-           std::string(17000, ' ') + "v\r\n\r\n", 431},
+           std::string(17000, ' ') + "v\r\n\r\n",
+       431},
       {"target over 8 KiB", "GET /" + std::string(9000, 'a') + " HTTP/1.1\r\nHost: a\r\n\r\n", 414},
       {"header section over 16 KiB",
        "GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(17000, 'h') + "\r\n\r\n", 431},
@@ -423,7 +452,9 @@ TEST(RequestParser, TooManyHeadersIs431) {
 }
 
 TEST(RequestParser, NothingAfterAnErrorIsProcessed) {
-  Parsed p = parse("GET /ok HTTP/1.1\r\nHost: a\r\n\r\nGET /bad HTTP/1.1\r\n\r\nGET /never HTTP/1.1\r\nHost: a\r\n\r\n");
+  Parsed p = parse(
+      "GET /ok HTTP/1.1\r\nHost: a\r\n\r\nGET /bad HTTP/1.1\r\n\r\nGET /never HTTP/1.1\r\nHost: "
+      "a\r\n\r\n");
   EXPECT_EQ(p.error, 400);
   ASSERT_EQ(p.targets.size(), 1u);
   EXPECT_EQ(p.targets[0], "/ok");
@@ -431,7 +462,8 @@ TEST(RequestParser, NothingAfterAnErrorIsProcessed) {
 
 TEST(RequestParser, HeadOfExactlyTheLimitsIsAccepted) {
   Limits limits;
-  std::string req = "GET /" + std::string(limits.max_target_bytes - 1, 't') + " HTTP/1.1\r\nHost: a\r\n";
+  std::string req =
+      "GET /" + std::string(limits.max_target_bytes - 1, 't') + " HTTP/1.1\r\nHost: a\r\n";
   // Header names and values may add up to the limit.
   req += "X: " + std::string(limits.max_header_bytes - 1 - 4 - 1 - 1, 'h') + "\r\n\r\n";
   Parsed p = parse(req, 0, limits);
@@ -526,8 +558,9 @@ TEST(RequestParser, StreamedBodiesArePumpedOnDemandAndTheHeadStaysValid) {
   std::string body;
   for (int i = 0; i < 100'000; ++i) body.push_back(static_cast<char>('a' + i % 26));
   const std::string small = "GET /first HTTP/1.1\r\nHost: one\r\n\r\n";
-  const std::string by_length = "POST /length HTTP/1.1\r\nHost: two\r\nContent-Length: " +
-                                std::to_string(body.size()) + "\r\n\r\n" + body;
+  const std::string by_length =
+      "POST /length HTTP/1.1\r\nHost: two\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\n\r\n" + body;
   const std::string by_chunks =
       "POST /chunks HTTP/1.1\r\nHost: three\r\nTransfer-Encoding: chunked\r\n\r\n" +
       chunked_of(body, 777);

@@ -1,13 +1,13 @@
 // ResponseWriter's serialisation, with a sink that records what would be sent.
 #include "green/http/response.h"
 
-#include <gtest/gtest.h>
-
 #include <string>
 
+#include <gtest/gtest.h>
+
+#include "green/http/router.h"
 #include "server/date_cache.h"
 #include "server/request_parser.h"
-#include "green/http/router.h"
 
 namespace green::http {
 namespace {
@@ -78,7 +78,8 @@ TEST(ResponseWriter, FlushStreamsChunked) {
   w.set_content_type("text/plain");
   w.write("hello ");
   EXPECT_TRUE(w.flush());
-  EXPECT_NE(f.sink.sent.find("Transfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n"), std::string::npos)
+  EXPECT_NE(f.sink.sent.find("Transfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n"),
+            std::string::npos)
       << f.sink.sent;
   w.write("world");
   w.finish();
@@ -224,18 +225,12 @@ TEST(Router, MatchesExactParamsAndLongestPrefix) {
     const char* hit;
     int status;
   } cases[] = {
-      {"GET", "/plaintext", "plaintext", 0},
-      {"HEAD", "/plaintext", "plaintext", 0},
-      {"POST", "/plaintext", "post-plaintext", 0},
-      {"GET", "/users/42", "user", 0},
-      {"GET", "/users/42/posts/7", "post", 0},
-      {"GET", "/users/", "", 404},
-      {"GET", "/users/42/other/7", "", 404},
-      {"GET", "/static/a/b.css", "static", 0},
-      {"GET", "/static/special/x", "special", 0},
-      {"GET", "/nothing", "", 404},
-      {"DELETE", "/plaintext", "", 405},
-      {"GET", "/only-put", "", 405},
+      {"GET", "/plaintext", "plaintext", 0},       {"HEAD", "/plaintext", "plaintext", 0},
+      {"POST", "/plaintext", "post-plaintext", 0}, {"GET", "/users/42", "user", 0},
+      {"GET", "/users/42/posts/7", "post", 0},     {"GET", "/users/", "", 404},
+      {"GET", "/users/42/other/7", "", 404},       {"GET", "/static/a/b.css", "static", 0},
+      {"GET", "/static/special/x", "special", 0},  {"GET", "/nothing", "", 404},
+      {"DELETE", "/plaintext", "", 405},           {"GET", "/only-put", "", 405},
   };
   for (const Case& c : cases) {
     ParsedRequest p;

@@ -2,7 +2,6 @@
 // the bytes the server answers checked exactly where the protocol demands it.
 #include "green/http/server.h"
 
-#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -11,6 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "tests/http/http_test_util.h"
 
 namespace green::http {
@@ -18,8 +19,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::Client;
-using testing::TestServer;
 using testing::get;
+using testing::TestServer;
 
 TEST(Server, ServesPlaintextAsTechEmpowerSpecifies) {
   TestServer s;
@@ -55,9 +56,8 @@ TEST(Server, KeepAliveServesManyRequestsOnOneConnection) {
 
 TEST(Server, Pipelines100RequestsInOrder) {
   TestServer s({}, [](Router& r) {
-    r.handle(Method::kGet, "/id/:n", [](Request& q, ResponseWriter& w) {
-      w.send(200, "text/plain", q.param("n"));
-    });
+    r.handle(Method::kGet, "/id/:n",
+             [](Request& q, ResponseWriter& w) { w.send(200, "text/plain", q.param("n")); });
   });
   Client c(s.port());
   std::string batch;
@@ -92,7 +92,8 @@ TEST(Server, Http10ClosesUnlessKeepAliveAndEchoesIt) {
 TEST(Server, ConnectionCloseIsHonouredAndEchoed) {
   TestServer s;
   Client c(s.port());
-  ASSERT_TRUE(c.send(get(s.port(), "/plaintext", "Connection: close\r\n") + get(s.port(), "/json")));
+  ASSERT_TRUE(
+      c.send(get(s.port(), "/plaintext", "Connection: close\r\n") + get(s.port(), "/json")));
   auto r = c.read_response();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->header("Connection"), "close");
@@ -114,8 +115,8 @@ TEST(Server, HeadSendsHeadersOnly) {
 TEST(Server, UnknownPathIs404AndWrongMethodIs405WithAllow) {
   TestServer s;
   Client c(s.port());
-  ASSERT_TRUE(c.send(get(s.port(), "/no/such/thing") +
-                     "DELETE /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send(get(s.port(), "/no/such/thing") + "DELETE /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"));
   auto r = c.read_response();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 404);
@@ -128,9 +129,10 @@ TEST(Server, UnknownPathIs404AndWrongMethodIs405WithAllow) {
 TEST(Server, EchoesContentLengthAndChunkedBodies) {
   TestServer s;
   Client c(s.port());
-  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
-                     "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     "3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+             "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"));
   auto r = c.read_response();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->body, "hello");
@@ -158,7 +160,8 @@ TEST(Server, LargeBodyEchoesWhole) {
 TEST(Server, ExpectContinueGetsAnInterim100BeforeTheBody) {
   TestServer s;
   Client c(s.port());
-  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"));
+  ASSERT_TRUE(c.send(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"));
   auto interim = c.read_response(true);
   ASSERT_TRUE(interim);
   EXPECT_EQ(interim->status, 100);
@@ -174,7 +177,8 @@ TEST(Server, ExpectContinueOverTheLimitGets413Instead) {
   o.limits.max_body_bytes = 100;
   TestServer s(o);
   Client c(s.port());
-  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 101\r\n\r\n"));
+  ASSERT_TRUE(c.send(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 101\r\n\r\n"));
   auto r = c.read_response();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 413);
@@ -196,20 +200,27 @@ TEST(Server, BadInputGetsPreciseStatusCloseAndNoHang) {
       {"missing Host", "GET / HTTP/1.1\r\n\r\n", 400},
       {"duplicate Host", "GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", 400},
       {"CL + TE smuggling",
-       "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
-      {"conflicting CL", "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400},
+       "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: "
+       "chunked\r\n\r\n0\r\n\r\n",
+       400},
+      {"conflicting CL",
+       "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400},
       {"malformed CL", "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n", 400},
       {"bad chunk framing",
-       "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n", 400},
-      {"TE not ending in chunked", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
+       "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+       400},
+      {"TE not ending in chunked",
+       "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400},
       {"TE unsupported coding",
        "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
       {"space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400},
       {"NUL in header", std::string("GET / HTTP/1.1\r\nHost: a\r\nX: \0\r\n\r\n", 31), 400},
       {"bare CR", "GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400},
       {"obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400},
-      {"headers over 16 KiB", "GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(17 * 1024, 'x') + "\r\n\r\n", 431},
-      {"too many headers", [] {
+      {"headers over 16 KiB",
+       "GET / HTTP/1.1\r\nHost: a\r\nX: " + std::string(17 * 1024, 'x') + "\r\n\r\n", 431},
+      {"too many headers",
+       [] {
          std::string r = "GET / HTTP/1.1\r\nHost: a\r\n";
          for (int i = 0; i < 120; ++i) {
            r += 'H';
@@ -217,11 +228,15 @@ TEST(Server, BadInputGetsPreciseStatusCloseAndNoHang) {
            r += ": v\r\n";
          }
          return r + "\r\n";
-       }(), 431},
+       }(),
+       431},
       {"target over 8 KiB", "GET /" + std::string(8200, 'p') + " HTTP/1.1\r\nHost: a\r\n\r\n", 414},
-      {"body over --max-body", "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n", 413},
-      {"chunked body over --max-body", "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" +
-                                           std::string("3e9\r\n") + std::string(1001, 'b') + "\r\n0\r\n\r\n", 413},
+      {"body over --max-body", "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n",
+       413},
+      {"chunked body over --max-body",
+       "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" +
+           std::string("3e9\r\n") + std::string(1001, 'b') + "\r\n0\r\n\r\n",
+       413},
       {"unknown method", "BREW /pot HTTP/1.1\r\nHost: a\r\n\r\n", 501},
       {"invalid method", "G@T / HTTP/1.1\r\nHost: a\r\n\r\n", 400},
       {"HTTP/2 preface", std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 505},
@@ -339,14 +354,15 @@ TEST(Server, ResetMidBodyLeavesTheServerServing) {
   TestServer s;
   for (int i = 0; i < 20; ++i) {
     Client c(s.port());
-    c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" + std::string(5000, 'z'));
+    c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" +
+           std::string(5000, 'z'));
     c.reset();
   }
   Client c(s.port());
   ASSERT_TRUE(c.send(get(s.port(), "/plaintext")));
   ASSERT_TRUE(c.read_response());
-  EXPECT_TRUE(testing::wait_until(
-      [&] { return s.server().metrics().open_connections.load() == 1; }, 10s))
+  EXPECT_TRUE(
+      testing::wait_until([&] { return s.server().metrics().open_connections.load() == 1; }, 10s))
       << s.server().metrics().open_connections.load() << " open: reset connections were not reaped";
 }
 
@@ -388,9 +404,10 @@ TEST(Server, RuntimeDemoEndpoints) {
 TEST(Server, ObservabilityEndpoints) {
   TestServer s;
   Client c(s.port());
-  ASSERT_TRUE(c.send(get(s.port(), "/plaintext") + get(s.port(), "/healthz") + get(s.port(), "/readyz") +
-                     get(s.port(), "/metrics") + get(s.port(), "/debug/greenthreads") +
-                     get(s.port(), "/debug/vars") + get(s.port(), "/")));
+  ASSERT_TRUE(c.send(get(s.port(), "/plaintext") + get(s.port(), "/healthz") +
+                     get(s.port(), "/readyz") + get(s.port(), "/metrics") +
+                     get(s.port(), "/debug/greenthreads") + get(s.port(), "/debug/vars") +
+                     get(s.port(), "/")));
   std::vector<Client::Response> rs;
   for (int i = 0; i < 7; ++i) {
     auto r = c.read_response();
@@ -402,11 +419,11 @@ TEST(Server, ObservabilityEndpoints) {
   EXPECT_EQ(rs[2].body, "ready\n");
   const std::string& m = rs[3].body;
   for (const char* name :
-       {"greenhttp_requests_total{code=\"200\"} 3", "greenhttp_request_duration_seconds_bucket{le=\"+Inf\"}",
-        "greenhttp_open_connections 1", "greenrt_green_threads ", "greenrt_machines ",
-        "greenrt_idle_procs ", "greenrt_runqueue_length{p=\"0\"}", "greenrt_steals_total ",
-        "greenrt_hogs_total ", "greenrt_machine_wakeups_total ",
-        "greenhttp_access_log_dropped_total 0"}) {
+       {"greenhttp_requests_total{code=\"200\"} 3",
+        "greenhttp_request_duration_seconds_bucket{le=\"+Inf\"}", "greenhttp_open_connections 1",
+        "greenrt_green_threads ", "greenrt_machines ", "greenrt_idle_procs ",
+        "greenrt_runqueue_length{p=\"0\"}", "greenrt_steals_total ", "greenrt_hogs_total ",
+        "greenrt_machine_wakeups_total ", "greenhttp_access_log_dropped_total 0"}) {
     EXPECT_NE(m.find(name), std::string::npos) << name << "\n" << m;
   }
   EXPECT_NE(rs[4].body.find("green thread"), std::string::npos) << rs[4].body;
@@ -420,8 +437,9 @@ TEST(Server, AccessLogGetsACombinedLineForEveryRequest) {
   {
     TestServer s({}, nullptr, path);
     Client c(s.port());
-    ASSERT_TRUE(c.send(get(s.port(), "/plaintext", "User-Agent: test-agent/1.0\r\nReferer: http://r/\r\n") +
-                       get(s.port(), "/missing")));
+    ASSERT_TRUE(
+        c.send(get(s.port(), "/plaintext", "User-Agent: test-agent/1.0\r\nReferer: http://r/\r\n") +
+               get(s.port(), "/missing")));
     ASSERT_TRUE(c.read_response());
     ASSERT_TRUE(c.read_response());
   }  // stop() drains the log
@@ -431,7 +449,8 @@ TEST(Server, AccessLogGetsACombinedLineForEveryRequest) {
   std::getline(in, l2);
   EXPECT_NE(l1.find("127.0.0.1 - - ["), std::string::npos) << l1;
   EXPECT_NE(l1.find("] \"GET /plaintext HTTP/1.1\" 200 13 \"http://r/\" \"test-agent/1.0\""),
-            std::string::npos) << l1;
+            std::string::npos)
+      << l1;
   EXPECT_NE(l2.find("\"GET /missing HTTP/1.1\" 404 14 \"-\" \"-\""), std::string::npos) << l2;
   unlink(path);
 }

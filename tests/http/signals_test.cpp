@@ -1,13 +1,14 @@
 // build/greenhttp and its signals: SIGHUP and SIGUSR1 reopen the access log (logrotate's
 // convention), SIGUSR2 is ignored, none of them kills the process; SIGTERM under keep-alive
 // load drains without resetting a connection that has a request in flight.
-#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include "tests/http/http_test_util.h"
 #include "tests/http/server_process.h"

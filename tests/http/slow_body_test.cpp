@@ -1,7 +1,6 @@
 // Slow and partial request bodies against build/greenhttp (issue 11, section 1): a request that
 // trickles in forever meets --read-timeout, bodies past --max-buffered-body are refused with
 // 503 instead of buffered, and the memory an attack took comes back once it is over.
-#include <gtest/gtest.h>
 #include <poll.h>
 
 #include <algorithm>
@@ -10,6 +9,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "tests/http/http_test_util.h"
 #include "tests/http/server_process.h"

@@ -1,14 +1,15 @@
 // Server-Sent Events (green/http/sse.h) through real sockets: curl sees framed events as they
 // are sent, multi-line data and hostile event names and ids cannot add fields, and a client
 // that leaves ends the producer's loop.
-#include <gtest/gtest.h>
+#include "green/http/sse.h"
 
 #include <atomic>
 #include <chrono>
 #include <string>
 
+#include <gtest/gtest.h>
+
 #include "green/green.h"
-#include "green/http/sse.h"
 #include "tests/http/http_test_util.h"
 #include "tests/http/server_process.h"
 
@@ -24,9 +25,9 @@ using testing::wait_until;
 TEST(EventStream, CurlSeesFramedEvents) {
   TestServer s;
   std::string headers = "/tmp/greenhttp-sse-headers-" + std::to_string(s.port());
-  const std::string out = testing::run_command(
-      "curl -sS -N --max-time 5 -D " + headers + " 'http://127.0.0.1:" +
-      std::to_string(s.port()) + "/events?n=3&ms=10'");
+  const std::string out =
+      testing::run_command("curl -sS -N --max-time 5 -D " + headers +
+                           " 'http://127.0.0.1:" + std::to_string(s.port()) + "/events?n=3&ms=10'");
   EXPECT_EQ(out,
             "event: tick\nid: 1\ndata: 1\n\n"
             "event: tick\nid: 2\ndata: 2\n\n"

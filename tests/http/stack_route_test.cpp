@@ -1,11 +1,11 @@
 // /stack?depth=N through the real binary: a request's green thread recurses megabytes deep on
 // its lazily committed stack, the committed figure follows the depth and falls back after the
 // trim, and a depth that cannot fit is refused before it is tried.
-#include <gtest/gtest.h>
-
 #include <cstdint>
 #include <optional>
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include "tests/http/http_test_util.h"
 #include "tests/http/server_process.h"
@@ -83,8 +83,7 @@ TEST(StackRoute, ADepthBeyondTheReservationIs400AndTheServerLives) {
   ASSERT_GT(max_depth, 0);
   for (const std::string& target :
        {"/stack?depth=" + std::to_string(max_depth + 1), std::string("/stack?depth=100000000"),
-        std::string("/stack?depth=-1"), std::string("/stack?depth=deep"),
-        std::string("/stack")}) {
+        std::string("/stack?depth=-1"), std::string("/stack?depth=deep"), std::string("/stack")}) {
     const std::optional<Client::Response> r = fetch(c, server.port(), target);
     ASSERT_TRUE(r) << target;
     EXPECT_EQ(r->status, 400) << target << ": " << r->body;

@@ -1,6 +1,4 @@
 // Blocking calls hand their P away; sysmon and checkpoint() keep CPU-bound green threads fair.
-#include <gtest/gtest.h>
-
 #include <dirent.h>
 
 #include <algorithm>
@@ -11,6 +9,8 @@
 #include <ctime>
 #include <string>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 #include "green/green.h"
 #include "green/net.h"
@@ -211,7 +211,8 @@ TEST(Fairness, SysmonFlagsAndCountsAHog) {
 
 TEST(Fairness, IdleRuntimeWithSysmonStaysIdle) {
   // sysmon backs off to 10 ms: an idle runtime must not burn a core.
-  struct timespec before {}, after {};
+  struct timespec before {
+  }, after{};
   green::run({.procs = 2}, [&] {
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &before);
     green::sleep_for(300ms);  // the idle window measured, not a wait

@@ -1,10 +1,9 @@
 // Context: cancel, deadline, propagation to children.
-#include "green/context.h"
+#include <chrono>
 
 #include <gtest/gtest.h>
 
-#include <chrono>
-
+#include "green/context.h"
 #include "green/green.h"
 #include "green/select.h"
 #include "green/sync.h"

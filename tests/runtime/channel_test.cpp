@@ -1,13 +1,13 @@
 // Channels: Go's semantics, from green and plain threads.
 #include "green/channel.h"
 
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "green/green.h"
 #include "green/sync.h"
@@ -117,8 +117,8 @@ TEST(Channel, TryOperationsNeverBlock) {
       wg.done();
     });
     // Succeeds once the receiver waits (one P: each yield lets it get there), 10 s at most.
-    ASSERT_TRUE(green::testing::yield_until(
-        [&] { return ch.try_send(5) == green::ChanStatus::kOk; }, 10s));
+    ASSERT_TRUE(
+        green::testing::yield_until([&] { return ch.try_send(5) == green::ChanStatus::kOk; }, 10s));
     wg.wait();
   });
 }

@@ -1,9 +1,6 @@
 // Blocking operations that take a Context (sleep_for, Channel::recv/send, select's done_case,
 // TcpStream read/write/connect), after_func, and the netpoller's hang-up hook
 // (TcpStream::on_hangup) that cancels a server request's context when its client leaves.
-#include "green/context.h"
-
-#include <gtest/gtest.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -13,6 +10,9 @@
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "green/context.h"
 #include "green/green.h"
 #include "green/net.h"
 #include "green/select.h"

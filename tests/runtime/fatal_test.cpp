@@ -2,10 +2,10 @@
 // line that names the function, the message and the G, P and M.
 #include "runtime/fatal.h"
 
-#include <gtest/gtest.h>
-
 #include <string>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 #include "green/detail/park.h"
 #include "green/green.h"
@@ -42,8 +42,7 @@ TEST(FatalDeathTest, OnAPlainThreadSaysItHasNoGreenThreadProcessorOrMachine) {
 TEST(FatalDeathTest, ALongMessageIsTruncatedButStillNamesTheGreenThread) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   const std::string long_text(4000, 'x');
-  EXPECT_DEATH(green::run({.procs = 1},
-                          [&] { GREEN_FATAL("%s", long_text.c_str()); }),
+  EXPECT_DEATH(green::run({.procs = 1}, [&] { GREEN_FATAL("%s", long_text.c_str()); }),
                "xxxx \\(G 1 running, P 0, M [0-9]+\\)");
 }
 

@@ -1,10 +1,11 @@
 // The run-time lock-rank check (green/detail/lock_rank.h): on in debug and sanitizer builds
 // (GREEN_CHECKS), where taking locks against the table's order is a fatal error naming both.
 // The whole runtime suite running with the check on is what shows the table matches the code.
+#include "green/detail/lock_rank.h"
+
 #include <gtest/gtest.h>
 
 #include "green/channel.h"
-#include "green/detail/lock_rank.h"
 #include "green/detail/spin_lock.h"
 #include "green/green.h"
 #include "green/select.h"

@@ -1,12 +1,12 @@
 // Machines (OS threads): the scheduler starts and wakes them without holding its spin lock.
-#include <gtest/gtest.h>
-
 #include <sched.h>
 
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <ctime>
+
+#include <gtest/gtest.h>
 
 #include "green/green.h"
 #include "green/sync.h"

@@ -1,15 +1,15 @@
 // A green thread that hops between OS threads keeps its errno, its in-flight exception and its
 // green-thread-local state.
-#include <gtest/gtest.h>
-
 #include <atomic>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <exception>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 #include "green/channel.h"
 #include "green/green.h"

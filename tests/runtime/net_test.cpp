@@ -1,27 +1,28 @@
 // Sockets on the netpoller: real TCP over 127.0.0.1 (and ::1), green threads on both ends.
 #include "green/net.h"
 
-#include <gtest/gtest.h>
 #include <netinet/tcp.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <csignal>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "green/channel.h"
 #include "green/green.h"
-#include "runtime/netpoll.h"
 #include "green/sync.h"
+#include "runtime/netpoll.h"
 #include "tests/runtime/test_util.h"
 
 using namespace std::chrono_literals;
@@ -43,9 +44,7 @@ bool in_poll(pid_t tid) {
   return nr == SYS_ppoll;
 }
 
-bool reader_parked() {
-  return green::testing::wait_until_waiting("netpoll read", 1);
-}
+bool reader_parked() { return green::testing::wait_until_waiting("netpoll read", 1); }
 
 }  // namespace
 
@@ -149,8 +148,9 @@ TEST(Net, EchoTenThousandConcurrentConnections) {
   // Two descriptors per connection (client and server side) plus a margin for the process.
   const int64_t fit = (static_cast<int64_t>(limit) - 64) / 2;
   const int64_t n = std::min<int64_t>(scaled(10'000, 1'000), fit);
-  if (n < 10'000) std::printf("open-files limit %llu: %lld connections\n",
-                              static_cast<unsigned long long>(limit), static_cast<long long>(n));
+  if (n < 10'000)
+    std::printf("open-files limit %llu: %lld connections\n", static_cast<unsigned long long>(limit),
+                static_cast<long long>(n));
   constexpr size_t kBytes = 3000;  // three round trips of 1000 per connection
   std::atomic<int64_t> echoed{0};
   std::atomic<int64_t> failures{0};
@@ -452,7 +452,8 @@ TEST(Net, WakeReaderWakesAParkedReaderWithoutClosingTheSocket) {
     green::Channel<int> woken;
     green::go([&] { (void)woken.send(server.wait_readable()); });
     // Parked: the netpoller counts it as a waiter.
-    ASSERT_TRUE(green::testing::wait_until([] { return green::detail::netpoll_waiters() > 0; }, 10s));
+    ASSERT_TRUE(
+        green::testing::wait_until([] { return green::detail::netpoll_waiters() > 0; }, 10s));
     std::thread([&] { server.wake_reader(); }).join();  // from a plain thread
     EXPECT_EQ(woken.recv(), std::optional<int>(0));
     EXPECT_EQ(server.try_read(buf, sizeof buf), -EAGAIN);

@@ -1,5 +1,4 @@
 // Observability: GREEN_SCHEDTRACE lines, the green-thread dump, SIGQUIT.
-#include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -13,6 +12,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "green/channel.h"
 #include "green/green.h"
@@ -169,9 +170,8 @@ TEST(Observe, DumpShowsEveryStateWaitReasonAndSpawnSite) {
   std::string dump;
   green::run({.procs = 1}, [&] {
     green::net::TcpListener listener;
-    ASSERT_EQ(green::net::TcpListener::listen(*green::net::Address::parse("127.0.0.1:0"),
-                                               &listener),
-              0);
+    ASSERT_EQ(
+        green::net::TcpListener::listen(*green::net::Address::parse("127.0.0.1:0"), &listener), 0);
     green::Channel<int> never;
     green::Mutex mu;
     mu.lock();
@@ -210,8 +210,7 @@ TEST(Observe, DumpShowsEveryStateWaitReasonAndSpawnSite) {
     // three digits of milliseconds, as the dump itself says.
     std::vector<std::regex> long_waits;
     for (const char* reason : {"netpoll read", "chan receive", "sleep", "mutex", "blocking call"}) {
-      long_waits.emplace_back(std::string(R"(\[waiting: )") + reason +
-                              R"(, (\d{3}ms|\d+\.\ds)\])");
+      long_waits.emplace_back(std::string(R"(\[waiting: )") + reason + R"(, (\d{3}ms|\d+\.\ds)\])");
     }
     (void)green::testing::wait_until(
         [&] {
@@ -243,8 +242,7 @@ TEST(Observe, DumpShowsEveryStateWaitReasonAndSpawnSite) {
   EXPECT_TRUE(has(R"(green thread 1 \[running\]: \(the caller\)\n\tspawned at \S+:\d+)")) << dump;
   EXPECT_TRUE(has(R"(green thread \d+ \[runnable\]:\n\tspawned at \S*observe_test.cpp:\d+)"))
       << dump;
-  for (const char* reason :
-       {"netpoll read", "chan receive", "sleep", "mutex", "blocking call"}) {
+  for (const char* reason : {"netpoll read", "chan receive", "sleep", "mutex", "blocking call"}) {
     EXPECT_TRUE(has(std::string(R"(green thread \d+ \[waiting: )") + reason +
                     R"(, (\d{3}ms|\d+\.\ds)\]:\n\tspawned at \S*observe_test.cpp:\d+)"))
         << reason << "\n"
@@ -293,6 +291,8 @@ TEST(Observe, SigquitDumpsAndTheProcessKeepsRunning) {
       text, std::regex(R"(green thread 1 \[(waiting: sleep, \d+ms|running)\]:\n\tspawned at)")))
       << text;
   EXPECT_TRUE(std::regex_search(
-      text, std::regex(R"(green thread \d+ \[waiting: chan receive, \d+ms\]:\n\tspawned at \S*observe_test.cpp:\d+)")))
+      text,
+      std::regex(
+          R"(green thread \d+ \[waiting: chan receive, \d+ms\]:\n\tspawned at \S*observe_test.cpp:\d+)")))
       << text;
 }

@@ -1,5 +1,4 @@
 // Scheduler behaviour: spawning, stealing, fairness, timers, idling, repeated runs.
-#include <gtest/gtest.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -12,10 +11,12 @@
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "green/channel.h"
 #include "green/green.h"
-#include "runtime/processor.h"
 #include "green/sync.h"
+#include "runtime/processor.h"
 #include "tests/runtime/test_util.h"
 
 using namespace std::chrono_literals;
@@ -25,8 +26,8 @@ namespace {
 
 // Yields until n reaches want; a test that gets there in 60 s never will.
 [[nodiscard]] bool wait_for_count(const std::atomic<int64_t>& n, int64_t want) {
-  return green::testing::yield_until(
-      [&] { return n.load(std::memory_order_acquire) >= want; }, 60s);
+  return green::testing::yield_until([&] { return n.load(std::memory_order_acquire) >= want; },
+                                     60s);
 }
 
 double cpu_seconds() {

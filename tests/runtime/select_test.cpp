@@ -1,13 +1,13 @@
 // select: readiness, fairness, default, timeout, send cases, close.
 #include "green/select.h"
 
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <optional>
 #include <utility>
+
+#include <gtest/gtest.h>
 
 #include "green/green.h"
 #include "green/sync.h"
@@ -47,8 +47,8 @@ TEST(Select, ChoosesAmongReadyCasesUniformly) {
 TEST(Select, DefaultRunsWhenNothingIsReady) {
   green::run({.procs = 1}, [] {
     green::Channel<int> a(0);
-    int fired = green::select(green::recv_case(a, [](std::optional<int>) {}),
-                              green::default_case());
+    int fired =
+        green::select(green::recv_case(a, [](std::optional<int>) {}), green::default_case());
     EXPECT_EQ(fired, green::kSelectDefault);
   });
 }
@@ -98,8 +98,8 @@ TEST(Select, SendCaseDeliversToAParkedReceiver) {
       wg.done();
     });
     bool sent = false;
-    int fired = green::select(green::send_case(out, 5, [&](bool ok) { sent = ok; }),
-                              green::timeout(5s));
+    int fired =
+        green::select(green::send_case(out, 5, [&](bool ok) { sent = ok; }), green::timeout(5s));
     wg.wait();
     EXPECT_EQ(fired, 0);
     EXPECT_TRUE(sent);
@@ -156,11 +156,14 @@ TEST(Select, ConcurrentSelectsOnSharedChannelsLoseNoValue) {
       green::go([&] {
         bool open_a = true, open_b = true;
         while (open_a || open_b) {
-          green::select(green::recv_case(a, [&](std::optional<int> v) {
-                          if (v) received.fetch_add(1); else open_a = false;
-                        }),
+          green::select(green::recv_case(a,
+                                         [&](std::optional<int> v) {
+                                           if (v) received.fetch_add(1);
+                                           else open_a = false;
+                                         }),
                         green::recv_case(b, [&](std::optional<int> v) {
-                          if (v) received.fetch_add(1); else open_b = false;
+                          if (v) received.fetch_add(1);
+                          else open_b = false;
                         }));
           if (!open_a && open_b) {
             while (b.recv()) received.fetch_add(1);

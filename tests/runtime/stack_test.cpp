@@ -1,10 +1,11 @@
 // Stacks: depth, overflow reporting, a million parked green threads, trimming, mappings.
-#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstring>
+
+#include <gtest/gtest.h>
 
 #include "green/green.h"
 #include "tests/runtime/test_util.h"

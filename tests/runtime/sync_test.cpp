@@ -1,11 +1,11 @@
 // WaitGroup, Mutex, ConditionVariable, Once under contention.
 #include "green/sync.h"
 
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <chrono>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 #include "green/green.h"
 #include "tests/runtime/test_util.h"

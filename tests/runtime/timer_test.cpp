@@ -1,12 +1,12 @@
 // The per-P timer heap on its own: order, removal from anywhere, the earliest-deadline hint.
 #include "runtime/timer.h"
 
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <random>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 using green::detail::Timer;
 using green::detail::TimerHeap;

@@ -87,7 +87,7 @@ enum class WakeIdleP : uint8_t {
 
 // Who may claim a Waiter.
 enum class Claimers : uint8_t {
-  kAny,       // several parties may race: a deadline's timer, the cases of a select, ...
+  kAny,          // several parties may race: a deadline's timer, the cases of a select, ...
   kLockHolders,  // only holders of one primitive's lock (one wait queue, no deadline)
 };
 
@@ -154,8 +154,8 @@ void unlock_spin_lock(void* lock);
 // once on a plain thread) when this returns. The analysis cannot see a lock released through a
 // function pointer on another stack, hence the exemption of this one function.
 inline void park_and_unlock(Waiter& w, WaitReason reason, SpinLock& lock,
-                            int64_t deadline_ns = kNoDeadlineNs) GREEN_RELEASE(lock)
-    GREEN_NO_THREAD_SAFETY_ANALYSIS {
+                            int64_t deadline_ns = kNoDeadlineNs)
+    GREEN_RELEASE(lock) GREEN_NO_THREAD_SAFETY_ANALYSIS {
   park(w, reason, unlock_spin_lock, &lock, deadline_ns);
 }
 

@@ -17,9 +17,9 @@
 // guard (std::lock_guard is not annotated in libstdc++, so the analysis cannot see through it).
 #pragma once
 
-#include <atomic>
-
 #include <sched.h>
+
+#include <atomic>
 
 #include "green/detail/lock_rank.h"
 #include "green/detail/thread_annotations.h"

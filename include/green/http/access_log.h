@@ -23,7 +23,6 @@
 #include <string>
 #include <string_view>
 
-
 namespace green::http {
 
 class ByteBuffer;  // server/byte_buffer.h
@@ -44,11 +43,11 @@ struct AccessRecord {
     }
     std::string_view view() const { return {text, length}; }
   };
-  Field<46> remote;        // "127.0.0.1", "::1"
-  Field<600> request;      // "GET /path HTTP/1.1"; empty when the request could not be parsed
+  Field<46> remote;    // "127.0.0.1", "::1"
+  Field<600> request;  // "GET /path HTTP/1.1"; empty when the request could not be parsed
   Field<200> referer;
   Field<200> user_agent;
-  Field<64> request_id;    // Request::request_id(); empty unless middleware::request_id() ran
+  Field<64> request_id;  // Request::request_id(); empty unless middleware::request_id() ran
 };
 
 class Request;  // green/http/request.h
@@ -56,8 +55,8 @@ class Request;  // green/http/request.h
 // Fills `rec` for one answered request: the time now, `remote`, `status`, `bytes`, and from `r`
 // (null: a request that could not be parsed) the request line, Referer, User-Agent and request
 // id. The connection and middleware::access_log() both record through it.
-void fill_access_record(AccessRecord& rec, const Request* r, std::string_view remote,
-                        int status, uint64_t bytes);
+void fill_access_record(AccessRecord& rec, const Request* r, std::string_view remote, int status,
+                        uint64_t bytes);
 
 // Appends one Combined Log Format line (with "\n") to `out`:
 //   127.0.0.1 - - [10/Oct/2000:13:55:36 +0000] "GET / HTTP/1.1" 200 13 "-" "curl/7.88.1"

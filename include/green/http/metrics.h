@@ -20,7 +20,7 @@ class ServerMetrics {
   void record_request(int status, std::chrono::nanoseconds latency);
 
   struct Snapshot {
-    std::array<uint64_t, 600> by_status{};  // index: status code
+    std::array<uint64_t, 600> by_status{};             // index: status code
     std::array<uint64_t, kBuckets> latency_buckets{};  // not cumulative
     uint64_t requests = 0;
     double latency_seconds_sum = 0;
@@ -33,7 +33,7 @@ class ServerMetrics {
   std::atomic<uint64_t> header_timeouts{0};       // 408s: the head, or a pause in a body
   std::atomic<uint64_t> read_timeouts{0};         // 408s: the whole request (read_timeout)
   std::atomic<uint64_t> idle_timeouts{0};
-  std::atomic<uint64_t> handler_timeouts{0};      // 503s: --handler-timeout, nothing sent
+  std::atomic<uint64_t> handler_timeouts{0};  // 503s: --handler-timeout, nothing sent
 
  private:
   static constexpr int kShards = 16;

@@ -164,8 +164,8 @@ class Request {
   std::span<const Header> headers_;
   Body body_;
   std::string_view remote_addr_;
-  const net::TcpStream* stream_ = nullptr;  // the connection's socket, for client_gone()
-  Connection* connection_ = nullptr;        // for context()
+  const net::TcpStream* stream_ = nullptr;           // the connection's socket, for client_gone()
+  Connection* connection_ = nullptr;                 // for context()
   mutable const green::Context* context_ = nullptr;  // created on the first context() call
   Param params_[kMaxParams];
   char request_id_[kMaxRequestIdLength];

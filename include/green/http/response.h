@@ -153,8 +153,7 @@ class ResponseWriter {
   // For a middleware that ran the handler against a writer of its own (middleware::timeout):
   // appends that writer's serialised response (head and body) to the output as this
   // response, and completes this writer with its status and size. Before the head is sent.
-  void complete_from(std::string_view serialised, int status, uint64_t body_bytes,
-                     bool keep_alive);
+  void complete_from(std::string_view serialised, int status, uint64_t body_bytes, bool keep_alive);
   // The connection must close after this response (asked for, HTTP/1.0 streaming, or framing
   // broken by a wrong declared length).
   bool keep_alive() const { return keep_alive_ && !broken_; }

@@ -53,8 +53,8 @@ class Router {
     // Null: answer `status`. With global middleware, a 404 or 405 comes with the handler that
     // answers it through that middleware.
     const Handler* handler = nullptr;
-    int status = 0;                    // 0, or 404 or 405 (with or without a handler)
-    std::string_view allow;            // for 405: "GET, HEAD, POST"
+    int status = 0;          // 0, or 404 or 405 (with or without a handler)
+    std::string_view allow;  // for 405: "GET, HEAD, POST"
   };
   // Finds the handler for r's method and path and binds r's path parameters.
   Match route(Request& r) const;
@@ -86,9 +86,9 @@ class Router {
   std::vector<std::unique_ptr<Route>> routes_;
   std::unordered_map<std::string, Route*, StringHash, std::equal_to<>> exact_;
   std::vector<Route*> parameterised_;
-  std::vector<Route*> prefixes_;  // longest first; pattern without the trailing '*'
+  std::vector<Route*> prefixes_;    // longest first; pattern without the trailing '*'
   std::vector<Middleware> global_;  // outermost first
-  Handler not_found_;  // the 404 wrapped in the global middleware; empty without any
+  Handler not_found_;               // the 404 wrapped in the global middleware; empty without any
 };
 
 }  // namespace green::http

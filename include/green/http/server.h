@@ -9,11 +9,11 @@
 // spawns one green thread per accepted connection; while it runs, a background green thread
 // gives the memory of bursts back to the kernel. Request bodies that do not fit a connection's
 // read buffer share one budget (ServerOptions::max_buffered_body_bytes). Connections over
-// max_connections are answered 503 and closed at once. shutdown() (from any green thread) turns ready() false, accepts the
-// connections already queued and closes the listener; serve() then drains: it wakes idle
-// keep-alive connections (each answers a request that has already arrived, then closes
-// without a reset: see connection.h), and lets connections that are handling a request finish
-// it and answer with Connection: close; serve() returns once every connection is gone, or by
+// max_connections are answered 503 and closed at once. shutdown() (from any green thread) turns
+// ready() false, accepts the connections already queued and closes the listener; serve() then
+// drains: it wakes idle keep-alive connections (each answers a request that has already arrived,
+// then closes without a reset: see connection.h), and lets connections that are handling a request
+// finish it and answer with Connection: close; serve() returns once every connection is gone, or by
 // shutdown_timeout: a little before it (a quarter of it, at most a second) the requests still
 // in flight are cancelled, and halfway through that remainder the rest are closed, so that
 // their green threads have seen it by the deadline.
@@ -33,10 +33,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
-
-#include <memory>
 
 #include "green/http/access_log.h"
 #include "green/http/limits.h"
@@ -79,11 +78,11 @@ struct ServerState;  // server/server_state.h: buffer pool, body budget, memory 
 
 // What the server's memory machinery holds now, for /metrics.
 struct ServerMemoryStats {
-  std::size_t pooled_buffer_sets = 0;  // connection buffer sets idle in the pool
-  uint64_t buffered_body_bytes = 0;    // reserved from the body budget now
-  uint64_t buffered_body_limit = 0;    // max_buffered_body_bytes (0: no limit)
-  uint64_t body_budget_rejections = 0; // requests answered 503 for want of budget
-  uint64_t malloc_trims = 0;           // times freed memory went back to the kernel
+  std::size_t pooled_buffer_sets = 0;   // connection buffer sets idle in the pool
+  uint64_t buffered_body_bytes = 0;     // reserved from the body budget now
+  uint64_t buffered_body_limit = 0;     // max_buffered_body_bytes (0: no limit)
+  uint64_t body_budget_rejections = 0;  // requests answered 503 for want of budget
+  uint64_t malloc_trims = 0;            // times freed memory went back to the kernel
 };
 
 class Server {
@@ -180,7 +179,6 @@ class Server {
 // Call from a green thread (inside green::run); parks it until the server has drained. A
 // handler still running past options.shutdown_timeout keeps it waiting (~Server).
 int listen_and_serve(std::string_view address, const Router& router);
-int listen_and_serve(ServerOptions options, const Router& router,
-                     AccessLog* access_log = nullptr);
+int listen_and_serve(ServerOptions options, const Router& router, AccessLog* access_log = nullptr);
 
 }  // namespace green::http

@@ -64,13 +64,13 @@
 #include <thread>
 #include <vector>
 
-#include "handlers/handlers.h"
 #include "green/green.h"
-#include "green/net.h"
-#include "green/sync.h"
 #include "green/http/access_log.h"
 #include "green/http/router.h"
 #include "green/http/server.h"
+#include "green/net.h"
+#include "green/sync.h"
+#include "handlers/handlers.h"
 
 namespace {
 
@@ -190,14 +190,10 @@ void print_bytes(const std::string& s) {
       i = s.size() - 128;
     }
     const auto c = static_cast<unsigned char>(s[i]);
-    if (c == '\r')
-      std::fputs("\\r", stderr);
-    else if (c == '\n')
-      std::fputs("\\n", stderr);
-    else if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"')
-      std::fputc(c, stderr);
-    else
-      std::fprintf(stderr, "\\x%02x", c);
+    if (c == '\r') std::fputs("\\r", stderr);
+    else if (c == '\n') std::fputs("\\n", stderr);
+    else if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') std::fputc(c, stderr);
+    else std::fprintf(stderr, "\\x%02x", c);
   }
 }
 
@@ -289,14 +285,10 @@ std::size_t skip_chunked(std::string_view s, std::size_t at) {
     for (std::size_t i = at; i < eol; ++i) {
       const char c = s[i];
       int d = 0;
-      if (c >= '0' && c <= '9')
-        d = c - '0';
-      else if (c >= 'a' && c <= 'f')
-        d = c - 'a' + 10;
-      else if (c >= 'A' && c <= 'F')
-        d = c - 'A' + 10;
-      else
-        return std::string_view::npos;
+      if (c >= '0' && c <= '9') d = c - '0';
+      else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+      else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
+      else return std::string_view::npos;
       n = n * 16 + static_cast<uint64_t>(d);
     }
     at = eol + 2;

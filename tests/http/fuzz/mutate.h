@@ -16,10 +16,18 @@ inline void mutate(std::string& s, std::mt19937& rng, std::span<const char* cons
   for (int e = 0; e < edits && !s.empty(); ++e) {
     const std::size_t at = rng() % s.size();
     switch (rng() % 4) {
-      case 0: s[at] = static_cast<char>(rng()); break;
-      case 1: s.erase(at, 1 + rng() % 8); break;
-      case 2: s.insert(at, tokens[rng() % tokens.size()]); break;
-      case 3: s.insert(at, s.substr(at, rng() % 64)); break;
+      case 0:
+        s[at] = static_cast<char>(rng());
+        break;
+      case 1:
+        s.erase(at, 1 + rng() % 8);
+        break;
+      case 2:
+        s.insert(at, tokens[rng() % tokens.size()]);
+        break;
+      case 3:
+        s.insert(at, s.substr(at, rng() % 64));
+        break;
     }
   }
 }
