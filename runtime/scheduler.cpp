@@ -1,4 +1,5 @@
-// The green-thread scheduler: Go's G-M-P design in C++.
+// The green-thread scheduler: Go's G-M-P design in C++. The design as a whole, with the park
+// protocol, the netpoller, stacks and the rejected designs: docs/runtime.md.
 //
 // G (GreenThread) is a green thread, M (Machine) an OS thread, P (Processor) the right to run
 // Gs; there are Options::procs Ps. An M runs schedule() on its own stack (g0): find a runnable

@@ -1,4 +1,5 @@
-// Server: the listener green thread, the connection registry, and graceful shutdown.
+// Server: the listener green thread, the connection registry, and graceful shutdown. The request
+// path from accept to drain is described in docs/server.md.
 //
 //   Server server(options, router, access_log);
 //   if (server.listen() != 0) ...;           // binds: the port is known from here on
