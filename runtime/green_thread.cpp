@@ -216,8 +216,11 @@ GreenThread* allocate_green_thread(Processor* p, std::size_t closure_size,
   const std::size_t size = requested_stack_size;  // 0: the default size
   GreenThread* g = size == 0 ? take_free(p) : take_sized(size);
   if (g == nullptr) {
-    Stack s = allocate_stack(size != 0 ? size : sched.options.stack_size);
-    g = ::new (green_thread_at(s.hi)) GreenThread();
+    // The control block is constructed under the slab lock (see allocate_stack): the dump
+    // walks every handed-out slot from any thread.
+    Stack s = allocate_stack(size != 0 ? size : sched.options.stack_size,
+                             [](char* hi) { ::new (green_thread_at(hi)) GreenThread(); });
+    g = green_thread_at(s.hi);
     g->stack = s;
     sanitizer_create_fiber(g);
   } else {

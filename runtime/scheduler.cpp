@@ -177,9 +177,11 @@ GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_alig
   Processor* p = m != nullptr ? m->p : nullptr;
   GreenThread* g = allocate_green_thread(p, closure_size, closure_align, closure_out);
   g->entry = entry;
-  g->id = new_goid(p);
-  g->spawn_file = where.file_name();
-  g->spawn_line = where.line_number();
+  // Atomic (relaxed) stores: a dump on another thread may be reading these fields of the G's
+  // previous life (it loaded a live status just before that life ended). Plain moves on x86.
+  std::atomic_ref<uint64_t>(g->id).store(new_goid(p), std::memory_order_relaxed);
+  std::atomic_ref<const char*>(g->spawn_file).store(where.file_name(), std::memory_order_relaxed);
+  std::atomic_ref<uint32_t>(g->spawn_line).store(where.line_number(), std::memory_order_relaxed);
   g->wait_reason.store(WaitReason::kNone, std::memory_order_relaxed);
   if (p != nullptr) {
     p->spawned.store(p->spawned.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);

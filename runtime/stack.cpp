@@ -123,13 +123,16 @@ std::size_t page_size() {
 
 bool stack_guards_are_markers() { return guard_mode.load(std::memory_order_relaxed) == 1; }
 
-Stack allocate_stack(std::size_t size) {
+Stack allocate_stack(std::size_t size, void (*init_top)(char* hi)) {
   const std::size_t slot_size = size + page_size();
   SlabRegistry& r = registry();
   char* slot = nullptr;
   {
     SpinLockGuard guard(r.lock);
     slot = take_slot_locked(r, slot_size);
+    // Under the lock that for_each_stack_top() snapshots the slabs under: a walker (a dump on
+    // any thread) that sees this slot counted also sees what init_top wrote there.
+    if (slot != nullptr && init_top != nullptr) init_top(slot + slot_size);
   }
   if (slot == nullptr) {
     // MAP_NORESERVE: the reservation is not charged against overcommit; pages are committed
@@ -149,6 +152,7 @@ Stack allocate_stack(std::size_t size) {
     SpinLockGuard guard(r.lock);
     add_slab_locked(r, static_cast<char*>(base), slot_size, slots);
     slot = static_cast<char*>(base);
+    if (init_top != nullptr) init_top(slot + slot_size);  // as above
   }
   install_guard(slot);
   return Stack{slot + page_size(), slot + slot_size};

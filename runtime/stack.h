@@ -55,7 +55,10 @@ bool stack_guards_are_markers();
 
 // Reserves one stack of `size` usable bytes (a multiple of the page size) with its guard page.
 // Thread-safe. Aborts with a message if the address space or mapping budget is exhausted.
-Stack allocate_stack(std::size_t size);
+// `init_top(hi)`, if given, runs under the slab registry's lock as the slot is handed out, so
+// that for_each_stack_top(), which walks every handed-out slot, never reads a control block
+// while it is being constructed (a data race a dump on another thread would otherwise hit).
+Stack allocate_stack(std::size_t size, void (*init_top)(char* hi) = nullptr);
 
 // Bytes of `s` that are committed (resident) now: mincore(2) over the whole stack.
 std::size_t committed_bytes(const Stack& s);

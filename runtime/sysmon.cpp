@@ -275,9 +275,14 @@ std::string dump_green_threads(std::size_t limit) {
         GreenThread* g = green_thread_at(top);
         const GStatus s = g->status.load(std::memory_order_acquire);
         if (s == GStatus::kIdle || s == GStatus::kDead) return;
-        out->push_back(Row{g->id, s, g->wait_reason.load(std::memory_order_relaxed),
-                           g->wait_since_ns.load(std::memory_order_relaxed), g->spawn_file,
-                           g->spawn_line});
+        // The G may die and be respawned while we read: its fields are read atomically (a
+        // dump is a snapshot; a row may mix two lives of one slot, never tear a value).
+        out->push_back(
+            Row{std::atomic_ref<uint64_t>(g->id).load(std::memory_order_relaxed), s,
+                g->wait_reason.load(std::memory_order_relaxed),
+                g->wait_since_ns.load(std::memory_order_relaxed),
+                std::atomic_ref<const char*>(g->spawn_file).load(std::memory_order_relaxed),
+                std::atomic_ref<uint32_t>(g->spawn_line).load(std::memory_order_relaxed)});
       },
       &rows);
   std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.id < b.id; });
