@@ -13,17 +13,22 @@
 
 namespace green::detail {
 
+long env_integer(const char* name, const char* unit, long lo, long hi) {
+  const char* env = std::getenv(name);
+  if (env == nullptr || *env == '\0') return 0;
+  char* end = nullptr;
+  const long v = std::strtol(env, &end, 10);
+  if (*end != '\0' || v < lo || v > hi) {
+    std::fprintf(stderr, "greenrt: %s=%s: want %s from %ld to %ld\n", name, env, unit, lo, hi);
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): green::run() reads it before the runtime's threads
+    std::exit(2);
+  }
+  return v;
+}
+
 int procs_from(const Options& options) {
   if (options.procs > 0) return std::min(options.procs, static_cast<int>(kRunQueueSize));
-  if (const char* env = std::getenv("GREEN_MAXPROCS"); env != nullptr && *env != '\0') {
-    char* end = nullptr;
-    long v = std::strtol(env, &end, 10);
-    if (*end != '\0' || v < 1 || v > static_cast<long>(kRunQueueSize)) {
-      std::fprintf(stderr, "greenrt: GREEN_MAXPROCS=%s: want an integer from 1 to %u\n", env,
-                   kRunQueueSize);
-      // NOLINTNEXTLINE(concurrency-mt-unsafe): green::run() reads it before the runtime's threads
-      std::exit(2);
-    }
+  if (long v = env_integer("GREEN_MAXPROCS", "an integer", 1, kRunQueueSize); v != 0) {
     return static_cast<int>(v);
   }
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -31,16 +36,8 @@ int procs_from(const Options& options) {
 }
 
 int max_threads_from_env() {
-  const char* env = std::getenv("GREEN_MAX_THREADS");
-  if (env == nullptr || *env == '\0') return 10000;
-  char* end = nullptr;
-  long v = std::strtol(env, &end, 10);
-  if (*end != '\0' || v < 1 || v > 1'000'000) {
-    std::fprintf(stderr, "greenrt: GREEN_MAX_THREADS=%s: want an integer from 1 to 1000000\n", env);
-    // NOLINTNEXTLINE(concurrency-mt-unsafe): green::run() reads it before the runtime's threads
-    std::exit(2);
-  }
-  return static_cast<int>(v);
+  const long v = env_integer("GREEN_MAX_THREADS", "an integer", 1, 1'000'000);
+  return v != 0 ? static_cast<int>(v) : 10000;
 }
 
 // Options::thread_idle_timeout, else GREEN_THREAD_IDLE (Go-style: "10s", "250ms"; "0": idle

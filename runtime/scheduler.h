@@ -270,6 +270,9 @@ void begin_stop();
 uint64_t new_goid(Processor* p);
 
 // --- options.cpp ---
+// The integer in environment variable `name`, or 0 when it is unset or empty; outside
+// [lo, hi] (lo >= 1) or malformed, exits with status 2 and "want <unit> from lo to hi".
+long env_integer(const char* name, const char* unit, long lo, long hi);
 int procs_from(const Options& options);
 int max_threads_from_env();
 int64_t thread_idle_ns_from(const Options& options);

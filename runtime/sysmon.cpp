@@ -54,17 +54,7 @@ void on_sigquit(int) {
 }
 
 int64_t schedtrace_from_env() {
-  const char* env = std::getenv("GREEN_SCHEDTRACE");
-  if (env == nullptr || *env == '\0') return 0;
-  char* end = nullptr;
-  long v = std::strtol(env, &end, 10);
-  if (*end != '\0' || v < 1 || v > 3'600'000) {
-    std::fprintf(stderr, "greenrt: GREEN_SCHEDTRACE=%s: want milliseconds from 1 to 3600000\n",
-                 env);
-    // NOLINTNEXTLINE(concurrency-mt-unsafe): green::run() reads it before the runtime's threads
-    std::exit(2);
-  }
-  return v * 1'000'000LL;
+  return env_integer("GREEN_SCHEDTRACE", "milliseconds", 1, 3'600'000) * 1'000'000LL;
 }
 
 // Folds this round's idle-P count into a moving average over ~1 s, each sample weighted by
