@@ -1,0 +1,253 @@
+// Client: an HTTP/1.1 client whose calls park the calling green thread, never its OS thread
+// (Go's http.Client and http.Transport in one).
+//
+//   green::http::Client client;                       // one per process (or per upstream set)
+//   auto resp = client.get(r.context(), "http://127.0.0.1:9000/users/7");
+//   if (!resp.ok()) return w.send_status(502);        // resp.error() says why
+//   std::optional<std::string> body = resp.read_all();  // or resp.read(buf) as a stream
+//
+// What a call does:
+//   - DNS: numeric addresses are used as they are; names go to getaddrinfo(3) inside
+//     green::blocking(), so a slow resolver parks the green thread and hands its P to another
+//     OS thread. Every address returned (IPv6 and IPv4) is tried in order until one connects.
+//   - Pool: connections are kept alive per "host:port" (as written in the URL, before DNS) and
+//     reused, most recently used first. A pooled connection is checked before reuse: one
+//     non-blocking recv(MSG_PEEK) must find nothing (the server closed it: end of stream; or
+//     sent something unasked: data), else it is closed and the next one tried. If a request on
+//     a reused connection fails before any byte of its response arrived (the server closed it
+//     just as we sent: the keep-alive race), an idempotent request (GET, HEAD, OPTIONS, TRACE,
+//     PUT, DELETE, or any with an Idempotency-Key header, as Go) whose body can be sent again is
+//     retried once on a new connection. Idle connections expire after idle_timeout and are
+//     capped per host and in total (the least recently used go first).
+//   - Deadlines and cancellation: the Context passed to each call (a request's r.context(), or
+//     one of green::with_timeout) bounds the whole call, streaming the body included; cancelling
+//     it ends a parked connect, write or read at once (kCanceled / kDeadlineExceeded) and the
+//     connection is closed, never pooled. connect_timeout bounds each connect; write_timeout and
+//     read_timeout bound each wait for the socket (nginx's proxy_send_timeout and
+//     proxy_read_timeout: the time between two successive operations, not the whole transfer).
+//   - Parsing: responses go through llhttp with the server's strictness: a malformed status line
+//     or header, a bare LF, Content-Length together with Transfer-Encoding, a bad chunk or a
+//     body shorter than declared is kProtocol (or kRead when the connection ended early), never
+//     a silently truncated body. 1xx responses are skipped. A response without a length is read
+//     until the server closes (and that connection is not reused).
+//   - Limits: the response head (max_response_header_bytes, max_response_headers) and body
+//     (max_response_body_bytes for streamed reads, read_all's limit for collected ones).
+//   - Redirects are not followed unless max_redirects > 0 (then as Go: 301/302/303 turn into a
+//     GET without body, 307/308 repeat the method and a body that can be sent again).
+//
+// Threads: a Client may be shared by any number of green threads (the pool takes a short lock);
+// thousands of calls at once are normal. A ClientResponse belongs to one green thread at a time.
+// The Client must outlive its responses. Calls must come from green threads (inside green::run).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "green/http/request.h"  // Header, iequals
+
+namespace green {
+class Context;  // green/context.h
+}
+
+namespace green::http {
+
+struct ClientOptions {
+  // Each connection attempt (all the addresses of one name together). Go's net.Dialer has 30 s,
+  // nginx's proxy_connect_timeout 60 s; a local service that takes 10 s to accept is down.
+  std::chrono::nanoseconds connect_timeout = std::chrono::seconds(10);
+  // Longest wait for the socket to take more of the request / give more of the response
+  // (nginx's proxy_send_timeout and proxy_read_timeout, 60 s there). 0: none.
+  std::chrono::nanoseconds write_timeout = std::chrono::seconds(30);
+  std::chrono::nanoseconds read_timeout = std::chrono::seconds(30);
+  // A whole call, from send() until the body is read (Go's Client.Timeout). 0: none; the
+  // context's deadline applies in any case.
+  std::chrono::nanoseconds timeout{0};
+  // An idle pooled connection older than this is closed (Go's IdleConnTimeout, 90 s).
+  std::chrono::nanoseconds idle_timeout = std::chrono::seconds(90);
+  // Idle connections kept per host and in all (Go: MaxIdleConnsPerHost 2, MaxIdleConns 100; a
+  // proxy wants more per host, as nginx's `keepalive 32`-style settings).
+  int max_idle_per_host = 64;
+  int max_idle_total = 1024;
+  // Connections (busy or idle) per host; a call past it waits for one to come back, under its
+  // context and connect_timeout (Go's MaxConnsPerHost). 0: no limit.
+  int max_conns_per_host = 0;
+  // The response's status line and headers; past it kHeadersTooLarge (Go: 1 MiB; nginx's
+  // proxy_buffer_size is a page: "upstream sent too big header").
+  std::size_t max_response_header_bytes = 64 * 1024;
+  std::size_t max_response_headers = 100;
+  // Body bytes read() may return before kBodyTooLarge. 0: no limit (a proxy streams anything).
+  uint64_t max_response_body_bytes = 0;
+  // Redirects followed by send(); 0 returns the 3xx as it is.
+  int max_redirects = 0;
+  // Sent when the request has no User-Agent; empty: none.
+  std::string user_agent = "greenhttp";
+};
+
+// Why a call failed. kTimeout and kDeadlineExceeded are what a proxy answers 504 for; the rest
+// 502 (nginx's mapping).
+enum class ClientError : uint8_t {
+  kNone,
+  kBadRequest,        // the URL or a header of the request is not valid (nothing was sent)
+  kDns,               // the host name did not resolve
+  kConnect,           // no address accepted the connection (refused, unreachable)
+  kTimeout,           // connect_timeout, write_timeout, read_timeout or timeout passed
+  kCanceled,          // the context was cancelled
+  kDeadlineExceeded,  // the context's deadline passed
+  kWrite,             // sending the request failed (reset, broken pipe)
+  kRead,              // the connection failed or ended before the response was complete
+  kProtocol,          // the response is malformed (status line, headers, framing)
+  kHeadersTooLarge,   // the response head passed max_response_header_bytes / _headers
+  kBodyTooLarge,      // the body passed max_response_body_bytes or read_all's limit
+  kRequestBody,       // the request's body source failed or gave a length other than declared
+  kTooManyRedirects,
+};
+inline constexpr int kClientErrorCount = static_cast<int>(ClientError::kTooManyRedirects) + 1;
+const char* client_error_name(ClientError e);  // "timeout", "connect", ...
+inline bool is_timeout(ClientError e) {
+  return e == ClientError::kTimeout || e == ClientError::kDeadlineExceeded;
+}
+
+// One request. Views: the caller keeps what they point to alive until send() returns (the
+// body source until the request has been sent).
+struct ClientRequest {
+  std::string_view method = "GET";
+  // "http://host[:port][/path][?query]"; host is a name, an IPv4 address or "[IPv6]".
+  std::string_view url;
+  // Extra header lines. Host comes from the URL unless one is given here; Content-Length and
+  // Transfer-Encoding are the client's (from body / body_source), and are refused here.
+  std::span<const Header> headers;
+  // A body in memory (sent with Content-Length; can be sent again for a retry or a redirect).
+  std::string_view body;
+  // Or a streamed body: called until it returns 0 (end) or a negative value (failure:
+  // kRequestBody). It is sent with Content-Length when content_length >= 0 (giving more or
+  // fewer bytes is kRequestBody), else chunked. Once it has been called, the request is not
+  // retried.
+  std::function<long(std::span<char>)> body_source;
+  int64_t content_length = -1;
+};
+
+namespace detail {
+struct ClientConn;
+struct ClientShared;
+}  // namespace detail
+
+// A response: status and headers at once, the body as a stream (or collected with read_all).
+// Move-only. Destroying it returns its connection to the pool when the body was read to the
+// end (or the rest of it is already in the read buffer), and closes it otherwise; call it done
+// as soon as possible.
+class ClientResponse {
+ public:
+  ClientResponse() = default;
+  ~ClientResponse();
+  ClientResponse(ClientResponse&& other) noexcept;
+  ClientResponse& operator=(ClientResponse&& other) noexcept;
+  ClientResponse(const ClientResponse&) = delete;
+  ClientResponse& operator=(const ClientResponse&) = delete;
+
+  // Whether a response arrived (its head; the body may still fail: read() says).
+  bool ok() const { return error_ == ClientError::kNone && status_ != 0; }
+  ClientError error() const { return error_; }
+  // A one-line reason for error(): "connect 127.0.0.1:9: Connection refused".
+  const std::string& error_message() const { return message_; }
+
+  int status() const { return status_; }
+  std::string_view reason() const;
+  int version_minor() const { return version_minor_; }
+  std::span<const Header> headers() const;
+  // The first header called `name` (case-insensitive), or empty.
+  std::string_view header(std::string_view name) const;
+  // Declared Content-Length, or -1 (chunked, until close, or none for a body-less response).
+  int64_t content_length() const { return content_length_; }
+  bool chunked() const { return chunked_; }
+  // Whether the response can have a body (not HEAD, 1xx, 204 or 304).
+  bool has_body() const { return has_body_; }
+
+  // Copies up to buf.size() body bytes into buf, parking until at least one byte is there.
+  // Returns the count, 0 at the end of the body, or -1 on error (error() then says which; every
+  // later read returns -1 too).
+  long read(std::span<char> buf);
+  // Whether the next read() would return without parking (bytes already buffered, or the end).
+  bool read_ready() const;
+  // The rest of the body, collected; nullopt on error, or past `limit` (kBodyTooLarge).
+  std::optional<std::string> read_all(std::size_t limit = 8 << 20);
+  // Body bytes read() returned so far.
+  uint64_t body_bytes() const { return body_bytes_; }
+
+  // Drops the response now: its connection is pooled if the body is complete, else closed.
+  void close();
+
+ private:
+  friend class Client;
+  void fail(ClientError e, std::string message);
+
+  std::unique_ptr<detail::ClientConn> conn_;
+  std::shared_ptr<detail::ClientShared> shared_;
+  ClientError error_ = ClientError::kNone;
+  std::string message_;
+  int status_ = 0;
+  int version_minor_ = 1;
+  int64_t content_length_ = -1;
+  bool chunked_ = false;
+  bool has_body_ = false;
+  uint64_t body_bytes_ = 0;
+};
+
+// Counters for /metrics. Relaxed atomics summed on read: cheap, not a consistent snapshot.
+struct ClientStats {
+  uint64_t requests = 0;      // send() calls (a retry or a redirect is not another)
+  uint64_t responses = 0;     // response heads received
+  uint64_t retries = 0;       // requests sent again after a keep-alive race
+  uint64_t pool_hits = 0;     // requests sent on a reused connection
+  uint64_t pool_misses = 0;   // requests that dialled a new connection
+  uint64_t stale_closed = 0;  // pooled connections found closed (or talking) before reuse
+  uint64_t errors[kClientErrorCount] = {};  // by ClientError (errors[0] unused)
+  int64_t open_connections = 0;             // connected now, busy or idle
+  int64_t idle_connections = 0;             // in the pool now
+};
+
+class Client {
+ public:
+  explicit Client(ClientOptions options = {});
+  // Closes the idle connections. Responses must be gone first.
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Sends `req` and returns the response once its head has arrived (or the error). The body is
+  // read from the response afterwards, under the same context.
+  ClientResponse send(const Context& ctx, const ClientRequest& req);
+  ClientResponse get(const Context& ctx, std::string_view url);
+
+  ClientStats stats() const;
+  // Appends the counters in Prometheus text format, each name starting with `prefix`
+  // ("greenhttp_client_requests_total" for prefix "greenhttp_client").
+  void write_metrics(std::string& out, std::string_view prefix = "greenhttp_client") const;
+  // Closes every idle connection now.
+  void close_idle();
+  const ClientOptions& options() const;
+
+ private:
+  ClientResponse send_once(const Context& ctx, const ClientRequest& req, bool* retryable,
+                           bool fresh_only);
+  std::shared_ptr<detail::ClientShared> shared_;
+};
+
+// The parts of an http:// URL. Exposed for the reverse proxy and tests.
+struct Url {
+  std::string host;       // without brackets ("::1")
+  uint16_t port = 80;     // default 80
+  std::string authority;  // "host:port" as written (the pool's key and the Host header)
+  std::string target;     // path and query, "/" when empty
+};
+// Parses "http://host[:port][/path][?query]"; nullopt for anything else (https, userinfo,
+// a fragment is dropped, bad port, empty host, spaces or control bytes).
+std::optional<Url> parse_url(std::string_view url);
+
+}  // namespace green::http
