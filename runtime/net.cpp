@@ -176,6 +176,16 @@ void SocketHandle::close() {
   green::detail::poll_close(pd_, seq_);
 }
 
+struct TcpStream::Binding {
+  Context ctx = Context::background();
+  std::function<bool()> stop;  // after_func's; empty when not bound
+  bool bound = false;
+};
+
+TcpStream::TcpStream() = default;
+TcpStream::TcpStream(PollDesc* pd) { open(pd); }
+TcpStream::~TcpStream() { unbind_context(); }
+
 TcpStream::TcpStream(TcpStream&& other) noexcept { *this = std::move(other); }
 
 TcpStream& TcpStream::operator=(TcpStream&& other) noexcept {
@@ -184,8 +194,43 @@ TcpStream& TcpStream::operator=(TcpStream&& other) noexcept {
     drained_ = std::exchange(other.drained_, false);
     read_deadline_ = std::exchange(other.read_deadline_, kNoDeadline);
     write_deadline_ = std::exchange(other.write_deadline_, kNoDeadline);
+    // The hook of a bound context names the descriptor, not the stream object, so the binding
+    // moves with the descriptor.
+    unbind_context();
+    binding_ = std::move(other.binding_);
   }
   return *this;
+}
+
+void TcpStream::bind_context(const Context& ctx) {
+  unbind_context();
+  if (pd_ == nullptr) return;
+  if (binding_ == nullptr) binding_ = std::make_unique<Binding>();
+  binding_->ctx = ctx;
+  binding_->bound = true;
+  PollDesc* pd = pd_;
+  const uint32_t seq = seq_;
+  // As for the per-call overloads: the hook names the descriptor by (pointer, sequence), which
+  // are type-stable, so a late hook on a closed or recycled descriptor is a no-op. It wakes both
+  // directions: whichever is parked retries, finds EAGAIN, then sees the cancellation.
+  binding_->stop = green::after_func(ctx, [pd, seq] {
+    green::detail::poll_wake_reader(pd, seq);
+    green::detail::poll_wake_writer(pd, seq);
+  });
+}
+
+void TcpStream::unbind_context() {
+  if (binding_ == nullptr || !binding_->bound) return;
+  if (binding_->stop) binding_->stop();
+  binding_->stop = nullptr;
+  binding_->ctx = Context::background();
+  binding_->bound = false;
+}
+
+bool TcpStream::context_bound() const { return binding_ != nullptr && binding_->bound; }
+
+bool TcpStream::bound_cancelled() const {
+  return binding_ != nullptr && binding_->bound && binding_->ctx.cancelled();
 }
 
 TcpStream TcpStream::adopt(int fd) {
@@ -285,6 +330,7 @@ ssize_t TcpStream::read(void* buf, std::size_t n) {
     // raised an event of its own, which either wakes us or left rd_ready set; an end of stream
     // or error is sticky (hup), and poll_wait() returns at once for it.
     drained_ = false;
+    if (bound_cancelled()) return -ECANCELED;
     const int w = green::detail::poll_wait(pd_, PollMode::kRead, to_ns(read_deadline_));
     if (w != 0) return w;
   }
@@ -296,6 +342,8 @@ ssize_t TcpStream::read(void* buf, std::size_t n) {
     }
     if (errno == EINTR) continue;
     if (errno != EAGAIN) return -errno;
+    // Checked after EAGAIN and before parking: a cancellation from here on wakes the park.
+    if (bound_cancelled()) return -ECANCELED;
     const int w = green::detail::poll_wait(pd_, PollMode::kRead, to_ns(read_deadline_));
     if (w != 0) return w;
   }
@@ -310,6 +358,7 @@ ssize_t TcpStream::readv(const iovec* iov, int iovcnt) {
     if (r >= 0) return r;
     if (errno == EINTR) continue;
     if (errno != EAGAIN) return -errno;
+    if (bound_cancelled()) return -ECANCELED;
     const int w = green::detail::poll_wait(pd_, PollMode::kRead, to_ns(read_deadline_));
     if (w != 0) return w;
   }
@@ -321,6 +370,7 @@ int TcpStream::wait_readable() {
   // This wait consumes the readiness a drained_ read() would wait for: the next read() must
   // try the socket first.
   drained_ = false;
+  if (bound_cancelled()) return -ECANCELED;
   return green::detail::poll_wait(pd_, PollMode::kRead, to_ns(read_deadline_));
 }
 
@@ -412,7 +462,7 @@ ssize_t TcpStream::writev_impl(iovec* iov, int iovcnt, const Context* ctx) {
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return -errno;
-      if (ctx != nullptr && ctx->cancelled()) return -ECANCELED;
+      if ((ctx != nullptr && ctx->cancelled()) || bound_cancelled()) return -ECANCELED;
       const int w = green::detail::poll_wait(pd_, PollMode::kWrite, to_ns(write_deadline_));
       if (w != 0) return w;
       continue;

@@ -28,6 +28,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -98,7 +99,8 @@ class SocketHandle {
 
 class TcpStream : public SocketHandle {
  public:
-  TcpStream() = default;
+  TcpStream();
+  ~TcpStream();
   TcpStream(TcpStream&& other) noexcept;
   TcpStream& operator=(TcpStream&& other) noexcept;
 
@@ -132,6 +134,18 @@ class TcpStream : public SocketHandle {
   // allocation per call: for a request's handler, not for a server's hot loop.
   ssize_t read(void* buf, std::size_t n, const Context& ctx);
   ssize_t write(const void* buf, std::size_t n, const Context& ctx);
+
+  // Ties every later read(), readv(), write(), writev() and wait_readable() of this stream to
+  // ctx until unbind_context() (or the next bind_context): an operation that would park ends with
+  // -ECANCELED once ctx is cancelled, and one already parked is woken at once. One registration
+  // with ctx (one allocation) serves any number of operations: what an HTTP client calling out
+  // under a request's context wants, where the per-call overloads above would register on every
+  // read. The socket stays usable; ctx.cancelled() tells this -ECANCELED from a closed socket's.
+  // A try_read() never parks and is not affected. Call from the green thread that uses the
+  // stream, not while another operation on it is parked.
+  void bind_context(const Context& ctx);
+  void unbind_context();
+  bool context_bound() const;
 
   // Parks until the socket is readable (data, end of stream or error) without reading: lets an
   // idle connection wait without holding a buffer. Returns 0, or a negative errno.
@@ -180,9 +194,13 @@ class TcpStream : public SocketHandle {
 
  private:
   friend class TcpListener;
-  explicit TcpStream(green::detail::PollDesc* pd) { open(pd); }
+  explicit TcpStream(green::detail::PollDesc* pd);
   static int connect_impl(const Address& to, TcpStream* out, Deadline deadline, const Context* ctx);
   ssize_t writev_impl(iovec* iov, int iovcnt, const Context* ctx);
+  // The context of bind_context(), allocated on the first bind and kept for the next one.
+  struct Binding;
+  bool bound_cancelled() const;
+  std::unique_ptr<Binding> binding_;
   bool drained_ = false;  // the last read() returned less than asked: the buffer was empty
   Deadline read_deadline_ = kNoDeadline;
   Deadline write_deadline_ = kNoDeadline;

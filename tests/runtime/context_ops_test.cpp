@@ -184,6 +184,59 @@ TEST(ContextOps, ParkedWriteEndsWithECanceled) {
   });
 }
 
+// bind_context: one registration for every later operation of the stream (the HTTP client's
+// way): a parked read, a parked write and wait_readable all end with -ECANCELED when the bound
+// context is cancelled, reads in between work, and after unbind_context a cancelled context no
+// longer matters.
+TEST(ContextOps, BoundContextCancelsParkedReadsWritesAndWaits) {
+  green::run({.procs = 2}, [] {
+    TcpListener listener;
+    TcpStream client, server;
+    ASSERT_NO_FATAL_FAILURE(connected_pair(listener, client, server));
+    auto [ctx, cancel] = green::with_cancel(green::Context::background());
+    server.bind_context(ctx);
+    EXPECT_TRUE(server.context_bound());
+    char buf[16];
+    ASSERT_EQ(client.write("ab", 2), 2);
+    EXPECT_EQ(server.read(buf, sizeof buf), 2);  // data flows while bound and live
+    cancel_later(cancel, 20ms);
+    const auto start = Clock::now();
+    EXPECT_EQ(server.read(buf, sizeof buf), -ECANCELED);  // parked, then woken by the cancel
+    EXPECT_LT(Clock::now() - start, 5s);
+    EXPECT_EQ(server.wait_readable(), -ECANCELED);  // at once: already cancelled
+    std::string big(64 << 20, 'x');                 // the client never reads: the write parks
+    EXPECT_EQ(server.write(big.data(), big.size()), -ECANCELED);
+    // Unbound: the cancelled context no longer applies, the socket is usable.
+    server.unbind_context();
+    EXPECT_FALSE(server.context_bound());
+    ASSERT_EQ(client.write("cd", 2), 2);
+    EXPECT_EQ(server.read(buf, sizeof buf), 2);
+    wait_for_watchers();
+  });
+}
+
+TEST(ContextOps, BoundContextWakesAWriterParkedBeforeTheCancel) {
+  green::run({.procs = 2}, [] {
+    TcpListener listener;
+    TcpStream client, server;
+    ASSERT_NO_FATAL_FAILURE(connected_pair(listener, client, server));
+    auto [ctx, cancel] = green::with_timeout(green::Context::background(), 50ms);
+    server.bind_context(ctx);
+    std::string big(64 << 20, 'x');
+    const auto start = Clock::now();
+    EXPECT_EQ(server.write(big.data(), big.size()), -ECANCELED);
+    EXPECT_LT(Clock::now() - start, 5s);
+    EXPECT_EQ(ctx.err(), green::ContextError::kDeadlineExceeded);
+    // A moved stream takes its binding along: the moved-to stream still sees the cancel.
+    TcpStream moved = std::move(server);
+    EXPECT_TRUE(moved.context_bound());
+    char buf[4];
+    EXPECT_EQ(moved.read(buf, sizeof buf), -ECANCELED);
+    cancel();
+    wait_for_watchers();
+  });
+}
+
 TEST(ContextOps, ConnectWithACancelledContextFailsAtOnce) {
   green::run({.procs = 2}, [] {
     TcpListener listener;
