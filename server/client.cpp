@@ -1,0 +1,975 @@
+// green::http::Client: the pool, dialling, sending a request, redirects and retries. The
+// response parser is in client_conn.cpp; the contract in green/http/client.h.
+//
+// The pool (ClientShared) keeps idle connections per "host:port" in vectors (most recently used
+// last, taken from the back as Go's Transport does, so a burst's extra connections age out) and
+// all of them on one list in the order they went idle, for the total cap and for expiry. It is
+// under one green::Mutex: every critical section is a few pointer moves, and sockets are closed
+// after it is released. A janitor green thread, started with the first idle connection, closes
+// those idle past idle_timeout (Go arms a timer per idle connection; one sweeper is cheaper and
+// as good at this granularity); it holds only a weak reference, so a destroyed Client ends it.
+//
+// Cancellation: the call's Context is bound to the connection's stream for as long as the
+// response is read (TcpStream::bind_context: one registration for every read and write), so a
+// cancelled context wakes whatever the call is parked on, and the connection is then closed.
+#include "green/http/client.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <unordered_map>
+#include <vector>
+
+#include "green/channel.h"
+#include "green/context.h"
+#include "green/green.h"
+#include "green/select.h"
+#include "green/sync.h"
+#include "server/client_conn.h"
+
+namespace green::http {
+
+namespace detail {
+
+namespace {
+int64_t steady_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+struct ClientCounters {
+  std::atomic<uint64_t> requests{0}, responses{0}, retries{0}, pool_hits{0}, pool_misses{0},
+      stale_closed{0};
+  std::array<std::atomic<uint64_t>, kClientErrorCount> errors{};
+  std::atomic<int64_t> open{0}, idle{0};
+};
+
+struct ClientShared : std::enable_shared_from_this<ClientShared> {
+  explicit ClientShared(ClientOptions o) : options(std::move(o)) {}
+  ~ClientShared() { close_all_idle(); }
+
+  struct Host {
+    std::vector<ClientConn*> idle;  // most recently used last
+    int open = 0;                   // connections of this host, busy or idle (and being dialled)
+    std::vector<std::shared_ptr<Channel<bool>>> waiters;  // for max_conns_per_host, FIFO
+  };
+
+  const ClientOptions options;
+  ClientCounters counters;
+  Mutex mu;
+  std::unordered_map<std::string, Host> hosts GREEN_GUARDED_BY(mu);
+  ClientConn* lru_head GREEN_GUARDED_BY(mu) = nullptr;  // idle longest
+  ClientConn* lru_tail GREEN_GUARDED_BY(mu) = nullptr;
+  int idle_total GREEN_GUARDED_BY(mu) = 0;
+  bool janitor_started GREEN_GUARDED_BY(mu) = false;
+  CancelFn stop_janitor;  // set with janitor_started, called by ~Client
+
+  void lru_remove(ClientConn* c) GREEN_REQUIRES(mu) {
+    (c->lru_prev != nullptr ? c->lru_prev->lru_next : lru_head) = c->lru_next;
+    (c->lru_next != nullptr ? c->lru_next->lru_prev : lru_tail) = c->lru_prev;
+    c->lru_prev = c->lru_next = nullptr;
+  }
+  void lru_append(ClientConn* c) GREEN_REQUIRES(mu) {
+    c->lru_prev = lru_tail;
+    c->lru_next = nullptr;
+    (lru_tail != nullptr ? lru_tail->lru_next : lru_head) = c;
+    lru_tail = c;
+  }
+  // Takes c out of the idle lists (it stays counted in its host's open).
+  void unlink_idle(ClientConn* c) GREEN_REQUIRES(mu) {
+    Host& h = hosts[c->key];
+    h.idle.erase(std::find(h.idle.begin(), h.idle.end(), c));
+    lru_remove(c);
+    --idle_total;
+    counters.idle.fetch_sub(1, std::memory_order_relaxed);
+  }
+  // One connection of `key` is gone: its slot goes to the first waiter.
+  void forget_locked(const std::string& key) GREEN_REQUIRES(mu) {
+    auto it = hosts.find(key);
+    if (it == hosts.end()) return;
+    Host& h = it->second;
+    --h.open;
+    if (!h.waiters.empty()) {
+      (void)h.waiters.front()->try_send(true);
+      h.waiters.erase(h.waiters.begin());
+    }
+    if (h.open == 0 && h.idle.empty() && h.waiters.empty()) hosts.erase(it);
+  }
+  // Closes a connection that is not in the idle lists.
+  void discard(std::unique_ptr<ClientConn> c) {
+    if (c == nullptr) return;
+    {
+      MutexGuard g(mu);
+      forget_locked(c->key);
+    }
+    counters.open.fetch_sub(1, std::memory_order_relaxed);
+    c.reset();  // closes the socket, outside the lock
+  }
+
+  // Returns c to the pool (or closes it when it cannot carry another request, or over a cap).
+  void put(std::unique_ptr<ClientConn> c) {
+    if (c == nullptr) return;
+    c->stream.unbind_context();
+    c->ctx.reset();
+    if (!c->reusable() || options.max_idle_per_host <= 0 || options.max_idle_total <= 0) {
+      discard(std::move(c));
+      return;
+    }
+    std::vector<std::unique_ptr<ClientConn>> evicted;
+    bool start_janitor = false;
+    {
+      MutexGuard g(mu);
+      Host& h = hosts[c->key];
+      if (static_cast<int>(h.idle.size()) >= options.max_idle_per_host) {
+        // The host's least recently used goes: the new one is the likeliest to live longest.
+        ClientConn* old = h.idle.front();
+        unlink_idle(old);
+        forget_locked(old->key);
+        evicted.emplace_back(old);
+      }
+      if (idle_total >= options.max_idle_total && lru_head != nullptr) {
+        ClientConn* old = lru_head;
+        unlink_idle(old);
+        forget_locked(old->key);
+        evicted.emplace_back(old);
+      }
+      c->idle_since_ns = steady_now_ns();
+      c->reused = true;
+      ClientConn* raw = c.release();
+      Host& host = hosts[raw->key];  // forget_locked may have erased and rehashed
+      host.idle.push_back(raw);
+      lru_append(raw);
+      ++idle_total;
+      counters.idle.fetch_add(1, std::memory_order_relaxed);
+      if (!host.waiters.empty()) {
+        (void)host.waiters.front()->try_send(true);
+        host.waiters.erase(host.waiters.begin());
+      }
+      if (!janitor_started && green::running()) janitor_started = start_janitor = true;
+    }
+    counters.open.fetch_sub(static_cast<int64_t>(evicted.size()), std::memory_order_relaxed);
+    evicted.clear();
+    if (start_janitor) launch_janitor();
+  }
+
+  // An idle connection of `key` that looks alive, or null.
+  std::unique_ptr<ClientConn> take_idle(const std::string& key) {
+    for (;;) {
+      ClientConn* c = nullptr;
+      {
+        MutexGuard g(mu);
+        auto it = hosts.find(key);
+        if (it == hosts.end() || it->second.idle.empty()) return nullptr;
+        c = it->second.idle.back();
+        unlink_idle(c);
+      }
+      std::unique_ptr<ClientConn> conn(c);
+      const int64_t idle_for = steady_now_ns() - conn->idle_since_ns;
+      if (idle_for <= options.idle_timeout.count() && alive(*conn)) return conn;
+      counters.stale_closed.fetch_add(1, std::memory_order_relaxed);
+      discard(std::move(conn));
+    }
+  }
+
+  // Whether a pooled connection can carry a request: nothing to read on it. End of stream
+  // (the server closed it) and unsolicited bytes (it talks out of turn) both disqualify it.
+  // One recv(MSG_PEEK) per reuse: Go learns the same from a background read per connection,
+  // nginx from the read event it keeps armed on idle upstream connections.
+  static bool alive(const ClientConn& c) {
+    const int fd = c.stream.fd();
+    if (fd < 0) return false;
+    char b;
+    for (;;) {
+      const ssize_t r = ::recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (r < 0 && errno == EINTR) continue;
+      return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    }
+  }
+
+  // Closes idle connections past idle_timeout; all of them with `all`.
+  void sweep(bool all) {
+    std::vector<std::unique_ptr<ClientConn>> closing;
+    {
+      MutexGuard g(mu);
+      const int64_t now = steady_now_ns();
+      while (lru_head != nullptr &&
+             (all || now - lru_head->idle_since_ns > options.idle_timeout.count())) {
+        ClientConn* c = lru_head;
+        unlink_idle(c);
+        forget_locked(c->key);
+        closing.emplace_back(c);
+      }
+    }
+    counters.open.fetch_sub(static_cast<int64_t>(closing.size()), std::memory_order_relaxed);
+  }
+  void close_all_idle() { sweep(true); }
+
+  void launch_janitor() {
+    auto [ctx, cancel] = green::with_cancel(Context::background());
+    stop_janitor = cancel;
+    const auto period = std::clamp<std::chrono::nanoseconds>(
+        options.idle_timeout / 4, std::chrono::milliseconds(10), std::chrono::seconds(5));
+    std::weak_ptr<ClientShared> weak = weak_from_this();
+    green::go([weak, ctx = ctx, period] {
+      while (green::sleep_for(period, ctx)) {
+        std::shared_ptr<ClientShared> s = weak.lock();
+        if (s == nullptr) return;
+        s->sweep(false);
+      }
+    });
+  }
+};
+
+}  // namespace detail
+
+using detail::ClientConn;
+using detail::ClientShared;
+
+namespace {
+
+bool is_tchar(unsigned char c) {
+  return std::isalnum(c) != 0 || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
+}
+bool is_token(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(),
+                                   [](char c) { return is_tchar(static_cast<unsigned char>(c)); });
+}
+// A field value may hold visible bytes, spaces and tabs (and obs-text), never CR, LF or NUL:
+// those would let a value smuggle another header or request through us.
+bool is_field_value(std::string_view v) {
+  return std::none_of(v.begin(), v.end(), [](char c) { return c == '\r' || c == '\n' || c == 0; });
+}
+
+bool idempotent(std::string_view method, std::span<const Header> headers) {
+  for (std::string_view m : {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"}) {
+    if (method == m) return true;
+  }
+  // Go's Transport also retries a request that carries an idempotency key.
+  return std::any_of(headers.begin(), headers.end(), [](const Header& h) {
+    return iequals(h.name, "Idempotency-Key") || iequals(h.name, "X-Idempotency-Key");
+  });
+}
+
+bool contains_token(std::string_view list, std::string_view token) {
+  while (!list.empty()) {
+    const std::size_t comma = list.find(',');
+    std::string_view item = list.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (iequals(item, token)) return true;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+ClientError context_error(const Context& ctx) {
+  switch (ctx.err()) {
+    case ContextError::kCanceled:
+      return ClientError::kCanceled;
+    case ContextError::kDeadlineExceeded:
+      return ClientError::kDeadlineExceeded;
+    case ContextError::kNone:
+      break;
+  }
+  return ClientError::kNone;
+}
+
+int64_t steady_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+struct DialResult {
+  int rc = 0;
+  std::vector<net::Address> addresses;
+  std::string message;
+};
+
+// getaddrinfo(3) may block for seconds: it runs in its own green thread inside
+// green::blocking() (its P goes to another OS thread meanwhile), and the caller waits for it
+// under its context and deadline, so a cancelled call returns at once (Go's resolver runs the
+// lookup on its own goroutine for the same reason). A lookup the caller gave up on finishes
+// and drops its result.
+DialResult resolve(const Url& url, const Context& ctx, int64_t deadline_ns) {
+  DialResult out;
+  in6_addr a6{};
+  in_addr a4{};
+  if (inet_pton(AF_INET, url.host.c_str(), &a4) == 1 ||
+      inet_pton(AF_INET6, url.host.c_str(), &a6) == 1) {
+    const std::string hp =
+        (url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host) + ":" +
+        std::to_string(url.port);
+    if (auto a = net::Address::parse(hp)) out.addresses.push_back(*a);
+    if (out.addresses.empty()) out.rc = -EINVAL;
+    return out;
+  }
+  auto result = std::make_shared<Channel<DialResult>>(1);
+  green::go([result, host = url.host, port = url.port] {
+    DialResult r;
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_ADDRCONFIG;
+    addrinfo* list = nullptr;
+    const std::string service = std::to_string(port);
+    const int rc = green::blocking(
+        [&] { return ::getaddrinfo(host.c_str(), service.c_str(), &hints, &list); });
+    if (rc != 0) {
+      r.rc = -EHOSTUNREACH;
+      r.message = gai_strerror(rc);
+    } else {
+      for (addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
+        r.addresses.push_back(net::Address::from_sockaddr(ai->ai_addr, ai->ai_addrlen));
+      }
+      freeaddrinfo(list);
+    }
+    (void)result->try_send(std::move(r));
+  });
+  const int64_t wait_ns = std::max<int64_t>(deadline_ns - steady_now_ns(), 0);
+  bool got = false;
+  const int fired = green::select(green::recv_case(*result,
+                                                   [&](std::optional<DialResult> r) {
+                                                     if (r) {
+                                                       out = std::move(*r);
+                                                       got = true;
+                                                     }
+                                                   }),
+                                  green::recv_case(ctx.done(), [](std::optional<bool>) {}),
+                                  green::timeout(std::chrono::nanoseconds(wait_ns)));
+  if (!got) {
+    out.rc = fired == green::kSelectTimeout ? -ETIMEDOUT : -ECANCELED;
+    out.message = fired == green::kSelectTimeout ? "timed out" : "cancelled";
+  }
+  return out;
+}
+
+std::string authority_key(const Url& u) {
+  return (u.host.find(':') != std::string::npos ? "[" + u.host + "]" : u.host) + ":" +
+         std::to_string(u.port);
+}
+
+}  // namespace
+
+// ---- URLs ----
+
+std::optional<Url> parse_url(std::string_view url) {
+  constexpr std::string_view kScheme = "http://";
+  if (url.size() < kScheme.size() || !iequals(url.substr(0, kScheme.size()), kScheme)) {
+    return std::nullopt;
+  }
+  for (char c : url) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return std::nullopt;
+  }
+  url.remove_prefix(kScheme.size());
+  if (const std::size_t hash = url.find('#'); hash != std::string_view::npos) {
+    url = url.substr(0, hash);
+  }
+  const std::size_t end = url.find_first_of("/?");
+  std::string_view authority = url.substr(0, end);
+  std::string_view rest = end == std::string_view::npos ? std::string_view() : url.substr(end);
+  if (authority.empty() || authority.find('@') != std::string_view::npos) return std::nullopt;
+  Url u;
+  u.authority = std::string(authority);
+  std::string_view host = authority;
+  std::string_view port;
+  if (authority.front() == '[') {
+    const std::size_t close = authority.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    host = authority.substr(1, close - 1);
+    std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return std::nullopt;
+      port = after.substr(1);
+    }
+    in6_addr a{};
+    if (inet_pton(AF_INET6, std::string(host).c_str(), &a) != 1) return std::nullopt;
+  } else {
+    const std::size_t colon = authority.rfind(':');
+    if (colon != std::string_view::npos) {
+      host = authority.substr(0, colon);
+      port = authority.substr(colon + 1);
+    }
+    if (host.find(':') != std::string_view::npos) return std::nullopt;
+    if (!std::all_of(host.begin(), host.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '.' ||
+                 c == '_';
+        })) {
+      return std::nullopt;
+    }
+  }
+  if (host.empty()) return std::nullopt;
+  if (authority.back() == ':') port = {};  // "host:" means the default port (RFC 3986 3.2.3)
+  if (!port.empty()) {
+    unsigned v = 0;
+    auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
+    if (ec != std::errc() || p != port.data() + port.size() || v == 0 || v > 65535) {
+      return std::nullopt;
+    }
+    u.port = static_cast<uint16_t>(v);
+  }
+  u.host = std::string(host);
+  u.target = rest.empty() ? "/" : std::string(rest);
+  if (u.target.front() == '?') u.target.insert(0, "/");
+  return u;
+}
+
+// ---- errors ----
+
+const char* client_error_name(ClientError e) {
+  switch (e) {
+    case ClientError::kNone:
+      return "none";
+    case ClientError::kBadRequest:
+      return "bad_request";
+    case ClientError::kDns:
+      return "dns";
+    case ClientError::kConnect:
+      return "connect";
+    case ClientError::kTimeout:
+      return "timeout";
+    case ClientError::kCanceled:
+      return "canceled";
+    case ClientError::kDeadlineExceeded:
+      return "deadline_exceeded";
+    case ClientError::kWrite:
+      return "write";
+    case ClientError::kRead:
+      return "read";
+    case ClientError::kProtocol:
+      return "protocol";
+    case ClientError::kHeadersTooLarge:
+      return "headers_too_large";
+    case ClientError::kBodyTooLarge:
+      return "body_too_large";
+    case ClientError::kRequestBody:
+      return "request_body";
+    case ClientError::kTooManyRedirects:
+      return "too_many_redirects";
+  }
+  return "unknown";
+}
+
+// ---- ClientResponse ----
+
+ClientResponse::~ClientResponse() { close(); }
+
+ClientResponse::ClientResponse(ClientResponse&& other) noexcept { *this = std::move(other); }
+
+ClientResponse& ClientResponse::operator=(ClientResponse&& other) noexcept {
+  if (this != &other) {
+    close();
+    conn_ = std::move(other.conn_);
+    shared_ = std::move(other.shared_);
+    error_ = std::exchange(other.error_, ClientError::kNone);
+    message_ = std::move(other.message_);
+    status_ = std::exchange(other.status_, 0);
+    version_minor_ = other.version_minor_;
+    content_length_ = other.content_length_;
+    chunked_ = other.chunked_;
+    has_body_ = other.has_body_;
+    body_bytes_ = std::exchange(other.body_bytes_, 0);
+  }
+  return *this;
+}
+
+void ClientResponse::fail(ClientError e, std::string message) {
+  if (error_ != ClientError::kNone) return;
+  error_ = e;
+  message_ = std::move(message);
+  if (shared_ != nullptr) {
+    shared_->counters.errors[static_cast<int>(e)].fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+std::string_view ClientResponse::reason() const {
+  if (conn_ == nullptr) return {};
+  return std::string_view(conn_->head).substr(conn_->reason_offset, conn_->reason_length);
+}
+
+std::span<const Header> ClientResponse::headers() const {
+  if (conn_ == nullptr) return {};
+  return conn_->headers;
+}
+
+std::string_view ClientResponse::header(std::string_view name) const {
+  for (const Header& h : headers()) {
+    if (iequals(h.name, name)) return h.value;
+  }
+  return {};
+}
+
+long ClientResponse::read(std::span<char> buf) {
+  if (error_ != ClientError::kNone || status_ == 0) return -1;
+  if (conn_ == nullptr) return 0;  // closed, or a body-less response already given back
+  const long n = conn_->read_body(buf.data(), buf.size());
+  if (n < 0) {
+    fail(conn_->error, conn_->message);
+    return -1;
+  }
+  body_bytes_ += static_cast<uint64_t>(n);
+  return n;
+}
+
+bool ClientResponse::read_ready() const {
+  if (conn_ == nullptr || error_ != ClientError::kNone) return true;
+  return conn_->message_done || conn_->span_index < conn_->body_spans.size() ||
+         conn_->error != ClientError::kNone;
+}
+
+std::optional<std::string> ClientResponse::read_all(std::size_t limit) {
+  std::string out;
+  if (content_length_ > 0) {
+    if (static_cast<uint64_t>(content_length_) > limit) {
+      fail(ClientError::kBodyTooLarge, "response body over the read_all limit");
+      if (conn_ != nullptr) conn_->fail(error_, message_);
+      return std::nullopt;
+    }
+    out.reserve(static_cast<std::size_t>(content_length_));
+  }
+  char buf[16 * 1024];
+  for (;;) {
+    const long n = read(buf);
+    if (n < 0) return std::nullopt;
+    if (n == 0) break;
+    if (out.size() + static_cast<std::size_t>(n) > limit) {
+      fail(ClientError::kBodyTooLarge, "response body over the read_all limit");
+      if (conn_ != nullptr) conn_->fail(error_, message_);
+      return std::nullopt;
+    }
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
+void ClientResponse::close() {
+  if (conn_ == nullptr) return;
+  // The rest of a body that already arrived completes it without a wait.
+  conn_->parse_buffered();
+  while (conn_->error == ClientError::kNone && !conn_->message_done &&
+         conn_->span_index < conn_->body_spans.size()) {
+    conn_->span_index = conn_->body_spans.size();
+    conn_->parse_buffered();
+  }
+  shared_->put(std::move(conn_));
+}
+
+// ---- Client ----
+
+Client::Client(ClientOptions options)
+    : shared_(std::make_shared<ClientShared>(std::move(options))) {}
+
+Client::~Client() {
+  if (shared_->stop_janitor && green::running()) shared_->stop_janitor();
+  shared_->close_all_idle();
+}
+
+const ClientOptions& Client::options() const { return shared_->options; }
+
+void Client::close_idle() { shared_->close_all_idle(); }
+
+ClientResponse Client::get(const Context& ctx, std::string_view url) {
+  ClientRequest req;
+  req.url = url;
+  return send(ctx, req);
+}
+
+ClientResponse Client::send(const Context& ctx, const ClientRequest& req) {
+  shared_->counters.requests.fetch_add(1, std::memory_order_relaxed);
+  const ClientOptions& o = shared_->options;
+  ClientRequest cur = req;
+  std::string url_storage;         // the current URL while following redirects
+  std::vector<Header> redirected;  // headers for a redirect that drops some
+  for (int hop = 0;; ++hop) {
+    bool retryable = false;
+    ClientResponse resp = send_once(ctx, cur, &retryable, false);
+    if (!resp.ok() && retryable && idempotent(cur.method, cur.headers) && !cur.body_source) {
+      // The keep-alive race: the server closed the pooled connection as we sent on it. Once,
+      // on a new connection (Go's Transport and nginx's proxy_next_upstream do the same).
+      shared_->counters.retries.fetch_add(1, std::memory_order_relaxed);
+      resp = send_once(ctx, cur, &retryable, true);
+    }
+    if (!resp.ok()) {
+      shared_->counters.errors[static_cast<int>(resp.error_)].fetch_add(1,
+                                                                        std::memory_order_relaxed);
+      return resp;
+    }
+    const int s = resp.status();
+    const bool redirect = s == 301 || s == 302 || s == 303 || s == 307 || s == 308;
+    if (o.max_redirects <= 0 || !redirect || resp.header("Location").empty()) return resp;
+    if (hop >= o.max_redirects) {
+      ClientResponse failed;
+      failed.shared_ = shared_;
+      failed.fail(ClientError::kTooManyRedirects,
+                  "stopped after " + std::to_string(o.max_redirects) + " redirects");
+      return failed;
+    }
+    // Where to: an absolute http URL, or a path on the same authority.
+    std::string_view location = resp.header("Location");
+    std::optional<Url> from = parse_url(cur.url);
+    std::string next;
+    if (location.front() == '/' && (location.size() < 2 || location[1] != '/')) {
+      next = "http://" + from->authority + std::string(location);
+    } else {
+      next = std::string(location);
+    }
+    std::optional<Url> to = parse_url(next);
+    if (!to) return resp;  // not one we can follow (https, relative): the caller gets the 3xx
+    const bool same_host = iequals(to->authority, from->authority);
+    // 301/302 after a POST and 303 after anything but HEAD become a GET without a body, as
+    // browsers and Go do; 307/308 repeat the request, which needs a body we can send again.
+    const bool to_get =
+        s == 303 ? cur.method != "HEAD" : (s != 307 && s != 308 && cur.method == "POST");
+    if (!to_get && cur.body_source) return resp;
+    resp.close();
+    url_storage = std::move(next);
+    cur.url = url_storage;
+    if (to_get) {
+      cur.method = "GET";
+      cur.body = {};
+      cur.content_length = -1;
+    }
+    // Credentials stay with the host they were meant for (Go drops the same on a new host).
+    std::vector<Header> kept;
+    for (const Header& h : cur.headers) {
+      if (!same_host && (iequals(h.name, "Authorization") || iequals(h.name, "Cookie") ||
+                         iequals(h.name, "Proxy-Authorization"))) {
+        continue;
+      }
+      if (iequals(h.name, "Host")) continue;  // the new URL's
+      kept.push_back(h);  // views into the caller's request: valid for the whole call
+    }
+    redirected = std::move(kept);
+    cur.headers = std::span<const Header>(redirected);
+  }
+}
+
+ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, bool* retryable,
+                                 bool fresh_only) {
+  *retryable = false;
+  const ClientOptions& o = shared_->options;
+  ClientResponse resp;
+  resp.shared_ = shared_;
+  auto fail = [&](ClientError e, std::string why) {
+    resp.error_ = e;
+    resp.message_ = std::move(why);
+    return std::move(resp);
+  };
+  // Not counted in fail(): send() counts the error of the call once, whatever the attempts.
+  std::optional<Url> url = parse_url(req.url);
+  if (!url) return fail(ClientError::kBadRequest, "not an http:// URL: " + std::string(req.url));
+  if (!is_token(req.method)) return fail(ClientError::kBadRequest, "bad method");
+  bool has_host = false;
+  bool has_user_agent = false;
+  bool close_after = false;
+  for (const Header& h : req.headers) {
+    if (!is_token(h.name) || !is_field_value(h.value)) {
+      return fail(ClientError::kBadRequest, "bad header " + std::string(h.name));
+    }
+    if (iequals(h.name, "Content-Length") || iequals(h.name, "Transfer-Encoding")) {
+      return fail(ClientError::kBadRequest,
+                  std::string(h.name) + " is the client's: use body or content_length");
+    }
+    has_host = has_host || iequals(h.name, "Host");
+    has_user_agent = has_user_agent || iequals(h.name, "User-Agent");
+    close_after =
+        close_after || (iequals(h.name, "Connection") && contains_token(h.value, "close"));
+  }
+  if (ctx.cancelled()) return fail(context_error(ctx), "context done before the request");
+
+  const int64_t start = steady_now_ns();
+  const int64_t call_deadline =
+      o.timeout.count() > 0 ? start + o.timeout.count() : green::detail::kNoDeadlineNs;
+  const std::string key = authority_key(*url);
+
+  // A connection: a pooled one, or a new one (waiting for a slot under max_conns_per_host).
+  std::unique_ptr<ClientConn> conn;
+  if (!fresh_only) conn = shared_->take_idle(key);
+  if (conn != nullptr) {
+    shared_->counters.pool_hits.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    shared_->counters.pool_misses.fetch_add(1, std::memory_order_relaxed);
+    const int64_t connect_deadline =
+        std::min(o.connect_timeout.count() > 0 ? start + o.connect_timeout.count()
+                                               : green::detail::kNoDeadlineNs,
+                 call_deadline);
+    // Reserve a slot for the new connection.
+    for (;;) {
+      std::shared_ptr<Channel<bool>> wait;
+      {
+        MutexGuard g(shared_->mu);
+        ClientShared::Host& h = shared_->hosts[key];
+        if (o.max_conns_per_host <= 0 || h.open < o.max_conns_per_host) {
+          ++h.open;
+          break;
+        }
+        wait = std::make_shared<Channel<bool>>(1);
+        h.waiters.push_back(wait);
+      }
+      const int64_t left = std::max<int64_t>(connect_deadline - steady_now_ns(), 0);
+      bool woken = false;
+      (void)green::select(green::recv_case(*wait, [&](std::optional<bool>) { woken = true; }),
+                          green::recv_case(ctx.done(), [](std::optional<bool>) {}),
+                          green::timeout(std::chrono::nanoseconds(left)));
+      if (!woken) {
+        bool handed = false;
+        {
+          MutexGuard g(shared_->mu);
+          auto& ws = shared_->hosts[key].waiters;
+          auto it = std::find(ws.begin(), ws.end(), wait);
+          if (it != ws.end()) {
+            ws.erase(it);
+          } else {
+            handed = true;  // a slot was sent to us as we gave up: pass it on
+          }
+          if (handed) {
+            bool v = false;
+            if (wait->try_recv(v) == ChanStatus::kOk && !ws.empty()) {
+              (void)ws.front()->try_send(true);
+              ws.erase(ws.begin());
+            }
+          }
+        }
+        const ClientError ce = context_error(ctx);
+        if (ce != ClientError::kNone) return fail(ce, "context done waiting for a connection");
+        return fail(ClientError::kTimeout, "timed out waiting for a connection to " + key);
+      }
+      // Woken: an idle connection came back or a slot freed; look again.
+      if (!fresh_only) conn = shared_->take_idle(key);
+      if (conn != nullptr) break;
+    }
+    if (conn == nullptr) {
+      // Dial, with the slot reserved above.
+      DialResult d = resolve(*url, ctx, connect_deadline);
+      if (d.rc != 0 || d.addresses.empty()) {
+        {
+          MutexGuard g(shared_->mu);
+          shared_->forget_locked(key);
+        }
+        const ClientError ce = context_error(ctx);
+        if (ce != ClientError::kNone) return fail(ce, "context done resolving " + url->host);
+        if (d.rc == -ETIMEDOUT)
+          return fail(ClientError::kTimeout, "timed out resolving " + url->host);
+        return fail(ClientError::kDns, "resolve " + url->host + ": " + d.message);
+      }
+      net::TcpStream stream;
+      int rc = -ECONNREFUSED;
+      std::string last;
+      for (const net::Address& a : d.addresses) {
+        rc = net::TcpStream::connect(a, &stream, ctx,
+                                     net::Deadline(std::chrono::nanoseconds(connect_deadline)));
+        if (rc == 0) break;
+        last = a.to_string() + ": " + std::strerror(-rc);
+        if (rc == -ETIMEDOUT || rc == -ECANCELED) break;
+      }
+      if (rc != 0) {
+        {
+          MutexGuard g(shared_->mu);
+          shared_->forget_locked(key);
+        }
+        const ClientError ce = context_error(ctx);
+        if (ce != ClientError::kNone) return fail(ce, "context done connecting to " + key);
+        if (rc == -ETIMEDOUT) return fail(ClientError::kTimeout, "connect " + key + ": timed out");
+        return fail(ClientError::kConnect, "connect " + last);
+      }
+      conn = std::make_unique<ClientConn>(std::move(stream), key, o);
+      shared_->counters.open.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+  // From here on the connection is ours: every failure closes it (discard), a complete
+  // response returns it (ClientResponse::close).
+  const bool reused = conn->reused;
+  conn->ctx = ctx;
+  conn->call_deadline_ns = call_deadline;
+  conn->close_after = close_after;
+  conn->stream.bind_context(ctx);
+  const bool is_head = req.method == "HEAD";
+  conn->begin_response(is_head);
+
+  // The head.
+  std::string head;
+  head.reserve(256 + req.url.size());
+  head.append(req.method).append(" ").append(url->target).append(" HTTP/1.1\r\n");
+  if (!has_host) head.append("Host: ").append(url->authority).append("\r\n");
+  if (!has_user_agent && !o.user_agent.empty()) {
+    head.append("User-Agent: ").append(o.user_agent).append("\r\n");
+  }
+  for (const Header& h : req.headers) {
+    head.append(h.name).append(": ").append(h.value).append("\r\n");
+  }
+  const bool streamed = static_cast<bool>(req.body_source);
+  const bool chunked = streamed && req.content_length < 0;
+  if (streamed && !chunked) {
+    head.append("Content-Length: ").append(std::to_string(req.content_length)).append("\r\n");
+  } else if (chunked) {
+    head.append("Transfer-Encoding: chunked\r\n");
+  } else if (!req.body.empty() || req.method == "POST" || req.method == "PUT" ||
+             req.method == "PATCH") {
+    // A POST without a body still says so (Go sends Content-Length: 0 for them too).
+    head.append("Content-Length: ").append(std::to_string(req.body.size())).append("\r\n");
+  }
+  head.append("\r\n");
+
+  auto socket_fail = [&](long rc, bool reading) {
+    std::string why;
+    const ClientError e = conn->socket_error(rc, reading, &why);
+    // Nothing of the response arrived on a connection that had served before: the server may
+    // have closed it as we sent (a write error or an end of stream, not a timeout).
+    *retryable =
+        reused && !conn->got_bytes && (e == ClientError::kWrite || e == ClientError::kRead);
+    shared_->discard(std::move(conn));
+    return fail(e, std::move(why));
+  };
+
+  conn->arm_write_deadline();
+  ssize_t w;
+  if (!streamed && !req.body.empty() && req.body.size() <= 64 * 1024) {
+    iovec iov[2] = {{head.data(), head.size()},
+                    {const_cast<char*>(req.body.data()), req.body.size()}};
+    w = conn->stream.writev(iov, 2);
+  } else {
+    w = conn->stream.write(head.data(), head.size());
+    if (w >= 0 && !streamed && !req.body.empty()) {
+      conn->arm_write_deadline();
+      w = conn->stream.write(req.body.data(), req.body.size());
+    }
+  }
+  if (w < 0) return socket_fail(w, false);
+
+  if (streamed) {
+    // The body from the source, under the write deadline per chunk (backpressure: a slow
+    // server slows the source).
+    std::unique_ptr<char[]> buf(new char[16 * 1024 + 16]);
+    constexpr std::size_t kChunk = 16 * 1024;
+    char* data = buf.get() + 10;  // room before for the chunk-size line
+    uint64_t sent = 0;
+    for (;;) {
+      const long n = req.body_source(std::span<char>(data, kChunk));
+      if (n < 0 || (!chunked && (n > 0 && sent + static_cast<uint64_t>(n) >
+                                              static_cast<uint64_t>(req.content_length)))) {
+        shared_->discard(std::move(conn));
+        return fail(ClientError::kRequestBody, n < 0 ? "the request body source failed"
+                                                     : "the request body is longer than declared");
+      }
+      if (n == 0) break;
+      sent += static_cast<uint64_t>(n);
+      conn->arm_write_deadline();
+      if (chunked) {
+        char line[12];
+        const int len = std::snprintf(line, sizeof line, "%lx\r\n", static_cast<unsigned long>(n));
+        iovec iov[3] = {{line, static_cast<std::size_t>(len)},
+                        {data, static_cast<std::size_t>(n)},
+                        {const_cast<char*>("\r\n"), 2}};
+        w = conn->stream.writev(iov, 3);
+      } else {
+        w = conn->stream.write(data, static_cast<std::size_t>(n));
+      }
+      if (w < 0) {
+        *retryable = false;
+        std::string why;
+        const ClientError e = conn->socket_error(w, false, &why);
+        shared_->discard(std::move(conn));
+        return fail(e, std::move(why));
+      }
+    }
+    if (!chunked && sent != static_cast<uint64_t>(req.content_length)) {
+      shared_->discard(std::move(conn));
+      return fail(ClientError::kRequestBody, "the request body is shorter than declared");
+    }
+    if (chunked) {
+      conn->arm_write_deadline();
+      w = conn->stream.write("0\r\n\r\n", 5);
+      if (w < 0) {
+        std::string why;
+        const ClientError e = conn->socket_error(w, false, &why);
+        shared_->discard(std::move(conn));
+        return fail(e, std::move(why));
+      }
+    }
+  }
+
+  // The response head.
+  const ClientError e = conn->read_head();
+  if (e != ClientError::kNone) {
+    if (e == ClientError::kRead || e == ClientError::kWrite) {
+      *retryable = reused && !conn->got_bytes && !streamed;
+    }
+    std::string why = conn->message;
+    shared_->discard(std::move(conn));
+    return fail(e, std::move(why));
+  }
+  shared_->counters.responses.fetch_add(1, std::memory_order_relaxed);
+  resp.status_ = conn->parser.status_code;
+  resp.version_minor_ = conn->parser.http_minor;
+  const bool chunked_resp = (conn->parser.flags & F_CHUNKED) != 0;
+  resp.chunked_ = chunked_resp;
+  resp.content_length_ = (conn->parser.flags & F_CONTENT_LENGTH) != 0 && !chunked_resp
+                             ? static_cast<int64_t>(conn->parser.content_length)
+                             : -1;
+  resp.has_body_ = !is_head && resp.status_ != 204 && resp.status_ != 304;
+  // A HEAD response's Content-Length is the GET's, for the caller to see; 204 and 304 have none.
+  if (!is_head && !resp.has_body_) resp.content_length_ = -1;
+  conn->parse_buffered();
+  resp.conn_ = std::move(conn);
+  return resp;
+}
+
+// ---- stats ----
+
+ClientStats Client::stats() const {
+  const detail::ClientCounters& c = shared_->counters;
+  ClientStats s;
+  s.requests = c.requests.load(std::memory_order_relaxed);
+  s.responses = c.responses.load(std::memory_order_relaxed);
+  s.retries = c.retries.load(std::memory_order_relaxed);
+  s.pool_hits = c.pool_hits.load(std::memory_order_relaxed);
+  s.pool_misses = c.pool_misses.load(std::memory_order_relaxed);
+  s.stale_closed = c.stale_closed.load(std::memory_order_relaxed);
+  for (int i = 0; i < kClientErrorCount; ++i) {
+    s.errors[i] = c.errors[i].load(std::memory_order_relaxed);
+  }
+  s.open_connections = c.open.load(std::memory_order_relaxed);
+  s.idle_connections = c.idle.load(std::memory_order_relaxed);
+  return s;
+}
+
+void Client::write_metrics(std::string& out, std::string_view prefix) const {
+  const ClientStats s = stats();
+  const std::string p(prefix);
+  auto counter = [&](const char* name, const char* help, uint64_t v) {
+    out += "# HELP " + p + "_" + name + " " + help + "\n# TYPE " + p + "_" + name + " counter\n" +
+           p + "_" + name + " " + std::to_string(v) + "\n";
+  };
+  auto gauge = [&](const char* name, const char* help, int64_t v) {
+    out += "# HELP " + p + "_" + name + " " + help + "\n# TYPE " + p + "_" + name + " gauge\n" + p +
+           "_" + name + " " + std::to_string(v) + "\n";
+  };
+  counter("requests_total", "Requests sent by the client (a retry or redirect is not another).",
+          s.requests);
+  counter("responses_total", "Response heads received.", s.responses);
+  counter("retries_total", "Requests sent again after a keep-alive race.", s.retries);
+  counter("pool_hits_total", "Requests sent on a reused connection.", s.pool_hits);
+  counter("pool_misses_total", "Requests that opened a new connection.", s.pool_misses);
+  counter("stale_closed_total", "Pooled connections found closed before reuse.", s.stale_closed);
+  out += "# HELP " + p + "_errors_total Failed calls by kind.\n# TYPE " + p +
+         "_errors_total counter\n";
+  for (int i = 1; i < kClientErrorCount; ++i) {
+    out += p + "_errors_total{kind=\"" + client_error_name(static_cast<ClientError>(i)) + "\"} " +
+           std::to_string(s.errors[i]) + "\n";
+  }
+  gauge("open_connections", "Connections open now, busy or idle.", s.open_connections);
+  gauge("idle_connections", "Connections idle in the pool now.", s.idle_connections);
+}
+
+}  // namespace green::http
