@@ -769,7 +769,7 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
         rc = net::TcpStream::connect(a, &stream, ctx,
                                      net::Deadline(std::chrono::nanoseconds(connect_deadline)));
         if (rc == 0) break;
-        last = a.to_string() + ": " + std::strerror(-rc);
+        last = a.to_string() + ": " + detail::errno_text(-rc);
         if (rc == -ETIMEDOUT || rc == -ECANCELED) break;
       }
       if (rc != 0) {
@@ -821,16 +821,25 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
   }
   head.append("\r\n");
 
-  auto socket_fail = [&](long rc, bool reading) {
+  // A failed write: the connection is done for. But a server may answer before it has read
+  // the whole request and then stop reading (an early 413 or 401): the answer may be waiting,
+  // so look for it before giving up, as Go's Transport and nginx do. nullopt: a response head
+  // arrived after all (the connection then closes after it).
+  bool body_started = false;
+  auto write_failed = [&](ssize_t rc) -> std::optional<ClientResponse> {
     std::string why;
-    const ClientError e = conn->socket_error(rc, reading, &why);
-    // Nothing of the response arrived on a connection that had served before: the server may
-    // have closed it as we sent (a write error or an end of stream, not a timeout).
-    *retryable =
-        reused && !conn->got_bytes && (e == ClientError::kWrite || e == ClientError::kRead);
+    const ClientError e = conn->socket_error(rc, false, &why);
+    if (e == ClientError::kWrite) {
+      conn->close_after = true;
+      if (conn->read_head() == ClientError::kNone) return std::nullopt;
+    }
+    // Nothing of a response arrived on a connection that had served before: the server may
+    // have closed it as we sent (the keep-alive race; a timeout is not that).
+    *retryable = reused && !conn->got_bytes && !body_started && e == ClientError::kWrite;
     shared_->discard(std::move(conn));
     return fail(e, std::move(why));
   };
+  bool have_head = false;
 
   conn->arm_write_deadline();
   ssize_t w;
@@ -845,9 +854,13 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
       w = conn->stream.write(req.body.data(), req.body.size());
     }
   }
-  if (w < 0) return socket_fail(w, false);
+  if (w < 0) {
+    auto r = write_failed(w);
+    if (r) return std::move(*r);
+    have_head = true;
+  }
 
-  if (streamed) {
+  if (streamed && !have_head) {
     // The body from the source, under the write deadline per chunk (backpressure: a slow
     // server slows the source).
     std::unique_ptr<char[]> buf(new char[16 * 1024 + 16]);
@@ -855,6 +868,7 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
     char* data = buf.get() + 10;  // room before for the chunk-size line
     uint64_t sent = 0;
     for (;;) {
+      body_started = true;  // the source has been called: the request cannot be sent again
       const long n = req.body_source(std::span<char>(data, kChunk));
       if (n < 0 || (!chunked && (n > 0 && sent + static_cast<uint64_t>(n) >
                                               static_cast<uint64_t>(req.content_length)))) {
@@ -875,36 +889,27 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
       } else {
         w = conn->stream.write(data, static_cast<std::size_t>(n));
       }
-      if (w < 0) {
-        *retryable = false;
-        std::string why;
-        const ClientError e = conn->socket_error(w, false, &why);
-        shared_->discard(std::move(conn));
-        return fail(e, std::move(why));
-      }
+      if (w < 0) break;
     }
-    if (!chunked && sent != static_cast<uint64_t>(req.content_length)) {
+    if (w >= 0 && !chunked && sent != static_cast<uint64_t>(req.content_length)) {
       shared_->discard(std::move(conn));
       return fail(ClientError::kRequestBody, "the request body is shorter than declared");
     }
-    if (chunked) {
+    if (w >= 0 && chunked) {
       conn->arm_write_deadline();
       w = conn->stream.write("0\r\n\r\n", 5);
-      if (w < 0) {
-        std::string why;
-        const ClientError e = conn->socket_error(w, false, &why);
-        shared_->discard(std::move(conn));
-        return fail(e, std::move(why));
-      }
+    }
+    if (w < 0) {
+      auto r = write_failed(w);
+      if (r) return std::move(*r);
+      have_head = true;
     }
   }
 
   // The response head.
-  const ClientError e = conn->read_head();
+  const ClientError e = have_head ? ClientError::kNone : conn->read_head();
   if (e != ClientError::kNone) {
-    if (e == ClientError::kRead || e == ClientError::kWrite) {
-      *retryable = reused && !conn->got_bytes && !streamed;
-    }
+    if (e == ClientError::kRead) *retryable = reused && !conn->got_bytes && !body_started;
     std::string why = conn->message;
     shared_->discard(std::move(conn));
     return fail(e, std::move(why));

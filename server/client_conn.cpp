@@ -34,6 +34,11 @@ std::string_view trim_trailing(std::string_view v) {
 
 }  // namespace
 
+std::string errno_text(int e) {
+  char buf[128];
+  return strerror_r(e, buf, sizeof buf);  // GNU: returns the message (maybe not in buf)
+}
+
 const llhttp_settings_t ClientConn::kSettings = [] {
   llhttp_settings_t s;
   llhttp_settings_init(&s);
@@ -119,7 +124,7 @@ ClientError ClientConn::socket_error(long rc, bool reading, std::string* why) co
     return ClientError::kRead;
   }
   *why = std::string(reading ? "read from " : "write to ") + key + ": " +
-         std::strerror(static_cast<int>(-rc));
+         errno_text(static_cast<int>(-rc));
   return reading ? ClientError::kRead : ClientError::kWrite;
 }
 

@@ -33,6 +33,9 @@ namespace green::http::detail {
 
 struct ClientShared;
 
+// strerror(3) is not thread-safe (clang-tidy's concurrency-mt-unsafe); this is GNU strerror_r.
+std::string errno_text(int e);
+
 struct ClientConn {
   static constexpr std::size_t kReadBuffer = 16 * 1024;
 
