@@ -72,6 +72,10 @@ struct ClientShared : std::enable_shared_from_this<ClientShared> {
   int idle_total GREEN_GUARDED_BY(mu) = 0;
   bool janitor_started GREEN_GUARDED_BY(mu) = false;
   CancelFn stop_janitor;  // set with janitor_started, called by ~Client
+  // Done when the janitor green thread has let go of everything it holds: ~Client waits for
+  // it, or a Client destroyed just before run() returns would leave the janitor to be
+  // discarded with its weak_ptr and Context never released (LeakSanitizer reports them).
+  WaitGroup janitor_exited;
 
   void lru_remove(ClientConn* c) GREEN_REQUIRES(mu) {
     (c->lru_prev != nullptr ? c->lru_prev->lru_next : lru_head) = c->lru_next;
@@ -219,12 +223,19 @@ struct ClientShared : std::enable_shared_from_this<ClientShared> {
     const auto period = std::clamp<std::chrono::nanoseconds>(
         options.idle_timeout / 4, std::chrono::milliseconds(10), std::chrono::seconds(5));
     std::weak_ptr<ClientShared> weak = weak_from_this();
-    green::go([weak, ctx = ctx, period] {
-      while (green::sleep_for(period, ctx)) {
-        std::shared_ptr<ClientShared> s = weak.lock();
-        if (s == nullptr) return;
-        s->sweep(false);
+    janitor_exited.add(1);
+    // `exited` is a raw pointer: ~Client keeps it alive until done(), the janitor's last act.
+    green::go([weak = std::move(weak), ctx = ctx, period, exited = &janitor_exited]() mutable {
+      {
+        const std::weak_ptr<ClientShared> w = std::move(weak);
+        const Context c = std::move(ctx);
+        while (green::sleep_for(period, c)) {
+          std::shared_ptr<ClientShared> s = w.lock();
+          if (s == nullptr) break;
+          s->sweep(false);
+        }
       }
+      exited->done();
     });
   }
 };
@@ -570,7 +581,10 @@ Client::Client(ClientOptions options)
     : shared_(std::make_shared<ClientShared>(std::move(options))) {}
 
 Client::~Client() {
-  if (shared_->stop_janitor && green::running()) shared_->stop_janitor();
+  if (shared_->stop_janitor && green::running()) {
+    shared_->stop_janitor();
+    shared_->janitor_exited.wait();  // it ends at once: its sleep is cancelled
+  }
   shared_->close_all_idle();
 }
 
