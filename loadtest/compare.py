@@ -12,11 +12,12 @@ Settings (environment, all optional):
   LOADTEST_DURATION=8       seconds per measured wrk run (quick: 2)
   LOADTEST_ROUNDS=2         interleaved rounds per scenario
   LOADTEST_PEERS=greenhttp,go,nginx
-  LOADTEST_SCENARIOS=plaintext,json,pipelined,echo,mix,c1000,c10000
+  LOADTEST_SCENARIOS=plaintext,json,pipelined,echo,mix,c1000,c10000,proxy,fanout
   LOADTEST_IDLE_CONNS=10000 idle keep-alive connections held per peer (0: skip)
   LOADTEST_BENCH=1          0 skips the runtime microbenchmarks
   LOADTEST_BENCH_ARGS       e.g. "-n 200000 -parked 100000" (quick's default)
   LOADTEST_SERVER_CPUS, LOADTEST_WRK_CPUS  taskset lists (default: see pick_cpus)
+  LOADTEST_BACKEND_CPUS     taskset list of the proxy/fanout backend (default: wrk's CPUs)
   LOADTEST_THREADS          server threads/workers/GOMAXPROCS (default: server CPU count)
   BUILD=build               the CMake build directory
 `compare.py --render results/<run>.json` re-writes a report and its charts from a run's data.
@@ -74,9 +75,24 @@ def pick_cpus():
     client_s = os.environ.get("LOADTEST_WRK_CPUS") or cpu_list(client)
     if "LOADTEST_SERVER_CPUS" in os.environ or "LOADTEST_WRK_CPUS" in os.environ:
         how = "set by LOADTEST_SERVER_CPUS / LOADTEST_WRK_CPUS"
-    count = sum(len(range(int(a), int(b) + 1)) if "-" in part else 1
-                for part in server_s.split(",") for a, _, b in [part.partition("-")])
-    return server_s, client_s, how, count
+    return server_s, client_s, how, cpu_count(server_s)
+
+
+def cpu_count(cpus):
+    """How many CPUs a taskset list ("0-3,6") names."""
+    return sum(len(range(int(a), int(b) + 1)) if "-" in part else 1
+               for part in cpus.split(",") for a, _, b in [part.partition("-")])
+
+
+def pick_backend_cpus(wrk_cpus):
+    """The `proxy` and `fanout` scenarios measure a front (the proxy, or the fan-out example)
+    that calls a greenhttp backend. The front is the server under test and gets the servers'
+    CPUs, as in every other scenario; the backend is part of the load, the same for every
+    front, so it runs beside wrk on wrk's CPUs. Putting it on the front's CPUs would make a
+    front that spends less CPU leave more to the backend and count twice; on its own CPUs
+    (LOADTEST_BACKEND_CPUS) it would need more than the 4+ CPUs split in halves. On the
+    2-core machines everything shares both CPUs anyway."""
+    return os.environ.get("LOADTEST_BACKEND_CPUS") or wrk_cpus
 
 
 def free_port(taken, start=28080):
@@ -197,10 +213,12 @@ def main():
                   file=sys.stderr)
 
     server_cpus, wrk_cpus, pinning, ncpu = pick_cpus()
+    backend_cpus = pick_backend_cpus(wrk_cpus)
     threads = env_int("LOADTEST_THREADS", ncpu)
     tmp = tempfile.mkdtemp(prefix="greenhttp-loadtest-")
     ctx = SimpleNamespace(repo=REPO, build=build, tmp=tmp, threads=threads,
-                          server_cpus=server_cpus)
+                          server_cpus=server_cpus, backend_cpus=backend_cpus,
+                          backend_threads=cpu_count(backend_cpus))
 
     skipped, live = {}, []
     for name in peer_names:
@@ -223,12 +241,15 @@ def main():
     scripts = {s: wrk.script_for(BY_NAME[s], REPO, tmp) for s in scen_names}
     loadavg = open("/proc/loadavg").read().split()[:3]
 
+    smoked = set()
+
     def start(peer):
         """Start a peer; on failure drop it from the run for good (with the reason)."""
         try:
             peer.start(free_port(taken))
-            if peer.name not in smoke:
-                smoke[peer.name] = peer.smoke()
+            if peer.name not in smoked:
+                smoked.add(peer.name)
+                smoke.setdefault(peer.name, {}).update(peer.smoke())
             return True
         except peers.PeerUnavailable as e:
             skipped[peer.name] = str(e)
@@ -236,10 +257,44 @@ def main():
             progress.note(f"loadtest: skipping {peer.name}: {e}")
             return False
 
+    fronts = []  # the running backend and fronts of a proxy/fanout scenario
+
+    def start_fronts(scen):
+        """The backend, then each live peer's front for the scenario (peers.FRONTS). A peer
+        without one, or whose front cannot run here, sits the scenario out; its smoke entry
+        says why, and so does the report."""
+        backend = peers.Backend(ctx)
+        try:
+            backend.prepare()
+            backend.start(free_port(taken))
+        except peers.PeerUnavailable as e:
+            progress.note(f"loadtest: {scen.name}: no backend: {e}")
+            return []
+        fronts.append(backend)
+        started = []
+        for base in live:
+            result = smoke.setdefault(base.name, {})
+            cls = peers.FRONTS[scen.front].get(base.name)
+            front = cls(ctx) if cls else None
+            try:
+                if front is None:
+                    raise peers.PeerUnavailable(f"no {scen.front} peer for {base.name}")
+                front.upstream = backend.port
+                front.prepare()
+                front.start(free_port(taken))
+            except peers.PeerUnavailable as e:
+                result[scen.front] = f"skipped: {e}"
+                progress.skip(per_peer(scen.name))
+                continue
+            fronts.append(front)
+            result.update(front.smoke())
+            started.append(front)
+        return started
+
     try:
         for scen_name in scen_names:
             scen = BY_NAME[scen_name]
-            active = [p for p in list(live) if start(p)]
+            active = start_fronts(scen) if scen.front else [p for p in list(live) if start(p)]
             runnable = []
             for p in active:
                 bad = [r for r in scen.needs if smoke[p.name].get(r) != "ok"]
@@ -265,8 +320,9 @@ def main():
                     if "error" in r:
                         progress.note(f"loadtest: {scen_name} {p.name}: {r['error']}")
                     time.sleep(0.5)
-            for p in runnable:
+            for p in runnable + fronts:
                 p.stop()
+            fronts.clear()
 
         if idle_conns:
             for p in list(live):
@@ -283,7 +339,7 @@ def main():
             progress.show("runtime microbenchmarks (greenrt, then Go)")
             bench_result = bench.run(ctx, bench_args, server_cpus)
     finally:
-        for p in live:
+        for p in live + fronts:
             p.stop()
 
     progress.note("[loadtest] done")
@@ -305,6 +361,16 @@ def main():
     commands.append(f"# wrk (in loadtest/wrk/, each script with report.lua appended), "
                     f"pinned with taskset -c {wrk_cpus}:")
     commands += [wrk.display_command(BY_NAME[s], seconds) for s in scen_names]
+    kinds = list(dict.fromkeys(BY_NAME[s].front for s in scen_names if BY_NAME[s].front))
+    if kinds:
+        commands.append("# the proxy/fanout backend, then each front, upstream BACKEND:")
+        commands.append(peers.Backend(ctx).display().replace("PORT", "BACKEND"))
+    for kind in kinds:
+        for p in names:
+            if p in peers.FRONTS[kind]:
+                front = peers.FRONTS[kind][p](ctx)
+                front.upstream = "BACKEND"
+                commands.append(f"# {kind}, {p}: {front.display()}")
     if idle_conns:
         commands.append(f"python3 loadtest/idle_holder.py --port PORT --count {idle_conns}")
     meta = {
@@ -321,6 +387,7 @@ def main():
         "sysctl": ", ".join(f"{k} {sysctl(k)}" for k in (
             "net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_tw_reuse")),
         "server_cpus": server_cpus, "wrk_cpus": wrk_cpus, "pinning": pinning,
+        "backend_cpus": backend_cpus,
         "threads": threads, "nofile": hard,
         "port_range": "–".join(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()),
         "wrk_version": subprocess.run(["wrk", "-v"], capture_output=True,

@@ -44,6 +44,9 @@ class Peer:
     # peers whose routes it needs passed.
     routes = ("plaintext", "json", "echo", "sleep")
     exit_hint = ""
+    # start() waits until GET ready_path answers 200 with this body (None: any body).
+    ready_path = "/plaintext"
+    ready_body = b"Hello, World!"
 
     def __init__(self, ctx):
         self.ctx = ctx  # repo, build dir, temp dir, threads, server cpus
@@ -84,19 +87,19 @@ class Peer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise PeerUnavailable(f"{self.name} exited with status {self.proc.returncode} "
-                                      f"before answering /plaintext{self.exit_hint} "
+                                      f"before answering {self.ready_path}{self.exit_hint} "
                                       f"({self._log_tail()})")
             try:
-                status, _, body = http_get(port, "/plaintext", timeout=1)
-                if status == 200 and body == b"Hello, World!":
+                status, _, body = http_get(port, self.ready_path, timeout=1)
+                if status == 200 and (self.ready_body is None or body == self.ready_body):
                     return
-                last_error = f"/plaintext answered {status} {body[:40]!r}"
+                last_error = f"{self.ready_path} answered {status} {body[:40]!r}"
             except OSError as e:
                 last_error = str(e)
-            time.sleep(0.1)
+            time.sleep(0.1)  # polling a child process under the deadline above
         self.stop()
-        raise PeerUnavailable(f"{self.name} did not answer GET /plaintext with 200 "
-                              f"'Hello, World!' within 10 s ({last_error})")
+        raise PeerUnavailable(f"{self.name} did not answer GET {self.ready_path} with 200 "
+                              f"{self.ready_body!r} within 10 s ({last_error})")
 
     def pids(self):
         return procfs.tree(self.proc.pid)
@@ -224,6 +227,7 @@ class GreenHttpBase(GreenHttp):
 
 class GoNetHttp(Peer):
     name = "go"
+    source = "go"  # loadtest/peers/<source>/
 
     def binary(self):
         return os.path.join(self.ctx.build, "loadtest", "gopeer")
@@ -233,7 +237,7 @@ class GoNetHttp(Peer):
             raise PeerUnavailable(f"`go` is not installed: {MAKE_DEPS_HINT}")
         os.makedirs(os.path.dirname(self.binary()), exist_ok=True)
         env = dict(os.environ, GOPROXY="off", GOFLAGS="-mod=mod", CGO_ENABLED="0")
-        src = os.path.join(self.ctx.repo, "loadtest", "peers", "go")
+        src = os.path.join(self.ctx.repo, "loadtest", "peers", self.source)
         p = subprocess.run(["go", "build", "-o", self.binary(), "."], cwd=src, env=env,
                            capture_output=True, text=True)
         if p.returncode != 0:
@@ -267,12 +271,18 @@ class Nginx(Peer):
     def nginx(self):
         return shutil.which("nginx") or "/usr/sbin/nginx"
 
+    template = "nginx.conf.in"
+
+    def fill(self, conf):
+        """Fills in the template's placeholders beyond @PORT@, @WORKERS@ and @PREFIX@."""
+        return conf
+
     def argv(self, port):
-        template = os.path.join(self.ctx.repo, "loadtest", "peers", "nginx", "nginx.conf.in")
+        template = os.path.join(self.ctx.repo, "loadtest", "peers", "nginx", self.template)
         with open(template) as f:
-            conf = (f.read().replace("@PORT@", str(port))
-                    .replace("@WORKERS@", str(self.ctx.threads))
-                    .replace("@PREFIX@", self.prefix))
+            conf = self.fill(f.read().replace("@PORT@", str(port))
+                             .replace("@WORKERS@", str(self.ctx.threads))
+                             .replace("@PREFIX@", self.prefix))
         path = os.path.join(self.prefix, "nginx.conf")
         with open(path, "w") as f:
             f.write(conf)
@@ -289,3 +299,130 @@ class Nginx(Peer):
 
 ALL = {"greenhttp": GreenHttp, "greenhttp-base": GreenHttpBase, "go": GoNetHttp,
        "nginx": Nginx}
+
+
+# -- The `proxy` and `fanout` scenarios (issue 14): the server under test is a front (a
+# reverse proxy, or the fan-out example) that calls one greenhttp backend. The backend is the
+# same build/greenhttp for every front, started once per scenario on ctx.backend_cpus (beside
+# wrk, not on the front's CPUs: see compare.py's pick_cpus), so the figures differ only by the
+# front; the CPU per request is the front's process tree alone (the backend is not its child).
+# A front keeps its base peer's name ("greenhttp", "nginx", "go"), so the report's columns,
+# ratios and charts line up with the other scenarios.
+
+class Backend(GreenHttp):
+    """build/greenhttp as the upstream of the fronts, on its own CPUs and thread count."""
+
+    name = "backend"
+
+    def command_line(self, port):
+        return ["taskset", "-c", self.ctx.backend_cpus] + self.argv(port)
+
+    def argv(self, port):
+        return [self.binary(), "--listen", f"127.0.0.1:{port}", "--threads",
+                str(self.ctx.backend_threads), "--access-log", "off"]
+
+    def env(self):
+        return dict(os.environ, GREEN_MAXPROCS=str(self.ctx.backend_threads))
+
+
+class Front:
+    """Mixin of a front: `upstream` (the backend's port) is set before start(); its log is
+    kept apart from the base peer's."""
+
+    upstream = None
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.log_path = os.path.join(ctx.tmp, f"{self.name}-{self.kind}.log")
+
+    def _check_proxy(self):
+        status, headers, body = http_get(self.port, "/plaintext")
+        if status != 200 or body != b"Hello, World!":
+            return f"GET /plaintext through it: status {status}, body {body[:40]!r}"
+        return "ok"
+
+
+class GreenHttpProxy(Front, GreenHttp):
+    kind = "proxy"
+    routes = ("proxy",)
+    exit_hint = ""
+
+    def binary(self):
+        return os.path.join(self.ctx.build, "examples", "proxy")
+
+    def prepare(self):
+        if not os.access(self.binary(), os.X_OK):
+            raise PeerUnavailable(f"{self.binary()} is not built: run `make build`")
+
+    def argv(self, port):
+        return [self.binary(), "--listen", f"127.0.0.1:{port}", "--upstream",
+                f"http://127.0.0.1:{self.upstream}"]
+
+
+class GreenHttpFanout(Front, GreenHttp):
+    """examples/fanout calling the backend's /plaintext three times per request (three
+    upstream URLs, one backend: the client pools them as one host)."""
+
+    kind = "fanout"
+    routes = ("fanout",)
+    exit_hint = ""
+    ready_path, ready_body = "/", None
+    calls = 3
+
+    def binary(self):
+        return os.path.join(self.ctx.build, "examples", "fanout")
+
+    prepare = GreenHttpProxy.prepare
+
+    def argv(self, port):
+        argv = [self.binary(), "--listen", f"127.0.0.1:{port}", "--deadline", "1s"]
+        for _ in range(self.calls):
+            argv += ["--upstream", f"http://127.0.0.1:{self.upstream}/plaintext"]
+        return argv
+
+    def _check_fanout(self):
+        status, _, body = http_get(self.port, "/")
+        doc = json.loads(body) if status == 200 else {}
+        ups = doc.get("upstreams", [])
+        if len(ups) != self.calls or doc.get("late") != 0 or \
+                any(u.get("body") != "Hello, World!" for u in ups):
+            return f"GET /: status {status}, body {body[:80]!r}"
+        return "ok"
+
+
+class GoProxy(Front, GoNetHttp):
+    """Go's httputil.ReverseProxy (loadtest/peers/go-proxy/)."""
+
+    kind = "proxy"
+    routes = ("proxy",)
+    source = "go-proxy"
+
+    def binary(self):
+        return os.path.join(self.ctx.build, "loadtest", "goproxy")
+
+    def argv(self, port):
+        return [self.binary(), "--listen", f"127.0.0.1:{port}", "--upstream",
+                f"http://127.0.0.1:{self.upstream}"]
+
+    def version(self):
+        return f"Go httputil.ReverseProxy, {_tool_version(['go', 'version'])}"
+
+
+class NginxProxy(Front, Nginx):
+    """nginx proxy_pass with upstream keepalive (loadtest/peers/nginx/nginx-proxy.conf.in)."""
+
+    kind = "proxy"
+    routes = ("proxy",)
+    template = "nginx-proxy.conf.in"
+
+    def fill(self, conf):
+        return conf.replace("@UPSTREAM@", f"127.0.0.1:{self.upstream}")
+
+    def display(self):
+        return super().display().replace("nginx.conf.in", self.template)
+
+
+# FRONTS[kind][peer name]: the front that stands for that peer in that scenario; a peer with
+# none sits the scenario out.
+FRONTS = {"proxy": {"greenhttp": GreenHttpProxy, "nginx": NginxProxy, "go": GoProxy},
+          "fanout": {"greenhttp": GreenHttpFanout}}

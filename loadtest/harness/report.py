@@ -121,9 +121,36 @@ def goals(summary, idle, lines):
     if "per_conn" in gi:
         rows.append(f"| idle keep-alive connection ≤ 5 KB | {gi['per_conn'] / 1000:.1f} KB | "
                     f"{'met' if gi['per_conn'] <= 5000 else 'not met'} |")
+    rows += proxy_goals(summary.get("proxy", {}))
     if rows:
-        lines += ["## Goals (anchors.md), greenhttp against nginx in this run", "",
+        lines += ["## Goals (anchors.md, issue 14), greenhttp against nginx and Go in this run",
+                  "",
                   "| goal | this run | |", "| --- | --- | --- |"] + rows + [""]
+
+
+def proxy_goals(row):
+    """Issue 14's goals for the reverse proxy: against nginx proxy_pass and Go's
+    httputil.ReverseProxy, each in front of the same backend."""
+    g, n, o = (row.get(p, {}) for p in ("greenhttp", "nginx", "go"))
+    rows = []
+    if g.get("rps") and n.get("rps"):
+        r = g["rps"] / n["rps"]
+        rows.append(f"| proxy: requests/s ≥ 1.0× nginx proxy_pass | {r:.2f}× "
+                    f"({g.get('socket_errors', 0)} socket errors) | "
+                    f"{'met' if r >= 1.0 else 'not met'} |")
+    if g.get("p99_us") and n.get("p99_us"):
+        rows.append(f"| proxy: p99 ≤ nginx proxy_pass's | {ms(g['p99_us'])} vs "
+                    f"{ms(n['p99_us'])} | {'met' if g['p99_us'] <= n['p99_us'] else 'not met'} |")
+    if g.get("rps") and o.get("rps"):
+        r = g["rps"] / o["rps"]
+        rows.append(f"| proxy: requests/s ≥ 2× Go httputil.ReverseProxy | {r:.2f}× | "
+                    f"{'met' if r >= 2.0 else 'not met'} |")
+    if g.get("cpu_us_per_req") and n.get("cpu_us_per_req"):
+        rows.append(f"| proxy: CPU/req (reported, no goal) | {g['cpu_us_per_req']:.1f} µs vs "
+                    f"nginx {n['cpu_us_per_req']:.1f} µs"
+                    + (f", Go {o['cpu_us_per_req']:.1f} µs" if o.get("cpu_us_per_req") else "")
+                    + " | – |")
+    return rows
 
 
 def bench_section(b, lines):
@@ -162,7 +189,11 @@ def write(path, meta, peers, skipped, smoke, summary, idle, bench, charts, scena
           f"Linux {meta['kernel']}; load average {meta['loadavg']} the run.",
           f"- Network: loopback; {meta['sysctl']}.",
           f"- Cores: servers pinned with `taskset -c {meta['server_cpus']}`, wrk with "
-          f"`taskset -c {meta['wrk_cpus']}` ({meta['pinning']}).",
+          f"`taskset -c {meta['wrk_cpus']}` ({meta['pinning']})"
+          + (f"; the proxy/fanout backend with `taskset -c {meta['backend_cpus']}`, beside "
+             "wrk (compare.py's pick_backend_cpus)"
+             if "backend_cpus" in meta and any(BY_NAME[s].front for s in scenarios) else "")
+          + ".",
           f"- Server threads: {meta['threads']} for every peer (greenhttp `--threads`, "
           "Go `GOMAXPROCS`, nginx `worker_processes`).",
           f"- Open files: soft limit raised to {meta['nofile']}; ephemeral ports "

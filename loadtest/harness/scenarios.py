@@ -16,6 +16,9 @@ class Scenario:
     needs: tuple = ("plaintext",)  # routes a peer must pass in its smoke test
     note: str = ""
     min_seconds: int = 0      # floor on the run length, even with LOADTEST_QUICK
+    # "proxy" / "fanout": wrk loads each peer's front (peers.FRONTS), which calls a greenhttp
+    # backend started for the scenario; the CPU per request is the front's.
+    front: str = ""
 
     def seconds(self, requested):
         return max(requested, self.min_seconds)
@@ -40,6 +43,17 @@ SCENARIOS = [
     Scenario("c10000", "plaintext, c=10000", "/plaintext", conns=10000, min_seconds=5,
              note="wrk opens all 10,000 connections at the start of each run, inside the "
                   "timed window: the accept storm weighs on the figure"),
+    # Issue 14. The fronts: greenhttp's examples/proxy, nginx proxy_pass with upstream
+    # keepalive 64 (peers/nginx/nginx-proxy.conf.in), Go's httputil.ReverseProxy with 64 idle
+    # connections per host (peers/go-proxy/); the backend is build/greenhttp for all three.
+    Scenario("proxy", "reverse proxy to a greenhttp backend, c=100", "/plaintext",
+             needs=("proxy",), front="proxy",
+             note="each proxy in front of the same greenhttp backend (/plaintext), keep-alive "
+                  "both sides; CPU/req and RSS are the proxy's alone"),
+    Scenario("fanout", "fan-out, 3 upstream calls per request, c=100", "/", needs=("fanout",),
+             front="fanout",
+             note="examples/fanout: GET / calls the backend's /plaintext three times at once "
+                  "(deadline 1 s) and answers JSON; greenhttp only"),
 ]
 
 BY_NAME = {s.name: s for s in SCENARIOS}

@@ -1,0 +1,3 @@
+module greenhttp/goproxy
+
+go 1.19
