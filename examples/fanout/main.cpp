@@ -183,7 +183,16 @@ int main(int argc, char** argv) {
 
   int rc = 0;
   green::run({}, [&] {
-    Client client;  // one for the process: its pool keeps the upstream connections alive
+    // One Client for the process: its pool keeps upstream connections alive between requests.
+    // Every request makes one call per upstream at once, so a burst of requests wants as many
+    // connections per upstream: keep that many idle (past the cap, each response would close
+    // its connection and the next call dial again), and bound them, so that a flood of
+    // requests waits for a connection (and turns late at its deadline) instead of opening
+    // thousands of sockets to one upstream.
+    ClientOptions client_options;
+    client_options.max_conns_per_host = 512;
+    client_options.max_idle_per_host = 512;
+    Client client(client_options);
     Router router;
     router.handle(Method::kGet, "/", [&](Request& r, ResponseWriter& w) {
       fan_out(client, upstreams, deadline, r, w);
