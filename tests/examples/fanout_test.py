@@ -38,6 +38,8 @@ class FastUpstream(socketserver.ThreadingMixIn, http.server.HTTPServer):
     """Answers every GET at once with `body`, keep-alive (HTTP/1.1); counts connections."""
 
     daemon_threads = True
+    request_queue_size = 128  # listen backlog (5 by default: a burst of connects would be
+    #                          dropped and retried a second later, making the calls late)
 
     def __init__(self, body):
         self.body, self.connections = body, 0
@@ -75,7 +77,7 @@ class SlowUpstream:
     def __init__(self):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
+        self.sock.listen(128)
         self.requested = threading.Event()
         self.closed = []  # monotonic times at which a caller closed its connection
         self.closed_event = threading.Event()
@@ -187,6 +189,44 @@ class FanoutTest(unittest.TestCase):
             # One shared Client: five requests one after another reuse one pooled
             # connection per upstream.
             self.assertEqual((self.alpha.connections, self.beta.connections), (1, 1))
+
+    def test_many_requests_at_once_each_meet_the_deadline(self):
+        # 40 requests in parallel, each its own green thread making three calls: every answer
+        # is on time with both fast bodies, and all 40 slow calls are cancelled (no socket to
+        # the slow upstream is left open for its 20 s).
+        args = ["--deadline", "300ms"]
+        for up in (self.alpha, self.slow, self.beta):
+            args += ["--upstream", up.url]
+        n = 40
+        with Fanout(args) as ex:
+            results = [None] * n
+
+            def one(i):
+                try:
+                    results[i] = self.get(ex)
+                except Exception as e:  # reported below, with the others
+                    results[i] = e
+
+            t0 = time.monotonic()
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            for r in results:
+                self.assertIsInstance(r, tuple, r)
+                took, status, _, doc = r
+                self.assertEqual(status, 200)
+                self.assertLess(took, DEADLINE + 2 * MARGIN, doc)
+                self.assertEqual([u.get("body") for u in doc["upstreams"]],
+                                 ["alpha", None, 'be"ta\n'], doc)
+                self.assertTrue(doc["upstreams"][1]["late"])
+            deadline = time.monotonic() + DEADLINE + 2 * MARGIN
+            while len(self.slow.closed) < n and time.monotonic() < deadline:
+                self.slow.closed_event.wait(0.05)  # woken by each hang-up, bounded
+                self.slow.closed_event.clear()
+            self.assertEqual(len(self.slow.closed), n)
+            self.assertLess(max(self.slow.closed) - t0, DEADLINE + 2 * MARGIN)
 
     def test_client_hanging_up_cancels_the_upstream_calls(self):
         args = ["--deadline", "20s", "--upstream", self.slow.url]
