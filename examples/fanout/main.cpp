@@ -109,13 +109,12 @@ void fan_out(Client& client, const std::vector<std::string>& upstreams,
 
   // Gather: each result as it comes, until all are in or the deadline passes.
   std::vector<std::optional<Result>> got(upstreams.size());
+  auto on_result = [&](std::optional<Result> v) {
+    if (v) got[v->index] = std::move(*v);  // always a value: nobody closes `results`
+  };
   for (std::size_t pending = upstreams.size(); pending > 0; --pending) {
     bool expired = false;
-    green::select(green::recv_case(results,
-                                   [&](std::optional<Result> v) {
-                                     if (v)
-                                       got[v->index] = std::move(*v);  // (nobody closes `results`)
-                                   }),
+    green::select(green::recv_case(results, on_result),
                   green::done_case(ctx, [&] { expired = true; }));
     if (expired) break;
   }
