@@ -7,14 +7,13 @@
 
 #include "runtime/green_thread.h"
 #include "runtime/machine.h"
+#include "runtime/sanitizers.h"
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(GREEN_ASAN)
 #include <sanitizer/common_interface_defs.h>
-#define GREEN_ASAN 1
 #endif
-#if defined(__SANITIZE_THREAD__)
+#if defined(GREEN_TSAN)
 #include <sanitizer/tsan_interface.h>
-#define GREEN_TSAN 1
 #endif
 
 namespace green::detail {

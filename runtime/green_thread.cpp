@@ -13,9 +13,10 @@
 
 #include "runtime/context_switch.h"
 #include "runtime/fatal.h"
+#include "runtime/sanitizers.h"
 #include "runtime/scheduler.h"
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(GREEN_ASAN)
 #include <sanitizer/asan_interface.h>
 #endif
 
@@ -164,7 +165,7 @@ bool push_sized(GreenThread* g) {
 // returned (the exit path's, down to its last saved context, which lowest_sp covers): their
 // redzones would lie where the next one builds its closure and frames.
 void unpoison_recycled_stack(GreenThread* g) {
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(GREEN_ASAN)
   char* from = std::max(g->stack.lo, g->lowest_sp - 256);
   __asan_unpoison_memory_region(from, static_cast<std::size_t>(reinterpret_cast<char*>(g) - from));
 #else
@@ -306,7 +307,7 @@ void reclaim_abandoned_green_threads() {
         GStatus s = g->status.load(std::memory_order_acquire);
         if (s == GStatus::kIdle) return;
         g->locals = nullptr;  // leaked with the abandoned G's closure, like its other state
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(GREEN_ASAN)
         // Frames that never returned left poisoned redzones behind.
         __asan_unpoison_memory_region(
             g->stack.lo, static_cast<std::size_t>(reinterpret_cast<char*>(g) - g->stack.lo));

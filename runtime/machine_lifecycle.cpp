@@ -14,6 +14,7 @@
 
 #include "runtime/context_switch.h"
 #include "runtime/netpoll.h"
+#include "runtime/sanitizers.h"
 #include "runtime/scheduler.h"
 #include "runtime/stack.h"
 
@@ -288,7 +289,7 @@ IdleWake sleep_once(Machine* m, bool may_wait_for_timers, int64_t idle_since) {
     // deadline and wakes us. The fence: our reads of the heaps are acquire loads, which may
     // not move before this store only if a seq_cst fence (or seq_cst loads) says so; it costs
     // one barrier per time an M takes the role.
-#if defined(__SANITIZE_THREAD__)
+#if defined(GREEN_TSAN)
     // TSan does not model fences (and warns on one): an exchange is a full barrier too.
     sched.timer_waiter_until.exchange(kTimerWaiterComputing, std::memory_order_seq_cst);
 #else

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <mutex>
 
+#include "runtime/sanitizers.h"
 #include "runtime/scheduler.h"
 
 namespace green::detail {
@@ -52,7 +53,7 @@ void wakep(bool after_barrier) {
   // re-check every queue (work_anywhere). Either we see the idle P / the spinner gone and wake
   // one, or the consumer's re-check sees our work. The counts' other updates (startm's undo,
   // reset_spinning, handoff_p) are part of the same protocol and keep the same order.
-#if defined(__SANITIZE_THREAD__)
+#if defined(GREEN_TSAN)
   // TSan does not model fences; a seq_cst read-modify-write is the same barrier for it.
   (void)after_barrier;
   if (sched.npidle.fetch_add(0, std::memory_order_seq_cst) == 0) return;

@@ -65,6 +65,7 @@
 
 #include "runtime/context_switch.h"
 #include "runtime/netpoll.h"
+#include "runtime/sanitizers.h"
 #include "runtime/stack.h"
 #include "runtime/sysmon.h"
 
@@ -353,7 +354,7 @@ void shrink_stack() {
     // hundred bytes; far more with sanitizer instrumentation). Pages below that margin's page go:
     // an idle connection's green thread then keeps only the pages its parked frames touch,
     // usually the top one.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if defined(GREEN_ASAN) || defined(GREEN_TSAN)
   constexpr std::size_t kMargin = 16 * 1024;
 #else
   constexpr std::size_t kMargin = 1024;

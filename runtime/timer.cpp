@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <mutex>
 
+#include "runtime/sanitizers.h"
 #include "runtime/scheduler.h"
 
 namespace green::detail {
@@ -103,7 +104,7 @@ void timer_add(Timer* t) {
   // the waiter (else that heap's earliest, already no later, is what the waiter reads), so
   // the common case of a deadline behind others pays nothing.
   if (now_earliest) {
-#if defined(__SANITIZE_THREAD__)
+#if defined(GREEN_TSAN)
     // TSan does not model fences (and warns on one); a seq_cst read-modify-write of the word
     // we are about to read is the same barrier, as in wakep().
     sched.timer_waiter_until.fetch_add(0, std::memory_order_seq_cst);
