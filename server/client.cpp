@@ -923,8 +923,12 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
                              ? static_cast<int64_t>(conn->parser.content_length)
                              : -1;
   resp.has_body_ = !is_head && resp.status_ != 204 && resp.status_ != 304;
-  // A HEAD response's Content-Length is the GET's, for the caller to see; 204 and 304 have none.
-  if (!is_head && !resp.has_body_) resp.content_length_ = -1;
+  // A HEAD response's Content-Length is the GET's, for the caller to see; 204 and 304 have none
+  // (and are not chunked, whatever they say: client_conn.cpp skips their body).
+  if (!is_head && !resp.has_body_) {
+    resp.content_length_ = -1;
+    resp.chunked_ = false;
+  }
   conn->parse_buffered();
   resp.conn_ = std::move(conn);
   return resp;

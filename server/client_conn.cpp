@@ -319,6 +319,13 @@ int ClientConn::on_headers_complete(llhttp_t* p) {
     // the real response follows. Go skips them the same way.
     return 1;
   }
+  if (status == 101) {
+    // We never ask for an upgrade. Refused here, before the head is handed out: llhttp would
+    // report the upgrade (HPE_PAUSED_UPGRADE) only after our pause at the end of the head, and
+    // the caller would have taken the 101 for a response with a body.
+    c->fail(ClientError::kProtocol, "unexpected 101 Switching Protocols from " + c->key);
+    return -1;
+  }
   c->headers.clear();
   c->headers.reserve(c->spans.size());
   for (const HeaderSpan& h : c->spans) {
@@ -328,9 +335,11 @@ int ClientConn::on_headers_complete(llhttp_t* p) {
   }
   c->head_done = true;
   c->paused_at_head = true;
-  if (c->head_request) {
-    // HEAD: headers of a GET, no body (RFC 9110 9.3.2). Pause at the end of the message so a
-    // byte after it is seen as unsolicited.
+  if (c->head_request || status == 204 || status == 304) {
+    // HEAD: headers of a GET, no body (RFC 9110 9.3.2); 204 and 304 have none either, whatever
+    // Content-Length or Transfer-Encoding says (RFC 9110 15.3.5, 15.4.5: a 304's length is the
+    // representation's; Go's bodyAllowedForStatus): llhttp alone would read a body for them.
+    // Pause at the end of the message so a byte after it is seen as unsolicited.
     c->paused_at_head = false;
     return 1;
   }
