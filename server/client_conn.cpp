@@ -314,6 +314,13 @@ int ClientConn::on_header_value(llhttp_t* p, const char* at, std::size_t n) {
 int ClientConn::on_headers_complete(llhttp_t* p) {
   ClientConn* c = self(p);
   const int status = p->status_code;
+  if (status < 100 || status > 599) {
+    // llhttp 8 takes one to three digits, or none at all ("HTTP/1.1 \r\n" is status 0):
+    // RFC 9112 4 wants three digits, RFC 9110 15 a class from 1 to 5 (Go checks the same).
+    c->fail(ClientError::kProtocol,
+            "malformed status " + std::to_string(status) + " in the response from " + c->key);
+    return -1;
+  }
   if (status >= 100 && status < 200 && status != 101) {
     // An interim response (100 Continue, 103 Early Hints, ...): no body (RFC 9110 15.2), and
     // the real response follows. Go skips them the same way.
@@ -363,7 +370,9 @@ int ClientConn::on_message_complete(llhttp_t* p) {
   const int status = p->status_code;
   if (status >= 100 && status < 200 && status != 101) return 0;  // interim: keep going
   c->message_done = true;
-  c->keep_alive = llhttp_should_keep_alive(p) != 0;
+  // "close" wins over "keep-alive" whatever the version (RFC 9112 9.3, Go's shouldClose);
+  // llhttp_should_keep_alive lets an HTTP/1.0 response that says both be reused.
+  c->keep_alive = llhttp_should_keep_alive(p) != 0 && (p->flags & F_CONNECTION_CLOSE) == 0;
   return HPE_PAUSED;
 }
 
