@@ -46,6 +46,7 @@ const llhttp_settings_t ClientConn::kSettings = [] {
   s.on_status = &ClientConn::on_status;
   s.on_header_field = &ClientConn::on_header_field;
   s.on_header_value = &ClientConn::on_header_value;
+  s.on_header_field_complete = &ClientConn::on_header_field_complete;
   s.on_headers_complete = &ClientConn::on_headers_complete;
   s.on_body = &ClientConn::on_body;
   s.on_message_complete = &ClientConn::on_message_complete;
@@ -76,6 +77,7 @@ void ClientConn::begin_response(bool is_head) {
   body_spans.clear();
   span_index = 0;
   body_bytes = 0;
+  trailer_bytes = 0;
   got_bytes = false;
   error = ClientError::kNone;
   message.clear();
@@ -274,8 +276,20 @@ int ClientConn::on_status(llhttp_t* p, const char* at, std::size_t n) {
   return 0;
 }
 
+// Trailers come through the same callbacks once the head is done. They are not kept: nothing
+// asks for them, and appending them to `head` would move the strings headers() points into.
+int ClientConn::skip_trailer(std::size_t n) {
+  trailer_bytes += n;
+  if (trailer_bytes > options.max_response_header_bytes) {
+    fail(ClientError::kHeadersTooLarge, "response trailers from " + key + " over the limit");
+    return HPE_USER;
+  }
+  return 0;
+}
+
 int ClientConn::on_header_field(llhttp_t* p, const char* at, std::size_t n) {
   ClientConn* c = self(p);
+  if (c->head_done) return c->skip_trailer(n);
   if (c->spans.empty() || c->in_value) {
     if (c->spans.size() >= c->options.max_response_headers) {
       c->too_large = true;
@@ -296,6 +310,7 @@ int ClientConn::on_header_field(llhttp_t* p, const char* at, std::size_t n) {
 
 int ClientConn::on_header_value(llhttp_t* p, const char* at, std::size_t n) {
   ClientConn* c = self(p);
+  if (c->head_done) return c->skip_trailer(n);
   if (c->spans.empty()) return HPE_USER;  // llhttp never reports a value before a name
   HeaderSpan& h = c->spans.back();
   if (!c->in_value) {
@@ -309,6 +324,15 @@ int ClientConn::on_header_value(llhttp_t* p, const char* at, std::size_t n) {
     return HPE_USER;
   }
   return 0;
+}
+
+// llhttp 8 takes a line with no name at all (": value"); the server refuses one in a request
+// (request_parser.cpp), and RFC 9110 5.1 wants a token.
+int ClientConn::on_header_field_complete(llhttp_t* p) {
+  ClientConn* c = self(p);
+  if (c->head_done || c->spans.empty() || c->spans.back().name_length != 0) return 0;
+  c->fail(ClientError::kProtocol, "empty header name in the response from " + c->key);
+  return -1;
 }
 
 int ClientConn::on_headers_complete(llhttp_t* p) {

@@ -99,6 +99,7 @@ struct ClientConn {
   std::vector<std::string_view> body_spans;  // parsed, not yet handed out
   std::size_t span_index = 0;
   uint64_t body_bytes = 0;
+  std::size_t trailer_bytes = 0;  // of a chunked body's trailer section, which is not kept
   ClientError error = ClientError::kNone;
   std::string message;
 
@@ -113,6 +114,9 @@ struct ClientConn {
   static int on_status(llhttp_t* p, const char* at, std::size_t n);
   static int on_header_field(llhttp_t* p, const char* at, std::size_t n);
   static int on_header_value(llhttp_t* p, const char* at, std::size_t n);
+  static int on_header_field_complete(llhttp_t* p);
+  // A piece of a trailer field: counted against max_response_header_bytes, not kept.
+  int skip_trailer(std::size_t n);
   static int on_headers_complete(llhttp_t* p);
   static int on_body(llhttp_t* p, const char* at, std::size_t n);
   static int on_message_complete(llhttp_t* p);
