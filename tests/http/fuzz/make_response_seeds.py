@@ -43,6 +43,13 @@ seeds = {
     "response-said-close": "D" + H + "200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi",
     "http10-keep-alive": "DHTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi",
     "http10": "DHTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+    "status-missing": "D" + H + "\r\nContent-Length: 2\r\n\r\nhi",
+    "status-one-digit": "@" + H + "2 OK\r\nContent-Length: 2\r\n\r\nhi",
+    "status-600": "@" + H + "600 Beyond\r\nContent-Length: 2\r\n\r\nhi",
+    "http10-keep-alive-and-close": "DHTTP/1.0 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 2\r\n\r\nhi",
+    "empty-header-name": "@" + H + "200 OK\r\nA: b\r\n: 2\r\nContent-Length: 2\r\n\r\nhi",
+    "trailer-long": "D" + H + "200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n1\r\na\r\n0\r\nX-Trailer: " + "t" * 600 + "\r\n\r\n",
+    "trailers-too-large": "D" + H + "200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n" + "X-T: 0123456789abcdef\r\n" * 60 + "\r\n",
     "garbage": "@\x00\xff garbage \x7f\r\n\r\n",
     "empty": "@",
 }
