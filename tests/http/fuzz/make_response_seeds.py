@@ -50,6 +50,10 @@ seeds = {
     "empty-header-name": "@" + H + "200 OK\r\nA: b\r\n: 2\r\nContent-Length: 2\r\n\r\nhi",
     "trailer-long": "D" + H + "200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n1\r\na\r\n0\r\nX-Trailer: " + "t" * 600 + "\r\n\r\n",
     "trailers-too-large": "D" + H + "200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n" + "X-T: 0123456789abcdef\r\n" * 60 + "\r\n",
+    # The keep-alive race (bit 7): the pooled connection is closed (FIN; RST with bit 3) as the
+    # second GET arrives on it, which must be retried on a new connection.
+    "race-fin": "\xc4" + H + "200 OK\r\nContent-Length: 2\r\n\r\nhi",
+    "race-rst": "\xcc" + H + "200 OK\r\nContent-Length: 2\r\n\r\nhi",
     "garbage": "@\x00\xff garbage \x7f\r\n\r\n",
     "empty": "@",
 }

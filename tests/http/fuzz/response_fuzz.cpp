@@ -12,7 +12,10 @@
 //       bit 2     keep the connection open after the bytes (the client must rely on framing);
 //                 without it the upstream closes once it has sent them;
 //       bit 3     pause at each split (below), so that each part is a separate read;
-//       bits 4-5  the size of each ClientResponse::read: 0 -> 16 KiB, 1 -> 1, 2 -> 7, 3 -> 100.
+//       bits 4-5  the size of each ClientResponse::read: 0 -> 16 KiB, 1 -> 1, 2 -> 7, 3 -> 100;
+//       bit 7     the keep-alive race: a kept-open connection answers its next request (the
+//                 second GET, when the pool reuses it) by closing, with an RST when bit 3 is
+//                 also set, so that GET must be retried once on a new connection.
 //     So '@' is a GET answered and closed, 'D' the same kept open, 'A' a HEAD, 'L' a kept-open
 //     GET with pauses, 'P' a GET read a byte at a time.
 //   * the rest is what the upstream writes once it has read the request's head (and body),
@@ -43,7 +46,8 @@
 //     the response said keep-alive (HTTP/1.1 without "close", HTTP/1.0 with "keep-alive") and
 //     the request did not say Connection: close;
 //   * the second GET always gets 200 "ok": a connection left in the pool with unsolicited
-//     bytes, or closed by the upstream, is never handed a request that then reads them;
+//     bytes, or closed by the upstream, is never handed a request that then reads them; one
+//     that the upstream closes as the GET arrives on it (bit 7) has that GET retried;
 //   * after close_idle(): open_connections and idle_connections are 0; after the Client is gone,
 //     every connection it opened has been seen by the upstream and closed (the upstream reads
 //     end of stream on each), and green::net::netpoll_stats().open_descriptors is back to its
@@ -128,6 +132,7 @@ struct Flags {
   bool keep_open = false;
   bool pause = false;
   std::size_t piece = 16 * 1024;
+  bool race = false;
 };
 
 Flags flags_of(unsigned char b) {
@@ -137,6 +142,7 @@ Flags flags_of(unsigned char b) {
   f.keep_open = (b & 4) != 0;
   f.pause = (b & 8) != 0;
   f.piece = kPieces[(b >> 4) & 3];
+  f.race = (b & 0x80) != 0;
   return f;
 }
 
@@ -184,6 +190,7 @@ struct Upstream {
   std::vector<std::string_view> chunks;  // into the caller's input, alive until the input ends
   bool keep_open = false;
   bool pause = false;
+  bool race = false;
   int accepted = 0;  // under Runtime::mu
   std::atomic<int> running{0};
   std::atomic<bool> first_done{false};  // the fuzz bytes are written (and, closing, closed)
@@ -296,7 +303,13 @@ void serve_fuzz(Upstream& up, green::net::TcpStream& s, std::string& buf) {
   }
   wait_delivered(s);
   up.first_done.store(true, std::memory_order_release);
-  if (up.keep_open) serve_ok(up, s, buf);
+  if (!up.keep_open) return;
+  if (up.race) {
+    // The server's idle timeout fires just as the client reuses the connection.
+    if (read_request(s, buf) && up.pause) s.set_linger_zero();
+    return;
+  }
+  serve_ok(up, s, buf);
 }
 
 void accept_loop(Runtime& rt) {
@@ -485,14 +498,16 @@ ResponseFuzzOutcome drive(std::string_view input) {
   up->chunks = chunks_of(response);
   up->keep_open = f.keep_open;
   up->pause = f.pause;
+  up->race = f.race;
   {
     green::MutexGuard g(rt.mu);
     rt.current = up;
   }
   static const char* kMethods[] = {"GET", "HEAD", "POST", "GET+close"};
   trace = std::string(kMethods[f.method]) + (f.keep_open ? " kept-open" : " closing") +
-          (f.pause ? " paused" : "") + " piece=" + std::to_string(f.piece) +
-          " chunks=" + std::to_string(up->chunks.size()) + "; ";
+          (f.pause ? " paused" : "") + (f.race ? " race" : "") +
+          " piece=" + std::to_string(f.piece) + " chunks=" + std::to_string(up->chunks.size()) +
+          "; ";
 
   ResponseFuzzOutcome out;
   uint64_t dials = 0;
@@ -611,6 +626,11 @@ ResponseFuzzOutcome drive(std::string_view input) {
       check(resp.ok() && resp.status() == 200 && body && *body == "ok",
             "the second GET did not get the upstream's 200 \"ok\" (what the first left in the "
             "pool leaked into it)");
+      if (f.race && f.keep_open && out.reused) {
+        check(out.retried,
+              "a GET on a reused connection that the upstream closed before any byte of the "
+              "response was not retried on a new one");
+      }
       resp.close();
       cancel();
     }
