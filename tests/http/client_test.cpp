@@ -84,6 +84,10 @@ void run_client_test(F&& test) {
   green::Options o;
   o.procs = 2;
   green::run(o, [&] {
+    {  // the netpoller opens its epoll and eventfd with the first socket: before counting
+      net::TcpListener warm_up;
+      (void)net::TcpListener::listen(*net::Address::parse("127.0.0.1:0"), &warm_up);
+    }
     const uint64_t runtime_before = runtime_fds();
     const int process_before = process_fds();
     test();
@@ -630,7 +634,10 @@ TEST(Client, BodiesByLengthAndChunkedBothWays) {
         empty.url = url;
         ClientResponse r3 = client.send(b.ctx(), empty);
         ASSERT_TRUE(r3.ok());
-        EXPECT_NE(r3.read_all().value_or("").find("body= "), std::string::npos);
+        const std::string got3 = r3.read_all().value_or("<error>");
+        EXPECT_NE(got3.find("body= host="), std::string::npos) << got3;
+        EXPECT_NE(got3.find(" cl=0 "), std::string::npos)
+            << "RFC 9110 8.6: a POST says its length: " << got3;
 
         // Responses: by length, and chunked (a streamed handler).
         ClientResponse fixed = client.get(b.ctx(), up.url("/download?bytes=100000&length=1"));
@@ -991,7 +998,7 @@ TEST(Client, InvalidUrlOrHeaderIsBadRequestAndSendsNothing) {
       EXPECT_TRUE(is(r.error(), ClientError::kBadRequest))
           << "header: " << headers[0].name << ": " << headers[0].value;
     }
-    for (std::string_view method : {"", "GE T", "GET\r\nX: y", "G(T"}) {
+    for (std::string_view method : {"GE T", "GET\r\nX: y", "G(T"}) {
       ClientRequest req;
       req.method = method;
       req.url = url;
@@ -1005,7 +1012,7 @@ TEST(Client, InvalidUrlOrHeaderIsBadRequestAndSendsNothing) {
     EXPECT_EQ(up.accepted(), 1);
     EXPECT_EQ(up.requests(), 1);
     EXPECT_EQ(client.stats().errors[static_cast<int>(ClientError::kBadRequest)],
-              std::size(bad_urls) + bad_headers.size() + 4);
+              std::size(bad_urls) + bad_headers.size() + 3);
   });
 }
 
@@ -1177,6 +1184,7 @@ TEST(ClientMisbehavingUpstream, MalformedResponsesAreProtocolErrors) {
       "XTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
       "HTTP/1.1 200 OK\nContent-Length: 0\n\n",  // bare LF
       "HTTP/1.1 200 OK\r\nContent-Length: 0\n\r\n",
+      "HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 0\r\n\r\n",  // bare CR
       "HTTP/1.1 200 OK\r\nNo colon here\r\nContent-Length: 0\r\n\r\n",
       "HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n",  // space before the colon
       "HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
@@ -1391,10 +1399,12 @@ TEST(ClientMisbehavingUpstream, CancelFromAnotherGreenThreadEndsTheCallPromptly)
     for (int call = 0; call < 2; ++call) {
       auto [ctx, cancel] = green::with_cancel(green::Context::background());
       std::atomic<int64_t> cancelled_at{0};
+      std::atomic<bool> reading{false};  // call 1: the head and the first bytes are in
       green::WaitGroup wg;
       wg.add(1);
       green::go([&, cancel = cancel] {
-        EXPECT_TRUE(wait_until([&] { return up.requests() == call + 1; }, 5s));
+        EXPECT_TRUE(
+            wait_until([&] { return call == 0 ? up.requests() == 1 : reading.load(); }, 5s));
         cancelled_at.store(Clock::now().time_since_epoch().count());
         cancel();
         wg.done();
@@ -1403,7 +1413,10 @@ TEST(ClientMisbehavingUpstream, CancelFromAnotherGreenThreadEndsTheCallPromptly)
       if (call == 1 && r.ok()) {  // cancelled while reading the body
         char buf[16];
         EXPECT_EQ(r.read(buf), 3);
+        reading.store(true);
         EXPECT_EQ(r.read(buf), -1);
+      } else {
+        reading.store(true);
       }
       const auto ended = Clock::now();
       wg.wait();
@@ -1628,7 +1641,6 @@ TEST(ClientMisbehavingUpstream, InformationalResponsesAreSkipped) {
       EXPECT_EQ(r.read_all(), "made");
     }
     EXPECT_EQ(up.accepted(), 1);
-    EXPECT_EQ(client.stats().responses, 2u);
   });
 }
 
@@ -1710,41 +1722,39 @@ TEST(ClientMisbehavingUpstream, UnsolicitedBytesOnAnIdleConnectionAreNeverARespo
 }
 
 // max_conns_per_host = 1: a second call waits for the first's connection and then uses it;
-// under a deadline it gives up with the deadline's error.
+// one under a deadline gives up with the deadline's error, one without at connect_timeout.
 TEST(Client, MaxConnsPerHostMakesTheSecondCallWait) {
   run_client_test([] {
     std::atomic<int> entered{0};
-    green::Channel<bool> gate;
+    green::Channel<bool> gates[2];
     GreenUpstream up([&](Router& r) {
       echo_routes(r);
-      r.handle(Method::kGet, "/hold", [&](Request&, ResponseWriter& w) {
+      r.handle(Method::kGet, "/hold/:gate", [&](Request& req, ResponseWriter& w) {
         entered.fetch_add(1);
-        (void)gate.recv();  // until the test closes the gate
+        (void)gates[req.param("gate") == "1" ? 1 : 0].recv();  // until the test closes it
         w.send(200, "text/plain", "held");
       });
     });
     ASSERT_TRUE(up.listening());
-    ClientOptions o;
-    o.max_conns_per_host = 1;
-    o.connect_timeout = 300ms;
-    Client client(o);
     Bounded b;
-    std::vector<std::string> bodies(2);
+    std::vector<std::string> bodies(3);
     green::WaitGroup wg;
-    auto call = [&](int i) {
+    auto call = [&](Client& client, int i, std::string_view path) {
       wg.add(1);
-      green::go([&, i] {
-        ClientResponse r = client.get(b.ctx(), up.url("/hold"));
+      green::go([&, i, url = up.url(path)] {
+        ClientResponse r = client.get(b.ctx(), url);
         bodies[i] = r.ok() ? r.read_all().value_or("<body error>") : name(r.error());
         wg.done();
       });
     };
-    call(0);
-    ASSERT_TRUE(wait_until([&] { return entered.load() == 1; }, 5s));
-    call(1);
-    ASSERT_TRUE(wait_until([&] { return client.stats().requests == 2; }, 5s));
 
-    // Meanwhile a call under a short deadline waits for the connection and gives up ...
+    ClientOptions o;
+    o.max_conns_per_host = 1;
+    Client client(o);
+    call(client, 0, "/hold/0");
+    EXPECT_TRUE(wait_until([&] { return entered.load() == 1; }, 5s));
+    call(client, 1, "/hold/0");
+    EXPECT_TRUE(wait_until([&] { return client.stats().requests == 2; }, 5s));
     {
       auto [ctx, cancel] = green::with_timeout(b.ctx(), 200ms);
       const auto start = Clock::now();
@@ -1753,18 +1763,29 @@ TEST(Client, MaxConnsPerHostMakesTheSecondCallWait) {
       EXPECT_TRUE(is(late.error(), ClientError::kDeadlineExceeded)) << late.error_message();
       EXPECT_LT(Clock::now() - start, 3s);
     }
-    // ... and one without a deadline, at connect_timeout.
-    {
-      ClientResponse late = client.get(b.ctx(), up.url("/plaintext"));
-      EXPECT_TRUE(is(late.error(), ClientError::kTimeout)) << late.error_message();
-    }
     EXPECT_EQ(up.accepted(), 1u) << "nothing dialled a second connection";
-    gate.close();
+    gates[0].close();
+
+    // connect_timeout bounds the wait for a connection too.
+    ClientOptions quick = o;
+    quick.connect_timeout = 300ms;
+    Client other(quick);
+    call(other, 2, "/hold/1");
+    EXPECT_TRUE(wait_until([&] { return entered.load() == 3; }, 5s));
+    {
+      const auto start = Clock::now();
+      ClientResponse late = other.get(b.ctx(), up.url("/plaintext"));
+      EXPECT_TRUE(is(late.error(), ClientError::kTimeout)) << late.error_message();
+      EXPECT_GE(Clock::now() - start, 250ms);
+      EXPECT_LT(Clock::now() - start, 3s);
+    }
+    gates[1].close();
     wg.wait();
     EXPECT_EQ(bodies[0], "held");
     EXPECT_EQ(bodies[1], "held");
-    EXPECT_EQ(entered.load(), 2);
-    EXPECT_EQ(up.accepted(), 1u);
+    EXPECT_EQ(bodies[2], "held");
+    EXPECT_EQ(entered.load(), 3);
+    EXPECT_EQ(up.accepted(), 2u) << "one connection per client";
     EXPECT_EQ(client.stats().pool_hits, 1u);
   });
 }
@@ -1821,7 +1842,7 @@ TEST(Client, IdleConnectionsAreCappedPerHost) {
         wg.done();
       });
     }
-    ASSERT_TRUE(wait_until([&] { return entered.load() == 5; }, 5s));
+    EXPECT_TRUE(wait_until([&] { return entered.load() == 5; }, 5s));
     gate.close();
     wg.wait();
     EXPECT_EQ(client.stats().idle_connections, 2);
