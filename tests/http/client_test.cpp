@@ -269,6 +269,8 @@ class RawConn {
   }
   // Reads and drops until the client closes the connection (counted in closed_by_client()).
   void wait_closed();
+  // Parks without reading until the upstream stops (a peer whose window stays shut).
+  void park_until_stopped();
   // SO_LINGER 0 and close: the client gets a reset.
   void reset() {
     s_.set_linger_zero();
@@ -325,6 +327,7 @@ class RawUpstream {
       green::MutexGuard g(mu_);
       if (stopped_) return;
       stopped_ = true;
+      stopping_.close();
       for (net::TcpStream* s : live_) s->close();
     }
     listener_.close();
@@ -380,6 +383,7 @@ class RawUpstream {
   green::WaitGroup scripts_;
   green::Mutex mu_;
   bool stopped_ = false;            // under mu_
+  green::Channel<bool> stopping_;   // closed by stop()
   std::set<net::TcpStream*> live_;  // under mu_
   std::atomic<int> accepted_{0};
   std::atomic<int> requests_{0};
@@ -442,6 +446,8 @@ std::optional<std::string> RawConn::read_request() {
 }
 
 void RawConn::mark() { up_.mark(); }
+
+void RawConn::park_until_stopped() { (void)up_.stopping_.recv(); }
 
 void RawConn::wait_closed() {
   while (fill()) in_.clear();
@@ -1344,6 +1350,35 @@ TEST(ClientMisbehavingUpstream, OversizedBodyIsBodyTooLarge) {
   });
 }
 
+// An upstream that takes the head and then never reads: the upload fills the socket buffers
+// and write_timeout ends the call.
+TEST(ClientMisbehavingUpstream, UpstreamThatStopsReadingTimesOutTheWrite) {
+  run_client_test([] {
+    RawUpstream up([](RawConn& c) { c.park_until_stopped(); });
+    ClientOptions o;
+    o.write_timeout = 200ms;
+    Client client(o);
+    Bounded b;
+    uint64_t sent = 0;
+    ClientRequest req;
+    req.method = "POST";
+    const std::string url = up.url();
+    req.url = url;
+    req.body_source = [&](std::span<char> out) -> long {
+      if (sent > (uint64_t{1} << 30)) return 0;  // (a bound, should the timeout never come)
+      const std::string_view piece = pattern(sent, out.size());
+      std::memcpy(out.data(), piece.data(), piece.size());
+      sent += piece.size();
+      return static_cast<long>(piece.size());
+    };
+    const auto start = Clock::now();
+    ClientResponse r = client.send(b.ctx(), req);
+    EXPECT_TRUE(is(r.error(), ClientError::kTimeout)) << r.error_message();
+    EXPECT_LT(Clock::now() - start, 10s);
+    EXPECT_EQ(client.stats().open_connections, 0);
+  });
+}
+
 // An upstream that accepts, reads the request and never answers.
 RawUpstream::Script silent() {
   return [](RawConn& c) {
@@ -1383,6 +1418,30 @@ TEST(ClientMisbehavingUpstream, SilentUpstreamEndsAtTheClientTimeout) {
     EXPECT_GE(took, 150ms);
     EXPECT_LT(took, 3s);
     EXPECT_TRUE(wait_until([&] { return up.closed_by_client() == 1; }, 5s));
+  });
+  // ClientOptions::timeout covers reading the body too: a body that keeps coming, a byte at a
+  // time, still ends there.
+  run_client_test([] {
+    RawUpstream up([](RawConn& c) {
+      if (!c.read_request()) return;
+      c.send("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
+      for (int i = 0; i < 100; ++i) {
+        if (!c.send("x")) return;
+        green::sleep_for(20ms);  // the upstream's pace
+      }
+    });
+    ClientOptions o;
+    o.timeout = 300ms;
+    Client client(o);
+    Bounded b;
+    const auto start = Clock::now();
+    ClientResponse r = client.get(b.ctx(), up.url());
+    ASSERT_TRUE(r.ok()) << r.error_message();
+    EXPECT_EQ(r.read_all(), std::nullopt);
+    const auto took = Clock::now() - start;
+    EXPECT_TRUE(is(r.error(), ClientError::kTimeout)) << r.error_message();
+    EXPECT_GE(took, 250ms);
+    EXPECT_LT(took, 1500ms) << "the body would have taken 2 s";
   });
 }
 
