@@ -621,6 +621,7 @@ TEST(Client, BodiesByLengthAndChunkedBothWays) {
         const std::string got1 = r1.read_all().value_or("<error>");
         EXPECT_NE(got1.find("body=first,second,third "), std::string::npos) << got1;
         EXPECT_NE(got1.find(" cl= te=chunked "), std::string::npos) << got1;
+        r1.close();  // (back to the pool: the next call may take it)
 
         next = 0;
         ClientRequest sized;
@@ -633,6 +634,7 @@ TEST(Client, BodiesByLengthAndChunkedBothWays) {
         const std::string got2 = r2.read_all().value_or("<error>");
         EXPECT_NE(got2.find("body=first,second,third "), std::string::npos) << got2;
         EXPECT_NE(got2.find(" cl=18 te= "), std::string::npos) << got2;
+        r2.close();
 
         // An empty body in memory on a POST still says Content-Length: 0.
         ClientRequest empty;
@@ -642,6 +644,7 @@ TEST(Client, BodiesByLengthAndChunkedBothWays) {
         ASSERT_TRUE(r3.ok());
         const std::string got3 = r3.read_all().value_or("<error>");
         EXPECT_NE(got3.find("body= host="), std::string::npos) << got3;
+        r3.close();
         EXPECT_NE(got3.find(" cl=0 "), std::string::npos)
             << "RFC 9110 8.6: a POST says its length: " << got3;
 
@@ -654,6 +657,7 @@ TEST(Client, BodiesByLengthAndChunkedBothWays) {
         ASSERT_TRUE(fixed_body);
         EXPECT_EQ(fixed_body->size(), 100000u);
         EXPECT_EQ(fixed_body->substr(0, 1000), pattern(0, 1000));
+        fixed.close();
 
         ClientResponse streamed = client.get(b.ctx(), up.url("/download?bytes=200000"));
         ASSERT_TRUE(streamed.ok());
@@ -784,6 +788,7 @@ TEST(Client, KeepAliveReusesOneConnectionForSequentialCalls) {
     ClientResponse again = client.get(b.ctx(), up.url("/plaintext"));
     ASSERT_TRUE(again.ok());
     EXPECT_EQ(again.read_all(), "Hello, World!");
+    again.close();
     EXPECT_EQ(up.accepted(), 1u);
 
     {
@@ -913,6 +918,7 @@ TEST(Client, Ipv6Loopback) {
     const std::string body = r.read_all().value_or("");
     EXPECT_NE(body.find(" host=[::1]:" + std::to_string(up.port()) + " "), std::string::npos)
         << body;
+    r.close();
     ClientResponse again = client.get(b.ctx(), url);
     ASSERT_TRUE(again.ok());
     (void)again.read_all();
@@ -934,6 +940,7 @@ TEST(Client, ResolvesANameThroughGetaddrinfo) {
     const std::string body = r.read_all().value_or("");
     EXPECT_NE(body.find(" host=localhost:" + std::to_string(up.port()) + " "), std::string::npos)
         << body;
+    r.close();
     ClientResponse again = client.get(b.ctx(), url);
     ASSERT_TRUE(again.ok());
     EXPECT_EQ(again.read_all(), body);
@@ -1176,6 +1183,7 @@ TEST(ClientMisbehavingUpstream, ResetMidResponseIsReadError) {
         EXPECT_EQ(n, -1) << "a short body must never read as complete";
       }
       EXPECT_TRUE(is(r.error(), ClientError::kRead)) << sent.substr(0, 40);
+      r.close();
       EXPECT_EQ(client.stats().open_connections, 0);
     });
   }
@@ -1240,6 +1248,7 @@ TEST(ClientMisbehavingUpstream, BodyShorterThanDeclaredThenCloseIsReadError) {
       std::string body;
       EXPECT_TRUE(is(final_error(r, &body), ClientError::kRead)) << bytes;
       EXPECT_EQ(body, "");
+      r.close();
       EXPECT_EQ(client.stats().open_connections, 0);
     });
   }
