@@ -1204,6 +1204,7 @@ TEST(ClientMisbehavingUpstream, MalformedResponsesAreProtocolErrors) {
       "HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
       "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
       "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok",
       std::string("HTTP/1.1 200 OK\r\nX-A: a\0b\r\nContent-Length: 0\r\n\r\n", 48),
       // Content-Length with Transfer-Encoding (request smuggling's shape).
       "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
@@ -1613,6 +1614,34 @@ TEST(ClientMisbehavingUpstream, KeepAliveRaceRetriesIdempotentRequestsOnce) {
   }
 }
 
+// The retry happens once, and only after a failure on a reused connection: a fresh connection
+// that closes unanswered is an error at once.
+TEST(ClientMisbehavingUpstream, KeepAliveRaceRetriesOnlyOnceAndNeverOnAFreshConnection) {
+  run_client_test([] {
+    RawUpstream up([](RawConn& c) {
+      if (c.index() == 0 && c.read_request()) c.send(response(200, "conn 0"));
+      (void)c.read_request();  // and close unanswered
+    });
+    Client client;
+    Bounded b;
+    ClientResponse first = client.get(b.ctx(), up.url());
+    EXPECT_EQ(first.read_all(), "conn 0");
+    first.close();
+    ClientResponse second = client.get(b.ctx(), up.url());  // reused, then retried on conn 1
+    EXPECT_TRUE(is(final_error(second), ClientError::kRead)) << second.error_message();
+    second.close();
+    EXPECT_EQ(client.stats().retries, 1u);
+    EXPECT_EQ(up.accepted(), 2) << "one retry, not two";
+    ClientResponse third = client.get(b.ctx(), up.url());  // a fresh connection: no retry
+    EXPECT_TRUE(is(final_error(third), ClientError::kRead)) << third.error_message();
+    third.close();
+    EXPECT_EQ(client.stats().retries, 1u);
+    EXPECT_EQ(up.accepted(), 3);
+    EXPECT_EQ(client.stats().errors[static_cast<int>(ClientError::kRead)], 2u)
+        << "a call's error counts once, however many attempts";
+  });
+}
+
 TEST(ClientMisbehavingUpstream, KeepAliveRaceNeverRetriesPostOrACalledBodySource) {
   const Header key[] = {{"Idempotency-Key", "k-1"}};
   struct Case {
@@ -1714,6 +1743,85 @@ TEST(ClientMisbehavingUpstream, InformationalResponsesAreSkipped) {
 
 // Responses that have no body whatever their headers say (HEAD, 204, 304) return without
 // waiting for one, and their connection is reused.
+// A response dribbled a few bytes per write (a head whose lines, and a 60 KiB header value,
+// span many reads; chunk sizes, data and trailers cut anywhere) parses whole, and leaves the
+// connection reusable.
+TEST(ClientMisbehavingUpstream, ResponseInTinyPiecesParsesWhole) {
+  run_client_test([] {
+    const std::string big(60000, 'v');
+    std::string body;
+    std::string chunked;
+    for (int i = 0; i < 50; ++i) {
+      const std::string piece(static_cast<std::size_t>(i * 7 % 23 + 1),
+                              static_cast<char>('a' + i % 26));
+      body += piece;
+      char size[16];
+      std::snprintf(size, sizeof size, "%zx", piece.size());
+      chunked += std::string(size) + "\r\n" + piece + "\r\n";
+    }
+    chunked += "0\r\nX-Trailer: t\r\n\r\n";
+    const std::string reply = "HTTP/1.1 200 OK\r\nX-Big: " + big +
+                              "\r\nTransfer-Encoding: chunked\r\nX-After: after\r\n\r\n" + chunked;
+    RawUpstream up([&](RawConn& c) {
+      while (c.read_request()) {
+        for (std::size_t at = 0, k = 0; at < reply.size(); ++k) {
+          const std::size_t n =
+              std::min<std::size_t>(k % 7 + 1 + (k % 50 == 0 ? 3000 : 0), reply.size() - at);
+          if (!c.send(std::string_view(reply).substr(at, n))) return;
+          at += n;
+        }
+      }
+    });
+    Client client;
+    Bounded b;
+    for (int i = 0; i < 2; ++i) {
+      ClientResponse r = client.get(b.ctx(), up.url());
+      ASSERT_TRUE(r.ok()) << r.error_message();
+      EXPECT_EQ(r.header("X-Big"), big);
+      EXPECT_EQ(r.header("X-After"), "after");
+      EXPECT_EQ(r.read_all(), body);
+    }
+    EXPECT_EQ(up.accepted(), 1) << "trailers consumed, connection reused";
+  });
+}
+
+// An upstream that answers before it has read the upload (413) and closes (a reset, with the
+// upload unread): the write fails, and the call returns the answer that came, as Go's
+// Transport and nginx do.
+TEST(ClientMisbehavingUpstream, EarlyAnswerDuringAnUploadIsReturned) {
+  run_client_test([] {
+    RawUpstream up([](RawConn& c) {
+      c.send(
+          "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo "
+          "big\n");
+      c.wait_acked();
+      c.stream().close();
+    });
+    ClientOptions o;
+    o.write_timeout = 300ms;
+    Client client(o);
+    Bounded b;
+    uint64_t sent = 0;
+    ClientRequest req;
+    req.method = "POST";
+    const std::string url = up.url();
+    req.url = url;
+    req.body_source = [&](std::span<char> out) -> long {
+      if (sent > (uint64_t{1} << 30)) return 0;
+      const std::string_view piece = pattern(sent, out.size());
+      std::memcpy(out.data(), piece.data(), piece.size());
+      sent += piece.size();
+      return static_cast<long>(piece.size());
+    };
+    ClientResponse r = client.send(b.ctx(), req);
+    ASSERT_TRUE(r.ok()) << name(r.error()) << ": " << r.error_message();
+    EXPECT_EQ(r.status(), 413);
+    EXPECT_EQ(r.read_all(), "too big\n");
+    r.close();
+    EXPECT_EQ(client.stats().open_connections, 0);
+  });
+}
+
 TEST(ClientMisbehavingUpstream, BodilessResponsesDoNotWaitForABody) {
   run_client_test([] {
     RawUpstream up([](RawConn& c) {
@@ -1757,6 +1865,26 @@ TEST(ClientMisbehavingUpstream, BodilessResponsesDoNotWaitForABody) {
     EXPECT_EQ(last.read_all(), "conn 0");
     EXPECT_LT(Clock::now() - start, 3s) << "nothing waited for a body";
     EXPECT_EQ(up.accepted(), 1);
+  });
+  // A 204 that carries bytes anyway (a Content-Length and 5 bytes): they are no body of it
+  // (RFC 9112 6.3), and the connection that holds them is not reused.
+  run_client_test([] {
+    RawUpstream up([](RawConn& c) {
+      if (c.index() > 0) return serve_keep_alive(c);
+      if (c.read_request()) c.send("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello");
+      c.wait_closed();
+    });
+    Client client;
+    Bounded b;
+    ClientResponse r = client.get(b.ctx(), up.url());
+    ASSERT_TRUE(r.ok()) << r.error_message();
+    EXPECT_EQ(r.status(), 204);
+    EXPECT_FALSE(r.has_body());
+    EXPECT_EQ(r.read_all(), "");
+    r.close();
+    ClientResponse next = client.get(b.ctx(), up.url());
+    ASSERT_TRUE(next.ok()) << next.error_message();
+    EXPECT_EQ(next.read_all(), "conn 1");
   });
 }
 
@@ -1928,6 +2056,30 @@ TEST(Client, IdleConnectionsAreCappedPerHost) {
     client.close_idle();
     EXPECT_EQ(client.stats().open_connections, 0);
     EXPECT_TRUE(wait_until([&] { return up.open_connections() == 0; }, 5s));
+  });
+}
+
+// max_idle_total caps idle connections over all hosts: the least recently used goes.
+TEST(Client, IdleConnectionsAreCappedInTotal) {
+  run_client_test([] {
+    GreenUpstream a(echo_routes);
+    GreenUpstream b_up(echo_routes);
+    ASSERT_TRUE(a.listening() && b_up.listening());
+    ClientOptions o;
+    o.max_idle_total = 1;
+    Client client(o);
+    Bounded b;
+    for (GreenUpstream* up : {&a, &b_up}) {
+      ClientResponse r = client.get(b.ctx(), up->url("/plaintext"));
+      EXPECT_EQ(r.read_all(), "Hello, World!");
+    }
+    EXPECT_EQ(client.stats().idle_connections, 1);
+    EXPECT_EQ(client.stats().open_connections, 1);
+    EXPECT_TRUE(wait_until([&] { return a.open_connections() == 0; }, 5s)) << "a's went first";
+    EXPECT_EQ(b_up.open_connections(), 1);
+    ClientResponse r = client.get(b.ctx(), b_up.url("/plaintext"));
+    EXPECT_EQ(r.read_all(), "Hello, World!");
+    EXPECT_EQ(client.stats().pool_hits, 1u);
   });
 }
 
