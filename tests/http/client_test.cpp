@@ -77,8 +77,9 @@ int process_fds() {
 uint64_t runtime_fds() { return net::netpoll_stats().open_descriptors; }
 
 // Runs `test` as the main green thread of a 2-P runtime, then checks that every descriptor it
-// opened (client connections, upstream sockets) is closed again: the upstreams and the Client
-// are scoped inside `test`, so by then nothing may be left.
+// opened (client connections, upstream sockets) is closed again, and every green thread it
+// started has ended: the upstreams and the Client are scoped inside `test`, so by then nothing
+// may be left.
 template <typename F>
 void run_client_test(F&& test) {
   green::Options o;
@@ -90,7 +91,14 @@ void run_client_test(F&& test) {
     }
     const uint64_t runtime_before = runtime_fds();
     const int process_before = process_fds();
+    const int64_t threads_before = green::num_green_threads();
     test();
+    // Green threads too: the client's janitor ends with the Client, a context's deadline
+    // watcher with its cancel (and run() would discard one still pending, and leak what it
+    // holds, under ASan's eyes).
+    EXPECT_TRUE(wait_until([&] { return green::num_green_threads() == threads_before; }, 5s))
+        << green::num_green_threads() << " green threads, " << threads_before << " before:\n"
+        << green::dump_green_threads(20);
     EXPECT_TRUE(wait_until([&] { return runtime_fds() == runtime_before; }, 5s))
         << "runtime descriptors: " << runtime_fds() << " open, " << runtime_before << " before";
     EXPECT_TRUE(wait_until([&] { return process_fds() == process_before; }, 5s))
