@@ -837,6 +837,7 @@ TEST(Client, StressThousandConcurrentCallsComplete) {
         } else {
           failed.fetch_add(1);
         }
+        r.close();  // before done(): the pool is checked once all are back
         wg.done();
       });
     }
@@ -1957,6 +1958,7 @@ TEST(Client, MaxConnsPerHostMakesTheSecondCallWait) {
       green::go([&, i, url = up.url(path)] {
         ClientResponse r = client.get(b.ctx(), url);
         bodies[i] = r.ok() ? r.read_all().value_or("<body error>") : name(r.error());
+        r.close();  // before done(): the pool is checked once all are back
         wg.done();
       });
     };
@@ -2052,6 +2054,7 @@ TEST(Client, IdleConnectionsAreCappedPerHost) {
       green::go([&] {
         ClientResponse r = client.get(b.ctx(), up.url("/hold"));
         EXPECT_EQ(r.read_all(), "held");
+        r.close();  // before done(): the pool is checked once all are back
         wg.done();
       });
     }
