@@ -1729,6 +1729,24 @@ TEST(ClientMisbehavingUpstream, ConnectionsThatCannotBeReusedAreNot) {
           << "the client closes what it cannot reuse";
     });
   }
+  // The caller's own Connection: close is kept too.
+  run_client_test([] {
+    RawUpstream up(serve_keep_alive);
+    Client client;
+    Bounded b;
+    const Header close[] = {{"Connection", "close"}};
+    const std::string url = up.url();
+    for (int i = 0; i < 2; ++i) {
+      ClientRequest req;
+      req.url = url;
+      req.headers = close;
+      ClientResponse r = client.send(b.ctx(), req);
+      ASSERT_TRUE(r.ok()) << r.error_message();
+      EXPECT_EQ(r.read_all(), "conn " + std::to_string(i));
+    }
+    EXPECT_EQ(client.stats().pool_hits, 0u);
+    EXPECT_TRUE(wait_until([&] { return up.closed_by_client() == 2; }, 5s));
+  });
 }
 
 // Interim 1xx responses (100 Continue, 103 Early Hints) are skipped: the call returns the final
