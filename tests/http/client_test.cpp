@@ -1964,6 +1964,89 @@ TEST(ClientMisbehavingUpstream, UnsolicitedBytesOnAnIdleConnectionAreNeverARespo
   }
 }
 
+// Chaos: many green threads call an upstream that, request by request, answers, answers and
+// closes, resets mid-body, closes unanswered, sends garbage, stalls, or sends an extra answer
+// nobody asked for. Every call ends with its own body (the id in its path: never another
+// request's answer) or an error of the expected kinds, and nothing leaks.
+TEST(ClientMisbehavingUpstream, StressChaosUpstreamNeverCrossesAnswers) {
+  run_client_test([] {
+    RawUpstream up([](RawConn& c) {
+      std::optional<std::string> head;
+      while ((head = c.read_request())) {
+        const std::size_t at = head->find("/r/");
+        const int id = at == std::string::npos ? 0 : std::atoi(head->c_str() + at + 3);
+        const std::string body = "payload-" + std::to_string(id);
+        switch (id % 7) {
+          case 0:
+            if (!c.send(response(200, body))) return;
+            break;
+          case 1:
+            c.send(response(200, body, "Connection: close\r\n"));
+            return;
+          case 2:
+            c.send("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npay");
+            c.wait_acked();
+            c.reset();
+            return;
+          case 3:
+            return;  // closes unanswered
+          case 4:
+            c.send("HTTP/1.1 2x0 OK\r\n\r\n");
+            c.wait_closed();
+            return;
+          case 5:
+            c.wait_closed();  // stalls until the client gives up
+            return;
+          default:  // an answer, then one for a request that was never made
+            if (!c.send(response(200, body) + response(200, "payload-999999"))) return;
+            break;
+        }
+      }
+    });
+    ClientOptions o;
+    o.read_timeout = 200ms;
+    Client client(o);
+    Bounded b(60s);
+    const int threads = 40;
+    const int calls_each = 8;
+    std::atomic<int> right{0};
+    std::atomic<int> failed{0};
+    std::atomic<int> crossed{0};
+    std::atomic<int> wrong_error{0};
+    green::WaitGroup wg;
+    for (int t = 0; t < threads; ++t) {
+      wg.add(1);
+      green::go([&, t] {
+        for (int k = 0; k < calls_each; ++k) {
+          const int id = t * calls_each + k + 1;
+          ClientResponse r = client.get(b.ctx(), up.url("/r/" + std::to_string(id)));
+          std::string body;
+          const ClientError e = final_error(r, &body);
+          r.close();
+          if (e == ClientError::kNone) {
+            (body == "payload-" + std::to_string(id) ? right : crossed).fetch_add(1);
+          } else if (e == ClientError::kRead || e == ClientError::kProtocol ||
+                     e == ClientError::kTimeout) {
+            failed.fetch_add(1);
+          } else {
+            wrong_error.fetch_add(1);
+          }
+        }
+        wg.done();
+      });
+    }
+    wg.wait();
+    EXPECT_EQ(crossed.load(), 0) << "answers given to the wrong request";
+    EXPECT_EQ(wrong_error.load(), 0);
+    EXPECT_EQ(right.load() + failed.load(), threads * calls_each);
+    // Ids 0 and 6 mod 7 answer; so does 1 (and closes); the rest fail.
+    int answering = 0;
+    for (int id = 1; id <= threads * calls_each; ++id) answering += id % 7 <= 1 || id % 7 == 6;
+    EXPECT_EQ(right.load(), answering);
+    EXPECT_EQ(client.stats().open_connections, client.stats().idle_connections);
+  });
+}
+
 // max_conns_per_host = 1: a second call waits for the first's connection and then uses it;
 // one under a deadline gives up with the deadline's error, one without at connect_timeout.
 TEST(Client, MaxConnsPerHostMakesTheSecondCallWait) {
