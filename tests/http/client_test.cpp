@@ -864,6 +864,36 @@ TEST(Client, StressThousandConcurrentCallsComplete) {
   });
 }
 
+// The same burst through max_conns_per_host = 20: the calls queue for the connections, all
+// complete, and no more than 20 are ever dialled.
+TEST(Client, StressThousandCallsThroughTwentyConnections) {
+  run_client_test([] {
+    GreenUpstream up(echo_routes);
+    ASSERT_TRUE(up.listening());
+    Bounded b(60s);
+    ClientOptions o;
+    o.max_conns_per_host = 20;
+    Client client(o);
+    const int calls = static_cast<int>(scaled(1000, 1000));
+    std::atomic<int> right{0};
+    green::WaitGroup wg;
+    for (int i = 0; i < calls; ++i) {
+      wg.add(1);
+      green::go([&, i] {
+        ClientResponse r = client.get(b.ctx(), up.url("/query?n=" + std::to_string(i)));
+        if (r.ok() && r.read_all() == "n=" + std::to_string(i)) right.fetch_add(1);
+        r.close();
+        wg.done();
+      });
+    }
+    wg.wait();
+    EXPECT_EQ(right.load(), calls);
+    EXPECT_LE(up.accepted(), 20u);
+    EXPECT_LE(client.stats().open_connections, 20);
+    EXPECT_EQ(client.stats().requests, static_cast<uint64_t>(calls));
+  });
+}
+
 // The value of the line `name value` in Prometheus text, or -1.
 double metric(const std::string& text, const std::string& name) {
   const std::string key = name + " ";
