@@ -482,6 +482,14 @@ ClientResponse& ClientResponse::operator=(ClientResponse&& other) noexcept {
     close();
     conn_ = std::move(other.conn_);
     shared_ = std::move(other.shared_);
+    // The views in headers_ point into head_'s buffer, which a move keeps unless the string
+    // is short enough to live inside the object: re-point them then.
+    const char* old_base = other.head_.data();
+    head_ = std::move(other.head_);
+    headers_ = std::move(other.headers_);
+    rebase_headers(old_base);
+    reason_offset_ = other.reason_offset_;
+    reason_length_ = other.reason_length_;
     error_ = std::exchange(other.error_, ClientError::kNone);
     message_ = std::move(other.message_);
     status_ = std::exchange(other.status_, 0);
@@ -504,13 +512,36 @@ void ClientResponse::fail(ClientError e, std::string message) {
 }
 
 std::string_view ClientResponse::reason() const {
-  if (conn_ == nullptr) return {};
-  return std::string_view(conn_->head).substr(conn_->reason_offset, conn_->reason_length);
+  return std::string_view(head_).substr(reason_offset_, reason_length_);
 }
 
-std::span<const Header> ClientResponse::headers() const {
-  if (conn_ == nullptr) return {};
-  return conn_->headers;
+std::span<const Header> ClientResponse::headers() const { return headers_; }
+
+void ClientResponse::rebase_headers(const char* old_base) {
+  const char* base = head_.data();
+  if (base == old_base) return;
+  for (Header& h : headers_) {
+    h.name = std::string_view(base + (h.name.data() - old_base), h.name.size());
+    h.value = std::string_view(base + (h.value.data() - old_base), h.value.size());
+  }
+}
+
+void ClientResponse::take_head(detail::ClientConn& c) {
+  const char* old_base = c.head.data();
+  head_.swap(c.head);
+  headers_.swap(c.headers);
+  rebase_headers(old_base);
+  reason_offset_ = c.reason_offset;
+  reason_length_ = c.reason_length;
+}
+
+void ClientResponse::release(bool failed) {
+  if (conn_ == nullptr) return;
+  if (failed) {
+    shared_->discard(std::move(conn_));  // closed now, not when the response goes
+  } else {
+    shared_->put(std::move(conn_));
+  }
 }
 
 std::string_view ClientResponse::header(std::string_view name) const {
@@ -520,15 +551,24 @@ std::string_view ClientResponse::header(std::string_view name) const {
   return {};
 }
 
-long ClientResponse::read(std::span<char> buf) {
+long ClientResponse::read(std::span<char> buf) { return read_body(buf, true); }
+
+long ClientResponse::read_body(std::span<char> buf, bool release_at_end) {
   if (error_ != ClientError::kNone || status_ == 0) return -1;
   if (conn_ == nullptr) return 0;  // closed, or a body-less response already given back
   const long n = conn_->read_body(buf.data(), buf.size());
   if (n < 0) {
     fail(conn_->error, conn_->message);
+    release(true);
     return -1;
   }
   body_bytes_ += static_cast<uint64_t>(n);
+  // The end of the body: the connection can serve the next call now.
+  if (!release_at_end) return n;
+  if ((n == 0 && !buf.empty()) ||
+      (conn_->message_done && conn_->span_index >= conn_->body_spans.size())) {
+    release(false);
+  }
   return n;
 }
 
@@ -543,23 +583,26 @@ std::optional<std::string> ClientResponse::read_all(std::size_t limit) {
   if (content_length_ > 0) {
     if (static_cast<uint64_t>(content_length_) > limit) {
       fail(ClientError::kBodyTooLarge, "response body over the read_all limit");
-      if (conn_ != nullptr) conn_->fail(error_, message_);
+      release(true);
       return std::nullopt;
     }
     out.reserve(static_cast<std::size_t>(content_length_));
   }
+  // The connection is released only after the limit check: a body over it fails the response,
+  // and a failed response never gives its connection back, even when its bytes are all in.
   char buf[16 * 1024];
   for (;;) {
-    const long n = read(buf);
+    const long n = read_body(buf, false);
     if (n < 0) return std::nullopt;
     if (n == 0) break;
     if (out.size() + static_cast<std::size_t>(n) > limit) {
       fail(ClientError::kBodyTooLarge, "response body over the read_all limit");
-      if (conn_ != nullptr) conn_->fail(error_, message_);
+      release(true);
       return std::nullopt;
     }
     out.append(buf, static_cast<std::size_t>(n));
   }
+  release(false);
   return out;
 }
 
@@ -709,10 +752,7 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
   // A connection: a pooled one, or a new one (waiting for a slot under max_conns_per_host).
   std::unique_ptr<ClientConn> conn;
   if (!fresh_only) conn = shared_->take_idle(key);
-  if (conn != nullptr) {
-    shared_->counters.pool_hits.fetch_add(1, std::memory_order_relaxed);
-  } else {
-    shared_->counters.pool_misses.fetch_add(1, std::memory_order_relaxed);
+  if (conn == nullptr) {
     const int64_t connect_deadline =
         std::min(o.connect_timeout.count() > 0 ? start + o.connect_timeout.count()
                                                : green::detail::kNoDeadlineNs,
@@ -764,6 +804,7 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
     }
     if (conn == nullptr) {
       // Dial, with the slot reserved above.
+      shared_->counters.pool_misses.fetch_add(1, std::memory_order_relaxed);
       DialResult d = resolve(*url, ctx, connect_deadline);
       if (d.rc != 0 || d.addresses.empty()) {
         {
@@ -802,8 +843,9 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
   }
 
   // From here on the connection is ours: every failure closes it (discard), a complete
-  // response returns it (ClientResponse::close).
+  // response returns it (ClientResponse::release).
   const bool reused = conn->reused;
+  if (reused) shared_->counters.pool_hits.fetch_add(1, std::memory_order_relaxed);
   conn->ctx = ctx;
   conn->call_deadline_ns = call_deadline;
   conn->close_after = close_after;
@@ -944,7 +986,9 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
     resp.chunked_ = false;
   }
   conn->parse_buffered();
+  resp.take_head(*conn);
   resp.conn_ = std::move(conn);
+  if (!resp.has_body_ && resp.conn_->message_done) resp.release(false);  // nothing to read
   return resp;
 }
 

@@ -1388,7 +1388,7 @@ TEST(ClientMisbehavingUpstream, OversizedBodyIsBodyTooLarge) {
       EXPECT_TRUE(is(r.error(), ClientError::kBodyTooLarge));
       r.close();
       ClientResponse fits = client.get(b.ctx(), up.url());
-      ASSERT_TRUE(fits.ok());
+      ASSERT_TRUE(fits.ok()) << fits.error_message() << " status " << fits.status() << " err " << name(fits.error()) << " accepted " << up.accepted();
       std::optional<std::string> all = fits.read_all(2000);
       ASSERT_TRUE(all) << name(fits.error());
       EXPECT_EQ(all->size(), 2000u);

@@ -49,6 +49,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "green/http/request.h"  // Header, iequals
 
@@ -139,9 +140,10 @@ struct ClientShared;
 }  // namespace detail
 
 // A response: status and headers at once, the body as a stream (or collected with read_all).
-// Move-only. Destroying it returns its connection to the pool when the body was read to the
-// end (or the rest of it is already in the read buffer), and closes it otherwise; call it done
-// as soon as possible.
+// Move-only. The connection goes back to the pool as soon as the body has been read to its end
+// (as Go's Transport does at EOF), and is closed at once when reading it fails; destroying or
+// closing a response whose body was not read to the end closes the connection (unless the rest
+// of the body is already in the read buffer). The status and headers stay valid either way.
 class ClientResponse {
  public:
   ClientResponse() = default;
@@ -186,9 +188,21 @@ class ClientResponse {
  private:
   friend class Client;
   void fail(ClientError e, std::string message);
+  // Takes the status line's reason and the headers from the connection (which keeps none).
+  void take_head(detail::ClientConn& c);
+  void rebase_headers(const char* old_base);
+  // Gives the connection back to the pool, or closes it (`failed`, or not reusable).
+  void release(bool failed);
+  // read(), and whether to give the connection back when the body ends.
+  long read_body(std::span<char> buf, bool release_at_end);
 
+  // The connection, while the body is being read; null once it went back (or was closed).
   std::unique_ptr<detail::ClientConn> conn_;
   std::shared_ptr<detail::ClientShared> shared_;
+  std::string head_;             // reason, header names and values (taken from the connection)
+  std::vector<Header> headers_;  // views into head_
+  uint32_t reason_offset_ = 0;
+  uint32_t reason_length_ = 0;
   ClientError error_ = ClientError::kNone;
   std::string message_;
   int status_ = 0;

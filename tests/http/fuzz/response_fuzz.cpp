@@ -539,6 +539,9 @@ ResponseFuzzOutcome drive(std::string_view input) {
     {
       auto [ctx, cancel] = green::with_timeout(green::Context::background(), deadline);
       const Clock::time_point start = Clock::now();
+      // Before the call: the connection goes back to the pool as soon as its body ends (in a
+      // read(), or inside send() for a body-less response), not only at close().
+      const int64_t idle_before = client.stats().idle_connections;
       ClientResponse resp = client.send(ctx, req);
       trace += "first: " + describe(resp);
       const bool head_ok = resp.ok();
@@ -593,7 +596,6 @@ ResponseFuzzOutcome drive(std::string_view input) {
       out.content_length = resp.content_length();
       out.body_bytes = resp.body_bytes();
       out.last_read = n;
-      const int64_t idle_before = client.stats().idle_connections;
       resp.close();
       out.pooled = client.stats().idle_connections > idle_before;
       trace += out.pooled ? ", pooled" : ", not pooled";
