@@ -1,0 +1,177 @@
+// A reverse proxy: every request that reaches --listen is forwarded to one of the --upstream
+// servers (round robin, an upstream that fails is skipped for a while), and the answer is
+// streamed back. green::http::ReverseProxy does the work; this file is its flags.
+//
+//   proxy --listen 127.0.0.1:8080 --upstream http://127.0.0.1:9001 --upstream http://127.0.0.1:9002
+//         [--upstream-timeout 30s] [--connect-timeout 10s] [--max-fails 1] [--fail-timeout 10s]
+//         [--rewrite-host] [--metrics-listen 127.0.0.1:9100]
+//
+// --metrics-listen serves GET /metrics on a port of its own (Prometheus text: the proxy's
+// counters, per upstream calls, failures and down state, and the client's pool and errors), so
+// that the proxied port forwards every path, /metrics included.
+//
+// Try: greenhttp --listen 127.0.0.1:9001 & proxy --upstream http://127.0.0.1:9001 &
+//      curl -i 127.0.0.1:8080/plaintext
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "green/green.h"
+#include "green/http/reverse_proxy.h"
+#include "green/http/server.h"
+#include "green/net.h"
+#include "green/sync.h"
+
+using namespace green::http;
+
+namespace {
+
+// "250ms", "30s", "2m"; nullopt for anything else.
+std::optional<std::chrono::nanoseconds> parse_duration(std::string_view text) {
+  int64_t n = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || n < 0) return std::nullopt;
+  const std::string_view unit(end, text.data() + text.size() - end);
+  if (unit == "ms") return std::chrono::milliseconds(n);
+  if (unit == "s") return std::chrono::seconds(n);
+  if (unit == "m") return std::chrono::minutes(n);
+  return std::nullopt;
+}
+
+struct Flags {
+  std::string listen = "127.0.0.1:8080";
+  std::vector<std::string> upstreams;
+  std::string upstream_timeout = "30s";
+  std::string connect_timeout = "10s";
+  int max_fails = 1;
+  std::string fail_timeout = "10s";
+  bool rewrite_host = false;
+  std::string metrics_listen;
+};
+
+// The options for `flags`, or nullopt after a one-line message on stderr.
+std::optional<ReverseProxyOptions> proxy_options(const Flags& flags) {
+  ReverseProxyOptions options;
+  options.upstreams = flags.upstreams;
+  options.preserve_host = !flags.rewrite_host;
+  options.max_fails = flags.max_fails;
+  const struct {
+    const char* flag;
+    const std::string& value;
+    std::chrono::nanoseconds* into;
+  } durations[] = {
+      {"--upstream-timeout", flags.upstream_timeout, &options.client.read_timeout},
+      {"--connect-timeout", flags.connect_timeout, &options.client.connect_timeout},
+      {"--fail-timeout", flags.fail_timeout, &options.fail_timeout},
+  };
+  for (const auto& d : durations) {
+    const std::optional<std::chrono::nanoseconds> value = parse_duration(d.value);
+    if (!value) {
+      std::fprintf(stderr, "proxy: %s: invalid duration \"%s\" (like 250ms, 30s, 2m)\n", d.flag,
+                   d.value.c_str());
+      return std::nullopt;
+    }
+    *d.into = *value;
+  }
+  // nginx's proxy_send_timeout and proxy_read_timeout are two settings; one flag is enough here.
+  options.client.write_timeout = options.client.read_timeout;
+  auto valid_address = [](const char* flag, const std::string& address) {
+    if (green::net::Address::parse(address)) return true;
+    std::fprintf(stderr, "proxy: %s: invalid address \"%s\" (HOST:PORT)\n", flag, address.c_str());
+    return false;
+  };
+  if (!valid_address("--listen", flags.listen)) return std::nullopt;
+  if (!flags.metrics_listen.empty() && !valid_address("--metrics-listen", flags.metrics_listen)) {
+    return std::nullopt;
+  }
+  return options;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags;
+  CLI::App app{"proxy: a reverse proxy on greenhttp", "proxy"};
+  app.add_option("--listen", flags.listen, "HOST:PORT to serve on (port 0: any free port)");
+  app.add_option("--upstream", flags.upstreams, "http://HOST:PORT[/PREFIX], repeatable")
+      ->required();
+  app.add_option("--upstream-timeout", flags.upstream_timeout,
+                 "longest wait for the upstream to take or give more (504 past it)");
+  app.add_option("--connect-timeout", flags.connect_timeout, "longest connect to an upstream");
+  app.add_option("--max-fails", flags.max_fails,
+                 "failures within --fail-timeout that mark an upstream down (0: never)");
+  app.add_option("--fail-timeout", flags.fail_timeout, "how long an upstream stays down");
+  app.add_flag("--rewrite-host", flags.rewrite_host,
+               "send the upstream's HOST:PORT as Host instead of the client's");
+  app.add_option("--metrics-listen", flags.metrics_listen, "HOST:PORT for GET /metrics");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::fputs(app.help().c_str(), stdout);
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "proxy: %s\n", e.what());
+    return 2;
+  }
+  std::optional<ReverseProxyOptions> options = proxy_options(flags);
+  if (!options) return 2;
+
+  int rc = 0;
+  green::run({}, [&] {
+    std::string error;
+    const std::unique_ptr<ReverseProxy> proxy = ReverseProxy::create(std::move(*options), &error);
+    if (!proxy) {
+      std::fprintf(stderr, "proxy: --upstream: %s\n", error.c_str());
+      rc = 2;
+      return;
+    }
+    // A global middleware that ignores the handler it wraps: with no routes, every request
+    // (any method, any path, the router's 404 and 405 included) reaches the proxy.
+    Router router;
+    router.use([&proxy](const Handler&) { return proxy->handler(); });
+
+    Router metrics_router;
+    metrics_router.handle(Method::kGet, "/metrics", [&proxy](Request&, ResponseWriter& w) {
+      std::string out;
+      proxy->write_metrics(out);
+      w.send(200, "text/plain; version=0.0.4", out);
+    });
+    std::unique_ptr<Server> metrics;
+    green::WaitGroup metrics_done;
+    if (!flags.metrics_listen.empty()) {
+      ServerOptions metrics_options;
+      metrics_options.listen = flags.metrics_listen;
+      metrics = std::make_unique<Server>(metrics_options, metrics_router, nullptr);
+      if (const int err = metrics->listen(); err != 0) {
+        std::fprintf(stderr, "proxy: --metrics-listen: cannot listen on %s: %s\n",
+                     flags.metrics_listen.c_str(), std::strerror(-err));
+        rc = 1;
+        return;
+      }
+      // Before listen_and_serve's "listening on": whoever waits for that line finds this one.
+      std::fprintf(stderr, "metrics listening on %s\n",
+                   metrics->local_address().to_string().c_str());
+      metrics_done.add(1);
+      green::go([&] {
+        metrics->serve();
+        metrics_done.done();
+      });
+    }
+    ServerOptions server_options;
+    server_options.listen = flags.listen;
+    rc = listen_and_serve(server_options, router) == 0 ? 0 : 1;  // until SIGINT/SIGTERM
+    if (metrics) {
+      metrics->shutdown();
+      metrics_done.wait();
+    }
+  });
+  return rc;
+}
