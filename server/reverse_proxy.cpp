@@ -172,6 +172,13 @@ void record_success(ProxyUpstream& u) {
   if (u.fails.load(std::memory_order_relaxed) != 0) u.fails.store(0, std::memory_order_relaxed);
 }
 
+// The client adds no User-Agent of its own: a request without one reaches the upstream
+// without one (Go's ReverseProxy sets it empty for the same reason).
+ClientOptions without_user_agent(ClientOptions options) {
+  options.user_agent.clear();
+  return options;
+}
+
 }  // namespace
 
 std::unique_ptr<ReverseProxy> ReverseProxy::create(ReverseProxyOptions options,
@@ -191,7 +198,7 @@ std::unique_ptr<ReverseProxy> ReverseProxy::create(ReverseProxyOptions options,
 }
 
 ReverseProxy::ReverseProxy(ReverseProxyOptions options)
-    : options_(std::move(options)), client_(options_.client) {
+    : options_(std::move(options)), client_(without_user_agent(options_.client)) {
   for (const std::string& u : options_.upstreams) {
     const Url url = *parse_url(u);  // checked by create()
     auto upstream = std::make_unique<ProxyUpstream>();
@@ -277,7 +284,8 @@ void ReverseProxy::operator()(Request& r, ResponseWriter& w) {
     if (error == ClientError::kRequestBody && r.body().error_status() != 0) {
       return;  // the client's body failed: the server answers that (413, 408, 400, 499)
     }
-    spdlog::warn("proxy: {} {}: {}", r.method_name(), url, response.error_message());
+    spdlog::warn("proxy: {} {}: {}: {}", r.method_name(), url, client_error_name(error),
+                 response.error_message());
     answer_error(w, error);
     return;
   }
@@ -398,8 +406,8 @@ void ReverseProxy::copy_response(Request& r, ResponseWriter& w, ClientResponse& 
     if (w.head_sent()) w.abort();
     return;  // head not sent: the server records 499 and sends nothing
   }
-  spdlog::warn("proxy: {} {}: body cut short after {} bytes: {}", r.method_name(), url,
-               response.body_bytes(), response.error_message());
+  spdlog::warn("proxy: {} {}: body cut short after {} bytes: {}: {}", r.method_name(), url,
+               response.body_bytes(), client_error_name(error), response.error_message());
   if (w.reset()) {
     answer_error(w, error);  // nothing went out yet (a short body still buffered)
     return;

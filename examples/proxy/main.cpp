@@ -14,6 +14,7 @@
 //      curl -i 127.0.0.1:8080/plaintext
 #include <charconv>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -46,6 +47,26 @@ std::optional<std::chrono::nanoseconds> parse_duration(std::string_view text) {
   return std::nullopt;
 }
 
+// "1048576", "64KiB", "16MiB", "1GiB"; nullopt for anything else.
+std::optional<uint64_t> parse_size(std::string_view text) {
+  uint64_t n = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc()) return std::nullopt;
+  const std::string_view unit(end, text.data() + text.size() - end);
+  int shift = 0;
+  if (unit == "KiB") {
+    shift = 10;
+  } else if (unit == "MiB") {
+    shift = 20;
+  } else if (unit == "GiB") {
+    shift = 30;
+  } else if (!unit.empty()) {
+    return std::nullopt;
+  }
+  if (n > (UINT64_MAX >> shift)) return std::nullopt;
+  return n << shift;
+}
+
 struct Flags {
   std::string listen = "127.0.0.1:8080";
   std::vector<std::string> upstreams;
@@ -55,6 +76,10 @@ struct Flags {
   std::string fail_timeout = "10s";
   bool rewrite_host = false;
   std::string metrics_listen;
+  // A request body streams through (the proxy holds a read buffer of it, whatever its size),
+  // so the limit is the upstream's business; this one only bounds what a client may push
+  // (nginx's client_max_body_size is 1m, Go's ReverseProxy has none).
+  std::string max_body = "1GiB";
 };
 
 // The options for `flags`, or nullopt after a one-line message on stderr.
@@ -112,6 +137,7 @@ int main(int argc, char** argv) {
   app.add_flag("--rewrite-host", flags.rewrite_host,
                "send the upstream's HOST:PORT as Host instead of the client's");
   app.add_option("--metrics-listen", flags.metrics_listen, "HOST:PORT for GET /metrics");
+  app.add_option("--max-body", flags.max_body, "largest request body, then 413 (like 16MiB)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -123,6 +149,15 @@ int main(int argc, char** argv) {
   }
   std::optional<ReverseProxyOptions> options = proxy_options(flags);
   if (!options) return 2;
+  ServerOptions server_options;
+  server_options.listen = flags.listen;
+  if (const std::optional<uint64_t> max_body = parse_size(flags.max_body)) {
+    server_options.limits.max_body_bytes = *max_body;
+  } else {
+    std::fprintf(stderr, "proxy: --max-body: invalid size \"%s\" (like 16MiB)\n",
+                 flags.max_body.c_str());
+    return 2;
+  }
 
   int rc = 0;
   green::run({}, [&] {
@@ -165,8 +200,6 @@ int main(int argc, char** argv) {
         metrics_done.done();
       });
     }
-    ServerOptions server_options;
-    server_options.listen = flags.listen;
     rc = listen_and_serve(server_options, router) == 0 ? 0 : 1;  // until SIGINT/SIGTERM
     if (metrics) {
       metrics->shutdown();
