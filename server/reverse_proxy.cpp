@@ -247,7 +247,10 @@ void ReverseProxy::operator()(Request& r, ResponseWriter& w) {
       forwarded_for.append(h.value).append(", ");
     } else if (iequals(h.name, "Via")) {
       via.append(h.value).append(", ");
-    } else if (!iequals(h.name, "X-Forwarded-Proto") && !iequals(h.name, "X-Forwarded-Host")) {
+    } else if (!iequals(h.name, "X-Forwarded-Proto") && !iequals(h.name, "X-Forwarded-Host") &&
+               !iequals(h.name, "Expect")) {
+      // Expect: 100-continue is answered at this hop (the server sends 100 when the body is
+      // first read, below); the upstream gets the body without being asked.
       headers.push_back(h);
     }
   }

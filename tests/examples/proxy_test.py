@@ -382,6 +382,58 @@ class Headers(unittest.TestCase):
             up.close()
 
 
+    def test_no_body_statuses_and_head_keep_the_connection_usable(self):
+        def answer(upstream, conn, f, request):
+            method, path = request[0].split()[:2]
+            if path == "/204":
+                respond(conn, "204 No Content", [("X-A", "1")])
+            elif path == "/304":
+                respond(conn, "304 Not Modified", [("ETag", '"v1"'), ("Content-Length", "10")])
+            elif method == "HEAD":  # a chunked GET, asked for its head only
+                respond(conn, "200 OK", [("Transfer-Encoding", "chunked")])
+            else:
+                respond(conn, "200 OK", [("Content-Length", "2")], b"ok")
+            return True
+
+        up = Upstream(answer)
+        try:
+            with Proxy([up.url]) as px:
+                c = px.conn()
+                for method, path, status in (("GET", "/204", 204), ("GET", "/304", 304),
+                                             ("HEAD", "/chunked", 200), ("GET", "/ok", 200)):
+                    c.request(method, path)
+                    r = c.getresponse()
+                    body = r.read()
+                    self.assertEqual(r.status, status, path)
+                    self.assertEqual(body, b"ok" if path == "/ok" else b"", path)
+                    if path == "/304":
+                        self.assertEqual(r.getheader("etag"), '"v1"')
+                c.close()
+        finally:
+            up.close()
+
+    def test_upstream_path_prefix_and_expect_continue(self):
+        up = Upstream(ok)
+        try:
+            with Proxy([up.url + "/api/"]) as px:
+                s = socket.create_connection(("127.0.0.1", px.port), timeout=10)
+                s.sendall(b"POST /x?y=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                          b"Expect: 100-continue\r\n\r\n")
+                self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 100 Continue"))
+                s.sendall(b"body")
+                reply = b""
+                while b"ok" not in reply:
+                    chunk = s.recv(4096)
+                    self.assertTrue(chunk, reply)
+                    reply += chunk
+                s.close()
+            line, headers, body = up.requests[0]
+            self.assertEqual((line, body), ("POST /api/x?y=1 HTTP/1.1", b"body"))
+            self.assertIsNone(header(headers, "expect"))
+        finally:
+            up.close()
+
+
 class Bodies(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

@@ -20,8 +20,9 @@
 //                         as Go's ProxyRequest.SetXForwarded),
 //       Via               "1.1 greenhttp" appended (RFC 9110 7.6.3; "1.0" for an HTTP/1.0
 //                         client);
-//     and Host as the client sent it (Go's NewSingleHostReverseProxy), or the upstream's
-//     host:port with preserve_host = false (nginx's default, $proxy_host);
+//     without Expect (100-continue is this hop's business: the server answers it when the
+//     body is first read), and Host as the client sent it (Go's NewSingleHostReverseProxy), or the
+//     upstream's host:port with preserve_host = false (nginx's default, $proxy_host);
 //   - the body streamed as it arrives (never collected whole, except a short one with a
 //     declared length), with the client's Content-Length when it declared one, else chunked.
 // What comes back: the status and headers, minus the hop-by-hop ones and the upstream's Server
