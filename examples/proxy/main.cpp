@@ -120,33 +120,42 @@ std::optional<ReverseProxyOptions> proxy_options(const Flags& flags) {
   return options;
 }
 
+// Parses the command line into `flags`: nullopt to go on, else the exit code (0 after --help,
+// 2 after a one-line message for a bad flag).
+std::optional<int> parse_flags(int argc, char** argv, Flags& flags) {
+  std::string help;
+  try {
+    CLI::App app{"proxy: a reverse proxy on greenhttp", "proxy"};
+    app.add_option("--listen", flags.listen, "HOST:PORT to serve on (port 0: any free port)");
+    app.add_option("--upstream", flags.upstreams, "http://HOST:PORT[/PREFIX], repeatable")
+        ->required();
+    app.add_option("--upstream-timeout", flags.upstream_timeout,
+                   "longest wait for the upstream to take or give more (504 past it)");
+    app.add_option("--connect-timeout", flags.connect_timeout, "longest connect to an upstream");
+    app.add_option("--max-fails", flags.max_fails,
+                   "failures within --fail-timeout that mark an upstream down (0: never)");
+    app.add_option("--fail-timeout", flags.fail_timeout, "how long an upstream stays down");
+    app.add_flag("--rewrite-host", flags.rewrite_host,
+                 "send the upstream's HOST:PORT as Host instead of the client's");
+    app.add_option("--metrics-listen", flags.metrics_listen, "HOST:PORT for GET /metrics");
+    app.add_option("--max-body", flags.max_body, "largest request body, then 413 (like 16MiB)");
+    help = app.help();
+    app.parse(argc, argv);
+    return std::nullopt;
+  } catch (const CLI::CallForHelp&) {
+    std::fputs(help.c_str(), stdout);
+    return 0;
+  } catch (const std::exception& e) {  // CLI::ParseError, and anything else CLI11 throws
+    std::fprintf(stderr, "proxy: %s\n", e.what());
+    return 2;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Flags flags;
-  CLI::App app{"proxy: a reverse proxy on greenhttp", "proxy"};
-  app.add_option("--listen", flags.listen, "HOST:PORT to serve on (port 0: any free port)");
-  app.add_option("--upstream", flags.upstreams, "http://HOST:PORT[/PREFIX], repeatable")
-      ->required();
-  app.add_option("--upstream-timeout", flags.upstream_timeout,
-                 "longest wait for the upstream to take or give more (504 past it)");
-  app.add_option("--connect-timeout", flags.connect_timeout, "longest connect to an upstream");
-  app.add_option("--max-fails", flags.max_fails,
-                 "failures within --fail-timeout that mark an upstream down (0: never)");
-  app.add_option("--fail-timeout", flags.fail_timeout, "how long an upstream stays down");
-  app.add_flag("--rewrite-host", flags.rewrite_host,
-               "send the upstream's HOST:PORT as Host instead of the client's");
-  app.add_option("--metrics-listen", flags.metrics_listen, "HOST:PORT for GET /metrics");
-  app.add_option("--max-body", flags.max_body, "largest request body, then 413 (like 16MiB)");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp&) {
-    std::fputs(app.help().c_str(), stdout);
-    return 0;
-  } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "proxy: %s\n", e.what());
-    return 2;
-  }
+  if (const std::optional<int> exit_code = parse_flags(argc, argv, flags)) return *exit_code;
   std::optional<ReverseProxyOptions> options = proxy_options(flags);
   if (!options) return 2;
   ServerOptions server_options;
@@ -187,7 +196,9 @@ int main(int argc, char** argv) {
       metrics = std::make_unique<Server>(metrics_options, metrics_router, nullptr);
       if (const int err = metrics->listen(); err != 0) {
         std::fprintf(stderr, "proxy: --metrics-listen: cannot listen on %s: %s\n",
-                     flags.metrics_listen.c_str(), std::strerror(-err));
+                     flags.metrics_listen.c_str(),
+                     // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
+                     std::strerror(-err));
         rc = 1;
         return;
       }
