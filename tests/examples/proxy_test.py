@@ -601,6 +601,28 @@ class Failures(unittest.TestCase):
             bad.close()
             rst.close()
 
+    def test_an_early_answer_to_an_upload_is_relayed_not_502(self):
+        def refuse(upstream, conn, f, request):
+            respond(conn, "413 Content Too Large",
+                    [("Content-Length", "4"), ("Connection", "close")], b"big!")
+            return False  # without reading the body (read_request_body=False)
+
+        up = Upstream(refuse, read_request_body=False)
+        try:
+            with Proxy([up.url]) as px:
+                s = socket.create_connection(("127.0.0.1", px.port), timeout=10)
+                s.sendall(b"PUT /file HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n"
+                          + b"a" * (1 << 20))
+                reply = b""
+                while b"big!" not in reply:
+                    chunk = s.recv(65536)
+                    self.assertTrue(chunk, reply)
+                    reply += chunk
+                self.assertTrue(reply.startswith(b"HTTP/1.1 413"), reply)
+                s.close()
+        finally:
+            up.close()
+
     def test_upstream_cut_mid_body_truncates_the_response(self):
         def cut_length(upstream, conn, f, request):
             respond(conn, "200 OK", [("Content-Length", "100000")], b"y" * 70000)
