@@ -845,7 +845,8 @@ class Flags(unittest.TestCase):
     def test_bad_flags_are_one_line_and_exit_2(self):
         for args in (["--bogus"], [], ["--upstream", "https://x:1"],
                      ["--upstream", "http://127.0.0.1:1", "--upstream-timeout", "soon"],
-                     ["--upstream", "http://127.0.0.1:1", "--listen", "nowhere"]):
+                     ["--upstream", "http://127.0.0.1:1", "--listen", "nowhere"],
+                     ["--upstream", "http://127.0.0.1:1", "--max-body", "lots"]):
             p = subprocess.run([PROXY] + args, capture_output=True, text=True, timeout=10)
             self.assertEqual(p.returncode, 2, (args, p.stderr))
             self.assertEqual(len(p.stderr.strip().splitlines()), 1, (args, p.stderr))
