@@ -12,8 +12,14 @@
 //
 // Try: greenhttp --listen 127.0.0.1:9001 & proxy --upstream http://127.0.0.1:9001 &
 //      curl -i 127.0.0.1:8080/plaintext
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -21,6 +27,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -120,6 +127,57 @@ std::optional<ReverseProxyOptions> proxy_options(const Flags& flags) {
   return options;
 }
 
+// The signals that shut the proxy down.
+sigset_t shutdown_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+// The one thread that takes SIGINT and SIGTERM (blocked everywhere, see main), from
+// construction to destruction: the first one shuts down `server` and `metrics` (may be null).
+class ShutdownOnSignal {
+ public:
+  ShutdownOnSignal(const sigset_t& signals, Server& server, Server* metrics)
+      : signals_(signals), thread_([this, &server, metrics] {
+          int sig = 0;
+          while (sigwait(&signals_, &sig) != 0) {
+          }
+          // Acquire, with the destructor's release store; the signal orders them in time.
+          if (stopping_.load(std::memory_order_acquire)) return;
+          green::go([&server, metrics] {
+            if (metrics != nullptr) metrics->shutdown();
+            server.shutdown();
+          });
+        }) {}
+  // From a green thread, after serve() returned (so after a signal, or never reached).
+  ~ShutdownOnSignal() {
+    stopping_.store(true, std::memory_order_release);
+    // Thread-directed, and blocked there: sigwait returns it if the thread still waits.
+    pthread_kill(thread_.native_handle(), SIGTERM);
+    green::may_block([this] { thread_.join(); });
+  }
+  ShutdownOnSignal(const ShutdownOnSignal&) = delete;
+  ShutdownOnSignal& operator=(const ShutdownOnSignal&) = delete;
+
+ private:
+  const sigset_t signals_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;  // last: it runs from construction
+};
+
+bool listen_or_say(Server& server, const char* flag) {
+  const int err = server.listen();
+  if (err == 0) return true;
+  std::fprintf(stderr, "proxy: %s: cannot listen on %s: %s\n", flag,
+               server.options().listen.c_str(),
+               // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
+               err == -EINVAL ? "not a HOST:PORT address" : std::strerror(-err));
+  return false;
+}
+
 // Parses the command line into `flags`: nullopt to go on, else the exit code (0 after --help,
 // 2 after a one-line message for a bad flag).
 std::optional<int> parse_flags(int argc, char** argv, Flags& flags) {
@@ -168,6 +226,14 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // SIGINT and SIGTERM are blocked here, before the runtime starts its threads (they inherit
+  // the mask), and taken by one plain thread with sigwait(2), as greenhttp's own main does: a
+  // signal then never lands on a thread parked in the scheduler, and one waiter shuts down
+  // both servers.
+  const sigset_t signals = shutdown_signals();
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);  // a peer that went away is an EPIPE, not the process's end
+
   int rc = 0;
   green::run({}, [&] {
     std::string error;
@@ -181,6 +247,11 @@ int main(int argc, char** argv) {
     // (any method, any path, the router's 404 and 405 included) reaches the proxy.
     Router router;
     router.use([&proxy](const Handler&) { return proxy->handler(); });
+    Server server(server_options, router, nullptr);
+    if (!listen_or_say(server, "--listen")) {
+      rc = 1;
+      return;
+    }
 
     Router metrics_router;
     metrics_router.handle(Method::kGet, "/metrics", [&proxy](Request&, ResponseWriter& w) {
@@ -194,15 +265,11 @@ int main(int argc, char** argv) {
       ServerOptions metrics_options;
       metrics_options.listen = flags.metrics_listen;
       metrics = std::make_unique<Server>(metrics_options, metrics_router, nullptr);
-      if (const int err = metrics->listen(); err != 0) {
-        std::fprintf(stderr, "proxy: --metrics-listen: cannot listen on %s: %s\n",
-                     flags.metrics_listen.c_str(),
-                     // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
-                     std::strerror(-err));
+      if (!listen_or_say(*metrics, "--metrics-listen")) {
         rc = 1;
         return;
       }
-      // Before listen_and_serve's "listening on": whoever waits for that line finds this one.
+      // Before "listening on": whoever waits for that line finds this one too.
       std::fprintf(stderr, "metrics listening on %s\n",
                    metrics->local_address().to_string().c_str());
       metrics_done.add(1);
@@ -211,11 +278,14 @@ int main(int argc, char** argv) {
         metrics_done.done();
       });
     }
-    rc = listen_and_serve(server_options, router) == 0 ? 0 : 1;  // until SIGINT/SIGTERM
-    if (metrics) {
-      metrics->shutdown();
-      metrics_done.wait();
+    {
+      ShutdownOnSignal on_signal(signals, server, metrics.get());
+      // After the waiter is in: whoever waits for this line may signal at once.
+      std::fprintf(stderr, "listening on %s\n", server.local_address().to_string().c_str());
+      std::fflush(stderr);
+      server.serve();  // until SIGINT/SIGTERM, then drains
     }
+    metrics_done.wait();  // shut down with the proxy's server
   });
   return rc;
 }

@@ -863,6 +863,20 @@ class Flags(unittest.TestCase):
             self.assertEqual(len(p.stderr.strip().splitlines()), 1, (args, p.stderr))
             self.assertTrue(p.stderr.startswith("proxy: "), p.stderr)
 
+    def test_a_port_in_use_is_an_error_not_a_hang(self):
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        try:
+            address = "127.0.0.1:%d" % taken.getsockname()[1]
+            p = subprocess.run([PROXY, "--listen", address, "--upstream", "http://127.0.0.1:1"],
+                               capture_output=True, text=True, timeout=10)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertEqual(p.stderr.strip(), "proxy: --listen: cannot listen on %s: Address "
+                             "already in use" % address)
+        finally:
+            taken.close()
+
 
 if __name__ == "__main__":
     GREENHTTP = sys.argv.pop(2)
