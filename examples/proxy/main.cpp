@@ -156,7 +156,7 @@ class ShutdownOnSignal {
   ~ShutdownOnSignal() {
     stopping_.store(true, std::memory_order_release);
     // Thread-directed, and blocked there: sigwait returns it if the thread still waits.
-    pthread_kill(thread_.native_handle(), SIGTERM);
+    pthread_kill(thread_.native_handle(), SIGINT);
     green::may_block([this] { thread_.join(); });
   }
   ShutdownOnSignal(const ShutdownOnSignal&) = delete;
