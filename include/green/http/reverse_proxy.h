@@ -2,8 +2,10 @@
 // streams the answer back (Go's httputil.ReverseProxy; nginx's proxy_pass with an upstream
 // block), on green::http::Client.
 //
+//   ReverseProxyOptions options;
+//   options.upstreams = {"http://127.0.0.1:9000", "http://127.0.0.1:9001"};
 //   std::string error;
-//   auto proxy = ReverseProxy::create({.upstreams = {"http://127.0.0.1:9000"}}, &error);
+//   std::unique_ptr<ReverseProxy> proxy = ReverseProxy::create(options, &error);  // null: error
 //   router.use([&](const Handler&) { return proxy->handler(); });   // every request
 //   // or one route: router.handle(Method::kGet, "/api/*", proxy->handler());
 //
