@@ -473,6 +473,7 @@ const char* client_error_name(ClientError e) {
 
 // ---- ClientResponse ----
 
+ClientResponse::ClientResponse() = default;
 ClientResponse::~ClientResponse() { close(); }
 
 ClientResponse::ClientResponse(ClientResponse&& other) noexcept { *this = std::move(other); }

@@ -185,11 +185,13 @@ bool ClientConn::fill() {
     const llhttp_errno_t err = llhttp_finish(&parser);
     if ((err == HPE_OK || err == HPE_PAUSED) && message_done) return true;
     std::string why;
-    fail(socket_error(0, true, &why), why);
+    const ClientError e = socket_error(0, true, &why);  // before `why` is read: order matters
+    fail(e, why);
     return false;
   }
   std::string why;
-  fail(socket_error(r, true, &why), why);
+  const ClientError e = socket_error(r, true, &why);
+  fail(e, why);
   return false;
 }
 

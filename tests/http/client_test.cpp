@@ -1142,6 +1142,11 @@ TEST(ClientMisbehavingUpstream, SlowHeadersTimeOut) {
     ClientResponse r = client.get(b.ctx(), up.url());
     const auto took = Clock::now() - start;
     EXPECT_TRUE(is(r.error(), ClientError::kTimeout)) << r.error_message();
+    // The message says what timed out and where (it was once empty: an argument read before
+    // the call that fills it).
+    EXPECT_NE(r.error_message().find("timed out reading the response from 127.0.0.1:"),
+              std::string::npos)
+        << r.error_message();
     EXPECT_GE(took, 150ms);
     EXPECT_LT(took, 5s);
     EXPECT_TRUE(wait_until([&] { return up.closed_by_client() == 1; }, 5s));
@@ -1388,7 +1393,8 @@ TEST(ClientMisbehavingUpstream, OversizedBodyIsBodyTooLarge) {
       EXPECT_TRUE(is(r.error(), ClientError::kBodyTooLarge));
       r.close();
       ClientResponse fits = client.get(b.ctx(), up.url());
-      ASSERT_TRUE(fits.ok()) << fits.error_message() << " status " << fits.status() << " err " << name(fits.error()) << " accepted " << up.accepted();
+      ASSERT_TRUE(fits.ok()) << fits.error_message() << " status " << fits.status() << " err "
+                             << name(fits.error()) << " accepted " << up.accepted();
       std::optional<std::string> all = fits.read_all(2000);
       ASSERT_TRUE(all) << name(fits.error());
       EXPECT_EQ(all->size(), 2000u);
@@ -1475,6 +1481,11 @@ TEST(ClientMisbehavingUpstream, SilentUpstreamEndsAtTheClientTimeout) {
     ClientResponse r = client.get(b.ctx(), up.url());
     const auto took = Clock::now() - start;
     EXPECT_TRUE(is(r.error(), ClientError::kTimeout)) << r.error_message();
+    // The message says what timed out and where (it was once empty: an argument read before
+    // the call that fills it).
+    EXPECT_NE(r.error_message().find("timed out reading the response from 127.0.0.1:"),
+              std::string::npos)
+        << r.error_message();
     EXPECT_GE(took, 150ms);
     EXPECT_LT(took, 3s);
     EXPECT_TRUE(wait_until([&] { return up.closed_by_client() == 1; }, 5s));
