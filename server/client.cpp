@@ -33,6 +33,7 @@
 #include "green/select.h"
 #include "green/sync.h"
 #include "server/client_conn.h"
+#include "server/http_text.h"
 
 namespace green::http {
 
@@ -247,13 +248,6 @@ using detail::ClientShared;
 
 namespace {
 
-bool is_tchar(unsigned char c) {
-  return std::isalnum(c) != 0 || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
-}
-bool is_token(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(),
-                                   [](char c) { return is_tchar(static_cast<unsigned char>(c)); });
-}
 // A field value may hold visible bytes, spaces and tabs (and obs-text), never CR, LF or NUL:
 // those would let a value smuggle another header or request through us.
 bool is_field_value(std::string_view v) {
@@ -268,19 +262,6 @@ bool idempotent(std::string_view method, std::span<const Header> headers) {
   return std::any_of(headers.begin(), headers.end(), [](const Header& h) {
     return iequals(h.name, "Idempotency-Key") || iequals(h.name, "X-Idempotency-Key");
   });
-}
-
-bool contains_token(std::string_view list, std::string_view token) {
-  while (!list.empty()) {
-    const std::size_t comma = list.find(',');
-    std::string_view item = list.substr(0, comma);
-    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
-    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (iequals(item, token)) return true;
-    if (comma == std::string_view::npos) break;
-    list.remove_prefix(comma + 1);
-  }
-  return false;
 }
 
 ClientError context_error(const Context& ctx) {
@@ -740,8 +721,7 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
     }
     has_host = has_host || iequals(h.name, "Host");
     has_user_agent = has_user_agent || iequals(h.name, "User-Agent");
-    close_after =
-        close_after || (iequals(h.name, "Connection") && contains_token(h.value, "close"));
+    close_after = close_after || (iequals(h.name, "Connection") && has_token(h.value, "close"));
   }
   if (ctx.cancelled()) return fail(context_error(ctx), "context done before the request");
 

@@ -7,6 +7,7 @@
 
 #include "green/context.h"
 #include "green/green.h"
+#include "server/http_text.h"
 
 namespace green::http::detail {
 
@@ -25,11 +26,6 @@ net::Deadline deadline_in(std::chrono::nanoseconds timeout, int64_t call_deadlin
   if (timeout.count() > 0) d = steady_now_ns() + timeout.count();
   d = std::min(d, call_deadline_ns);
   return net::Deadline(std::chrono::nanoseconds(d));
-}
-
-std::string_view trim_trailing(std::string_view v) {
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-  return v;
 }
 
 }  // namespace
@@ -362,9 +358,8 @@ int ClientConn::on_headers_complete(llhttp_t* p) {
   c->headers.clear();
   c->headers.reserve(c->spans.size());
   for (const HeaderSpan& h : c->spans) {
-    c->headers.push_back(
-        {std::string_view(c->head).substr(h.name_offset, h.name_length),
-         trim_trailing(std::string_view(c->head).substr(h.value_offset, h.value_length))});
+    c->headers.push_back({std::string_view(c->head).substr(h.name_offset, h.name_length),
+                          trim(std::string_view(c->head).substr(h.value_offset, h.value_length))});
   }
   c->head_done = true;
   c->paused_at_head = true;

@@ -17,16 +17,11 @@
 #include <zlib.h>
 
 #include "green/http/middleware.h"
+#include "server/http_text.h"
 
 namespace green::http::middleware {
 
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 // RFC 9110 12.4.2 qvalue, in thousandths: "0", "0.5", "1", "1.000". Anything else is -1.
 int parse_qvalue(std::string_view v) {
@@ -97,16 +92,6 @@ bool compressible(std::string_view content_type, const GzipOptions& o) {
     } else if (iequals(type, want)) {
       return true;
     }
-  }
-  return false;
-}
-
-bool has_token(std::string_view list, std::string_view token) {
-  while (!list.empty()) {
-    const std::size_t comma = list.find(',');
-    if (iequals(trim(list.substr(0, comma)), token)) return true;
-    if (comma == std::string_view::npos) break;
-    list.remove_prefix(comma + 1);
   }
   return false;
 }

@@ -21,6 +21,8 @@
 #include <cctype>
 #include <cstring>
 
+#include "server/http_text.h"
+
 namespace green::http {
 
 namespace {
@@ -50,17 +52,6 @@ bool valid_host(std::string_view host) {
 }
 // The one 503 the parser gives (the connection adds Retry-After to it).
 constexpr const char* kOverBodyBudget = "request body buffers are full, retry later";
-
-bool is_tchar(unsigned char c) {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  return std::strchr("!#$%&'*+-.^_`|~", c) != nullptr && c != 0;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';

@@ -25,6 +25,7 @@
 #include <spdlog/spdlog.h>
 
 #include "green/context.h"
+#include "server/http_text.h"
 
 namespace green::http {
 
@@ -58,12 +59,6 @@ int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
 }
 
 // The headers a proxy never forwards (RFC 9110 7.6.1, plus Proxy-Connection and Keep-Alive as

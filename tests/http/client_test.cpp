@@ -1052,6 +1052,7 @@ TEST(Client, InvalidUrlOrHeaderIsBadRequestAndSendsNothing) {
         {{"X:A", "v"}},
         {{"", "v"}},
         {{"X-A", std::string_view("a\0b", 3)}},
+        {{std::string_view("X\0A", 3), "v"}},  // a NUL in the name (strchr finds the NUL too)
     };
     for (const std::vector<Header>& headers : bad_headers) {
       ClientRequest req;
