@@ -29,23 +29,17 @@
 
 #include "green/channel.h"
 #include "green/context.h"
+#include "green/detail/park.h"
 #include "green/green.h"
 #include "green/select.h"
 #include "green/sync.h"
 #include "server/client_conn.h"
 #include "server/http_text.h"
+#include "server/prometheus.h"
 
 namespace green::http {
 
 namespace detail {
-
-namespace {
-int64_t steady_now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-}  // namespace
 
 struct ClientCounters {
   std::atomic<uint64_t> requests{0}, responses{0}, retries{0}, pool_hits{0}, pool_misses{0},
@@ -147,7 +141,7 @@ struct ClientShared : std::enable_shared_from_this<ClientShared> {
         forget_locked(old->key);
         evicted.emplace_back(old);
       }
-      c->idle_since_ns = steady_now_ns();
+      c->idle_since_ns = green::detail::now_ns();
       c->reused = true;
       ClientConn* raw = c.release();
       Host& host = hosts[raw->key];  // forget_locked may have erased and rehashed
@@ -178,7 +172,7 @@ struct ClientShared : std::enable_shared_from_this<ClientShared> {
         unlink_idle(c);
       }
       std::unique_ptr<ClientConn> conn(c);
-      const int64_t idle_for = steady_now_ns() - conn->idle_since_ns;
+      const int64_t idle_for = green::detail::now_ns() - conn->idle_since_ns;
       if (idle_for <= options.idle_timeout.count() && alive(*conn)) return conn;
       counters.stale_closed.fetch_add(1, std::memory_order_relaxed);
       discard(std::move(conn));
@@ -205,7 +199,7 @@ struct ClientShared : std::enable_shared_from_this<ClientShared> {
     std::vector<std::unique_ptr<ClientConn>> closing;
     {
       MutexGuard g(mu);
-      const int64_t now = steady_now_ns();
+      const int64_t now = green::detail::now_ns();
       while (lru_head != nullptr &&
              (all || now - lru_head->idle_since_ns > options.idle_timeout.count())) {
         ClientConn* c = lru_head;
@@ -276,12 +270,6 @@ ClientError context_error(const Context& ctx) {
   return ClientError::kNone;
 }
 
-int64_t steady_now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 struct DialResult {
   int rc = 0;
   std::vector<net::Address> addresses;
@@ -328,7 +316,7 @@ DialResult resolve(const Url& url, const Context& ctx, int64_t deadline_ns) {
     }
     (void)result->try_send(std::move(r));
   });
-  const int64_t wait_ns = std::max<int64_t>(deadline_ns - steady_now_ns(), 0);
+  const int64_t wait_ns = std::max<int64_t>(deadline_ns - green::detail::now_ns(), 0);
   bool got = false;
   const int fired = green::select(green::recv_case(*result,
                                                    [&](std::optional<DialResult> r) {
@@ -725,7 +713,7 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
   }
   if (ctx.cancelled()) return fail(context_error(ctx), "context done before the request");
 
-  const int64_t start = steady_now_ns();
+  const int64_t start = green::detail::now_ns();
   const int64_t call_deadline =
       o.timeout.count() > 0 ? start + o.timeout.count() : green::detail::kNoDeadlineNs;
   const std::string key = authority_key(*url);
@@ -751,7 +739,7 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
         wait = std::make_shared<Channel<bool>>(1);
         h.waiters.push_back(wait);
       }
-      const int64_t left = std::max<int64_t>(connect_deadline - steady_now_ns(), 0);
+      const int64_t left = std::max<int64_t>(connect_deadline - green::detail::now_ns(), 0);
       bool woken = false;
       (void)green::select(green::recv_case(*wait, [&](std::optional<bool>) { woken = true; }),
                           green::recv_case(ctx.done(), [](std::optional<bool>) {}),
@@ -994,14 +982,11 @@ ClientStats Client::stats() const {
 
 void Client::write_metrics(std::string& out, std::string_view prefix) const {
   const ClientStats s = stats();
-  const std::string p(prefix);
-  auto counter = [&](const char* name, const char* help, uint64_t v) {
-    out += "# HELP " + p + "_" + name + " " + help + "\n# TYPE " + p + "_" + name + " counter\n" +
-           p + "_" + name + " " + std::to_string(v) + "\n";
+  auto counter = [&](std::string_view name, std::string_view help, uint64_t v) {
+    append_metric(out, prefix, name, "counter", help, v);
   };
-  auto gauge = [&](const char* name, const char* help, int64_t v) {
-    out += "# HELP " + p + "_" + name + " " + help + "\n# TYPE " + p + "_" + name + " gauge\n" + p +
-           "_" + name + " " + std::to_string(v) + "\n";
+  auto gauge = [&](std::string_view name, std::string_view help, int64_t v) {
+    append_metric(out, prefix, name, "gauge", help, v);
   };
   counter("requests_total", "Requests sent by the client (a retry or redirect is not another).",
           s.requests);
@@ -1010,11 +995,11 @@ void Client::write_metrics(std::string& out, std::string_view prefix) const {
   counter("pool_hits_total", "Requests sent on a reused connection.", s.pool_hits);
   counter("pool_misses_total", "Requests that opened a new connection.", s.pool_misses);
   counter("stale_closed_total", "Pooled connections found closed before reuse.", s.stale_closed);
-  out += "# HELP " + p + "_errors_total Failed calls by kind.\n# TYPE " + p +
-         "_errors_total counter\n";
+  append_metric_head(out, prefix, "errors_total", "counter", "Failed calls by kind.");
   for (int i = 1; i < kClientErrorCount; ++i) {
-    out += p + "_errors_total{kind=\"" + client_error_name(static_cast<ClientError>(i)) + "\"} " +
-           std::to_string(s.errors[i]) + "\n";
+    const std::string labels =
+        std::string("{kind=\"") + client_error_name(static_cast<ClientError>(i)) + "\"}";
+    append_sample(out, prefix, "errors_total", labels, std::to_string(s.errors[i]));
   }
   gauge("open_connections", "Connections open now, busy or idle.", s.open_connections);
   gauge("idle_connections", "Connections idle in the pool now.", s.idle_connections);

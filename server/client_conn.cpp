@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "green/context.h"
+#include "green/detail/park.h"
 #include "green/green.h"
 #include "server/http_text.h"
 
@@ -15,15 +16,9 @@ namespace {
 
 ClientConn* self(llhttp_t* p) { return static_cast<ClientConn*>(p->data); }
 
-int64_t steady_now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 net::Deadline deadline_in(std::chrono::nanoseconds timeout, int64_t call_deadline_ns) {
   int64_t d = green::detail::kNoDeadlineNs;
-  if (timeout.count() > 0) d = steady_now_ns() + timeout.count();
+  if (timeout.count() > 0) d = green::detail::now_ns() + timeout.count();
   d = std::min(d, call_deadline_ns);
   return net::Deadline(std::chrono::nanoseconds(d));
 }

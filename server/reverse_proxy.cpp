@@ -25,7 +25,9 @@
 #include <spdlog/spdlog.h>
 
 #include "green/context.h"
+#include "green/detail/park.h"
 #include "server/http_text.h"
+#include "server/prometheus.h"
 
 namespace green::http {
 
@@ -54,12 +56,6 @@ constexpr int64_t kInlineBodyBytes = 16 * 1024;
 // Between two checks of the client's socket while the upstream keeps data coming (a flush on a
 // failed connection returns false without a syscall; on a live one it sends what is buffered).
 constexpr uint64_t kFlushEveryBytes = 256 * 1024;
-
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // The headers a proxy never forwards (RFC 9110 7.6.1, plus Proxy-Connection and Keep-Alive as
 // Go's hopHeaders). TE goes too, "trailers" included: the client does not pass trailers on.
@@ -145,7 +141,7 @@ bool available(const ProxyUpstream& u, int64_t now) {
 void record_failure(ProxyUpstream& u, int max_fails, int64_t fail_timeout_ns) {
   u.failures.fetch_add(1, std::memory_order_relaxed);
   if (max_fails <= 0) return;
-  const int64_t now = now_ns();
+  const int64_t now = green::detail::now_ns();
   int fails = 0;
   if (now - u.window_start_ns.load(std::memory_order_relaxed) > fail_timeout_ns) {
     u.window_start_ns.store(now, std::memory_order_relaxed);
@@ -311,7 +307,7 @@ ClientResponse ReverseProxy::send_upstream(Request& r, const ClientRequest& requ
   };
   const std::size_t n = upstreams_.size();
   const std::size_t start = next_.fetch_add(1, std::memory_order_relaxed) % n;
-  const int64_t now = now_ns();
+  const int64_t now = green::detail::now_ns();
   // optional: a failed connect is kept while the next upstream is tried (ClientResponse is
   // only made by the client).
   std::optional<ClientResponse> failed;
@@ -432,12 +428,9 @@ ReverseProxyStats ReverseProxy::stats() const {
 }
 
 void ReverseProxy::write_metrics(std::string& out, std::string_view prefix) const {
-  const std::string p(prefix);
   const ReverseProxyStats s = stats();
-  auto counter = [&](const char* name, const char* help, uint64_t value) {
-    out += "# HELP " + p + "_" + name + " " + help + "\n";
-    out += "# TYPE " + p + "_" + name + " counter\n";
-    out += p + "_" + name + " " + std::to_string(value) + "\n";
+  auto counter = [&](std::string_view name, std::string_view help, uint64_t value) {
+    append_metric(out, prefix, name, "counter", help, value);
   };
   counter("requests_total", "Requests handled by the proxy.", s.requests);
   counter("bad_gateway_total", "Requests answered 502.", s.bad_gateway);
@@ -445,26 +438,27 @@ void ReverseProxy::write_metrics(std::string& out, std::string_view prefix) cons
   counter("aborted_total", "Responses cut short by an upstream failure mid-body.", s.aborted);
   counter("client_gone_total", "Requests whose client left before the end.", s.client_gone);
   counter("next_upstream_total", "Failed connects retried on another upstream.", s.next_upstream);
-  const int64_t now = now_ns();
-  out += "# HELP " + p + "_upstream_requests_total Upstream calls per upstream.\n";
-  out += "# TYPE " + p + "_upstream_requests_total counter\n";
-  for (const auto& u : upstreams_) {
-    out += p + "_upstream_requests_total{upstream=\"" + u->authority + "\"} " +
-           std::to_string(u->requests.load(std::memory_order_relaxed)) + "\n";
-  }
-  out += "# HELP " + p + "_upstream_failures_total Failed upstream calls per upstream.\n";
-  out += "# TYPE " + p + "_upstream_failures_total counter\n";
-  for (const auto& u : upstreams_) {
-    out += p + "_upstream_failures_total{upstream=\"" + u->authority + "\"} " +
-           std::to_string(u->failures.load(std::memory_order_relaxed)) + "\n";
-  }
-  out += "# HELP " + p + "_upstream_down Whether the upstream is marked down now.\n";
-  out += "# TYPE " + p + "_upstream_down gauge\n";
-  for (const auto& u : upstreams_) {
-    out += p + "_upstream_down{upstream=\"" + u->authority + "\"} " +
-           (available(*u, now) ? "0" : "1") + "\n";
-  }
-  client_.write_metrics(out, p + "_client");
+  // One sample per upstream, labelled with its host:port.
+  const int64_t now = green::detail::now_ns();
+  auto per_upstream = [&](std::string_view name, std::string_view type, std::string_view help,
+                          auto value_of) {
+    append_metric_head(out, prefix, name, type, help);
+    for (const auto& u : upstreams_) {
+      append_sample(out, prefix, name, "{upstream=\"" + u->authority + "\"}", value_of(*u));
+    }
+  };
+  per_upstream("upstream_requests_total", "counter", "Upstream calls per upstream.",
+               [](const ProxyUpstream& u) {
+                 return std::to_string(u.requests.load(std::memory_order_relaxed));
+               });
+  per_upstream("upstream_failures_total", "counter", "Failed upstream calls per upstream.",
+               [](const ProxyUpstream& u) {
+                 return std::to_string(u.failures.load(std::memory_order_relaxed));
+               });
+  per_upstream(
+      "upstream_down", "gauge", "Whether the upstream is marked down now.",
+      [now](const ProxyUpstream& u) { return std::string(available(u, now) ? "0" : "1"); });
+  client_.write_metrics(out, std::string(prefix) + "_client");
 }
 
 }  // namespace green::http
