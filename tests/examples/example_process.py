@@ -15,9 +15,12 @@ import time
 
 
 class Example:
-    def __init__(self, binary, address="127.0.0.1:0", ready_timeout=10.0):
-        self.proc = subprocess.Popen([binary, address], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
+    def __init__(self, binary, address="127.0.0.1:0", ready_timeout=10.0, args=None):
+        # `args`: the whole argument list, for examples that take flags (fanout, proxy), in
+        # place of the one address the others take.
+        argv = [binary] + (list(args) if args is not None else [address])
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
         self.stderr_lines = []
         self.port = None
         self._ready = threading.Event()
@@ -29,11 +32,15 @@ class Example:
     def _read_stderr(self):
         for line in self.proc.stderr:
             self.stderr_lines.append(line)
+            self.on_stderr_line(line.strip())
             m = re.match(r"listening on 127\.0\.0\.1:(\d+)$", line.strip())
             if m:
                 self.port = int(m.group(1))
                 self._ready.set()
         self._ready.set()  # exited: whoever waits sees port None
+
+    def on_stderr_line(self, line):
+        """Each line the example prints, for a subclass that looks for more than the port."""
 
     def stderr(self):
         self._reader.join(timeout=5)

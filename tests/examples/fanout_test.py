@@ -24,14 +24,8 @@ class Fanout(Example):
     """Example started with flags (--listen 127.0.0.1:0 --upstream ...) instead of one address."""
 
     def __init__(self, args, ready_timeout=10.0):
-        self.proc = subprocess.Popen([BINARY, "--listen", "127.0.0.1:0", *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.stderr_lines = []
-        self.port = None
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._reader.start()
-        self._ready.wait(ready_timeout)
+        super().__init__(BINARY, ready_timeout=ready_timeout,
+                         args=["--listen", "127.0.0.1:0", *args])
 
 
 class FastUpstream(socketserver.ThreadingMixIn, http.server.HTTPServer):

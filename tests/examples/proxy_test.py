@@ -40,27 +40,13 @@ class Proxy(Example):
         if metrics:
             args += ["--metrics-listen", "127.0.0.1:0"]
         args += list(flags)
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True)
-        self.stderr_lines = []
-        self.port = None
-        self.metrics_port = None
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._reader.start()
-        self._ready.wait(ready_timeout)
+        self.metrics_port = None  # before the reader starts: on_stderr_line sets it
+        super().__init__(PROXY, ready_timeout=ready_timeout, args=args[1:])
 
-    def _read_stderr(self):
-        for line in self.proc.stderr:
-            self.stderr_lines.append(line)
-            m = re.match(r"metrics listening on 127\.0\.0\.1:(\d+)$", line.strip())
-            if m:
-                self.metrics_port = int(m.group(1))
-            m = re.match(r"listening on 127\.0\.0\.1:(\d+)$", line.strip())
-            if m:
-                self.port = int(m.group(1))
-                self._ready.set()
-        self._ready.set()
+    def on_stderr_line(self, line):
+        m = re.match(r"metrics listening on 127\.0\.0\.1:(\d+)$", line)
+        if m:
+            self.metrics_port = int(m.group(1))
 
     def metrics(self):
         c = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=10)
