@@ -4,12 +4,8 @@
 // check a real Connection against the same invariants as `make fuzz` (the connection ends, the
 // responses parse, no sanitizer report) without clang's libFuzzer. A failing input is printed
 // by the target before it aborts.
-#include <algorithm>
 #include <cstdint>
-#include <filesystem>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -22,16 +18,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size);
 namespace {
 
 std::vector<std::pair<std::string, std::string>> corpus() {
-  std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& entry :
-       std::filesystem::directory_iterator(GREENHTTP_SOURCE_DIR "/tests/http/fuzz/corpus")) {
-    std::ifstream in(entry.path(), std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    out.emplace_back(entry.path().filename().string(), s.str());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
+  return green::http::testing::read_corpus(GREENHTTP_SOURCE_DIR "/tests/http/fuzz/corpus");
 }
 
 void run(const std::string& input) {

@@ -2,10 +2,7 @@
 // corpus, and over a bounded number of deterministic mutations of it, so the Release and
 // sanitizer suites exercise the same checks as `make fuzz` without clang's libFuzzer.
 #include <cstdint>
-#include <filesystem>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -19,12 +16,9 @@ namespace {
 
 std::vector<std::string> corpus() {
   std::vector<std::string> out;
-  for (const auto& entry :
-       std::filesystem::directory_iterator(GREENHTTP_SOURCE_DIR "/tests/http/fuzz/corpus")) {
-    std::ifstream in(entry.path(), std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    out.push_back(s.str());
+  for (auto& [name, bytes] :
+       green::http::testing::read_corpus(GREENHTTP_SOURCE_DIR "/tests/http/fuzz/corpus")) {
+    out.push_back(std::move(bytes));
   }
   return out;
 }

@@ -7,10 +7,7 @@
 // it aborts.
 #include <algorithm>
 #include <cstdint>
-#include <filesystem>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,16 +24,7 @@ using green::http::testing::ResponseFuzzOutcome;
 using green::http::testing::run_response_fuzz_input;
 
 std::vector<std::pair<std::string, std::string>> corpus() {
-  std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& entry : std::filesystem::directory_iterator(
-           GREENHTTP_SOURCE_DIR "/tests/http/fuzz/response_corpus")) {
-    std::ifstream in(entry.path(), std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    out.emplace_back(entry.path().filename().string(), s.str());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
+  return green::http::testing::read_corpus(GREENHTTP_SOURCE_DIR "/tests/http/fuzz/response_corpus");
 }
 
 // What the first call of a seed must end with. kAny: not checked (it depends on timing, or on a

@@ -71,6 +71,7 @@
 #include "green/net.h"
 #include "green/sync.h"
 #include "handlers/handlers.h"
+#include "tests/http/fuzz/print_bytes.h"
 
 namespace {
 
@@ -182,20 +183,7 @@ Runtime& runtime() {
   return *g_runtime;
 }
 
-// Prints bytes as a C string literal would show them, the first 384 and the last 128.
-void print_bytes(const std::string& s) {
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (i == 384 && s.size() > 512) {
-      std::fprintf(stderr, "\" ... %zu bytes ... \"", s.size() - 512);
-      i = s.size() - 128;
-    }
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c == '\r') std::fputs("\\r", stderr);
-    else if (c == '\n') std::fputs("\\n", stderr);
-    else if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') std::fputc(c, stderr);
-    else std::fprintf(stderr, "\\x%02x", c);
-  }
-}
+using green::http::testing::print_bytes;
 
 [[noreturn]] void fail(const char* what, const std::string& input, const std::string& output) {
   std::fprintf(stderr, "connection_fuzz: %s\n  input (%zu bytes): \"", what, input.size());

@@ -1,13 +1,32 @@
-// The bounded mutations the fuzz replay tests apply to corpus seeds (in every build, g++ too,
-// where libFuzzer is not available): byte flips, cuts, inserted protocol tokens, duplicated
-// runs. Deterministic for a given generator state.
+// What the fuzz replay tests share (they run in every build, g++ too, where libFuzzer is not
+// available): reading a corpus, and the bounded mutations they apply to its seeds (byte flips,
+// cuts, inserted protocol tokens, duplicated runs; deterministic for a given generator state).
 #pragma once
 
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <span>
+#include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace green::http::testing {
+
+// Every file of a corpus directory as (file name, bytes), sorted by name.
+inline std::vector<std::pair<std::string, std::string>> read_corpus(const std::string& dir) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    out.emplace_back(entry.path().filename().string(), s.str());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
 
 // Applies 1..max_edits random edits to `s` (none to an empty string).
 inline void mutate(std::string& s, std::mt19937& rng, std::span<const char* const> tokens,

@@ -93,6 +93,7 @@
 #include "green/http/client.h"
 #include "green/net.h"
 #include "green/sync.h"
+#include "tests/http/fuzz/print_bytes.h"
 
 namespace {
 
@@ -162,20 +163,7 @@ std::vector<std::string_view> chunks_of(std::string_view in) {
 
 // ---- Reporting ------------------------------------------------------------------------------
 
-// Prints bytes as a C string literal would show them, the first 384 and the last 128.
-void print_bytes(std::string_view s) {
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (i == 384 && s.size() > 512) {
-      std::fprintf(stderr, "\" ... %zu bytes ... \"", s.size() - 512);
-      i = s.size() - 128;
-    }
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c == '\r') std::fputs("\\r", stderr);
-    else if (c == '\n') std::fputs("\\n", stderr);
-    else if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') std::fputc(c, stderr);
-    else std::fprintf(stderr, "\\x%02x", c);
-  }
-}
+using green::http::testing::print_bytes;
 
 [[noreturn]] void fail(const std::string& what, std::string_view input, const std::string& trace) {
   std::fprintf(stderr, "response_fuzz: %s\n  input (%zu bytes): \"", what.c_str(), input.size());
