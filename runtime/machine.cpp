@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <ctime>
 
+#include "runtime/sanitizers.h"
+
 namespace green::detail {
 namespace {
 thread_local Machine* this_thread_machine = nullptr;
@@ -21,6 +23,18 @@ thread_local Machine* this_thread_machine = nullptr;
 [[GREEN_NOIPA]] void set_current_machine(Machine* m) { this_thread_machine = m; }
 
 void futex_wait(std::atomic<uint32_t>* word, uint32_t expected, int64_t timeout_ns) {
+#if defined(GREEN_TSAN)
+  // TSan runs a signal's handler only once the thread that took the signal is back in code it
+  // sees (an interceptor, an instrumented atomic). A signal that lands on an M asleep in this
+  // raw futex (which the kernel restarts after TSan's own handler returns: SA_RESTART) waits
+  // for that M to wake, and an idle process may never wake it: SIGTERM to an idle example was
+  // lost about one full TSan run in three (Examples.chat, Examples.fanout; the green-thread
+  // dump showed the listener still in accept 15 s after the signal, SIGQUIT taken by another
+  // M). A capped wait brings the M back to instrumented code within 50 ms. Every caller
+  // re-checks its word and its own deadline after any return.
+  constexpr int64_t kTsanMaxWaitNs = 50'000'000;
+  if (timeout_ns < 0 || timeout_ns > kTsanMaxWaitNs) timeout_ns = kTsanMaxWaitNs;
+#endif
   struct timespec ts {};
   struct timespec* tsp = nullptr;
   if (timeout_ns >= 0) {
