@@ -18,6 +18,7 @@ class Context;  // green/context.h
 }
 namespace green::net {
 class TcpStream;
+class TlsSession;
 }
 
 namespace green::http {
@@ -99,6 +100,11 @@ class Request {
   // context() does the same without polling.
   bool client_gone() const;
 
+  // The connection's TLS state when the request came over HTTPS (version, cipher, ALPN, SNI:
+  // net::TlsSession), else nullptr. Its scheme for X-Forwarded-Proto and absolute URLs.
+  const net::TlsSession* tls() const { return tls_; }
+  std::string_view scheme() const { return tls_ != nullptr ? "https" : "http"; }
+
   // The request's context, Go's r.Context(): cancelled (done() closed) when
   //   - the client disconnects while the handler runs: the netpoller sees the hang-up (a
   //     half-closed client counts as gone, as for client_gone()), also while a streamed
@@ -136,6 +142,7 @@ class Request {
   void set_params(std::span<const Param> params);
   void set_remote_addr(std::string_view a) { remote_addr_ = a; }
   void set_stream(const net::TcpStream* s) { stream_ = s; }
+  void set_tls(const net::TlsSession* t) { tls_ = t; }
   // The connection serving this request (for context()); clears a previous request's context.
   void bind_connection(Connection* c) {
     connection_ = c;
@@ -165,6 +172,7 @@ class Request {
   Body body_;
   std::string_view remote_addr_;
   const net::TcpStream* stream_ = nullptr;           // the connection's socket, for client_gone()
+  const net::TlsSession* tls_ = nullptr;             // its TLS state, on the HTTPS listener
   Connection* connection_ = nullptr;                 // for context()
   mutable const green::Context* context_ = nullptr;  // created on the first context() call
   Param params_[kMaxParams];

@@ -43,6 +43,7 @@
 #include "green/http/metrics.h"
 #include "green/http/router.h"
 #include "green/net.h"
+#include "green/tls.h"
 
 namespace green::http {
 
@@ -72,6 +73,15 @@ struct ServerOptions {
   // Open connections before new ones get 503; 0: the open-files limit minus 64.
   int64_t max_connections = 0;
   bool reuse_port = false;
+
+  // HTTPS (green/tls.h): a second listener, at listen_tls, whose connections complete a TLS
+  // handshake (within tls_handshake_timeout of their accept) and are then served exactly as
+  // the plain listener's, by the same router, limits and drain. With listen empty it is the
+  // only listener. `tls` is required with listen_tls; reload() on it (SIGHUP) changes the
+  // certificate for new connections.
+  std::string listen_tls;
+  std::shared_ptr<net::TlsServerContext> tls;
+  std::chrono::nanoseconds tls_handshake_timeout = std::chrono::seconds(10);
 };
 
 class Connection;
@@ -99,6 +109,8 @@ class Server {
   // negative errno of bind/listen.
   int listen();
   net::Address local_address() const { return listener_.local_address(); }
+  // The HTTPS listener's address (listen_tls), or an empty Address without one.
+  net::Address tls_local_address() const;
 
   // Accepts until shutdown(), then drains (see above). Call from a green thread, once.
   // Returns the number of connection green threads still running (0 after a clean drain).
