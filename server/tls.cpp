@@ -162,6 +162,21 @@ std::string errno_text(int err) {
   return strerror_r(err, buf, sizeof buf);
 }
 
+// Every reason on this thread's queue, oldest (the root cause) first, then clears it:
+// "no start line; PEM lib" says more about a bad file than its last entry alone.
+std::string take_error_text() {
+  std::string text;
+  for (;;) {
+    const unsigned long code = ERR_get_error();  // NOLINT(google-runtime-int)
+    if (code == 0) break;
+    const std::string reason = openssl_reason(code);
+    if (text.find(reason) != std::string::npos) continue;
+    if (!text.empty()) text += "; ";
+    text += reason;
+  }
+  return text.empty() ? "TLS error" : text;
+}
+
 // The last error on this thread's queue, then clears it.
 unsigned long take_error() {                         // NOLINT(google-runtime-int)
   const unsigned long code = ERR_peek_last_error();  // NOLINT(google-runtime-int)
@@ -472,7 +487,7 @@ SSL_CTX* TlsServerContext::Impl::build(std::string* error, int64_t* expiry) cons
   ERR_clear_error();
   SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
   auto fail = [&](const std::string& what) -> SSL_CTX* {
-    *error = what + ": " + openssl_reason(take_error());
+    *error = what + ": " + take_error_text();
     if (ctx != nullptr) SSL_CTX_free(ctx);
     return nullptr;
   };
