@@ -353,7 +353,11 @@ struct TlsServerContext::Impl {
     return current;
   }
 
-  bool acquire_slot(int64_t deadline_ns) {
+  // A slot, or false past `deadline_ns` or once `stream` is closed (the server's drain closes
+  // connections still in their handshake; a waiter looks every kSlotRecheck, which matters only
+  // while handshakes queue, that is, under a flood).
+  bool acquire_slot(int64_t deadline_ns, const TcpStream& stream) {
+    static constexpr int64_t kSlotRecheck = 100'000'000;  // 100 ms
     std::unique_lock<green::Mutex> lock(slots_lock);
     if (slots_free > 0) {
       --slots_free;
@@ -362,7 +366,9 @@ struct TlsServerContext::Impl {
     waiting.fetch_add(1, std::memory_order_relaxed);
     bool ok = true;
     while (slots_free == 0) {
-      if (!slot_freed.wait_until_ns(lock, deadline_ns) && slots_free == 0) {
+      const int64_t until = std::min(deadline_ns, green::detail::now_ns() + kSlotRecheck);
+      if (!slot_freed.wait_until_ns(lock, until) && slots_free == 0 &&
+          (until == deadline_ns || !stream.is_open())) {
         ok = false;
         break;
       }
@@ -787,10 +793,12 @@ int TlsSession::handshake(TcpStream& s, Deadline deadline, TlsHandshakeFailure* 
   int result = 0;
   for (;;) {
     if (slots != nullptr && !holding) {
-      if (!slots->acquire_slot(to_ns(deadline))) {
-        *why = TlsHandshakeFailure::kTimeout;
-        last_error_ = "timed out waiting for a handshake slot";
-        result = -ETIMEDOUT;
+      if (!slots->acquire_slot(to_ns(deadline), s)) {
+        const bool closed = !s.is_open();
+        *why = closed ? TlsHandshakeFailure::kCanceled : TlsHandshakeFailure::kTimeout;
+        last_error_ = closed ? "closed while waiting for a handshake slot"
+                             : "timed out waiting for a handshake slot";
+        result = closed ? -ECANCELED : -ETIMEDOUT;
         break;
       }
       holding = true;
