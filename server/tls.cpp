@@ -648,17 +648,15 @@ struct TlsClientContext::Impl {
       order.pop_front();
     }
   }
-  // The session to offer to `key` (a new reference), or nullptr. A TLS 1.3 ticket is taken out
-  // of the cache: it is meant for one use (RFC 8446 C.4), and the server sends new ones.
+  // The session to offer to `key` (a new reference), or nullptr. It stays in the cache until
+  // the server's next ticket replaces it (store()): a TLS 1.3 ticket is best used once (RFC
+  // 8446 C.4), but connections opened at once to one server would otherwise all make full
+  // handshakes; servers (ours, OpenSSL's, Go's) accept a stateless ticket again.
   SSL_SESSION* take(const std::string& key) {
     std::lock_guard<std::mutex> g(sessions_lock);
     auto it = sessions.find(key);
     if (it == sessions.end()) return nullptr;
     SSL_SESSION* s = it->second;
-    if (SSL_SESSION_get_protocol_version(s) == TLS1_3_VERSION) {
-      sessions.erase(it);  // `order` keeps the key until it is evicted: harmless
-      return s;
-    }
     SSL_SESSION_up_ref(s);
     return s;
   }
