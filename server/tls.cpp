@@ -14,8 +14,9 @@
 // may resume on another OS thread. OpenSSL keeps its error queue per OS thread, so an error
 // pushed before the park is on one thread's queue and SSL_get_error() after it looks at
 // another's: every call here clears the queue first (ERR_clear_error) and classifies a failure
-// by what the BIO saw (Io::err, Io::eof) before what OpenSSL's queue says; a stale entry left
-// on the first thread is cleared by the next call there. Nothing else OpenSSL keeps per thread
+// by what the BIO saw (Io::err, Io::eof) before what OpenSSL's queue says; and a BIO call that
+// resumes on another thread clears that thread's queue, whose entries can then only be stale
+// (forget_stale_errors). Nothing else OpenSSL keeps per thread
 // (its DRBGs, its init state) is held across a BIO call, and it holds none of its locks across
 // one (they guard the session cache and the context, never an SSL's I/O).
 //
@@ -41,6 +42,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -83,11 +85,21 @@ int bio_create(BIO* b) {
   return 1;
 }
 
+// After a park inside a BIO call the green thread may run on another OS thread, whose error
+// queue can hold what a green thread that parked there in the middle of a failing call left
+// (OpenSSL queues the error, then sends its alert, which may park). SSL_get_error() would take
+// that for this connection's failure: such entries belong to nobody now, so they go.
+void forget_stale_errors(pthread_t before) {
+  if (pthread_equal(before, pthread_self()) == 0) ERR_clear_error();
+}
+
 int bio_read(BIO* b, char* buf, std::size_t n, std::size_t* got) {
   BIO_clear_retry_flags(b);
   auto* io = static_cast<TlsSession::Io*>(BIO_get_data(b));
   if (io == nullptr) return 0;
+  const pthread_t before = pthread_self();
   const ssize_t r = io->park ? io->stream->read(buf, n) : io->stream->try_read(buf, n);
+  forget_stale_errors(before);
   if (r > 0) {
     *got = static_cast<std::size_t>(r);
     return 1;
@@ -106,7 +118,9 @@ int bio_write(BIO* b, const char* buf, std::size_t n, std::size_t* written) {
   BIO_clear_retry_flags(b);
   auto* io = static_cast<TlsSession::Io*>(BIO_get_data(b));
   if (io == nullptr) return 0;
+  const pthread_t before = pthread_self();
   const ssize_t r = io->stream->write(buf, n);  // all of it, parking as needed
+  forget_stale_errors(before);
   if (r < 0) {
     io->err = static_cast<int>(-r);
     return 0;
