@@ -587,6 +587,42 @@ TEST_F(TlsStreamTest, ClientResumesThroughItsSessionCache) {
   });
 }
 
+// Ticket keys rotate (rotate_ticket_keys(), what the timer does); a ticket stays good while
+// its key is among the ticket_keys_kept newest, then the client falls back to a full handshake.
+TEST_F(TlsStreamTest, TicketsOutliveRotationsWhileTheirKeyIsKept) {
+  green::run({.procs = 2}, [] {
+    TlsServerSettings settings;
+    settings.ticket_keys_kept = 2;
+    auto server = server_context(settings);
+    auto client = client_context();
+    TcpListener listener;
+    ASSERT_EQ(TcpListener::listen(loopback(), &listener), 0);
+    // One connection; returns whether it resumed. Reading a byte lets TLS 1.3's new tickets
+    // in, and the client's cache keeps the newest.
+    auto connect = [&] {
+      Pair p;
+      handshake(&p, listener, *server, *client);
+      EXPECT_EQ(p.client_rc, 0);
+      EXPECT_EQ(p.server_rc, 0);
+      if (p.client_rc != 0 || p.server_rc != 0) return false;
+      char c;
+      EXPECT_EQ(p.server.write("x", 1), 1);
+      EXPECT_EQ(p.client.read(&c, 1), 1);
+      const bool resumed = p.client.session().resumed();
+      p.client.close();
+      p.server.close();
+      return resumed;
+    };
+    EXPECT_FALSE(connect());
+    server->rotate_ticket_keys();  // the ticket's key is now the older of the two kept
+    EXPECT_TRUE(connect()) << "a ticket under the previous key did not resume";
+    server->rotate_ticket_keys();
+    server->rotate_ticket_keys();  // the newest ticket's key is dropped
+    EXPECT_FALSE(connect()) << "a ticket under a dropped key resumed";
+    EXPECT_TRUE(connect());
+  });
+}
+
 TEST_F(TlsStreamTest, PeerCloseWithoutCloseNotifyIsEndOfStreamAndResetIsAnError) {
   green::run({.procs = 2}, [] {
     auto server = server_context();
