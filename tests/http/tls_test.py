@@ -180,8 +180,8 @@ class HttpConn:
             while time.monotonic() < deadline:
                 if not self.sock.recv(4096):
                     return True
-        except (ConnectionResetError, ssl.SSLEOFError, BrokenPipeError):
-            return True
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
+            return True  # a reset, or a TLS alert (bad_record_mac, ...) before the close
         except (socket.timeout, TimeoutError):
             return False
         return False
@@ -387,7 +387,8 @@ class Suite:
     def start_main(self):
         self.main = Server(self.binary, self.tmp, "main", [
             "--listen-tls", "127.0.0.1:0", "--tls-cert", self.cert, "--tls-key", self.key,
-            "--tls-handshake-timeout", "%gs" % HANDSHAKE_TIMEOUT, "--static-dir", self.static])
+            "--tls-handshake-timeout", "%gs" % HANDSHAKE_TIMEOUT, "--static-dir", self.static,
+            "--max-body", "16MiB"])
         # The baseline of descriptors: after one TLS and one plain connection came and went
         # (whatever the first ones open lazily is open now).
         self.https_get(self.main.tls_port)
