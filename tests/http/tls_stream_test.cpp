@@ -17,6 +17,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -704,7 +705,8 @@ TEST_F(TlsStreamTest, PeerCloseWithoutCloseNotifyIsEndOfStreamAndResetIsAnError)
 // name: OpenSSL errors on the client side), an eighth send a broken handshake record (errors on
 // the server side). Green threads park inside OpenSSL's calls and resume on whichever OS thread
 // runs them next, and OpenSSL keeps its error queue per OS thread: an error one connection
-// leaves there must not fail or misname another's handshake or read.
+// leaves there must not fail or misname another's handshake or read. A plain thread reloads
+// the certificate and rotates the ticket keys all the while.
 TEST_F(TlsStreamTest, StressManyConcurrentHandshakesAcrossPs) {
   constexpr int kClients = 64;
   constexpr int kBadName = kClients / 4;  // i % 8 == 3 or 7
@@ -740,6 +742,17 @@ TEST_F(TlsStreamTest, StressManyConcurrentHandshakesAcrossPs) {
         });
       }
       connections.done();
+    });
+    // Meanwhile, SIGHUP's work and the rotation timer's, from a plain thread: new connections
+    // take the current certificate generation and ticket key while they are replaced.
+    std::atomic<bool> stop_reloading{false};
+    std::atomic<int> reload_errors{0};
+    std::thread reloader([&] {
+      while (!stop_reloading.load()) {
+        std::string error;
+        if (!server->reload(&error)) reload_errors.fetch_add(1);
+        server->rotate_ticket_keys();
+      }
     });
     green::WaitGroup clients;
     for (int i = 0; i < kClients; ++i) {
@@ -794,9 +807,13 @@ TEST_F(TlsStreamTest, StressManyConcurrentHandshakesAcrossPs) {
       });
     }
     clients.wait();
+    stop_reloading = true;
+    green::may_block([&] { reloader.join(); });
     listener.close();
     connections.wait();
     const auto stats = server->stats();
+    EXPECT_EQ(reload_errors.load(), 0);
+    EXPECT_GE(stats.reloads, 1u);
     EXPECT_EQ(stats.handshakes_full + stats.handshakes_resumed, static_cast<uint64_t>(kGood));
     EXPECT_EQ(stats.handshakes_waiting, 0u);
     uint64_t failed = 0;
