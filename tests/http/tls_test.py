@@ -428,6 +428,7 @@ class Suite:
             "--listen-tls", "127.0.0.1:0", "--tls-cert", self.server_pem, "--tls-key",
             self.server_key, "--tls-min-version", "1.3"], plain=False,
             tls_ctx=self.tls.context())
+        stalled = None
         try:
             before = failures_by_reason(s)
             try:
@@ -443,9 +444,20 @@ class Suite:
             check(status == 200 and body == b"Hello, World!", "TLS 1.3: %d %r" % (status, body))
             rc, out, err = self.curl(s.tls_port, "--tlsv1.2", "--tls-max", "1.2")
             check(rc != 0, "curl limited to TLS 1.2 got %r from a 1.3-only server" % out)
+            # A handshake that stalls (this server's timeout is the default 10 s) holds no
+            # request: SIGTERM's drain closes it at once rather than waiting it out.
+            stalled = socket.create_connection(("127.0.0.1", s.tls_port), timeout=10)
+            hello = client_hello(self.tls.context())
+            stalled.sendall(hello[: len(hello) // 2])
+            s.metrics()  # a later connection answered: the stalled one was accepted before it
         finally:
+            start = time.monotonic()
             rc = s.stop()
+            took = time.monotonic() - start
             check(rc == 0, "tls13 server: exit %s after SIGTERM: %s" % (rc, s.stderr()[-800:]))
+            if stalled is not None:
+                stalled.close()
+            check(took < PROMPT * 3, "SIGTERM with a stalled handshake took %.1fs" % took)
             report = s.sanitizer_report()
             check(report is None, "tls13 server: %s" % report)
 
@@ -935,6 +947,9 @@ class Suite:
              ("--tls-handshake-timeout",)),
             ("--tls-session-tickets maybe", tls + pair + ["--tls-session-tickets", "maybe"],
              ("--tls-session-tickets",)),
+            ("--tls-ciphers NOPE", tls + pair + ["--tls-ciphers", "NOPE"], ("--tls-ciphers",)),
+            ("--tls-ciphersuites NOPE", tls + pair + ["--tls-ciphersuites", "NOPE"],
+             ("--tls-ciphersuites",)),
         ]
         problems = []
         for what, argv, names in cases:
