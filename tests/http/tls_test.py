@@ -699,34 +699,71 @@ class Suite:
                       used, window))
             self.served_promptly()
 
+    class SClient:
+        """openssl s_client on a pipe: its interactive commands (R renegotiates, K updates the
+        keys and asks the peer to update its own), and its output as it comes."""
+
+        def __init__(self, port, ca, version):
+            self.proc = subprocess.Popen(
+                ["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, version, "-CAfile",
+                 ca, "-servername", "localhost"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            self.lines = []
+            self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout))
+            self.reader.start()
+
+        def wait_for(self, text, limit, count=1):
+            return wait_until(lambda: sum(text in l for l in self.lines) >= count, limit)
+
+        def send(self, data):
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+
+        def text(self):
+            return b"".join(self.lines).decode(errors="replace")
+
+        def close(self):
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.reader.join(10)
+
     def case_client_renegotiation_refused(self):
         # Client-initiated renegotiation costs the server a full handshake per request of the
         # client's (the THC-SSL-DoS attack); nginx refuses it, as OpenSSL 3 does by default.
-        client = subprocess.Popen(
-            ["openssl", "s_client", "-connect", "127.0.0.1:%d" % self.main.tls_port, "-tls1_2",
-             "-CAfile", self.ca, "-servername", "localhost"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        output = []
+        c = self.SClient(self.main.tls_port, self.ca, "-tls1_2")
         try:
-            reader = threading.Thread(target=lambda: output.extend(client.stdout))
-            reader.start()
-            check(wait_until(lambda: any(b"Verify return code" in l for l in output), PROMPT * 2),
-                  "s_client did not connect: %r" % b"".join(output)[-500:])
-            client.stdin.write(b"R\n")  # s_client's command: renegotiate
-            client.stdin.flush()
-            refused = wait_until(lambda: any(b"no renegotiation" in l for l in output), PROMPT)
-            client.stdin.close()
-            client.wait(timeout=10)
-            reader.join(10)
+            check(c.wait_for(b"Verify return code", PROMPT * 2),
+                  "s_client did not connect: %r" % c.text()[-500:])
+            c.send(b"R\n")  # s_client's command: renegotiate
+            refused = c.wait_for(b"no renegotiation", PROMPT)
         finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
-        text = b"".join(output).decode(errors="replace")
-        check("RENEGOTIATING" in text, "s_client did not try: %r" % text[-500:])
-        check(refused, "client-initiated renegotiation was not refused: %r" % text[-500:])
+            c.close()
+        check("RENEGOTIATING" in c.text(), "s_client did not try: %r" % c.text()[-500:])
+        check(refused, "client-initiated renegotiation was not refused: %r" % c.text()[-500:])
         check(self.main.alive(), "the server died")
         self.served_promptly()
+
+    def case_key_updates_mid_connection(self):
+        # TLS 1.3 KeyUpdate with update_requested: the server must answer with its own, a
+        # write in the middle of its read, and go on serving the connection.
+        c = self.SClient(self.main.tls_port, self.ca, "-tls1_3")
+        try:
+            check(c.wait_for(b"Verify return code", PROMPT * 2),
+                  "s_client did not connect: %r" % c.text()[-500:])
+            for n in (1, 2, 3):
+                c.send(b"K\n")
+                check(c.wait_for(b"KEYUPDATE", PROMPT, count=n), "no key update %d" % n)
+            c.send(b"GET /plaintext HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            answered = c.wait_for(b"HTTP/1.1 200 OK", PROMPT)  # a whole line: the body ends none
+        finally:
+            c.close()
+        check(answered, "no answer after three key updates: %r" % c.text()[-600:])
 
     def stalled(self, hello, n):
         """n connections that sent the first half of a ClientHello and then nothing."""
@@ -1031,6 +1068,7 @@ def main():
                          "case_session_survives_reload", "case_plain_http_to_tls_port",
                          "case_garbage_instead_of_client_hello",
                          "case_garbage_after_the_handshake", "case_partial_record_does_not_spin", "case_client_renegotiation_refused",
+                         "case_key_updates_mid_connection",
                          "case_stalled_handshake_times_out", "case_disconnects_mid_handshake",
                          "case_flood_of_stalled_handshakes", "case_descriptors_back_to_baseline",
                          "case_sigterm_with_idle_tls_connection"]:
