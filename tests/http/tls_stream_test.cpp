@@ -46,22 +46,6 @@ using green::net::TlsSession;
 using green::net::TlsStream;
 using green::net::TlsVersion;
 
-#if defined(GREEN_TSAN_BUILD)
-// OpenSSL is not built with TSan, so TSan sees only what its interceptors (malloc, free, memcpy,
-// memcmp) see of it, and none of its atomics: its reference counts, and the flags it publishes
-// cached certificate extensions with. It reports what OpenSSL orders with those as races: a
-// client connection copies its SSL_SESSION when a TLS 1.3 ticket arrives and drops its
-// reference while another, replacing that session in the client cache, drops the last one and
-// frees it ("data race ... in SSL_SESSION_free", one stress run in two); two handshakes
-// verifying against the same CA certificate (ASN1_STRING_cmp against ASN1_STRING_set under
-// OpenSSL's lock). The interceptors OpenSSL calls are left alone; greenhttp's own accesses
-// (tls.cpp's, also when OpenSSL calls them back) are still checked.
-// NOLINTNEXTLINE(bugprone-reserved-identifier): TSan's hook, looked up by this name
-extern "C" const char* __tsan_default_suppressions() {
-  return "called_from_lib:libssl.so\ncalled_from_lib:libcrypto.so\n";
-}
-#endif
-
 namespace {
 
 Address loopback() { return *Address::parse("127.0.0.1:0"); }
