@@ -344,32 +344,41 @@ def main():
             started.append(peer)
         return started
 
-    def run_flood(scen, runnable, script):
-        """wrk keep-alive on scen.conns connections, measured while tlsload floods the same
-        server with new connections (full handshakes) from FLOOD_LEAD_S before until after it;
-        the flood's own rate rides along in the run's figures."""
-        flood = dataclasses.replace(scen, client="tlsload", conns=FLOOD_CONNS, kind="load")
+    def run_flood(scen, runnable):
+        """tlsload -keepalive on scen.conns connections, opened first, then measured for the
+        run's seconds while a second tlsload floods the same server with new connections
+        (full handshakes) from FLOOD_LEAD_S before to after it; the flood's own rate rides
+        along in the run's figures."""
+        flood = dataclasses.replace(scen, conns=FLOOD_CONNS, kind="load")
         for rnd in range(1, rounds + 1):
             for p in runnable:
                 progress.show(f"{scen.name} | {p.name} | round {rnd}/{rounds}")
-                fl = subprocess.Popen(wrk.command(flood, p.port, seconds + 2 * FLOOD_LEAD_S,
-                                                  wrk_cpus, "", build=build),
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                procs = [subprocess.Popen(
+                    wrk.command(scen, p.port, seconds, wrk_cpus, "", build=build)
+                    + ["-lead", f"{FLOOD_LEAD_S}s"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
                 try:
-                    time.sleep(FLOOD_LEAD_S)  # the flood is under way before the measurement
-                    r = wrk.measure(p, scen, seconds, wrk_cpus, script)
-                    out, err = fl.communicate(timeout=seconds + 60)
+                    first = procs[0].stdout.readline()  # its connections are established
+                    if first.strip() == "ESTABLISHED":
+                        procs.append(subprocess.Popen(
+                            wrk.command(flood, p.port, seconds + 2 * FLOOD_LEAD_S, wrk_cpus, "",
+                                        build=build),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+                    outs = [q.communicate(timeout=seconds + 60) for q in procs]
                 finally:
-                    if fl.poll() is None:
-                        fl.kill()
-                        fl.wait()
-                line = next((l for l in out.splitlines() if l.startswith("LOADTEST ")), None)
-                if line:
-                    f = json.loads(line[len("LOADTEST "):])
-                    r["flood_rps"] = f["requests"] / (f["duration_us"] / 1e6)
-                    r["flood_errors"] = f["connect"] + f["read"] + f["write"] + f["timeout"]
-                else:
-                    r["flood_error"] = (err.strip() or "no LOADTEST line").splitlines()[-1]
+                    for q in procs:
+                        if q.poll() is None:
+                            q.kill()
+                            q.wait()
+                r = wrk.parse(procs[0].returncode, *outs[0])
+                if len(outs) > 1:
+                    f = wrk.parse(procs[1].returncode, *outs[1])
+                    if "error" in f:
+                        r["flood_error"] = f["error"]
+                    else:
+                        r["flood_rps"], r["flood_errors"] = f["rps"], f["socket_errors"]
+                if "error" not in r:
+                    r.update(cpu_s=0.0, peak_rss=0)  # shared by both loads: not reported
                 r.update(scenario=scen.name, peer=p.name, round=rnd)
                 runs.append(r)
                 if "error" in r:
@@ -408,7 +417,7 @@ def main():
                 else:
                     runnable.append(p)
             if scen.kind == "flood":
-                run_flood(scen, runnable, scripts[scen_name])
+                run_flood(scen, runnable)
                 runnable = []
             for p in runnable:
                 progress.show(f"{scen_name} | {p.name} | warm-up")
@@ -473,10 +482,12 @@ def main():
                         "config/tls/make-cert.sh TMP/tls (TMP/tls/server.pem, server.key):")
         for p in list(names) + (["greenhttp-uncapped"] if "https-flood" in scen_names else []):
             if p in peers.TLS_PEERS:
-                commands.append(f"# {p}, HTTPS: {peers.TLS_PEERS[p](ctx).display()}")
+                commands.append(f"# {p}, HTTPS: "
+                                + peers.TLS_PEERS[p](ctx).display().replace(ctx.tls_dir,
+                                                                            "TMP/tls"))
     if "https-flood" in scen_names:
-        commands.append(f"# https-flood, beside the wrk run above from {FLOOD_LEAD_S} s "
-                        "before to after it:")
+        commands.append(f"# https-flood, once the run above has printed ESTABLISHED, from "
+                        f"{FLOOD_LEAD_S} s before its measurement to after it:")
         commands.append(wrk.display_command(dataclasses.replace(
             BY_NAME["https-flood"], client="tlsload", conns=FLOOD_CONNS),
             seconds + 2 * FLOOD_LEAD_S))
@@ -533,7 +544,7 @@ def render(base, data, write_json=True):
     scen_names = meta.get("scenarios") or list(dict.fromkeys(r["scenario"] for r in runs))
     summary = report.summarise(runs)
     loads = [s for s in scen_names if s in BY_NAME and BY_NAME[s].kind == "load"]
-    pngs, chart_err = charts.draw(summary, names, loads, base)
+    pngs, chart_err = charts.draw(summary, names, loads, base) if loads else ([], None)
     if chart_err:
         print(f"loadtest: {chart_err}", file=sys.stderr)
     chart_refs = [{"file": os.path.basename(p),

@@ -87,9 +87,11 @@ SCENARIOS += [
     Scenario("https-idle", "memory per idle keep-alive TLS connection", "/plaintext", tls=True,
              conns=10000, kind="idle",
              note="idle_holder.py --tls: N connections, one request each, held idle"),
+    # The measured side is tlsload -keepalive, not wrk: wrk opens its connections inside its
+    # run, which would queue its own handshakes behind the flood's.
     Scenario("https-flood", "HTTPS keep-alive c=50 beside a full-handshake flood (c=200)",
-             "/plaintext", tls=True, conns=50, kind="flood", default=False,
-             note="p99 of the established connections while tlsload opens new ones; "
+             "/plaintext", tls=True, conns=50, kind="flood", client="tlsload", default=False,
+             note="p99 of 50 established keep-alive connections while tlsload opens new ones; "
                   "greenhttp with --tls-max-handshakes at its default and effectively uncapped"),
 ]
 

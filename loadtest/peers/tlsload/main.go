@@ -8,7 +8,14 @@
 // verification, as wrk), GET the path with "Connection: close", read the whole response,
 // close. It prints one line in the format of loadtest/wrk/report.lua, so the harness reads it
 // as a wrk run: "LOADTEST {json}". Latency is the whole connection (dial, handshake, request,
-// response), not the request alone as in wrk. Standard library only (built offline).
+// response), not the request alone as in wrk.
+//
+// -keepalive is the measured side of the handshake-flood scenario: it opens its -c connections
+// first (a handshake and one request each), prints "ESTABLISHED" on stdout, waits -lead (the
+// harness starts the flood then), and only then measures keep-alive requests for -d, latency
+// per request as in wrk. wrk would open its connections inside the measured run, while the
+// flood is under way, and so measure its own handshakes queued behind the flood's rather than
+// established connections. Standard library only (built offline).
 package main
 
 import (
@@ -76,17 +83,89 @@ func one(addr, host, path string, cfg *tls.Config, c *counts) {
 	c.lat = append(c.lat, time.Since(start))
 }
 
+// keepalive sends GET path on conn, one request after the other, the first one whatever the
+// time, until stop.
+func keepalive(conn *tls.Conn, host, path string, stop time.Time, c *counts) {
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
+	br := bufio.NewReader(conn)
+	for first := true; first || time.Now().Before(stop); first = false {
+		start := time.Now()
+		conn.SetDeadline(start.Add(10 * time.Second))
+		if _, err := io.WriteString(conn, req); err != nil {
+			c.write++
+			return
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				c.timeout++
+			} else {
+				c.read++
+			}
+			return
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			c.read++
+			return
+		}
+		if resp.StatusCode >= 400 {
+			c.status++
+		}
+		c.requests++
+		c.bytes += n
+		c.lat = append(c.lat, time.Since(start))
+	}
+}
+
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8443", "HOST:PORT of the HTTPS server")
 	path := flag.String("path", "/plaintext", "request path")
 	conns := flag.Int("c", 100, "connections at once (goroutines)")
 	dur := flag.Duration("d", 8*time.Second, "how long to run")
 	resume := flag.Bool("resume", false, "resume sessions (a client session cache per goroutine)")
+	keep := flag.Bool("keepalive", false, "keep-alive connections opened before measuring")
+	lead := flag.Duration("lead", time.Second, "-keepalive: wait after ESTABLISHED")
 	flag.Parse()
 
 	host, _, _ := net.SplitHostPort(*addr)
 	all := make([]counts, *conns)
 	var wg sync.WaitGroup
+	if *keep {
+		cfg := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"},
+			ServerName: host}
+		held := make([]*tls.Conn, *conns)
+		for i := range held {
+			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", *addr, cfg)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "tlsload:", err)
+				os.Exit(1)
+			}
+			var warm counts
+			keepalive(conn, host, *path, time.Time{}, &warm)
+			if warm.requests != 1 {
+				fmt.Fprintln(os.Stderr, "tlsload: the first request on a connection failed")
+				os.Exit(1)
+			}
+			held[i] = conn
+		}
+		fmt.Println("ESTABLISHED")
+		time.Sleep(*lead)
+		start := time.Now()
+		stop := start.Add(*dur)
+		for i := range held {
+			wg.Add(1)
+			go func(conn *tls.Conn, c *counts) {
+				defer wg.Done()
+				defer conn.Close()
+				keepalive(conn, host, *path, stop, c)
+			}(held[i], &all[i])
+		}
+		wg.Wait()
+		report(all, time.Since(start))
+		return
+	}
 	start := time.Now()
 	stop := start.Add(*dur)
 	for i := range all {
@@ -104,8 +183,11 @@ func main() {
 		}(&all[i])
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	report(all, time.Since(start))
+}
 
+// report prints the LOADTEST line (loadtest/wrk/report.lua's format) of all the goroutines.
+func report(all []counts, elapsed time.Duration) {
 	var t counts
 	for i := range all {
 		c := &all[i]
