@@ -342,23 +342,24 @@ def write(path, meta, peers, skipped, smoke, summary, idle, bench, charts, scena
               + (f" — {sc.note}" if sc.note else ""), ""]
         scenario_table(scen, peers, summary, L)
         L.append("")
-    L += [f"## Memory per idle keep-alive connection ({meta['idle_conns']:,} connections)", "",
-          "`python3 loadtest/idle_holder.py --port PORT --count N` opens N connections, sends "
-          "`GET /plaintext` on each, reads the response and holds them; the figure is the "
-          "server's RSS (process and children, /proc/PID/statm) with them held, minus before, "
-          "over N.", "",
-          "| peer | RSS before | RSS with connections held | per idle connection |",
-          "| --- | ---: | ---: | ---: |"]
-    for p in peers:
-        r = idle.get(p)
-        if r is None:
-            continue
-        if "error" in r:
-            L.append(f"| {p} | failed: {r['error'][:200]} | | |")
-        else:
-            L.append(f"| {p} | {mib(r['rss_before'])} | {mib(r['rss_after'])} | "
-                     f"{r['per_conn'] / 1000:.1f} KB |")
-    L.append("")
+    if meta["idle_conns"]:  # LOADTEST_IDLE_CONNS=0: not measured
+        L += [f"## Memory per idle keep-alive connection ({meta['idle_conns']:,} connections)",
+              "", "`python3 loadtest/idle_holder.py --port PORT --count N` opens N connections, "
+              "sends `GET /plaintext` on each, reads the response and holds them; the figure is "
+              "the server's RSS (process and children, /proc/PID/statm) with them held, minus "
+              "before, over N.", "",
+              "| peer | RSS before | RSS with connections held | per idle connection |",
+              "| --- | ---: | ---: | ---: |"]
+        for p in peers:
+            r = idle.get(p)
+            if r is None:
+                continue
+            if "error" in r:
+                L.append(f"| {p} | failed: {r['error'][:200]} | | |")
+            else:
+                L.append(f"| {p} | {mib(r['rss_before'])} | {mib(r['rss_after'])} | "
+                         f"{r['per_conn'] / 1000:.1f} KB |")
+        L.append("")
     bench_section(bench, L)
     L += ["## Exact commands", "", "```"] + meta["commands"] + ["```", ""]
     with open(path, "w") as f:
