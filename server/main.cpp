@@ -258,12 +258,11 @@ int main(int argc, char** argv) {
     app.server = &server;
     const int rc = server.listen();
     if (rc != 0) {
+      const std::string where = cfg.listen.empty()       ? cfg.listen_tls
+                                : cfg.listen_tls.empty() ? cfg.listen
+                                                         : cfg.listen + " and " + cfg.listen_tls;
       // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
-      spdlog::error("cannot listen on {}: {}",
-                    cfg.listen.empty()       ? cfg.listen_tls
-                    : cfg.listen_tls.empty() ? cfg.listen
-                                             : cfg.listen + " and " + cfg.listen_tls,
-                    std::strerror(-rc));
+      spdlog::error("cannot listen on {}: {}", where, std::strerror(-rc));
       exit_code = 1;
       return;
     }

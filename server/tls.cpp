@@ -14,8 +14,9 @@
 // may resume on another OS thread. OpenSSL keeps its error queue per OS thread, so an error
 // pushed before the park is on one thread's queue and SSL_get_error() after it looks at
 // another's: every call here clears the queue first (ERR_clear_error) and classifies a failure
-// by what the BIO saw (Io::err, Io::eof) before what OpenSSL's queue says; a stale entry left
-// on the first thread is cleared by the next call there. Nothing else OpenSSL keeps per thread
+// by what the BIO saw (Io::err, Io::eof) before what OpenSSL's queue says; and a BIO call that
+// resumes on another thread clears that thread's queue, whose entries can then only be stale
+// (forget_stale_errors). Nothing else OpenSSL keeps per thread
 // (its DRBGs, its init state) is held across a BIO call, and it holds none of its locks across
 // one (they guard the session cache and the context, never an SSL's I/O).
 //
@@ -41,6 +42,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -83,11 +85,21 @@ int bio_create(BIO* b) {
   return 1;
 }
 
+// After a park inside a BIO call the green thread may run on another OS thread, whose error
+// queue can hold what a green thread that parked there in the middle of a failing call left
+// (OpenSSL queues the error, then sends its alert, which may park). SSL_get_error() would take
+// that for this connection's failure: such entries belong to nobody now, so they go.
+void forget_stale_errors(pthread_t before) {
+  if (pthread_equal(before, pthread_self()) == 0) ERR_clear_error();
+}
+
 int bio_read(BIO* b, char* buf, std::size_t n, std::size_t* got) {
   BIO_clear_retry_flags(b);
   auto* io = static_cast<TlsSession::Io*>(BIO_get_data(b));
   if (io == nullptr) return 0;
+  const pthread_t before = pthread_self();
   const ssize_t r = io->park ? io->stream->read(buf, n) : io->stream->try_read(buf, n);
+  forget_stale_errors(before);
   if (r > 0) {
     *got = static_cast<std::size_t>(r);
     return 1;
@@ -106,7 +118,9 @@ int bio_write(BIO* b, const char* buf, std::size_t n, std::size_t* written) {
   BIO_clear_retry_flags(b);
   auto* io = static_cast<TlsSession::Io*>(BIO_get_data(b));
   if (io == nullptr) return 0;
+  const pthread_t before = pthread_self();
   const ssize_t r = io->stream->write(buf, n);  // all of it, parking as needed
+  forget_stale_errors(before);
   if (r < 0) {
     io->err = static_cast<int>(-r);
     return 0;
@@ -160,6 +174,21 @@ std::string openssl_reason(unsigned long code) {  // NOLINT(google-runtime-int)
 std::string errno_text(int err) {
   char buf[128];
   return strerror_r(err, buf, sizeof buf);
+}
+
+// Every reason on this thread's queue, oldest (the root cause) first, then clears it:
+// "no start line; PEM lib" says more about a bad file than its last entry alone.
+std::string take_error_text() {
+  std::string text;
+  for (;;) {
+    const unsigned long code = ERR_get_error();  // NOLINT(google-runtime-int)
+    if (code == 0) break;
+    const std::string reason = openssl_reason(code);
+    if (text.find(reason) != std::string::npos) continue;
+    if (!text.empty()) text += "; ";
+    text += reason;
+  }
+  return text.empty() ? "TLS error" : text;
 }
 
 // The last error on this thread's queue, then clears it.
@@ -338,7 +367,11 @@ struct TlsServerContext::Impl {
     return current;
   }
 
-  bool acquire_slot(int64_t deadline_ns) {
+  // A slot, or false past `deadline_ns` or once `stream` is closed (the server's drain closes
+  // connections still in their handshake; a waiter looks every kSlotRecheck, which matters only
+  // while handshakes queue, that is, under a flood).
+  bool acquire_slot(int64_t deadline_ns, const TcpStream& stream) {
+    static constexpr int64_t kSlotRecheck = 100'000'000;  // 100 ms
     std::unique_lock<green::Mutex> lock(slots_lock);
     if (slots_free > 0) {
       --slots_free;
@@ -347,7 +380,9 @@ struct TlsServerContext::Impl {
     waiting.fetch_add(1, std::memory_order_relaxed);
     bool ok = true;
     while (slots_free == 0) {
-      if (!slot_freed.wait_until_ns(lock, deadline_ns) && slots_free == 0) {
+      const int64_t until = std::min(deadline_ns, green::detail::now_ns() + kSlotRecheck);
+      if (!slot_freed.wait_until_ns(lock, until) && slots_free == 0 &&
+          (until == deadline_ns || !stream.is_open())) {
         ok = false;
         break;
       }
@@ -472,7 +507,7 @@ SSL_CTX* TlsServerContext::Impl::build(std::string* error, int64_t* expiry) cons
   ERR_clear_error();
   SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
   auto fail = [&](const std::string& what) -> SSL_CTX* {
-    *error = what + ": " + openssl_reason(take_error());
+    *error = what + ": " + take_error_text();
     if (ctx != nullptr) SSL_CTX_free(ctx);
     return nullptr;
   };
@@ -627,17 +662,15 @@ struct TlsClientContext::Impl {
       order.pop_front();
     }
   }
-  // The session to offer to `key` (a new reference), or nullptr. A TLS 1.3 ticket is taken out
-  // of the cache: it is meant for one use (RFC 8446 C.4), and the server sends new ones.
+  // The session to offer to `key` (a new reference), or nullptr. It stays in the cache until
+  // the server's next ticket replaces it (store()): a TLS 1.3 ticket is best used once (RFC
+  // 8446 C.4), but connections opened at once to one server would otherwise all make full
+  // handshakes; servers (ours, OpenSSL's, Go's) accept a stateless ticket again.
   SSL_SESSION* take(const std::string& key) {
     std::lock_guard<std::mutex> g(sessions_lock);
     auto it = sessions.find(key);
     if (it == sessions.end()) return nullptr;
     SSL_SESSION* s = it->second;
-    if (SSL_SESSION_get_protocol_version(s) == TLS1_3_VERSION) {
-      sessions.erase(it);  // `order` keeps the key until it is evicted: harmless
-      return s;
-    }
     SSL_SESSION_up_ref(s);
     return s;
   }
@@ -772,10 +805,12 @@ int TlsSession::handshake(TcpStream& s, Deadline deadline, TlsHandshakeFailure* 
   int result = 0;
   for (;;) {
     if (slots != nullptr && !holding) {
-      if (!slots->acquire_slot(to_ns(deadline))) {
-        *why = TlsHandshakeFailure::kTimeout;
-        last_error_ = "timed out waiting for a handshake slot";
-        result = -ETIMEDOUT;
+      if (!slots->acquire_slot(to_ns(deadline), s)) {
+        const bool closed = !s.is_open();
+        *why = closed ? TlsHandshakeFailure::kCanceled : TlsHandshakeFailure::kTimeout;
+        last_error_ = closed ? "closed while waiting for a handshake slot"
+                             : "timed out waiting for a handshake slot";
+        result = closed ? -ECANCELED : -ETIMEDOUT;
         break;
       }
       holding = true;
