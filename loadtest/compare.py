@@ -489,7 +489,7 @@ def main():
         commands.append(f"# https-flood, once the run above has printed ESTABLISHED, from "
                         f"{FLOOD_LEAD_S} s before its measurement to after it:")
         commands.append(wrk.display_command(dataclasses.replace(
-            BY_NAME["https-flood"], client="tlsload", conns=FLOOD_CONNS),
+            BY_NAME["https-flood"], conns=FLOOD_CONNS, kind="load"),
             seconds + 2 * FLOOD_LEAD_S))
     kinds = list(dict.fromkeys(BY_NAME[s].front for s in scen_names if BY_NAME[s].front))
     if kinds:
