@@ -84,7 +84,7 @@ image-test: image
 	@if [ "$$(id -u)" = 0 ]; then set -x; python3 deploy/image_test.py --mode chroot $(IMAGE); fi
 
 run: build
-	@echo "HTTPS: make cert && ./$(BUILD)/greenhttp --listen-tls :8443 --tls-cert $(BUILD)/tls/server.pem --tls-key $(BUILD)/tls/server.key; curl --cacert $(BUILD)/tls/ca.pem https://localhost:8443/"
+	@echo "HTTPS: make cert && ./$(BUILD)/greenhttp --listen-tls 127.0.0.1:8443 --tls-cert $(BUILD)/tls/server.pem --tls-key $(BUILD)/tls/server.key; curl --cacert $(BUILD)/tls/ca.pem https://localhost:8443/plaintext"
 	./$(BUILD)/greenhttp
 
 # A throwaway CA and a server certificate for localhost in $(BUILD)/tls (config/tls/make-cert.sh;
