@@ -816,7 +816,18 @@ TlsSession::~TlsSession() {
   if (in_use_slot_ != nullptr) {
     static_cast<std::atomic<uint64_t>*>(in_use_slot_)->fetch_sub(1, std::memory_order_relaxed);
   }
-  if (ssl_ != nullptr) SSL_free(ssl_);
+  if (ssl_ != nullptr) {
+    // Freed without a close_notify sent (the peer left first, a write failed, or the owner
+    // just dropped it), OpenSSL takes the connection for a truncated one and marks its session
+    // not resumable: for a client that is the session of the last ticket, the one in the cache,
+    // and every later connection would make a full handshake. A connection that failed with a
+    // fatal alert has had its session removed already; any other may be resumed (nginx sets
+    // its shutdown state the same way before SSL_free).
+    if (SSL_is_init_finished(ssl_) != 0) {
+      SSL_set_shutdown(ssl_, SSL_get_shutdown(ssl_) | SSL_SENT_SHUTDOWN);
+    }
+    SSL_free(ssl_);
+  }
 }
 
 int TlsSession::handshake(TcpStream& s, Deadline deadline, TlsHandshakeFailure* why,
