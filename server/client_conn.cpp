@@ -116,8 +116,13 @@ ClientError ClientConn::socket_error(long rc, bool reading, std::string* why) co
            key;
     return ClientError::kRead;
   }
-  *why = std::string(reading ? "read from " : "write to ") + key + ": " +
-         errno_text(static_cast<int>(-rc));
+  *why = std::string(reading ? "read from " : "write to ") + key + ": ";
+  // A TLS record that fails (bad MAC, an alert) is -EPROTO: OpenSSL's reason says more.
+  if (tls && rc == -EPROTO && !tls->last_error().empty()) {
+    why->append(tls->last_error());
+  } else {
+    why->append(errno_text(static_cast<int>(-rc)));
+  }
   return reading ? ClientError::kRead : ClientError::kWrite;
 }
 
@@ -163,7 +168,7 @@ bool ClientConn::fill() {
   body_spans.clear();
   span_index = 0;
   arm_read_deadline();
-  const ssize_t r = stream.read(in.get(), kReadBuffer);
+  const ssize_t r = read(in.get(), kReadBuffer);
   if (r > 0) {
     pend = static_cast<std::size_t>(r);
     got_bytes = true;

@@ -1097,9 +1097,21 @@ TEST(Client, ParseUrl) {
   ASSERT_TRUE(u);
   EXPECT_EQ(u->port, 65535);
   EXPECT_EQ(u->target, "/?x");
-  for (std::string_view bad :
-       {"https://a/", "http://a:65536/", "http://u@a/", "http:// a/", "http://a/b c", "HTTP//a",
-        "http://a:-1/", "http://a:8x/", "http://a\r\n/", ""}) {
+  // https://: the default port is 443, and the scheme is kept (Url::https).
+  u = parse_url("HTTPS://example.com/a");
+  ASSERT_TRUE(u);
+  EXPECT_TRUE(u->https);
+  EXPECT_EQ(u->scheme(), "https");
+  EXPECT_EQ(u->port, 443);
+  EXPECT_EQ(u->authority, "example.com");
+  EXPECT_EQ(u->target, "/a");
+  u = parse_url("https://[::1]:8443");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->port, 8443);
+  EXPECT_FALSE(parse_url("http://a")->https);
+  for (std::string_view bad : {"ftp://a/", "httpss://a/", "https:/a", "https://", "http://a:65536/",
+                               "http://u@a/", "http:// a/", "http://a/b c", "HTTP//a",
+                               "http://a:-1/", "http://a:8x/", "http://a\r\n/", ""}) {
     EXPECT_FALSE(parse_url(bad)) << bad;
   }
 }
