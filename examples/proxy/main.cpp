@@ -47,6 +47,7 @@
 #include "green/http/server.h"
 #include "green/net.h"
 #include "green/sync.h"
+#include "green/tls.h"
 
 using namespace green::http;
 
@@ -107,8 +108,19 @@ std::optional<ReverseProxyOptions> proxy_options(const Flags& flags) {
   options.upstreams = flags.upstreams;
   options.preserve_host = !flags.rewrite_host;
   options.max_fails = flags.max_fails;
-  options.client.tls_ca_file = flags.upstream_ca;
-  options.client.tls_insecure_skip_verify = flags.upstream_insecure;
+  if (!flags.upstream_ca.empty() || flags.upstream_insecure) {
+    // Made here rather than by ReverseProxy::create, so that a CA file that does not load is
+    // reported against its flag.
+    green::net::TlsClientSettings tls;
+    tls.ca_file = flags.upstream_ca;
+    tls.verify = !flags.upstream_insecure;
+    std::string error;
+    options.client.tls = green::net::TlsClientContext::create(tls, &error);
+    if (options.client.tls == nullptr) {
+      std::fprintf(stderr, "proxy: --upstream-ca: %s\n", error.c_str());
+      return std::nullopt;
+    }
+  }
   const struct {
     const char* flag;
     const std::string& value;
