@@ -752,14 +752,17 @@ ClientError Client::handshake(const Context& ctx, const Url& url, const std::str
   counters.tls_failures.fetch_add(1, std::memory_order_relaxed);
   const ClientError ce = context_error(ctx);
   if (ce != ClientError::kNone) {
-    *why = "context done in the TLS handshake with " + key;
+    *why = "context done in the TLS handshake with " + key.substr(key.find("://") + 3);
     return ce;
   }
-  if (rc == -ETIMEDOUT || failure == net::TlsHandshakeFailure::kTimeout) {
-    *why = "TLS handshake with " + key + ": timed out";
+  // The peer's host:port, without the key's scheme.
+  const std::string_view peer = std::string_view(key).substr(key.find("://") + 3);
+  if (rc == -ETIMEDOUT || failure == net::TlsHandshakeFailure::kTimeout ||
+      green::detail::now_ns() >= deadline_ns) {
+    *why = "TLS handshake with " + std::string(peer) + ": timed out";
     return ClientError::kTimeout;
   }
-  *why = "TLS handshake with " + key + ": " + std::string(net::to_string(failure));
+  *why = "TLS handshake with " + std::string(peer) + ": " + std::string(net::to_string(failure));
   if (*out != nullptr && !(*out)->last_error().empty()) {
     why->append(": ").append((*out)->last_error());
   } else if (rc != -EPROTO) {

@@ -915,13 +915,13 @@ class Https(unittest.TestCase):
         try:
             for flags, status in ((["--upstream-ca", self.other_ca], 502), ([], 502),
                                   (["--upstream-insecure"], 200)):
-                with Proxy([up.url], *flags) as px:
+                with Proxy([up.url], *flags, metrics=True) as px:
                     self.assertEqual(get(px.port, "/")[0], status, flags)
-                    if status == 502:
-                        # The warning names the kind and OpenSSL's reason.
-                        self.assertTrue(wait_until(lambda: any(
-                            ": tls: " in line and "certificate" in line
-                            for line in px.stderr_lines)), px.stderr())
+                    m = px.metrics()
+                    self.assertEqual(m['greenhttp_proxy_client_errors_total{kind="tls"}'],
+                                     1 if status == 502 else 0, flags)
+                    self.assertEqual(m["greenhttp_proxy_client_tls_handshake_failures_total"],
+                                     1 if status == 502 else 0, flags)
             self.assertEqual(len(up.requests), 1)  # only the insecure proxy's
             self.assertEqual(up.handshake_failures, 2)
         finally:
@@ -936,8 +936,9 @@ class Https(unittest.TestCase):
              os.path.join(cert_dir, "server.key"), "--access-log", "off", "--threads", "2"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            self.assertTrue(wait_until(lambda: os.path.exists(port_file) and
-                                       open(port_file).read().strip()), "no --tls-port-file")
+            self.assertTrue(wait_until(lambda: g.poll() is not None or (
+                os.path.exists(port_file) and open(port_file).read().strip())))
+            self.assertIsNone(g.poll(), "greenhttp --listen-tls exited")
             port = int(open(port_file).read().strip())
             with Proxy(["https://127.0.0.1:%d" % port], "--upstream-ca", self.ca) as px:
                 for _ in range(2):
