@@ -598,16 +598,22 @@ TEST_F(ClientTls, BrokenHandshakesFailCleanly) {
       HandshakePeer peer(mode);
       ClientOptions o;
       o.tls_insecure_skip_verify = true;
+      // One connection per host: a failed handshake must give its slot back, or the second
+      // call waits for it until connect_timeout.
+      o.max_conns_per_host = 1;
+      o.connect_timeout = 5s;
       Client client(o);
-      const auto start = Clock::now();
-      ClientResponse r = client.get(b.ctx(), peer.url());
-      EXPECT_TRUE(is(r.error(), ClientError::kTls))
-          << static_cast<int>(mode) << ": " << r.error_message();
-      EXPECT_TRUE(contains(r.error_message(), "TLS handshake with 127.0.0.1:"))
-          << r.error_message();
-      EXPECT_LT(Clock::now() - start, 3s);
+      for (int call = 0; call < 2; ++call) {
+        const auto start = Clock::now();
+        ClientResponse r = client.get(b.ctx(), peer.url());
+        EXPECT_TRUE(is(r.error(), ClientError::kTls))
+            << static_cast<int>(mode) << ": " << r.error_message();
+        EXPECT_TRUE(contains(r.error_message(), "TLS handshake with 127.0.0.1:"))
+            << r.error_message();
+        EXPECT_LT(Clock::now() - start, 3s);
+      }
       EXPECT_EQ(client.stats().open_connections, 0);
-      EXPECT_EQ(client.stats().tls_handshake_failures, 1u);
+      EXPECT_EQ(client.stats().tls_handshake_failures, 2u);
     }
   });
 }
