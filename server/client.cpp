@@ -49,7 +49,10 @@ namespace detail {
 
 struct ClientCounters {
   std::atomic<uint64_t> requests{0}, responses{0}, retries{0}, pool_hits{0}, pool_misses{0},
-      stale_closed{0}, tls_full{0}, tls_resumed{0}, tls_failures{0};
+      stale_closed{0}, tls_full{0}, tls_resumed{0};
+  // By net::TlsHandshakeFailure, as the server counts its own (a context that failed to load
+  // is kOther).
+  std::array<std::atomic<uint64_t>, net::kTlsHandshakeFailureCount> tls_failures{};
   std::array<std::atomic<uint64_t>, kClientErrorCount> errors{};
   std::atomic<int64_t> open{0}, idle{0};
 };
@@ -733,8 +736,11 @@ ClientError Client::handshake(const Context& ctx, const Url& url, const std::str
   detail::ClientCounters& counters = shared_->counters;
   std::string error;
   const std::shared_ptr<net::TlsClientContext> tls = shared_->tls_context(&error);
+  auto failed = [&](net::TlsHandshakeFailure f) {
+    counters.tls_failures[static_cast<int>(f)].fetch_add(1, std::memory_order_relaxed);
+  };
   if (tls == nullptr) {
-    counters.tls_failures.fetch_add(1, std::memory_order_relaxed);
+    failed(net::TlsHandshakeFailure::kOther);
     *why = "TLS client context: " + error;
     return ClientError::kTls;
   }
@@ -749,19 +755,23 @@ ClientError Client::handshake(const Context& ctx, const Url& url, const std::str
         .fetch_add(1, std::memory_order_relaxed);
     return ClientError::kNone;
   }
-  counters.tls_failures.fetch_add(1, std::memory_order_relaxed);
-  const ClientError ce = context_error(ctx);
-  if (ce != ClientError::kNone) {
-    *why = "context done in the TLS handshake with " + key.substr(key.find("://") + 3);
-    return ce;
-  }
   // The peer's host:port, without the key's scheme.
   const std::string_view peer = std::string_view(key).substr(key.find("://") + 3);
+  const ClientError ce = context_error(ctx);
+  if (ce != ClientError::kNone) {
+    // A deadline of the context is a timeout to count, a cancel a cancel.
+    failed(ce == ClientError::kCanceled ? net::TlsHandshakeFailure::kCanceled
+                                        : net::TlsHandshakeFailure::kTimeout);
+    *why = "context done in the TLS handshake with " + std::string(peer);
+    return ce;
+  }
   if (rc == -ETIMEDOUT || failure == net::TlsHandshakeFailure::kTimeout ||
       green::detail::now_ns() >= deadline_ns) {
+    failed(net::TlsHandshakeFailure::kTimeout);
     *why = "TLS handshake with " + std::string(peer) + ": timed out";
     return ClientError::kTimeout;
   }
+  failed(failure == net::TlsHandshakeFailure::kNone ? net::TlsHandshakeFailure::kOther : failure);
   *why = "TLS handshake with " + std::string(peer) + ": " + std::string(net::to_string(failure));
   if (*out != nullptr && !(*out)->last_error().empty()) {
     why->append(": ").append((*out)->last_error());
@@ -1085,7 +1095,10 @@ ClientStats Client::stats() const {
   s.idle_connections = c.idle.load(std::memory_order_relaxed);
   s.tls_handshakes_full = c.tls_full.load(std::memory_order_relaxed);
   s.tls_handshakes_resumed = c.tls_resumed.load(std::memory_order_relaxed);
-  s.tls_handshake_failures = c.tls_failures.load(std::memory_order_relaxed);
+  for (int i = 0; i < net::kTlsHandshakeFailureCount; ++i) {
+    s.tls_handshake_failures_by[i] = c.tls_failures[i].load(std::memory_order_relaxed);
+    s.tls_handshake_failures += s.tls_handshake_failures_by[i];
+  }
   return s;
 }
 
@@ -1118,9 +1131,19 @@ void Client::write_metrics(std::string& out, std::string_view prefix) const {
                 std::to_string(s.tls_handshakes_full));
   append_sample(out, prefix, "tls_handshakes_total", "{result=\"resumed\"}",
                 std::to_string(s.tls_handshakes_resumed));
-  counter("tls_handshake_failures_total",
-          "TLS handshakes that failed (certificate, protocol, timeout, cancelled).",
-          s.tls_handshake_failures);
+  append_metric_head(out, prefix, "tls_handshake_failures_total", "counter",
+                     "TLS handshakes of new https connections that failed, by reason.");
+  for (int i = 1; i < net::kTlsHandshakeFailureCount; ++i) {
+    const auto reason = static_cast<net::TlsHandshakeFailure>(i);
+    // Only the reasons a client meets (the server's plain_http and not_tls are not).
+    if (reason == net::TlsHandshakeFailure::kPlainHttp ||
+        reason == net::TlsHandshakeFailure::kNotTls) {
+      continue;
+    }
+    append_sample(out, prefix, "tls_handshake_failures_total",
+                  "{reason=\"" + std::string(net::to_string(reason)) + "\"}",
+                  std::to_string(s.tls_handshake_failures_by[i]));
+  }
 }
 
 }  // namespace green::http

@@ -920,7 +920,8 @@ class Https(unittest.TestCase):
                     m = px.metrics()
                     self.assertEqual(m['greenhttp_proxy_client_errors_total{kind="tls"}'],
                                      1 if status == 502 else 0, flags)
-                    self.assertEqual(m["greenhttp_proxy_client_tls_handshake_failures_total"],
+                    self.assertEqual(m['greenhttp_proxy_client_tls_handshake_failures_total'
+                                       '{reason="certificate"}'],
                                      1 if status == 502 else 0, flags)
             self.assertEqual(len(up.requests), 1)  # only the insecure proxy's
             self.assertEqual(up.handshake_failures, 2)

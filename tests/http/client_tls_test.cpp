@@ -358,7 +358,8 @@ TEST_F(ClientTls, GetAndPostOverHttpsReuseOneConnection) {
     EXPECT_TRUE(contains(text, "greenhttp_client_tls_handshakes_total{result=\"full\"} 1\n"))
         << text;
     EXPECT_TRUE(contains(text, "greenhttp_client_tls_handshakes_total{result=\"resumed\"} 0\n"));
-    EXPECT_TRUE(contains(text, "greenhttp_client_tls_handshake_failures_total 0\n"));
+    EXPECT_TRUE(contains(
+        text, "greenhttp_client_tls_handshake_failures_total{reason=\"certificate\"} 0\n"));
     EXPECT_TRUE(contains(text, "greenhttp_client_errors_total{kind=\"tls\"} 0\n"));
 
     // An IP literal: verified against the certificate's IP address, and no SNI sent (RFC 6066
@@ -437,6 +438,15 @@ TEST_F(ClientTls, UntrustedCertificateIsTlsErrorAndSendsNothing) {
       EXPECT_TRUE(is(r.error(), ClientError::kTls));
       EXPECT_TRUE(contains(r.error_message(), "certificate")) << r.error_message();
       EXPECT_EQ(client.stats().tls_handshake_failures, 1u);
+      EXPECT_EQ(
+          client.stats()
+              .tls_handshake_failures_by[static_cast<int>(net::TlsHandshakeFailure::kCertificate)],
+          1u);
+      std::string text;
+      client.write_metrics(text);
+      EXPECT_TRUE(contains(
+          text, "greenhttp_client_tls_handshake_failures_total{reason=\"certificate\"} 1\n"))
+          << text;
       EXPECT_EQ(client.stats().errors[static_cast<int>(ClientError::kTls)], 1u);
       EXPECT_EQ(client.stats().open_connections, 0);
       // The default context (the system's store) does not know the test CA either.
@@ -584,6 +594,10 @@ TEST_F(ClientTls, BrokenHandshakesFailCleanly) {
       EXPECT_TRUE(wait_until([&] { return peer.closed_by_client() == 1; }, 5s));
       EXPECT_EQ(peer.hellos(), 1);
       EXPECT_EQ(client.stats().tls_handshake_failures, 1u);
+      EXPECT_EQ(
+          client.stats()
+              .tls_handshake_failures_by[static_cast<int>(net::TlsHandshakeFailure::kTimeout)],
+          1u);
       EXPECT_EQ(client.stats().open_connections, 0);
 
       auto [ctx, cancel] = green::with_timeout(green::Context::background(), 200ms);
@@ -644,7 +658,9 @@ TEST_F(ClientTls, CancelDuringTheHandshakeEndsItPromptly) {
     EXPECT_LT(ended - Clock::time_point(Clock::duration(cancelled_at.load())), 1s);
     EXPECT_TRUE(wait_until([&] { return peer.closed_by_client() == 1; }, 5s));
     EXPECT_EQ(client.stats().open_connections, 0);
-    EXPECT_EQ(client.stats().tls_handshake_failures, 1u);
+    EXPECT_EQ(client.stats()
+                  .tls_handshake_failures_by[static_cast<int>(net::TlsHandshakeFailure::kCanceled)],
+              1u);
   });
 }
 

@@ -259,6 +259,8 @@ struct ClientStats {
   uint64_t tls_handshakes_full = 0;
   uint64_t tls_handshakes_resumed = 0;
   uint64_t tls_handshake_failures = 0;
+  // The failures by net::TlsHandshakeFailure ("certificate", "timeout", "eof", ...).
+  uint64_t tls_handshake_failures_by[net::kTlsHandshakeFailureCount] = {};
 };
 
 class Client {
