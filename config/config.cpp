@@ -115,6 +115,24 @@ std::string check_writable_file(const std::string& path) {
   return {};
 }
 
+std::string apply_path(std::string& out, const std::string& v) {
+  if (v.empty()) return "empty path";
+  out = v;
+  return {};
+}
+
+// A file read at startup (and again on SIGHUP): say now, in one line, when it cannot be.
+std::string check_readable_file(const std::string& path) {
+  if (path.empty()) return {};
+  struct stat st {};
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
+  if (stat(path.c_str(), &st) != 0) return "\"" + path + "\": " + std::strerror(errno);
+  if (!S_ISREG(st.st_mode)) return "\"" + path + "\" is not a regular file";
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
+  if (access(path.c_str(), R_OK) != 0) return "\"" + path + "\": " + std::strerror(errno);
+  return {};
+}
+
 std::string apply_bool(bool& out, const std::string& v) {
   if (v == "true" || v == "1") {
     out = true;
@@ -129,8 +147,13 @@ std::string apply_bool(bool& out, const std::string& v) {
 std::vector<Setting> settings() {
   using C = Config;
   return {
-      {"listen", "listen", "HOST:PORT to listen on (default 0.0.0.0:8080)",
+      {"listen", "listen",
+       "HOST:PORT to listen on (default 0.0.0.0:8080); off: HTTPS only (--listen-tls)",
        [](C& c, const std::string& v) -> std::string {
+         if (v == "off") {
+           c.listen.clear();
+           return {};
+         }
          if (v.rfind(':') == std::string::npos) {
            return "invalid address " + quote(v) + " (HOST:PORT)";
          }
@@ -232,6 +255,74 @@ std::vector<Setting> settings() {
        "a handler's deadline (its request context's): 503 if nothing was sent yet (default 0: "
        "none)",
        [](C& c, const std::string& v) { return apply_duration(c.handler_timeout, v); }},
+      // HTTPS (issue 15).
+      {"listen-tls", "tls.listen", "HOST:PORT for HTTPS (needs --tls-cert, --tls-key); empty: none",
+       [](C& c, const std::string& v) -> std::string {
+         if (!v.empty() && v.rfind(':') == std::string::npos) {
+           return "invalid address " + quote(v) + " (HOST:PORT)";
+         }
+         c.listen_tls = v;
+         return {};
+       }},
+      {"tls-cert", "tls.cert", "PEM file: the certificate, then its chain",
+       [](C& c, const std::string& v) { return apply_path(c.tls_cert, v); }, false,
+       [](const C& c) { return check_readable_file(c.tls_cert); }},
+      {"tls-key", "tls.key", "PEM file: the certificate's private key",
+       [](C& c, const std::string& v) { return apply_path(c.tls_key, v); }, false,
+       [](const C& c) { return check_readable_file(c.tls_key); }},
+      {"tls-min-version", "tls.min_version",
+       "oldest TLS version accepted: 1.2 or 1.3 (default 1.2)",
+       [](C& c, const std::string& v) -> std::string {
+         if (v != "1.2" && v != "1.3") return "invalid TLS version " + quote(v) + " (1.2 or 1.3)";
+         c.tls_min_version = v;
+         return {};
+       }},
+      {"tls-handshake-timeout", "tls.handshake_timeout",
+       "time from accept to the end of the TLS handshake (default 10s)",
+       [](C& c, const std::string& v) -> std::string {
+         std::string e = apply_duration(c.tls_handshake_timeout, v);
+         if (e.empty() && c.tls_handshake_timeout.count() == 0) return "must not be 0";
+         return e;
+       }},
+      {"tls-ciphers", "tls.ciphers",
+       "TLS 1.2 cipher list (OpenSSL syntax; empty: OpenSSL's default)",
+       [](C& c, const std::string& v) {
+         c.tls_ciphers = v;
+         return std::string();
+       }},
+      {"tls-ciphersuites", "tls.ciphersuites",
+       "TLS 1.3 cipher suites (OpenSSL syntax; empty: OpenSSL's default)",
+       [](C& c, const std::string& v) {
+         c.tls_ciphersuites = v;
+         return std::string();
+       }},
+      {"tls-session-tickets", "tls.session_tickets",
+       "resumption by session tickets, under rotating keys (default true)",
+       [](C& c, const std::string& v) {
+         return apply_bool(c.tls_session_tickets, v.empty() ? "true" : v);
+       },
+       true},
+      {"tls-session-cache", "tls.session_cache",
+       "TLS 1.2 sessions cached for resumption by session id (default 20480; 0: none)",
+       [](C& c, const std::string& v) { return apply_int(c.tls_session_cache, v, 0, 10'000'000); }},
+      {"tls-ticket-key-rotation", "tls.ticket_key_rotation",
+       "how often a new session-ticket key is made; 7 are kept (default 24h)",
+       [](C& c, const std::string& v) -> std::string {
+         std::string e = apply_duration(c.tls_ticket_key_rotation, v);
+         if (e.empty() && c.tls_ticket_key_rotation < std::chrono::seconds(1)) {
+           return "must be at least 1s";
+         }
+         return e;
+       }},
+      {"tls-max-handshakes", "tls.max_handshakes",
+       "TLS handshakes computing at once; more wait their turn (0: twice the Ps)",
+       [](C& c, const std::string& v) { return apply_int(c.tls_max_handshakes, v, 0, 1'000'000); }},
+      {"tls-port-file", "tls.port_file", "write the bound HTTPS port to this file once listening",
+       [](C& c, const std::string& v) {
+         c.tls_port_file = v;
+         return std::string();
+       },
+       false, [](const C& c) { return check_writable_file(c.tls_port_file); }},
   };
 }
 
@@ -408,7 +499,9 @@ constexpr const char* kSignalsHelp =
     "  SIGTERM, SIGINT  graceful shutdown: /readyz turns 503, the listener closes, requests\n"
     "                   that have arrived are answered with Connection: close, idle\n"
     "                   connections close; after --shutdown-timeout the rest are cut off\n"
-    "  SIGHUP, SIGUSR1  reopen the --access-log file (after logrotate renamed it)\n"
+    "  SIGHUP, SIGUSR1  reopen the --access-log file (after logrotate renamed it); SIGHUP\n"
+    "                   also reloads --tls-cert and --tls-key for new connections (a pair\n"
+    "                   that does not load is reported and the old one kept)\n"
     "  SIGUSR2          ignored\n"
     "  SIGQUIT          dump every green thread's stack to stderr, and keep running";
 
@@ -458,6 +551,14 @@ LoadResult load(int argc, const char* const* argv) {
     if (origin[i].empty() || !all[i].check) continue;  // defaults need no check
     std::string e = all[i].check(c);
     if (!e.empty()) return fail(origin[i] + ": " + e);
+  }
+  // Settings that only make sense together.
+  if (c.listen.empty() && c.listen_tls.empty()) {
+    return fail("--listen: off needs --listen-tls (nothing to listen on)");
+  }
+  if (!c.listen_tls.empty() && (c.tls_cert.empty() || c.tls_key.empty())) {
+    return fail(std::string("--listen-tls: needs ") +
+                (c.tls_cert.empty() ? "--tls-cert" : "--tls-key"));
   }
   result.config = std::move(c);
   return result;

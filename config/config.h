@@ -45,6 +45,20 @@ struct Config {
   int64_t max_blocking_concurrency = 64;  // /blocking at once
   std::chrono::nanoseconds read_timeout = std::chrono::seconds(30);
   uint64_t max_buffered_body_bytes = 64 << 20;
+
+  // HTTPS (issue 15); with listen_tls set, listen may be empty ("--listen off").
+  std::string listen_tls;  // HOST:PORT; empty: no HTTPS listener
+  std::string tls_cert;    // PEM chain
+  std::string tls_key;     // PEM private key
+  std::string tls_min_version = "1.2";
+  std::chrono::nanoseconds tls_handshake_timeout = std::chrono::seconds(10);
+  std::string tls_ciphers;       // TLS 1.2; empty: OpenSSL's default
+  std::string tls_ciphersuites;  // TLS 1.3; empty: OpenSSL's default
+  bool tls_session_tickets = true;
+  int64_t tls_session_cache = 20480;
+  std::chrono::nanoseconds tls_ticket_key_rotation = std::chrono::hours(24);
+  int64_t tls_max_handshakes = 0;  // 0: twice the Ps
+  std::string tls_port_file;
 };
 
 // What load() decided: run with `config`, or print `message` and exit with `exit_code`

@@ -36,6 +36,35 @@ void scalar(std::ostringstream& o, const char* name, const char* type, const cha
   o << name << ' ' << value << '\n';
 }
 
+// HTTPS (--listen-tls): handshakes by outcome, and the connections open by version and cipher.
+void tls_metrics(std::ostringstream& o, const net::TlsServerContext& tls) {
+  const net::TlsServerStats t = tls.stats();
+  metric(o, "greenhttp_tls_handshakes_total", "counter",
+         "TLS handshakes completed: full, or resumed (session ticket or cache).");
+  o << "greenhttp_tls_handshakes_total{result=\"full\"} " << t.handshakes_full << '\n';
+  o << "greenhttp_tls_handshakes_total{result=\"resumed\"} " << t.handshakes_resumed << '\n';
+  metric(o, "greenhttp_tls_handshake_failures_total", "counter",
+         "TLS handshakes failed, by reason.");
+  for (int k = 1; k < net::kTlsHandshakeFailureCount; ++k) {
+    o << "greenhttp_tls_handshake_failures_total{reason=\""
+      << net::to_string(static_cast<net::TlsHandshakeFailure>(k)) << "\"} "
+      << t.handshake_failures[k] << '\n';
+  }
+  scalar(o, "greenhttp_tls_handshakes_waiting", "gauge",
+         "TLS handshakes waiting for a CPU slot (--tls-max-handshakes) now.", t.handshakes_waiting);
+  metric(o, "greenhttp_tls_connections", "gauge", "TLS connections open, by version and cipher.");
+  for (const net::TlsServerStats::InUse& u : t.in_use) {
+    o << "greenhttp_tls_connections{version=\"" << u.version << "\",cipher=\"" << u.cipher << "\"} "
+      << u.connections << '\n';
+  }
+  metric(o, "greenhttp_tls_certificate_reloads_total", "counter",
+         "Certificate reloads (SIGHUP): ok, or failed (the old pair kept).");
+  o << "greenhttp_tls_certificate_reloads_total{result=\"ok\"} " << t.reloads << '\n';
+  o << "greenhttp_tls_certificate_reloads_total{result=\"failed\"} " << t.reload_failures << '\n';
+  scalar(o, "greenhttp_tls_certificate_expiry_timestamp_seconds", "gauge",
+         "When the serving certificate expires (Unix time).", t.certificate_not_after);
+}
+
 std::string prometheus_text(const AppState& app) {
   std::ostringstream o;
   const http::Server* server = app.server;
@@ -102,6 +131,7 @@ std::string prometheus_text(const AppState& app) {
            (log ? log->dropped() : 0));
     scalar(o, "greenhttp_access_log_written_total", "counter", "Access log records written.",
            (log ? log->written() : 0));
+    if (const net::TlsServerContext* tls = server->options().tls.get()) tls_metrics(o, *tls);
   }
   const green::RuntimeStats rs = green::stats();
   scalar(o, "greenrt_green_threads", "gauge", "Green threads alive (runtime.NumGoroutine).",

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <exception>
 
+#include <spdlog/spdlog.h>
+
 #include "green/green.h"
 #include "green/http/server.h"
 #include "green/http/status.h"
@@ -43,10 +45,11 @@ net::Deadline deadline_in(std::chrono::nanoseconds d, Clock::time_point now) {
 }
 }  // namespace
 
-Connection::Connection(Server& server, net::TcpStream stream, const net::Address& peer)
+Connection::Connection(Server& server, net::TcpStream stream, const net::Address& peer, bool tls)
     : server_(server),
       stream_(std::move(stream)),
-      parser_(server.options().limits, &server.state_->body_budget) {
+      parser_(server.options().limits, &server.state_->body_budget),
+      state_(tls ? kHandshake : kIdle) {
   // Bodies up to the read buffer are collected before the handler runs (they fit the pooled
   // buffers and cost no budget); larger, chunked and 100-continue bodies stream
   // (green/http/body.h).
@@ -64,7 +67,9 @@ Connection::~Connection() {
 }
 
 void Connection::stop(bool force) {
-  if (force) {
+  // A connection still in its TLS handshake holds no request: the drain closes it (nginx
+  // closes connections that have not sent a request yet on a graceful shutdown, too).
+  if (force || state_.load(std::memory_order_seq_cst) == kHandshake) {
     // Relaxed: a hint that spares a wait; the close below is what ends the connection.
     state_.store(kClosing, std::memory_order_relaxed);
     stream_.close();
@@ -97,7 +102,7 @@ bool Connection::flush_output_at(Clock::time_point now) {
   const bool late = past_handler_deadline(false);
   if (!out.empty() && !write_failed_) {
     stream_.set_write_deadline(deadline_in(server_.options().write_timeout, now));
-    const ssize_t n = stream_.write(out.data(), out.size());
+    const ssize_t n = io_write(out.data(), out.size());
     if (n < 0) write_failed_ = true;
   }
   out.clear();
@@ -115,7 +120,7 @@ bool Connection::write_direct(std::string_view head, std::string_view data, std:
   }
   if (count != 0 && !write_failed_) {
     stream_.set_write_deadline(deadline_in(server_.options().write_timeout, Clock::now()));
-    if (stream_.writev(iov, count) < 0) write_failed_ = true;
+    if (io_writev(iov, count) < 0) write_failed_ = true;
   }
   out.clear();
   return !write_failed_ && !late;
@@ -128,7 +133,31 @@ void Connection::release_buffers() {
   buffers_ = nullptr;
 }
 
+bool Connection::tls_handshake() {
+  const ServerOptions& o = server_.options();
+  net::TlsHandshakeFailure why = net::TlsHandshakeFailure::kNone;
+  const int rc = net::TlsSession::accept(
+      stream_, *o.tls, deadline_in(o.tls_handshake_timeout, Clock::now()), &tls_, &why);
+  if (rc != 0) {
+    // Counted by the TLS context (/metrics); a line per failure only at debug level, as nginx
+    // logs handshake failures at "info" and most are scanners and abandoned connections.
+    spdlog::debug("TLS handshake with {} failed ({}): {}",
+                  std::string_view(remote_, remote_length_), net::to_string(why),
+                  tls_ ? tls_->last_error() : std::string());
+    tls_.reset();
+    return false;
+  }
+  stream_.set_read_deadline(net::kNoDeadline);
+  stream_.set_write_deadline(net::kNoDeadline);
+  idle_since_ = Clock::now();  // the idle timeout counts from the end of the handshake
+  int expected = kHandshake;
+  // seq_cst, as wait_for_request()'s: a drain that saw kHandshake closed the socket; one that
+  // comes later sees kIdle and wakes the connection, which sees the drain.
+  return state_.compare_exchange_strong(expected, kIdle, std::memory_order_seq_cst);
+}
+
 void Connection::run() {
+  if (state_.load(std::memory_order_relaxed) == kHandshake && !tls_handshake()) return;
   while (wait_for_request()) {
     buffers_ = server_.state_->pool.acquire();
     parser_.attach(&buffers_->parser);
@@ -138,7 +167,14 @@ void Connection::run() {
   }
   // Draining: whatever ended the connection, the client may have sent more since (a next
   // keep-alive request): close without a reset.
-  if (server_.draining() && stream_.is_open()) linger_close();
+  if (server_.draining() && stream_.is_open()) {
+    linger_close();
+  } else if (tls_ && stream_.is_open() && !write_failed_) {
+    // A TLS connection ends with close_notify (nginx's SSL_shutdown, Go's Conn.Close), so the
+    // client can tell the end from a truncation; one short write, never a wait for the reply.
+    stream_.set_write_deadline(Clock::now() + kLingerTime);
+    tls_->close_notify(stream_);
+  }
 }
 
 bool Connection::wait_for_request() {
@@ -165,11 +201,11 @@ bool Connection::wait_for_request() {
   // them would cost a syscall per request. Stage two, for the ones that stay away: give the
   // stack pages back and wait out the idle timeout.
   stream_.set_read_deadline(std::min(idle_end, idle_since + kShrinkAfter));
-  int rc = stream_.wait_readable();
+  int rc = io_wait_readable();
   if (rc == -ETIMEDOUT && (idle_end == net::kNoDeadline || Clock::now() < idle_end)) {
     green::this_green_thread::shrink_stack();
     stream_.set_read_deadline(idle_end);
-    rc = stream_.wait_readable();
+    rc = io_wait_readable();
   }
   if (rc != 0) {
     if (rc == -ETIMEDOUT) server_.metrics_.idle_timeouts.fetch_add(1, std::memory_order_relaxed);
@@ -199,12 +235,12 @@ ssize_t Connection::read_more(bool* fresh_wake) {
                                             ? deadline_in(o.read_timeout, request_start_)
                                             : net::kNoDeadline;
       stream_.set_read_deadline(std::min(pause_end, request_end));
-      const int w = stream_.wait_readable();
+      const int w = io_wait_readable();
       if (w == -ETIMEDOUT && request_end < pause_end) return kReadTimedOut;
       if (w != 0) return w;
     }
     *fresh_wake = false;
-    const ssize_t n = stream_.try_read(room.data(), room.size());
+    const ssize_t n = io_try_read(room.data(), room.size());
     if (n == -EAGAIN) {
       if (parser_.idle()) return -EAGAIN;  // a stale wakeup: go back to idle
       socket_drained_ = true;              // now wait for readiness
@@ -358,6 +394,7 @@ void Connection::end_request_context() {
 void Connection::handle_request(Request& r) {
   r.set_remote_addr({remote_, remote_length_});
   r.set_stream(&stream_);
+  r.set_tls(tls_.get());
   r.bind_connection(this);
   // --handler-timeout: one branch when off.
   if (const int64_t ht = server_.options().handler_timeout.count(); ht != 0) {
@@ -507,6 +544,11 @@ void Connection::append_error(int status, std::string_view reason) {
 }
 
 void Connection::linger_close() {
+  if (tls_ && !write_failed_) {
+    stream_.set_write_deadline(Clock::now() + kLingerTime);
+    tls_->close_notify(stream_);
+  }
+  // What the client still sends is dropped unread, as TLS records or plain bytes alike.
   stream_.shutdown(SHUT_WR);
   const Clock::time_point until = Clock::now() + kLingerTime;
   stream_.set_read_deadline(until);

@@ -56,6 +56,7 @@
 #include "green/context.h"
 #include "green/http/response.h"
 #include "green/net.h"
+#include "green/tls.h"
 #include "server/body_reader.h"
 #include "server/request_parser.h"
 
@@ -69,7 +70,8 @@ class Connection final : public ResponseSink {
   // After this long without a request, an idle connection trims its stack.
   static constexpr std::chrono::milliseconds kShrinkAfter{500};
 
-  Connection(Server& server, net::TcpStream stream, const net::Address& peer);
+  // `tls`: the stream came from the HTTPS listener; run() does the TLS handshake first.
+  Connection(Server& server, net::TcpStream stream, const net::Address& peer, bool tls = false);
   ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -101,10 +103,23 @@ class Connection final : public ResponseSink {
  private:
   friend class Server;
   friend class BodyReader;  // reads a streamed body through read_more() and the parser
-  enum State : int { kIdle, kActive, kClosing };
+  // kHandshake: TLS handshake in progress (no request can have arrived: a drain closes it).
+  enum State : int { kIdle, kActive, kClosing, kHandshake };
 
   bool wait_for_request();  // false: close (timeout, error, forced close)
-  bool serve_batches();     // true: went idle cleanly; false: close
+  bool tls_handshake();     // false: failed (counted in the TLS metrics), close
+  // The socket's data path: through the TLS session on the HTTPS listener, else the socket.
+  ssize_t io_try_read(void* buf, std::size_t n) {
+    return tls_ ? tls_->try_read(stream_, buf, n) : stream_.try_read(buf, n);
+  }
+  int io_wait_readable() { return tls_ ? tls_->wait_readable(stream_) : stream_.wait_readable(); }
+  ssize_t io_write(const void* buf, std::size_t n) {
+    return tls_ ? tls_->write(stream_, buf, n) : stream_.write(buf, n);
+  }
+  ssize_t io_writev(iovec* iov, int count) {
+    return tls_ ? tls_->writev(stream_, iov, count) : stream_.writev(iov, count);
+  }
+  bool serve_batches();  // true: went idle cleanly; false: close
   ssize_t read_more(bool* fresh_wake);
   // read_more() returned `n` <= 0 with a request begun: the status to answer (counted in the
   // metrics when a timeout), or 0 when there is nobody to answer (end of stream, reset).
@@ -135,6 +150,7 @@ class Connection final : public ResponseSink {
 
   Server& server_;
   net::TcpStream stream_;
+  std::unique_ptr<net::TlsSession> tls_;  // after the handshake, on the HTTPS listener
   RequestParser parser_;
   BodyReader body_reader_{*this};  // the current request's body, when it streams
   ConnectionBuffers* buffers_ = nullptr;

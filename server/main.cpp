@@ -35,6 +35,7 @@
 #include "green/http/server.h"
 #include "green/net.h"
 #include "green/sync.h"
+#include "green/tls.h"
 #include "handlers/handlers.h"
 
 namespace {
@@ -63,7 +64,25 @@ green::http::ServerOptions server_options(const green::config::Config& c) {
   o.read_timeout = c.read_timeout;
   o.max_buffered_body_bytes = c.max_buffered_body_bytes;
   o.handler_timeout = c.handler_timeout;
+  o.listen_tls = c.listen_tls;
+  o.tls_handshake_timeout = c.tls_handshake_timeout;
   return o;
+}
+
+green::net::TlsServerSettings tls_settings(const green::config::Config& c) {
+  green::net::TlsServerSettings t;
+  t.cert_file = c.tls_cert;
+  t.key_file = c.tls_key;
+  t.min_version =
+      c.tls_min_version == "1.3" ? green::net::TlsVersion::kTls13 : green::net::TlsVersion::kTls12;
+  t.ciphers = c.tls_ciphers;
+  t.ciphersuites = c.tls_ciphersuites;
+  t.session_tickets = c.tls_session_tickets;
+  t.session_cache_size = static_cast<std::size_t>(c.tls_session_cache);
+  t.ticket_key_rotation =
+      std::chrono::duration_cast<std::chrono::seconds>(c.tls_ticket_key_rotation);
+  t.max_handshakes = static_cast<int>(c.tls_max_handshakes);
+  return t;
 }
 
 // Written as PATH.tmp.PID, then renamed over PATH: a test polling the file reads the whole
@@ -102,10 +121,11 @@ class SignalWaiter {
  public:
   // `debug_server` (may be null) shuts down with `server`.
   SignalWaiter(green::http::Server& server, green::http::Server* debug_server,
-               green::http::AccessLog& access_log)
+               green::http::AccessLog& access_log, green::net::TlsServerContext* tls)
       : server_(server),
         debug_server_(debug_server),
         access_log_(access_log),
+        tls_(tls),
         thread_([this] { loop(); }) {}
   // From a green thread: joins (inside may_block, the wait is short).
   ~SignalWaiter() {
@@ -136,6 +156,15 @@ class SignalWaiter {
         } else {
           spdlog::error("SIG{}: access log not reopened: {}", name, error);
         }
+        // nginx reloads its certificates on SIGHUP too. A pair that does not load leaves the
+        // current one serving: a typo in a renewal script must not take HTTPS down.
+        if (sig == SIGHUP && tls_ != nullptr) {
+          if (tls_->reload(&error)) {
+            spdlog::info("SIGHUP: TLS certificate reloaded");
+          } else {
+            spdlog::error("SIGHUP: TLS certificate not reloaded: {}", error);
+          }
+        }
       } else if (sig == SIGUSR2) {
         spdlog::info("SIGUSR2: ignored");
       } else if (!shutting_down) {  // SIGTERM, SIGINT
@@ -154,6 +183,7 @@ class SignalWaiter {
   green::http::Server& server_;
   green::http::Server* debug_server_;
   green::http::AccessLog& access_log_;
+  green::net::TlsServerContext* tls_;  // may be null
   std::atomic<bool> stopping_{false};
   std::thread thread_;  // last: it starts running loop() at construction
 };
@@ -168,9 +198,14 @@ int main(int argc, char** argv) {
     return loaded.exit_code;
   }
   const green::config::Config& cfg = *loaded.config;
-  if (!green::net::Address::parse(cfg.listen)) {
+  if (!cfg.listen.empty() && !green::net::Address::parse(cfg.listen)) {
     std::fprintf(stderr, "greenhttp: --listen: invalid address \"%s\" (HOST:PORT)\n",
                  cfg.listen.c_str());
+    return 2;
+  }
+  if (!cfg.listen_tls.empty() && !green::net::Address::parse(cfg.listen_tls)) {
+    std::fprintf(stderr, "greenhttp: --listen-tls: invalid address \"%s\" (HOST:PORT)\n",
+                 cfg.listen_tls.c_str());
     return 2;
   }
   if (!cfg.debug_listen.empty() && !green::net::Address::parse(cfg.debug_listen)) {
@@ -208,12 +243,26 @@ int main(int argc, char** argv) {
     app.limits.max_blocking = static_cast<int>(cfg.max_blocking_concurrency);
     app.separate_debug = !cfg.debug_listen.empty();
     green::handlers::register_all(router, app);
-    green::http::Server server(server_options(cfg), router, access_log.get());
+    green::http::ServerOptions options = server_options(cfg);
+    std::shared_ptr<green::net::TlsServerContext> tls;
+    if (!cfg.listen_tls.empty()) {
+      tls = green::net::TlsServerContext::create(tls_settings(cfg), &error);
+      if (!tls) {
+        std::fprintf(stderr, "greenhttp: --tls-cert/--tls-key: %s\n", error.c_str());
+        exit_code = 2;
+        return;
+      }
+      options.tls = tls;
+    }
+    green::http::Server server(std::move(options), router, access_log.get());
     app.server = &server;
     const int rc = server.listen();
     if (rc != 0) {
+      const std::string where = cfg.listen.empty()       ? cfg.listen_tls
+                                : cfg.listen_tls.empty() ? cfg.listen
+                                                         : cfg.listen + " and " + cfg.listen_tls;
       // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
-      spdlog::error("cannot listen on {}: {}", cfg.listen, std::strerror(-rc));
+      spdlog::error("cannot listen on {}: {}", where, std::strerror(-rc));
       exit_code = 1;
       return;
     }
@@ -225,6 +274,8 @@ int main(int argc, char** argv) {
       green::handlers::register_debug(debug_router, app);
       green::http::ServerOptions debug_options = server_options(cfg);
       debug_options.listen = cfg.debug_listen;
+      debug_options.listen_tls.clear();  // the debug routes stay on plain HTTP (Go's pprof too)
+      debug_options.tls = nullptr;
       debug_options.max_connections = 64;
       debug_options.reuse_port = false;
       debug_server = std::make_unique<green::http::Server>(debug_options, debug_router, nullptr);
@@ -243,8 +294,10 @@ int main(int argc, char** argv) {
         debug_done.done();
       });
     }
-    if (!cfg.port_file.empty() &&
-        !write_port_file(cfg.port_file, server.local_address().port(), &error)) {
+    if ((!cfg.port_file.empty() && !cfg.listen.empty() &&
+         !write_port_file(cfg.port_file, server.local_address().port(), &error)) ||
+        (!cfg.tls_port_file.empty() &&
+         !write_port_file(cfg.tls_port_file, server.tls_local_address().port(), &error))) {
       // load() checked the directory; this is a race with whoever changed it since.
       spdlog::error("--port-file: {}", error);
       exit_code = 2;
@@ -253,12 +306,15 @@ int main(int argc, char** argv) {
       return;
     }
     access_log->start();
-    const std::string bound = server.local_address().to_string();
+    std::string bound = cfg.listen.empty() ? "" : server.local_address().to_string();
+    if (tls) {
+      bound += (bound.empty() ? "" : ", ") + ("https://" + server.tls_local_address().to_string());
+    }
     spdlog::info("listening on {} ({} Ps, up to {} connections)", bound, green::num_procs(),
                  server.max_connections());
     std::size_t still_running = 0;
     {
-      SignalWaiter signal_waiter(server, debug_server.get(), *access_log);
+      SignalWaiter signal_waiter(server, debug_server.get(), *access_log, tls.get());
       still_running = server.serve();
     }
     debug_done.wait();  // shut down with the public server

@@ -43,6 +43,7 @@ Server::Server(ServerOptions options, const Router& router, AccessLog* access_lo
 
 Server::~Server() {
   listener_.close();
+  tls_listener_.close();
   state_->base.second();  // handlers that honour their request's context end
   wait_for_connections(Clock::time_point::max());
   if (spare_fd_ >= 0) ::close(spare_fd_);
@@ -59,19 +60,41 @@ bool Server::wait_for_connections(Clock::time_point until) {
 }
 
 int Server::listen() {
-  std::optional<net::Address> at = net::Address::parse(options_.listen);
-  if (!at) return -EINVAL;
   net::ListenOptions lo;
   lo.reuse_port = options_.reuse_port;
-  const int rc = net::TcpListener::listen(*at, &listener_, lo);
-  if (rc == 0) ready_.store(true, std::memory_order_relaxed);  // a health flag, read relaxed
-  return rc;
+  if (options_.listen.empty() && options_.listen_tls.empty()) return -EINVAL;
+  if (!options_.listen.empty()) {
+    std::optional<net::Address> at = net::Address::parse(options_.listen);
+    if (!at) return -EINVAL;
+    if (const int rc = net::TcpListener::listen(*at, &listener_, lo); rc != 0) return rc;
+  }
+  if (!options_.listen_tls.empty()) {
+    std::optional<net::Address> at = net::Address::parse(options_.listen_tls);
+    int rc = at && options_.tls ? 0 : -EINVAL;
+    if (rc == 0) rc = net::TcpListener::listen(*at, &tls_listener_, lo);
+    if (rc != 0) {
+      listener_.close();
+      return rc;
+    }
+  }
+  ready_.store(true, std::memory_order_relaxed);  // a health flag, read relaxed
+  return 0;
 }
 
-void Server::reject(net::TcpStream& stream) {
+net::Address Server::tls_local_address() const {
+  return tls_listener_.is_open() ? tls_listener_.local_address() : net::Address();
+}
+
+void Server::reject(net::TcpStream& stream, bool tls) {
   // Over the cap: a short answer the client can act on (retry elsewhere), then close. The
-  // socket is fresh, so the write goes straight into its empty send buffer.
+  // socket is fresh, so the write goes straight into its empty send buffer. A TLS client
+  // cannot read a plain answer, and a handshake costs what the cap is there to save: it is
+  // only closed (nginx drops connections over worker_connections without a word, too).
   metrics_.rejected_connections.fetch_add(1, std::memory_order_relaxed);
+  if (tls) {
+    stream.close();
+    return;
+  }
   ByteBuffer out;
   append_error_response(out, 503, "Service Unavailable: too many open connections",
                         kRetryAfterLine);
@@ -81,14 +104,12 @@ void Server::reject(net::TcpStream& stream) {
   stream.close();
 }
 
-std::size_t Server::serve() {
-  serving_.store(true, std::memory_order_seq_cst);  // paired with shutdown(): see there
-  state_->reclaimer.start();
+void Server::accept_loop(net::TcpListener& listener, bool tls) {
   auto backoff = std::chrono::milliseconds(5);
   for (;;) {
     net::TcpStream stream;
     net::Address peer;
-    const int rc = listener_.accept(&stream, &peer);
+    const int rc = listener.accept(&stream, &peer);
     if (rc == -ECANCELED) break;  // shutdown closed the listener
     // A spare lost to another thread's open (below) is taken back once a descriptor is free.
     if ((rc == -EMFILE || rc == -ENFILE) && spare_fd_ < 0) {
@@ -105,14 +126,16 @@ std::size_t Server::serve() {
       // Endpoints.OutOfDescriptorsIs503AndTheServerRecovers).
       ::close(spare_fd_);
       spare_fd_ = -1;
-      const int refused = ::accept4(listener_.fd(), nullptr, nullptr, SOCK_CLOEXEC);
+      const int refused = ::accept4(listener.fd(), nullptr, nullptr, SOCK_CLOEXEC);
       if (refused >= 0) {
         metrics_.rejected_connections.fetch_add(1, std::memory_order_relaxed);
-        ByteBuffer out;
-        append_error_response(out, 503, "Service Unavailable: too many open connections",
-                              kRetryAfterLine);
-        (void)::send(refused, out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-        ::shutdown(refused, SHUT_WR);
+        if (!tls) {
+          ByteBuffer out;
+          append_error_response(out, 503, "Service Unavailable: too many open connections",
+                                kRetryAfterLine);
+          (void)::send(refused, out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+          ::shutdown(refused, SHUT_WR);
+        }
         ::close(refused);
       }
       spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -128,8 +151,28 @@ std::size_t Server::serve() {
     }
     if (rc != 0) continue;  // ECONNABORTED and friends: that one client's problem
     backoff = std::chrono::milliseconds(5);
-    admit(std::move(stream), peer);
+    admit(std::move(stream), peer, tls);
   }
+}
+
+std::size_t Server::serve() {
+  serving_.store(true, std::memory_order_seq_cst);  // paired with shutdown(): see there
+  state_->reclaimer.start();
+  // One accept loop per listener; with both, the HTTPS one in a green thread of its own.
+  green::WaitGroup tls_loop;
+  if (listener_.is_open() && tls_listener_.is_open()) {
+    tls_loop.add(1);
+    green::go([this, &tls_loop] {
+      accept_loop(tls_listener_, true);
+      tls_loop.done();
+    });
+  }
+  if (listener_.is_open()) {
+    accept_loop(listener_, false);
+  } else if (tls_listener_.is_open()) {
+    accept_loop(tls_listener_, true);
+  }
+  tls_loop.wait();
 
   // shutdown() may still be running on another thread: the Server must outlive it, so wait
   // before draining (and before the caller can destroy us).
@@ -178,9 +221,9 @@ std::size_t Server::serve() {
       std::max<int64_t>(0, metrics_.open_connections.load(std::memory_order_acquire)));
 }
 
-void Server::run_connection(net::TcpStream stream, const net::Address& peer) {
+void Server::run_connection(net::TcpStream stream, const net::Address& peer, bool tls) {
   {
-    Connection c(*this, std::move(stream), peer);
+    Connection c(*this, std::move(stream), peer, tls);
     c.run();
   }
   // The last touch of *this. Release: the drain and ~Server read this count and then the
@@ -189,19 +232,21 @@ void Server::run_connection(net::TcpStream stream, const net::Address& peer) {
   metrics_.open_connections.fetch_sub(1, std::memory_order_release);
 }
 
-bool Server::count_in(net::TcpStream& stream) {
+bool Server::count_in(net::TcpStream& stream, bool tls) {
   metrics_.accepted_connections.fetch_add(1, std::memory_order_relaxed);
   if (metrics_.open_connections.load(std::memory_order_relaxed) >= max_connections_) {
-    reject(stream);
+    reject(stream, tls);
     return false;
   }
   metrics_.open_connections.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
-void Server::admit(net::TcpStream stream, const net::Address& peer) {
-  if (!count_in(stream)) return;
-  green::go([this, s = std::move(stream), peer]() mutable { run_connection(std::move(s), peer); });
+void Server::admit(net::TcpStream stream, const net::Address& peer, bool tls) {
+  if (!count_in(stream, tls)) return;
+  green::go([this, s = std::move(stream), peer, tls]() mutable {
+    run_connection(std::move(s), peer, tls);
+  });
 }
 
 void Server::serve_connection(net::TcpStream stream, const net::Address& peer) {
@@ -212,7 +257,7 @@ void Server::serve_connection(net::TcpStream stream, const net::Address& peer) {
   }
   // The same admission as serve()'s accept loop: counted before the connection registers, so
   // a drain that starts now waits for it (and wakes it to close itself).
-  if (count_in(stream)) run_connection(std::move(stream), peer);
+  if (count_in(stream, false)) run_connection(std::move(stream), peer, false);
 }
 
 void Server::shutdown() {
@@ -225,13 +270,10 @@ void Server::shutdown() {
   // (and its Connection: close responses, which send clients off to reconnect) starts in
   // serve() once the socket is really closed, so only a new client's handshake that completes
   // in the moment between the last accept and the close is still refused with a reset.
-  for (;;) {
-    net::TcpStream stream;
-    net::Address peer;
-    if (listener_.accept(&stream, &peer, Clock::now()) != 0) break;  // -ETIMEDOUT: empty
-    admit(std::move(stream), peer);
-  }
+  accept_queued(listener_, false);
+  accept_queued(tls_listener_, true);
   listener_.close();  // serve()'s accept returns, and serve() starts the drain
+  tls_listener_.close();
   // Without serve() (no accept holds the descriptor, so it is closed already), or should it
   // have started just now: start it here. Twice is harmless. seq_cst, kept: serve() stores
   // serving_ and then accepts (finding the listener closed starts the drain); we close the
@@ -240,6 +282,16 @@ void Server::shutdown() {
   // costs nothing here (once per shutdown).
   if (!serving_.load(std::memory_order_seq_cst)) start_drain();
   state_->shutdown_done.done();
+}
+
+void Server::accept_queued(net::TcpListener& listener, bool tls) {
+  if (!listener.is_open()) return;
+  for (;;) {
+    net::TcpStream stream;
+    net::Address peer;
+    if (listener.accept(&stream, &peer, Clock::now()) != 0) break;  // -ETIMEDOUT: empty
+    admit(std::move(stream), peer, tls);
+  }
 }
 
 void Server::start_drain() {

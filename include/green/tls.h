@@ -194,7 +194,8 @@ class TlsSession {
 
   // The server's handshake on an accepted stream, under `deadline` (the stream's read and
   // write deadlines are set to it for the handshake and left so; set them afterwards).
-  // Returns 0 and fills *out, or a negative errno with *why (when given) saying why.
+  // Returns 0 and fills *out, or a negative errno with *why (when given) saying why; after a
+  // failed handshake *out holds the dead session for its last_error() only (or is null).
   //
   // Before OpenSSL sees a byte the first one is peeked: a client speaking plain HTTP to the
   // TLS port is answered "400 Bad Request" saying so (nginx's "The plain HTTP request was sent
@@ -232,8 +233,8 @@ class TlsSession {
   int close_notify(TcpStream& s);
 
   TlsVersion version() const;
-  std::string_view cipher() const;    // "TLS_AES_128_GCM_SHA256"
-  std::string_view alpn() const;      // the protocol chosen, or empty
+  std::string_view cipher() const;       // "TLS_AES_128_GCM_SHA256"
+  std::string_view alpn() const;         // the protocol chosen, or empty
   std::string_view server_name() const;  // the SNI the client sent (server side), or empty
   bool resumed() const;
   // What the last failed call saw: OpenSSL's reason ("wrong version number", "certificate
@@ -247,13 +248,14 @@ class TlsSession {
 
  private:
   TlsSession() = default;
-  ssize_t fail(int ssl_result, int rc);
-  int handshake(TcpStream& s, Deadline deadline, TlsHandshakeFailure* why, const void* slots);
+  ssize_t io_failure(int ssl_error, const Io& io);
+  ssize_t do_read(TcpStream& s, void* buf, std::size_t n, bool park);
+  int handshake(TcpStream& s, Deadline deadline, TlsHandshakeFailure* why, void* slots);
   ssl_st* ssl_ = nullptr;
   std::shared_ptr<const void> owner_;  // keeps the SSL_CTX's generation (or client ctx) alive
   void* in_use_slot_ = nullptr;        // the TlsServerStats::in_use counter this one holds
   std::string last_error_;
-  int last_errno_ = 0;  // set by the BIO: the TcpStream's error behind an SSL_ERROR_SYSCALL
+  std::string peer_key_;  // client side: "server_name:port", the session cache's key
   bool peer_closed_ = false;
 };
 

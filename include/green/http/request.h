@@ -19,7 +19,7 @@ class Context;  // green/context.h
 namespace green::net {
 class TcpStream;
 class TlsSession;
-}
+}  // namespace green::net
 
 namespace green::http {
 

@@ -138,13 +138,18 @@ class Server {
 
  private:
   friend class Connection;
-  void reject(net::TcpStream& stream);
+  void reject(net::TcpStream& stream, bool tls);
   // Counts a new connection in, or rejects it (503) over the cap; true when admitted.
-  bool count_in(net::TcpStream& stream);
-  // Starts an admitted connection's green thread, or rejects it over the cap.
-  void admit(net::TcpStream stream, const net::Address& peer);
+  bool count_in(net::TcpStream& stream, bool tls);
+  // Starts an admitted connection's green thread, or rejects it over the cap. `tls`: from
+  // the HTTPS listener.
+  void admit(net::TcpStream stream, const net::Address& peer, bool tls);
   // Runs an admitted connection (already counted in open_connections) to its end.
-  void run_connection(net::TcpStream stream, const net::Address& peer);
+  void run_connection(net::TcpStream stream, const net::Address& peer, bool tls);
+  // Accepts on `listener` until it is closed (shutdown).
+  void accept_loop(net::TcpListener& listener, bool tls);
+  // Accepts what is queued on `listener` without waiting (shutdown).
+  void accept_queued(net::TcpListener& listener, bool tls);
   // The registry of live connections (ServerState::registry), for the drain.
   void register_connection(Connection* c);
   void unregister_connection(Connection* c);
@@ -162,6 +167,7 @@ class Server {
   std::unique_ptr<ServerState> state_;  // pool, body budget, reclaimer (runs while serve() does)
   ServerMetrics metrics_;
   net::TcpListener listener_;
+  net::TcpListener tls_listener_;  // options_.listen_tls
   int64_t max_connections_ = 0;
   // /dev/null, held open to be given up when accept() fails with EMFILE (serve()).
   int spare_fd_ = -1;
