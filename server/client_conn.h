@@ -47,6 +47,8 @@ struct ClientConn {
   static constexpr std::size_t kReadBuffer = 16 * 1024;
 
   ClientConn(net::TcpStream s, std::string pool_key, const ClientOptions& options);
+  // Closes the socket; a TLS connection says close_notify first (see client_conn.cpp).
+  ~ClientConn();
   ClientConn(const ClientConn&) = delete;
   ClientConn& operator=(const ClientConn&) = delete;
 
