@@ -742,6 +742,25 @@ TEST_F(ClientTls, ReverseProxyToAnHttpsUpstream) {
     (void)bad.read_all();
     EXPECT_EQ(wrong->client().stats().errors[static_cast<int>(ClientError::kTls)], 1u);
 
+    // A failed handshake sent nothing: the request moves on to the next upstream (as a failed
+    // connect does), whichever of the two round robin starts with.
+    HandshakePeer garbage(HandshakePeer::Mode::kGarbage);
+    po.client.tls_ca_file = ca_a();
+    po.upstreams = {garbage.url(), up.https("", "localhost")};
+    po.max_fails = 0;  // both stay in the rotation
+    std::unique_ptr<green::http::ReverseProxy> two = green::http::ReverseProxy::create(po, &error);
+    ASSERT_NE(two, nullptr) << error;
+    Upstream front3([&](Router& r) { r.use([&](const auto&) { return two->handler(); }); });
+    ASSERT_TRUE(front3.listening());
+    for (int i = 0; i < 2; ++i) {
+      ClientResponse r = client.get(b.ctx(), front3.http("/echo"));
+      ASSERT_TRUE(r.ok()) << r.error_message();
+      EXPECT_EQ(r.status(), 200);
+      (void)r.read_all();
+    }
+    EXPECT_EQ(two->stats().next_upstream, 1u);
+    EXPECT_EQ(garbage.hellos(), 1);
+
     // A CA file that does not load fails create().
     po.client.tls_ca_file = g_dir + "/missing.pem";
     EXPECT_EQ(green::http::ReverseProxy::create(po, &error), nullptr);
