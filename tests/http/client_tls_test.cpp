@@ -9,7 +9,6 @@
 //     and a cancel from another green thread while the handshake is parked.
 // Every test runs inside one green::run and checks afterwards that descriptors and green
 // threads are back where they were: a failed handshake must leave nothing behind.
-#include <dirent.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -34,6 +33,7 @@
 #include "green/net.h"
 #include "green/sync.h"
 #include "green/tls.h"
+#include "tests/http/client_test_util.h"
 #include "tests/runtime/test_util.h"
 
 using namespace std::chrono_literals;
@@ -48,6 +48,10 @@ using green::http::Request;
 using green::http::ResponseWriter;
 using green::http::Router;
 using green::http::ServerOptions;
+using green::testing::Bounded;
+using green::testing::is;
+using green::testing::name;
+using green::testing::run_client_test;
 using green::testing::wait_until;
 
 namespace {
@@ -99,68 +103,6 @@ ClientOptions trusting(const std::string& ca_file) {
   ClientOptions o;
   o.tls_ca_file = ca_file;
   return o;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The harness: a runtime per test, and the leak check around it (as tests/http/client_test.cpp).
-
-int process_fds() {
-  int n = 0;
-  if (DIR* d = opendir("/proc/self/fd")) {
-    while (readdir(d) != nullptr) ++n;
-    closedir(d);
-  }
-  return n;
-}
-
-uint64_t runtime_fds() { return net::netpoll_stats().open_descriptors; }
-
-template <typename F>
-void run_tls_test(F&& test) {
-  green::Options o;
-  o.procs = 2;
-  green::run(o, [&] {
-    {  // the netpoller opens its epoll and eventfd with the first socket: before counting
-      net::TcpListener warm_up;
-      (void)net::TcpListener::listen(*net::Address::parse("127.0.0.1:0"), &warm_up);
-    }
-    const uint64_t runtime_before = runtime_fds();
-    const int process_before = process_fds();
-    const int64_t threads_before = green::num_green_threads();
-    test();
-    EXPECT_TRUE(wait_until([&] { return green::num_green_threads() == threads_before; }, 5s))
-        << green::num_green_threads() << " green threads, " << threads_before << " before:\n"
-        << green::dump_green_threads(20);
-    EXPECT_TRUE(wait_until([&] { return runtime_fds() == runtime_before; }, 5s))
-        << "runtime descriptors: " << runtime_fds() << " open, " << runtime_before << " before";
-    EXPECT_TRUE(wait_until([&] { return process_fds() == process_before; }, 5s))
-        << "process descriptors: " << process_fds() << " open, " << process_before << " before";
-  });
-}
-
-// A context that bounds a whole test's calls, so that a hang fails with kDeadlineExceeded.
-class Bounded {
- public:
-  explicit Bounded(std::chrono::nanoseconds limit = 20s) {
-    auto [ctx, cancel] = green::with_timeout(green::Context::background(), limit);
-    ctx_ = ctx;
-    cancel_ = std::move(cancel);
-  }
-  ~Bounded() { cancel_(); }
-  Bounded(const Bounded&) = delete;
-  Bounded& operator=(const Bounded&) = delete;
-  const green::Context& ctx() const { return ctx_; }
-
- private:
-  green::Context ctx_ = green::Context::background();
-  green::CancelFn cancel_;
-};
-
-const char* name(ClientError e) { return green::http::client_error_name(e); }
-
-::testing::AssertionResult is(ClientError got, ClientError want) {
-  if (got == want) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "error is " << name(got) << ", want " << name(want);
 }
 
 bool contains(std::string_view text, std::string_view part) {
@@ -321,7 +263,7 @@ class HandshakePeer {
 // GET and POST over https://, the second call on the first one's connection (one handshake);
 // the server sees TLS (scheme, SNI) and the client's counters and metrics say what happened.
 TEST_F(ClientTls, GetAndPostOverHttpsReuseOneConnection) {
-  run_tls_test([] {
+  run_client_test([] {
     std::atomic<int> seen{0};
     Upstream up([&](Router& r) { echo_routes(r, &seen); });
     ASSERT_TRUE(up.listening());
@@ -374,7 +316,7 @@ TEST_F(ClientTls, GetAndPostOverHttpsReuseOneConnection) {
 // A new connection to the same server resumes the session the first one got: the server
 // counts a resumed handshake, and so does the client.
 TEST_F(ClientTls, NewConnectionResumesTheSession) {
-  run_tls_test([] {
+  run_client_test([] {
     std::atomic<int> seen{0};
     Upstream up([&](Router& r) { echo_routes(r, &seen); });
     ASSERT_TRUE(up.listening());
@@ -427,7 +369,7 @@ TEST_F(ClientTls, NewConnectionResumesTheSession) {
 // A certificate from a CA the client does not trust, or for another host name: kTls with the
 // reason, and not one byte of the request reached the server.
 TEST_F(ClientTls, UntrustedCertificateIsTlsErrorAndSendsNothing) {
-  run_tls_test([] {
+  run_client_test([] {
     std::atomic<int> seen{0};
     Upstream up([&](Router& r) { echo_routes(r, &seen); });
     ASSERT_TRUE(up.listening());
@@ -475,7 +417,7 @@ TEST_F(ClientTls, UntrustedCertificateIsTlsErrorAndSendsNothing) {
 }
 
 TEST_F(ClientTls, CertificateForAnotherHostIsTlsError) {
-  run_tls_test([] {
+  run_client_test([] {
     std::atomic<int> seen{0};
     // 127.0.0.2 is loopback too, but not a name in the certificate (localhost, 127.0.0.1, ::1).
     Upstream up([&](Router& r) { echo_routes(r, &seen); }, "127.0.0.2");
@@ -494,7 +436,7 @@ TEST_F(ClientTls, CertificateForAnotherHostIsTlsError) {
 // connection there (it gets the server's 400 on a plain one), and an https:// call to a plain
 // port fails its handshake.
 TEST_F(ClientTls, SchemeIsPartOfThePoolKey) {
-  run_tls_test([] {
+  run_client_test([] {
     std::atomic<int> seen{0};
     Upstream up([&](Router& r) { echo_routes(r, &seen); });
     ASSERT_TRUE(up.listening());
@@ -524,7 +466,7 @@ TEST_F(ClientTls, SchemeIsPartOfThePoolKey) {
 // Redirects cross schemes both ways; credentials follow an upgrade to https:// on the same
 // host but never a downgrade to http://.
 TEST_F(ClientTls, RedirectsBetweenHttpAndHttps) {
-  run_tls_test([] {
+  run_client_test([] {
     std::atomic<int> seen{0};
     uint16_t plain = 0;
     uint16_t tls = 0;
@@ -576,7 +518,7 @@ TEST_F(ClientTls, RedirectsBetweenHttpAndHttps) {
 // Peers that break the handshake: a stall ends at connect_timeout (kTimeout) or the context's
 // deadline (kDeadlineExceeded), a close or garbage is kTls; each connection is closed at once.
 TEST_F(ClientTls, BrokenHandshakesFailCleanly) {
-  run_tls_test([] {
+  run_client_test([] {
     Bounded b;
     {
       HandshakePeer peer(HandshakePeer::Mode::kStall);
@@ -635,7 +577,7 @@ TEST_F(ClientTls, BrokenHandshakesFailCleanly) {
 // Cancelling the call's context from another green thread while the handshake is parked ends
 // it at once (kCanceled), and the connection is closed.
 TEST_F(ClientTls, CancelDuringTheHandshakeEndsItPromptly) {
-  run_tls_test([] {
+  run_client_test([] {
     HandshakePeer peer(HandshakePeer::Mode::kStall);
     ClientOptions o;
     o.tls_insecure_skip_verify = true;
@@ -668,7 +610,7 @@ TEST_F(ClientTls, CancelDuringTheHandshakeEndsItPromptly) {
 // waiting on the socket) is found dead before reuse and replaced, and the replacement resumes
 // the session.
 TEST_F(ClientTls, IdleConnectionClosedByTheServerIsReplaced) {
-  run_tls_test([] {
+  run_client_test([] {
     std::atomic<int> seen{0};
     ServerOptions options;
     options.idle_timeout = 200ms;
@@ -698,7 +640,7 @@ TEST_F(ClientTls, IdleConnectionClosedByTheServerIsReplaced) {
 // X-Forwarded-Proto: https; a plain client sees "http". An upstream whose certificate does not
 // verify is 502.
 TEST_F(ClientTls, ReverseProxyToAnHttpsUpstream) {
-  run_tls_test([] {
+  run_client_test([] {
     std::atomic<int> seen{0};
     Upstream up([&](Router& r) { echo_routes(r, &seen); });
     ASSERT_TRUE(up.listening());
