@@ -26,7 +26,7 @@ CTEST_FLAGS ?= --output-on-failure --timeout 600
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps deps-build deps-podman binary image image-test build run install test test-release \
-        test-asan test-tsan test-clang bench loadtest clean format lint fuzz soak
+        test-asan test-tsan test-clang bench loadtest clean format lint fuzz soak cert
 
 all: build
 
@@ -84,7 +84,14 @@ image-test: image
 	@if [ "$$(id -u)" = 0 ]; then set -x; python3 deploy/image_test.py --mode chroot $(IMAGE); fi
 
 run: build
+	@echo "HTTPS: make cert && ./$(BUILD)/greenhttp --listen-tls 127.0.0.1:8443 --tls-cert $(BUILD)/tls/server.pem --tls-key $(BUILD)/tls/server.key; curl --cacert $(BUILD)/tls/ca.pem https://localhost:8443/plaintext"
 	./$(BUILD)/greenhttp
+
+# A throwaway CA and a server certificate for localhost in $(BUILD)/tls (config/tls/make-cert.sh;
+# ca.pem is what a client trusts), made once: delete $(BUILD)/tls for a new one.
+cert:
+	@if [ -f $(BUILD)/tls/server.pem ]; then echo "make cert: $(BUILD)/tls/server.pem exists"; \
+	else config/tls/make-cert.sh $(BUILD)/tls && echo "make cert: $(BUILD)/tls/server.pem, server.key, ca.pem"; fi
 
 # Headers, libgreenrt.a + libgreenhttp.a, the CMake package (find_package(greenhttp)), the
 # pkg-config file and the binary, under PREFIX (cmake/install.cmake).

@@ -12,7 +12,10 @@ Settings (environment, all optional):
   LOADTEST_DURATION=8       seconds per measured wrk run (quick: 2)
   LOADTEST_ROUNDS=2         interleaved rounds per scenario
   LOADTEST_PEERS=greenhttp,go,nginx
-  LOADTEST_SCENARIOS=plaintext,json,pipelined,echo,mix,c1000,c10000,proxy,fanout
+  LOADTEST_SCENARIOS=plaintext,json,pipelined,echo,mix,c1000,c10000,proxy,fanout,https,
+                     https-handshake,https-idle (the default set); https-handshake-full and
+                     https-flood run only when named; https-all names the five HTTPS ones
+  LOADTEST_TLS_IDLE_CONNS=10000  idle keep-alive TLS connections per peer in https-idle
   LOADTEST_IDLE_CONNS=10000 idle keep-alive connections held per peer (0: skip)
   LOADTEST_BENCH=1          0 skips the runtime microbenchmarks
   LOADTEST_BENCH_ARGS       e.g. "-n 200000 -parked 100000" (quick's default)
@@ -25,6 +28,7 @@ A run that sets PEERS, SCENARIOS, DURATION, ROUNDS, IDLE_CONNS or BENCH(_ARGS) w
 <date>-<host>[-quick]-custom.md, so it never overwrites the report of a complete run.
 """
 
+import dataclasses
 import datetime
 import json
 import os
@@ -42,7 +46,7 @@ from types import SimpleNamespace
 sys.dont_write_bytecode = True  # keep loadtest/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import bench, charts, idle, peers, report, wrk  # noqa: E402
-from harness.scenarios import BY_NAME, SCENARIOS  # noqa: E402
+from harness.scenarios import BY_NAME, GROUPS, SCENARIOS  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -93,6 +97,12 @@ def pick_backend_cpus(wrk_cpus):
     (LOADTEST_BACKEND_CPUS) it would need more than the 4+ CPUs split in halves. On the
     2-core machines everything shares both CPUs anyway."""
     return os.environ.get("LOADTEST_BACKEND_CPUS") or wrk_cpus
+
+
+# https-flood: tlsload's connections (each a full handshake after the other), and how long it
+# runs before wrk's measurement starts and after it ends.
+FLOOD_CONNS = 200
+FLOOD_LEAD_S = 1
 
 
 def free_port(taken, start=28080):
@@ -184,7 +194,8 @@ def main():
     bench_args = os.environ.get("LOADTEST_BENCH_ARGS",
                                 "-n 200000 -parked 100000" if quick else "").split()
     peer_names = env_list("LOADTEST_PEERS", list(peers.ALL))
-    scen_names = env_list("LOADTEST_SCENARIOS", [s.name for s in SCENARIOS])
+    scen_names = env_list("LOADTEST_SCENARIOS", [s.name for s in SCENARIOS if s.default])
+    scen_names = list(dict.fromkeys(x for n in scen_names for x in GROUPS.get(n, [n])))
     build = os.path.join(REPO, os.environ.get("BUILD", "build"))
     for n in peer_names:
         if n not in peers.ALL:
@@ -199,6 +210,7 @@ def main():
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    tls_idle_conns = env_int("LOADTEST_TLS_IDLE_CONNS", BY_NAME["https-idle"].conns)
     need = max([BY_NAME[s].conns for s in scen_names] + [idle_conns]) + 100
     if hard != resource.RLIM_INFINITY and hard < need:
         print(f"loadtest: the open-files hard limit ({hard}) is below {need}: the biggest "
@@ -206,7 +218,7 @@ def main():
 
     lo, hi = map(int, sysctl("net.ipv4.ip_local_port_range").split())
     for n in scen_names:
-        if BY_NAME[n].conns > (hi - lo + 1) * 3 // 4:
+        if BY_NAME[n].conns > (hi - lo + 1) * 3 // 4 and BY_NAME[n].kind != "idle":
             # wrk cannot bind a source address; idle_holder.py spreads over 127.0.0.x itself.
             print(f"loadtest: {n} opens {BY_NAME[n].conns} connections from one source "
                   f"address, which has {hi - lo + 1} ephemeral ports: expect connect errors",
@@ -220,6 +232,18 @@ def main():
                           server_cpus=server_cpus, backend_cpus=backend_cpus,
                           backend_threads=cpu_count(backend_cpus))
 
+    tls_skip = None
+    if any(BY_NAME[s].tls for s in scen_names):
+        try:
+            ctx.tls_dir = peers.make_cert(REPO, tmp)
+            if any(BY_NAME[s].client == "tlsload" or BY_NAME[s].kind == "flood"
+                   for s in scen_names):
+                peers.build_go(ctx, "tlsload", wrk.tlsload_binary(build))
+        except peers.PeerUnavailable as e:
+            tls_skip = str(e)
+            print(f"loadtest: skipping the HTTPS scenarios: {e}", file=sys.stderr)
+            scen_names = [s for s in scen_names if not BY_NAME[s].tls]
+
     skipped, live = {}, []
     for name in peer_names:
         peer = peers.ALL[name](ctx)
@@ -232,12 +256,17 @@ def main():
 
     taken = set()
     def per_peer(scen_name):  # planned seconds of one peer in one scenario
-        return warmup + 1 + rounds * (BY_NAME[scen_name].seconds(seconds) + 0.7)
+        scen = BY_NAME[scen_name]
+        if scen.kind == "idle":
+            return 5 + tls_idle_conns / 500  # a full handshake per connection, one at a time
+        lead = FLOOD_LEAD_S if scen.kind == "flood" else 0
+        return warmup + 1 + rounds * (scen.seconds(seconds) + 0.7 + lead)
 
     total = sum(per_peer(s) for s in scen_names) * len(live) + \
         (len(live) * 4 if idle_conns else 0) + ((30 if quick else 150) if run_bench else 0)
     progress = Progress(total)
     runs, smoke, idle_results = [], {}, {}
+    tls_idle, tls_info = {}, {}  # https-idle per peer; the negotiated version and cipher
     scripts = {s: wrk.script_for(BY_NAME[s], REPO, tmp) for s in scen_names}
     loadavg = open("/proc/loadavg").read().split()[:3]
 
@@ -291,24 +320,109 @@ def main():
             started.append(front)
         return started
 
+    def start_tls(scen):
+        """Each live peer's HTTPS twin (peers.TLS_PEERS) on the run's certificate; in
+        https-flood, greenhttp a second time with the handshake cap lifted. Smoke results go
+        under "tls:<route>" beside the plain ones."""
+        names = [p.name for p in live if p.name in peers.TLS_PEERS]
+        if scen.kind == "flood" and "greenhttp" in names:
+            names.insert(names.index("greenhttp") + 1, "greenhttp-uncapped")
+        started = []
+        for name in names:
+            result = smoke.setdefault(name, {})
+            peer = peers.TLS_PEERS[name](ctx)
+            try:
+                peer.prepare()
+                peer.start(free_port(taken))
+            except peers.PeerUnavailable as e:
+                result["tls:plaintext"] = f"skipped: {e}"
+                progress.skip(per_peer(scen.name))
+                continue
+            fronts.append(peer)
+            result.update({f"tls:{k}": v for k, v in peer.smoke().items()})
+            tls_info[name] = getattr(peer, "negotiated", "?")
+            started.append(peer)
+        return started
+
+    def run_flood(scen, runnable):
+        """tlsload -keepalive on scen.conns connections, opened first, then measured for the
+        run's seconds while a second tlsload floods the same server with new connections
+        (full handshakes) from FLOOD_LEAD_S before to after it; the flood's own rate rides
+        along in the run's figures."""
+        flood = dataclasses.replace(scen, conns=FLOOD_CONNS, kind="load")
+        for rnd in range(1, rounds + 1):
+            for p in runnable:
+                progress.show(f"{scen.name} | {p.name} | round {rnd}/{rounds}")
+                procs = [subprocess.Popen(
+                    wrk.command(scen, p.port, seconds, wrk_cpus, "", build=build)
+                    + ["-lead", f"{FLOOD_LEAD_S}s"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+                try:
+                    first = procs[0].stdout.readline()  # its connections are established
+                    if first.strip() == "ESTABLISHED":
+                        procs.append(subprocess.Popen(
+                            wrk.command(flood, p.port, seconds + 2 * FLOOD_LEAD_S, wrk_cpus, "",
+                                        build=build),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+                    outs = [q.communicate(timeout=seconds + 60) for q in procs]
+                finally:
+                    for q in procs:
+                        if q.poll() is None:
+                            q.kill()
+                            q.wait()
+                r = wrk.parse(procs[0].returncode, *outs[0])
+                if len(outs) > 1:
+                    f = wrk.parse(procs[1].returncode, *outs[1])
+                    if "error" in f:
+                        r["flood_error"] = f["error"]
+                    else:
+                        r["flood_rps"], r["flood_errors"] = f["rps"], f["socket_errors"]
+                if "error" not in r:
+                    r.update(cpu_s=0.0, peak_rss=0)  # shared by both loads: not reported
+                r.update(scenario=scen.name, peer=p.name, round=rnd)
+                runs.append(r)
+                if "error" in r:
+                    progress.note(f"loadtest: {scen.name} {p.name}: {r['error']}")
+                time.sleep(0.5)
+
     try:
         for scen_name in scen_names:
             scen = BY_NAME[scen_name]
-            active = start_fronts(scen) if scen.front else [p for p in list(live) if start(p)]
+            if scen.kind == "idle":
+                for p in start_tls(scen):
+                    progress.show(f"{scen_name} x{tls_idle_conns} | {p.name}")
+                    tls_idle[p.name] = idle.measure(p, REPO, tls_idle_conns, tls=True)
+                    p.stop()
+                    if "error" in tls_idle[p.name]:
+                        progress.note(f"loadtest: {scen_name} {p.name}: "
+                                      f"{tls_idle[p.name]['error']}")
+                fronts.clear()
+                continue
+            if scen.front:
+                active = start_fronts(scen)
+            elif scen.tls:
+                active = start_tls(scen)
+            else:
+                active = [p for p in list(live) if start(p)]
             runnable = []
             for p in active:
-                bad = [r for r in scen.needs if smoke[p.name].get(r) != "ok"]
+                bad = [r for r in scen.needs
+                       if smoke[p.name].get(f"tls:{r}" if scen.tls else r) != "ok"]
                 if bad:
+                    key = f"tls:{bad[0]}" if scen.tls else bad[0]
                     progress.note(f"loadtest: {scen_name}: {p.name} skipped, /{bad[0]}: "
-                                  f"{smoke[p.name][bad[0]]}")
+                                  f"{smoke[p.name].get(key)}")
                     progress.skip(per_peer(scen_name))
                     p.stop()
                 else:
                     runnable.append(p)
+            if scen.kind == "flood":
+                run_flood(scen, runnable)
+                runnable = []
             for p in runnable:
                 progress.show(f"{scen_name} | {p.name} | warm-up")
                 subprocess.run(wrk.command(scen, p.port, warmup, wrk_cpus, scripts[scen_name],
-                                           floor=False),
+                                           floor=False, build=build),
                                capture_output=True, timeout=warmup + 60)
                 time.sleep(0.5)
             for rnd in range(1, rounds + 1):
@@ -352,7 +466,8 @@ def main():
     # report of a complete run.
     custom = any(os.environ.get(v, "").strip() for v in (
         "LOADTEST_PEERS", "LOADTEST_SCENARIOS", "LOADTEST_DURATION", "LOADTEST_ROUNDS",
-        "LOADTEST_IDLE_CONNS", "LOADTEST_BENCH", "LOADTEST_BENCH_ARGS"))
+        "LOADTEST_IDLE_CONNS", "LOADTEST_BENCH", "LOADTEST_BENCH_ARGS",
+        "LOADTEST_TLS_IDLE_CONNS"))
     stem = f"{now:%Y-%m-%d}-{host}" + ("-quick" if quick else "") + ("-custom" if custom else "")
     base = os.path.join(out_dir, stem)
     names = [p for p in peer_names if p not in skipped]
@@ -360,7 +475,22 @@ def main():
     commands = [f"# {p}: {peers.ALL[p](ctx).display()}" for p in names]
     commands.append(f"# wrk (in loadtest/wrk/, each script with report.lua appended), "
                     f"pinned with taskset -c {wrk_cpus}:")
-    commands += [wrk.display_command(BY_NAME[s], seconds) for s in scen_names]
+    commands += [wrk.display_command(BY_NAME[s], seconds) for s in scen_names
+                 if BY_NAME[s].kind != "idle"]
+    if any(BY_NAME[s].tls for s in scen_names):
+        commands.append("# HTTPS scenarios: every peer on one certificate, "
+                        "config/tls/make-cert.sh TMP/tls (TMP/tls/server.pem, server.key):")
+        for p in list(names) + (["greenhttp-uncapped"] if "https-flood" in scen_names else []):
+            if p in peers.TLS_PEERS:
+                commands.append(f"# {p}, HTTPS: "
+                                + peers.TLS_PEERS[p](ctx).display().replace(ctx.tls_dir,
+                                                                            "TMP/tls"))
+    if "https-flood" in scen_names:
+        commands.append(f"# https-flood, once the run above has printed ESTABLISHED, from "
+                        f"{FLOOD_LEAD_S} s before its measurement to after it:")
+        commands.append(wrk.display_command(dataclasses.replace(
+            BY_NAME["https-flood"], conns=FLOOD_CONNS, kind="load"),
+            seconds + 2 * FLOOD_LEAD_S))
     kinds = list(dict.fromkeys(BY_NAME[s].front for s in scen_names if BY_NAME[s].front))
     if kinds:
         commands.append("# the proxy/fanout backend, then each front, upstream BACKEND:")
@@ -373,6 +503,9 @@ def main():
                 commands.append(f"# {kind}, {p}: {front.display()}")
     if idle_conns:
         commands.append(f"python3 loadtest/idle_holder.py --port PORT --count {idle_conns}")
+    if "https-idle" in scen_names:
+        commands.append(f"python3 loadtest/idle_holder.py --port PORT --count {tls_idle_conns} "
+                        "--tls")
     meta = {
         "date": f"{now:%Y-%m-%d %H:%M}", "host": host, "quick": quick,
         "command": " ".join([f"{v}={os.environ[v]}" for v in sorted(os.environ)
@@ -396,10 +529,12 @@ def main():
         "versions": {p: peers.ALL[p](ctx).version() for p in names},
         "peer_commands": {p: peers.ALL[p](ctx).display() for p in names},
         "idle_conns": idle_conns, "commands": commands,
+        "tls_idle_conns": tls_idle_conns, "tls_skip": tls_skip, "flood_conns": FLOOD_CONNS,
     }
     shutil.rmtree(tmp, ignore_errors=True)
     render(base, {"meta": meta, "skipped": skipped, "smoke": smoke, "runs": runs,
-                  "idle": idle_results, "bench": bench_result})
+                  "idle": idle_results, "bench": bench_result, "tls_idle": tls_idle,
+                  "tls_info": tls_info})
 
 
 def render(base, data, write_json=True):
@@ -408,25 +543,32 @@ def render(base, data, write_json=True):
     names = meta.get("peers") or list(meta["versions"])
     scen_names = meta.get("scenarios") or list(dict.fromkeys(r["scenario"] for r in runs))
     summary = report.summarise(runs)
-    pngs, chart_err = charts.draw(summary, names, scen_names, base)
+    loads = [s for s in scen_names if s in BY_NAME and BY_NAME[s].kind == "load"]
+    pngs, chart_err = charts.draw(summary, names, loads, base) if loads else ([], None)
     if chart_err:
         print(f"loadtest: {chart_err}", file=sys.stderr)
     chart_refs = [{"file": os.path.basename(p),
                    "title": charts.TITLES[p[len(base) + 1:-4]]} for p in pngs]
     report.write(base + ".md", meta, names, data["skipped"], data["smoke"], summary,
-                 idle_results, data["bench"], chart_refs, scen_names)
+                 idle_results, data["bench"], chart_refs, scen_names,
+                 data.get("tls_idle"), data.get("tls_info"))
     if write_json:
         with open(base + ".json", "w") as f:
             json.dump(data, f, indent=1, default=str)
     print(f"loadtest: report {os.path.relpath(base + '.md', REPO)}"
           + (f", charts {', '.join(os.path.relpath(p, REPO) for p in pngs)}" if pngs else ""))
     for scen in scen_names:
+        if scen not in summary:
+            continue
         cells = [f"{p} {summary[scen][p]['rps'] / 1000:.1f}K"
                  for p in names if "rps" in summary.get(scen, {}).get(p, {})]
         print(f"  {scen:<10} " + "  ".join(cells))
     for p, r in idle_results.items():
         if "per_conn" in r:
             print(f"  idle       {p} {r['per_conn'] / 1000:.1f} KB/connection")
+    for p, r in (data.get("tls_idle") or {}).items():
+        if "per_conn" in r:
+            print(f"  https-idle {p} {r['per_conn'] / 1000:.1f} KB/connection")
 
 
 if __name__ == "__main__":

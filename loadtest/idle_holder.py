@@ -4,7 +4,10 @@ then hold them all idle until stdin closes (or SIGTERM). Prints "HELD <n>" on st
 connection has had its response, so a harness can read the server's RSS with N idle
 connections; errors go to stderr.
 
-    python3 loadtest/idle_holder.py --port 8080 --count 10000 [--path /plaintext]
+    python3 loadtest/idle_holder.py --port 8080 --count 10000 [--path /plaintext] [--tls]
+
+--tls speaks HTTPS: a full TLS handshake per connection (no session reuse, no certificate
+check: the figure is the server's), made blocking, one after another within a batch.
 
 Connections are opened in batches (so a listen backlog of a few hundred is enough) and, when
 N is larger than the ephemeral ports one source address has (ip_local_port_range), spread
@@ -16,6 +19,7 @@ import resource
 import selectors
 import signal
 import socket
+import ssl
 import sys
 
 IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h: bind the address now, choose the port at connect
@@ -53,6 +57,8 @@ def open_batch(args, sources, start, count):
             s.bind((src, 0))
         s.settimeout(args.timeout)
         s.connect((args.host, args.port))
+        if args.tls:
+            s = args.tls.wrap_socket(s, server_hostname=args.host)
         s.sendall(args.request)
         s.setblocking(False)
         socks.append(s)
@@ -68,7 +74,12 @@ def open_batch(args, sources, start, count):
             raise TimeoutError(f"{pending} responses missing after {args.timeout} s")
         for key, _ in events:
             s = key.fileobj
-            data = s.recv(65536)
+            try:
+                data = s.recv(65536)
+                while isinstance(s, ssl.SSLSocket) and s.pending():
+                    data += s.recv(65536)  # decrypted bytes the selector cannot see
+            except ssl.SSLWantReadError:
+                continue  # a record without data (a TLS 1.3 session ticket)
             if not data:
                 raise ConnectionError("server closed a connection before answering")
             bufs[s] += data
@@ -87,11 +98,16 @@ def main():
     p.add_argument("--path", default="/plaintext")
     p.add_argument("--batch", type=int, default=250)
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--tls", action="store_true", help="HTTPS (no certificate verification)")
     p.add_argument("--per-source", type=int, default=0,
                    help="connections per source address (default: 3/4 of the port range)")
     args = p.parse_args()
     args.request = (f"GET {args.path} HTTP/1.1\r\nHost: {args.host}\r\n"
                     "User-Agent: greenhttp-idle-holder\r\n\r\n").encode()
+    if args.tls:
+        args.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        args.tls.check_hostname = False
+        args.tls.verify_mode = ssl.CERT_NONE
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and args.count + 64 > hard:

@@ -248,7 +248,12 @@ int main(int argc, char** argv) {
     if (!cfg.listen_tls.empty()) {
       tls = green::net::TlsServerContext::create(tls_settings(cfg), &error);
       if (!tls) {
-        std::fprintf(stderr, "greenhttp: --tls-cert/--tls-key: %s\n", error.c_str());
+        // Name the flag the error is about: the cipher lists, or else the certificate pair.
+        const char* flag = error.starts_with("bad TLS 1.2 cipher list") ? "--tls-ciphers"
+                           : error.starts_with("bad TLS 1.3 cipher suites")
+                               ? "--tls-ciphersuites"
+                               : "--tls-cert/--tls-key";
+        std::fprintf(stderr, "greenhttp: %s: %s\n", flag, error.c_str());
         exit_code = 2;
         return;
       }

@@ -257,6 +257,7 @@ class TlsSession {
   std::string last_error_;
   std::string peer_key_;  // client side: "server_name:port", the session cache's key
   bool peer_closed_ = false;
+  bool socket_drained_ = false;  // the last socket read left it empty (wait_readable parks)
 };
 
 // A TcpStream and its TlsSession together: TcpStream's API over TLS.

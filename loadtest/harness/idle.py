@@ -9,12 +9,13 @@ import time
 from . import procfs
 
 
-def measure(peer, repo, count, settle=1.0):
+def measure(peer, repo, count, settle=1.0, tls=False):
+    """tls: the connections speak HTTPS (idle_holder.py --tls, a full handshake each)."""
     pids = peer.pids()
     before = procfs.rss_bytes(pids)
     holder = subprocess.Popen(
         [sys.executable, os.path.join(repo, "loadtest", "idle_holder.py"),
-         "--port", str(peer.port), "--count", str(count)],
+         "--port", str(peer.port), "--count", str(count)] + (["--tls"] if tls else []),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = holder.stdout.readline()

@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import time
 
@@ -24,9 +26,11 @@ class PeerUnavailable(Exception):
     """The peer cannot run on this machine; the message says why and what to do."""
 
 
-def http_get(port, path, method="GET", body=None, timeout=5.0):
-    """One request on a fresh connection: (status, headers dict lower-cased, body bytes)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def http_get(port, path, method="GET", body=None, timeout=5.0, tls=None):
+    """One request on a fresh connection: (status, headers dict lower-cased, body bytes);
+    over HTTPS when tls (an ssl.SSLContext) is given."""
+    conn = (http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls)
+            if tls else http.client.HTTPConnection("127.0.0.1", port, timeout=timeout))
     try:
         conn.request(method, path, body=body)
         resp = conn.getresponse()
@@ -47,6 +51,7 @@ class Peer:
     # start() waits until GET ready_path answers 200 with this body (None: any body).
     ready_path = "/plaintext"
     ready_body = b"Hello, World!"
+    tls = None  # an ssl.SSLContext trusting the run's CA when the peer serves HTTPS (TlsPeer)
 
     def __init__(self, ctx):
         self.ctx = ctx  # repo, build dir, temp dir, threads, server cpus
@@ -90,7 +95,7 @@ class Peer:
                                       f"before answering {self.ready_path}{self.exit_hint} "
                                       f"({self._log_tail()})")
             try:
-                status, _, body = http_get(port, self.ready_path, timeout=1)
+                status, _, body = http_get(port, self.ready_path, timeout=1, tls=self.tls)
                 if status == 200 and (self.ready_body is None or body == self.ready_body):
                     return
                 last_error = f"{self.ready_path} answered {status} {body[:40]!r}"
@@ -100,6 +105,9 @@ class Peer:
         self.stop()
         raise PeerUnavailable(f"{self.name} did not answer GET {self.ready_path} with 200 "
                               f"{self.ready_body!r} within 10 s ({last_error})")
+
+    def get(self, path, method="GET", body=None, timeout=5.0):
+        return http_get(self.port, path, method, body, timeout, tls=self.tls)
 
     def pids(self):
         return procfs.tree(self.proc.pid)
@@ -126,7 +134,7 @@ class Peer:
         return results
 
     def _check_plaintext(self):
-        status, headers, body = http_get(self.port, "/plaintext")
+        status, headers, body = self.get("/plaintext")
         missing = [h for h in ("server", "date", "content-type", "content-length")
                    if h not in headers]
         if status != 200 or body != b"Hello, World!" or missing:
@@ -134,7 +142,7 @@ class Peer:
         return "ok"
 
     def _check_json(self):
-        status, headers, body = http_get(self.port, "/json")
+        status, headers, body = self.get("/json")
         if status != 200 or json.loads(body) != {"message": "Hello, World!"}:
             return f"status {status}, body {body[:40]!r}"
         if not headers.get("content-type", "").startswith("application/json"):
@@ -144,14 +152,14 @@ class Peer:
     def _check_echo(self):
         for size in (64, 1024, 4096, 65536):
             body = bytes(range(256)) * (size // 256) if size >= 256 else b"e" * size
-            status, _, got = http_get(self.port, "/echo", "POST", body)
+            status, _, got = self.get("/echo", "POST", body)
             if status != 200 or got != body:
                 return f"{size}-byte body: status {status}, {len(got)} bytes back"
         return "ok"
 
     def _check_sleep(self):
         t0 = time.monotonic()
-        status, _, body = http_get(self.port, "/sleep?ms=50")
+        status, _, body = self.get("/sleep?ms=50")
         took = time.monotonic() - t0
         if status != 200:
             return f"status {status} (no /sleep route)"
@@ -225,6 +233,19 @@ class GreenHttpBase(GreenHttp):
         return f"greenhttp base build ({self.binary()})"
 
 
+def build_go(ctx, source, binary):
+    """go build loadtest/peers/<source> into binary, offline (standard library only)."""
+    if shutil.which("go") is None:
+        raise PeerUnavailable(f"`go` is not installed: {MAKE_DEPS_HINT}")
+    os.makedirs(os.path.dirname(binary), exist_ok=True)
+    env = dict(os.environ, GOPROXY="off", GOFLAGS="-mod=mod", CGO_ENABLED="0")
+    src = os.path.join(ctx.repo, "loadtest", "peers", source)
+    p = subprocess.run(["go", "build", "-o", binary, "."], cwd=src, env=env,
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise PeerUnavailable(f"go build in {src} failed: {p.stderr.strip()}")
+
+
 class GoNetHttp(Peer):
     name = "go"
     source = "go"  # loadtest/peers/<source>/
@@ -233,15 +254,7 @@ class GoNetHttp(Peer):
         return os.path.join(self.ctx.build, "loadtest", "gopeer")
 
     def prepare(self):
-        if shutil.which("go") is None:
-            raise PeerUnavailable(f"`go` is not installed: {MAKE_DEPS_HINT}")
-        os.makedirs(os.path.dirname(self.binary()), exist_ok=True)
-        env = dict(os.environ, GOPROXY="off", GOFLAGS="-mod=mod", CGO_ENABLED="0")
-        src = os.path.join(self.ctx.repo, "loadtest", "peers", self.source)
-        p = subprocess.run(["go", "build", "-o", self.binary(), "."], cwd=src, env=env,
-                           capture_output=True, text=True)
-        if p.returncode != 0:
-            raise PeerUnavailable(f"go build in {src} failed: {p.stderr.strip()}")
+        build_go(self.ctx, self.source, self.binary())
 
     def argv(self, port):
         return [self.binary(), "--listen", f"127.0.0.1:{port}", "--threads",
@@ -336,7 +349,7 @@ class Front:
         self.log_path = os.path.join(ctx.tmp, f"{self.name}-{self.kind}.log")
 
     def _check_proxy(self):
-        status, headers, body = http_get(self.port, "/plaintext")
+        status, headers, body = self.get("/plaintext")
         if status != 200 or body != b"Hello, World!":
             return f"GET /plaintext through it: status {status}, body {body[:40]!r}"
         return "ok"
@@ -381,7 +394,7 @@ class GreenHttpFanout(Front, GreenHttp):
         return argv
 
     def _check_fanout(self):
-        status, _, body = http_get(self.port, "/")
+        status, _, body = self.get("/")
         doc = json.loads(body) if status == 200 else {}
         ups = doc.get("upstreams", [])
         if len(ups) != self.calls or doc.get("late") != 0 or \
@@ -426,3 +439,95 @@ class NginxProxy(Front, Nginx):
 # none sits the scenario out.
 FRONTS = {"proxy": {"greenhttp": GreenHttpProxy, "nginx": NginxProxy, "go": GoProxy},
           "fanout": {"greenhttp": GreenHttpFanout}}
+
+
+# -- The HTTPS scenarios (issue 15): each peer serves HTTPS alone on one certificate, made once
+# per run by config/tls/make-cert.sh into ctx.tls_dir (ECDSA P-256, a throwaway CA), with its
+# defaults for protocols and ciphers. A TLS peer keeps its base peer's name, so the report's
+# columns and ratios line up with the plain scenarios.
+
+class TlsPeer:
+    """Mixin: the peer serves HTTPS on the run's certificate; checks go through a client that
+    trusts the run's CA."""
+
+    routes = ("plaintext", "resume")
+    kind = "tls"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.log_path = os.path.join(ctx.tmp, f"{self.name}-tls.log")
+        self.tls = ssl.create_default_context(cafile=os.path.join(ctx.tls_dir, "ca.pem"))
+
+    def cert(self):
+        return os.path.join(self.ctx.tls_dir, "server.pem")
+
+    def key(self):
+        return os.path.join(self.ctx.tls_dir, "server.key")
+
+    def _handshake(self, session=None):
+        """One GET /plaintext on a new TLS connection: (SSLSocket facts, session after it)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw:
+            with self.tls.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as s:
+                s.sendall(b"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          b"Connection: close\r\n\r\n")
+                while s.recv(4096):  # to the end: TLS 1.3 tickets arrive after the handshake
+                    pass
+                return (s.version(), s.cipher()[0], s.session_reused), s.session
+
+    def _check_resume(self):
+        """The session-resumption scenario assumes the server resumes: check that it does."""
+        (version, cipher, _), session = self._handshake()
+        self.negotiated = f"{version} {cipher}"
+        (_, _, reused), _ = self._handshake(session)
+        return "ok" if reused else f"a {version} session was not resumed"
+
+
+class GreenHttpTls(TlsPeer, GreenHttp):
+    # --tls-max-handshakes left at its default (2 x threads) unless `extra` says otherwise.
+    extra = ()
+
+    def argv(self, port):
+        return [self.binary(), "--listen", "off", "--listen-tls", f"127.0.0.1:{port}",
+                "--tls-cert", self.cert(), "--tls-key", self.key(), "--threads",
+                str(self.ctx.threads), "--access-log", "off", *self.extra]
+
+
+class GreenHttpTlsUncapped(GreenHttpTls):
+    """The handshake-flood scenario's comparison: concurrent handshakes effectively uncapped."""
+
+    name = "greenhttp-uncapped"
+    extra = ("--tls-max-handshakes", "1000000")
+
+
+class GoTls(TlsPeer, GoNetHttp):
+    def argv(self, port):
+        return super().argv(port) + ["--tls-cert", self.cert(), "--tls-key", self.key()]
+
+    def version(self):
+        return f"Go net/http + crypto/tls, {_tool_version(['go', 'version'])}"
+
+
+class NginxTls(TlsPeer, Nginx):
+    template = "nginx-tls.conf.in"
+
+    def fill(self, conf):
+        return conf.replace("@CERT@", self.cert()).replace("@KEY@", self.key())
+
+    def display(self):
+        return super().display().replace("nginx.conf.in", self.template)
+
+
+TLS_PEERS = {"greenhttp": GreenHttpTls, "go": GoTls, "nginx": NginxTls,
+             "greenhttp-uncapped": GreenHttpTlsUncapped}
+
+
+def make_cert(repo, tmp):
+    """The run's certificate: config/tls/make-cert.sh into tmp/tls; returns the directory."""
+    out = os.path.join(tmp, "tls")
+    p = subprocess.run(["sh", os.path.join(repo, "config", "tls", "make-cert.sh"), out],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise PeerUnavailable(f"config/tls/make-cert.sh failed: {p.stderr.strip()}")
+    # nginx's master reads the key as root before its workers become nobody; the others run
+    # as the harness's user.
+    return out

@@ -29,6 +29,11 @@ def summarise(runs):
                          cpu_us_per_req=(sum(r["cpu_s"] for r in ok) * 1e6 / reqs) if reqs else None,
                          peak_rss=max(r["peak_rss"] for r in ok),
                          rounds=[r["rps"] for r in ok])
+                flood = [r["flood_rps"] for r in ok if "flood_rps" in r]
+                if flood:  # https-flood: the handshake flood's own rate beside the wrk run
+                    s.update(flood_rps=statistics.median(flood),
+                             flood_errors=sum(r.get("flood_errors", 0) for r in ok),
+                             p99_rounds=[r["p99_us"] for r in ok])
             summary.setdefault(scen, {})[peer] = s
     return summary
 
@@ -50,7 +55,7 @@ def scenario_table(scen, peers, summary, lines):
               "| CPU/req | peak RSS | requests/s per round |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     base = summary.get(scen, {}).get("nginx", {}).get("rps")
-    for p in peers:
+    for p in peers + [p for p in summary.get(scen, {}) if p not in peers]:
         s = summary.get(scen, {}).get(p)
         if s is None:
             continue
@@ -75,6 +80,8 @@ def headline(summary, peers, scenarios, idle, lines):
               + " |",
               "| --- |" + " ---: |" * (len(peers) + len(ratios))]
     for scen in scenarios:
+        if BY_NAME[scen].kind != "load":
+            continue
         row = summary.get(scen, {})
         rps = {p: row.get(p, {}).get("rps") for p in peers}
         cells = [kilo(rps[p]) if rps[p] else "–" for p in peers]
@@ -153,6 +160,115 @@ def proxy_goals(row):
     return rows
 
 
+def met(ok):
+    return "met" if ok else "not met"
+
+
+def tls_section(meta, peers, summary, tls_idle, tls_info, scenarios, lines):
+    """Issue 15: HTTPS figures and goals (greenhttp against nginx `ssl` and Go crypto/tls on
+    the same certificate), memory per idle TLS connection, and the handshake flood."""
+    if not any(BY_NAME[s].tls for s in scenarios):
+        return
+    lines += ["## HTTPS (issue 15)", ""]
+    if meta.get("tls_skip"):
+        lines += [f"Not run: {meta['tls_skip']}", ""]
+        return
+    lines += ["Every peer serves one certificate made for the run by `config/tls/make-cert.sh` "
+              "(ECDSA P-256, signed by a throwaway CA), with its own default protocols and "
+              "ciphers; nginx with `ssl_session_cache shared:SSL:10m` and `ssl_session_tickets "
+              "on` (peers/nginx/nginx-tls.conf.in), Go with `ServeTLS` (HTTP/2 off). "
+              "Negotiated with Python's `ssl` client: "
+              + ", ".join(f"{p} {v}" for p, v in tls_info.items()) + ".", ""]
+    row = lambda scen: summary.get(scen, {})
+    rows = []
+
+    def rps_goal(scen, base, goal, label):
+        g, b = row(scen).get("greenhttp", {}), row(scen).get(base, {})
+        if g.get("rps") and b.get("rps"):
+            r = g["rps"] / b["rps"]
+            rows.append(f"| {label} | {r:.2f}× ({kilo(g['rps'])} vs {kilo(b['rps'])}; "
+                        f"{g.get('socket_errors', 0)} socket errors) | "
+                        + (f"{met(r >= goal)} |" if goal else "reported |"))
+
+    rps_goal("https", "nginx", 1.0, "HTTPS keep-alive c=100 ≥ 1.0× nginx")
+    g, n = row("https").get("greenhttp", {}), row("https").get("nginx", {})
+    if g.get("cpu_us_per_req") and n.get("cpu_us_per_req"):
+        rows.append(f"| HTTPS keep-alive CPU/req ≤ nginx's | {g['cpu_us_per_req']:.1f} vs "
+                    f"{n['cpu_us_per_req']:.1f} µs | "
+                    f"{met(g['cpu_us_per_req'] <= n['cpu_us_per_req'])} |")
+    rps_goal("https", "go", 1.5, "HTTPS keep-alive c=100 ≥ 1.5× Go")
+    rps_goal("https-handshake", "nginx", 1.0,
+             "new TLS connection per request (resumed, wrk) ≥ 1.0× nginx")
+    rps_goal("https-handshake-full", "nginx", 0,
+             "new TLS connection per request, full handshakes (tlsload), vs nginx")
+    for scen in ("https-handshake", "https-handshake-full"):
+        g, n = row(scen).get("greenhttp", {}), row(scen).get("nginx", {})
+        if g.get("cpu_us_per_req") and n.get("cpu_us_per_req"):
+            rows.append(f"| {scen}: server CPU per connection | {g['cpu_us_per_req']:.0f} vs "
+                        f"nginx {n['cpu_us_per_req']:.0f} µs"
+                        + (f", Go {row(scen)['go']['cpu_us_per_req']:.0f} µs"
+                           if row(scen).get("go", {}).get("cpu_us_per_req") else "")
+                        + " | reported |")
+    gi, ni, oi = (tls_idle.get(p, {}).get("per_conn") for p in ("greenhttp", "nginx", "go"))
+    if gi is not None and ni is not None:
+        rows.append(f"| idle TLS connection ≤ nginx's + 4 KB | {gi / 1000:.1f} KB vs "
+                    f"{ni / 1000:.1f} KB | {met(gi <= ni + 4000)} |")
+    if gi is not None and oi is not None:
+        rows.append(f"| idle TLS connection ≤ 0.5× Go's | {gi / 1000:.1f} KB vs {oi / 1000:.1f} "
+                    f"KB ({gi / oi:.2f}×) | {met(gi <= 0.5 * oi)} |")
+    if rows:
+        lines += ["| goal (issue 15) | this run | |", "| --- | --- | --- |"] + rows + [""]
+
+    for scen in scenarios:
+        sc = BY_NAME[scen]
+        if not sc.tls or sc.kind != "load":
+            continue
+        lines += [f"### {sc.title}", "", f"`{display_command(sc, meta['seconds'])}`"
+                  + (f" — {sc.note}" if sc.note else ""), ""]
+        scenario_table(scen, peers, summary, lines)
+        lines.append("")
+
+    if "https-idle" in scenarios:
+        lines += [f"### Memory per idle keep-alive TLS connection "
+                  f"({meta.get('tls_idle_conns', 0):,} connections)", "",
+                  "`python3 loadtest/idle_holder.py --port PORT --count N --tls`: N connections, "
+                  "each a full handshake and one `GET /plaintext`, held idle; the server's RSS "
+                  "with them held, minus before, over N.", "",
+                  "| peer | RSS before | RSS with connections held | per idle TLS connection |",
+                  "| --- | ---: | ---: | ---: |"]
+        for p, r in tls_idle.items():
+            if "error" in r:
+                lines.append(f"| {p} | failed: {r['error'][:200]} | | |")
+            else:
+                lines.append(f"| {p} | {mib(r['rss_before'])} | {mib(r['rss_after'])} | "
+                             f"{r['per_conn'] / 1000:.1f} KB |")
+        lines.append("")
+
+    if "https-flood" in scenarios:
+        sc = BY_NAME["https-flood"]
+        lines += [f"### {sc.title}", "",
+                  f"`{display_command(sc, meta['seconds'])}` opens its connections, then "
+                  "measures keep-alive requests on them while "
+                  f"`build/loadtest/tlsload -c {meta.get('flood_conns', '?')}` opens new "
+                  "connections (full handshakes, `Connection: close`) from 1 s before to after "
+                  "it (latency per request, as wrk's). greenhttp-uncapped is greenhttp with "
+                  "`--tls-max-handshakes 1000000`. CPU/req is not shown: the server's CPU "
+                  "went to both loads.", "",
+                  "| server | keep-alive requests/s | p50 | p99 | p99.9 | p99 per round "
+                  "| flood: new connections/s | flood errors |",
+                  "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
+        for p, s in row("https-flood").items():
+            if "rps" not in s:
+                lines.append(f"| {p} | failed: {'; '.join(s['errors_text'])[:200]} |"
+                             + " |" * 6)
+                continue
+            lines.append(f"| {p} | {kilo(s['rps'])} | {ms(s['p50_us'])} | {ms(s['p99_us'])} | "
+                         f"{ms(s['p999_us'])} | {', '.join(ms(x) for x in s.get('p99_rounds', []))}"
+                         f" | {kilo(s['flood_rps']) if 'flood_rps' in s else '–'} | "
+                         f"{s.get('flood_errors', '–')} |")
+        lines.append("")
+
+
 def bench_section(b, lines):
     lines += ["## Runtime microbenchmarks (`make bench` shapes): greenrt and Go side by side", ""]
     if not b:
@@ -176,7 +292,8 @@ def bench_section(b, lines):
     lines += ["", "```"] + b["commands"] + ["```", ""]
 
 
-def write(path, meta, peers, skipped, smoke, summary, idle, bench, charts, scenarios):
+def write(path, meta, peers, skipped, smoke, summary, idle, bench, charts, scenarios,
+          tls_idle=None, tls_info=None):
     L = [f"# greenhttp load test — {meta['date']} on {meta['host']}"
          + (" (LOADTEST_QUICK)" if meta["quick"] else ""), ""]
     L += [f"Produced by `{meta['command']}`. Each scenario runs the peers "
@@ -212,33 +329,37 @@ def write(path, meta, peers, skipped, smoke, summary, idle, bench, charts, scena
     L += ["## Summary", ""]
     headline(summary, peers, scenarios, idle, L)
     goals(summary, idle, L)
+    tls_section(meta, peers, summary, tls_idle or {}, tls_info or {}, scenarios, L)
     L += ["## Results", ""]
     for c in charts:
         L.append(f"![{c['title']}]({c['file']})")
     L.append("")
     for scen in scenarios:
         sc = BY_NAME[scen]
+        if sc.tls:
+            continue  # in the HTTPS section
         L += [f"### {sc.title}", "", f"`{display_command(sc, meta['seconds'])}`"
               + (f" — {sc.note}" if sc.note else ""), ""]
         scenario_table(scen, peers, summary, L)
         L.append("")
-    L += [f"## Memory per idle keep-alive connection ({meta['idle_conns']:,} connections)", "",
-          "`python3 loadtest/idle_holder.py --port PORT --count N` opens N connections, sends "
-          "`GET /plaintext` on each, reads the response and holds them; the figure is the "
-          "server's RSS (process and children, /proc/PID/statm) with them held, minus before, "
-          "over N.", "",
-          "| peer | RSS before | RSS with connections held | per idle connection |",
-          "| --- | ---: | ---: | ---: |"]
-    for p in peers:
-        r = idle.get(p)
-        if r is None:
-            continue
-        if "error" in r:
-            L.append(f"| {p} | failed: {r['error'][:200]} | | |")
-        else:
-            L.append(f"| {p} | {mib(r['rss_before'])} | {mib(r['rss_after'])} | "
-                     f"{r['per_conn'] / 1000:.1f} KB |")
-    L.append("")
+    if meta["idle_conns"]:  # LOADTEST_IDLE_CONNS=0: not measured
+        L += [f"## Memory per idle keep-alive connection ({meta['idle_conns']:,} connections)",
+              "", "`python3 loadtest/idle_holder.py --port PORT --count N` opens N connections, "
+              "sends `GET /plaintext` on each, reads the response and holds them; the figure is "
+              "the server's RSS (process and children, /proc/PID/statm) with them held, minus "
+              "before, over N.", "",
+              "| peer | RSS before | RSS with connections held | per idle connection |",
+              "| --- | ---: | ---: | ---: |"]
+        for p in peers:
+            r = idle.get(p)
+            if r is None:
+                continue
+            if "error" in r:
+                L.append(f"| {p} | failed: {r['error'][:200]} | | |")
+            else:
+                L.append(f"| {p} | {mib(r['rss_before'])} | {mib(r['rss_after'])} | "
+                         f"{r['per_conn'] / 1000:.1f} KB |")
+        L.append("")
     bench_section(bench, L)
     L += ["## Exact commands", "", "```"] + meta["commands"] + ["```", ""]
     with open(path, "w") as f:

@@ -19,6 +19,17 @@ class Scenario:
     # "proxy" / "fanout": wrk loads each peer's front (peers.FRONTS), which calls a greenhttp
     # backend started for the scenario; the CPU per request is the front's.
     front: str = ""
+    # Issue 15. tls: every peer serves HTTPS on one certificate (peers.TLS_PEERS) and wrk
+    # loads https://. headers: wrk -H. client "tlsload": loadtest/peers/tlsload (a new TLS
+    # connection per request, resumption off) instead of wrk. kind "idle": memory per idle
+    # connection (harness/idle.py) instead of a load; "flood": wrk keep-alive beside a
+    # handshake flood (compare.py's run_flood).
+    tls: bool = False
+    headers: tuple = ()
+    client: str = "wrk"
+    kind: str = "load"
+    # `make loadtest` without LOADTEST_SCENARIOS runs the scenarios whose default is True.
+    default: bool = True
 
     def seconds(self, requested):
         return max(requested, self.min_seconds)
@@ -56,4 +67,34 @@ SCENARIOS = [
                   "(deadline 1 s) and answers JSON; greenhttp only"),
 ]
 
+SCENARIOS += [
+    Scenario("https", "HTTPS plaintext, keep-alive, c=100", "/plaintext", tls=True,
+             note="the same certificate (ECDSA P-256) for all; each peer's default protocols "
+                  "and ciphers (the negotiated ones are in the HTTPS section)"),
+    # wrk resumes: it SSL_clear()s and reuses one SSL object per connection slot, which keeps
+    # the session (wrk's src/ssl.c); each peer's smoke check "resume" makes sure the server
+    # does resume.
+    Scenario("https-handshake", "HTTPS, new connection per request, resumed, c=100",
+             "/plaintext", tls=True, headers=("Connection: close",),
+             needs=("plaintext", "resume"),
+             note="`Connection: close`: one TLS handshake per request; wrk resumes the session "
+                  "(an abbreviated handshake: no certificate, no signature); latency is the "
+                  "request alone, without connect and handshake"),
+    Scenario("https-handshake-full", "HTTPS, new connection per request, full handshakes, c=100",
+             "/plaintext", tls=True, client="tlsload", default=False,
+             note="loadtest/peers/tlsload: resumption off, every handshake full (ECDHE and the "
+                  "server's ECDSA signature); latency is the whole connection"),
+    Scenario("https-idle", "memory per idle keep-alive TLS connection", "/plaintext", tls=True,
+             conns=10000, kind="idle",
+             note="idle_holder.py --tls: N connections, one request each, held idle"),
+    # The measured side is tlsload -keepalive, not wrk: wrk opens its connections inside its
+    # run, which would queue its own handshakes behind the flood's.
+    Scenario("https-flood", "HTTPS keep-alive c=50 beside a full-handshake flood (c=200)",
+             "/plaintext", tls=True, conns=50, kind="flood", client="tlsload", default=False,
+             note="p99 of 50 established keep-alive connections while tlsload opens new ones; "
+                  "greenhttp with --tls-max-handshakes at its default and effectively uncapped"),
+]
+
 BY_NAME = {s.name: s for s in SCENARIOS}
+# LOADTEST_SCENARIOS names that stand for several scenarios.
+GROUPS = {"https-all": [s.name for s in SCENARIOS if s.tls]}

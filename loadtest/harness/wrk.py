@@ -21,12 +21,26 @@ def script_for(scenario, repo, tmp):
     return path
 
 
-def command(scenario, port, seconds, wrk_cpus, script, floor=True):
-    """wrk's argv; floor=False (warm-ups) ignores the scenario's minimum run length."""
+def tlsload_binary(build):
+    """loadtest/peers/tlsload, built by compare.py (peers.build_go) into the build tree."""
+    return os.path.join(build, "loadtest", "tlsload")
+
+
+def command(scenario, port, seconds, wrk_cpus, script, floor=True, build="build"):
+    """wrk's argv (or tlsload's, for client="tlsload"); floor=False (warm-ups) ignores the
+    scenario's minimum run length."""
     if floor:
         seconds = scenario.seconds(seconds)
+    if scenario.client == "tlsload":
+        return ["taskset", "-c", wrk_cpus, tlsload_binary(build), "-addr", f"127.0.0.1:{port}",
+                "-path", scenario.path, "-c", str(scenario.conns), "-d", f"{seconds}s",
+                *(["-keepalive"] if scenario.kind == "flood" else [])]
+    scheme = "https" if scenario.tls else "http"
     argv = ["taskset", "-c", wrk_cpus, "wrk", "-t1", f"-c{scenario.conns}", f"-d{seconds}s",
-            "--latency", "-s", script, f"http://127.0.0.1:{port}{scenario.path}"]
+            "--latency", "-s", script]
+    for h in scenario.headers:
+        argv += ["-H", h]
+    argv.append(f"{scheme}://127.0.0.1:{port}{scenario.path}")
     if scenario.args:
         argv += ["--", *scenario.args]
     return argv
@@ -35,20 +49,37 @@ def command(scenario, port, seconds, wrk_cpus, script, floor=True):
 def display_command(scenario, seconds):
     """The command as a person would type it in loadtest/wrk/ (no taskset, PORT unfilled)."""
     seconds = scenario.seconds(seconds)
+    if scenario.client == "tlsload":
+        return (f"build/loadtest/tlsload -addr 127.0.0.1:PORT -path {scenario.path} "
+                f"-c {scenario.conns} -d {seconds}s"
+                + (" -keepalive" if scenario.kind == "flood" else ""))
     s = f"wrk -t1 -c{scenario.conns} -d{seconds}s --latency"
     if scenario.script:
         s += f" -s {scenario.script}"
-    s += f" http://127.0.0.1:PORT{scenario.path}"
+    s += "".join(f" -H '{h}'" for h in scenario.headers)
+    s += f" {'https' if scenario.tls else 'http'}://127.0.0.1:PORT{scenario.path}"
     if scenario.args:
         s += " -- " + " ".join(scenario.args)
     return s
+
+
+def parse(returncode, stdout, stderr):
+    """The figures of a finished wrk (or tlsload) run from its LOADTEST line."""
+    line = next((l for l in stdout.splitlines() if l.startswith("LOADTEST ")), None)
+    if returncode != 0 or line is None:
+        tail = (stderr.strip() or stdout.strip()).splitlines()[-3:]
+        return {"error": f"wrk exited {returncode}: {' | '.join(tail)}"}
+    r = json.loads(line[len("LOADTEST "):])
+    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    r["socket_errors"] = r["connect"] + r["read"] + r["write"] + r["timeout"]
+    return r
 
 
 def measure(peer, scenario, seconds, wrk_cpus, script):
     """Run wrk once; returns a dict of figures, or one with an "error" key."""
     seconds = scenario.seconds(seconds)
     pids = peer.pids()
-    argv = command(scenario, peer.port, seconds, wrk_cpus, script)
+    argv = command(scenario, peer.port, seconds, wrk_cpus, script, build=peer.ctx.build)
     cpu0 = procfs.cpu_seconds(pids)
     with procfs.PeakRss(pids) as rss:
         try:
@@ -56,13 +87,9 @@ def measure(peer, scenario, seconds, wrk_cpus, script):
         except subprocess.TimeoutExpired:
             return {"error": f"wrk did not finish within {seconds + 60} s"}
     cpu1 = procfs.cpu_seconds(pids)
-    line = next((l for l in p.stdout.splitlines() if l.startswith("LOADTEST ")), None)
-    if p.returncode != 0 or line is None:
-        tail = (p.stderr.strip() or p.stdout.strip()).splitlines()[-3:]
-        return {"error": f"wrk exited {p.returncode}: {' | '.join(tail)}"}
-    r = json.loads(line[len("LOADTEST "):])
-    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
-    r["socket_errors"] = r["connect"] + r["read"] + r["write"] + r["timeout"]
+    r = parse(p.returncode, p.stdout, p.stderr)
+    if "error" in r:
+        return r
     r["cpu_s"] = cpu1 - cpu0
     r["cpu_us_per_req"] = (r["cpu_s"] * 1e6 / r["requests"]) if r["requests"] else None
     r["peak_rss"] = rss.peak

@@ -11,10 +11,15 @@
 // in-flight requests finish and closes idle connections, bounded by --shutdown-timeout.
 // --drain-delay keeps accepting (and answering 503 on /readyz) for a while first, so a load
 // balancer's health check can take the instance out before connections are refused.
+//
+// --tls-cert/--tls-key serve HTTPS instead (crypto/tls, Go's defaults: TLS 1.2 and 1.3,
+// session tickets with keys Go rotates itself; Go has no server-side session cache), HTTP/1.1
+// only: HTTP/2 is turned off as greenhttp advertises only http/1.1 in ALPN (issue 15).
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -155,6 +160,8 @@ func main() {
 	drainDelay := flag.Duration("drain-delay", 0, "keep accepting this long after SIGTERM with /readyz 503")
 	idleTimeout := flag.Duration("idle-timeout", 60*time.Second, "keep-alive idle timeout")
 	readHeaderTimeout := flag.Duration("read-header-timeout", 10*time.Second, "header read timeout")
+	tlsCert := flag.String("tls-cert", "", "PEM certificate chain: serve HTTPS (with --tls-key)")
+	tlsKey := flag.String("tls-key", "", "PEM private key of --tls-cert")
 	flag.String("access-log", "off", "accepted for flag compatibility with greenhttp; ignored")
 	flag.Parse()
 	if *threads > 0 {
@@ -194,6 +201,10 @@ func main() {
 			}
 		},
 	}
+	if *tlsCert != "" {
+		// A non-nil empty map turns off the automatic HTTP/2 of ServeTLS.
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gopeer:", err)
@@ -217,7 +228,11 @@ func main() {
 	}()
 	fmt.Fprintf(os.Stderr, "gopeer: %s GOMAXPROCS=%d listening on %s\n",
 		runtime.Version(), runtime.GOMAXPROCS(0), ln.Addr())
-	if err := srv.Serve(ln); err != http.ErrServerClosed {
+	serve := func() error { return srv.Serve(ln) }
+	if *tlsCert != "" {
+		serve = func() error { return srv.ServeTLS(ln, *tlsCert, *tlsKey) }
+	}
+	if err := serve(); err != http.ErrServerClosed {
 		fmt.Fprintln(os.Stderr, "gopeer:", err)
 		os.Exit(1)
 	}

@@ -1,0 +1,3 @@
+module greenhttp/tlsload
+
+go 1.19
