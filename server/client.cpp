@@ -12,6 +12,12 @@
 // Cancellation: the call's Context is bound to the connection's stream for as long as the
 // response is read (TcpStream::bind_context: one registration for every read and write), so a
 // cancelled context wakes whatever the call is parked on, and the connection is then closed.
+//
+// HTTPS: a new https:// connection is bound to the call's context before its TLS handshake
+// (TlsSession::connect, under the connect deadline), so a stalled handshake ends as a stalled
+// connect does. The TlsClientContext (trust store and session cache) is the options' or one
+// made on the first https:// call; the pool key carries the scheme, so an http:// and an
+// https:// URL to the same host:port never share a connection.
 #include "green/http/client.h"
 
 #include <arpa/inet.h>
@@ -43,7 +49,10 @@ namespace detail {
 
 struct ClientCounters {
   std::atomic<uint64_t> requests{0}, responses{0}, retries{0}, pool_hits{0}, pool_misses{0},
-      stale_closed{0};
+      stale_closed{0}, tls_full{0}, tls_resumed{0};
+  // By net::TlsHandshakeFailure, as the server counts its own (a context that failed to load
+  // is kOther).
+  std::array<std::atomic<uint64_t>, net::kTlsHandshakeFailureCount> tls_failures{};
   std::array<std::atomic<uint64_t>, kClientErrorCount> errors{};
   std::atomic<int64_t> open{0}, idle{0};
 };
@@ -71,6 +80,27 @@ struct ClientShared : std::enable_shared_from_this<ClientShared> {
   // it, or a Client destroyed just before run() returns would leave the janitor to be
   // discarded with its weak_ptr and Context never released (LeakSanitizer reports them).
   WaitGroup janitor_exited;
+
+  // The TLS context of https:// calls: options.tls, or made on the first one (loading the
+  // system's CA store costs milliseconds and a few hundred KiB: not for a Client that never
+  // calls https://). Its own lock: making it must not hold up the pool.
+  Mutex tls_mu;
+  std::shared_ptr<net::TlsClientContext> tls GREEN_GUARDED_BY(tls_mu);
+
+  // The context, or null and *error.
+  std::shared_ptr<net::TlsClientContext> tls_context(std::string* error) {
+    MutexGuard g(tls_mu);
+    if (tls != nullptr) return tls;
+    if (options.tls != nullptr) {
+      tls = options.tls;
+      return tls;
+    }
+    net::TlsClientSettings settings;
+    settings.ca_file = options.tls_ca_file;
+    settings.verify = !options.tls_insecure_skip_verify;
+    tls = net::TlsClientContext::create(settings, error);
+    return tls;
+  }
 
   void lru_remove(ClientConn* c) GREEN_REQUIRES(mu) {
     (c->lru_prev != nullptr ? c->lru_prev->lru_next : lru_head) = c->lru_next;
@@ -183,9 +213,15 @@ struct ClientShared : std::enable_shared_from_this<ClientShared> {
   // (the server closed it) and unsolicited bytes (it talks out of turn) both disqualify it.
   // One recv(MSG_PEEK) per reuse: Go learns the same from a background read per connection,
   // nginx from the read event it keeps armed on idle upstream connections.
+  //
+  // Over TLS the same peek sees records, not bytes: a close_notify, a record the server sent
+  // unasked (even a late session ticket) or a TCP close all make it not reusable, which costs
+  // at worst one needless new connection. Decrypted bytes left in the session are unsolicited
+  // too.
   static bool alive(const ClientConn& c) {
     const int fd = c.stream.fd();
     if (fd < 0) return false;
+    if (c.tls != nullptr && c.tls->has_buffered()) return false;
     char b;
     for (;;) {
       const ssize_t r = ::recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -334,8 +370,11 @@ DialResult resolve(const Url& url, const Context& ctx, int64_t deadline_ns) {
   return out;
 }
 
+// The pool's key: "host:port" for http://, "https://host:port" for https:// (one host may serve
+// both on one port; a plain connection must never carry an https:// request, nor the reverse).
 std::string authority_key(const Url& u) {
-  return (u.host.find(':') != std::string::npos ? "[" + u.host + "]" : u.host) + ":" +
+  return (u.https ? "https://" : "") +
+         (u.host.find(':') != std::string::npos ? "[" + u.host + "]" : u.host) + ":" +
          std::to_string(u.port);
 }
 
@@ -344,14 +383,21 @@ std::string authority_key(const Url& u) {
 // ---- URLs ----
 
 std::optional<Url> parse_url(std::string_view url) {
-  constexpr std::string_view kScheme = "http://";
-  if (url.size() < kScheme.size() || !iequals(url.substr(0, kScheme.size()), kScheme)) {
+  constexpr std::string_view kHttp = "http://";
+  constexpr std::string_view kHttps = "https://";
+  Url u;
+  if (url.size() >= kHttps.size() && iequals(url.substr(0, kHttps.size()), kHttps)) {
+    u.https = true;
+    u.port = 443;
+    url.remove_prefix(kHttps.size());
+  } else if (url.size() >= kHttp.size() && iequals(url.substr(0, kHttp.size()), kHttp)) {
+    url.remove_prefix(kHttp.size());
+  } else {
     return std::nullopt;
   }
   for (char c : url) {
     if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return std::nullopt;
   }
-  url.remove_prefix(kScheme.size());
   if (const std::size_t hash = url.find('#'); hash != std::string_view::npos) {
     url = url.substr(0, hash);
   }
@@ -359,7 +405,6 @@ std::optional<Url> parse_url(std::string_view url) {
   std::string_view authority = url.substr(0, end);
   std::string_view rest = end == std::string_view::npos ? std::string_view() : url.substr(end);
   if (authority.empty() || authority.find('@') != std::string_view::npos) return std::nullopt;
-  Url u;
   u.authority = std::string(authority);
   std::string_view host = authority;
   std::string_view port;
@@ -416,6 +461,8 @@ const char* client_error_name(ClientError e) {
       return "dns";
     case ClientError::kConnect:
       return "connect";
+    case ClientError::kTls:
+      return "tls";
     case ClientError::kTimeout:
       return "timeout";
     case ClientError::kCanceled:
@@ -641,18 +688,20 @@ ClientResponse Client::send(const Context& ctx, const ClientRequest& req) {
                   "stopped after " + std::to_string(o.max_redirects) + " redirects");
       return failed;
     }
-    // Where to: an absolute http URL, or a path on the same authority.
+    // Where to: an absolute http:// or https:// URL, or a path on the same scheme and authority.
     std::string_view location = resp.header("Location");
     std::optional<Url> from = parse_url(cur.url);
     std::string next;
     if (location.front() == '/' && (location.size() < 2 || location[1] != '/')) {
-      next = "http://" + from->authority + std::string(location);
+      next = std::string(from->scheme()) + "://" + from->authority + std::string(location);
     } else {
       next = std::string(location);
     }
     std::optional<Url> to = parse_url(next);
-    if (!to) return resp;  // not one we can follow (https, relative): the caller gets the 3xx
-    const bool same_host = iequals(to->authority, from->authority);
+    if (!to) return resp;  // not one we can follow (another scheme, relative): the 3xx as it is
+    // Credentials never go from https:// down to http://, where anyone on the path reads them
+    // (Go keeps them on a same-host downgrade; curl drops them on any change of scheme).
+    const bool same_host = iequals(to->authority, from->authority) && !(from->https && !to->https);
     // 301/302 after a POST and 303 after anything but HEAD become a GET without a body, as
     // browsers and Go do; 307/308 repeat the request, which needs a body we can send again.
     const bool to_get =
@@ -681,6 +730,58 @@ ClientResponse Client::send(const Context& ctx, const ClientRequest& req) {
   }
 }
 
+ClientError Client::handshake(const Context& ctx, const Url& url, const std::string& key,
+                              net::TcpStream& stream, int64_t deadline_ns,
+                              std::unique_ptr<net::TlsSession>* out, std::string* why) {
+  detail::ClientCounters& counters = shared_->counters;
+  std::string error;
+  const std::shared_ptr<net::TlsClientContext> tls = shared_->tls_context(&error);
+  auto failed = [&](net::TlsHandshakeFailure f) {
+    counters.tls_failures[static_cast<int>(f)].fetch_add(1, std::memory_order_relaxed);
+  };
+  if (tls == nullptr) {
+    failed(net::TlsHandshakeFailure::kOther);
+    *why = "TLS client context: " + error;
+    return ClientError::kTls;
+  }
+  // The context ends the handshake as it ends a read (send_once binds it again, to the same).
+  stream.bind_context(ctx);
+  net::TlsHandshakeFailure failure = net::TlsHandshakeFailure::kNone;
+  const int rc =
+      net::TlsSession::connect(stream, *tls, url.host, url.port,
+                               net::Deadline(std::chrono::nanoseconds(deadline_ns)), out, &failure);
+  if (rc == 0) {
+    ((*out)->resumed() ? counters.tls_resumed : counters.tls_full)
+        .fetch_add(1, std::memory_order_relaxed);
+    return ClientError::kNone;
+  }
+  // The peer's host:port, without the key's scheme.
+  const std::string_view peer = std::string_view(key).substr(key.find("://") + 3);
+  const ClientError ce = context_error(ctx);
+  if (ce != ClientError::kNone) {
+    // A deadline of the context is a timeout to count, a cancel a cancel.
+    failed(ce == ClientError::kCanceled ? net::TlsHandshakeFailure::kCanceled
+                                        : net::TlsHandshakeFailure::kTimeout);
+    *why = "context done in the TLS handshake with " + std::string(peer);
+    return ce;
+  }
+  if (rc == -ETIMEDOUT || failure == net::TlsHandshakeFailure::kTimeout ||
+      green::detail::now_ns() >= deadline_ns) {
+    failed(net::TlsHandshakeFailure::kTimeout);
+    *why = "TLS handshake with " + std::string(peer) + ": timed out";
+    return ClientError::kTimeout;
+  }
+  failed(failure == net::TlsHandshakeFailure::kNone ? net::TlsHandshakeFailure::kOther : failure);
+  *why = "TLS handshake with " + std::string(peer) + ": " + std::string(net::to_string(failure));
+  if (*out != nullptr && !(*out)->last_error().empty()) {
+    why->append(": ").append((*out)->last_error());
+  } else if (rc != -EPROTO) {
+    why->append(": ").append(detail::errno_text(-rc));
+  }
+  out->reset();
+  return ClientError::kTls;
+}
+
 ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, bool* retryable,
                                  bool fresh_only) {
   *retryable = false;
@@ -694,7 +795,9 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
   };
   // Not counted in fail(): send() counts the error of the call once, whatever the attempts.
   std::optional<Url> url = parse_url(req.url);
-  if (!url) return fail(ClientError::kBadRequest, "not an http:// URL: " + std::string(req.url));
+  if (!url)
+    return fail(ClientError::kBadRequest,
+                "not an http:// or https:// URL: " + std::string(req.url));
   if (!is_token(req.method)) return fail(ClientError::kBadRequest, "bad method");
   bool has_host = false;
   bool has_user_agent = false;
@@ -806,7 +909,20 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
         if (rc == -ETIMEDOUT) return fail(ClientError::kTimeout, "connect " + key + ": timed out");
         return fail(ClientError::kConnect, "connect " + last);
       }
+      std::unique_ptr<net::TlsSession> tls;
+      if (url->https) {
+        std::string why;
+        const ClientError te = handshake(ctx, *url, key, stream, connect_deadline, &tls, &why);
+        if (te != ClientError::kNone) {
+          {
+            MutexGuard g(shared_->mu);
+            shared_->forget_locked(key);
+          }
+          return fail(te, std::move(why));  // `stream` closes here: nothing was sent on it
+        }
+      }
       conn = std::make_unique<ClientConn>(std::move(stream), key, o);
+      conn->tls = std::move(tls);
       shared_->counters.open.fetch_add(1, std::memory_order_relaxed);
     }
   }
@@ -871,12 +987,12 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
   if (!streamed && !req.body.empty() && req.body.size() <= 64 * 1024) {
     iovec iov[2] = {{head.data(), head.size()},
                     {const_cast<char*>(req.body.data()), req.body.size()}};
-    w = conn->stream.writev(iov, 2);
+    w = conn->writev(iov, 2);
   } else {
-    w = conn->stream.write(head.data(), head.size());
+    w = conn->write(head.data(), head.size());
     if (w >= 0 && !streamed && !req.body.empty()) {
       conn->arm_write_deadline();
-      w = conn->stream.write(req.body.data(), req.body.size());
+      w = conn->write(req.body.data(), req.body.size());
     }
   }
   if (w < 0) {
@@ -910,9 +1026,9 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
         iovec iov[3] = {{line, static_cast<std::size_t>(len)},
                         {data, static_cast<std::size_t>(n)},
                         {const_cast<char*>("\r\n"), 2}};
-        w = conn->stream.writev(iov, 3);
+        w = conn->writev(iov, 3);
       } else {
-        w = conn->stream.write(data, static_cast<std::size_t>(n));
+        w = conn->write(data, static_cast<std::size_t>(n));
       }
       if (w < 0) break;
     }
@@ -922,7 +1038,7 @@ ClientResponse Client::send_once(const Context& ctx, const ClientRequest& req, b
     }
     if (w >= 0 && chunked) {
       conn->arm_write_deadline();
-      w = conn->stream.write("0\r\n\r\n", 5);
+      w = conn->write("0\r\n\r\n", 5);
     }
     if (w < 0) {
       auto r = write_failed(w);
@@ -977,6 +1093,12 @@ ClientStats Client::stats() const {
   }
   s.open_connections = c.open.load(std::memory_order_relaxed);
   s.idle_connections = c.idle.load(std::memory_order_relaxed);
+  s.tls_handshakes_full = c.tls_full.load(std::memory_order_relaxed);
+  s.tls_handshakes_resumed = c.tls_resumed.load(std::memory_order_relaxed);
+  for (int i = 0; i < net::kTlsHandshakeFailureCount; ++i) {
+    s.tls_handshake_failures_by[i] = c.tls_failures[i].load(std::memory_order_relaxed);
+    s.tls_handshake_failures += s.tls_handshake_failures_by[i];
+  }
   return s;
 }
 
@@ -1003,6 +1125,25 @@ void Client::write_metrics(std::string& out, std::string_view prefix) const {
   }
   gauge("open_connections", "Connections open now, busy or idle.", s.open_connections);
   gauge("idle_connections", "Connections idle in the pool now.", s.idle_connections);
+  append_metric_head(out, prefix, "tls_handshakes_total", "counter",
+                     "TLS handshakes of new https connections, full or resumed.");
+  append_sample(out, prefix, "tls_handshakes_total", "{result=\"full\"}",
+                std::to_string(s.tls_handshakes_full));
+  append_sample(out, prefix, "tls_handshakes_total", "{result=\"resumed\"}",
+                std::to_string(s.tls_handshakes_resumed));
+  append_metric_head(out, prefix, "tls_handshake_failures_total", "counter",
+                     "TLS handshakes of new https connections that failed, by reason.");
+  for (int i = 1; i < net::kTlsHandshakeFailureCount; ++i) {
+    const auto reason = static_cast<net::TlsHandshakeFailure>(i);
+    // Only the reasons a client meets (the server's plain_http and not_tls are not).
+    if (reason == net::TlsHandshakeFailure::kPlainHttp ||
+        reason == net::TlsHandshakeFailure::kNotTls) {
+      continue;
+    }
+    append_sample(out, prefix, "tls_handshake_failures_total",
+                  "{reason=\"" + std::string(net::to_string(reason)) + "\"}",
+                  std::to_string(s.tls_handshake_failures_by[i]));
+  }
 }
 
 }  // namespace green::http

@@ -54,6 +54,20 @@ ClientConn::ClientConn(net::TcpStream s, std::string pool_key, const ClientOptio
   parser.data = this;
 }
 
+// Go's Transport closes a TLS connection with a close_notify too, whatever the reason. Here it is
+// also what keeps resumption working: OpenSSL marks the session of a client connection freed
+// without one (its SSL_SENT_SHUTDOWN unset) as not resumable (ssl_clear_bad_session), and for
+// TLS 1.3 that is the session of the last ticket, the very one the context's cache offers next,
+// so every connection closed without it would cost the next one a full handshake. The write
+// never waits: the deadline is now, so a socket with no room left (a peer that stopped reading)
+// gets nothing, but the session is marked all the same (OpenSSL sets the flag before it sends).
+ClientConn::~ClientConn() {
+  if (tls != nullptr && stream.is_open()) {
+    stream.set_write_deadline(net::Deadline(std::chrono::nanoseconds(green::detail::now_ns())));
+    (void)tls->close_notify(stream);
+  }
+}
+
 void ClientConn::begin_response(bool is_head) {
   llhttp_init(&parser, HTTP_RESPONSE, &kSettings);
   parser.data = this;
@@ -116,8 +130,13 @@ ClientError ClientConn::socket_error(long rc, bool reading, std::string* why) co
            key;
     return ClientError::kRead;
   }
-  *why = std::string(reading ? "read from " : "write to ") + key + ": " +
-         errno_text(static_cast<int>(-rc));
+  *why = std::string(reading ? "read from " : "write to ") + key + ": ";
+  // A TLS record that fails (bad MAC, an alert) is -EPROTO: OpenSSL's reason says more.
+  if (tls && rc == -EPROTO && !tls->last_error().empty()) {
+    why->append(tls->last_error());
+  } else {
+    why->append(errno_text(static_cast<int>(-rc)));
+  }
   return reading ? ClientError::kRead : ClientError::kWrite;
 }
 
@@ -163,7 +182,7 @@ bool ClientConn::fill() {
   body_spans.clear();
   span_index = 0;
   arm_read_deadline();
-  const ssize_t r = stream.read(in.get(), kReadBuffer);
+  const ssize_t r = read(in.get(), kReadBuffer);
   if (r > 0) {
     pend = static_cast<std::size_t>(r);
     got_bytes = true;

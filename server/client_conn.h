@@ -1,8 +1,9 @@
 // The client's connection and the response parser on it (green/http/client.h has the contract).
 //
-// One ClientConn is one TCP connection to one upstream, with the state of the response being read
-// on it. It moves between the pool (ClientShared, idle, most recently used last) and one
-// ClientResponse at a time, so nothing in it is shared: only the pool's lists are under a lock.
+// One ClientConn is one TCP connection to one upstream (with its TLS session for https://), with
+// the state of the response being read on it. It moves between the pool (ClientShared, idle, most
+// recently used last) and one ClientResponse at a time, so nothing in it is shared: only the pool's
+// lists are under a lock.
 //
 // Parsing: the response goes through llhttp (HTTP_RESPONSE, built with LLHTTP_STRICT_MODE as the
 // server's request parser is) over a fixed read buffer. The head's strings (reason, header names
@@ -13,6 +14,11 @@
 // from the socket. llhttp pauses at the end of the head and at the end of the message, so the
 // bytes after either stay unparsed in the buffer: after the head they are body, after the message
 // they are bytes the upstream sent unasked, and the connection is then not reused.
+//
+// TLS: the TcpStream stays the connection's (deadlines, the bound context, fd() for the pool's
+// peek) and `tls`, when set, is the session over it; every read and write goes through read(),
+// write() and writev() below, which pick one or the other, so the parser and the request writer
+// do not know which they talk to.
 #pragma once
 
 #include <cstddef>
@@ -28,6 +34,7 @@
 #include "green/context.h"
 #include "green/http/client.h"
 #include "green/net.h"
+#include "green/tls.h"
 
 namespace green::http::detail {
 
@@ -40,6 +47,8 @@ struct ClientConn {
   static constexpr std::size_t kReadBuffer = 16 * 1024;
 
   ClientConn(net::TcpStream s, std::string pool_key, const ClientOptions& options);
+  // Closes the socket; a TLS connection says close_notify first (see client_conn.cpp).
+  ~ClientConn();
   ClientConn(const ClientConn&) = delete;
   ClientConn& operator=(const ClientConn&) = delete;
 
@@ -59,12 +68,24 @@ struct ClientConn {
   // or the call's deadline when earlier.
   void arm_read_deadline();
   void arm_write_deadline();
+  // The connection's I/O: through TLS for https://, else the socket's.
+  ssize_t read(void* buf, std::size_t n) {
+    return tls ? tls->read(stream, buf, n) : stream.read(buf, n);
+  }
+  ssize_t write(const void* buf, std::size_t n) {
+    return tls ? tls->write(stream, buf, n) : stream.write(buf, n);
+  }
+  ssize_t writev(iovec* iov, int iovcnt) {
+    return tls ? tls->writev(stream, iov, iovcnt) : stream.writev(iov, iovcnt);
+  }
+
   // Maps a failed socket operation (negative errno, or 0 for end of stream) to the error kinds.
   ClientError socket_error(long rc, bool reading, std::string* message) const;
   void fail(ClientError e, std::string message);
 
   net::TcpStream stream;
-  std::string key;  // the pool's "host:port"
+  std::unique_ptr<net::TlsSession> tls;  // https://: the session over `stream`
+  std::string key;                       // the pool's key: "host:port", "https://host:port" for TLS
   const ClientOptions& options;
   int64_t idle_since_ns = 0;       // when it went back to the pool
   int64_t call_deadline_ns = 0;    // the call's own deadline (ClientOptions::timeout), or none

@@ -121,6 +121,7 @@ bool upstream_fault(ClientError error) {
   switch (error) {
     case ClientError::kDns:
     case ClientError::kConnect:
+    case ClientError::kTls:
     case ClientError::kTimeout:
     case ClientError::kWrite:
     case ClientError::kRead:
@@ -178,10 +179,25 @@ std::unique_ptr<ReverseProxy> ReverseProxy::create(ReverseProxyOptions options,
     *error = "no upstream";
     return nullptr;
   }
+  bool https = false;
   for (const std::string& u : options.upstreams) {
     const std::optional<Url> url = parse_url(u);
     if (!url || url->target.find('?') != std::string::npos) {
-      *error = "upstream \"" + u + "\": not an http://HOST:PORT[/PREFIX] URL";
+      *error = "upstream \"" + u + "\": not an http[s]://HOST:PORT[/PREFIX] URL";
+      return nullptr;
+    }
+    https = https || url->https;
+  }
+  if (https && options.client.tls == nullptr) {
+    // Made now, not on the first request: a CA file that does not load is a startup error
+    // (nginx checks proxy_ssl_trusted_certificate when it reads its configuration).
+    net::TlsClientSettings settings;
+    settings.ca_file = options.client.tls_ca_file;
+    settings.verify = !options.client.tls_insecure_skip_verify;
+    std::string why;
+    options.client.tls = net::TlsClientContext::create(settings, &why);
+    if (options.client.tls == nullptr) {
+      *error = "upstream TLS: " + why;
       return nullptr;
     }
   }
@@ -198,7 +214,7 @@ ReverseProxy::ReverseProxy(ReverseProxyOptions options)
     const Url url = *parse_url(u);  // checked by create()
     auto upstream = std::make_unique<ProxyUpstream>();
     upstream->authority = url.authority;
-    upstream->base = "http://" + url.authority;
+    upstream->base = std::string(url.scheme()) + "://" + url.authority;
     std::string_view prefix = url.target;
     while (!prefix.empty() && prefix.back() == '/') prefix.remove_suffix(1);
     upstream->base += prefix;
@@ -253,7 +269,7 @@ void ReverseProxy::operator()(Request& r, ResponseWriter& w) {
   via.append(r.version_minor() == 0 ? "1.0 " : "1.1 ").append(options_.via_name);
   if (options_.preserve_host && !host.empty()) headers.push_back({"Host", host});
   headers.push_back({"X-Forwarded-For", forwarded_for});
-  headers.push_back({"X-Forwarded-Proto", "http"});
+  headers.push_back({"X-Forwarded-Proto", r.scheme()});
   if (!host.empty()) headers.push_back({"X-Forwarded-Host", host});
   headers.push_back({"Via", via});
 
@@ -316,10 +332,12 @@ ClientResponse ReverseProxy::send_upstream(Request& r, const ClientRequest& requ
     if (!available(u, now)) continue;
     if (failed) counters_.next_upstream.fetch_add(1, std::memory_order_relaxed);
     ClientResponse response = attempt(u);
-    // Only a failed connect moves on: nothing reached the upstream, so even a POST is safe to
-    // send elsewhere, and its body source has not been called yet.
+    // Only a failed connect (or TLS handshake) moves on: nothing reached the upstream, so even
+    // a POST is safe to send elsewhere, and its body source has not been called yet.
     const ClientError e = response.error();
-    if (e != ClientError::kConnect && e != ClientError::kDns) return response;
+    if (e != ClientError::kConnect && e != ClientError::kDns && e != ClientError::kTls) {
+      return response;
+    }
     failed.emplace(std::move(response));
   }
   if (failed) return std::move(*failed);

@@ -5,6 +5,12 @@
 //   proxy --listen 127.0.0.1:8080 --upstream http://127.0.0.1:9001 --upstream http://127.0.0.1:9002
 //         [--upstream-timeout 30s] [--connect-timeout 10s] [--max-fails 1] [--fail-timeout 10s]
 //         [--rewrite-host] [--metrics-listen 127.0.0.1:9100]
+//         [--upstream-ca FILE] [--upstream-insecure]
+//
+// An https:// upstream's certificate is checked for the URL's host against the system's CA
+// store, or against the PEM certificates of --upstream-ca (a private CA: config/tls/make-cert.sh
+// makes one); --upstream-insecure trusts any certificate (tests only). A CA file that does not
+// load is an error at startup (exit 2).
 //
 // --metrics-listen serves GET /metrics on a port of its own (Prometheus text: the proxy's
 // counters, per upstream calls, failures and down state, and the client's pool and errors), so
@@ -12,6 +18,10 @@
 //
 // Try: greenhttp --listen 127.0.0.1:9001 & proxy --upstream http://127.0.0.1:9001 &
 //      curl -i 127.0.0.1:8080/plaintext
+// HTTPS upstream: config/tls/make-cert.sh /tmp/tls &&
+//      greenhttp --listen off --listen-tls 127.0.0.1:9443 --tls-cert /tmp/tls/localhost.pem
+//                --tls-key /tmp/tls/localhost.key &
+//      proxy --upstream https://localhost:9443 --upstream-ca /tmp/tls/ca.pem &
 #include <pthread.h>
 #include <signal.h>
 
@@ -37,6 +47,7 @@
 #include "green/http/server.h"
 #include "green/net.h"
 #include "green/sync.h"
+#include "green/tls.h"
 
 using namespace green::http;
 
@@ -87,6 +98,8 @@ struct Flags {
   // so the limit is the upstream's business; this one only bounds what a client may push
   // (nginx's client_max_body_size is 1m, Go's ReverseProxy has none).
   std::string max_body = "1GiB";
+  std::string upstream_ca;  // PEM CA certificates for https:// upstreams; empty: the system's
+  bool upstream_insecure = false;
 };
 
 // The options for `flags`, or nullopt after a one-line message on stderr.
@@ -95,6 +108,19 @@ std::optional<ReverseProxyOptions> proxy_options(const Flags& flags) {
   options.upstreams = flags.upstreams;
   options.preserve_host = !flags.rewrite_host;
   options.max_fails = flags.max_fails;
+  if (!flags.upstream_ca.empty() || flags.upstream_insecure) {
+    // Made here rather than by ReverseProxy::create, so that a CA file that does not load is
+    // reported against its flag.
+    green::net::TlsClientSettings tls;
+    tls.ca_file = flags.upstream_ca;
+    tls.verify = !flags.upstream_insecure;
+    std::string error;
+    options.client.tls = green::net::TlsClientContext::create(tls, &error);
+    if (options.client.tls == nullptr) {
+      std::fprintf(stderr, "proxy: --upstream-ca: %s\n", error.c_str());
+      return std::nullopt;
+    }
+  }
   const struct {
     const char* flag;
     const std::string& value;
@@ -185,7 +211,7 @@ std::optional<int> parse_flags(int argc, char** argv, Flags& flags) {
   try {
     CLI::App app{"proxy: a reverse proxy on greenhttp", "proxy"};
     app.add_option("--listen", flags.listen, "HOST:PORT to serve on (port 0: any free port)");
-    app.add_option("--upstream", flags.upstreams, "http://HOST:PORT[/PREFIX], repeatable")
+    app.add_option("--upstream", flags.upstreams, "http[s]://HOST:PORT[/PREFIX], repeatable")
         ->required();
     app.add_option("--upstream-timeout", flags.upstream_timeout,
                    "longest wait for the upstream to take or give more (504 past it)");
@@ -197,6 +223,11 @@ std::optional<int> parse_flags(int argc, char** argv, Flags& flags) {
                  "send the upstream's HOST:PORT as Host instead of the client's");
     app.add_option("--metrics-listen", flags.metrics_listen, "HOST:PORT for GET /metrics");
     app.add_option("--max-body", flags.max_body, "largest request body, then 413 (like 16MiB)");
+    app.add_option("--upstream-ca", flags.upstream_ca,
+                   "PEM file of the CAs that https:// upstreams' certificates must chain to "
+                   "(default: the system's store)");
+    app.add_flag("--upstream-insecure", flags.upstream_insecure,
+                 "do not verify https:// upstreams' certificates (tests only)");
     help = app.help();
     app.parse(argc, argv);
     return std::nullopt;

@@ -1,7 +1,8 @@
 """examples/proxy (green::http::ReverseProxy): headers and bodies pass through as RFC 9110 says a
 proxy passes them, upstream failures become 502/504 or a truncated response, a client that
 leaves cancels the upstream call, round robin skips an upstream that is down, and a chaos run
-leaves no fds or memory behind.
+leaves no fds or memory behind. https:// upstreams (a Python ssl server, and greenhttp's own
+--listen-tls) are verified against --upstream-ca, and one that does not verify is 502.
 
 The upstreams are real servers on 127.0.0.1: greenhttp itself (build/greenhttp), and small
 servers written here on raw sockets, each doing exactly what a test needs (record the request,
@@ -14,6 +15,7 @@ import random
 import re
 import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -26,6 +28,8 @@ from example_process import Example, wait_until
 
 PROXY = None
 GREENHTTP = None
+MAKE_CERT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "config", "tls",
+                         "make-cert.sh")
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -838,9 +842,118 @@ class Chaos(unittest.TestCase):
             up.close()
 
 
+class TlsUpstream(Upstream):
+    """Upstream behind TLS (Python's ssl, with the certificate of make-cert.sh): the server
+    names each handshake asked for (SNI) are recorded in `server_names`, failed handshakes
+    counted in `handshake_failures`."""
+
+    def __init__(self, behave, cert_dir):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(os.path.join(cert_dir, "server.pem"),
+                                 os.path.join(cert_dir, "server.key"))
+        self.server_names = []
+        self.handshake_failures = 0
+        self.ctx.sni_callback = lambda sock, name, ctx: self.server_names.append(name)
+        super().__init__(behave)
+        self.url = "https://localhost:%d" % self.port
+
+    def _serve(self, conn):
+        conn.settimeout(30)
+        try:
+            tls = self.ctx.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError):
+            with self.lock:
+                self.handshake_failures += 1
+            conn.close()
+            return
+        with self.lock:
+            self.conns.append(tls)
+        super()._serve(tls)
+
+
+class Https(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="proxy-tls-")
+        for which in ("a", "b"):  # b: a CA the upstreams' certificates do not chain to
+            subprocess.run(["sh", MAKE_CERT, os.path.join(cls.dir, which), "server"], check=True,
+                           timeout=60)
+        cls.ca = os.path.join(cls.dir, "a", "ca.pem")
+        cls.other_ca = os.path.join(cls.dir, "b", "ca.pem")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir, ignore_errors=True)
+
+    def test_python_ssl_upstream_through_upstream_ca(self):
+        def echo(upstream, conn, f, request):
+            line, headers, body = request
+            reply = ("%s xfp=%s" % (line, header(headers, "x-forwarded-proto"))).encode()
+            respond(conn, "200 OK", [("Content-Length", str(len(reply)))], reply)
+            return True
+
+        up = TlsUpstream(echo, os.path.join(self.dir, "a"))
+        try:
+            with Proxy([up.url], "--upstream-ca", self.ca, metrics=True) as px:
+                c = px.conn()
+                for i in range(3):
+                    c.request("POST", "/p?i=%d" % i, body=b"x" * 100)
+                    r = c.getresponse()
+                    self.assertEqual((r.status, r.read()),
+                                     (200, b"POST /p?i=%d HTTP/1.1 xfp=http" % i))
+                c.close()
+                m = px.metrics()
+                self.assertEqual(m['greenhttp_proxy_client_tls_handshakes_total{result="full"}'], 1)
+                self.assertEqual(m['greenhttp_proxy_client_pool_hits_total'], 2)
+            self.assertEqual(up.server_names, ["localhost"])  # SNI: the upstream URL's host
+            self.assertEqual([b for _, _, b in up.requests], [b"x" * 100] * 3)
+        finally:
+            up.close()
+
+    def test_upstream_that_does_not_verify_is_502_and_insecure_trusts_it(self):
+        up = TlsUpstream(ok, os.path.join(self.dir, "a"))
+        try:
+            for flags, status in ((["--upstream-ca", self.other_ca], 502), ([], 502),
+                                  (["--upstream-insecure"], 200)):
+                with Proxy([up.url], *flags, metrics=True) as px:
+                    self.assertEqual(get(px.port, "/")[0], status, flags)
+                    m = px.metrics()
+                    self.assertEqual(m['greenhttp_proxy_client_errors_total{kind="tls"}'],
+                                     1 if status == 502 else 0, flags)
+                    self.assertEqual(m['greenhttp_proxy_client_tls_handshake_failures_total'
+                                       '{reason="certificate"}'],
+                                     1 if status == 502 else 0, flags)
+            self.assertEqual(len(up.requests), 1)  # only the insecure proxy's
+            self.assertEqual(up.handshake_failures, 2)
+        finally:
+            up.close()
+
+    def test_greenhttp_listen_tls_upstream(self):
+        cert_dir = os.path.join(self.dir, "a")
+        port_file = os.path.join(self.dir, "tls-port")
+        g = subprocess.Popen(
+            [GREENHTTP, "--listen", "off", "--listen-tls", "127.0.0.1:0", "--tls-port-file",
+             port_file, "--tls-cert", os.path.join(cert_dir, "server.pem"), "--tls-key",
+             os.path.join(cert_dir, "server.key"), "--access-log", "off", "--threads", "2"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            self.assertTrue(wait_until(lambda: g.poll() is not None or (
+                os.path.exists(port_file) and open(port_file).read().strip())))
+            self.assertIsNone(g.poll(), "greenhttp --listen-tls exited")
+            port = int(open(port_file).read().strip())
+            with Proxy(["https://127.0.0.1:%d" % port], "--upstream-ca", self.ca) as px:
+                for _ in range(2):
+                    status, _, body = get(px.port, "/plaintext")
+                    self.assertEqual((status, body), (200, b"Hello, World!"))
+        finally:
+            g.terminate()
+            g.wait(timeout=15)
+
+
 class Flags(unittest.TestCase):
     def test_bad_flags_are_one_line_and_exit_2(self):
-        for args in (["--bogus"], [], ["--upstream", "https://x:1"],
+        for args in (["--bogus"], [], ["--upstream", "ftp://x:1"],
+                     ["--upstream", "https://127.0.0.1:1", "--upstream-ca", "/nonexistent/ca.pem"],
                      ["--upstream", "http://127.0.0.1:1", "--upstream-timeout", "soon"],
                      ["--upstream", "http://127.0.0.1:1", "--listen", "nowhere"],
                      ["--upstream", "http://127.0.0.1:1", "--max-body", "lots"]):

@@ -10,7 +10,6 @@
 // leaves behind is a bug even when the call itself reported the right thing.
 #include "green/http/client.h"
 
-#include <dirent.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -40,6 +39,7 @@
 #include "green/http/server.h"
 #include "green/net.h"
 #include "green/sync.h"
+#include "tests/http/client_test_util.h"
 #include "tests/runtime/test_util.h"
 
 using namespace std::chrono_literals;
@@ -54,6 +54,11 @@ using green::http::Request;
 using green::http::ResponseWriter;
 using green::http::Router;
 using green::http::ServerOptions;
+using green::testing::Bounded;
+using green::testing::final_error;
+using green::testing::is;
+using green::testing::name;
+using green::testing::run_client_test;
 using green::testing::scaled;
 using green::testing::wait_until;
 
@@ -61,86 +66,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 namespace net = green::net;
-
-// ---------------------------------------------------------------------------------------------
-// The harness: a runtime per test, and the leak check around it.
-
-int process_fds() {
-  int n = 0;
-  if (DIR* d = opendir("/proc/self/fd")) {
-    while (readdir(d) != nullptr) ++n;
-    closedir(d);
-  }
-  return n;
-}
-
-uint64_t runtime_fds() { return net::netpoll_stats().open_descriptors; }
-
-// Runs `test` as the main green thread of a 2-P runtime, then checks that every descriptor it
-// opened (client connections, upstream sockets) is closed again, and every green thread it
-// started has ended: the upstreams and the Client are scoped inside `test`, so by then nothing
-// may be left.
-template <typename F>
-void run_client_test(F&& test) {
-  green::Options o;
-  o.procs = 2;
-  green::run(o, [&] {
-    {  // the netpoller opens its epoll and eventfd with the first socket: before counting
-      net::TcpListener warm_up;
-      (void)net::TcpListener::listen(*net::Address::parse("127.0.0.1:0"), &warm_up);
-    }
-    const uint64_t runtime_before = runtime_fds();
-    const int process_before = process_fds();
-    const int64_t threads_before = green::num_green_threads();
-    test();
-    // Green threads too: the client's janitor ends with the Client, a context's deadline
-    // watcher with its cancel (and run() would discard one still pending, and leak what it
-    // holds, under ASan's eyes).
-    EXPECT_TRUE(wait_until([&] { return green::num_green_threads() == threads_before; }, 5s))
-        << green::num_green_threads() << " green threads, " << threads_before << " before:\n"
-        << green::dump_green_threads(20);
-    EXPECT_TRUE(wait_until([&] { return runtime_fds() == runtime_before; }, 5s))
-        << "runtime descriptors: " << runtime_fds() << " open, " << runtime_before << " before";
-    EXPECT_TRUE(wait_until([&] { return process_fds() == process_before; }, 5s))
-        << "process descriptors: " << process_fds() << " open, " << process_before << " before";
-  });
-}
-
-// A context that bounds a whole test's calls, so that a client that hangs fails the test with
-// a wrong error (kDeadlineExceeded) instead of hanging it.
-class Bounded {
- public:
-  explicit Bounded(std::chrono::nanoseconds limit = 20s) {
-    auto [ctx, cancel] = green::with_timeout(green::Context::background(), limit);
-    ctx_ = ctx;
-    cancel_ = std::move(cancel);
-  }
-  ~Bounded() { cancel_(); }
-  Bounded(const Bounded&) = delete;
-  Bounded& operator=(const Bounded&) = delete;
-  const green::Context& ctx() const { return ctx_; }
-
- private:
-  green::Context ctx_ = green::Context::background();
-  green::CancelFn cancel_;
-};
-
-// The error a call ends with, head or body: the error of send() when no head came, else the
-// error of reading the body to its end (kNone when it was complete).
-ClientError final_error(ClientResponse& r, std::string* body = nullptr) {
-  if (!r.ok()) return r.error();
-  std::optional<std::string> all = r.read_all(64 << 20);
-  if (all && body != nullptr) *body = *all;
-  return all ? ClientError::kNone : r.error();
-}
-
-const char* name(ClientError e) { return green::http::client_error_name(e); }
-
-// EXPECT_TRUE(is(r.error(), ClientError::kRead)): says both errors by name when it fails.
-::testing::AssertionResult is(ClientError got, ClientError want) {
-  if (got == want) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "error is " << name(got) << ", want " << name(want);
-}
 
 // ---------------------------------------------------------------------------------------------
 // A generated body: the byte at offset i is a function of i with a period (251) prime to every
@@ -1025,7 +950,8 @@ TEST(Client, InvalidUrlOrHeaderIsBadRequestAndSendsNothing) {
         "",
         "127.0.0.1:" + port + "/",
         "ftp://127.0.0.1:" + port + "/",
-        "https://127.0.0.1:" + port + "/",
+        "ws://127.0.0.1:" + port + "/",
+        "https//127.0.0.1:" + port + "/",
         "http://",
         "http:///path",
         "http://127.0.0.1:99999/",
@@ -1097,9 +1023,21 @@ TEST(Client, ParseUrl) {
   ASSERT_TRUE(u);
   EXPECT_EQ(u->port, 65535);
   EXPECT_EQ(u->target, "/?x");
-  for (std::string_view bad :
-       {"https://a/", "http://a:65536/", "http://u@a/", "http:// a/", "http://a/b c", "HTTP//a",
-        "http://a:-1/", "http://a:8x/", "http://a\r\n/", ""}) {
+  // https://: the default port is 443, and the scheme is kept (Url::https).
+  u = parse_url("HTTPS://example.com/a");
+  ASSERT_TRUE(u);
+  EXPECT_TRUE(u->https);
+  EXPECT_EQ(u->scheme(), "https");
+  EXPECT_EQ(u->port, 443);
+  EXPECT_EQ(u->authority, "example.com");
+  EXPECT_EQ(u->target, "/a");
+  u = parse_url("https://[::1]:8443");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->port, 8443);
+  EXPECT_FALSE(parse_url("http://a")->https);
+  for (std::string_view bad : {"ftp://a/", "httpss://a/", "https:/a", "https://", "http://a:65536/",
+                               "http://u@a/", "http:// a/", "http://a/b c", "HTTP//a",
+                               "http://a:-1/", "http://a:8x/", "http://a\r\n/", ""}) {
     EXPECT_FALSE(parse_url(bad)) << bad;
   }
 }

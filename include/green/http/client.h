@@ -10,7 +10,7 @@
 //   - DNS: numeric addresses are used as they are; names go to getaddrinfo(3) inside
 //     green::blocking(), so a slow resolver parks the green thread and hands its P to another
 //     OS thread. Every address returned (IPv6 and IPv4) is tried in order until one connects.
-//   - Pool: connections are kept alive per "host:port" (as written in the URL, before DNS) and
+//   - Pool: connections are kept alive per scheme and "host:port" (as in the URL, before DNS) and
 //     reused, most recently used first. A pooled connection is checked before reuse: one
 //     non-blocking recv(MSG_PEEK) must find nothing (the server closed it: end of stream; or
 //     sent something unasked: data), else it is closed and the next one tried. If a request on
@@ -33,7 +33,19 @@
 //   - Limits: the response head (max_response_header_bytes, max_response_headers) and body
 //     (max_response_body_bytes for streamed reads, read_all's limit for collected ones).
 //   - Redirects are not followed unless max_redirects > 0 (then as Go: 301/302/303 turn into a
-//     GET without body, 307/308 repeat the method and a body that can be sent again).
+//     GET without body, 307/308 repeat the method and a body that can be sent again), between
+//     http:// and https:// as well. Authorization, Cookie and Proxy-Authorization go only to
+//     the same host:port, and never from https:// down to http://.
+//   - HTTPS (green/tls.h): an https:// URL is the same call over TLS. The handshake follows the
+//     TCP connect within the same connect_timeout and under the call's context (a stalled or
+//     cancelled handshake ends as a stalled connect does); the server's certificate is verified
+//     against ClientOptions::tls (default: the system's CA store) for the URL's host, which is
+//     also the SNI; the session of the last connection to that host:port is offered for
+//     resumption (the context's session cache). A certificate that does not verify, or any
+//     other failed handshake, is kTls with OpenSSL's reason, and nothing of the request is
+//     sent. Pooled connections are kept per scheme and host:port, and the check before reuse
+//     holds for TLS too: any byte waiting on an idle TLS connection (a close_notify, a record
+//     nobody asked for) means it is not reused.
 //
 // Threads: a Client may be shared by any number of green threads (the pool takes a short lock);
 // thousands of calls at once are normal. A ClientResponse belongs to one green thread at a time.
@@ -52,6 +64,7 @@
 #include <vector>
 
 #include "green/http/request.h"  // Header, iequals
+#include "green/tls.h"
 
 namespace green {
 class Context;  // green/context.h
@@ -92,6 +105,15 @@ struct ClientOptions {
   int max_redirects = 0;
   // Sent when the request has no User-Agent; empty: none.
   std::string user_agent = "greenhttp";
+  // TLS for https:// URLs: the trust store, policies and session cache, shared by every
+  // connection (one context may serve several Clients). Null: the Client makes one on its first
+  // https:// call from tls_ca_file and tls_insecure_skip_verify (empty and false: the system's
+  // CA store, verification on); a failure to make it is kTls for that call.
+  std::shared_ptr<net::TlsClientContext> tls;
+  std::string tls_ca_file;
+  // Trust any certificate (Go's InsecureSkipVerify): for tests against self-signed servers,
+  // never for the internet.
+  bool tls_insecure_skip_verify = false;
 };
 
 // Why a call failed. kTimeout and kDeadlineExceeded are what a proxy answers 504 for; the rest
@@ -101,6 +123,9 @@ enum class ClientError : uint8_t {
   kBadRequest,        // the URL or a header of the request is not valid (nothing was sent)
   kDns,               // the host name did not resolve
   kConnect,           // no address accepted the connection (refused, unreachable)
+  kTls,               // the TLS handshake failed: a certificate that does not verify (for the
+                      // URL's host), no version or cipher in common, the server closed or sent
+                      // garbage mid-handshake (error_message() has the reason)
   kTimeout,           // connect_timeout, write_timeout, read_timeout or timeout passed
   kCanceled,          // the context was cancelled
   kDeadlineExceeded,  // the context's deadline passed
@@ -122,7 +147,7 @@ inline bool is_timeout(ClientError e) {
 // body source until the request has been sent).
 struct ClientRequest {
   std::string_view method = "GET";
-  // "http://host[:port][/path][?query]"; host is a name, an IPv4 address or "[IPv6]".
+  // "http[s]://host[:port][/path][?query]"; host is a name, an IPv4 address or "[IPv6]".
   std::string_view url;
   // Extra header lines. Host comes from the URL unless one is given here; Content-Length and
   // Transfer-Encoding are the client's (from body / body_source), and are refused here.
@@ -136,6 +161,8 @@ struct ClientRequest {
   std::function<long(std::span<char>)> body_source;
   int64_t content_length = -1;
 };
+
+struct Url;  // below
 
 namespace detail {
 struct ClientConn;
@@ -227,6 +254,13 @@ struct ClientStats {
   uint64_t errors[kClientErrorCount] = {};  // by ClientError (errors[0] unused)
   int64_t open_connections = 0;             // connected now, busy or idle
   int64_t idle_connections = 0;             // in the pool now
+  // TLS handshakes of new https:// connections: full, resumed (a cached session accepted), and
+  // failed (every kind: kTls, and the handshakes that timed out or were cancelled).
+  uint64_t tls_handshakes_full = 0;
+  uint64_t tls_handshakes_resumed = 0;
+  uint64_t tls_handshake_failures = 0;
+  // The failures by net::TlsHandshakeFailure ("certificate", "timeout", "eof", ...).
+  uint64_t tls_handshake_failures_by[net::kTlsHandshakeFailureCount] = {};
 };
 
 class Client {
@@ -253,18 +287,26 @@ class Client {
  private:
   ClientResponse send_once(const Context& ctx, const ClientRequest& req, bool* retryable,
                            bool fresh_only);
+  // The TLS handshake of a new https:// connection on `stream`, by `deadline_ns`: kNone and
+  // *out, or the error and *why.
+  ClientError handshake(const Context& ctx, const Url& url, const std::string& key,
+                        net::TcpStream& stream, int64_t deadline_ns,
+                        std::unique_ptr<net::TlsSession>* out, std::string* why);
   std::shared_ptr<detail::ClientShared> shared_;
 };
 
-// The parts of an http:// URL. Exposed for the reverse proxy and tests.
+// The parts of an http:// or https:// URL. Exposed for the reverse proxy and tests.
 struct Url {
+  bool https = false;     // the scheme: https:// (TLS) or http://
   std::string host;       // without brackets ("::1")
-  uint16_t port = 80;     // default 80
-  std::string authority;  // "host:port" as written (the pool's key and the Host header)
+  uint16_t port = 80;     // default 80, or 443 for https
+  std::string authority;  // "host:port" as written (the Host header)
   std::string target;     // path and query, "/" when empty
+  std::string_view scheme() const { return https ? "https" : "http"; }
 };
-// Parses "http://host[:port][/path][?query]"; nullopt for anything else (https, userinfo,
-// a fragment is dropped, bad port, empty host, spaces or control bytes).
+// Parses "http[s]://host[:port][/path][?query]" (the scheme in any case); nullopt for anything
+// else (another scheme, userinfo, bad port, empty host, spaces or control bytes). A fragment is
+// dropped.
 std::optional<Url> parse_url(std::string_view url);
 
 }  // namespace green::http

@@ -18,8 +18,9 @@
 //     Proxy-Authenticate, Proxy-Authorization), with
 //       X-Forwarded-For   the client's address appended to the incoming list (Go and nginx's
 //                         $proxy_add_x_forwarded_for),
-//       X-Forwarded-Proto "http", X-Forwarded-Host the client's Host (replacing incoming ones,
-//                         as Go's ProxyRequest.SetXForwarded),
+//       X-Forwarded-Proto "https" for a request that came over TLS, else "http";
+//       X-Forwarded-Host  the client's Host (both replacing incoming ones, as Go's
+//                         ProxyRequest.SetXForwarded),
 //       Via               "1.1 greenhttp" appended (RFC 9110 7.6.3; "1.0" for an HTTP/1.0
 //                         client);
 //     without Expect (100-continue is this hop's business: the server answers it when the
@@ -44,6 +45,15 @@
 //     client sees a truncated response, never a complete wrong one;
 //   - the client going away (its request context is cancelled) ends the upstream call at once:
 //     the upstream sees its connection closed, and nothing is answered (the server logs 499).
+//
+// HTTPS upstreams ("https://HOST:PORT"): the upstream's certificate is verified for the URL's
+// host (which is also the SNI, whatever Host the request carries: nginx's proxy_ssl_name
+// default), against client.tls, or a context that create() makes from client.tls_ca_file and
+// client.tls_insecure_skip_verify (empty and false: the system's CA store); a CA file that does
+// not load fails create(). A failed handshake is 502 (a stalled one 504), counts against the
+// upstream's health, and moves on to the next upstream as a failed connect does. Upstream
+// sessions are resumed from the context's cache, and pooled connections kept alive, as for
+// http:// (nginx's proxy_ssl_session_reuse).
 //
 // Upstream choice: round robin over the upstreams that are not marked down. Passive health, as
 // nginx's max_fails / fail_timeout: an upstream that failed max_fails times within
@@ -73,7 +83,7 @@
 namespace green::http {
 
 struct ReverseProxyOptions {
-  // "http://HOST:PORT" or "http://HOST:PORT/prefix"; at least one.
+  // "http[s]://HOST:PORT" or "http[s]://HOST:PORT/prefix"; at least one.
   std::vector<std::string> upstreams;
   // Timeouts, pool sizes and limits of the upstream calls (read_timeout and write_timeout are
   // nginx's proxy_read_timeout and proxy_send_timeout; connect_timeout its
