@@ -166,7 +166,7 @@ int main(int argc, char** argv) {
     if (flag == "--listen") {
       listen = value;
     } else if (flag == "--upstream") {
-      if (!parse_url(value)) return usage("--upstream takes http://HOST[:PORT][/PATH]");
+      if (!parse_url(value)) return usage("--upstream takes http[s]://HOST[:PORT][/PATH]");
       upstreams.emplace_back(value);
     } else if (flag == "--deadline") {
       char* end = nullptr;

@@ -235,7 +235,7 @@ class FanoutTest(unittest.TestCase):
             self.assertLess(self.slow.closed[0] - t0, MARGIN + 1)
 
     def test_bad_flags_exit_2_with_usage(self):
-        for args in (["--upstream", "https://example.com/"], ["--listen", "127.0.0.1:0"],
+        for args in (["--upstream", "ftp://example.com/"], ["--listen", "127.0.0.1:0"],
                      ["--upstream", "http://127.0.0.1:1/", "--deadline", "soon"],
                      ["--bogus", "1"]):
             p = subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=10)
