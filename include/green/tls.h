@@ -267,9 +267,12 @@ class TlsStream {
   TlsStream(TlsStream&&) noexcept = default;
   TlsStream& operator=(TlsStream&&) noexcept = default;
 
+  // Takes `tcp` and does the server handshake. After a failure *out still holds the socket
+  // (closed by its destructor or close()) and the dead session, for last_error().
   static int accept(TcpStream tcp, const TlsServerContext& ctx, Deadline deadline, TlsStream* out,
                     TlsHandshakeFailure* why = nullptr);
-  // Connects to `to` and does the client handshake with `server_name`.
+  // Connects to `to` and does the client handshake with `server_name`; the socket is closed
+  // after a failed handshake.
   static int connect(const Address& to, const TlsClientContext& ctx, std::string_view server_name,
                      TlsStream* out, Deadline deadline = kNoDeadline,
                      TlsHandshakeFailure* why = nullptr);
