@@ -13,8 +13,8 @@ Settings (environment, all optional):
   LOADTEST_ROUNDS=2         interleaved rounds per scenario
   LOADTEST_PEERS=greenhttp,go,nginx
   LOADTEST_SCENARIOS=plaintext,json,pipelined,echo,mix,c1000,c10000,proxy,fanout,https,
-                     https-handshake,https-idle (the default set); https-handshake-full and
-                     https-flood run only when named; https-all names the five HTTPS ones
+                     https-handshake,https-handshake-full,https-idle,https-flood (the default
+                     set); https-all names the five HTTPS ones
   LOADTEST_TLS_IDLE_CONNS=10000  idle keep-alive TLS connections per peer in https-idle
   LOADTEST_IDLE_CONNS=10000 idle keep-alive connections held per peer (0: skip)
   LOADTEST_BENCH=1          0 skips the runtime microbenchmarks

@@ -81,7 +81,7 @@ SCENARIOS += [
                   "(an abbreviated handshake: no certificate, no signature); latency is the "
                   "request alone, without connect and handshake"),
     Scenario("https-handshake-full", "HTTPS, new connection per request, full handshakes, c=100",
-             "/plaintext", tls=True, client="tlsload", default=False,
+             "/plaintext", tls=True, client="tlsload",
              note="loadtest/peers/tlsload: resumption off, every handshake full (ECDHE and the "
                   "server's ECDSA signature); latency is the whole connection"),
     Scenario("https-idle", "memory per idle keep-alive TLS connection", "/plaintext", tls=True,
@@ -90,7 +90,7 @@ SCENARIOS += [
     # The measured side is tlsload -keepalive, not wrk: wrk opens its connections inside its
     # run, which would queue its own handshakes behind the flood's.
     Scenario("https-flood", "HTTPS keep-alive c=50 beside a full-handshake flood (c=200)",
-             "/plaintext", tls=True, conns=50, kind="flood", client="tlsload", default=False,
+             "/plaintext", tls=True, conns=50, kind="flood", client="tlsload",
              note="p99 of 50 established keep-alive connections while tlsload opens new ones; "
                   "greenhttp with --tls-max-handshakes at its default and effectively uncapped"),
 ]
