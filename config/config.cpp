@@ -315,7 +315,7 @@ std::vector<Setting> settings() {
          return e;
        }},
       {"tls-max-handshakes", "tls.max_handshakes",
-       "TLS handshakes computing at once; more wait their turn (0: twice the Ps)",
+       "TLS handshakes computing at once; more wait their turn (default 0: no cap)",
        [](C& c, const std::string& v) { return apply_int(c.tls_max_handshakes, v, 0, 1'000'000); }},
       {"tls-port-file", "tls.port_file", "write the bound HTTPS port to this file once listening",
        [](C& c, const std::string& v) {

@@ -322,11 +322,11 @@ def main():
 
     def start_tls(scen):
         """Each live peer's HTTPS twin (peers.TLS_PEERS) on the run's certificate; in
-        https-flood, greenhttp a second time with the handshake cap lifted. Smoke results go
+        https-flood, greenhttp a second time with handshakes capped at twice its threads. Smoke results go
         under "tls:<route>" beside the plain ones."""
         names = [p.name for p in live if p.name in peers.TLS_PEERS]
         if scen.kind == "flood" and "greenhttp" in names:
-            names.insert(names.index("greenhttp") + 1, "greenhttp-uncapped")
+            names.insert(names.index("greenhttp") + 1, "greenhttp-capped")
         started = []
         for name in names:
             result = smoke.setdefault(name, {})
@@ -480,7 +480,7 @@ def main():
     if any(BY_NAME[s].tls for s in scen_names):
         commands.append("# HTTPS scenarios: every peer on one certificate, "
                         "config/tls/make-cert.sh TMP/tls (TMP/tls/server.pem, server.key):")
-        for p in list(names) + (["greenhttp-uncapped"] if "https-flood" in scen_names else []):
+        for p in list(names) + (["greenhttp-capped"] if "https-flood" in scen_names else []):
             if p in peers.TLS_PEERS:
                 commands.append(f"# {p}, HTTPS: "
                                 + peers.TLS_PEERS[p](ctx).display().replace(ctx.tls_dir,

@@ -114,7 +114,8 @@ struct TlsServerSettings {
   int ticket_keys_kept = 7;
   std::size_t session_cache_size = 20480;
   std::chrono::seconds session_lifetime = std::chrono::hours(24);
-  // Handshakes doing cryptography at once (see TlsStream::accept); 0: twice the number of Ps.
+  // Handshakes doing cryptography at once (see TlsSession::accept); 0: no cap (the default, as
+  // in nginx and Go: see server/tls.cpp for what the cap did in the load test).
   int max_handshakes = 0;
 };
 
@@ -202,10 +203,9 @@ class TlsSession {
   // to HTTPS port") and the call fails with kPlainHttp; a first byte that is not a TLS
   // handshake record fails with kNotTls at once, without OpenSSL.
   //
-  // Handshake CPU: the cryptography of at most max_handshakes handshakes runs at once; the
-  // rest park (FIFO) for a slot. A handshake holds its slot only while it computes, never while
-  // it waits for the client, so clients that stall mid-handshake take no slot, and a flood of
-  // new connections cannot fill the run queues ahead of established connections' requests.
+  // Handshake CPU: with max_handshakes set, the cryptography of at most that many handshakes
+  // runs at once; the rest park (FIFO) for a slot. A handshake holds its slot only while it
+  // computes, never while it waits for the client, so clients that stall take no slot.
   static int accept(TcpStream& stream, const TlsServerContext& ctx, Deadline deadline,
                     std::unique_ptr<TlsSession>* out, TlsHandshakeFailure* why = nullptr);
   // The client's handshake: SNI and certificate verification against `server_name` (a DNS

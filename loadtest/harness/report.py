@@ -251,8 +251,8 @@ def tls_section(meta, peers, summary, tls_idle, tls_info, scenarios, lines):
                   "measures keep-alive requests on them while "
                   f"`build/loadtest/tlsload -c {meta.get('flood_conns', '?')}` opens new "
                   "connections (full handshakes, `Connection: close`) from 1 s before to after "
-                  "it (latency per request, as wrk's). greenhttp-uncapped is greenhttp with "
-                  "`--tls-max-handshakes 1000000`. CPU/req is not shown: the server's CPU "
+                  "it (latency per request, as wrk's). greenhttp-capped is greenhttp with "
+                  "`--tls-max-handshakes` at twice its threads (the default is no cap). CPU/req is not shown: the server's CPU "
                   "went to both loads.", "",
                   "| server | keep-alive requests/s | p50 | p99 | p99.9 | p99 per round "
                   "| flood: new connections/s | flood errors |",

@@ -92,7 +92,7 @@ SCENARIOS += [
     Scenario("https-flood", "HTTPS keep-alive c=50 beside a full-handshake flood (c=200)",
              "/plaintext", tls=True, conns=50, kind="flood", client="tlsload",
              note="p99 of 50 established keep-alive connections while tlsload opens new ones; "
-                  "greenhttp with --tls-max-handshakes at its default and effectively uncapped"),
+                  "greenhttp without a handshake cap (its default) and with one"),
 ]
 
 BY_NAME = {s.name: s for s in SCENARIOS}
