@@ -86,16 +86,25 @@ std::string apply_int(int64_t& out, const std::string& v, int64_t min, int64_t m
   return {};
 }
 
-std::string check_directory(const std::string& path) {
+// A path the server reads at startup: an existing directory (want_directory) or regular file
+// that it may read (and, for a directory, enter). Empty: nothing to check.
+std::string check_readable(const std::string& path, bool want_directory) {
   if (path.empty()) return {};
   struct stat st {};
   // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
   if (stat(path.c_str(), &st) != 0) return "\"" + path + "\": " + std::strerror(errno);
-  if (!S_ISDIR(st.st_mode)) return "\"" + path + "\" is not a directory";
+  if (want_directory && !S_ISDIR(st.st_mode)) return "\"" + path + "\" is not a directory";
+  if (!want_directory && !S_ISREG(st.st_mode)) return "\"" + path + "\" is not a regular file";
+  const int mode = want_directory ? R_OK | X_OK : R_OK;
   // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
-  if (access(path.c_str(), R_OK | X_OK) != 0) return "\"" + path + "\": " + std::strerror(errno);
+  if (access(path.c_str(), mode) != 0) return "\"" + path + "\": " + std::strerror(errno);
   return {};
 }
+
+std::string check_directory(const std::string& path) { return check_readable(path, true); }
+
+// A file read at startup (and again on SIGHUP): say now, in one line, when it cannot be.
+std::string check_readable_file(const std::string& path) { return check_readable(path, false); }
 
 // The port file is written as PATH.tmp.PID and renamed over PATH (server/main.cpp), so its
 // directory must let us create a file: try it now, before anything starts, instead of failing
@@ -118,18 +127,6 @@ std::string check_writable_file(const std::string& path) {
 std::string apply_path(std::string& out, const std::string& v) {
   if (v.empty()) return "empty path";
   out = v;
-  return {};
-}
-
-// A file read at startup (and again on SIGHUP): say now, in one line, when it cannot be.
-std::string check_readable_file(const std::string& path) {
-  if (path.empty()) return {};
-  struct stat st {};
-  // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
-  if (stat(path.c_str(), &st) != 0) return "\"" + path + "\": " + std::strerror(errno);
-  if (!S_ISREG(st.st_mode)) return "\"" + path + "\" is not a regular file";
-  // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
-  if (access(path.c_str(), R_OK) != 0) return "\"" + path + "\": " + std::strerror(errno);
   return {};
 }
 

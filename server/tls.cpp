@@ -99,8 +99,6 @@ struct TlsSession::Io {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 int64_t to_ns(Deadline d) { return d.time_since_epoch().count(); }
 
 // ---- The BIO over a TcpStream ----------------------------------------------------------------
