@@ -97,42 +97,25 @@ std::string_view pattern(uint64_t offset, std::size_t n) {
 class GreenUpstream {
  public:
   explicit GreenUpstream(const std::function<void(Router&)>& routes, ServerOptions options = {},
-                         const std::string& listen = "127.0.0.1:0") {
-    routes(router_);
-    options.listen = listen;
-    options.shutdown_timeout = 2s;
-    server_ = std::make_unique<green::http::Server>(options, router_, nullptr);
-    listening_ = server_->listen() == 0;
-    if (!listening_) return;
-    port_ = server_->local_address().port();
-    green::go([this] {
-      server_->serve();
-      served_.close();
-    });
+                         const std::string& listen = "127.0.0.1:0")
+      : served_(routes, listening_on(std::move(options), listen)) {
+    if (served_.listening()) port_ = served_.server().local_address().port();
   }
-  ~GreenUpstream() {
-    if (listening_) {
-      server_->shutdown();
-      (void)served_.recv();
-    }
-    server_.reset();
-  }
-  GreenUpstream(const GreenUpstream&) = delete;
-  GreenUpstream& operator=(const GreenUpstream&) = delete;
 
-  bool listening() const { return listening_; }
+  bool listening() const { return served_.listening(); }
   uint16_t port() const { return port_; }
   std::string url(std::string_view target) const {
     return "http://127.0.0.1:" + std::to_string(port_) + std::string(target);
   }
-  uint64_t accepted() const { return server_->metrics().accepted_connections.load(); }
-  int64_t open_connections() const { return server_->metrics().open_connections.load(); }
+  uint64_t accepted() const { return served_.accepted(); }
+  int64_t open_connections() const { return served_.open_connections(); }
 
  private:
-  Router router_;  // outlives server_
-  std::unique_ptr<green::http::Server> server_;
-  green::Channel<bool> served_;
-  bool listening_ = false;
+  static ServerOptions listening_on(ServerOptions options, const std::string& listen) {
+    options.listen = listen;
+    return options;
+  }
+  green::testing::ServedServer served_;
   uint16_t port_ = 0;
 };
 

@@ -7,19 +7,63 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 
 #include <gtest/gtest.h>
 
+#include "green/channel.h"
 #include "green/context.h"
 #include "green/green.h"
 #include "green/http/client.h"
+#include "green/http/router.h"
+#include "green/http/server.h"
 #include "green/net.h"
 #include "tests/runtime/test_util.h"
 
 namespace green::testing {
+
+// greenhttp's own Server on `routes`, serving in a green thread of this runtime from
+// construction to destruction, which shuts it down (2 s drain) and waits for serve() to
+// return: the in-process upstream of both client test files.
+class ServedServer {
+ public:
+  ServedServer(const std::function<void(green::http::Router&)>& routes,
+               green::http::ServerOptions options) {
+    routes(router_);
+    options.shutdown_timeout = std::chrono::seconds(2);
+    server_ = std::make_unique<green::http::Server>(std::move(options), router_, nullptr);
+    listening_ = server_->listen() == 0;
+    if (!listening_) return;
+    green::go([this] {
+      server_->serve();
+      served_.close();
+    });
+  }
+  ~ServedServer() {
+    if (listening_) {
+      server_->shutdown();
+      (void)served_.recv();
+    }
+    server_.reset();
+  }
+  ServedServer(const ServedServer&) = delete;
+  ServedServer& operator=(const ServedServer&) = delete;
+
+  bool listening() const { return listening_; }
+  const green::http::Server& server() const { return *server_; }
+  uint64_t accepted() const { return server_->metrics().accepted_connections.load(); }
+  int64_t open_connections() const { return server_->metrics().open_connections.load(); }
+
+ private:
+  green::http::Router router_;  // outlives server_
+  std::unique_ptr<green::http::Server> server_;
+  green::Channel<bool> served_;
+  bool listening_ = false;
+};
 
 inline int process_fds() {
   int n = 0;

@@ -116,34 +116,17 @@ class Upstream {
  public:
   explicit Upstream(const std::function<void(Router&)>& routes,
                     const std::string& host = "127.0.0.1", ServerOptions options = {}) {
-    routes(router_);
     options.listen = host + ":0";
     options.listen_tls = host + ":0";
     options.tls = server_tls();
-    options.shutdown_timeout = 2s;
     tls_ = options.tls;
     if (tls_ == nullptr) return;
-    server_ = std::make_unique<green::http::Server>(options, router_, nullptr);
-    listening_ = server_->listen() == 0;
-    if (!listening_) return;
-    green::go([this] {
-      server_->serve();
-      served_.close();
-    });
+    served_ = std::make_unique<green::testing::ServedServer>(routes, std::move(options));
   }
-  ~Upstream() {
-    if (listening_) {
-      server_->shutdown();
-      (void)served_.recv();
-    }
-    server_.reset();
-  }
-  Upstream(const Upstream&) = delete;
-  Upstream& operator=(const Upstream&) = delete;
 
-  bool listening() const { return listening_; }
-  uint16_t port() const { return server_->local_address().port(); }
-  uint16_t tls_port() const { return server_->tls_local_address().port(); }
+  bool listening() const { return served_ != nullptr && served_->listening(); }
+  uint16_t port() const { return served_->server().local_address().port(); }
+  uint16_t tls_port() const { return served_->server().tls_local_address().port(); }
   std::string http(std::string_view target, std::string_view host = "127.0.0.1") const {
     return "http://" + std::string(host) + ":" + std::to_string(port()) + std::string(target);
   }
@@ -151,15 +134,12 @@ class Upstream {
     return "https://" + std::string(host) + ":" + std::to_string(tls_port()) + std::string(target);
   }
   net::TlsServerStats tls_stats() const { return tls_->stats(); }
-  uint64_t accepted() const { return server_->metrics().accepted_connections.load(); }
-  int64_t open_connections() const { return server_->metrics().open_connections.load(); }
+  uint64_t accepted() const { return served_->accepted(); }
+  int64_t open_connections() const { return served_->open_connections(); }
 
  private:
-  Router router_;  // outlives server_
-  std::shared_ptr<net::TlsServerContext> tls_;
-  std::unique_ptr<green::http::Server> server_;
-  green::Channel<bool> served_;
-  bool listening_ = false;
+  std::shared_ptr<net::TlsServerContext> tls_;  // outlives served_ (declared first)
+  std::unique_ptr<green::testing::ServedServer> served_;
 };
 
 // What the upstream saw: method, scheme, body and a few headers, as text; the count of
