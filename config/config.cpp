@@ -170,6 +170,56 @@ std::vector<Setting> settings() {
          return std::string();
        },
        false, [](const C& c) { return check_directory(c.static_dir); }},
+      {"static-prefix", "static.prefix",
+       "URL prefix of --static-dir (default /static/); /: a static site on the public port",
+       [](C& c, const std::string& v) -> std::string {
+         if (v.empty() || v.front() != '/' || v.find_first_of("*?#% \t") != std::string::npos) {
+           return "invalid prefix " + quote(v) + " (a path such as /static/ or /)";
+         }
+         c.static_prefix = v.back() == '/' ? v : v + "/";
+         return {};
+       }},
+      {"static-index", "static.index", "a directory's index file (default index.html; empty: none)",
+       [](C& c, const std::string& v) -> std::string {
+         if (v.find('/') != std::string::npos || v == "." || v == "..") {
+           return "invalid index file name " + quote(v);
+         }
+         c.static_index = v;
+         return {};
+       }},
+      {"static-autoindex", "static.autoindex",
+       "list a directory without an index file (nginx's autoindex; bare flag: true)",
+       [](C& c, const std::string& v) {
+         return apply_bool(c.static_autoindex, v.empty() ? "true" : v);
+       },
+       true},
+      {"static-gzip", "static.gzip",
+       "serve FILE.gz for FILE to clients that accept gzip (default true)",
+       [](C& c, const std::string& v) { return apply_bool(c.static_gzip, v.empty() ? "true" : v); },
+       true},
+      {"static-symlinks", "static.symlinks",
+       "inside: follow symlinks that stay under --static-dir (default); never: refuse all",
+       [](C& c, const std::string& v) -> std::string {
+         if (v != "inside" && v != "never") return "invalid symlink policy " + quote(v) + " (inside or never)";
+         c.static_symlinks = v;
+         return {};
+       }},
+      {"static-cache-control", "static.cache_control",
+       "Cache-Control by path: 'PATTERN=VALUE;...', PATTERN *.EXT, /DIR/ or *",
+       [](C& c, const std::string& v) -> std::string {
+         c.static_cache_control = v;
+         return {};
+       }},
+      {"static-cache-entries", "static.cache_entries",
+       "open-file cache: descriptors kept open (default 1000; 0: none)",
+       [](C& c, const std::string& v) { return apply_int(c.static_cache_entries, v, 0, 1'000'000); }},
+      {"static-cache-valid", "static.cache_valid",
+       "open-file cache: recheck a path after this long (default 10s)",
+       [](C& c, const std::string& v) { return apply_duration(c.static_cache_valid, v); }},
+      {"static-mime-types", "static.mime_types",
+       "MIME types file (default /etc/mime.types when present)",
+       [](C& c, const std::string& v) { return apply_path(c.static_mime_types, v); }, false,
+       [](const C& c) { return check_readable_file(c.static_mime_types); }},
       {"access-log", "access_log", "access log: PATH, stdout or off (default stdout)",
        [](C& c, const std::string& v) -> std::string {
          if (v.empty()) return "empty access log target (PATH, stdout or off)";

@@ -13,7 +13,8 @@
 //   /spawn?n=N                 fans out N green threads joined by a WaitGroup
 //   /stack?depth=N             recurses N frames of ~1 KiB on the request's green thread and
 //                              reports its committed stack before, deepest, after trimming
-//   /static/*                  files under --static-dir
+//   /static/*                  files under --static-dir (http::FileServer; --static-prefix
+//                              moves them, and "/" makes the whole port a static site)
 //   /healthz, /readyz          liveness; readiness (503 once shutdown begins)
 //   /metrics                   Prometheus text format
 //   /debug/greenthreads        the runtime's green-thread dump (?limit=N, default 1000)
@@ -23,8 +24,10 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <string>
 
+#include "green/http/file_server.h"
 #include "green/http/router.h"
 #include "green/http/server.h"
 
@@ -41,7 +44,9 @@ struct DemoLimits {
 struct AppState {
   // Set before the server starts serving; /readyz, /metrics and /debug/vars read it.
   http::Server* server = nullptr;
-  std::string static_dir;  // empty: /static/* is a 404
+  // The file server (null: no --static-dir, /static/* is a 404) and its URL prefix.
+  std::shared_ptr<http::FileServer> files;
+  std::string static_prefix = "/static/";
   DemoLimits limits;
   // Serve /metrics, /debug/* and / on a router of their own (register_debug), for a listener
   // off the public port (--debug-listen): register_all then leaves them out.
@@ -57,13 +62,10 @@ void register_benchmarks(http::Router& router);                             // p
 void register_streaming(http::Router& router);                              // upload, events
 void register_runtime_demos(http::Router& router, DemoLimits limits = {});  // sleep ... stack
 void register_stack_growth(http::Router& router);  // stack (part of register_runtime_demos)
-void register_static(http::Router& router, const std::string& dir);
+void register_static(http::Router& router, AppState& app);
 // healthz and readyz, and unless app.separate_debug, what register_debug adds.
 void register_observability(http::Router& router, AppState& app);
 // /metrics, /debug/greenthreads, /debug/vars and the front page (/).
 void register_debug(http::Router& router, AppState& app);
-
-// "text/html; charset=utf-8" for "index.html"; "application/octet-stream" when unknown.
-std::string_view content_type_for(std::string_view filename);
 
 }  // namespace green::handlers

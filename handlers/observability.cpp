@@ -36,6 +36,35 @@ void scalar(std::ostringstream& o, const char* name, const char* type, const cha
   o << name << ' ' << value << '\n';
 }
 
+// The file server (--static-dir): the open-file cache and the answers by kind.
+void static_metrics(std::ostringstream& o, const http::FileServer& files) {
+  const http::FileServer::Stats s = files.stats();
+  scalar(o, "greenhttp_static_cache_hits_total", "counter",
+         "File lookups answered by the open-file cache (no open).", s.cache_hits);
+  scalar(o, "greenhttp_static_cache_misses_total", "counter",
+         "File lookups that opened the path (new, evicted or due for a recheck).", s.cache_misses);
+  scalar(o, "greenhttp_static_cache_entries", "gauge", "Paths in the open-file cache now.",
+         s.cache_entries);
+  scalar(o, "greenhttp_static_body_bytes_total", "counter",
+         "Body bytes sent from files (sendfile on plain HTTP).", s.sendfile_bytes);
+  metric(o, "greenhttp_static_responses_total", "counter", "File server answers, by kind.");
+  const std::pair<const char*, uint64_t> kinds[] = {
+      {"ok", s.ok},
+      {"partial", s.partial},
+      {"not_modified", s.not_modified},
+      {"precondition_failed", s.precondition_failed},
+      {"range_not_satisfiable", s.range_not_satisfiable},
+      {"not_found", s.not_found},
+      {"redirect", s.redirects},
+      {"listing", s.listings},
+  };
+  for (const auto& [kind, n] : kinds) {
+    o << "greenhttp_static_responses_total{kind=\"" << kind << "\"} " << n << '\n';
+  }
+  scalar(o, "greenhttp_static_gzip_total", "counter",
+         "Precompressed FILE.gz bodies served in place of FILE.", s.gzip);
+}
+
 // HTTPS (--listen-tls): handshakes by outcome, and the connections open by version and cipher.
 void tls_metrics(std::ostringstream& o, const net::TlsServerContext& tls) {
   const net::TlsServerStats t = tls.stats();
@@ -133,6 +162,7 @@ std::string prometheus_text(const AppState& app) {
            (log ? log->written() : 0));
     if (const net::TlsServerContext* tls = server->options().tls.get()) tls_metrics(o, *tls);
   }
+  if (app.files) static_metrics(o, *app.files);
   const green::RuntimeStats rs = green::stats();
   scalar(o, "greenrt_green_threads", "gauge", "Green threads alive (runtime.NumGoroutine).",
          rs.green_threads);
@@ -297,10 +327,17 @@ void register_debug(http::Router& router, AppState& app) {
 }
 
 void register_all(http::Router& router, AppState& app) {
+  if (app.static_prefix == "/") {
+    // File-server mode (--static-prefix /): every path of the public port is a file, as with
+    // `nginx` serving a root; the built-in endpoints would shadow the site's own paths, so only
+    // --debug-listen's port has /metrics, /healthz, /readyz and the rest.
+    register_static(router, app);
+    return;
+  }
   register_benchmarks(router);
   register_streaming(router);
   register_runtime_demos(router, app.limits);
-  register_static(router, app.static_dir);
+  register_static(router, app);
   register_observability(router, app);
 }
 

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
+#include <sys/sendfile.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -481,6 +482,46 @@ ssize_t TcpStream::writev_impl(iovec* iov, int iovcnt, const Context* ctx) {
     }
   }
   return static_cast<ssize_t>(total);
+}
+
+ssize_t TcpStream::send_file(std::string_view head, int file_fd, uint64_t offset,
+                             std::size_t count) {
+  green::checkpoint();
+  OpGuard op(pd_, seq_);
+  if (!op) return -ECANCELED;
+  // The head: MSG_MORE holds it back (like TCP_CORK, for this call) until the file's bytes
+  // follow, so a small file and its head leave in one segment.
+  while (!head.empty()) {
+    const ssize_t r =
+        ::send(op.fd(), head.data(), head.size(), MSG_NOSIGNAL | (count != 0 ? MSG_MORE : 0));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) return -errno;
+      if (bound_cancelled()) return -ECANCELED;
+      const int w = green::detail::poll_wait(pd_, PollMode::kWrite, to_ns(write_deadline_));
+      if (w != 0) return w;
+      continue;
+    }
+    head.remove_prefix(static_cast<std::size_t>(r));
+  }
+  std::size_t done = 0;
+  while (done < count) {
+    off_t at = static_cast<off_t>(offset + done);
+    // One call moves at most ~2 GiB (the kernel's MAX_RW_COUNT); the loop does the rest.
+    const std::size_t want = std::min<std::size_t>(count - done, std::size_t{1} << 30);
+    const ssize_t r = green::may_block([&] { return ::sendfile(op.fd(), file_fd, &at, want); });
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) return -errno;
+      if (bound_cancelled()) return -ECANCELED;
+      const int w = green::detail::poll_wait(pd_, PollMode::kWrite, to_ns(write_deadline_));
+      if (w != 0) return w;
+      continue;
+    }
+    if (r == 0) break;  // the file ended before `count`: it shrank under us
+    done += static_cast<std::size_t>(r);
+  }
+  return static_cast<ssize_t>(done);
 }
 
 void TcpStream::on_hangup(std::function<void()> fn) {

@@ -74,6 +74,14 @@ class ByteBuffer {
     if (!s.empty()) std::memcpy(data_ + size_, s.data(), s.size());
     size_ += s.size();
   }
+  // Makes room for n more bytes and counts them in: the caller fills [result, result + n)
+  // (a read straight into the buffer), then truncate()s off what it did not fill.
+  char* extend(std::size_t n) {
+    if (size_ + n > capacity_) grow(size_ + n);
+    char* at = data_ + size_;
+    size_ += n;
+    return at;
+  }
   void push_back(char c) {
     if (size_ == capacity_) grow(size_ + 1);
     data_[size_++] = c;

@@ -126,6 +126,36 @@ bool Connection::write_direct(std::string_view head, std::string_view data, std:
   return !write_failed_ && !late;
 }
 
+int64_t Connection::send_file(int fd, uint64_t offset, uint64_t count) {
+  if (tls_) return ResponseSink::send_file(fd, offset, count);  // OpenSSL encrypts in memory
+  ByteBuffer& out = buffers_->output;
+  if (past_handler_deadline(true) || write_failed_) {
+    out.clear();
+    return -1;
+  }
+  // The write timeout applies to each MiB, not to the whole file (nginx's send_timeout is
+  // between two writes too): a 200 MB download over a slow but moving link is not cut off,
+  // a client that stops reading is. A piece of a MiB costs no extra system calls: sendfile
+  // moves at most what the socket buffer takes per call anyway.
+  constexpr uint64_t kPiece = 1 << 20;
+  std::string_view head = out.view();
+  uint64_t done = 0;
+  while (done < count) {
+    const uint64_t want = std::min(count - done, kPiece);
+    stream_.set_write_deadline(deadline_in(server_.options().write_timeout, Clock::now()));
+    const ssize_t n = stream_.send_file(head, fd, offset + done, static_cast<std::size_t>(want));
+    head = {};
+    if (n < 0) {
+      write_failed_ = true;
+      break;
+    }
+    done += static_cast<uint64_t>(n);
+    if (static_cast<uint64_t>(n) < want) break;  // the file ended early
+  }
+  out.clear();
+  return write_failed_ ? -1 : static_cast<int64_t>(done);
+}
+
 void Connection::release_buffers() {
   if (buffers_ == nullptr) return;
   parser_.detach();

@@ -99,6 +99,7 @@ class Connection final : public ResponseSink {
   bool flush_output() override;  // a handler streaming: the write deadline starts now
   bool write_direct(std::string_view head, std::string_view data,
                     std::string_view tail) override;  // as flush_output, one writev
+  int64_t send_file(int fd, uint64_t offset, uint64_t count) override;  // sendfile unless TLS
 
  private:
   friend class Server;

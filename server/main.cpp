@@ -31,6 +31,7 @@
 #include "config/config.h"
 #include "green/green.h"
 #include "green/http/access_log.h"
+#include "green/http/file_server.h"
 #include "green/http/router.h"
 #include "green/http/server.h"
 #include "green/net.h"
@@ -227,6 +228,32 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // The file server, before anything starts: a bad --static-cache-control is a config error.
+  std::shared_ptr<green::http::FileServer> files;
+  if (!cfg.static_dir.empty()) {
+    green::http::FileServerOptions fo;
+    fo.root = cfg.static_dir;
+    fo.index = cfg.static_index;
+    fo.autoindex = cfg.static_autoindex;
+    fo.gzip_static = cfg.static_gzip;
+    fo.symlinks = cfg.static_symlinks == "never" ? green::http::FileServerOptions::Symlinks::kNever
+                                                 : green::http::FileServerOptions::Symlinks::kInsideRoot;
+    fo.cache_control = cfg.static_cache_control;
+    fo.cache_entries = static_cast<std::size_t>(cfg.static_cache_entries);
+    fo.cache_valid = cfg.static_cache_valid;
+    if (!cfg.static_mime_types.empty()) {
+      fo.mime_types = cfg.static_mime_types;
+      fo.mime_types_required = true;
+    }
+    files = green::http::FileServer::create(fo, &error);
+    if (!files) {
+      const bool rules = error.starts_with("cache-control");
+      std::fprintf(stderr, "greenhttp: %s: %s\n", rules ? "--static-cache-control" : "--static-dir",
+                   error.c_str());
+      return 2;
+    }
+  }
+
   raise_open_files_limit();
   signal(SIGPIPE, SIG_IGN);  // a peer that went away is an EPIPE, not the end of the process
   const sigset_t signals = handled_signals();
@@ -238,7 +265,8 @@ int main(int argc, char** argv) {
   green::run(options, [&] {
     green::http::Router router;
     green::handlers::AppState app;
-    app.static_dir = cfg.static_dir;
+    app.files = files;
+    app.static_prefix = cfg.static_prefix;
     app.limits.max_work = static_cast<int>(cfg.max_work_concurrency);
     app.limits.max_blocking = static_cast<int>(cfg.max_blocking_concurrency);
     app.separate_debug = !cfg.debug_listen.empty();
@@ -277,6 +305,8 @@ int main(int argc, char** argv) {
     green::WaitGroup debug_done;
     if (app.separate_debug) {
       green::handlers::register_debug(debug_router, app);
+      // File-server mode leaves the public port to the files: health checks move here too.
+      if (app.static_prefix == "/") green::handlers::register_observability(debug_router, app);
       green::http::ServerOptions debug_options = server_options(cfg);
       debug_options.listen = cfg.debug_listen;
       debug_options.listen_tls.clear();  // the debug routes stay on plain HTTP (Go's pprof too)

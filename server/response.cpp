@@ -1,8 +1,13 @@
 #include "green/http/response.h"
 
-#include <algorithm>
-#include <cstring>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+#include "green/green.h"
 #include "green/http/status.h"
 #include "server/date_cache.h"
 
@@ -28,6 +33,21 @@ bool ResponseSink::write_direct(std::string_view head, std::string_view data,
   out.append(data);
   out.append(tail);
   return flush_output();
+}
+
+int64_t ResponseSink::send_file(int fd, uint64_t offset, uint64_t count) {
+  constexpr std::size_t kPiece = 64 * 1024;
+  std::unique_ptr<char[]> piece(new char[std::min<uint64_t>(count, kPiece) + 1]);
+  uint64_t done = 0;
+  while (done < count) {
+    const std::size_t want = static_cast<std::size_t>(std::min<uint64_t>(count - done, kPiece));
+    const ssize_t n = green::may_block(
+        [&] { return ::pread(fd, piece.get(), want, static_cast<off_t>(offset + done)); });
+    if (n <= 0) break;  // the file shrank (or failed) under us
+    if (!write_direct({}, {piece.get(), static_cast<std::size_t>(n)}, {})) return -1;
+    done += static_cast<uint64_t>(n);
+  }
+  return static_cast<int64_t>(done);
 }
 
 ResponseWriter::ResponseWriter(ResponseSink& sink, ByteBuffer& body, ByteBuffer& headers,
@@ -261,6 +281,56 @@ void ResponseWriter::complete_from(std::string_view serialised, int status, uint
   body_bytes_ = body_bytes;
   if (!keep_alive) keep_alive_ = false;
   mode_ = Mode::kDone;
+}
+
+bool ResponseWriter::send_file(int fd, uint64_t offset, uint64_t length) {
+  if (mode_ != Mode::kBuffering || body_bytes_ != 0) return false;  // misuse: see the header
+  set_content_length(length);
+  if (method_ == Method::kHead || status_forbids_body(status_)) {
+    body_bytes_ = length;  // counted, never sent (as write() does for HEAD)
+    return true;
+  }
+  if (length <= kFileCopyMax && filter_ == nullptr) {
+    // Small: into the body buffer, sent with the head (and the batch) when the handler returns.
+    char* at = body_.extend(static_cast<std::size_t>(length));
+    std::size_t got = 0;
+    while (got < length) {
+      const ssize_t n = green::may_block([&] {
+        return ::pread(fd, at + got, static_cast<std::size_t>(length) - got,
+                       static_cast<off_t>(offset + got));
+      });
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    body_.truncate(got);
+    body_bytes_ = got;
+    return got == length;  // short: finish() sees the shortfall and closes the connection
+  }
+  if (filter_ != nullptr) {
+    // An encoder sees every byte: through write(), a piece at a time.
+    constexpr std::size_t kPiece = 64 * 1024;
+    std::unique_ptr<char[]> piece(new char[kPiece]);
+    uint64_t done = 0;
+    while (done < length) {
+      const std::size_t want = static_cast<std::size_t>(std::min<uint64_t>(length - done, kPiece));
+      const ssize_t n = green::may_block(
+          [&] { return ::pread(fd, piece.get(), want, static_cast<off_t>(offset + done)); });
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      write({piece.get(), static_cast<std::size_t>(n)});
+      done += static_cast<uint64_t>(n);
+    }
+    return keep_alive();
+  }
+  start_streaming();  // the head into the output buffer, which send_file sends first
+  const int64_t sent = sink_.send_file(fd, offset, length);
+  if (sent > 0) body_bytes_ += static_cast<uint64_t>(sent);
+  if (sent != static_cast<int64_t>(length)) {
+    broken_ = true;
+    return false;
+  }
+  return true;
 }
 
 void ResponseWriter::send(int status, std::string_view content_type, std::string_view body) {

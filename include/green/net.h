@@ -127,6 +127,16 @@ class TcpStream : public SocketHandle {
   // As write(), for all of iov[0..iovcnt) (the array itself may be modified).
   ssize_t writev(iovec* iov, int iovcnt);
 
+  // Sends `count` bytes of the open file `file_fd` from `offset` with sendfile(2), the bytes
+  // going from the page cache to the socket without a copy through user space; first, when
+  // given, `head` (an HTTP response's head), sent with MSG_MORE so that it shares a segment
+  // with the file's first bytes. Parks while the socket is full, under the write deadline and
+  // a bound context, as write() does. A read of the file that misses the page cache blocks
+  // the thread: each sendfile call runs inside green::may_block. Returns the file bytes sent
+  // (count, or fewer when the file ends early: it shrank), or a negative errno; on an error
+  // an unknown part has been sent, as with write().
+  ssize_t send_file(std::string_view head, int file_fd, uint64_t offset, std::size_t count);
+
   // As read() and write(), but an operation parked for readiness ends with -ECANCELED when
   // ctx is cancelled (at once, without a syscall, when it already is). The socket stays
   // usable (ctx.cancelled() tells this -ECANCELED from a closed socket's); a write cancelled

@@ -48,6 +48,11 @@ class ResponseSink {
   // server no buffer of its size. Returns as flush_output(). The default appends them to
   // output() and flushes (a sink that buffers anyway).
   virtual bool write_direct(std::string_view head, std::string_view data, std::string_view tail);
+  // Sends output(), then `count` bytes of the open file `fd` from `offset`, now, parking as
+  // needed. Returns the file bytes sent (fewer when the file ended early: it shrank), or -1
+  // when the connection failed. The default reads the file into a 64 KiB buffer, a piece at
+  // a time, and sends each with write_direct (TLS); a plain connection uses sendfile(2).
+  virtual int64_t send_file(int fd, uint64_t offset, uint64_t count);
 };
 
 class ResponseWriter;
@@ -103,6 +108,17 @@ class ResponseWriter {
   // Sends the head and the body so far now (streaming). Returns false when the connection
   // failed.
   bool flush();
+
+  // The body from an open file: `length` bytes of `fd` from `offset`, declared as the
+  // Content-Length. Before the head is sent and before any write(); fd must stay open until it
+  // returns. Bodies up to kFileCopyMax are read into the response, so that pipelined answers
+  // still leave together in one write; larger ones go from the file to the socket with
+  // sendfile(2) on plain HTTP, or through a 64 KiB buffer on TLS or when a body filter is
+  // installed. Never holds more than that of the file in memory. Returns false when the
+  // connection failed or the file ended early (the connection then closes after this
+  // response). For HEAD, only the length is declared.
+  bool send_file(int fd, uint64_t offset, uint64_t length);
+  static constexpr uint64_t kFileCopyMax = 16 * 1024;
 
   // The whole response at once.
   void send(int status, std::string_view content_type, std::string_view body);

@@ -1,0 +1,888 @@
+// FileServer (see green/http/file_server.h): path checks, the open-file cache, the MIME table,
+// and RFC 9110's validators, conditionals and ranges.
+#include "green/http/file_server.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <unordered_map>
+
+#include "green/green.h"
+
+namespace green::http {
+
+namespace {
+
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// No "." or ".." segment, no NUL, not absolute: the kernel's RESOLVE_BENEATH would refuse them
+// too; refusing them here keeps their answer a plain 404 whatever the file system holds.
+bool safe_relative_path(std::string_view p) {
+  if (!p.empty() && p.front() == '/') return false;
+  if (p.find('\0') != std::string_view::npos) return false;
+  std::size_t start = 0;
+  while (start <= p.size()) {
+    const std::size_t slash = p.find('/', start);
+    const std::string_view seg =
+        p.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
+    if (seg == "." || seg == "..") return false;
+    if (slash == std::string_view::npos) break;
+    start = slash + 1;
+  }
+  return true;
+}
+
+// One cached open: the descriptor and the file's identity, or the errno of a failed open.
+struct OpenFile {
+  int fd = -1;
+  int error = 0;
+  dev_t dev = 0;
+  ino_t ino = 0;
+  OpenFile() = default;
+  OpenFile(const OpenFile&) = delete;
+  OpenFile& operator=(const OpenFile&) = delete;
+  ~OpenFile() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+using FileRef = std::shared_ptr<const OpenFile>;
+
+// openat2 beneath the root. O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+// writer forever (nginx's ngx_open_file does the same); it changes nothing for regular files.
+std::shared_ptr<OpenFile> open_beneath(int root, const std::string& path, bool no_symlinks) {
+  auto f = std::make_shared<OpenFile>();
+  open_how how{};
+  how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | (no_symlinks ? RESOLVE_NO_SYMLINKS : 0);
+  green::may_block([&] {
+    const long fd = ::syscall(SYS_openat2, root, path.c_str(), &how, sizeof how);
+    if (fd < 0) {
+      f->error = errno;
+      return;
+    }
+    f->fd = static_cast<int>(fd);
+    struct stat st {};
+    if (::fstat(f->fd, &st) != 0) {
+      f->error = errno;
+      return;
+    }
+    f->dev = st.st_dev;
+    f->ino = st.st_ino;
+  });
+  return f;
+}
+
+bool transient(int error) { return error == EMFILE || error == ENFILE || error == ENOMEM; }
+
+// nginx's open_file_cache: sharded so that Ps rarely meet on one lock; each shard an LRU
+// list and a map. Lookups hold the shard's lock for a hash probe and a list splice, never
+// across an open (that may block).
+class FileCache {
+ public:
+  FileCache(std::size_t capacity, std::chrono::nanoseconds valid)
+      : shards_(std::clamp<std::size_t>(capacity, 1, kMaxShards)),
+        per_shard_(capacity == 0 ? 0 : std::max<std::size_t>(1, capacity / shards_.size())),
+        valid_ns_(valid.count()) {}
+
+  FileRef get(int root, const std::string& path, bool no_symlinks,
+              std::atomic<uint64_t>& hits, std::atomic<uint64_t>& misses,
+              std::atomic<uint64_t>& opens) {
+    if (per_shard_ == 0) {
+      misses.fetch_add(1, std::memory_order_relaxed);
+      opens.fetch_add(1, std::memory_order_relaxed);
+      return open_beneath(root, path, no_symlinks);
+    }
+    Shard& s = shards_[std::hash<std::string>{}(path) % shards_.size()];
+    const int64_t now = steady_ns();
+    FileRef stale;
+    {
+      std::lock_guard<std::mutex> lock(s.mu);
+      auto it = s.map.find(path);
+      if (it != s.map.end()) {
+        s.lru.splice(s.lru.begin(), s.lru, it->second.lru);
+        if (now - it->second.checked_ns < valid_ns_) {
+          hits.fetch_add(1, std::memory_order_relaxed);
+          return it->second.file;
+        }
+        stale = it->second.file;
+      }
+    }
+    misses.fetch_add(1, std::memory_order_relaxed);
+    opens.fetch_add(1, std::memory_order_relaxed);
+    FileRef fresh = open_beneath(root, path, no_symlinks);
+    // Revalidated: the same file (device and inode) keeps its descriptor; the new one closes.
+    if (stale && stale->error == 0 && fresh->error == 0 && stale->dev == fresh->dev &&
+        stale->ino == fresh->ino) {
+      fresh = stale;
+    }
+    if (transient(fresh->error)) return fresh;  // out of descriptors is not the file's state
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto it = s.map.find(path);
+    if (it != s.map.end()) {
+      it->second.file = fresh;
+      it->second.checked_ns = now;
+      s.lru.splice(s.lru.begin(), s.lru, it->second.lru);
+    } else {
+      s.lru.push_front(path);
+      s.map.emplace(path, Entry{fresh, now, s.lru.begin()});
+      while (s.map.size() > per_shard_) {
+        s.map.erase(s.lru.back());  // the descriptor closes with its last user
+        s.lru.pop_back();
+      }
+    }
+    return fresh;
+  }
+
+  uint64_t size() {
+    uint64_t n = 0;
+    for (Shard& s : shards_) {
+      std::lock_guard<std::mutex> lock(s.mu);
+      n += s.map.size();
+    }
+    return n;
+  }
+
+ private:
+  static constexpr std::size_t kMaxShards = 16;
+  struct Entry {
+    FileRef file;
+    int64_t checked_ns;
+    std::list<std::string>::iterator lru;
+  };
+  struct Shard {
+    std::mutex mu;
+    std::unordered_map<std::string, Entry> map;
+    std::list<std::string> lru;  // most recently used first
+  };
+  std::vector<Shard> shards_;
+  std::size_t per_shard_;
+  int64_t valid_ns_;
+};
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string_view extension(std::string_view name) {
+  const std::size_t slash = name.rfind('/');
+  const std::size_t dot = name.rfind('.');
+  if (dot == std::string_view::npos || (slash != std::string_view::npos && dot < slash)) return {};
+  return name.substr(dot + 1);
+}
+
+// Go's mime package: a built-in table, then the system's mime.types over it; text/* types get
+// charset=utf-8 (Go adds it to every text type it learns).
+std::string with_charset(std::string type) {
+  if (type.starts_with("text/") && type.find(';') == std::string::npos) type += "; charset=utf-8";
+  return type;
+}
+
+std::unordered_map<std::string, std::string> builtin_types() {
+  static constexpr const char* kTypes[][2] = {
+      {"html", "text/html"},          {"htm", "text/html"},
+      {"css", "text/css"},            {"js", "text/javascript"},
+      {"mjs", "text/javascript"},     {"json", "application/json"},
+      {"txt", "text/plain"},          {"md", "text/markdown"},
+      {"xml", "application/xml"},     {"svg", "image/svg+xml"},
+      {"png", "image/png"},           {"jpg", "image/jpeg"},
+      {"jpeg", "image/jpeg"},         {"gif", "image/gif"},
+      {"webp", "image/webp"},         {"avif", "image/avif"},
+      {"ico", "image/x-icon"},        {"wasm", "application/wasm"},
+      {"pdf", "application/pdf"},     {"zip", "application/zip"},
+      {"gz", "application/gzip"},     {"woff", "font/woff"},
+      {"woff2", "font/woff2"},        {"mp4", "video/mp4"},
+      {"webm", "video/webm"},         {"mp3", "audio/mpeg"},
+  };
+  std::unordered_map<std::string, std::string> m;
+  for (const auto& t : kTypes) m[t[0]] = with_charset(t[1]);
+  return m;
+}
+
+// "type ext ext ..." lines, '#' comments (the format of Debian's /etc/mime.types).
+bool load_mime_types(const std::string& path, std::unordered_map<std::string, std::string>* m) {
+  std::ifstream in(path);
+  if (!in) return false;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (const std::size_t hash = line.find('#'); hash != std::string::npos) line.resize(hash);
+    std::istringstream words(line);
+    std::string type;
+    if (!(words >> type) || type.find('/') == std::string::npos) continue;
+    std::string ext;
+    while (words >> ext) (*m)[lower(ext)] = with_charset(type);
+  }
+  return true;
+}
+
+struct CacheRule {
+  enum Kind : uint8_t { kDir, kExt, kAny } kind;
+  std::string pattern;  // "/dir/" or "ext" (lower case)
+  std::string value;
+};
+
+bool parse_rules(std::string_view text, std::vector<CacheRule>* rules, std::string* error) {
+  auto trim = [](std::string_view s) {
+    while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+    while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
+    return s;
+  };
+  while (!text.empty()) {
+    const std::size_t semi = text.find(';');
+    const std::string_view item = trim(text.substr(0, semi));
+    text = semi == std::string_view::npos ? std::string_view{} : text.substr(semi + 1);
+    if (item.empty()) continue;
+    const std::size_t eq = item.find('=');
+    if (eq == std::string_view::npos) {
+      *error = "cache-control rule \"" + std::string(item) + "\" is not PATTERN=VALUE";
+      return false;
+    }
+    const std::string_view pattern = trim(item.substr(0, eq));
+    const std::string_view value = trim(item.substr(eq + 1));
+    if (value.empty() || value.find_first_of("\r\n") != std::string_view::npos) {
+      *error = "cache-control rule \"" + std::string(item) + "\" has no value";
+      return false;
+    }
+    CacheRule rule{CacheRule::kAny, {}, std::string(value)};
+    if (pattern == "*") {
+      rule.kind = CacheRule::kAny;
+    } else if (pattern.size() > 2 && pattern.starts_with("*.") &&
+               pattern.find('/') == std::string_view::npos) {
+      rule.kind = CacheRule::kExt;
+      rule.pattern = lower(pattern.substr(2));
+    } else if (pattern.size() >= 2 && pattern.front() == '/' && pattern.back() == '/') {
+      rule.kind = CacheRule::kDir;
+      rule.pattern = std::string(pattern);
+    } else {
+      *error = "cache-control pattern \"" + std::string(pattern) +
+               "\" is none of *.EXT, /DIR/ and *";
+      return false;
+    }
+    rules->push_back(std::move(rule));
+  }
+  return true;
+}
+
+// An entity-tag list (If-Match, If-None-Match): calls fn(tag, weak) for each, tag with its
+// quotes; "*" is passed as is. Stops early when fn returns true; returns whether one did.
+template <typename F>
+bool any_etag(std::string_view list, F fn) {
+  while (!list.empty()) {
+    while (!list.empty() && (list.front() == ' ' || list.front() == ',' || list.front() == '\t'))
+      list.remove_prefix(1);
+    if (list.empty()) break;
+    if (list.front() == '*') {
+      if (fn(std::string_view("*"), false)) return true;
+      list.remove_prefix(1);
+      continue;
+    }
+    bool weak = false;
+    if (list.starts_with("W/")) {
+      weak = true;
+      list.remove_prefix(2);
+    }
+    if (list.empty() || list.front() != '"') return false;  // malformed: nothing more matches
+    const std::size_t close = list.find('"', 1);
+    if (close == std::string_view::npos) return false;
+    if (fn(list.substr(0, close + 1), weak)) return true;
+    list.remove_prefix(close + 1);
+  }
+  return false;
+}
+
+bool accepts_gzip(std::string_view accept_encoding) {
+  std::optional<bool> gzip;
+  std::optional<bool> any;
+  while (!accept_encoding.empty()) {
+    const std::size_t comma = accept_encoding.find(',');
+    std::string_view item = accept_encoding.substr(0, comma);
+    accept_encoding = comma == std::string_view::npos ? std::string_view{}
+                                                      : accept_encoding.substr(comma + 1);
+    const std::size_t semi = item.find(';');
+    std::string_view name = item.substr(0, semi);
+    while (!name.empty() && (name.front() == ' ' || name.front() == '\t')) name.remove_prefix(1);
+    while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
+    bool allowed = true;
+    std::string_view params = semi == std::string_view::npos ? std::string_view{} : item.substr(semi + 1);
+    while (!params.empty()) {
+      const std::size_t next = params.find(';');
+      std::string_view param = params.substr(0, next);
+      params = next == std::string_view::npos ? std::string_view{} : params.substr(next + 1);
+      while (!param.empty() && (param.front() == ' ' || param.front() == '\t')) param.remove_prefix(1);
+      while (!param.empty() && (param.back() == ' ' || param.back() == '\t')) param.remove_suffix(1);
+      if (param.size() >= 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
+        const std::string_view q = param.substr(2);
+        // q=0, q=0.0, q=0.000 refuse the coding; any other weight accepts it.
+        allowed = !(q.starts_with("0") && q.find_first_not_of(".0") == std::string_view::npos);
+      }
+    }
+    if (iequals(name, "gzip") || iequals(name, "x-gzip")) {
+      gzip = allowed;
+    } else if (name == "*") {
+      any = allowed;
+    }
+  }
+  if (gzip) return *gzip;
+  return any.value_or(false);
+}
+
+void append_hex(std::string& out, uint64_t v) {
+  char buf[17];
+  const int n = std::snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(v));
+  out.append(buf, static_cast<std::size_t>(n));
+}
+
+std::string make_etag(const struct stat& st) {
+  std::string tag = "\"";
+  append_hex(tag, static_cast<uint64_t>(st.st_mtim.tv_sec) * 1'000'000'000ULL +
+                      static_cast<uint64_t>(st.st_mtim.tv_nsec));
+  tag += '-';
+  append_hex(tag, static_cast<uint64_t>(st.st_size));
+  tag += '-';
+  append_hex(tag, static_cast<uint64_t>(st.st_ino));
+  tag += '"';
+  return tag;
+}
+
+// Percent-encodes a path for a Location header or a listing's href: '/' and unreserved
+// characters stay.
+std::string encode_path(std::string_view path) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const char ch : path) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (std::isalnum(c) != 0 || c == '/' || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += ch;
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
+std::string escape_html(std::string_view s) {
+  std::string out;
+  for (const char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+// A single range of RFC 9110 §14.1.2 against `size`: start and length, or why not.
+struct RangeResult {
+  enum Kind : uint8_t { kNone, kOne, kUnsatisfiable } kind = kNone;
+  uint64_t start = 0;
+  uint64_t length = 0;
+};
+
+bool parse_u64(std::string_view s, uint64_t* out) {
+  if (s.empty() || s.size() > 19) return false;
+  uint64_t v = 0;
+  for (const char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  *out = v;
+  return true;
+}
+
+RangeResult parse_range(std::string_view header, uint64_t size) {
+  RangeResult none;
+  const std::size_t eq = header.find('=');
+  if (eq == std::string_view::npos) return none;
+  std::string_view unit = header.substr(0, eq);
+  while (!unit.empty() && unit.back() == ' ') unit.remove_suffix(1);
+  if (!iequals(unit, "bytes")) return none;  // another unit: ignored (RFC 9110 §14.2)
+  std::string_view set = header.substr(eq + 1);
+  if (set.find(',') != std::string_view::npos) {
+    // Several ranges: the whole file (allowed by §14.2; nginx answers so when they overlap).
+    // Still a syntax check, so that garbage after a comma is not a 200 for a bad header.
+    return none;
+  }
+  while (!set.empty() && set.front() == ' ') set.remove_prefix(1);
+  while (!set.empty() && set.back() == ' ') set.remove_suffix(1);
+  const std::size_t dash = set.find('-');
+  if (dash == std::string_view::npos) return none;
+  const std::string_view first = set.substr(0, dash);
+  const std::string_view last = set.substr(dash + 1);
+  RangeResult r;
+  if (first.empty()) {  // suffix: the last N bytes
+    uint64_t n = 0;
+    if (!parse_u64(last, &n)) return none;
+    if (n == 0 || size == 0) return {RangeResult::kUnsatisfiable, 0, 0};
+    n = std::min(n, size);
+    return {RangeResult::kOne, size - n, n};
+  }
+  uint64_t a = 0;
+  if (!parse_u64(first, &a)) return none;
+  uint64_t b = UINT64_MAX;
+  if (!last.empty() && !parse_u64(last, &b)) return none;
+  if (b < a) return none;  // invalid: ignored
+  if (a >= size) return {RangeResult::kUnsatisfiable, 0, 0};
+  b = std::min(b, size - 1);
+  r = {RangeResult::kOne, a, b - a + 1};
+  return r;
+}
+
+int month_index(std::string_view m) {
+  static constexpr std::string_view kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  for (int i = 0; i < 12; ++i) {
+    if (m == kMonths[i]) return i;
+  }
+  return -1;
+}
+
+bool digits(std::string_view s, int n, int* out) {
+  if (static_cast<int>(s.size()) < n) return false;
+  int v = 0;
+  for (int i = 0; i < n; ++i) {
+    if (s[static_cast<std::size_t>(i)] < '0' || s[static_cast<std::size_t>(i)] > '9') return false;
+    v = v * 10 + (s[static_cast<std::size_t>(i)] - '0');
+  }
+  *out = v;
+  return true;
+}
+
+// "08:49:37"
+bool parse_time(std::string_view s, struct tm* tm) {
+  return s.size() == 8 && s[2] == ':' && s[5] == ':' && digits(s, 2, &tm->tm_hour) &&
+         digits(s.substr(3), 2, &tm->tm_min) && digits(s.substr(6), 2, &tm->tm_sec) &&
+         tm->tm_hour < 24 && tm->tm_min < 60 && tm->tm_sec < 61;
+}
+
+}  // namespace
+
+int64_t parse_http_date(std::string_view s) {
+  while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+  while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
+  struct tm tm {};
+  const std::size_t comma = s.find(',');
+  if (comma == 3 && s.size() == 29) {
+    // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
+    if (s[4] != ' ' || s[7] != ' ' || s[11] != ' ' || s[16] != ' ' || s.substr(25) != " GMT" ||
+        !digits(s.substr(5), 2, &tm.tm_mday) || (tm.tm_mon = month_index(s.substr(8, 3))) < 0 ||
+        !digits(s.substr(12), 4, &tm.tm_year) || !parse_time(s.substr(17, 8), &tm)) {
+      return -1;
+    }
+    tm.tm_year -= 1900;
+  } else if (comma != std::string_view::npos && comma >= 6) {
+    // RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT"
+    const std::string_view r = s.substr(comma + 1);
+    if (r.size() != 23 || r[0] != ' ' || r[3] != '-' || r[7] != '-' || r[10] != ' ' ||
+        r.substr(19) != " GMT" || !digits(r.substr(1), 2, &tm.tm_mday) ||
+        (tm.tm_mon = month_index(r.substr(4, 3))) < 0 || !digits(r.substr(8), 2, &tm.tm_year) ||
+        !parse_time(r.substr(11, 8), &tm)) {
+      return -1;
+    }
+    if (tm.tm_year < 70) tm.tm_year += 100;  // two digits: 1970..2069
+  } else if (comma == std::string_view::npos && s.size() == 24) {
+    // asctime: "Sun Nov  6 08:49:37 1994"
+    if (s[3] != ' ' || s[7] != ' ' || s[10] != ' ' || s[19] != ' ' ||
+        (tm.tm_mon = month_index(s.substr(4, 3))) < 0 || !parse_time(s.substr(11, 8), &tm) ||
+        !digits(s.substr(20), 4, &tm.tm_year)) {
+      return -1;
+    }
+    if (s[8] == ' ') {
+      if (!digits(s.substr(9), 1, &tm.tm_mday)) return -1;
+    } else if (!digits(s.substr(8), 2, &tm.tm_mday)) {
+      return -1;
+    }
+    tm.tm_year -= 1900;
+  } else {
+    return -1;
+  }
+  if (tm.tm_mday < 1 || tm.tm_mday > 31) return -1;
+  return static_cast<int64_t>(timegm(&tm));
+}
+
+struct FileServer::Impl {
+  FileServerOptions options;
+  int root = -1;
+  std::unordered_map<std::string, std::string> types;
+  std::vector<CacheRule> rules;
+  std::unique_ptr<FileCache> cache;
+
+  std::atomic<uint64_t> hits{0}, misses{0}, opens{0}, sendfile_bytes{0};
+  std::atomic<uint64_t> ok{0}, partial{0}, not_modified{0}, precondition_failed{0},
+      unsatisfiable{0}, not_found{0}, redirects{0}, listings{0}, gzip{0};
+
+  ~Impl() {
+    if (root >= 0) ::close(root);
+  }
+
+  FileRef lookup(const std::string& path) {
+    return cache->get(root, path, options.symlinks == FileServerOptions::Symlinks::kNever, hits,
+                      misses, opens);
+  }
+
+  std::string_view type_for(std::string_view name) const {
+    auto it = types.find(lower(extension(name)));
+    return it != types.end() ? std::string_view(it->second)
+                             : std::string_view("application/octet-stream");
+  }
+
+  std::string_view cache_control(std::string_view path) const {
+    const CacheRule* best_dir = nullptr;
+    const CacheRule* ext_rule = nullptr;
+    const CacheRule* any_rule = nullptr;
+    if (rules.empty()) return {};
+    const std::string ext = lower(extension(path));
+    for (const CacheRule& rule : rules) {
+      switch (rule.kind) {
+        case CacheRule::kDir:
+          // "/dir/" against "dir/a.css": the path has no leading slash.
+          if (path.starts_with(std::string_view(rule.pattern).substr(1)) &&
+              (best_dir == nullptr || rule.pattern.size() > best_dir->pattern.size())) {
+            best_dir = &rule;
+          }
+          break;
+        case CacheRule::kExt:
+          if (ext_rule == nullptr && !ext.empty() && ext == rule.pattern) ext_rule = &rule;
+          break;
+        case CacheRule::kAny:
+          if (any_rule == nullptr) any_rule = &rule;
+          break;
+      }
+    }
+    const CacheRule* r = best_dir != nullptr ? best_dir : ext_rule != nullptr ? ext_rule : any_rule;
+    return r != nullptr ? std::string_view(r->value) : std::string_view{};
+  }
+
+  void fail(ResponseWriter& w, int error) {
+    if (transient(error)) {
+      w.set_header("Retry-After", "1");  // the server's state, not the file's (503, not 500)
+      w.send_status(503);
+      return;
+    }
+    not_found.fetch_add(1, std::memory_order_relaxed);
+    w.send_status(error == EACCES || error == EPERM ? 403 : 404);
+  }
+
+  void serve(Request& r, ResponseWriter& w, std::string_view path, std::string_view prefix);
+  void serve_file(Request& r, ResponseWriter& w, const std::string& path, const FileRef& file,
+                  const struct stat& st);
+  void list_directory(ResponseWriter& w, std::string_view path, std::string_view prefix,
+                      const FileRef& dir);
+};
+
+void FileServer::Impl::serve(Request& r, ResponseWriter& w, std::string_view path,
+                             std::string_view prefix) {
+  if (r.method() != Method::kGet && r.method() != Method::kHead) {
+    w.set_header("Allow", "GET, HEAD");
+    w.send_status(405);
+    return;
+  }
+  if (!safe_relative_path(path)) {
+    fail(w, ENOENT);
+    return;
+  }
+  const bool want_dir = path.empty() || path.back() == '/';
+  // With its trailing slash: the kernel then refuses a regular file ("a.txt/" is ENOTDIR).
+  const std::string key = path.empty() ? std::string(".") : std::string(path);
+  FileRef file = lookup(key);
+  if (file->error != 0) {
+    fail(w, file->error);
+    return;
+  }
+  struct stat st {};
+  if (green::may_block([&] { return ::fstat(file->fd, &st); }) != 0) {
+    fail(w, errno);
+    return;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    if (!want_dir) {
+      // nginx and Go both redirect, so that the directory's relative links resolve inside it.
+      std::string location = std::string(prefix) + encode_path(path) + "/";
+      if (!r.query().empty()) {
+        location += '?';
+        location += r.query();
+      }
+      redirects.fetch_add(1, std::memory_order_relaxed);
+      w.set_header("Location", location);
+      w.send_status(301);
+      return;
+    }
+    if (!options.index.empty()) {
+      const std::string index_path = std::string(path) + options.index;
+      FileRef index = lookup(index_path);
+      struct stat ist {};
+      if (index->error == 0 &&
+          green::may_block([&] { return ::fstat(index->fd, &ist); }) == 0 && S_ISREG(ist.st_mode)) {
+        serve_file(r, w, index_path, index, ist);
+        return;
+      }
+      if (index->error != 0 && transient(index->error)) {
+        fail(w, index->error);
+        return;
+      }
+    }
+    if (options.autoindex) {
+      list_directory(w, path, prefix, file);
+      return;
+    }
+    fail(w, EACCES);  // a directory without an index: 403, as nginx answers
+    return;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    fail(w, ENOENT);  // a FIFO, socket or device: not a file we serve (nginx: 404 too)
+    return;
+  }
+  serve_file(r, w, key, file, st);
+}
+
+void FileServer::Impl::serve_file(Request& r, ResponseWriter& w, const std::string& path,
+                                  const FileRef& file, const struct stat& st) {
+  const FileRef* body = &file;
+  struct stat bst = st;
+  bool vary = false;
+  bool gzipped = false;
+  FileRef gz;
+  if (options.gzip_static && !iequals(extension(path), "gz")) {
+    gz = lookup(path + ".gz");
+    struct stat gst {};
+    if (gz->error == 0 && green::may_block([&] { return ::fstat(gz->fd, &gst); }) == 0 &&
+        S_ISREG(gst.st_mode)) {
+      vary = true;
+      if (accepts_gzip(r.header("Accept-Encoding"))) {
+        body = &gz;
+        bst = gst;
+        gzipped = true;
+      }
+    }
+  }
+  const std::string etag = make_etag(bst);
+  const std::string last_modified = format_http_date(bst.st_mtim.tv_sec);
+  const std::string_view cache_control_value = cache_control(path);
+  auto validators = [&] {
+    w.set_header("ETag", etag);
+    w.set_header("Last-Modified", last_modified);
+    if (!cache_control_value.empty()) w.set_header("Cache-Control", cache_control_value);
+    if (vary) w.set_header("Vary", "Accept-Encoding");
+  };
+  const int64_t mtime = bst.st_mtim.tv_sec;
+
+  // RFC 9110 §13.2.2: If-Match, else If-Unmodified-Since; If-None-Match, else
+  // If-Modified-Since; then the range.
+  if (const std::string_view im = r.header("If-Match"); !im.empty()) {
+    if (!any_etag(im, [&](std::string_view tag, bool weak) {
+          return tag == "*" || (!weak && tag == etag);  // strong comparison
+        })) {
+      precondition_failed.fetch_add(1, std::memory_order_relaxed);
+      w.send_status(412);
+      return;
+    }
+  } else if (const std::string_view ius = r.header("If-Unmodified-Since"); !ius.empty()) {
+    const int64_t date = parse_http_date(ius);
+    if (date >= 0 && mtime > date) {
+      precondition_failed.fetch_add(1, std::memory_order_relaxed);
+      w.send_status(412);
+      return;
+    }
+  }
+  bool not_modified_now = false;
+  if (const std::string_view inm = r.header("If-None-Match"); !inm.empty()) {
+    not_modified_now = any_etag(inm, [&](std::string_view tag, bool) {
+      return tag == "*" || tag == etag;  // weak comparison
+    });
+  } else if (const std::string_view ims = r.header("If-Modified-Since"); !ims.empty()) {
+    const int64_t date = parse_http_date(ims);
+    not_modified_now = date >= 0 && mtime <= date;
+  }
+  if (not_modified_now) {
+    not_modified.fetch_add(1, std::memory_order_relaxed);
+    w.set_status(304);
+    validators();
+    return;
+  }
+
+  const uint64_t size = static_cast<uint64_t>(bst.st_size);
+  RangeResult range;
+  if (r.method() == Method::kGet) {
+    if (const std::string_view rh = r.header("Range"); !rh.empty()) {
+      bool use = true;
+      if (const std::string_view ir = r.header("If-Range"); !ir.empty()) {
+        if (ir.front() == '"' || ir.starts_with("W/")) {
+          use = ir == etag;  // strong comparison: a weak tag never matches
+        } else {
+          use = parse_http_date(ir) == mtime;  // an exact match of Last-Modified
+        }
+      }
+      if (use) range = parse_range(rh, size);
+    }
+  }
+  w.set_content_type(type_for(path));  // FILE's type for FILE.gz too (with Content-Encoding)
+  validators();
+  w.set_header("Accept-Ranges", "bytes");
+  if (gzipped) {
+    w.set_header("Content-Encoding", "gzip");
+    gzip.fetch_add(1, std::memory_order_relaxed);
+  }
+  uint64_t offset = 0;
+  uint64_t length = size;
+  if (range.kind == RangeResult::kUnsatisfiable) {
+    unsatisfiable.fetch_add(1, std::memory_order_relaxed);
+    w.set_header("Content-Range", "bytes */" + std::to_string(size));
+    w.send_status(416);
+    return;
+  }
+  if (range.kind == RangeResult::kOne) {
+    offset = range.start;
+    length = range.length;
+    w.set_status(206);
+    w.set_header("Content-Range", "bytes " + std::to_string(offset) + "-" +
+                                      std::to_string(offset + length - 1) + "/" +
+                                      std::to_string(size));
+    partial.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    w.set_status(200);
+    ok.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (w.send_file((*body)->fd, offset, length) && r.method() == Method::kGet) {
+    sendfile_bytes.fetch_add(length, std::memory_order_relaxed);
+  }
+}
+
+void FileServer::Impl::list_directory(ResponseWriter& w, std::string_view path,
+                                      std::string_view prefix, const FileRef& dir) {
+  struct Item {
+    std::string name;
+    bool is_dir;
+  };
+  std::vector<Item> items;
+  bool readable = green::may_block([&] {
+    // A descriptor of our own: readdir moves the position of the cached one otherwise.
+    const int fd = ::openat(dir->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return false;
+    DIR* d = ::fdopendir(fd);
+    if (d == nullptr) {
+      ::close(fd);
+      return false;
+    }
+    constexpr std::size_t kMaxItems = 100'000;  // a bound on the page's memory
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): readdir is safe on a DIR* of our own
+    while (const dirent* e = ::readdir(d)) {
+      if (e->d_name[0] == '.') continue;  // dotfiles hidden, as nginx's autoindex does
+      bool is_dir = e->d_type == DT_DIR;
+      if (e->d_type == DT_UNKNOWN || e->d_type == DT_LNK) {
+        struct stat st {};
+        is_dir = ::fstatat(::dirfd(d), e->d_name, &st, 0) == 0 && S_ISDIR(st.st_mode);
+      }
+      items.push_back({e->d_name, is_dir});
+      if (items.size() == kMaxItems) break;
+    }
+    ::closedir(d);
+    return true;
+  });
+  if (!readable) {
+    fail(w, EACCES);
+    return;
+  }
+  std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
+    return a.is_dir != b.is_dir ? a.is_dir : a.name < b.name;
+  });
+  const std::string title = escape_html(std::string(prefix) + std::string(path));
+  std::string page = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of " +
+                     title + "</title></head>\n<body><h1>Index of " + title +
+                     "</h1><hr><pre><a href=\"../\">../</a>\n";
+  for (const Item& item : items) {
+    const std::string shown = item.name + (item.is_dir ? "/" : "");
+    page += "<a href=\"" + escape_html(encode_path(shown)) + "\">" + escape_html(shown) +
+            "</a>\n";
+  }
+  page += "</pre><hr></body></html>\n";
+  listings.fetch_add(1, std::memory_order_relaxed);
+  w.send(200, "text/html; charset=utf-8", page);
+}
+
+FileServer::FileServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+FileServer::~FileServer() = default;
+
+std::shared_ptr<FileServer> FileServer::create(const FileServerOptions& options,
+                                               std::string* error) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  if (!parse_rules(options.cache_control, &impl->rules, error)) return nullptr;
+  impl->types = builtin_types();
+  if (!options.mime_types.empty() && !load_mime_types(options.mime_types, &impl->types) &&
+      options.mime_types_required) {
+    *error = "cannot read MIME types from \"" + options.mime_types + "\"";
+    return nullptr;
+  }
+  impl->root = ::open(options.root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (impl->root < 0) {
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): thread-safe in glibc (.clang-tidy)
+    *error = "\"" + options.root + "\": " + std::strerror(errno);
+    return nullptr;
+  }
+  impl->cache = std::make_unique<FileCache>(options.cache_entries, options.cache_valid);
+  return std::shared_ptr<FileServer>(new FileServer(std::move(impl)));
+}
+
+void FileServer::serve(Request& r, ResponseWriter& w, std::string_view path,
+                       std::string_view url_prefix) {
+  impl_->serve(r, w, path, url_prefix);
+}
+
+Handler FileServer::handler(std::string url_prefix) {
+  // The route's owner keeps this FileServer alive (a shared_ptr held by the program).
+  return [this, prefix = std::move(url_prefix)](Request& r, ResponseWriter& w) {
+    serve(r, w, r.param("*"), prefix);
+  };
+}
+
+std::string_view FileServer::content_type(std::string_view name) const {
+  return impl_->type_for(name);
+}
+
+FileServer::Stats FileServer::stats() const {
+  const Impl& i = *impl_;
+  Stats s;
+  s.cache_hits = i.hits.load(std::memory_order_relaxed);
+  s.cache_misses = i.misses.load(std::memory_order_relaxed);
+  s.cache_entries = i.cache->size();
+  s.opens = i.opens.load(std::memory_order_relaxed);
+  s.sendfile_bytes = i.sendfile_bytes.load(std::memory_order_relaxed);
+  s.ok = i.ok.load(std::memory_order_relaxed);
+  s.partial = i.partial.load(std::memory_order_relaxed);
+  s.not_modified = i.not_modified.load(std::memory_order_relaxed);
+  s.precondition_failed = i.precondition_failed.load(std::memory_order_relaxed);
+  s.range_not_satisfiable = i.unsatisfiable.load(std::memory_order_relaxed);
+  s.not_found = i.not_found.load(std::memory_order_relaxed);
+  s.redirects = i.redirects.load(std::memory_order_relaxed);
+  s.listings = i.listings.load(std::memory_order_relaxed);
+  s.gzip = i.gzip.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace green::http
