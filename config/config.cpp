@@ -218,7 +218,11 @@ std::vector<Setting> settings() {
        [](C& c, const std::string& v) { return apply_duration(c.static_cache_valid, v); }},
       {"static-mime-types", "static.mime_types",
        "MIME types file (default /etc/mime.types when present)",
-       [](C& c, const std::string& v) { return apply_path(c.static_mime_types, v); }, false,
+       [](C& c, const std::string& v) {
+         c.static_mime_types = v;  // empty: the default
+         return std::string();
+       },
+       false,
        [](const C& c) { return check_readable_file(c.static_mime_types); }},
       {"access-log", "access_log", "access log: PATH, stdout or off (default stdout)",
        [](C& c, const std::string& v) -> std::string {

@@ -61,6 +61,7 @@ green::http::ServerOptions server_options(const green::config::Config& c) {
   o.write_timeout = c.write_timeout;
   o.shutdown_timeout = c.shutdown_timeout;
   o.max_connections = c.max_connections;
+  if (!c.static_dir.empty()) o.reserved_descriptors = c.static_cache_entries;  // the file cache
   o.reuse_port = c.reuse_port;
   o.read_timeout = c.read_timeout;
   o.max_buffered_body_bytes = c.max_buffered_body_bytes;

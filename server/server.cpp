@@ -22,10 +22,10 @@ using Clock = std::chrono::steady_clock;
 // Descriptors kept back from the connection cap for the listener, log files, static files.
 constexpr int64_t kReservedDescriptors = 64;
 
-int64_t default_max_connections() {
+int64_t default_max_connections(int64_t reserved) {
   rlimit r{};
   if (getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return 1'000'000;
-  const int64_t n = static_cast<int64_t>(r.rlim_cur) - kReservedDescriptors;
+  const int64_t n = static_cast<int64_t>(r.rlim_cur) - kReservedDescriptors - reserved;
   return n > 16 ? n : 16;
 }
 }  // namespace
@@ -37,7 +37,8 @@ Server::Server(ServerOptions options, const Router& router, AccessLog* access_lo
       state_(std::make_unique<ServerState>(options_.limits, options_.max_buffered_body_bytes)) {
   state_->shutdown_done.add(1);  // done by the first shutdown(); serve() waits for it
   max_connections_ =
-      options_.max_connections > 0 ? options_.max_connections : default_max_connections();
+      options_.max_connections > 0 ? options_.max_connections
+                                    : default_max_connections(options_.reserved_descriptors);
   spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 

@@ -72,6 +72,9 @@ struct ServerOptions {
   std::chrono::nanoseconds handler_timeout{0};
   // Open connections before new ones get 503; 0: the open-files limit minus 64.
   int64_t max_connections = 0;
+  // Descriptors the program keeps open besides connections (an open-file cache: the file
+  // server's cache_entries), kept back from the default max_connections above.
+  int64_t reserved_descriptors = 0;
   bool reuse_port = false;
 
   // HTTPS (green/tls.h): a second listener, at listen_tls, whose connections complete a TLS
