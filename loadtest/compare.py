@@ -13,8 +13,9 @@ Settings (environment, all optional):
   LOADTEST_ROUNDS=2         interleaved rounds per scenario
   LOADTEST_PEERS=greenhttp,go,nginx
   LOADTEST_SCENARIOS=plaintext,json,pipelined,echo,mix,c1000,c10000,proxy,fanout,https,
-                     https-handshake,https-handshake-full,https-idle,https-flood (the default
-                     set); https-all names the five HTTPS ones
+                     https-handshake,https-handshake-full,https-idle,https-flood,static-4k,
+                     static-1m,static-304 (the default set); https-all names the five HTTPS
+                     ones, static-all the three static-file ones
   LOADTEST_TLS_IDLE_CONNS=10000  idle keep-alive TLS connections per peer in https-idle
   LOADTEST_IDLE_CONNS=10000 idle keep-alive connections held per peer (0: skip)
   LOADTEST_BENCH=1          0 skips the runtime microbenchmarks
@@ -45,7 +46,7 @@ from types import SimpleNamespace
 
 sys.dont_write_bytecode = True  # keep loadtest/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import bench, charts, idle, peers, report, wrk  # noqa: E402
+from harness import bench, charts, idle, peers, procfs, report, wrk  # noqa: E402
 from harness.scenarios import BY_NAME, GROUPS, SCENARIOS  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -230,7 +231,9 @@ def main():
     tmp = tempfile.mkdtemp(prefix="greenhttp-loadtest-")
     ctx = SimpleNamespace(repo=REPO, build=build, tmp=tmp, threads=threads,
                           server_cpus=server_cpus, backend_cpus=backend_cpus,
-                          backend_threads=cpu_count(backend_cpus))
+                          backend_threads=cpu_count(backend_cpus), static_dir=None)
+    if any(BY_NAME[s].static for s in scen_names):
+        ctx.static_dir = peers.make_static_files(tmp)  # random bytes, served under /static/
 
     tls_skip = None
     if any(BY_NAME[s].tls for s in scen_names):
@@ -267,7 +270,14 @@ def main():
     progress = Progress(total)
     runs, smoke, idle_results = [], {}, {}
     tls_idle, tls_info = {}, {}  # https-idle per peer; the negotiated version and cipher
+    # Static scenarios: per scenario and peer, the RSS after start (before the warm-up) and,
+    # in static-304, the revalidation header sent and its check (peers.revalidation).
+    static_info = {}
     scripts = {s: wrk.script_for(BY_NAME[s], REPO, tmp) for s in scen_names}
+    # The warm-up's script where it differs (static-304 counts statuses in its warm-up).
+    warmup_scripts = {s: wrk.script_for(dataclasses.replace(
+        BY_NAME[s], name=f"{s}-check", script=BY_NAME[s].check_script), REPO, tmp)
+        for s in scen_names if BY_NAME[s].check_script}
     loadavg = open("/proc/loadavg").read().split()[:3]
 
     smoked = set()
@@ -419,16 +429,33 @@ def main():
             if scen.kind == "flood":
                 run_flood(scen, runnable)
                 runnable = []
+            headers = {}  # per peer: static-304's revalidation header
+            for p in runnable if scen.static else []:
+                info = static_info.setdefault(scen_name, {}).setdefault(p.name, {})
+                info["rss_idle"] = procfs.rss_bytes(p.pids())
+                if scen.revalidate:
+                    info.update(peers.revalidation(p, scen.path))
+                    headers[p.name] = (info["header"],)
+                    if info["check"] != "ok":
+                        progress.note(f"loadtest: {scen_name}: {p.name}: {info['check']}")
             for p in runnable:
                 progress.show(f"{scen_name} | {p.name} | warm-up")
-                subprocess.run(wrk.command(scen, p.port, warmup, wrk_cpus, scripts[scen_name],
-                                           floor=False, build=build),
-                               capture_output=True, timeout=warmup + 60)
+                w = subprocess.run(wrk.command(scen, p.port, warmup, wrk_cpus,
+                                               warmup_scripts.get(scen_name, scripts[scen_name]),
+                                               floor=False, build=build,
+                                               headers=headers.get(p.name, ())),
+                                   capture_output=True, text=True, timeout=warmup + 60)
+                if scen.check_script:  # the warm-up's status counts
+                    wr = wrk.parse(w.returncode, w.stdout, w.stderr)
+                    static_info[scen_name][p.name].update(
+                        warmup_statuses=wr.get("statuses"), warmup_requests=wr.get("requests"),
+                        warmup_error=wr.get("error"))
                 time.sleep(0.5)
             for rnd in range(1, rounds + 1):
                 for p in runnable:
                     progress.show(f"{scen_name} | {p.name} | round {rnd}/{rounds}")
-                    r = wrk.measure(p, scen, seconds, wrk_cpus, scripts[scen_name])
+                    r = wrk.measure(p, scen, seconds, wrk_cpus, scripts[scen_name],
+                                    headers=headers.get(p.name, ()))
                     r.update(scenario=scen_name, peer=p.name, round=rnd)
                     runs.append(r)
                     if "error" in r:
@@ -534,7 +561,7 @@ def main():
     shutil.rmtree(tmp, ignore_errors=True)
     render(base, {"meta": meta, "skipped": skipped, "smoke": smoke, "runs": runs,
                   "idle": idle_results, "bench": bench_result, "tls_idle": tls_idle,
-                  "tls_info": tls_info})
+                  "tls_info": tls_info, "static_info": static_info})
 
 
 def render(base, data, write_json=True):
@@ -551,7 +578,7 @@ def render(base, data, write_json=True):
                    "title": charts.TITLES[p[len(base) + 1:-4]]} for p in pngs]
     report.write(base + ".md", meta, names, data["skipped"], data["smoke"], summary,
                  idle_results, data["bench"], chart_refs, scen_names,
-                 data.get("tls_idle"), data.get("tls_info"))
+                 data.get("tls_idle"), data.get("tls_info"), data.get("static_info"))
     if write_json:
         with open(base + ".json", "w") as f:
             json.dump(data, f, indent=1, default=str)

@@ -153,7 +153,7 @@ void exit_blocking() {
   reacquire_after_call(m, g, old);
 }
 
-uint64_t enter_may_block() {
+uint64_t enter_may_block(bool patient) {
   Machine* m = current_machine();
   GreenThread* g = m != nullptr ? m->curg : nullptr;
   if (g == nullptr || m->p == nullptr) return 0;
@@ -163,7 +163,8 @@ uint64_t enter_may_block() {
   g->wait_since_ns.store(wait_clock_ns(), std::memory_order_relaxed);
   set_status(g, GStatus::kRunning, GStatus::kWaiting);
   p->run_tick.store(p->schedtick * 2, std::memory_order_relaxed);  // not a hog while inside
-  const uint64_t word = (++p->syscall_tickets << 1) | 1;
+  // Bit 0: inside a call; bit 1: patient (may_block_patiently); the rest: the ticket.
+  const uint64_t word = (++p->syscall_tickets << 2) | (patient ? 2U : 0U) | 1U;
   // Release: everything above is visible to a sysmon whose CAS (acquire) reads this word. No
   // store-then-load pair here: the M and sysmon only race with CASes on this one word.
   p->syscall_word.store(word, std::memory_order_release);

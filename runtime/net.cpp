@@ -509,7 +509,10 @@ ssize_t TcpStream::send_file(std::string_view head, int file_fd, uint64_t offset
     off_t at = static_cast<off_t>(offset + done);
     // One call moves at most ~2 GiB (the kernel's MAX_RW_COUNT); the loop does the rest.
     const std::size_t want = std::min<std::size_t>(count - done, std::size_t{1} << 30);
-    const ssize_t r = green::may_block([&] { return ::sendfile(op.fd(), file_fd, &at, want); });
+    // Patiently: from the page cache sendfile is ~300 us a MiB of kernel work, not a wait;
+    // only a call still running after 1 ms (the disk) gives its P away (green.h).
+    const ssize_t r =
+        green::may_block_patiently([&] { return ::sendfile(op.fd(), file_fd, &at, want); });
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return -errno;

@@ -57,7 +57,8 @@ struct alignas(64) Processor {
   // Set by sysmon (the G ran over 10 ms, or a timer of this P is overdue and nobody else can
   // run it); honoured by checkpoint() and cleared when the next G starts.
   std::atomic<bool> preempt{false};
-  // green::may_block(): (ticket << 1) | 1 while the owner M is inside such a call; sysmon
+  // green::may_block(): (ticket << 2) | 1 while the owner M is inside such a call (| 2 for
+  // may_block_patiently, which sysmon leaves alone for its first millisecond); sysmon
   // retakes the P by clearing the low bit (a CAS), which the returning M then sees. The ticket
   // makes each call's word unique (no ABA when the P is retaken and reused by another call).
   std::atomic<uint64_t> syscall_word{0};

@@ -22,6 +22,7 @@ namespace {
 constexpr int64_t kMinDelay = 20'000;      // 20 us
 constexpr int64_t kMaxDelay = 10'000'000;  // 10 ms
 constexpr int64_t kHogAfter = 10'000'000;  // a G running this long is flagged
+constexpr int64_t kPatientFor = 1'000'000;  // may_block_patiently: retaken after this long
 constexpr int64_t kForcePollAfter = 10'000'000;
 
 std::thread monitor;
@@ -104,10 +105,11 @@ bool retake(int64_t now) {
     // Relaxed: retake_from_syscall's CAS on this exact word is what orders (acquires) the M's
     // state; a stale word only fails that CAS.
     if (const uint64_t word = p->syscall_word.load(std::memory_order_relaxed); (word & 1) != 0) {
+      const bool patient = (word & 2) != 0;  // may_block_patiently: only after kPatientFor
       if (word != p->sysmon_syscall_word) {
         p->sysmon_syscall_word = word;
         p->sysmon_syscall_since = now;
-      } else {
+      } else if (!patient || now - p->sysmon_syscall_since >= kPatientFor) {
         const bool worth = !runq_empty(p) || p->timers.earliest() != INT64_MAX ||
                            sched.npidle.load(std::memory_order_relaxed) +
                                    sched.nmspinning.load(std::memory_order_relaxed) ==
@@ -115,7 +117,7 @@ bool retake(int64_t now) {
                            now - p->sysmon_syscall_since >= kHogAfter;
         if (worth && retake_from_syscall(p, word)) p->sysmon_syscall_word = 0;
       }
-      acted = true;  // stay at the short period while a call may need retaking
+      if (!patient) acted = true;  // stay at the short period while a call may need retaking
     }
     if (running && all_busy && p->timers.earliest() <= now) {
       request_preempt(p);

@@ -104,7 +104,10 @@ class FileCache {
         per_shard_(capacity == 0 ? 0 : std::max<std::size_t>(1, capacity / shards_.size())),
         valid_ns_(valid.count()) {}
 
-  FileRef get(int root, const std::string& path, bool no_symlinks,
+  // `cache_errors`: keep a failed open (a missing FILE.gz, probed on every request that
+  // accepts gzip) like a file; otherwise a failure is retried on the next request, as nginx's
+  // open_file_cache_errors off does, so a file created after a 404 is served at once.
+  FileRef get(int root, const std::string& path, bool no_symlinks, bool cache_errors,
               std::atomic<uint64_t>& hits, std::atomic<uint64_t>& misses,
               std::atomic<uint64_t>& opens) {
     if (per_shard_ == 0) {
@@ -135,7 +138,18 @@ class FileCache {
         stale->ino == fresh->ino) {
       fresh = stale;
     }
-    if (transient(fresh->error)) return fresh;  // out of descriptors is not the file's state
+    // Out of descriptors is not the file's state; other failures only when asked.
+    if (fresh->error != 0 && (transient(fresh->error) || !cache_errors)) {
+      if (stale) {
+        std::lock_guard<std::mutex> lock(s.mu);
+        auto it = s.map.find(path);
+        if (it != s.map.end() && it->second.file == stale) {
+          s.lru.erase(it->second.lru);
+          s.map.erase(it);
+        }
+      }
+      return fresh;
+    }
     std::lock_guard<std::mutex> lock(s.mu);
     auto it = s.map.find(path);
     if (it != s.map.end()) {
@@ -522,7 +536,13 @@ int64_t parse_http_date(std::string_view s) {
   } else {
     return -1;
   }
-  if (tm.tm_mday < 1 || tm.tm_mday > 31) return -1;
+  // A day past its month's end ("31 Apr") is not a date (timegm would make it 1 May): nginx
+  // refuses it too.
+  static constexpr int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const int year = tm.tm_year + 1900;
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  const int days = kDays[tm.tm_mon] + (tm.tm_mon == 1 && leap ? 1 : 0);
+  if (tm.tm_mday < 1 || tm.tm_mday > days || tm.tm_sec > 59) return -1;
   return static_cast<int64_t>(timegm(&tm));
 }
 
@@ -541,9 +561,9 @@ struct FileServer::Impl {
     if (root >= 0) ::close(root);
   }
 
-  FileRef lookup(const std::string& path) {
-    return cache->get(root, path, options.symlinks == FileServerOptions::Symlinks::kNever, hits,
-                      misses, opens);
+  FileRef lookup(const std::string& path, bool cache_errors = false) {
+    return cache->get(root, path, options.symlinks == FileServerOptions::Symlinks::kNever,
+                      cache_errors, hits, misses, opens);
   }
 
   std::string_view type_for(std::string_view name) const {
@@ -669,7 +689,7 @@ void FileServer::Impl::serve_file(Request& r, ResponseWriter& w, const std::stri
   bool gzipped = false;
   FileRef gz;
   if (options.gzip_static && !iequals(extension(path), "gz")) {
-    gz = lookup(path + ".gz");
+    gz = lookup(path + ".gz", true);
     struct stat gst {};
     if (gz->error == 0 && green::may_block([&] { return ::fstat(gz->fd, &gst); }) == 0 &&
         S_ISREG(gst.st_mode)) {

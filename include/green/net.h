@@ -132,7 +132,8 @@ class TcpStream : public SocketHandle {
   // given, `head` (an HTTP response's head), sent with MSG_MORE so that it shares a segment
   // with the file's first bytes. Parks while the socket is full, under the write deadline and
   // a bound context, as write() does. A read of the file that misses the page cache blocks
-  // the thread: each sendfile call runs inside green::may_block. Returns the file bytes sent
+  // the thread: each sendfile call runs inside green::may_block_patiently (its P is handed to
+  // another thread once the call has run for 1 ms). Returns the file bytes sent
   // (count, or fewer when the file ends early: it shrank), or a negative errno; on an error
   // an unknown part has been sent, as with write().
   ssize_t send_file(std::string_view head, int file_fd, uint64_t offset, std::size_t count);

@@ -22,6 +22,24 @@ from . import procfs
 MAKE_DEPS_HINT = "run `make deps` (installs wrk, nginx-light, golang-go, gnuplot-nox, haproxy)"
 
 
+# Issue 16: the files of the static scenarios, random bytes of fixed sizes, made at run time by
+# make_static_files into ctx.static_dir, which every peer serves under /static/.
+STATIC_FILES = {"4k.bin": 4096, "1m.bin": 1 << 20}
+
+
+def make_static_files(tmp):
+    """TMP/static with STATIC_FILES; readable by nginx's workers (nobody, when run as root)."""
+    out = os.path.join(tmp, "static")
+    os.makedirs(out, exist_ok=True)
+    os.chmod(out, 0o755)
+    for name, size in STATIC_FILES.items():
+        path = os.path.join(out, name)
+        with open(path, "wb") as f:
+            f.write(os.urandom(size))
+        os.chmod(path, 0o644)
+    return out
+
+
 class PeerUnavailable(Exception):
     """The peer cannot run on this machine; the message says why and what to do."""
 
@@ -52,6 +70,12 @@ class Peer:
     ready_path = "/plaintext"
     ready_body = b"Hello, World!"
     tls = None  # an ssl.SSLContext trusting the run's CA when the peer serves HTTPS (TlsPeer)
+    # Serves ctx.static_dir under /static/ when the run has one (the static scenarios); the
+    # fronts, the backend and the HTTPS twins do not.
+    static = True
+    # static-304's validator: "etag" (If-None-Match with the ETag of a 200), or "last-modified"
+    # (If-Modified-Since with its Last-Modified) for a server that sends no ETag by design.
+    validator = "etag"
 
     def __init__(self, ctx):
         self.ctx = ctx  # repo, build dir, temp dir, threads, server cpus
@@ -76,8 +100,12 @@ class Peer:
         return ["taskset", "-c", self.ctx.server_cpus] + self.argv(port)
 
     def display(self):
-        """The command line for the report, with PORT for the port."""
-        return " ".join(self.command_line("PORT"))
+        """The command line for the report, with PORT for the port and TMP for the run's
+        temporary directory."""
+        return " ".join(self.command_line("PORT")).replace(self.ctx.tmp, "TMP")
+
+    def serves_static(self):
+        return self.static and getattr(self.ctx, "static_dir", None) is not None
 
     def start(self, port):
         """Start the server and wait until it answers /plaintext; raise PeerUnavailable if not."""
@@ -126,7 +154,7 @@ class Peer:
     def smoke(self):
         """Check every route the scenarios use: {route: "ok" or what went wrong}."""
         results = {}
-        for route in self.routes:
+        for route in self.routes + (("static",) if self.serves_static() else ()):
             try:
                 results[route] = getattr(self, f"_check_{route}")()
             except (OSError, http.client.HTTPException, ValueError) as e:
@@ -167,6 +195,16 @@ class Peer:
             return f"answered after {took * 1000:.0f} ms, not 50"
         return "ok"
 
+    def _check_static(self):
+        for name in STATIC_FILES:
+            with open(os.path.join(self.ctx.static_dir, name), "rb") as f:
+                want = f.read()
+            status, _, got = self.get(f"/static/{name}")
+            if status != 200 or got != want:
+                return (f"GET /static/{name}: status {status}, {len(got)} of {len(want)} "
+                        f"bytes{'' if got == want else ', not the file'}")
+        return "ok"
+
     def _log_tail(self):
         try:
             with open(self.log_path, "rb") as f:
@@ -198,7 +236,8 @@ class GreenHttp(Peer):
 
     def argv(self, port):
         return [self.binary(), "--listen", f"127.0.0.1:{port}", "--threads",
-                str(self.ctx.threads), "--access-log", "off"]
+                str(self.ctx.threads), "--access-log", "off",
+                *(["--static-dir", self.ctx.static_dir] if self.serves_static() else [])]
 
     def env(self):
         env = dict(os.environ)
@@ -249,6 +288,9 @@ def build_go(ctx, source, binary):
 class GoNetHttp(Peer):
     name = "go"
     source = "go"  # loadtest/peers/<source>/
+    # http.FileServer sets no ETag (ServeContent honours If-None-Match only for one the
+    # handler sets): static-304 revalidates it with If-Modified-Since, its own validator.
+    validator = "last-modified"
 
     def binary(self):
         return os.path.join(self.ctx.build, "loadtest", "gopeer")
@@ -258,7 +300,8 @@ class GoNetHttp(Peer):
 
     def argv(self, port):
         return [self.binary(), "--listen", f"127.0.0.1:{port}", "--threads",
-                str(self.ctx.threads)]
+                str(self.ctx.threads),
+                *(["--static-dir", self.ctx.static_dir] if self.serves_static() else [])]
 
     def env(self):
         env = dict(os.environ)
@@ -295,7 +338,9 @@ class Nginx(Peer):
         with open(template) as f:
             conf = self.fill(f.read().replace("@PORT@", str(port))
                              .replace("@WORKERS@", str(self.ctx.threads))
-                             .replace("@PREFIX@", self.prefix))
+                             .replace("@PREFIX@", self.prefix)
+                             .replace("@STATIC@", self.ctx.static_dir if self.serves_static()
+                                      else os.path.join(self.prefix, "empty")))
         path = os.path.join(self.prefix, "nginx.conf")
         with open(path, "w") as f:
             f.write(conf)
@@ -326,6 +371,7 @@ class Backend(GreenHttp):
     """build/greenhttp as the upstream of the fronts, on its own CPUs and thread count."""
 
     name = "backend"
+    static = False
 
     def command_line(self, port):
         return ["taskset", "-c", self.ctx.backend_cpus] + self.argv(port)
@@ -343,6 +389,7 @@ class Front:
     kept apart from the base peer's."""
 
     upstream = None
+    static = False
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -452,6 +499,7 @@ class TlsPeer:
 
     routes = ("plaintext", "resume")
     kind = "tls"
+    static = False
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -534,3 +582,61 @@ def make_cert(repo, tmp):
     # nginx's master reads the key as root before its workers become nobody; the others run
     # as the harness's user.
     return out
+
+
+def response_size(port, path, header=None):
+    """(status, bytes on the wire) of one answer to the request wrk sends: GET path HTTP/1.1,
+    Host, and header if given."""
+    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+               + (f"{header}\r\n" if header else "") + "\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(request.encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed before the end of the headers")
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = 0 if status in (204, 304) else next(
+            (int(v) for k, _, v in (line.partition(b":") for line in lines[1:])
+             if k.strip().lower() == b"content-length"), None)
+        if length is None:
+            raise ValueError(f"status {status} without Content-Length")
+        while len(body) < length:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed after {len(body)} of {length} body bytes")
+            body += chunk
+        return status, len(head) + 4 + length
+
+
+def revalidation(peer, path):
+    """static-304: the header that revalidates `path` on this peer, from one GET of it: its
+    ETag (If-None-Match), or its Last-Modified (If-Modified-Since) for a peer whose validator
+    is "last-modified"; then one request with that header, which must be answered 304.
+    Returns {"header", "check", "size_304", "size_200"}: check is "ok" or what went wrong;
+    the sizes (bytes on the wire of one answer with and without the header) let the report
+    count from wrk's byte total how many answers carried the file. A peer that should send an
+    ETag and does not gets a placeholder one, so the load still runs and its 200s show in the
+    counts: a failure in the report, not a skipped peer."""
+    field, name = (("etag", "If-None-Match") if peer.validator == "etag"
+                   else ("last-modified", "If-Modified-Since"))
+    header = f'{name}: "loadtest-no-{field}"'
+    try:
+        status, headers, _ = peer.get(path)
+        value = headers.get(field)
+        if status != 200 or not value:
+            return {"header": header, "check": f"GET {path}: status {status} without "
+                                               f"{field.title()} (placeholder sent)"}
+        header = f"{name}: {value}"
+        status_200, size_200 = response_size(peer.port, path)
+        status, size_304 = response_size(peer.port, path, header)
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        return {"header": header, "check": f"error: {e}"}
+    sizes = {"size_304": size_304, "size_200": size_200}
+    if status != 304 or status_200 != 200:
+        return {"header": header, "check": f"answered {status}, not 304", **sizes}
+    return {"header": header, "check": "ok", **sizes}

@@ -64,16 +64,24 @@ def rss_bytes(pids):
 
 
 class PeakRss:
-    """Samples the tree's summed RSS every `interval` seconds on a thread, keeps the peak."""
+    """Samples the tree's summed RSS every `interval` seconds on a thread, keeps the peak, the
+    first sample (start), the last (end) and all of them (samples)."""
 
     def __init__(self, pids, interval=0.1):
-        self.pids, self.interval, self.peak = pids, interval, rss_bytes(pids)
+        self.pids, self.interval = pids, interval
+        self.start = self.peak = self.end = rss_bytes(pids)
+        self.samples = [self.start]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self):
+        self.end = rss_bytes(self.pids)
+        self.samples.append(self.end)
+        self.peak = max(self.peak, self.end)
+
     def _run(self):
         while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, rss_bytes(self.pids))
+            self._sample()
 
     def __enter__(self):
         self._thread.start()
@@ -82,4 +90,4 @@ class PeakRss:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, rss_bytes(self.pids))
+        self._sample()

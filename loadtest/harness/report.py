@@ -29,6 +29,14 @@ def summarise(runs):
                          cpu_us_per_req=(sum(r["cpu_s"] for r in ok) * 1e6 / reqs) if reqs else None,
                          peak_rss=max(r["peak_rss"] for r in ok),
                          rounds=[r["rps"] for r in ok])
+                if all("bytes_per_s" in r for r in ok):  # bytes/s, CPU per MiB (issue 16)
+                    nbytes = sum(r["bytes"] for r in ok)
+                    s.update(bytes_per_s=med("bytes_per_s"), requests=reqs, bytes=nbytes,
+                             cpu_us_per_mib=(sum(r["cpu_s"] for r in ok) * 1e6
+                                             / (nbytes / 2**20)) if nbytes else None,
+                             bytes_rounds=[r["bytes_per_s"] for r in ok])
+                if all("rss_start" in r for r in ok):  # first round's start, last one's end
+                    s.update(rss_start=ok[0]["rss_start"], rss_end=ok[-1]["rss_end"])
                 flood = [r["flood_rps"] for r in ok if "flood_rps" in r]
                 if flood:  # https-flood: the handshake flood's own rate beside the wrk run
                     s.update(flood_rps=statistics.median(flood),
@@ -269,6 +277,128 @@ def tls_section(meta, peers, summary, tls_idle, tls_info, scenarios, lines):
         lines.append("")
 
 
+def mib_s(b):
+    return f"{b / 2**20:,.0f} MiB/s"
+
+
+def statuses_text(counts):
+    return ", ".join(f"{n:,} × {code}" for code, n in sorted(counts.items())) or "none"
+
+
+def revalidated(s, info):
+    """static-304, one peer: (every answer 304?, what says so). The warm-up counted every
+    status (status.lua); the measured runs, without that hook, are checked by their bytes:
+    answers carrying the file = (bytes - answers × one 304's size) / (one 200's size - one
+    304's size), the sizes measured on the wire before the load (peers.revalidation)."""
+    ws, wn = info.get("warmup_statuses"), info.get("warmup_requests")
+    warm_ok = ws is not None and ws == {"304": wn}
+    text = [f"warm-up: {statuses_text(ws)}" if ws is not None
+            else f"warm-up: not counted ({info.get('warmup_error') or 'no statuses'})"]
+    carried = None
+    if s.get("requests") and "bytes" in s:
+        per = s["bytes"] / s["requests"]
+        h304, h200 = info.get("size_304"), info.get("size_200")
+        if h304 and h200 and h200 > h304:
+            carried = (s["bytes"] - s["requests"] * h304) / (h200 - h304)
+            text.append(f"measured: {s['requests']:,} answers of {per:.1f} bytes (a 304 is "
+                        f"{h304}, a 200 {h200}): ≈{carried:,.0f} carried the file")
+        else:
+            text.append(f"measured: {s['requests']:,} answers of {per:.1f} bytes (no 304 "
+                        "seen before the load)")
+    ok = info.get("check") == "ok" and warm_ok and carried is not None and abs(carried) < 0.5
+    return ok, "; ".join(text)
+
+
+def static_section(meta, peers, summary, static_info, scenarios, lines):
+    """Issue 16: the static-file scenarios, greenhttp --static-dir against nginx (sendfile,
+    open_file_cache) and Go's http.FileServer on the same files, with the goals."""
+    names = [s for s in scenarios if BY_NAME[s].static]
+    if not names:
+        return
+    lines += ["## Static files (issue 16)", "",
+              "Every peer serves one directory of files made for the run (random bytes: "
+              "`4k.bin` 4 KiB, `1m.bin` 1 MiB) under `/static/`: greenhttp `--static-dir`, "
+              "nginx `alias` with `sendfile on`, `open_file_cache max=1000 inactive=20s`, "
+              "`open_file_cache_valid 10s` and `etag on` (peers/nginx/nginx.conf.in), Go "
+              "`http.StripPrefix` + `http.FileServer(http.Dir(dir))` (peers/go/). Go's "
+              "FileServer sends no ETag, so static-304 revalidates it with `If-Modified-Since:` "
+              "its Last-Modified instead of `If-None-Match:`.", ""]
+    row = lambda scen: summary.get(scen, {})
+    rows = []
+    g, n = row("static-4k").get("greenhttp", {}), row("static-4k").get("nginx", {})
+    if g.get("rps") and n.get("rps"):
+        r = g["rps"] / n["rps"]
+        rows.append(f"| static-4k: requests/s ≥ 1.0× nginx | {r:.2f}× ({kilo(g['rps'])} vs "
+                    f"{kilo(n['rps'])}; {g['socket_errors']} socket errors) | {met(r >= 1.0)} |")
+    g, n = row("static-1m").get("greenhttp", {}), row("static-1m").get("nginx", {})
+    if g.get("bytes_per_s") and n.get("bytes_per_s"):
+        r = g["bytes_per_s"] / n["bytes_per_s"]
+        rows.append(f"| static-1m: bytes/s ≥ 1.0× nginx | {r:.2f}× ({mib_s(g['bytes_per_s'])} "
+                    f"vs {mib_s(n['bytes_per_s'])}) | {met(r >= 1.0)} |")
+    if g.get("cpu_us_per_mib") and n.get("cpu_us_per_mib"):
+        rows.append(f"| static-1m: server CPU per byte ≤ nginx's | {g['cpu_us_per_mib']:.0f} vs "
+                    f"{n['cpu_us_per_mib']:.0f} µs per MiB | "
+                    f"{met(g['cpu_us_per_mib'] <= n['cpu_us_per_mib'])} |")
+    idle_rss = static_info.get("static-1m", {}).get("greenhttp", {}).get("rss_idle")
+    if g.get("peak_rss") and idle_rss is not None:
+        # Buffering each response's file would grow the RSS by about conns × the file's size;
+        # flat means well under a tenth of that.
+        limit = BY_NAME["static-1m"].conns * 2**20 // 10
+        grew = g["peak_rss"] - idle_rss
+        rows.append(f"| static-1m: RSS flat, peak − after start < {mib(limit)} (a tenth of "
+                    f"{BY_NAME['static-1m'].conns} buffered files) | {mib(grew)} "
+                    f"({mib(idle_rss)} → peak {mib(g['peak_rss'])}) | {met(grew < limit)} |")
+    g, n = row("static-304").get("greenhttp", {}), row("static-304").get("nginx", {})
+    if g.get("rps") and n.get("rps"):
+        r = g["rps"] / n["rps"]
+        rows.append(f"| static-304: requests/s ≥ 1.0× nginx | {r:.2f}× ({kilo(g['rps'])} vs "
+                    f"{kilo(n['rps'])}) | {met(r >= 1.0)} |")
+    info = static_info.get("static-304", {}).get("greenhttp")
+    if info and g.get("rps"):
+        ok, text = revalidated(g, info)
+        rows.append(f"| static-304: every answer 304 | {text} | {met(ok)} |")
+    if rows:
+        lines += ["| goal (issue 16) | this run | |", "| --- | --- | --- |"] + rows + [""]
+
+    for scen in names:
+        sc = BY_NAME[scen]
+        lines += [f"### {sc.title}", "", f"`{display_command(sc, meta['seconds'])}`"
+                  + (f" — {sc.note}" if sc.note else ""), ""]
+        scenario_table(scen, peers, summary, lines)
+        lines.append("")
+        present = [p for p in peers if "rps" in row(scen).get(p, {})]
+        info = static_info.get(scen, {})
+        if scen == "static-1m" and present:
+            base = row(scen).get("nginx", {}).get("bytes_per_s")
+            lines += ["| peer | bytes/s | vs nginx | CPU per MiB | RSS after start | RSS as "
+                      "the first run starts | peak | as the last run ends | bytes/s per round |",
+                      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+            for p in present:
+                s = row(scen)[p]
+                if "bytes_per_s" not in s:
+                    continue
+                idle = info.get(p, {}).get("rss_idle")
+                ratio = f"{s['bytes_per_s'] / base:.2f}x" if base else "–"
+                cpu = f"{s['cpu_us_per_mib']:.0f} µs" if s.get("cpu_us_per_mib") else "–"
+                opt = lambda v: "–" if v is None else mib(v)
+                lines.append(
+                    f"| {p} | {mib_s(s['bytes_per_s'])} | {ratio} | {cpu} | {opt(idle)} | "
+                    f"{opt(s.get('rss_start'))} | {mib(s['peak_rss'])} | "
+                    f"{opt(s.get('rss_end'))} | "
+                    f"{', '.join(mib_s(x) for x in s['bytes_rounds'])} |")
+            lines.append("")
+        if scen == "static-304" and info:
+            lines += ["| peer | header sent | one request with it before the load | every "
+                      "answer 304? |", "| --- | --- | --- | --- |"]
+            for p in peers:
+                if p not in info:
+                    continue
+                ok, text = revalidated(row(scen).get(p, {}), info[p])
+                lines.append(f"| {p} | `{info[p].get('header', '?')}` | "
+                             f"{info[p].get('check', '?')} | {'yes' if ok else 'no'}: {text} |")
+            lines.append("")
+
+
 def bench_section(b, lines):
     lines += ["## Runtime microbenchmarks (`make bench` shapes): greenrt and Go side by side", ""]
     if not b:
@@ -293,7 +423,7 @@ def bench_section(b, lines):
 
 
 def write(path, meta, peers, skipped, smoke, summary, idle, bench, charts, scenarios,
-          tls_idle=None, tls_info=None):
+          tls_idle=None, tls_info=None, static_info=None):
     L = [f"# greenhttp load test — {meta['date']} on {meta['host']}"
          + (" (LOADTEST_QUICK)" if meta["quick"] else ""), ""]
     L += [f"Produced by `{meta['command']}`. Each scenario runs the peers "
@@ -330,14 +460,15 @@ def write(path, meta, peers, skipped, smoke, summary, idle, bench, charts, scena
     headline(summary, peers, scenarios, idle, L)
     goals(summary, idle, L)
     tls_section(meta, peers, summary, tls_idle or {}, tls_info or {}, scenarios, L)
+    static_section(meta, peers, summary, static_info or {}, scenarios, L)
     L += ["## Results", ""]
     for c in charts:
         L.append(f"![{c['title']}]({c['file']})")
     L.append("")
     for scen in scenarios:
         sc = BY_NAME[scen]
-        if sc.tls:
-            continue  # in the HTTPS section
+        if sc.tls or sc.static:
+            continue  # in the HTTPS or the static-files section
         L += [f"### {sc.title}", "", f"`{display_command(sc, meta['seconds'])}`"
               + (f" — {sc.note}" if sc.note else ""), ""]
         scenario_table(scen, peers, summary, L)

@@ -2,7 +2,7 @@
 all come from the same place. Every run is `wrk -t1 -c<conns> -d<secs>s --latency` (anchors.md),
 with a Lua script from loadtest/wrk/ where the shape needs one."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,16 @@ class Scenario:
     headers: tuple = ()
     client: str = "wrk"
     kind: str = "load"
+    # Issue 16. static: the file (harness/peers.py STATIC_FILES, made at run time) that `path`
+    # names under /static/; revalidate: every request carries the peer's own validator for it
+    # (If-None-Match: its ETag) and must be answered 304; check_script: the warm-up runs with
+    # loadtest/wrk/<check_script> instead, which counts every status (wrk's response() hook
+    # costs wrk ~15% of its requests/s, so the measured runs go without it); rss_trace: keep
+    # the RSS samples taken during the run.
+    static: str = ""
+    revalidate: bool = False
+    check_script: str = ""
+    rss_trace: bool = False
     # `make loadtest` without LOADTEST_SCENARIOS runs the scenarios whose default is True.
     default: bool = True
 
@@ -95,6 +105,25 @@ SCENARIOS += [
                   "greenhttp without a handshake cap (its default) and with one"),
 ]
 
+# Issue 16: files from a directory the harness fills with random bytes at run time, served by
+# greenhttp --static-dir, nginx (sendfile, open_file_cache; peers/nginx/nginx.conf.in) and Go's
+# http.FileServer, each under /static/.
+SCENARIOS += [
+    Scenario("static-4k", "static file 4 KiB, keep-alive, c=100", "/static/4k.bin",
+             static="4k.bin", needs=("static",),
+             note="a 4 KiB file of random bytes under /static/"),
+    Scenario("static-1m", "static file 1 MiB, keep-alive, c=50", "/static/1m.bin", conns=50,
+             static="1m.bin", needs=("static",), rss_trace=True,
+             note="a 1 MiB file: bytes/s, server CPU per MiB sent, and the server's RSS "
+                  "through the run"),
+    Scenario("static-304", "static file 4 KiB revalidated (304), c=100", "/static/4k.bin",
+             static="4k.bin", needs=("static",), revalidate=True, check_script="status.lua",
+             note="every request carries `If-None-Match:` the server's own ETag for the "
+                  "file; the warm-up counts every status (status.lua), the measured runs' "
+                  "byte counts say how many answers carried the file"),
+]
+
 BY_NAME = {s.name: s for s in SCENARIOS}
 # LOADTEST_SCENARIOS names that stand for several scenarios.
-GROUPS = {"https-all": [s.name for s in SCENARIOS if s.tls]}
+GROUPS = {"https-all": [s.name for s in SCENARIOS if s.tls],
+          "static-all": [s.name for s in SCENARIOS if s.static]}

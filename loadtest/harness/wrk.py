@@ -26,9 +26,9 @@ def tlsload_binary(build):
     return os.path.join(build, "loadtest", "tlsload")
 
 
-def command(scenario, port, seconds, wrk_cpus, script, floor=True, build="build"):
+def command(scenario, port, seconds, wrk_cpus, script, floor=True, build="build", headers=()):
     """wrk's argv (or tlsload's, for client="tlsload"); floor=False (warm-ups) ignores the
-    scenario's minimum run length."""
+    scenario's minimum run length; headers: -H for this peer alone (static-304's validator)."""
     if floor:
         seconds = scenario.seconds(seconds)
     if scenario.client == "tlsload":
@@ -38,7 +38,7 @@ def command(scenario, port, seconds, wrk_cpus, script, floor=True, build="build"
     scheme = "https" if scenario.tls else "http"
     argv = ["taskset", "-c", wrk_cpus, "wrk", "-t1", f"-c{scenario.conns}", f"-d{seconds}s",
             "--latency", "-s", script]
-    for h in scenario.headers:
+    for h in (*scenario.headers, *headers):
         argv += ["-H", h]
     argv.append(f"{scheme}://127.0.0.1:{port}{scenario.path}")
     if scenario.args:
@@ -57,6 +57,8 @@ def display_command(scenario, seconds):
     if scenario.script:
         s += f" -s {scenario.script}"
     s += "".join(f" -H '{h}'" for h in scenario.headers)
+    if scenario.revalidate:
+        s += " -H 'If-None-Match: ETAG'"
     s += f" {'https' if scenario.tls else 'http'}://127.0.0.1:PORT{scenario.path}"
     if scenario.args:
         s += " -- " + " ".join(scenario.args)
@@ -72,14 +74,16 @@ def parse(returncode, stdout, stderr):
     r = json.loads(line[len("LOADTEST "):])
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
     r["socket_errors"] = r["connect"] + r["read"] + r["write"] + r["timeout"]
+    r["bytes_per_s"] = r["bytes"] / (r["duration_us"] / 1e6)
     return r
 
 
-def measure(peer, scenario, seconds, wrk_cpus, script):
+def measure(peer, scenario, seconds, wrk_cpus, script, headers=()):
     """Run wrk once; returns a dict of figures, or one with an "error" key."""
     seconds = scenario.seconds(seconds)
     pids = peer.pids()
-    argv = command(scenario, peer.port, seconds, wrk_cpus, script, build=peer.ctx.build)
+    argv = command(scenario, peer.port, seconds, wrk_cpus, script, build=peer.ctx.build,
+                   headers=headers)
     cpu0 = procfs.cpu_seconds(pids)
     with procfs.PeakRss(pids) as rss:
         try:
@@ -93,6 +97,10 @@ def measure(peer, scenario, seconds, wrk_cpus, script):
     r["cpu_s"] = cpu1 - cpu0
     r["cpu_us_per_req"] = (r["cpu_s"] * 1e6 / r["requests"]) if r["requests"] else None
     r["peak_rss"] = rss.peak
+    # The tree's RSS as wrk started and as it ended (issue 16: flat while a file streams).
+    r["rss_start"], r["rss_end"] = rss.start, rss.end
+    if scenario.rss_trace:
+        r["rss_samples"] = rss.samples
     if peer.proc.poll() is not None:
         r["error"] = f"{peer.name} died during the run (exit status {peer.proc.returncode})"
     return r

@@ -72,7 +72,9 @@ def main():
 
         server = subprocess.Popen(
             [binary, "--listen", "127.0.0.1:0", "--port-file", port_file, "--access-log", "off",
-             "--threads", "2", "--max-connections", "1000", "--static-dir", static],
+             "--threads", "2", "--max-connections", "1000", "--static-dir", static,
+             # No open-file cache: each request opens the file (its second descriptor).
+             "--static-cache-entries", "0"],
             preexec_fn=limit, stderr=open(os.path.join(tmp, "stderr"), "w"))
         holders = []
         try:

@@ -48,7 +48,11 @@ class TestServer {
                       std::string access_log = "off", std::string static_dir = "") {
     std::string error;
     log_ = AccessLog::open(access_log, &error);
-    context_.static_dir = static_dir;
+    if (!static_dir.empty()) {
+      FileServerOptions files;
+      files.root = static_dir;
+      context_.files = FileServer::create(files, &error);
+    }
     handlers::register_all(router_, context_);
     if (extra) extra(router_);
     start(std::move(options), log_.get());

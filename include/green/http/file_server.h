@@ -30,7 +30,10 @@
 // O_NONBLOCK (a FIFO never blocks the open) inside green::may_block.
 //
 // The open-file cache (nginx's open_file_cache) keeps descriptors and metadata of the
-// `cache_entries` most recently used paths, failures included, so a hot file costs no open();
+// `cache_entries` most recently used paths, so a hot file costs no open(). A path that failed
+// to open is tried again on its next request (nginx's open_file_cache_errors off), except the
+// FILE.gz probe, whose absence is cached like a file (it is looked for on every request that
+// accepts gzip);
 // an entry is checked against the file system again (reopened by path) once `cache_valid` has
 // passed, so a replaced file is seen within that time. A file rewritten in place is seen at
 // once: each request fstat()s the cached descriptor.

@@ -159,9 +159,12 @@ Runtime& runtime() {
       green::run(o, [rt] {
         rt->router = new green::http::Router;
         rt->context = new green::handlers::AppState;
-        rt->context->static_dir = rt->static_dir;
+        green::http::FileServerOptions files;
+        files.root = rt->static_dir;
+        std::string files_error;
+        rt->context->files = green::http::FileServer::create(files, &files_error);
         green::handlers::register_benchmarks(*rt->router);
-        green::handlers::register_static(*rt->router, rt->static_dir);
+        green::handlers::register_static(*rt->router, *rt->context);
         green::handlers::register_observability(*rt->router, *rt->context);
         rt->access_log->start();
         rt->normal = new Server(options(false), *rt->router, rt->access_log.get());
