@@ -200,7 +200,8 @@ std::vector<Setting> settings() {
       {"static-symlinks", "static.symlinks",
        "inside: follow symlinks that stay under --static-dir (default); never: refuse all",
        [](C& c, const std::string& v) -> std::string {
-         if (v != "inside" && v != "never") return "invalid symlink policy " + quote(v) + " (inside or never)";
+         if (v != "inside" && v != "never")
+           return "invalid symlink policy " + quote(v) + " (inside or never)";
          c.static_symlinks = v;
          return {};
        }},
@@ -212,7 +213,9 @@ std::vector<Setting> settings() {
        }},
       {"static-cache-entries", "static.cache_entries",
        "open-file cache: descriptors kept open (default 1000; 0: none)",
-       [](C& c, const std::string& v) { return apply_int(c.static_cache_entries, v, 0, 1'000'000); }},
+       [](C& c, const std::string& v) {
+         return apply_int(c.static_cache_entries, v, 0, 1'000'000);
+       }},
       {"static-cache-valid", "static.cache_valid",
        "open-file cache: recheck a path after this long (default 10s)",
        [](C& c, const std::string& v) { return apply_duration(c.static_cache_valid, v); }},
@@ -222,8 +225,7 @@ std::vector<Setting> settings() {
          c.static_mime_types = v;  // empty: the default
          return std::string();
        },
-       false,
-       [](const C& c) { return check_readable_file(c.static_mime_types); }},
+       false, [](const C& c) { return check_readable_file(c.static_mime_types); }},
       {"access-log", "access_log", "access log: PATH, stdout or off (default stdout)",
        [](C& c, const std::string& v) -> std::string {
          if (v.empty()) return "empty access log target (PATH, stdout or off)";

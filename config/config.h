@@ -19,8 +19,8 @@ namespace green::config {
 
 struct Config {
   std::string listen = "0.0.0.0:8080";
-  int threads = 0;                    // Ps; 0: $GREEN_MAXPROCS, else the CPU count
-  std::string static_dir;             // empty: /static/* answers 404
+  int threads = 0;         // Ps; 0: $GREEN_MAXPROCS, else the CPU count
+  std::string static_dir;  // empty: /static/* answers 404
   // The file server (issue 16; [static] in the TOML file): http::FileServerOptions.
   std::string static_prefix = "/static/";  // "/": every path of the public port is a file
   std::string static_index = "index.html";
@@ -30,7 +30,7 @@ struct Config {
   std::string static_cache_control;        // "PATTERN=VALUE;..." (validated by FileServer)
   int64_t static_cache_entries = 1000;
   std::chrono::nanoseconds static_cache_valid = std::chrono::seconds(10);
-  std::string static_mime_types;  // empty: /etc/mime.types when present
+  std::string static_mime_types;      // empty: /etc/mime.types when present
   std::string access_log = "stdout";  // PATH, "stdout" or "off"
   std::string log_level = "info";     // trace, debug, info, warn, error, off
   bool reuse_port = false;

@@ -60,7 +60,8 @@ inline void restore_thread_state(GreenThread* g, Machine* m) {
 void switch_tsan_fiber(void* to) {
   sigset_t async;
   sigfillset(&async);
-  for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGABRT, SIGSYS}) sigdelset(&async, sig);
+  for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGABRT, SIGSYS})
+    sigdelset(&async, sig);
   sigset_t before;
   pthread_sigmask(SIG_BLOCK, &async, &before);
   __tsan_switch_to_fiber(to, 0);

@@ -4,8 +4,8 @@
 #include "runtime/machine.h"
 
 #include <linux/futex.h>
-#include <sys/time.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>

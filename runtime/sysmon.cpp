@@ -19,9 +19,9 @@
 namespace green::detail {
 namespace {
 
-constexpr int64_t kMinDelay = 20'000;      // 20 us
-constexpr int64_t kMaxDelay = 10'000'000;  // 10 ms
-constexpr int64_t kHogAfter = 10'000'000;  // a G running this long is flagged
+constexpr int64_t kMinDelay = 20'000;       // 20 us
+constexpr int64_t kMaxDelay = 10'000'000;   // 10 ms
+constexpr int64_t kHogAfter = 10'000'000;   // a G running this long is flagged
 constexpr int64_t kPatientFor = 1'000'000;  // may_block_patiently: retaken after this long
 constexpr int64_t kForcePollAfter = 10'000'000;
 

@@ -215,19 +215,15 @@ std::string with_charset(std::string type) {
 
 std::unordered_map<std::string, std::string> builtin_types() {
   static constexpr const char* kTypes[][2] = {
-      {"html", "text/html"},          {"htm", "text/html"},
-      {"css", "text/css"},            {"js", "text/javascript"},
-      {"mjs", "text/javascript"},     {"json", "application/json"},
-      {"txt", "text/plain"},          {"md", "text/markdown"},
-      {"xml", "application/xml"},     {"svg", "image/svg+xml"},
-      {"png", "image/png"},           {"jpg", "image/jpeg"},
-      {"jpeg", "image/jpeg"},         {"gif", "image/gif"},
-      {"webp", "image/webp"},         {"avif", "image/avif"},
-      {"ico", "image/x-icon"},        {"wasm", "application/wasm"},
-      {"pdf", "application/pdf"},     {"zip", "application/zip"},
-      {"gz", "application/gzip"},     {"woff", "font/woff"},
-      {"woff2", "font/woff2"},        {"mp4", "video/mp4"},
-      {"webm", "video/webm"},         {"mp3", "audio/mpeg"},
+      {"html", "text/html"},      {"htm", "text/html"},       {"css", "text/css"},
+      {"js", "text/javascript"},  {"mjs", "text/javascript"}, {"json", "application/json"},
+      {"txt", "text/plain"},      {"md", "text/markdown"},    {"xml", "application/xml"},
+      {"svg", "image/svg+xml"},   {"png", "image/png"},       {"jpg", "image/jpeg"},
+      {"jpeg", "image/jpeg"},     {"gif", "image/gif"},       {"webp", "image/webp"},
+      {"avif", "image/avif"},     {"ico", "image/x-icon"},    {"wasm", "application/wasm"},
+      {"pdf", "application/pdf"}, {"zip", "application/zip"}, {"gz", "application/gzip"},
+      {"woff", "font/woff"},      {"woff2", "font/woff2"},    {"mp4", "video/mp4"},
+      {"webm", "video/webm"},     {"mp3", "audio/mpeg"},
   };
   std::unordered_map<std::string, std::string> m;
   for (const auto& t : kTypes) m[t[0]] = with_charset(t[1]);
@@ -289,8 +285,8 @@ bool parse_rules(std::string_view text, std::vector<CacheRule>* rules, std::stri
       rule.kind = CacheRule::kDir;
       rule.pattern = std::string(pattern);
     } else {
-      *error = "cache-control pattern \"" + std::string(pattern) +
-               "\" is none of *.EXT, /DIR/ and *";
+      *error =
+          "cache-control pattern \"" + std::string(pattern) + "\" is none of *.EXT, /DIR/ and *";
       return false;
     }
     rules->push_back(std::move(rule));
@@ -331,20 +327,23 @@ bool accepts_gzip(std::string_view accept_encoding) {
   while (!accept_encoding.empty()) {
     const std::size_t comma = accept_encoding.find(',');
     std::string_view item = accept_encoding.substr(0, comma);
-    accept_encoding = comma == std::string_view::npos ? std::string_view{}
-                                                      : accept_encoding.substr(comma + 1);
+    accept_encoding =
+        comma == std::string_view::npos ? std::string_view{} : accept_encoding.substr(comma + 1);
     const std::size_t semi = item.find(';');
     std::string_view name = item.substr(0, semi);
     while (!name.empty() && (name.front() == ' ' || name.front() == '\t')) name.remove_prefix(1);
     while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
     bool allowed = true;
-    std::string_view params = semi == std::string_view::npos ? std::string_view{} : item.substr(semi + 1);
+    std::string_view params =
+        semi == std::string_view::npos ? std::string_view{} : item.substr(semi + 1);
     while (!params.empty()) {
       const std::size_t next = params.find(';');
       std::string_view param = params.substr(0, next);
       params = next == std::string_view::npos ? std::string_view{} : params.substr(next + 1);
-      while (!param.empty() && (param.front() == ' ' || param.front() == '\t')) param.remove_prefix(1);
-      while (!param.empty() && (param.back() == ' ' || param.back() == '\t')) param.remove_suffix(1);
+      while (!param.empty() && (param.front() == ' ' || param.front() == '\t'))
+        param.remove_prefix(1);
+      while (!param.empty() && (param.back() == ' ' || param.back() == '\t'))
+        param.remove_suffix(1);
       if (param.size() >= 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
         const std::string_view q = param.substr(2);
         // q=0, q=0.0, q=0.000 refuse the coding; any other weight accepts it.
@@ -401,12 +400,23 @@ std::string escape_html(std::string_view s) {
   std::string out;
   for (const char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -657,8 +667,8 @@ void FileServer::Impl::serve(Request& r, ResponseWriter& w, std::string_view pat
       const std::string index_path = std::string(path) + options.index;
       FileRef index = lookup(index_path);
       struct stat ist {};
-      if (index->error == 0 &&
-          green::may_block([&] { return ::fstat(index->fd, &ist); }) == 0 && S_ISREG(ist.st_mode)) {
+      if (index->error == 0 && green::may_block([&] { return ::fstat(index->fd, &ist); }) == 0 &&
+          S_ISREG(ist.st_mode)) {
         serve_file(r, w, index_path, index, ist);
         return;
       }
@@ -837,8 +847,7 @@ void FileServer::Impl::list_directory(ResponseWriter& w, std::string_view path,
                      "</h1><hr><pre><a href=\"../\">../</a>\n";
   for (const Item& item : items) {
     const std::string shown = item.name + (item.is_dir ? "/" : "");
-    page += "<a href=\"" + escape_html(encode_path(shown)) + "\">" + escape_html(shown) +
-            "</a>\n";
+    page += "<a href=\"" + escape_html(encode_path(shown)) + "\">" + escape_html(shown) + "</a>\n";
   }
   page += "</pre><hr></body></html>\n";
   listings.fetch_add(1, std::memory_order_relaxed);

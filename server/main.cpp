@@ -237,8 +237,9 @@ int main(int argc, char** argv) {
     fo.index = cfg.static_index;
     fo.autoindex = cfg.static_autoindex;
     fo.gzip_static = cfg.static_gzip;
-    fo.symlinks = cfg.static_symlinks == "never" ? green::http::FileServerOptions::Symlinks::kNever
-                                                 : green::http::FileServerOptions::Symlinks::kInsideRoot;
+    fo.symlinks = cfg.static_symlinks == "never"
+                      ? green::http::FileServerOptions::Symlinks::kNever
+                      : green::http::FileServerOptions::Symlinks::kInsideRoot;
     fo.cache_control = cfg.static_cache_control;
     fo.cache_entries = static_cast<std::size_t>(cfg.static_cache_entries);
     fo.cache_valid = cfg.static_cache_valid;

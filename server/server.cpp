@@ -36,9 +36,9 @@ Server::Server(ServerOptions options, const Router& router, AccessLog* access_lo
       access_log_(access_log),
       state_(std::make_unique<ServerState>(options_.limits, options_.max_buffered_body_bytes)) {
   state_->shutdown_done.add(1);  // done by the first shutdown(); serve() waits for it
-  max_connections_ =
-      options_.max_connections > 0 ? options_.max_connections
-                                    : default_max_connections(options_.reserved_descriptors);
+  max_connections_ = options_.max_connections > 0
+                         ? options_.max_connections
+                         : default_max_connections(options_.reserved_descriptors);
   spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 

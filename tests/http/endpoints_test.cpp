@@ -88,7 +88,7 @@ TEST(Endpoints, StaticDirServesOnlyRegularFilesAndAFifoPinsNoThread) {
   ServerProcess server({"--static-dir", root}, {"GREEN_MAX_THREADS=20"});
   ASSERT_NE(server.port(), 0);
   EXPECT_EQ(fetch(server.port(), "/static/a.txt").body, "regular");
-  EXPECT_EQ(fetch(server.port(), "/static/sub").status, 301);  // to "/static/sub/" (nginx)
+  EXPECT_EQ(fetch(server.port(), "/static/sub").status, 301);   // to "/static/sub/" (nginx)
   EXPECT_EQ(fetch(server.port(), "/static/sub/").status, 403);  // no index, no listing (nginx)
 
   constexpr int kRequests = 60;

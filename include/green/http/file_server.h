@@ -54,7 +54,7 @@
 namespace green::http {
 
 struct FileServerOptions {
-  std::string root;                // the directory served
+  std::string root;                  // the directory served
   std::string index = "index.html";  // a directory's index file; empty: none
   bool autoindex = false;            // list directories without an index (nginx's autoindex)
   bool gzip_static = true;           // FILE.gz for FILE when the client accepts gzip
@@ -70,7 +70,7 @@ struct FileServerOptions {
   std::size_t cache_entries = 1000;  // open-file cache size; 0: no cache
   std::chrono::nanoseconds cache_valid = std::chrono::seconds(10);
   std::string mime_types = "/etc/mime.types";  // absent: the built-in table
-  bool mime_types_required = false;  // the file must exist (it was asked for by name)
+  bool mime_types_required = false;            // the file must exist (it was asked for by name)
 };
 
 class FileServer {
@@ -94,20 +94,20 @@ class FileServer {
   std::string_view content_type(std::string_view name) const;
 
   struct Stats {
-    uint64_t cache_hits = 0;      // lookups answered by the open-file cache
-    uint64_t cache_misses = 0;    // lookups that opened (or failed to open) the path
-    uint64_t cache_entries = 0;   // entries now
-    uint64_t opens = 0;           // files opened (misses and revalidations)
-    uint64_t sendfile_bytes = 0;  // body bytes sent from files
-    uint64_t ok = 0;              // 200
-    uint64_t partial = 0;         // 206
-    uint64_t not_modified = 0;    // 304
-    uint64_t precondition_failed = 0;  // 412
+    uint64_t cache_hits = 0;             // lookups answered by the open-file cache
+    uint64_t cache_misses = 0;           // lookups that opened (or failed to open) the path
+    uint64_t cache_entries = 0;          // entries now
+    uint64_t opens = 0;                  // files opened (misses and revalidations)
+    uint64_t sendfile_bytes = 0;         // body bytes sent from files
+    uint64_t ok = 0;                     // 200
+    uint64_t partial = 0;                // 206
+    uint64_t not_modified = 0;           // 304
+    uint64_t precondition_failed = 0;    // 412
     uint64_t range_not_satisfiable = 0;  // 416
-    uint64_t not_found = 0;       // 404 (and 403)
-    uint64_t redirects = 0;       // 301 to the directory's slash
-    uint64_t listings = 0;        // autoindex pages
-    uint64_t gzip = 0;            // FILE.gz served for FILE
+    uint64_t not_found = 0;              // 404 (and 403)
+    uint64_t redirects = 0;              // 301 to the directory's slash
+    uint64_t listings = 0;               // autoindex pages
+    uint64_t gzip = 0;                   // FILE.gz served for FILE
   };
   Stats stats() const;
 
