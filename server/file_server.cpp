@@ -22,6 +22,7 @@
 #include <optional>
 #include <sstream>
 #include <unordered_map>
+#include <utility>
 
 #include "green/green.h"
 
@@ -53,7 +54,12 @@ bool safe_relative_path(std::string_view p) {
 }
 
 // One cached open: the descriptor and the file's identity, or the errno of a failed open.
+// Shared by the cache and the requests using it, through FileRef: an intrusive count, not a
+// shared_ptr, because UBSan's check of a shared_ptr's (polymorphic) control block probes its
+// vtable's memory through a pipe, and with the process out of descriptors that probe fails
+// and UBSan reports "invalid vptr" (Endpoints.OutOfDescriptorsIs503AndTheServerRecovers).
 struct OpenFile {
+  std::atomic<int> refs{1};
   int fd = -1;
   int error = 0;
   dev_t dev = 0;
@@ -65,12 +71,35 @@ struct OpenFile {
     if (fd >= 0) ::close(fd);
   }
 };
-using FileRef = std::shared_ptr<const OpenFile>;
+
+class FileRef {
+ public:
+  FileRef() = default;
+  explicit FileRef(OpenFile* adopted) : f_(adopted) {}  // takes over the reference it holds
+  FileRef(const FileRef& other) : f_(other.f_) {
+    if (f_ != nullptr) f_->refs.fetch_add(1, std::memory_order_relaxed);
+  }
+  FileRef(FileRef&& other) noexcept : f_(std::exchange(other.f_, nullptr)) {}
+  FileRef& operator=(FileRef other) noexcept {
+    std::swap(f_, other.f_);
+    return *this;
+  }
+  ~FileRef() {
+    // acq_rel: the last owner's delete sees every other owner's use of the file.
+    if (f_ != nullptr && f_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete f_;
+  }
+  const OpenFile* operator->() const { return f_; }
+  explicit operator bool() const { return f_ != nullptr; }
+  bool operator==(const FileRef& other) const { return f_ == other.f_; }
+
+ private:
+  OpenFile* f_ = nullptr;
+};
 
 // openat2 beneath the root. O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
 // writer forever (nginx's ngx_open_file does the same); it changes nothing for regular files.
-std::shared_ptr<OpenFile> open_beneath(int root, const std::string& path, bool no_symlinks) {
-  auto f = std::make_shared<OpenFile>();
+FileRef open_beneath(int root, const std::string& path, bool no_symlinks) {
+  auto* f = new OpenFile;
   open_how how{};
   how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | (no_symlinks ? RESOLVE_NO_SYMLINKS : 0);
@@ -89,7 +118,7 @@ std::shared_ptr<OpenFile> open_beneath(int root, const std::string& path, bool n
     f->dev = st.st_dev;
     f->ino = st.st_ino;
   });
-  return f;
+  return FileRef(f);
 }
 
 bool transient(int error) { return error == EMFILE || error == ENFILE || error == ENOMEM; }
