@@ -484,8 +484,11 @@ ssize_t TcpStream::writev_impl(iovec* iov, int iovcnt, const Context* ctx) {
   return static_cast<ssize_t>(total);
 }
 
-ssize_t TcpStream::send_file(std::string_view head, int file_fd, uint64_t offset,
-                             std::size_t count) {
+ssize_t TcpStream::send_file(std::string_view head, int file_fd, uint64_t offset, std::size_t count,
+                             std::chrono::nanoseconds stall_timeout) {
+  auto rearm = [&] {
+    if (stall_timeout.count() > 0) write_deadline_ = deadline_after(stall_timeout);
+  };
   green::checkpoint();
   OpGuard op(pd_, seq_);
   if (!op) return -ECANCELED;
@@ -498,6 +501,7 @@ ssize_t TcpStream::send_file(std::string_view head, int file_fd, uint64_t offset
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return -errno;
       if (bound_cancelled()) return -ECANCELED;
+      rearm();
       const int w = green::detail::poll_wait(pd_, PollMode::kWrite, to_ns(write_deadline_));
       if (w != 0) return w;
       continue;
@@ -517,6 +521,7 @@ ssize_t TcpStream::send_file(std::string_view head, int file_fd, uint64_t offset
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return -errno;
       if (bound_cancelled()) return -ECANCELED;
+      rearm();
       const int w = green::detail::poll_wait(pd_, PollMode::kWrite, to_ns(write_deadline_));
       if (w != 0) return w;
       continue;

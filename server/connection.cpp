@@ -2,10 +2,13 @@
 
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <memory>
 
 #include <spdlog/spdlog.h>
 
@@ -127,30 +130,55 @@ bool Connection::write_direct(std::string_view head, std::string_view data, std:
 }
 
 int64_t Connection::send_file(int fd, uint64_t offset, uint64_t count) {
-  if (tls_) return ResponseSink::send_file(fd, offset, count);  // OpenSSL encrypts in memory
   ByteBuffer& out = buffers_->output;
+  // The handler's deadline is checked once, here, as for any response it starts: once a file
+  // is handed over, its transfer is the connection's, timed by the write timeout below. (Per
+  // piece, a --handler-timeout cut HTTPS downloads short and not plain ones.)
   if (past_handler_deadline(true) || write_failed_) {
     out.clear();
     return -1;
   }
-  // The write timeout applies to each MiB, not to the whole file (nginx's send_timeout is
-  // between two writes too): a 200 MB download over a slow but moving link is not cut off,
-  // a client that stops reading is. A piece of a MiB costs no extra system calls: sendfile
-  // moves at most what the socket buffer takes per call anyway.
-  constexpr uint64_t kPiece = 1 << 20;
-  std::string_view head = out.view();
+  // The write timeout is the longest the client may take nothing (nginx's send_timeout, between
+  // two writes), not a bound on the whole file: a 200 MB download over a slow but moving link
+  // is not cut off, a client that stops reading is.
+  const auto stall = server_.options().write_timeout;
+  stream_.set_write_deadline(deadline_in(stall, Clock::now()));
   uint64_t done = 0;
-  while (done < count) {
-    const uint64_t want = std::min(count - done, kPiece);
-    stream_.set_write_deadline(deadline_in(server_.options().write_timeout, Clock::now()));
-    const ssize_t n = stream_.send_file(head, fd, offset + done, static_cast<std::size_t>(want));
-    head = {};
+  if (!tls_) {
+    const ssize_t n =
+        stream_.send_file(out.view(), fd, offset, static_cast<std::size_t>(count), stall);
+    out.clear();
     if (n < 0) {
+      write_failed_ = true;
+      return -1;
+    }
+    return n;
+  }
+  // TLS: OpenSSL encrypts from memory, a 64 KiB piece at a time (the head goes with the first).
+  constexpr std::size_t kPiece = 64 * 1024;
+  std::unique_ptr<char[]> piece(new char[kPiece]);
+  std::string_view head = out.view();
+  while (done < count) {
+    const std::size_t want = static_cast<std::size_t>(std::min<uint64_t>(count - done, kPiece));
+    const ssize_t n = green::may_block(
+        [&] { return ::pread(fd, piece.get(), want, static_cast<off_t>(offset + done)); });
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // the file shrank (or failed) under us
+    iovec iov[2];
+    int parts = 0;
+    if (!head.empty()) iov[parts++] = {const_cast<char*>(head.data()), head.size()};
+    iov[parts++] = {piece.get(), static_cast<std::size_t>(n)};
+    stream_.set_write_deadline(deadline_in(stall, Clock::now()));
+    if (io_writev(iov, parts) < 0) {
       write_failed_ = true;
       break;
     }
+    head = {};
     done += static_cast<uint64_t>(n);
-    if (static_cast<uint64_t>(n) < want) break;  // the file ended early
+  }
+  if (!head.empty() && !write_failed_) {  // nothing of the file: the head alone
+    stream_.set_write_deadline(deadline_in(stall, Clock::now()));
+    if (io_write(head.data(), head.size()) < 0) write_failed_ = true;
   }
   out.clear();
   return write_failed_ ? -1 : static_cast<int64_t>(done);

@@ -389,6 +389,27 @@ bool accepts_gzip(std::string_view accept_encoding) {
   return any.value_or(false);
 }
 
+// Every field line of `name`, joined with ", " (RFC 9110 §5.3: several lines of a list field
+// mean one line of their values in order). A view of the one line when there is one.
+std::string_view list_field(const Request& r, std::string_view name, std::string* storage) {
+  std::string_view first;
+  bool several = false;
+  for (const Header& h : r.headers()) {
+    if (!iequals(h.name, name)) continue;
+    if (first.data() == nullptr) {
+      first = h.value;
+      continue;
+    }
+    if (!several) {
+      storage->assign(first);
+      several = true;
+    }
+    storage->append(", ");
+    storage->append(h.value);
+  }
+  return several ? std::string_view(*storage) : first;
+}
+
 void append_hex(std::string& out, uint64_t v) {
   char buf[17];
   const int n = std::snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(v));
@@ -595,6 +616,7 @@ struct FileServer::Impl {
   std::atomic<uint64_t> hits{0}, misses{0}, opens{0}, sendfile_bytes{0};
   std::atomic<uint64_t> ok{0}, partial{0}, not_modified{0}, precondition_failed{0},
       unsatisfiable{0}, not_found{0}, redirects{0}, listings{0}, gzip{0};
+  std::atomic<int> listings_in_flight{0};
 
   ~Impl() {
     if (root >= 0) ::close(root);
@@ -661,6 +683,18 @@ void FileServer::Impl::serve(Request& r, ResponseWriter& w, std::string_view pat
     w.set_header("Allow", "GET, HEAD");
     w.send_status(405);
     return;
+  }
+  // Repeated slashes count as one, and leading ones as none (nginx's merge_slashes): "a//b"
+  // is "a/b" for the file, the Cache-Control rules and the open-file cache alike, so a
+  // doubled slash neither changes the rules nor multiplies cache entries.
+  std::string merged;
+  if (path.find("//") != std::string_view::npos || (!path.empty() && path.front() == '/')) {
+    for (const char c : path) {
+      if (c == '/' && (merged.empty() || merged.back() == '/')) continue;
+      merged += c;
+    }
+    if (!merged.empty() && path.back() == '/' && merged.back() != '/') merged += '/';
+    path = merged;
   }
   if (!safe_relative_path(path)) {
     fail(w, ENOENT);
@@ -733,7 +767,8 @@ void FileServer::Impl::serve_file(Request& r, ResponseWriter& w, const std::stri
     if (gz->error == 0 && green::may_block([&] { return ::fstat(gz->fd, &gst); }) == 0 &&
         S_ISREG(gst.st_mode)) {
       vary = true;
-      if (accepts_gzip(r.header("Accept-Encoding"))) {
+      std::string joined;
+      if (accepts_gzip(list_field(r, "Accept-Encoding", &joined))) {
         body = &gz;
         bst = gst;
         gzipped = true;
@@ -753,7 +788,9 @@ void FileServer::Impl::serve_file(Request& r, ResponseWriter& w, const std::stri
 
   // RFC 9110 §13.2.2: If-Match, else If-Unmodified-Since; If-None-Match, else
   // If-Modified-Since; then the range.
-  if (const std::string_view im = r.header("If-Match"); !im.empty()) {
+  std::string joined_match;
+  std::string joined_none_match;
+  if (const std::string_view im = list_field(r, "If-Match", &joined_match); !im.empty()) {
     if (!any_etag(im, [&](std::string_view tag, bool weak) {
           return tag == "*" || (!weak && tag == etag);  // strong comparison
         })) {
@@ -770,7 +807,8 @@ void FileServer::Impl::serve_file(Request& r, ResponseWriter& w, const std::stri
     }
   }
   bool not_modified_now = false;
-  if (const std::string_view inm = r.header("If-None-Match"); !inm.empty()) {
+  if (const std::string_view inm = list_field(r, "If-None-Match", &joined_none_match);
+      !inm.empty()) {
     not_modified_now = any_etag(inm, [&](std::string_view tag, bool) {
       return tag == "*" || tag == etag;  // weak comparison
     });
@@ -794,7 +832,8 @@ void FileServer::Impl::serve_file(Request& r, ResponseWriter& w, const std::stri
         if (ir.front() == '"' || ir.starts_with("W/")) {
           use = ir == etag;  // strong comparison: a weak tag never matches
         } else {
-          use = parse_http_date(ir) == mtime;  // an exact match of Last-Modified
+          const int64_t date = parse_http_date(ir);
+          use = date >= 0 && date == mtime;  // an exact match of Last-Modified
         }
       }
       if (use) range = parse_range(rh, size);
@@ -834,12 +873,30 @@ void FileServer::Impl::serve_file(Request& r, ResponseWriter& w, const std::stri
 
 void FileServer::Impl::list_directory(ResponseWriter& w, std::string_view path,
                                       std::string_view prefix, const FileRef& dir) {
+  // Bounded: at most kMaxItems entries a page (nginx has no cap, but streams the page), and
+  // kMaxListings pages being built or sent at once, beyond which a listing is 503 with
+  // Retry-After; the page goes out in 32 KiB pieces. So listings hold at most about
+  // kMaxListings x kMaxItems names, whatever clients do (300 stalled clients on a 50,000-file
+  // directory took the server to 2.4 GB before these bounds).
+  constexpr std::size_t kMaxItems = 10'000;
+  constexpr int kMaxListings = 16;
+  if (listings_in_flight.fetch_add(1, std::memory_order_acq_rel) >= kMaxListings) {
+    listings_in_flight.fetch_sub(1, std::memory_order_acq_rel);
+    w.set_header("Retry-After", "1");
+    w.send_status(503);
+    return;
+  }
+  struct InFlight {
+    std::atomic<int>& n;
+    ~InFlight() { n.fetch_sub(1, std::memory_order_acq_rel); }
+  } in_flight{listings_in_flight};
   struct Item {
     std::string name;
     bool is_dir;
   };
   std::vector<Item> items;
-  bool readable = green::may_block([&] {
+  bool truncated = false;
+  const bool readable = green::may_block([&] {
     // A descriptor of our own: readdir moves the position of the cached one otherwise.
     const int fd = ::openat(dir->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return false;
@@ -848,17 +905,21 @@ void FileServer::Impl::list_directory(ResponseWriter& w, std::string_view path,
       ::close(fd);
       return false;
     }
-    constexpr std::size_t kMaxItems = 100'000;  // a bound on the page's memory
     // NOLINTNEXTLINE(concurrency-mt-unsafe): readdir is safe on a DIR* of our own
     while (const dirent* e = ::readdir(d)) {
       if (e->d_name[0] == '.') continue;  // dotfiles hidden, as nginx's autoindex does
+      if (items.size() == kMaxItems) {
+        truncated = true;
+        break;
+      }
+      // A symlink is listed as what it is, never followed: its target may be outside the root.
       bool is_dir = e->d_type == DT_DIR;
-      if (e->d_type == DT_UNKNOWN || e->d_type == DT_LNK) {
+      if (e->d_type == DT_UNKNOWN) {
         struct stat st {};
-        is_dir = ::fstatat(::dirfd(d), e->d_name, &st, 0) == 0 && S_ISDIR(st.st_mode);
+        is_dir =
+            ::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
       }
       items.push_back({e->d_name, is_dir});
-      if (items.size() == kMaxItems) break;
     }
     ::closedir(d);
     return true;
@@ -870,17 +931,25 @@ void FileServer::Impl::list_directory(ResponseWriter& w, std::string_view path,
   std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
     return a.is_dir != b.is_dir ? a.is_dir : a.name < b.name;
   });
+  listings.fetch_add(1, std::memory_order_relaxed);
+  w.set_status(200);
+  w.set_content_type("text/html; charset=utf-8");
   const std::string title = escape_html(std::string(prefix) + std::string(path));
-  std::string page = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of " +
-                     title + "</title></head>\n<body><h1>Index of " + title +
-                     "</h1><hr><pre><a href=\"../\">../</a>\n";
+  std::string piece = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of " +
+                      title + "</title></head>\n<body><h1>Index of " + title +
+                      "</h1><hr><pre><a href=\"../\">../</a>\n";
+  constexpr std::size_t kPiece = 32 * 1024;
   for (const Item& item : items) {
     const std::string shown = item.name + (item.is_dir ? "/" : "");
-    page += "<a href=\"" + escape_html(encode_path(shown)) + "\">" + escape_html(shown) + "</a>\n";
+    piece += "<a href=\"" + escape_html(encode_path(shown)) + "\">" + escape_html(shown) + "</a>\n";
+    if (piece.size() >= kPiece) {
+      w.write(piece);
+      piece.clear();
+    }
   }
-  page += "</pre><hr></body></html>\n";
-  listings.fetch_add(1, std::memory_order_relaxed);
-  w.send(200, "text/html; charset=utf-8", page);
+  if (truncated) piece += "(only the first " + std::to_string(kMaxItems) + " entries)\n";
+  piece += "</pre><hr></body></html>\n";
+  w.write(piece);
 }
 
 FileServer::FileServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -257,6 +257,19 @@ int main(int argc, char** argv) {
   }
 
   raise_open_files_limit();
+  if (files) {
+    // The cache's descriptors come out of the connection cap (ServerOptions::
+    // reserved_descriptors), and each response in flight holds one to three more (the file,
+    // its .gz, the directory): say so when the cache takes a large part of the limit.
+    rlimit r{};
+    if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur != RLIM_INFINITY &&
+        static_cast<uint64_t>(cfg.static_cache_entries) * 2 > r.rlim_cur) {
+      spdlog::warn(
+          "--static-cache-entries {} takes more than half of the open-files limit {}: "
+          "raise the limit (ulimit -n) or lower the cache",
+          cfg.static_cache_entries, static_cast<uint64_t>(r.rlim_cur));
+    }
+  }
   signal(SIGPIPE, SIG_IGN);  // a peer that went away is an EPIPE, not the end of the process
   const sigset_t signals = handled_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);

@@ -136,7 +136,11 @@ class TcpStream : public SocketHandle {
   // another thread once the call has run for 1 ms). Returns the file bytes sent
   // (count, or fewer when the file ends early: it shrank), or a negative errno; on an error
   // an unknown part has been sent, as with write().
-  ssize_t send_file(std::string_view head, int file_fd, uint64_t offset, std::size_t count);
+  // With `stall_timeout` > 0, the write deadline is moved to now + stall_timeout each time
+  // the call parks: the call ends only when the peer takes nothing for that long (nginx's
+  // send_timeout), however long a slow but moving transfer takes.
+  ssize_t send_file(std::string_view head, int file_fd, uint64_t offset, std::size_t count,
+                    std::chrono::nanoseconds stall_timeout = std::chrono::nanoseconds{0});
 
   // As read() and write(), but an operation parked for readiness ends with -ECANCELED when
   // ctx is cancelled (at once, without a syscall, when it already is). The socket stays

@@ -34,6 +34,10 @@ it. --slow (the sanitizer trees) loosens the time bounds and makes the big file 
                   reader, a file cut short mid-body, 20 clients that leave mid-file
                   (descriptors back to the baseline)
   WriteTimeout    --write-timeout 1s: a reader that stops reading is cut off and freed
+  SlowButMoving   --write-timeout and --handler-timeout 1s: a slow but steady download is
+                  never cut off, over HTTP and HTTPS
+  FoundByAttack   doubled slashes, list fields on several lines, the listing and symlinks,
+                  If-Range garbage (what a hostile-client run found)
   FlagErrors      bad --static-* values: exit 2, one line on stderr naming the flag
 
 Every wait is bounded and waits for something observable (a port file, a changed answer, a
@@ -1852,6 +1856,121 @@ class WriteTimeout(ServerCase):
             self.assertLess(got, 64 << 20, "the stalled reader got the whole file")
         r = get(self.port, "/static/small.txt")
         self.assertStatus(r, 200)
+
+
+class SlowButMoving(ServerCase):
+    """--write-timeout and --handler-timeout 1s: a download that keeps moving is never cut off,
+    however long it takes (the write timeout bounds stalls, as nginx's send_timeout; the handler
+    deadline is over once the file is handed to the connection), over HTTP and HTTPS alike.
+    Found by a hostile-client run: 1 MiB had to go within the write timeout, and HTTPS downloads
+    stopped at the handler deadline while plain ones went on."""
+
+    tls = True
+    SIZE = 2 << 20
+
+    @classmethod
+    def args(cls):
+        certs = os.path.join(cls.tmp, "certs")
+        subprocess.run(["sh", os.path.join(ROOT, "config", "tls", "make-cert.sh"), certs],
+                       check=True, timeout=60, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        cls.ca = os.path.join(certs, "ca.pem")
+        return ["--static-dir", cls.www, "--write-timeout", "1s", "--handler-timeout", "1s",
+                "--tls-cert", os.path.join(certs, "server.pem"),
+                "--tls-key", os.path.join(certs, "server.key")]
+
+    @classmethod
+    def make_tree(cls, www):
+        write(os.path.join(www, "two.bin"), random.Random(16).randbytes(cls.SIZE))
+
+    def slow_download(self, sock):
+        """Reads the response at about 800 KB/s (a MiB takes longer than the 1 s timeouts) and
+        returns the body; the pauses are the slow client itself, not a wait for the server."""
+        sock.sendall(b"GET /static/two.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        data = b""
+        started = time.monotonic()
+        while True:
+            chunk = sock.recv(32 * 1024)
+            if not chunk:
+                break
+            data += chunk
+            behind = len(data) / 800e3 - (time.monotonic() - started)
+            if behind > 0:
+                time.sleep(behind)
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200"), head[:100])
+        return body, time.monotonic() - started
+
+    def test_plain(self):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.settimeout(PROMPT * 4)
+        s.connect(("127.0.0.1", self.port))
+        with s:
+            body, took = self.slow_download(s)
+        self.assertGreater(took, 1.5, "the client was not slow: the test tests nothing")
+        self.assertEqual(body, read(os.path.join(self.www, "two.bin")))
+
+    def test_https(self):
+        ctx = ssl.create_default_context(cafile=self.ca)
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        raw.settimeout(PROMPT * 4)
+        raw.connect(("127.0.0.1", self.server.tls_port))
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            body, took = self.slow_download(s)
+        self.assertGreater(took, 1.5, "the client was not slow: the test tests nothing")
+        self.assertEqual(body, read(os.path.join(self.www, "two.bin")))
+
+
+class FoundByAttack(ServerCase):
+    """What a hostile-client run found: a doubled slash slipped past a directory's
+    Cache-Control rule (and made a cache entry of its own); list fields on several lines
+    (If-None-Match, Accept-Encoding) were read from their first line only; the listing followed
+    a symlink out of the root to call it a directory; If-Range with garbage matched a file whose
+    mtime is -1 (the parser's "not a date")."""
+
+    server_args = ["--static-autoindex", "--static-cache-control",
+                   "/private/data/=no-store, private;*=public, max-age=86400"]
+
+    @classmethod
+    def make_tree(cls, www):
+        os.makedirs(os.path.join(www, "private", "data"))
+        write(os.path.join(www, "private", "data", "s.txt"), b"s\n")
+        write(os.path.join(www, "a.txt"), b"identity\n")
+        write(os.path.join(www, "a.txt.gz"), gzip.compress(b"identity\n", mtime=0))
+        write(os.path.join(www, "old.txt"), b"from 1969\n")
+        os.utime(os.path.join(www, "old.txt"), (-1, -1))
+        os.mkdir(os.path.join(www, "list"))
+        os.symlink("../..", os.path.join(www, "list", "up"))
+        os.mkdir(os.path.join(www, "list", "realdir"))
+
+    def test_doubled_slashes_are_one(self):
+        for target in ("/static/private/data/s.txt", "/static/private//data/s.txt",
+                       "/static//private/data//s.txt"):
+            r = self.get(target)
+            self.assertStatus(r, 200, target)
+            self.assertEqual(r.h("Cache-Control"), "no-store, private", target)
+
+    def test_list_fields_on_several_lines(self):
+        etag = self.head("/static/a.txt").h("ETag")
+        r = self.get("/static/a.txt", "If-None-Match: \"other\"", "If-None-Match: " + etag)
+        self.assertStatus(r, 304, "the second If-None-Match line was ignored")
+        r = self.get("/static/a.txt", "Accept-Encoding: identity", "Accept-Encoding: gzip")
+        self.assertEqual(r.h("Content-Encoding"), "gzip", "the second Accept-Encoding line")
+        self.assertEqual(gzip.decompress(r.body), b"identity\n")
+
+    def test_listing_does_not_follow_symlinks(self):
+        r = self.get("/static/list/")
+        self.assertStatus(r, 200)
+        self.assertIn(b'href="realdir/"', r.body)
+        self.assertIn(b'href="up"', r.body, "the symlink is listed as what it is")
+        self.assertNotIn(b'href="up/"', r.body, "the listing followed a symlink out of the root")
+
+    def test_if_range_garbage_never_matches(self):
+        r = self.get("/static/old.txt", "Range: bytes=0-3", "If-Range: garbage")
+        self.assertStatus(r, 200, "If-Range garbage matched a 1969 file")
+        self.assertEqual(r.body, b"from 1969\n")
 
 
 # --- bad flags -------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ class ResponseSink {
   // Sends output(), then `count` bytes of the open file `fd` from `offset`, now, parking as
   // needed. Returns the file bytes sent (fewer when the file ended early: it shrank), or -1
   // when the connection failed. The default reads the file into a 64 KiB buffer, a piece at
-  // a time, and sends each with write_direct (TLS); a plain connection uses sendfile(2).
+  // a time, and sends each with write_direct; a connection uses sendfile(2) on plain HTTP
+  // (and its own 64 KiB reads on TLS), and its write timeout only bounds stalls.
   virtual int64_t send_file(int fd, uint64_t offset, uint64_t count);
 };
 
