@@ -64,6 +64,16 @@ struct OpenFile {
   int error = 0;
   dev_t dev = 0;
   ino_t ino = 0;
+  // The validators as of the open, reused while fstat finds the same size and mtime (a 304
+  // then formats nothing).
+  off_t size = 0;
+  struct timespec mtime {};
+  std::string etag;
+  std::string last_modified;
+  bool same_version(const struct stat& st) const {
+    return st.st_size == size && st.st_mtim.tv_sec == mtime.tv_sec &&
+           st.st_mtim.tv_nsec == mtime.tv_nsec && st.st_ino == ino;
+  }
   OpenFile() = default;
   OpenFile(const OpenFile&) = delete;
   OpenFile& operator=(const OpenFile&) = delete;
@@ -96,6 +106,8 @@ class FileRef {
   OpenFile* f_ = nullptr;
 };
 
+std::string make_etag(const struct stat& st);
+
 // openat2 beneath the root. O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
 // writer forever (nginx's ngx_open_file does the same); it changes nothing for regular files.
 FileRef open_beneath(int root, const std::string& path, bool no_symlinks) {
@@ -117,6 +129,12 @@ FileRef open_beneath(int root, const std::string& path, bool no_symlinks) {
     }
     f->dev = st.st_dev;
     f->ino = st.st_ino;
+    if (S_ISREG(st.st_mode)) {
+      f->size = st.st_size;
+      f->mtime = st.st_mtim;
+      f->etag = make_etag(st);
+      f->last_modified = format_http_date(st.st_mtim.tv_sec);
+    }
   });
   return FileRef(f);
 }
@@ -775,8 +793,15 @@ void FileServer::Impl::serve_file(Request& r, ResponseWriter& w, const std::stri
       }
     }
   }
-  const std::string etag = make_etag(bst);
-  const std::string last_modified = format_http_date(bst.st_mtim.tv_sec);
+  std::string fresh_etag;
+  std::string fresh_last_modified;
+  const bool cached = (*body)->same_version(bst);
+  if (!cached) {  // changed in place since the open: this request's own validators
+    fresh_etag = make_etag(bst);
+    fresh_last_modified = format_http_date(bst.st_mtim.tv_sec);
+  }
+  const std::string& etag = cached ? (*body)->etag : fresh_etag;
+  const std::string& last_modified = cached ? (*body)->last_modified : fresh_last_modified;
   const std::string_view cache_control_value = cache_control(path);
   auto validators = [&] {
     w.set_header("ETag", etag);
