@@ -486,8 +486,12 @@ ssize_t TcpStream::writev_impl(iovec* iov, int iovcnt, const Context* ctx) {
 
 ssize_t TcpStream::send_file(std::string_view head, int file_fd, uint64_t offset, std::size_t count,
                              std::chrono::nanoseconds stall_timeout) {
-  auto rearm = [&] {
+  // After EAGAIN: parks until the socket takes more, re-arming the deadline first when the
+  // stall timeout asks for it. 0, or why the call must end.
+  auto wait_writable = [&]() -> int {
+    if (bound_cancelled()) return -ECANCELED;
     if (stall_timeout.count() > 0) write_deadline_ = deadline_after(stall_timeout);
+    return green::detail::poll_wait(pd_, PollMode::kWrite, to_ns(write_deadline_));
   };
   green::checkpoint();
   OpGuard op(pd_, seq_);
@@ -500,10 +504,7 @@ ssize_t TcpStream::send_file(std::string_view head, int file_fd, uint64_t offset
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return -errno;
-      if (bound_cancelled()) return -ECANCELED;
-      rearm();
-      const int w = green::detail::poll_wait(pd_, PollMode::kWrite, to_ns(write_deadline_));
-      if (w != 0) return w;
+      if (const int w = wait_writable(); w != 0) return w;
       continue;
     }
     head.remove_prefix(static_cast<std::size_t>(r));
@@ -520,10 +521,7 @@ ssize_t TcpStream::send_file(std::string_view head, int file_fd, uint64_t offset
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN) return -errno;
-      if (bound_cancelled()) return -ECANCELED;
-      rearm();
-      const int w = green::detail::poll_wait(pd_, PollMode::kWrite, to_ns(write_deadline_));
-      if (w != 0) return w;
+      if (const int w = wait_writable(); w != 0) return w;
       continue;
     }
     if (r == 0) break;  // the file ended before `count`: it shrank under us

@@ -225,6 +225,36 @@ TEST(Fairness, IdleRuntimeWithSysmonStaysIdle) {
 
 // may_block(): a call that returns at once keeps its P; one that blocks has its P retaken by
 // sysmon, so the other green threads on a single P keep running.
+namespace {
+
+// In a runtime of one P: a green thread sleeps 300 ms inside may_block (or
+// may_block_patiently) while this one counts 5 ms ticks, which only run once the sleeper's P
+// has been retaken and handed on. Returns the ticks counted during the call.
+int ticks_while_a_call_sleeps(bool patiently) {
+  std::atomic<bool> done{false};
+  green::WaitGroup wg;
+  wg.add(1);
+  green::go([&] {
+    if (patiently) {
+      green::may_block_patiently([] { os_sleep(300ms); });
+    } else {
+      green::may_block([] { os_sleep(300ms); });
+    }
+    done.store(true);
+    wg.done();
+  });
+  green::yield();  // the sleeper enters its call holding the only P
+  int ticks = 0;
+  while (!done.load()) {
+    green::sleep_for(5ms);  // a tick counted while the call runs (the measure), not a wait
+    if (!done.load()) ++ticks;
+  }
+  wg.wait();
+  return ticks;
+}
+
+}  // namespace
+
 TEST(MayBlock, ShortCallsKeepThePAndLongOnesAreRetaken) {
   int ticks_during_call = 0;
   green::RuntimeStats after_short{}, after_long{};
@@ -233,20 +263,7 @@ TEST(MayBlock, ShortCallsKeepThePAndLongOnesAreRetaken) {
       EXPECT_EQ(green::may_block([i] { return i; }), i);
     }
     after_short = green::stats();
-    std::atomic<bool> done{false};
-    green::WaitGroup wg;
-    wg.add(1);
-    green::go([&] {
-      green::may_block([] { os_sleep(300ms); });
-      done.store(true);
-      wg.done();
-    });
-    green::yield();  // the sleeper enters its call holding the only P
-    while (!done.load()) {
-      green::sleep_for(5ms);  // a tick counted while the call runs (the measure), not a wait
-      if (!done.load()) ++ticks_during_call;
-    }
-    wg.wait();
+    ticks_during_call = ticks_while_a_call_sleeps(false);
     after_long = green::stats();
   });
   EXPECT_EQ(after_short.retakes, 0u);
@@ -277,20 +294,7 @@ TEST(MayBlock, PatientCallsKeepThePUnderAMillisecondAndAreRetakenAfter) {
     const uint64_t r2 = green::stats().retakes;
     plain_retakes = r1 - r0;
     patient_retakes = r2 - r1;
-    std::atomic<bool> done{false};
-    green::WaitGroup wg;
-    wg.add(1);
-    green::go([&] {
-      green::may_block_patiently([] { os_sleep(300ms); });
-      done.store(true);
-      wg.done();
-    });
-    green::yield();  // the sleeper enters its call holding the only P
-    while (!done.load()) {
-      green::sleep_for(5ms);  // a tick counted while the call runs (the measure), not a wait
-      if (!done.load()) ++ticks_during_call;
-    }
-    wg.wait();
+    ticks_during_call = ticks_while_a_call_sleeps(true);
     long_call_retakes = green::stats().retakes - r2;
   });
   // Plain calls of 150 us are retaken most of the time on a quiet machine (sysmon looks every
