@@ -2,13 +2,11 @@
 
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <exception>
-#include <memory>
 
 #include <spdlog/spdlog.h>
 
@@ -16,6 +14,7 @@
 #include "green/http/server.h"
 #include "green/http/status.h"
 #include "server/buffer_pool.h"
+#include "server/file_pieces.h"
 #include "server/handler_exception.h"
 #include "server/server_state.h"
 
@@ -143,45 +142,31 @@ int64_t Connection::send_file(int fd, uint64_t offset, uint64_t count) {
   // is not cut off, a client that stops reading is.
   const auto stall = server_.options().write_timeout;
   stream_.set_write_deadline(deadline_in(stall, Clock::now()));
-  uint64_t done = 0;
   if (!tls_) {
     const ssize_t n =
         stream_.send_file(out.view(), fd, offset, static_cast<std::size_t>(count), stall);
     out.clear();
-    if (n < 0) {
-      write_failed_ = true;
-      return -1;
-    }
-    return n;
+    if (n < 0) write_failed_ = true;
+    return n < 0 ? -1 : n;
   }
   // TLS: OpenSSL encrypts from memory, a 64 KiB piece at a time (the head goes with the first).
-  constexpr std::size_t kPiece = 64 * 1024;
-  std::unique_ptr<char[]> piece(new char[kPiece]);
   std::string_view head = out.view();
-  while (done < count) {
-    const std::size_t want = static_cast<std::size_t>(std::min<uint64_t>(count - done, kPiece));
-    const ssize_t n = green::may_block(
-        [&] { return ::pread(fd, piece.get(), want, static_cast<off_t>(offset + done)); });
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;  // the file shrank (or failed) under us
+  const int64_t done = for_each_file_piece(fd, offset, count, [&](std::string_view piece) {
     iovec iov[2];
     int parts = 0;
     if (!head.empty()) iov[parts++] = {const_cast<char*>(head.data()), head.size()};
-    iov[parts++] = {piece.get(), static_cast<std::size_t>(n)};
+    iov[parts++] = {const_cast<char*>(piece.data()), piece.size()};
     stream_.set_write_deadline(deadline_in(stall, Clock::now()));
-    if (io_writev(iov, parts) < 0) {
-      write_failed_ = true;
-      break;
-    }
     head = {};
-    done += static_cast<uint64_t>(n);
-  }
+    return io_writev(iov, parts) >= 0;
+  });
+  if (done < 0) write_failed_ = true;
   if (!head.empty() && !write_failed_) {  // nothing of the file: the head alone
     stream_.set_write_deadline(deadline_in(stall, Clock::now()));
     if (io_write(head.data(), head.size()) < 0) write_failed_ = true;
   }
   out.clear();
-  return write_failed_ ? -1 : static_cast<int64_t>(done);
+  return write_failed_ ? -1 : done;
 }
 
 void Connection::release_buffers() {

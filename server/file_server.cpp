@@ -19,27 +19,23 @@
 #include <functional>
 #include <list>
 #include <mutex>
-#include <optional>
 #include <sstream>
 #include <unordered_map>
 #include <utility>
 
+#include "green/detail/park.h"
 #include "green/green.h"
+#include "green/http/middleware.h"
+#include "server/http_text.h"
 
 namespace green::http {
 
 namespace {
 
-int64_t steady_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-// No "." or ".." segment, no NUL, not absolute: the kernel's RESOLVE_BENEATH would refuse them
-// too; refusing them here keeps their answer a plain 404 whatever the file system holds.
+// No "." or ".." segment, no NUL (serve() has merged away leading slashes): the kernel's
+// RESOLVE_BENEATH would refuse them too; refusing them here keeps their answer a plain 404
+// whatever the file system holds.
 bool safe_relative_path(std::string_view p) {
-  if (!p.empty() && p.front() == '/') return false;
   if (p.find('\0') != std::string_view::npos) return false;
   std::size_t start = 0;
   while (start <= p.size()) {
@@ -66,6 +62,7 @@ struct OpenFile {
   ino_t ino = 0;
   // The validators as of the open, reused while fstat finds the same size and mtime (a 304
   // then formats nothing).
+  bool regular = false;
   off_t size = 0;
   struct timespec mtime {};
   std::string etag;
@@ -130,6 +127,7 @@ FileRef open_beneath(int root, const std::string& path, bool no_symlinks) {
     f->dev = st.st_dev;
     f->ino = st.st_ino;
     if (S_ISREG(st.st_mode)) {
+      f->regular = true;
       f->size = st.st_size;
       f->mtime = st.st_mtim;
       f->etag = make_etag(st);
@@ -163,7 +161,7 @@ class FileCache {
       return open_beneath(root, path, no_symlinks);
     }
     Shard& s = shards_[std::hash<std::string>{}(path) % shards_.size()];
-    const int64_t now = steady_ns();
+    const int64_t now = green::detail::now_ns();
     FileRef stale;
     {
       std::lock_guard<std::mutex> lock(s.mu);
@@ -300,11 +298,6 @@ struct CacheRule {
 };
 
 bool parse_rules(std::string_view text, std::vector<CacheRule>* rules, std::string* error) {
-  auto trim = [](std::string_view s) {
-    while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
-    while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
-    return s;
-  };
   while (!text.empty()) {
     const std::size_t semi = text.find(';');
     const std::string_view item = trim(text.substr(0, semi));
@@ -366,45 +359,6 @@ bool any_etag(std::string_view list, F fn) {
     list.remove_prefix(close + 1);
   }
   return false;
-}
-
-bool accepts_gzip(std::string_view accept_encoding) {
-  std::optional<bool> gzip;
-  std::optional<bool> any;
-  while (!accept_encoding.empty()) {
-    const std::size_t comma = accept_encoding.find(',');
-    std::string_view item = accept_encoding.substr(0, comma);
-    accept_encoding =
-        comma == std::string_view::npos ? std::string_view{} : accept_encoding.substr(comma + 1);
-    const std::size_t semi = item.find(';');
-    std::string_view name = item.substr(0, semi);
-    while (!name.empty() && (name.front() == ' ' || name.front() == '\t')) name.remove_prefix(1);
-    while (!name.empty() && (name.back() == ' ' || name.back() == '\t')) name.remove_suffix(1);
-    bool allowed = true;
-    std::string_view params =
-        semi == std::string_view::npos ? std::string_view{} : item.substr(semi + 1);
-    while (!params.empty()) {
-      const std::size_t next = params.find(';');
-      std::string_view param = params.substr(0, next);
-      params = next == std::string_view::npos ? std::string_view{} : params.substr(next + 1);
-      while (!param.empty() && (param.front() == ' ' || param.front() == '\t'))
-        param.remove_prefix(1);
-      while (!param.empty() && (param.back() == ' ' || param.back() == '\t'))
-        param.remove_suffix(1);
-      if (param.size() >= 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
-        const std::string_view q = param.substr(2);
-        // q=0, q=0.0, q=0.000 refuse the coding; any other weight accepts it.
-        allowed = !(q.starts_with("0") && q.find_first_not_of(".0") == std::string_view::npos);
-      }
-    }
-    if (iequals(name, "gzip") || iequals(name, "x-gzip")) {
-      gzip = allowed;
-    } else if (name == "*") {
-      any = allowed;
-    }
-  }
-  if (gzip) return *gzip;
-  return any.value_or(false);
 }
 
 // Every field line of `name`, joined with ", " (RFC 9110 §5.3: several lines of a list field
@@ -512,22 +466,15 @@ RangeResult parse_range(std::string_view header, uint64_t size) {
   RangeResult none;
   const std::size_t eq = header.find('=');
   if (eq == std::string_view::npos) return none;
-  std::string_view unit = header.substr(0, eq);
-  while (!unit.empty() && unit.back() == ' ') unit.remove_suffix(1);
-  if (!iequals(unit, "bytes")) return none;  // another unit: ignored (RFC 9110 §14.2)
-  std::string_view set = header.substr(eq + 1);
-  if (set.find(',') != std::string_view::npos) {
-    // Several ranges: the whole file (allowed by §14.2; nginx answers so when they overlap).
-    // Still a syntax check, so that garbage after a comma is not a 200 for a bad header.
-    return none;
-  }
-  while (!set.empty() && set.front() == ' ') set.remove_prefix(1);
-  while (!set.empty() && set.back() == ' ') set.remove_suffix(1);
+  if (!iequals(trim(header.substr(0, eq)), "bytes"))
+    return none;  // another unit: ignored (RFC 9110 §14.2)
+  const std::string_view set = trim(header.substr(eq + 1));
+  // Several ranges: the whole file (allowed by §14.2; nginx answers so when they overlap).
+  if (set.find(',') != std::string_view::npos) return none;
   const std::size_t dash = set.find('-');
   if (dash == std::string_view::npos) return none;
   const std::string_view first = set.substr(0, dash);
   const std::string_view last = set.substr(dash + 1);
-  RangeResult r;
   if (first.empty()) {  // suffix: the last N bytes
     uint64_t n = 0;
     if (!parse_u64(last, &n)) return none;
@@ -542,8 +489,7 @@ RangeResult parse_range(std::string_view header, uint64_t size) {
   if (b < a) return none;  // invalid: ignored
   if (a >= size) return {RangeResult::kUnsatisfiable, 0, 0};
   b = std::min(b, size - 1);
-  r = {RangeResult::kOne, a, b - a + 1};
-  return r;
+  return {RangeResult::kOne, a, b - a + 1};
 }
 
 int month_index(std::string_view m) {
@@ -576,8 +522,7 @@ bool parse_time(std::string_view s, struct tm* tm) {
 }  // namespace
 
 int64_t parse_http_date(std::string_view s) {
-  while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
-  while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
+  s = trim(s);
   struct tm tm {};
   const std::size_t comma = s.find(',');
   if (comma == 3 && s.size() == 29) {
@@ -781,12 +726,13 @@ void FileServer::Impl::serve_file(Request& r, ResponseWriter& w, const std::stri
   FileRef gz;
   if (options.gzip_static && !iequals(extension(path), "gz")) {
     gz = lookup(path + ".gz", true);
-    struct stat gst {};
-    if (gz->error == 0 && green::may_block([&] { return ::fstat(gz->fd, &gst); }) == 0 &&
-        S_ISREG(gst.st_mode)) {
+    // Its existence (as of the cached open) is enough for Vary; its current size and mtime
+    // only for the client that gets it.
+    if (gz->error == 0 && gz->regular) {
       vary = true;
-      std::string joined;
-      if (accepts_gzip(list_field(r, "Accept-Encoding", &joined))) {
+      struct stat gst {};
+      if (middleware::accepts_gzip(r) &&
+          green::may_block([&] { return ::fstat(gz->fd, &gst); }) == 0 && S_ISREG(gst.st_mode)) {
         body = &gz;
         bst = gst;
         gzipped = true;

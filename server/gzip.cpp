@@ -188,6 +188,8 @@ class GzipFilter final : public BodyFilter {
 
 }  // namespace
 
+bool accepts_gzip(const Request& r) { return request_accepts_gzip(r); }
+
 bool accepts_gzip(std::string_view accept_encoding) {
   int gzip_q = -1;
   int any_q = -1;

@@ -10,6 +10,7 @@
 #include "green/green.h"
 #include "green/http/status.h"
 #include "server/date_cache.h"
+#include "server/file_pieces.h"
 
 namespace green::http {
 
@@ -36,18 +37,8 @@ bool ResponseSink::write_direct(std::string_view head, std::string_view data,
 }
 
 int64_t ResponseSink::send_file(int fd, uint64_t offset, uint64_t count) {
-  constexpr std::size_t kPiece = 64 * 1024;
-  std::unique_ptr<char[]> piece(new char[std::min<uint64_t>(count, kPiece) + 1]);
-  uint64_t done = 0;
-  while (done < count) {
-    const std::size_t want = static_cast<std::size_t>(std::min<uint64_t>(count - done, kPiece));
-    const ssize_t n = green::may_block(
-        [&] { return ::pread(fd, piece.get(), want, static_cast<off_t>(offset + done)); });
-    if (n <= 0) break;  // the file shrank (or failed) under us
-    if (!write_direct({}, {piece.get(), static_cast<std::size_t>(n)}, {})) return -1;
-    done += static_cast<uint64_t>(n);
-  }
-  return static_cast<int64_t>(done);
+  return for_each_file_piece(fd, offset, count,
+                             [&](std::string_view piece) { return write_direct({}, piece, {}); });
 }
 
 ResponseWriter::ResponseWriter(ResponseSink& sink, ByteBuffer& body, ByteBuffer& headers,
@@ -309,19 +300,11 @@ bool ResponseWriter::send_file(int fd, uint64_t offset, uint64_t length) {
   }
   if (filter_ != nullptr) {
     // An encoder sees every byte: through write(), a piece at a time.
-    constexpr std::size_t kPiece = 64 * 1024;
-    std::unique_ptr<char[]> piece(new char[kPiece]);
-    uint64_t done = 0;
-    while (done < length) {
-      const std::size_t want = static_cast<std::size_t>(std::min<uint64_t>(length - done, kPiece));
-      const ssize_t n = green::may_block(
-          [&] { return ::pread(fd, piece.get(), want, static_cast<off_t>(offset + done)); });
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return false;
-      write({piece.get(), static_cast<std::size_t>(n)});
-      done += static_cast<uint64_t>(n);
-    }
-    return keep_alive();
+    const int64_t read = for_each_file_piece(fd, offset, length, [&](std::string_view piece) {
+      write(piece);
+      return true;
+    });
+    return read == static_cast<int64_t>(length) && keep_alive();
   }
   start_streaming();  // the head into the output buffer, which send_file sends first
   const int64_t sent = sink_.send_file(fd, offset, length);

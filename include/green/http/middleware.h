@@ -135,6 +135,8 @@ Middleware timeout(std::chrono::nanoseconds d);
 
 // Whether an Accept-Encoding value accepts gzip (RFC 9110 12.5.3). Exposed for tests.
 bool accepts_gzip(std::string_view accept_encoding);
+// The same for a request, over all its Accept-Encoding lines (the file server's FILE.gz).
+bool accepts_gzip(const Request& r);
 
 }  // namespace middleware
 
