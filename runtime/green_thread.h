@@ -93,6 +93,9 @@ struct GreenThread {
   char* lowest_sp = nullptr;              // deepest saved context seen this life (a trim hint)
   const char* spawn_file = nullptr;
   uint32_t spawn_line = 0;
+  // this_green_thread::set_label: a static name and a number, read racily by dumps.
+  const char* label = nullptr;
+  uint64_t label_value = 0;
   int saved_errno = 0;
   ExceptionState exception_state;
   void** locals = nullptr;  // kMaxGreenLocals slots, allocated on first GreenLocal use

@@ -183,6 +183,7 @@ GreenThread* new_green_thread(std::size_t closure_size, std::size_t closure_alig
   std::atomic_ref<uint64_t>(g->id).store(new_goid(p), std::memory_order_relaxed);
   std::atomic_ref<const char*>(g->spawn_file).store(where.file_name(), std::memory_order_relaxed);
   std::atomic_ref<uint32_t>(g->spawn_line).store(where.line_number(), std::memory_order_relaxed);
+  std::atomic_ref<const char*>(g->label).store(nullptr, std::memory_order_relaxed);
   g->wait_reason.store(WaitReason::kNone, std::memory_order_relaxed);
   if (p != nullptr) {
     p->spawned.store(p->spawned.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -343,6 +344,12 @@ uint64_t id() {
   return g != nullptr ? g->id : 0;
 }
 bool is_green() { return current_green_thread() != nullptr; }
+void set_label(const char* name, uint64_t value) {
+  GreenThread* g = current_green_thread();
+  if (g == nullptr) return;
+  std::atomic_ref<uint64_t>(g->label_value).store(value, std::memory_order_relaxed);
+  std::atomic_ref<const char*>(g->label).store(name, std::memory_order_relaxed);
+}
 int processor_id() {
   Machine* m = current_machine();
   return m != nullptr && m->curg != nullptr && m->p != nullptr ? m->p->id : -1;

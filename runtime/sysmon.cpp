@@ -259,6 +259,8 @@ std::string dump_green_threads(std::size_t limit) {
     int64_t since;
     const char* file;
     uint32_t line;
+    const char* label;
+    uint64_t label_value;
   };
   std::vector<Row> rows;
   for_each_stack_top(
@@ -274,7 +276,9 @@ std::string dump_green_threads(std::size_t limit) {
                 g->wait_reason.load(std::memory_order_relaxed),
                 g->wait_since_ns.load(std::memory_order_relaxed),
                 std::atomic_ref<const char*>(g->spawn_file).load(std::memory_order_relaxed),
-                std::atomic_ref<uint32_t>(g->spawn_line).load(std::memory_order_relaxed)});
+                std::atomic_ref<uint32_t>(g->spawn_line).load(std::memory_order_relaxed),
+                std::atomic_ref<const char*>(g->label).load(std::memory_order_relaxed),
+                std::atomic_ref<uint64_t>(g->label_value).load(std::memory_order_relaxed)});
       },
       &rows);
   std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.id < b.id; });
@@ -302,10 +306,16 @@ std::string dump_green_threads(std::size_t limit) {
     } else {
       state = status_name(r.status);
     }
-    std::snprintf(buf, sizeof buf, "green thread %llu [%s]:%s\n\tspawned at %s:%u\n\n",
+    std::snprintf(buf, sizeof buf, "green thread %llu [%s]:%s\n\tspawned at %s:%u\n",
                   static_cast<unsigned long long>(r.id), state.c_str(),
                   r.id == self ? " (the caller)" : "", r.file != nullptr ? r.file : "?", r.line);
     out += buf;
+    if (r.label != nullptr) {
+      std::snprintf(buf, sizeof buf, "\tlabel: %s %llu\n", r.label,
+                    static_cast<unsigned long long>(r.label_value));
+      out += buf;
+    }
+    out += '\n';
   }
   return out;
 }

@@ -243,6 +243,11 @@ uint64_t id();
 bool is_green();
 // Index of the P the caller runs on, or -1 from a plain thread. Changes across parks.
 int processor_id();
+// Labels the calling green thread for dumps (dump_green_threads, /debug/greenthreads, SIGQUIT):
+// a line "label: NAME VALUE" under it, as Go's pprof goroutine labels show in a dump
+// ("h2 stream 5"). `name` must be a string with static storage (a literal); the label stays
+// until the green thread ends or is labelled again.
+void set_label(const char* name, uint64_t value);
 // Returns committed stack pages below the caller's current depth to the kernel
 // (MADV_DONTNEED). For long-lived green threads that went deep once and now idle.
 void shrink_stack();

@@ -250,6 +250,49 @@ TEST(Observe, DumpShowsEveryStateWaitReasonAndSpawnSite) {
   }
 }
 
+// this_green_thread::set_label: the dump shows the label under its green thread (HTTP/2 stream
+// handlers label themselves "h2 stream N"), a later label replaces it, and a green thread that
+// reuses the slot of a labelled one that ended starts without one.
+TEST(Observe, LabelsShowInTheDumpAndEndWithTheirGreenThread) {
+  std::string dump, relabelled, after;
+  green::run({.procs = 1}, [&] {
+    green::Channel<int> relabel, release;
+    green::WaitGroup done;
+    done.add(1);
+    green::go([&] {
+      green::this_green_thread::set_label("h2 stream", 7);
+      (void)relabel.recv();
+      green::this_green_thread::set_label("h2 stream", 9);
+      (void)release.recv();
+      done.done();
+    });
+    green::yield();  // the labelled green thread runs up to its first receive
+    dump = green::dump_green_threads();
+    (void)relabel.send(1);
+    green::yield();
+    relabelled = green::dump_green_threads();
+    (void)release.send(1);
+    done.wait();
+    green::WaitGroup next;
+    next.add(1);
+    green::Channel<int> hold;
+    green::go([&] {
+      (void)hold.recv();
+      next.done();
+    });
+    green::yield();
+    after = green::dump_green_threads();
+    (void)hold.send(1);
+    next.wait();
+  });
+  const std::regex labelled(
+      R"(\[waiting: chan receive, \d+ms\]:\n\tspawned at \S*observe_test.cpp:\d+\n\tlabel: h2 stream 7\n\n)");
+  EXPECT_TRUE(std::regex_search(dump, labelled)) << dump;
+  EXPECT_NE(relabelled.find("\tlabel: h2 stream 9\n"), std::string::npos) << relabelled;
+  EXPECT_EQ(relabelled.find("h2 stream 7"), std::string::npos) << relabelled;
+  EXPECT_EQ(after.find("label:"), std::string::npos) << after;
+}
+
 TEST(Observe, SigquitDumpsAndTheProcessKeepsRunning) {
   CaptureStderr capture;
   int after = 0;
