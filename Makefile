@@ -12,11 +12,12 @@
 # that only a test, benchmark or load test uses goes in the second.
 DEBIAN_BUILD_PACKAGES := build-essential cmake pkg-config libboost-context-dev libspdlog-dev \
                          node-llhttp libtomlplusplus-dev libcli11-dev nlohmann-json3-dev \
-                         zlib1g-dev libssl-dev openssl
+                         zlib1g-dev libssl-dev openssl libnghttp2-dev
 DEBIAN_PACKAGES := $(DEBIAN_BUILD_PACKAGES) \
                    libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev wrk curl \
                    clang-format-14 clang-tidy-14 \
-                   python3 golang-go nginx-light haproxy gnuplot-nox chromium
+                   python3 golang-go nginx-light haproxy gnuplot-nox chromium \
+                   nghttp2-client python3-h2
 
 JOBS    ?= $(shell nproc)
 BUILD   ?= build

@@ -226,6 +226,35 @@ std::vector<Setting> settings() {
          return std::string();
        },
        false, [](const C& c) { return check_readable_file(c.static_mime_types); }},
+      {"http2", "http2.enabled", "HTTP/2 over TLS: offer ALPN h2 on --listen-tls (default true)",
+       [](C& c, const std::string& v) { return apply_bool(c.http2, v.empty() ? "true" : v); },
+       true},
+      {"h2c", "http2.h2c",
+       "cleartext HTTP/2 on --listen: prior knowledge and Upgrade: h2c (default true)",
+       [](C& c, const std::string& v) { return apply_bool(c.h2c, v.empty() ? "true" : v); }, true},
+      {"http2-max-concurrent-streams", "http2.max_concurrent_streams",
+       "HTTP/2 streams (and running handlers) per connection (default 100)",
+       [](C& c, const std::string& v) {
+         return apply_int(c.http2_max_concurrent_streams, v, 1, 10'000);
+       }},
+      {"http2-stream-window", "http2.stream_window",
+       "HTTP/2 request body bytes a stream may send ahead of its handler (default 256KiB)",
+       [](C& c, const std::string& v) {
+         return apply_size(c.http2_stream_window, v, 1024, (1ULL << 31) - 1);
+       }},
+      {"http2-header-table-size", "http2.header_table_size",
+       "HTTP/2 HPACK dynamic table size (default 4096)",
+       [](C& c, const std::string& v) {
+         return apply_size(c.http2_header_table_size, v, 0, 1 << 20);
+       }},
+      {"http2-reset-rate", "http2.reset_rate",
+       "client stream resets per second (burst twice that) before GOAWAY (default 100; 0: no "
+       "limit)",
+       [](C& c, const std::string& v) { return apply_int(c.http2_reset_rate, v, 0, 1'000'000); }},
+      {"http2-control-rate", "http2.control_rate",
+       "HTTP/2 SETTINGS, PING, PRIORITY and empty DATA frames per second (burst twice that) "
+       "before GOAWAY (default 100; 0: no limit)",
+       [](C& c, const std::string& v) { return apply_int(c.http2_control_rate, v, 0, 1'000'000); }},
       {"access-log", "access_log", "access log: PATH, stdout or off (default stdout)",
        [](C& c, const std::string& v) -> std::string {
          if (v.empty()) return "empty access log target (PATH, stdout or off)";

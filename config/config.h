@@ -56,6 +56,16 @@ struct Config {
   std::chrono::nanoseconds read_timeout = std::chrono::seconds(30);
   uint64_t max_buffered_body_bytes = 64 << 20;
 
+  // HTTP/2 (issue 17; the [http2] table in the TOML file, `enabled` and `h2c` among its keys):
+  // http::Http2Options.
+  bool http2 = true;  // ALPN h2 on --listen-tls
+  bool h2c = true;    // cleartext HTTP/2 on --listen: prior knowledge and Upgrade: h2c
+  int64_t http2_max_concurrent_streams = 100;
+  uint64_t http2_stream_window = 256 * 1024;
+  uint64_t http2_header_table_size = 4096;
+  int64_t http2_reset_rate = 100;
+  int64_t http2_control_rate = 100;
+
   // HTTPS (issue 15); with listen_tls set, listen may be empty ("--listen off").
   std::string listen_tls;  // HOST:PORT; empty: no HTTPS listener
   std::string tls_cert;    // PEM chain

@@ -66,6 +66,35 @@ void static_metrics(std::ostringstream& o, const http::FileServer& files) {
 }
 
 // HTTPS (--listen-tls): handshakes by outcome, and the connections open by version and cipher.
+void http2_metrics(std::ostringstream& o, const http::ServerMetrics::Http2& h) {
+  scalar(o, "greenhttp_http2_connections", "gauge", "HTTP/2 connections open now.",
+         h.connections.load(std::memory_order_relaxed));
+  scalar(o, "greenhttp_http2_connections_total", "counter", "HTTP/2 connections served.",
+         h.connections_total.load(std::memory_order_relaxed));
+  scalar(o, "greenhttp_http2_streams", "gauge", "HTTP/2 stream handlers running now.",
+         h.streams.load(std::memory_order_relaxed));
+  scalar(o, "greenhttp_http2_streams_total", "counter", "HTTP/2 request streams handled.",
+         h.streams_total.load(std::memory_order_relaxed));
+  metric(o, "greenhttp_http2_resets_total", "counter", "HTTP/2 streams reset, by cause.");
+  static constexpr const char* kResets[] = {"client", "refused", "flow_control_timeout", "handler",
+                                            "protocol"};
+  for (int i = 0; i < http::ServerMetrics::kHttp2ResetCauses; ++i) {
+    o << "greenhttp_http2_resets_total{cause=\"" << kResets[i] << "\"} "
+      << h.resets[static_cast<std::size_t>(i)].load(std::memory_order_relaxed) << '\n';
+  }
+  metric(o, "greenhttp_http2_goaways_total", "counter",
+         "HTTP/2 connections ended by GOAWAY, by cause.");
+  static constexpr const char* kGoaways[] = {"rapid_reset", "control_flood", "protocol",
+                                             "idle",        "drain",         "header_timeout"};
+  for (int i = 0; i < http::ServerMetrics::kHttp2GoawayCauses; ++i) {
+    o << "greenhttp_http2_goaways_total{cause=\"" << kGoaways[i] << "\"} "
+      << h.goaways[static_cast<std::size_t>(i)].load(std::memory_order_relaxed) << '\n';
+  }
+  scalar(o, "greenhttp_http2_flow_control_stalls_total", "counter",
+         "Times an HTTP/2 handler parked because the client's flow-control window was shut.",
+         h.flow_control_stalls.load(std::memory_order_relaxed));
+}
+
 void tls_metrics(std::ostringstream& o, const net::TlsServerContext& tls) {
   const net::TlsServerStats t = tls.stats();
   metric(o, "greenhttp_tls_handshakes_total", "counter",
@@ -161,6 +190,7 @@ std::string prometheus_text(const AppState& app) {
     scalar(o, "greenhttp_access_log_written_total", "counter", "Access log records written.",
            (log ? log->written() : 0));
     if (const net::TlsServerContext* tls = server->options().tls.get()) tls_metrics(o, *tls);
+    http2_metrics(o, m.http2);
   }
   if (app.files) static_metrics(o, *app.files);
   const green::RuntimeStats rs = green::stats();
@@ -219,6 +249,8 @@ std::string vars_json(const AppState& app) {
     const auto& m = app.server->metrics();
     o << ",\"requests\":" << m.snapshot().requests
       << ",\"open_connections\":" << m.open_connections.load(std::memory_order_relaxed)
+      << ",\"http2_connections\":" << m.http2.connections.load(std::memory_order_relaxed)
+      << ",\"http2_streams\":" << m.http2.streams.load(std::memory_order_relaxed)
       << ",\"ready\":" << (app.server->ready() ? "true" : "false");
   }
   const double uptime =
@@ -242,7 +274,7 @@ th{text-align:left}.bar{display:inline-block;height:.8em;background:#3a7;vertica
 code{background:#f4f4f4;padding:0 .2em}
 </style></head><body>
 <h1>greenhttp</h1>
-<p class="sub">An HTTP/1.1 server with one green thread per connection, on a Go-style M:N runtime in C++20.</p>
+<p class="sub">An HTTP/1.1 and HTTP/2 server with one green thread per connection (and per HTTP/2 stream), on a Go-style M:N runtime in C++20.</p>
 <p>Every connection is served by its own green thread (G), as in Go's <code>net/http</code>.
 Green threads are scheduled by logical processors (P) onto OS threads (M): per-P run queues,
 work stealing, a global queue, an edge-triggered epoll netpoller that parks a G when its socket
@@ -257,11 +289,17 @@ records rather than let memory grow.</p>
 <tr><th>green threads</th><td id="green_threads">…</td></tr>
 <tr><th>steals</th><td id="steals">…</td></tr>
 <tr><th>open connections</th><td id="open_connections">…</td></tr>
+<tr><th>HTTP/2 connections</th><td id="http2_connections">…</td></tr>
+<tr><th>HTTP/2 streams in a handler</th><td id="http2_streams">…</td></tr>
 <tr><th>requests served</th><td id="requests">…</td></tr>
 <tr><th>requests/s</th><td id="rps">…</td></tr>
 </table>
 <h3>Run queue length per P</h3>
 <table id="queues"></table>
+<h3>HTTP/2 streams, each in its own green thread</h3>
+<p>A stream's handler runs in a green thread of its own, labelled with its stream id (the first
+100 of the dump).</p>
+<table id="streams"><tr><td>none</td></tr></table>
 <p>Raw data: <a href="/metrics">/metrics</a> (Prometheus), <a href="/debug/vars">/debug/vars</a>,
 <a href="/debug/greenthreads">/debug/greenthreads</a> (every green thread, Go-dump style).</p>
 <script>
@@ -269,7 +307,7 @@ let last = null;
 async function refresh() {
   try {
     const v = await (await fetch('/debug/vars', {cache: 'no-store'})).json();
-    for (const k of ['procs','idle_procs_avg','machines','green_threads','steals','open_connections','requests']) {
+    for (const k of ['procs','idle_procs_avg','machines','green_threads','steals','open_connections','http2_connections','http2_streams','requests']) {
       const el = document.getElementById(k);
       if (el && k in v) el.textContent = k === 'idle_procs_avg' ? v[k].toFixed(2) : v[k];
     }
@@ -282,6 +320,12 @@ async function refresh() {
     q.innerHTML = v.runq.map((n, p) =>
       '<tr><th>P' + p + '</th><td>' + n + '</td><td>scheduled ' + v.scheduled[p] +
       '</td><td><span class="bar" style="width:' + Math.min(300, n * 3) + 'px"></span></td></tr>').join('');
+    const dump = await (await fetch('/debug/greenthreads?limit=1000', {cache: 'no-store'})).text();
+    const rows = [];
+    for (const m of dump.matchAll(/green thread (\d+) \[([^\]]*)\]:[^\n]*\n[^\n]*\n\tlabel: h2 stream (\d+)/g)) {
+      if (rows.length < 100) rows.push('<tr><th>G' + m[1] + '</th><td>stream ' + m[3] + '</td><td>' + m[2] + '</td></tr>');
+    }
+    document.getElementById('streams').innerHTML = rows.length ? rows.join('') : '<tr><td>none</td></tr>';
     document.body.dataset.updated = String(Date.now());
   } catch (e) { document.getElementById('rps').textContent = 'offline'; }
 }

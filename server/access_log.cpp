@@ -78,7 +78,7 @@ void fill_access_record(AccessRecord& rec, const Request* r, std::string_view re
   put(r->method_name());
   put(" ");
   put(r->target());
-  put(r->version_minor() == 0 ? " HTTP/1.0" : " HTTP/1.1");
+  put(r->version_major() == 2 ? " HTTP/2.0" : r->version_minor() == 0 ? " HTTP/1.0" : " HTTP/1.1");
   rec.request.set({line, n});
   rec.referer.set(r->header("Referer"));
   rec.user_agent.set(r->header("User-Agent"));

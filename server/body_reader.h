@@ -22,12 +22,14 @@
 #include <span>
 #include <string_view>
 
+#include "green/http/body.h"
+
 namespace green::http {
 
 class Connection;
 class ResponseWriter;
 
-class BodyReader {
+class BodyReader final : public BodySource {
  public:
   // Unread body the server reads and drops after the handler to keep the connection (Go's
   // maxPostHandlerReadBytes); past it, the connection closes instead.
@@ -42,9 +44,9 @@ class BodyReader {
   // A request whose body streams is handed to its handler, which answers through `writer`.
   void begin(ResponseWriter* writer);
 
-  long read(std::span<char> buf);              // Body::read
-  std::optional<std::string_view> read_all();  // Body::read_all
-  int error_status() const { return error_status_; }
+  long read(std::span<char> buf) override;              // Body::read
+  std::optional<std::string_view> read_all() override;  // Body::read_all
+  int error_status() const override { return error_status_; }
   std::string_view error_reason() const { return error_reason_; }
 
   // After the handler returned: whether the connection can serve another request.
@@ -61,11 +63,11 @@ class BodyReader {
   // write the 503 itself: sends the 100 Continue (when the client waits for one) now, from the
   // wrapper's thread, so that the handler's reads never write to the connection's output.
   // False when the client is gone (the handler's reads then fail).
-  bool send_continue_now() { return start(); }
+  bool send_continue_now() override { return start(); }
   // The wrapper answered at its deadline: a read of the body parked on the socket (and every
   // later one) ends now, as the client's departure, instead of holding the connection until
   // the read timeout. Shuts the socket's read side; the connection closes after the answer.
-  void interrupt();
+  void interrupt() override;
 
  private:
   bool start();  // before the first read: 100 Continue; false: error recorded

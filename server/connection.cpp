@@ -15,7 +15,6 @@
 #include "green/http/status.h"
 #include "server/buffer_pool.h"
 #include "server/file_pieces.h"
-#include "server/handler_exception.h"
 #include "server/server_state.h"
 
 namespace green::http {
@@ -56,6 +55,7 @@ Connection::Connection(Server& server, net::TcpStream stream, const net::Address
   // buffers and cost no budget); larger, chunked and 100-continue bodies stream
   // (green/http/body.h).
   parser_.set_stream_threshold(server.options().limits.input_buffer_bytes());
+  preface_possible_ = !tls && server.options().http2.cleartext;
   const std::string host = peer.host();
   remote_length_ = static_cast<uint8_t>(std::min(host.size(), sizeof remote_));
   std::memcpy(remote_, host.data(), remote_length_);
@@ -79,7 +79,11 @@ void Connection::stop(bool force) {
   }
   // Seq_cst, against wait_for_request(): either this load sees kIdle, or that green thread's
   // load of draining_ (after its store of kIdle) sees the drain.
-  if (state_.load(std::memory_order_seq_cst) == kIdle) stream_.wake_reader();
+  const int state = state_.load(std::memory_order_seq_cst);
+  if (state == kIdle) stream_.wake_reader();
+  // HTTP/2: GOAWAY, then the end once the open streams have finished (serve_http2 looks at
+  // draining_ after its store of kHttp2, as wait_for_request does).
+  if (state == kHttp2) h2_->drain();
 }
 
 ByteBuffer& Connection::output() { return buffers_->output; }
@@ -199,14 +203,80 @@ bool Connection::tls_handshake() {
   return state_.compare_exchange_strong(expected, kIdle, std::memory_order_seq_cst);
 }
 
+void Connection::serve_http2(std::string_view preread, const Request* upgraded,
+                             std::string_view settings) {
+  h2_ = std::make_unique<Http2Connection>(server_, stream_, tls_.get(),
+                                          std::string_view(remote_, remote_length_));
+  state_.store(kHttp2, std::memory_order_seq_cst);
+  if (server_.draining_.load(std::memory_order_seq_cst)) h2_->drain();
+  stream_.set_read_deadline(net::kNoDeadline);
+  if (upgraded != nullptr) {
+    h2_->serve_upgraded(settings, *upgraded, preread);
+  } else {
+    h2_->serve(preread);
+  }
+}
+
+bool Connection::try_h2c_upgrade(Request& r) {
+  // RFC 7540 3.2 (curl --http2 on http://, nghttp -u): HTTP/1.1, "Upgrade: h2c" among the
+  // upgrade tokens, exactly one HTTP2-Settings, and no body (Go's x/net h2c and nginx refuse
+  // upgrades with a body too; such a request is simply answered in HTTP/1.1).
+  if (tls_ || !server_.options().http2.cleartext || r.version_minor() != 1) return false;
+  bool h2c = false;
+  for (const Header& f : r.headers()) {
+    if (!iequals(f.name, "upgrade")) continue;
+    std::string_view v = f.value;
+    while (!v.empty()) {
+      const std::size_t comma = v.find(',');
+      std::string_view token = v.substr(0, comma);
+      while (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
+        token.remove_prefix(1);
+      while (!token.empty() && (token.back() == ' ' || token.back() == '\t'))
+        token.remove_suffix(1);
+      if (iequals(token, "h2c")) h2c = true;
+      v.remove_prefix(comma == std::string_view::npos ? v.size() : comma + 1);
+    }
+  }
+  if (!h2c || parser_.body_streaming()) return false;
+  const std::string_view length = r.header("content-length");
+  if (r.has_header("transfer-encoding") || (!length.empty() && length != "0")) return false;
+  int settings_fields = 0;
+  std::string_view encoded;
+  for (const Header& f : r.headers()) {
+    if (iequals(f.name, "http2-settings")) {
+      ++settings_fields;
+      encoded = f.value;
+    }
+  }
+  std::string settings;
+  if (settings_fields != 1 || !decode_base64url(encoded, &settings) || settings.size() % 6 != 0) {
+    return false;
+  }
+  buffers_->output.append(
+      "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n");
+  if (!flush_output()) return true;
+  request_start_ = Clock::now();
+  serve_http2(parser_.unparsed(), &r, settings);
+  return true;
+}
+
 void Connection::run() {
   if (state_.load(std::memory_order_relaxed) == kHandshake && !tls_handshake()) return;
-  while (wait_for_request()) {
-    buffers_ = server_.state_->pool.acquire();
-    parser_.attach(&buffers_->parser);
-    const bool keep = serve_batches();
-    release_buffers();
-    if (!keep) break;
+  if (tls_ && tls_->alpn() == "h2") {
+    serve_http2({});
+  } else {
+    while (wait_for_request()) {
+      buffers_ = server_.state_->pool.acquire();
+      parser_.attach(&buffers_->parser);
+      const bool keep = serve_batches();
+      release_buffers();
+      if (h2_prior_knowledge_) {
+        serve_http2(h2_preread_);
+        std::string().swap(h2_preread_);
+        break;
+      }
+      if (!keep) break;
+    }
   }
   // Draining: whatever ended the connection, the client may have sent more since (a next
   // keep-alive request): close without a reset.
@@ -322,6 +392,21 @@ bool Connection::serve_batches() {
     }
     // (Only the first read finds the parser idle: a batch that leaves it idle returns below.)
     parser_.commit(static_cast<std::size_t>(n));
+    if (preface_possible_) {
+      // h2c by prior knowledge (RFC 9113 3.3): the connection's first bytes are the preface.
+      const std::string_view in = parser_.unparsed();
+      const std::string_view preface = Http2Connection::kPreface;
+      const std::size_t k = std::min(in.size(), preface.size());
+      if (in.substr(0, k) != preface.substr(0, k)) {
+        preface_possible_ = false;
+      } else if (k < preface.size()) {
+        continue;  // a prefix of it so far: read on
+      } else {
+        h2_prior_knowledge_ = true;
+        h2_preread_.assign(in);
+        return false;
+      }
+    }
 
     for (;;) {
       const ParseEvent e = parser_.next();
@@ -338,6 +423,7 @@ bool Connection::serve_batches() {
         continue;
       }
       Request& r = parser_.request();
+      if (r.has_header("upgrade") && try_h2c_upgrade(r)) return false;
       handle_request(r);
       answered = true;
       if (write_failed_) return false;
@@ -457,27 +543,7 @@ void Connection::handle_request(Request& r) {
       r.body().reset({}, &body_reader_);
       body_reader_.begin(&w);
     }
-    bool failed = false;
-    if (r.path() == "*") {
-      // OPTIONS * (the only method the parser lets use the asterisk form, RFC 9112 3.2.4) asks
-      // about the server, not a resource: 200 with an empty body, as Go's globalOptionsHandler.
-      w.set_status(200);
-    } else if (const Router::Match m = server_.router_.route(r); m.handler != nullptr) {
-      // A handler's exception is that request's 500 (and the connection's end: its state is
-      // unknown), not the process's end, and one log line (here, unless a
-      // middleware::recover() inside caught it first): the default recovery, as Go's net/http
-      // recovers and logs a handler's panic per connection (Go then sends nothing; we answer
-      // 500 when the head has not gone out, and truncate the response when it has).
-      try {
-        (*m.handler)(r, w);
-      } catch (...) {
-        log_handler_exception(r);
-        failed = true;
-      }
-    } else {
-      if (m.status == 405) w.set_header("Allow", m.allow);
-      w.send_status(m.status);
-    }
+    const bool failed = server_.dispatch(r, w);
     // Draining: this response is the connection's last (it may have been idle-safe when the
     // request arrived; it is not now).
     if (server_.draining()) w.close_connection();

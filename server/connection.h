@@ -58,6 +58,7 @@
 #include "green/net.h"
 #include "green/tls.h"
 #include "server/body_reader.h"
+#include "server/http2.h"
 #include "server/request_parser.h"
 
 namespace green::http {
@@ -65,7 +66,7 @@ namespace green::http {
 class Server;
 struct ConnectionBuffers;
 
-class Connection final : public ResponseSink {
+class Connection final : public ResponseSink, public RequestHost {
  public:
   // After this long without a request, an idle connection trims its stack.
   static constexpr std::chrono::milliseconds kShrinkAfter{500};
@@ -87,7 +88,8 @@ class Connection final : public ResponseSink {
   void stop(bool force);
 
   // Request::context(): the request's context, created on the first call (see above).
-  const Context& request_context();
+  const Context& request_context() override;
+  bool client_gone() override { return stream_.peer_gone(); }
 
   // For the streaming request body reader (Request::body()): a read of the body failed (end
   // of stream, reset, timeout): cancels the request's context now or when it is created, as
@@ -105,7 +107,8 @@ class Connection final : public ResponseSink {
   friend class Server;
   friend class BodyReader;  // reads a streamed body through read_more() and the parser
   // kHandshake: TLS handshake in progress (no request can have arrived: a drain closes it).
-  enum State : int { kIdle, kActive, kClosing, kHandshake };
+  // kHttp2: the connection speaks HTTP/2 (h2_ serves it; a drain asks it to GOAWAY).
+  enum State : int { kIdle, kActive, kClosing, kHandshake, kHttp2 };
 
   bool wait_for_request();  // false: close (timeout, error, forced close)
   bool tls_handshake();     // false: failed (counted in the TLS metrics), close
@@ -133,6 +136,14 @@ class Connection final : public ResponseSink {
   // to close); returns the status of a failed body read, or 0.
   int finish_streamed_body(ResponseWriter& w, bool failed);
   void handle_request(Request& r);
+  // HTTP/2 on this connection: after ALPN h2, the h2c preface (`preread`: the bytes read), or
+  // an accepted "Upgrade: h2c" (`upgraded`: the request to answer on stream 1).
+  void serve_http2(std::string_view preread, const Request* upgraded = nullptr,
+                   std::string_view settings = {});
+  // The request asks to upgrade to h2c and may (RFC 9113 3.2 of RFC 7540, which 9113
+  // deprecates but curl still uses): true after the 101 and the HTTP/2 connection that
+  // followed it.
+  bool try_h2c_upgrade(Request& r);
   void finish_with_error(int status, std::string_view reason);
   void linger_close();
   void log_request(const Request* r, int status, uint64_t bytes);
@@ -175,6 +186,11 @@ class Connection final : public ResponseSink {
   int64_t handler_deadline_ns_ = 0;
   std::size_t output_mark_ = 0;
   bool sent_in_time_ = false;
+  // The first bytes may be the h2c preface (plain listener, h2c on): looked at once.
+  bool preface_possible_ = false;
+  bool h2_prior_knowledge_ = false;  // they were: run() serves HTTP/2 with them
+  std::string h2_preread_;
+  std::unique_ptr<Http2Connection> h2_;  // set before state_ becomes kHttp2
   char remote_[46] = {};
   uint8_t remote_length_ = 0;
 

@@ -68,6 +68,13 @@ green::http::ServerOptions server_options(const green::config::Config& c) {
   o.handler_timeout = c.handler_timeout;
   o.listen_tls = c.listen_tls;
   o.tls_handshake_timeout = c.tls_handshake_timeout;
+  o.http2.enabled = c.http2;
+  o.http2.cleartext = c.h2c;
+  o.http2.max_concurrent_streams = static_cast<uint32_t>(c.http2_max_concurrent_streams);
+  o.http2.stream_window = static_cast<uint32_t>(c.http2_stream_window);
+  o.http2.header_table_size = static_cast<uint32_t>(c.http2_header_table_size);
+  o.http2.reset_rate = static_cast<uint32_t>(c.http2_reset_rate);
+  o.http2.control_rate = static_cast<uint32_t>(c.http2_control_rate);
   return o;
 }
 
@@ -84,6 +91,8 @@ green::net::TlsServerSettings tls_settings(const green::config::Config& c) {
   t.ticket_key_rotation =
       std::chrono::duration_cast<std::chrono::seconds>(c.tls_ticket_key_rotation);
   t.max_handshakes = static_cast<int>(c.tls_max_handshakes);
+  // ALPN, in our order of preference: h2 first (Go's and nginx's order).
+  if (c.http2) t.alpn = {"h2", "http/1.1"};
   return t;
 }
 

@@ -86,7 +86,7 @@ void Request::set_request_id(std::string_view id) {
   std::copy_n(id.data(), request_id_length_, request_id_);
 }
 
-bool Request::client_gone() const { return stream_ != nullptr && stream_->peer_gone(); }
+bool Request::client_gone() const { return connection_ != nullptr && connection_->client_gone(); }
 
 const green::Context& Request::context() const {
   if (context_ != nullptr) return *context_;

@@ -807,18 +807,17 @@ bool RequestParser::finish_request() {
   return decode_target();
 }
 
-bool RequestParser::decode_target() {
-  Request& q = request_;
+int RequestParser::split_target(Request& q, std::string& out, std::string_view* reason) {
   std::string_view t = q.target_;
   if (t == "*") {
     // RFC 9112 3.2.4: the asterisk form is for a server-wide OPTIONS only.
     if (q.method_ != Method::kOptions) {
-      fail(400, "asterisk-form target with a method other than OPTIONS");
-      return false;
+      *reason = "asterisk-form target with a method other than OPTIONS";
+      return 400;
     }
     q.path_ = t;
     q.query_ = {};
-    return true;
+    return 0;
   }
   // Absolute form (RFC 9112 3.2.2): the server must accept it; routing uses the path.
   auto starts_with_ci = [&](std::string_view prefix) {
@@ -832,13 +831,13 @@ bool RequestParser::decode_target() {
     // with an empty host is invalid (RFC 9110 4.2.1).
     const std::string_view host = t.substr(authority, path - authority);
     if (host.empty() || !valid_host(host)) {
-      fail(400, "invalid authority in the request target");
-      return false;
+      *reason = "invalid authority in the request target";
+      return 400;
     }
     t = path == std::string_view::npos ? std::string_view{} : t.substr(path);
   } else if (t.empty() || t.front() != '/') {
-    fail(400, "request target is not origin-form or absolute-form");
-    return false;
+    *reason = "request target is not origin-form or absolute-form";
+    return 400;
   }
   const std::size_t qmark = t.find('?');
   std::string_view raw_path = t.substr(0, qmark);
@@ -846,9 +845,8 @@ bool RequestParser::decode_target() {
   if (raw_path.empty()) raw_path = "/";
   if (raw_path.find('%') == std::string_view::npos) {
     q.path_ = raw_path;
-    return true;
+    return 0;
   }
-  std::string& out = storage_->decoded_path;
   out.clear();
   for (std::size_t i = 0; i < raw_path.size(); ++i) {
     char c = raw_path[i];
@@ -857,13 +855,13 @@ bool RequestParser::decode_target() {
       const int hi = complete ? hex_value(raw_path[i + 1]) : -1;
       const int lo = complete ? hex_value(raw_path[i + 2]) : -1;
       if (hi < 0 || lo < 0) {
-        fail(400, "malformed percent-encoding in the path");
-        return false;
+        *reason = "malformed percent-encoding in the path";
+        return 400;
       }
       c = static_cast<char>(hi * 16 + lo);
       if (c == '\0') {
-        fail(400, "NUL in the path");
-        return false;
+        *reason = "NUL in the path";
+        return 400;
       }
       i += 2;
       if (c == '/') {
@@ -878,7 +876,32 @@ bool RequestParser::decode_target() {
     out.push_back(c);
   }
   q.path_ = out;
+  return 0;
+}
+
+bool RequestParser::decode_target() {
+  std::string_view reason;
+  if (const int status = split_target(request_, storage_->decoded_path, &reason); status != 0) {
+    fail(status, reason.data());  // a literal
+    return false;
+  }
   return true;
+}
+
+int RequestParser::init_request(Request& q, std::string_view method, std::string_view target,
+                                std::span<const Header> headers, std::string& decoded_path,
+                                std::string_view* reason) {
+  q.method_ = method_from_name(method);
+  q.method_name_ = method;
+  q.version_major_ = 2;
+  q.version_minor_ = 0;
+  q.keep_alive_ = true;
+  q.target_ = target;
+  q.headers_ = headers;
+  q.body_.reset({});
+  q.param_count_ = 0;
+  q.request_id_length_ = 0;
+  return split_target(q, decoded_path, reason);
 }
 
 }  // namespace green::http

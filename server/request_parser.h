@@ -118,6 +118,14 @@ class RequestParser {
 
   ParseEvent next();
 
+  // An HTTP/2 request (server/http2.cpp): fills `q` from its :method and :path and its
+  // fields, as next() fills one from a request line (version 2.0; the path decoded by the
+  // same rules, into `decoded_path` when it has %-escapes). 0, or the status to answer (400)
+  // with `*reason`. The views must outlive the request.
+  static int init_request(Request& q, std::string_view method, std::string_view target,
+                          std::span<const Header> headers, std::string& decoded_path,
+                          std::string_view* reason);
+
   // Bodies with a declared length over `bytes`, every chunked body and every body behind an
   // Expect: 100-continue stream (see above). 0 (the default): every body is collected before
   // its request is handed out.
@@ -159,6 +167,11 @@ class RequestParser {
   bool headers_complete() const { return headers_done_; }
   // Bytes received but not yet parsed (pipelined requests behind the current one).
   std::size_t buffered() const { return end_ - parsed_; }
+  // The bytes read but not parsed yet (an HTTP/2 preface, what follows an upgraded request).
+  std::string_view unparsed() const {
+    return storage_ == nullptr ? std::string_view{}
+                               : std::string_view{storage_->input.data() + parsed_, end_ - parsed_};
+  }
   // Bytes of the body budget the current request holds.
   uint64_t body_reserved() const { return body_reserved_; }
 
@@ -194,6 +207,9 @@ class RequestParser {
   bool execute(std::size_t limit, bool* paused);
   bool finish_request();  // builds request_ from the spans; false after fail()
   bool decode_target();
+  // Splits request_'s target into path and query, decoding the path into `decoded` when it has
+  // %-escapes: 0, or 400 with `*reason`.
+  static int split_target(Request& q, std::string& decoded, std::string_view* reason);
   void compact();
   void materialize_body();
   bool reserve_body(uint64_t need);          // room for a `need`-byte body; false: over the budget

@@ -41,6 +41,11 @@ int64_t ResponseSink::send_file(int fd, uint64_t offset, uint64_t count) {
                              [&](std::string_view piece) { return write_direct({}, piece, {}); });
 }
 
+void ResponseSink::begin_message(int /*status*/, std::string_view /*content_type*/,
+                                 std::string_view /*header_lines*/, int64_t /*content_length*/) {}
+
+void ResponseSink::complete_message(std::string_view serialised) { output().append(serialised); }
+
 ResponseWriter::ResponseWriter(ResponseSink& sink, ByteBuffer& body, ByteBuffer& headers,
                                Method method, int version_minor, bool keep_alive)
     : sink_(sink),
@@ -49,7 +54,8 @@ ResponseWriter::ResponseWriter(ResponseSink& sink, ByteBuffer& body, ByteBuffer&
       headers_(headers),
       method_(method),
       version_minor_(static_cast<uint8_t>(version_minor)),
-      keep_alive_(keep_alive) {
+      keep_alive_(keep_alive),
+      framed_(sink.framed()) {
   body_.clear();
   headers_.clear();
 }
@@ -132,6 +138,12 @@ void ResponseWriter::set_content_length(uint64_t length) {
 }
 
 void ResponseWriter::emit_head(uint64_t content_length, bool has_length, bool chunked) {
+  if (framed_) {
+    sink_.begin_message(
+        status_, {content_type_, content_type_length_}, headers_.view(),
+        has_length && !status_forbids_body(status_) ? static_cast<int64_t>(content_length) : -1);
+    return;
+  }
   out_.append(status_line(status_));
   out_.append(kServerHeader);
   append_date_header(out_);
@@ -169,6 +181,10 @@ void ResponseWriter::start_streaming() {
   } else if (no_body) {
     emit_head(0, false, false);
     mode_ = Mode::kFixedLength;
+  } else if (framed_) {
+    // HTTP/2 frames the body: it ends with the stream, and the connection stays.
+    emit_head(0, false, false);
+    mode_ = Mode::kUntilClose;
   } else if (version_minor_ >= 1) {
     emit_head(0, false, true);
     mode_ = Mode::kChunked;
@@ -267,7 +283,7 @@ bool ResponseWriter::flush() {
 void ResponseWriter::complete_from(std::string_view serialised, int status, uint64_t body_bytes,
                                    bool keep_alive) {
   if (mode_ != Mode::kBuffering) return;
-  out_.append(serialised);
+  sink_.complete_message(serialised);
   status_ = status;
   body_bytes_ = body_bytes;
   if (!keep_alive) keep_alive_ = false;

@@ -12,6 +12,7 @@
 #include "green/http/response.h"
 #include "green/sync.h"
 #include "server/connection.h"
+#include "server/handler_exception.h"
 #include "server/server_state.h"
 
 namespace green::http {
@@ -319,6 +320,31 @@ void Server::unregister_connection(Connection* c) {
 void Server::stop_connections(bool force) {
   green::MutexGuard guard(state_->registry_lock);
   for (Connection* c = state_->registry_head; c != nullptr; c = c->next_) c->stop(force);
+}
+
+bool Server::dispatch(Request& r, ResponseWriter& w) const {
+  bool failed = false;
+  if (r.path() == "*") {
+    // OPTIONS * (the only method the parser lets use the asterisk form, RFC 9112 3.2.4) asks
+    // about the server, not a resource: 200 with an empty body, as Go's globalOptionsHandler.
+    w.set_status(200);
+  } else if (const Router::Match m = router_.route(r); m.handler != nullptr) {
+    // A handler's exception is that request's 500 (and the connection's end: its state is
+    // unknown), not the process's end, and one log line (here, unless a
+    // middleware::recover() inside caught it first): the default recovery, as Go's net/http
+    // recovers and logs a handler's panic per connection (Go then sends nothing; we answer
+    // 500 when the head has not gone out, and truncate the response when it has).
+    try {
+      (*m.handler)(r, w);
+    } catch (...) {
+      log_handler_exception(r);
+      failed = true;
+    }
+  } else {
+    if (m.status == 405) w.set_header("Allow", m.allow);
+    w.send_status(m.status);
+  }
+  return failed;
 }
 
 }  // namespace green::http

@@ -48,7 +48,7 @@ void serve_with_timeout(std::chrono::nanoseconds d, const Handler& next, Request
   // (the 503) while the child reads: it goes out here, before the child starts, so that the
   // child never writes to the connection. (The client then sends its body even when the
   // handler would have refused it unread; put refusing middleware outside timeout().)
-  BodyReader* const reader = r.body().reader();
+  BodySource* const reader = r.body().reader();
   if (reader != nullptr) (void)reader->send_continue_now();
   std::exception_ptr error;
   green::Channel<bool> finished(1);

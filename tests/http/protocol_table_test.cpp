@@ -238,7 +238,9 @@ std::vector<Case> cases() {
 
 class ProtocolTable : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { server_ = new ServerProcess({}); }
+  // HTTP/1.1's table: with --h2c false the HTTP/2 preface is a 505 like any HTTP/2.0 request
+  // line (with h2c on, the default, it starts HTTP/2: tests/http/http2_test.py).
+  static void SetUpTestSuite() { server_ = new ServerProcess({"--h2c", "false"}); }
   static void TearDownTestSuite() {
     delete server_;
     server_ = nullptr;

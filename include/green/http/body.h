@@ -45,7 +45,23 @@
 
 namespace green::http {
 
-class BodyReader;  // server-internal: the streaming source behind a Body
+// Where a streamed body comes from: the HTTP/1.1 connection's reader (server/body_reader.h) or
+// an HTTP/2 stream (server/http2.cpp). Server-internal; the handler sees only Body.
+class BodySource {
+ public:
+  virtual long read(std::span<char> buf) = 0;
+  virtual std::optional<std::string_view> read_all() = 0;
+  virtual int error_status() const = 0;
+  // For middleware::timeout, which runs the handler on a green thread of its own: sends an
+  // interim 100 Continue now (when the client waits for one) from the wrapper's thread; false
+  // when the client is gone. The wrapper answered at its deadline: reads parked on the client
+  // end now (and every later one fails).
+  virtual bool send_continue_now() { return true; }
+  virtual void interrupt() {}
+
+ protected:
+  ~BodySource() = default;
+};
 
 class Body {
  public:
@@ -69,20 +85,20 @@ class Body {
 
   // --- for the parser and the connection ---
   // A body that is wholly in memory (`bytes`), or one read through `reader` when not null.
-  void reset(std::string_view bytes, BodyReader* reader = nullptr) {
+  void reset(std::string_view bytes, BodySource* reader = nullptr) {
     bytes_ = bytes;
     offset_ = 0;
     whole_ = false;
     reader_ = reader;
   }
   // The streaming source, or null (middleware::timeout drives it from the wrapper's thread).
-  BodyReader* reader() const { return reader_; }
+  BodySource* reader() const { return reader_; }
 
  private:
   std::string_view bytes_;  // an in-memory body (reader_ null)
   std::size_t offset_ = 0;  // of bytes_ already returned by read()
   bool whole_ = false;      // read_all() returned bytes_ (read() is at the end)
-  BodyReader* reader_ = nullptr;
+  BodySource* reader_ = nullptr;
 };
 
 }  // namespace green::http

@@ -35,6 +35,41 @@ class ServerMetrics {
   std::atomic<uint64_t> idle_timeouts{0};
   std::atomic<uint64_t> handler_timeouts{0};  // 503s: --handler-timeout, nothing sent
 
+  // HTTP/2 (server/http2.h).
+  enum class Http2Reset : uint8_t {
+    kClient,              // the client reset a stream (RST_STREAM)
+    kRefused,             // past the concurrent streams: REFUSED_STREAM
+    kFlowControlTimeout,  // the client's window stayed shut for --write-timeout: CANCEL
+    kHandler,             // the handler failed mid-response, or its deadline cut it
+    kProtocol,            // a malformed request or frame (nghttp2's checks)
+  };
+  static constexpr int kHttp2ResetCauses = 5;
+  enum class Http2Goaway : uint8_t {
+    kRapidReset,     // --http2-reset-rate: ENHANCE_YOUR_CALM
+    kControlFlood,   // --http2-control-rate: ENHANCE_YOUR_CALM
+    kProtocol,       // a connection error (nghttp2)
+    kIdle,           // --idle-timeout without an open stream
+    kDrain,          // shutdown
+    kHeaderTimeout,  // a header block open past --read-header-timeout
+  };
+  static constexpr int kHttp2GoawayCauses = 6;
+  struct Http2 {
+    std::atomic<int64_t> connections{0};  // open now
+    std::atomic<uint64_t> connections_total{0};
+    std::atomic<int64_t> streams{0};  // handlers running now
+    std::atomic<uint64_t> streams_total{0};
+    std::array<std::atomic<uint64_t>, kHttp2ResetCauses> resets{};
+    std::array<std::atomic<uint64_t>, kHttp2GoawayCauses> goaways{};
+    std::atomic<uint64_t> flow_control_stalls{0};  // a handler parked on a shut window
+    void reset(Http2Reset cause) {
+      resets[static_cast<int>(cause)].fetch_add(1, std::memory_order_relaxed);
+    }
+    void goaway(Http2Goaway cause) {
+      goaways[static_cast<int>(cause)].fetch_add(1, std::memory_order_relaxed);
+    }
+  };
+  Http2 http2;
+
  private:
   static constexpr int kShards = 16;
   struct alignas(64) Shard {

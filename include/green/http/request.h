@@ -23,7 +23,15 @@ class TlsSession;
 
 namespace green::http {
 
-class Connection;  // server-internal
+// What serves a request: an HTTP/1.1 connection or an HTTP/2 stream (server-internal).
+class RequestHost {
+ public:
+  virtual const green::Context& request_context() = 0;  // Request::context()
+  virtual bool client_gone() = 0;                       // Request::client_gone()
+
+ protected:
+  ~RequestHost() = default;
+};
 
 enum class Method : uint8_t {
   kGet,
@@ -143,10 +151,16 @@ class Request {
   void set_remote_addr(std::string_view a) { remote_addr_ = a; }
   void set_stream(const net::TcpStream* s) { stream_ = s; }
   void set_tls(const net::TlsSession* t) { tls_ = t; }
-  // The connection serving this request (for context()); clears a previous request's context.
-  void bind_connection(Connection* c) {
+  // The connection or stream serving this request (for context() and client_gone()); clears a
+  // previous request's context.
+  void bind_connection(RequestHost* c) {
     connection_ = c;
     context_ = nullptr;
+  }
+  // HTTP/2's pseudo-header fields give a request no version line: it is 2.0.
+  void set_version(int major, int minor) {
+    version_major_ = static_cast<uint8_t>(major);
+    version_minor_ = static_cast<uint8_t>(minor);
   }
   // Replaces what context() returns (a middleware's derived context: middleware::timeout);
   // returns the previous one (null: not created yet), for the caller to restore.
@@ -173,7 +187,7 @@ class Request {
   std::string_view remote_addr_;
   const net::TcpStream* stream_ = nullptr;           // the connection's socket, for client_gone()
   const net::TlsSession* tls_ = nullptr;             // its TLS state, on the HTTPS listener
-  Connection* connection_ = nullptr;                 // for context()
+  RequestHost* connection_ = nullptr;                // for context() and client_gone()
   mutable const green::Context* context_ = nullptr;  // created on the first context() call
   Param params_[kMaxParams];
   char request_id_[kMaxRequestIdLength];

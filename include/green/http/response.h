@@ -54,6 +54,19 @@ class ResponseSink {
   // a time, and sends each with write_direct; a connection uses sendfile(2) on plain HTTP
   // (and its own 64 KiB reads on TLS), and its write timeout only bounds stalls.
   virtual int64_t send_file(int fd, uint64_t offset, uint64_t count);
+
+  // A sink that frames messages itself (an HTTP/2 stream) answers true: the writer then hands
+  // it the head as fields through begin_message() instead of HTTP/1.1 text, never chunks or
+  // says Connection, and output() carries body bytes only; the end of the body is the end of
+  // the handler (the sink ends the stream).
+  virtual bool framed() const { return false; }
+  // The head of a framed response: `header_lines` are the handler's "Name: value\r\n" lines;
+  // `content_length` is -1 when not known up front.
+  virtual void begin_message(int status, std::string_view content_type,
+                             std::string_view header_lines, int64_t content_length);
+  // middleware::timeout's serialised HTTP/1.x response (status line, headers, body), as a
+  // framed response: the sink takes it apart.
+  virtual void complete_message(std::string_view serialised);
 };
 
 class ResponseWriter;
@@ -174,6 +187,9 @@ class ResponseWriter {
   // The connection must close after this response (asked for, HTTP/1.0 streaming, or framing
   // broken by a wrong declared length).
   bool keep_alive() const { return keep_alive_ && !broken_; }
+  // The response is not what it declared (a wrong length) or was abandoned mid-stream: on
+  // HTTP/2 its stream is reset rather than ended.
+  bool broken() const { return broken_; }
 
  private:
   enum class Mode : uint8_t { kBuffering, kFixedLength, kChunked, kUntilClose, kDone };
@@ -192,6 +208,7 @@ class ResponseWriter {
   Method method_;
   uint8_t version_minor_;
   bool keep_alive_;
+  bool framed_;  // sink_.framed(): HTTP/2
   bool broken_ = false;
   bool has_declared_length_ = false;
   bool filtering_ = false;  // filter_ encodes the body (decided when the head goes out)

@@ -47,6 +47,24 @@
 
 namespace green::http {
 
+// HTTP/2 (server/http2.h): negotiation and the limits a client cannot pass.
+struct Http2Options {
+  bool enabled = true;    // ALPN "h2" on the HTTPS listener (Go's default)
+  bool cleartext = true;  // h2c on the plain listener: prior knowledge and Upgrade: h2c
+  // SETTINGS_MAX_CONCURRENT_STREAMS, and the most handlers one connection runs at once
+  // (nginx's http2_max_concurrent_streams is 128, Go's 250; the issue asks for 100).
+  uint32_t max_concurrent_streams = 100;
+  // SETTINGS_INITIAL_WINDOW_SIZE: request body bytes a stream may send before its handler
+  // reads; the connection window is max(1 MiB, this).
+  uint32_t stream_window = 256 * 1024;
+  uint32_t header_table_size = 4096;  // SETTINGS_HEADER_TABLE_SIZE (HPACK), the RFC's default
+  // Client RST_STREAMs per second, with a burst of twice that, before GOAWAY
+  // (ENHANCE_YOUR_CALM): CVE-2023-44487. 0: no limit.
+  uint32_t reset_rate = 100;
+  // SETTINGS, PING, PRIORITY and empty DATA frames per second, burst twice that. 0: no limit.
+  uint32_t control_rate = 100;
+};
+
 struct ServerOptions {
   std::string listen = "0.0.0.0:8080";
   Limits limits;
@@ -85,6 +103,7 @@ struct ServerOptions {
   std::string listen_tls;
   std::shared_ptr<net::TlsServerContext> tls;
   std::chrono::nanoseconds tls_handshake_timeout = std::chrono::seconds(10);
+  Http2Options http2;
 };
 
 class Connection;
@@ -141,6 +160,10 @@ class Server {
 
  private:
   friend class Connection;
+  friend class Http2Connection;
+  // Routes `r` and runs its handler on `w` (the OPTIONS * answer, 405 with Allow, 404): true
+  // when the handler threw (logged; the caller answers 500 or cuts the response).
+  bool dispatch(Request& r, ResponseWriter& w) const;
   void reject(net::TcpStream& stream, bool tls);
   // Counts a new connection in, or rejects it (503) over the cap; true when admitted.
   bool count_in(net::TcpStream& stream, bool tls);

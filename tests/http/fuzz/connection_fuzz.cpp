@@ -114,6 +114,8 @@ green::http::ServerOptions options(bool small) {
   o.write_timeout = std::chrono::seconds(30);
   o.shutdown_timeout = std::chrono::seconds(1);
   o.limits.max_body_bytes = 64 * 1024;
+  // The oracle reads HTTP/1.1 responses: the h2c preface must stay a 505 here.
+  o.http2.cleartext = false;
   if (small) {
     o.limits.max_target_bytes = 64;
     o.limits.max_header_bytes = 256;
