@@ -226,7 +226,8 @@ std::vector<Setting> settings() {
          return std::string();
        },
        false, [](const C& c) { return check_readable_file(c.static_mime_types); }},
-      {"http2", "http2.enabled", "HTTP/2 over TLS: offer ALPN h2 on --listen-tls (default true)",
+      {"http2", "http2.enabled",
+       "HTTP/2: ALPN h2 on --listen-tls, and h2c when --h2c (default true; false: none)",
        [](C& c, const std::string& v) { return apply_bool(c.http2, v.empty() ? "true" : v); },
        true},
       {"h2c", "http2.h2c",

@@ -1,6 +1,8 @@
 #include "server/http2.h"
 
 #include <nghttp2/nghttp2.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -96,19 +98,24 @@ struct Http2Connection::Impl {
   bool start(std::string_view settings, const Request* upgraded);
   void serve(std::string_view preread);
   // Reads what the socket has and feeds it to nghttp2: false when the connection must end.
-  bool read_batch();
+  // Not inlined: its 16 KiB buffer must lie below serve()'s frame, where shrink_stack() gives
+  // it back while the connection idles.
+  [[gnu::noinline]] bool read_batch();
   bool feed(std::string_view bytes);  // under nothing; takes mu
   // Takes the writer role if nobody has it and sends everything nghttp2 has queued; else
   // leaves it to the holder. `yield_first`: a stream handing in its answer lets the streams of
   // the same batch queue theirs first.
   void flush(bool yield_first);
   bool write_all(std::string_view bytes);
-  void goaway(Goaway cause, uint32_t error_code) GREEN_REQUIRES(mu);
-  void end_streams() GREEN_REQUIRES(mu);
-  bool finished() GREEN_REQUIRES(mu);
-  void start_handler(Stream* s) GREEN_REQUIRES(mu);
+  void goaway(Goaway cause, uint32_t error_code);
+  void end_streams();
+  // Runs the context cancellations queued under mu (Stream::cancel), after releasing it.
+  void run_cancels(std::unique_lock<green::Mutex>& lock);
+  std::vector<CancelFn> cancels;  // under mu
+  bool finished();
+  void start_handler(Stream* s);
   void run_handler(Stream* s);
-  void release(Stream* s) GREEN_REQUIRES(mu);
+  void release(Stream* s);
 
   // nghttp2 callbacks (all run under mu, inside mem_recv or mem_send).
   static int on_begin_frame(nghttp2_session*, const nghttp2_frame_hd* hd, void* user);
@@ -121,7 +128,6 @@ struct Http2Connection::Impl {
                            size_t len, void* user);
   static int on_stream_close(nghttp2_session*, int32_t id, uint32_t error_code, void* user);
   static int on_frame_send(nghttp2_session*, const nghttp2_frame* frame, void* user);
-  static int on_invalid_frame(nghttp2_session*, const nghttp2_frame* frame, int error, void* user);
   static ssize_t read_body(nghttp2_session*, int32_t id, uint8_t* buf, size_t length,
                            uint32_t* flags, nghttp2_data_source* source, void* user);
   static int send_data(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd,
@@ -135,23 +141,45 @@ struct Http2Connection::Impl {
   ServerMetrics& metrics;
   ServerState& state;
 
+  // Guards nghttp2 (never called without it: its callbacks below run under it, inside
+  // mem_recv and mem_send) and everything the reader, the writer and the stream threads share:
+  // the fields from here to `control`, and each Stream's body, queue and state fields. The
+  // standard lock types take it (the condition variables need unique_lock), so the clang
+  // lock analysis does not see these; TSan checks them (make test-tsan).
   green::Mutex mu;
-  nghttp2_session* session GREEN_GUARDED_BY(mu) = nullptr;
-  std::vector<Stream*> streams GREEN_GUARDED_BY(mu);  // every Stream alive
-  int handlers GREEN_GUARDED_BY(mu) = 0;              // stream green threads running
-  int open_streams GREEN_GUARDED_BY(mu) = 0;          // Streams nghttp2 has open
+  nghttp2_session* session = nullptr;
+  std::vector<Stream*> streams;  // every Stream alive
+  int handlers = 0;              // stream green threads running
+  int open_streams = 0;          // Streams nghttp2 has open
   green::ConditionVariable handlers_done;
-  bool writing GREEN_GUARDED_BY(mu) = false;  // a green thread holds the writer role
-  bool dead GREEN_GUARDED_BY(mu) = false;     // the connection is ending: streams fail
-  bool goaway_sent GREEN_GUARDED_BY(mu) = false;
-  bool fatal GREEN_GUARDED_BY(mu) = false;  // a connection error: close after the GOAWAY
+  bool writing = false;  // a green thread holds the writer role
+  bool dead = false;     // the connection is ending: streams fail
+  bool goaway_sent = false;
+  std::optional<Goaway> goaway_cause;  // of the GOAWAY we submitted, until it is sent
+  bool fatal = false;                  // a connection error: close after the GOAWAY
   std::atomic<bool> draining{false};
-  int64_t header_block_since GREEN_GUARDED_BY(mu) = 0;  // a header block is open (now_ns)
-  int64_t idle_since GREEN_GUARDED_BY(mu) = 0;          // the last stream ended (when finished())
-  TokenBucket resets GREEN_GUARDED_BY(mu);
-  TokenBucket control GREEN_GUARDED_BY(mu);
+  int64_t header_block_since = 0;  // a header block is open (now_ns)
+  int64_t idle_since = 0;          // the last stream ended (when finished())
+  TokenBucket resets;
+  TokenBucket control;
   ByteBuffer out;      // the writer role's
   green::Mutex io_mu;  // TLS only: OpenSSL's SSL is one thread's at a time
+
+  // Idle memory. nghttp2 allocates a 16 KiB outbound frame buffer per session up front, which
+  // an idle connection does not need: its allocations of kBigAlloc or more are tracked, and an
+  // idle connection with nothing to send gives their whole pages back to the kernel
+  // (MADV_DONTNEED: they read as zeros when nghttp2 next writes frames there, which it does
+  // from their start). With the write buffer freed too, an idle HTTP/2 connection costs about
+  // what its HPACK tables and session need.
+  static constexpr std::size_t kBigAlloc = 16 * 1024;
+  std::vector<std::pair<void*, std::size_t>> big_allocs;  // under mu (nghttp2 calls)
+  void release_idle_memory();
+  static void* mem_malloc(size_t size, void* user);
+  static void mem_free(void* ptr, void* user);
+  static void* mem_calloc(size_t n, size_t size, void* user);
+  static void* mem_realloc(void* ptr, size_t size, void* user);
+  void track(void* p, std::size_t size);
+  void untrack(void* p);
 };
 
 // One request stream: its request, its body as it arrives, its response queue, and its
@@ -175,20 +203,22 @@ struct Stream final : ResponseSink, RequestHost, BodySource {
   // BodySource
   long read(std::span<char> buf) override;
   std::optional<std::string_view> read_all() override;
-  int error_status() const override { return body_error; }
+  int error_status() const override {
+    std::lock_guard<green::Mutex> lock(conn.mu);
+    return body_error;
+  }
 
   // Hands `pending` to the writer (parking while kQueueBytes are already queued), submitting
   // the head with the first bytes; `end`: the response is complete. False once the stream or
   // the connection has failed (the bytes are dropped).
   bool push(bool end, std::string_view direct_bytes = {});
-  bool gone() const GREEN_REQUIRES(conn.mu) { return reset || conn.dead; }
+  bool gone() const { return reset || conn.dead; }
   // Parks while the queue is full (or, `direct_only`, until the writer has taken `direct`),
   // for at most --write-timeout without progress; then resets the stream. False: gone.
-  bool wait_for_room(std::unique_lock<green::Mutex>& lock, bool direct_only)
-      GREEN_REQUIRES(conn.mu);
-  void submit_head(bool with_body) GREEN_REQUIRES(conn.mu);
-  void fail_body(int status) GREEN_REQUIRES(conn.mu);
-  void cancel() GREEN_REQUIRES(conn.mu);  // the client reset it, or the connection ends
+  bool wait_for_room(std::unique_lock<green::Mutex>& lock, bool direct_only);
+  void submit_head(bool with_body);
+  void fail_body(int status);
+  void cancel();  // the client reset it, or the connection ends
 
   Http2Connection::Impl& conn;
   const int32_t id;
@@ -234,7 +264,8 @@ struct Stream final : ResponseSink, RequestHost, BodySource {
   // Lifetime: nghttp2's stream and the handler's green thread each hold it.
   bool in_session = true;
   bool running = false;
-  bool reset = false;  // closed before the response completed (RST_STREAM either way)
+  bool reset = false;              // closed before the response completed (RST_STREAM either way)
+  std::optional<Reset> rst_cause;  // of the RST_STREAM we submitted (counted as it is sent)
 
   std::optional<Context> context;
   CancelFn cancel_context;
@@ -397,7 +428,7 @@ bool Stream::wait_for_room(std::unique_lock<green::Mutex>& lock, bool direct_onl
         !gone()) {
       // Nothing moved for --write-timeout: the client's window for this stream stays shut
       // (nginx's send_timeout applies the same to a stalled HTTP/2 stream).
-      conn.metrics.http2.reset(Reset::kFlowControlTimeout);
+      rst_cause = Reset::kFlowControlTimeout;
       nghttp2_submit_rst_stream(conn.session, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
       reset = true;
       direct = {};
@@ -432,7 +463,9 @@ bool Stream::client_gone() {
 void Stream::cancel() {
   room_cv.notify_all();
   body_cv.notify_all();
-  if (cancel_context) cancel_context();
+  // Called under the connection's lock: the context is cancelled after it is released (a
+  // cancellation runs the context's callbacks, which may ask this connection something).
+  if (cancel_context) conn.cancels.push_back(cancel_context);
 }
 
 void Stream::fail_body(int st) {
@@ -539,7 +572,6 @@ bool Http2Connection::Impl::start(std::string_view settings, const Request* upgr
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
   nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
-  nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame);
   nghttp2_session_callbacks_set_send_data_callback(cb, send_data);
   nghttp2_option* opt = nullptr;
   nghttp2_option_new(&opt);
@@ -548,7 +580,8 @@ bool Http2Connection::Impl::start(std::string_view settings, const Request* upgr
   nghttp2_option_set_stream_reset_rate_limit(opt, 10000, 1000);
   const Http2Options& h = options.http2;
   std::lock_guard<green::Mutex> lock(mu);
-  const int rv = nghttp2_session_server_new2(&session, cb, this, opt);
+  nghttp2_mem mem{this, &Impl::mem_malloc, &Impl::mem_free, &Impl::mem_calloc, &Impl::mem_realloc};
+  const int rv = nghttp2_session_server_new3(&session, cb, this, opt, &mem);
   nghttp2_session_callbacks_del(cb);
   nghttp2_option_del(opt);
   if (rv != 0) return false;
@@ -592,11 +625,65 @@ bool Http2Connection::Impl::start(std::string_view settings, const Request* upgr
   return true;
 }
 
+void Http2Connection::Impl::track(void* p, std::size_t size) {
+  if (p != nullptr && size >= kBigAlloc) big_allocs.emplace_back(p, size);
+}
+
+void Http2Connection::Impl::untrack(void* p) {
+  for (auto& a : big_allocs) {
+    if (a.first == p) {
+      a = big_allocs.back();
+      big_allocs.pop_back();
+      return;
+    }
+  }
+}
+
+void* Http2Connection::Impl::mem_malloc(size_t size, void* user) {
+  void* p = std::malloc(size);
+  static_cast<Impl*>(user)->track(p, size);
+  return p;
+}
+
+void Http2Connection::Impl::mem_free(void* ptr, void* user) {
+  if (ptr == nullptr) return;
+  static_cast<Impl*>(user)->untrack(ptr);
+  std::free(ptr);
+}
+
+void* Http2Connection::Impl::mem_calloc(size_t n, size_t size, void* user) {
+  void* p = std::calloc(n, size);
+  static_cast<Impl*>(user)->track(p, n * size);
+  return p;
+}
+
+void* Http2Connection::Impl::mem_realloc(void* ptr, size_t size, void* user) {
+  auto* c = static_cast<Impl*>(user);
+  void* p = std::realloc(ptr, size);
+  if (p != nullptr || size == 0) {
+    if (ptr != nullptr) c->untrack(ptr);
+    c->track(p, size);
+  }
+  return p;
+}
+
+void Http2Connection::Impl::release_idle_memory() {
+  std::lock_guard<green::Mutex> lock(mu);
+  if (writing || nghttp2_session_want_write(session) != 0) return;
+  out = ByteBuffer();  // the writer role is free: nobody uses it
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  for (const auto& [p, size] : big_allocs) {
+    const uintptr_t from = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+    const uintptr_t to = (reinterpret_cast<uintptr_t>(p) + size) & ~(page - 1);
+    if (to > from) (void)madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
+  }
+}
+
 void Http2Connection::Impl::goaway(Goaway cause, uint32_t error_code) {
   if (goaway_sent && cause != Goaway::kDrain) fatal = true;
   if (goaway_sent) return;
   goaway_sent = true;
-  metrics.http2.goaway(cause);
+  goaway_cause = cause;  // counted when it is sent (on_frame_send)
   if (error_code != NGHTTP2_NO_ERROR) fatal = true;
   nghttp2_submit_goaway(session, NGHTTP2_FLAG_NONE,
                         nghttp2_session_get_last_proc_stream_id(session), error_code, nullptr, 0);
@@ -702,7 +789,7 @@ int Http2Connection::Impl::on_frame_recv(nghttp2_session* session, const nghttp2
       if (c->handlers >= static_cast<int>(c->options.http2.max_concurrent_streams)) {
         // More handlers still running than streams allowed: a client that resets streams to
         // open more (the rapid reset's other half) gets REFUSED_STREAM, as Go's server does.
-        c->metrics.http2.reset(Reset::kRefused);
+        s->rst_cause = Reset::kRefused;
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
         return 0;
       }
@@ -776,7 +863,27 @@ int Http2Connection::Impl::on_stream_close(nghttp2_session* session, int32_t id,
 }
 
 int Http2Connection::Impl::on_frame_send(nghttp2_session* session, const nghttp2_frame* frame,
-                                         void* /*user*/) {
+                                         void* user) {
+  auto* c = static_cast<Impl*>(user);
+  // Resets and GOAWAYs are counted as they leave, by the cause whoever submitted them noted;
+  // nghttp2's own (its RFC 9113 checks) are protocol errors, or refusals.
+  if (frame->hd.type == NGHTTP2_GOAWAY) {
+    c->metrics.http2.goaway(c->goaway_cause.value_or(Goaway::kProtocol));
+    c->goaway_cause.reset();
+    c->goaway_sent = true;
+    if (frame->goaway.error_code != NGHTTP2_NO_ERROR) c->fatal = true;
+    return 0;
+  }
+  if (frame->hd.type == NGHTTP2_RST_STREAM && frame->rst_stream.error_code != NGHTTP2_NO_ERROR) {
+    auto* s =
+        static_cast<Stream*>(nghttp2_session_get_stream_user_data(session, frame->hd.stream_id));
+    const uint32_t code = frame->rst_stream.error_code;
+    c->metrics.http2.reset(
+        s != nullptr && s->rst_cause
+            ? *s->rst_cause
+            : (code == NGHTTP2_REFUSED_STREAM ? Reset::kRefused : Reset::kProtocol));
+    return 0;
+  }
   // The answer is complete while the client still sends its body: RFC 9113 8.1 lets the
   // server stop it with RST_STREAM(NO_ERROR) (Go and nginx do).
   if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
@@ -787,14 +894,6 @@ int Http2Connection::Impl::on_frame_send(nghttp2_session* session, const nghttp2
       nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
     }
   }
-  return 0;
-}
-
-int Http2Connection::Impl::on_invalid_frame(nghttp2_session* /*session*/,
-                                            const nghttp2_frame* /*frame*/, int /*error*/,
-                                            void* user) {
-  // nghttp2 resets the stream (a malformed request: RFC 9113 8.1.1) or ends the connection.
-  static_cast<Impl*>(user)->metrics.http2.reset(Reset::kProtocol);
   return 0;
 }
 
@@ -873,6 +972,17 @@ void Http2Connection::Impl::run_handler(Stream* s) {
     head_status =
         RequestParser::init_request(r, s->method, s->target, s->headers, s->decoded_path, &reason);
   }
+  if (const uint64_t max_body = options.limits.max_body_bytes; head_status == 0 && max_body != 0) {
+    // A declared length over --max-body is refused before the handler, as on HTTP/1.1 (nghttp2
+    // has checked that it is a number, and will check it against the DATA).
+    const std::string_view length = r.header("content-length");
+    uint64_t n = 0;
+    for (const char c : length) n = n > UINT64_MAX / 10 - 1 ? UINT64_MAX : n * 10 + (c - '0');
+    if (n > max_body) {
+      head_status = 413;
+      reason = "declared body too large";
+    }
+  }
   r.set_remote_addr(remote);
   r.set_tls(tls);
   r.bind_connection(s);
@@ -894,7 +1004,13 @@ void Http2Connection::Impl::run_handler(Stream* s) {
     } else {
       failed = server.dispatch(r, w);
     }
-    const int body_error = s->body_error;
+    int body_error = 0;
+    std::string_view body_reason;
+    {
+      std::lock_guard<green::Mutex> lock(mu);
+      body_error = s->body_error;
+      body_reason = s->body_reason;
+    }
     const bool timed_out = s->deadline_ns != 0 && now_ns() >= s->deadline_ns;
     if (s->context && !failed && !timed_out && !w.head_sent() && w.body_bytes() == 0 &&
         s->client_gone()) {
@@ -929,7 +1045,7 @@ void Http2Connection::Impl::run_handler(Stream* s) {
       error.send(
           body_error, "text/plain; charset=utf-8",
           std::string(status_line(body_error).substr(9, status_line(body_error).size() - 11)) +
-              ": " + std::string(s->body_reason) + "\n");
+              ": " + std::string(body_reason) + "\n");
       error.finish();
       status = body_error;
     } else {
@@ -941,7 +1057,7 @@ void Http2Connection::Impl::run_handler(Stream* s) {
     if (rst) {
       std::unique_lock<green::Mutex> lock(mu);
       if (!s->gone()) {
-        metrics.http2.reset(Reset::kHandler);
+        s->rst_cause = Reset::kHandler;
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id,
                                   w.status() == 499 ? NGHTTP2_CANCEL : NGHTTP2_INTERNAL_ERROR);
       }
@@ -1014,6 +1130,7 @@ void Http2Connection::Impl::flush(bool yield_first) {
     }
   }
   writing = false;
+  run_cancels(lock);
   const bool wake = fatal || dead || (goaway_sent && nghttp2_session_want_read(session) == 0);
   lock.unlock();
   if (wake) stream.wake_reader();
@@ -1031,6 +1148,15 @@ bool Http2Connection::Impl::write_all(std::string_view bytes) {
   return tls->write(stream, bytes.data(), bytes.size()) >= 0;
 }
 
+void Http2Connection::Impl::run_cancels(std::unique_lock<green::Mutex>& lock) {
+  if (cancels.empty()) return;
+  std::vector<CancelFn> run;
+  run.swap(cancels);
+  lock.unlock();
+  for (const CancelFn& f : run) f();
+  lock.lock();
+}
+
 void Http2Connection::Impl::end_streams() {
   for (Stream* s : streams) {
     s->reset = true;
@@ -1039,14 +1165,15 @@ void Http2Connection::Impl::end_streams() {
 }
 
 bool Http2Connection::Impl::feed(std::string_view bytes) {
-  std::lock_guard<green::Mutex> lock(mu);
+  std::unique_lock<green::Mutex> lock(mu);
   const ssize_t rv = nghttp2_session_mem_recv(
       session, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  run_cancels(lock);
   if (rv < 0) {
     // A connection error nghttp2 could not answer itself (a callback's failure: our GOAWAYs
     // are queued; NGHTTP2_ERR_FLOODED: the client does not read our control answers).
     if (!goaway_sent) {
-      metrics.http2.goaway(Goaway::kProtocol);
+      goaway_cause = Goaway::kProtocol;
       nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR);
       goaway_sent = true;
     }
@@ -1136,6 +1263,7 @@ void Http2Connection::Impl::serve(std::string_view preread) {
     if (rc == -ETIMEDOUT) {
       if (shrink_first) {
         green::this_green_thread::shrink_stack();
+        release_idle_memory();
         shrunk = true;
       }
       continue;  // the loop decides: idle, header timeout, or wait on
@@ -1149,6 +1277,7 @@ void Http2Connection::Impl::serve(std::string_view preread) {
   const bool goodbye = goaway_sent;
   dead = true;
   end_streams();
+  run_cancels(lock);
   while (handlers != 0) handlers_done.wait(lock);
   if (goodbye && nghttp2_session_want_write(session) != 0) {
     // The GOAWAY (and what precedes it) goes out before the close: one last write.

@@ -69,7 +69,7 @@ green::http::ServerOptions server_options(const green::config::Config& c) {
   o.listen_tls = c.listen_tls;
   o.tls_handshake_timeout = c.tls_handshake_timeout;
   o.http2.enabled = c.http2;
-  o.http2.cleartext = c.h2c;
+  o.http2.cleartext = c.http2 && c.h2c;  // --http2 false: no HTTP/2 anywhere
   o.http2.max_concurrent_streams = static_cast<uint32_t>(c.http2_max_concurrent_streams);
   o.http2.stream_window = static_cast<uint32_t>(c.http2_stream_window);
   o.http2.header_table_size = static_cast<uint32_t>(c.http2_header_table_size);

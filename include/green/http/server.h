@@ -49,7 +49,10 @@ namespace green::http {
 
 // HTTP/2 (server/http2.h): negotiation and the limits a client cannot pass.
 struct Http2Options {
-  bool enabled = true;    // ALPN "h2" on the HTTPS listener (Go's default)
+  // HTTP/2 on the HTTPS listener (Go's default). ALPN decides: a connection whose client
+  // chose "h2" is served HTTP/2, so the TLS context must offer it
+  // (TlsServerSettings::alpn = {"h2", "http/1.1"}, as greenhttp's main sets when this is on).
+  bool enabled = true;
   bool cleartext = true;  // h2c on the plain listener: prior knowledge and Upgrade: h2c
   // SETTINGS_MAX_CONCURRENT_STREAMS, and the most handlers one connection runs at once
   // (nginx's http2_max_concurrent_streams is 128, Go's 250; the issue asks for 100).
