@@ -14,9 +14,13 @@ Settings (environment, all optional):
   LOADTEST_PEERS=greenhttp,go,nginx
   LOADTEST_SCENARIOS=plaintext,json,pipelined,echo,mix,c1000,c10000,proxy,fanout,https,
                      https-handshake,https-handshake-full,https-idle,https-flood,static-4k,
-                     static-1m,static-304 (the default set); https-all names the five HTTPS
-                     ones, static-all the three static-file ones
+                     static-1m,static-304,h2-tls,h2c,h2-1m,h2-idle (the default set);
+                     https-all names the five HTTPS ones, static-all the three static-file
+                     ones, h2-all the four HTTP/2 ones
   LOADTEST_TLS_IDLE_CONNS=10000  idle keep-alive TLS connections per peer in https-idle
+  LOADTEST_H2_IDLE_CONNS=10000   idle HTTP/2 (h2c) connections per peer in h2-idle, and as
+                     many HTTP/1.1 ones beside them
+  LOADTEST_H2LOAD_THREADS=1 h2load -t (the HTTP/2 scenarios' client)
   LOADTEST_IDLE_CONNS=10000 idle keep-alive connections held per peer (0: skip)
   LOADTEST_BENCH=1          0 skips the runtime microbenchmarks
   LOADTEST_BENCH_ARGS       e.g. "-n 200000 -parked 100000" (quick's default)
@@ -46,7 +50,7 @@ from types import SimpleNamespace
 
 sys.dont_write_bytecode = True  # keep loadtest/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import bench, charts, idle, peers, procfs, report, wrk  # noqa: E402
+from harness import bench, charts, h2load, idle, peers, procfs, report, wrk  # noqa: E402
 from harness.scenarios import BY_NAME, GROUPS, SCENARIOS  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -212,6 +216,7 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
     tls_idle_conns = env_int("LOADTEST_TLS_IDLE_CONNS", BY_NAME["https-idle"].conns)
+    h2_idle_conns = env_int("LOADTEST_H2_IDLE_CONNS", BY_NAME["h2-idle"].conns)
     need = max([BY_NAME[s].conns for s in scen_names] + [idle_conns]) + 100
     if hard != resource.RLIM_INFINITY and hard < need:
         print(f"loadtest: the open-files hard limit ({hard}) is below {need}: the biggest "
@@ -234,6 +239,14 @@ def main():
                           backend_threads=cpu_count(backend_cpus), static_dir=None)
     if any(BY_NAME[s].static for s in scen_names):
         ctx.static_dir = peers.make_static_files(tmp)  # random bytes, served under /static/
+
+    h2_skip = None  # why the h2load scenarios cannot run here (issue 17)
+    if any(BY_NAME[s].client == "h2load" for s in scen_names):
+        if not h2load.available() or shutil.which("curl") is None:
+            h2_skip = h2load.INSTALL_HINT if not h2load.available() else \
+                f"`curl` is not installed: {peers.H2_INSTALL_HINT}"
+            print(f"loadtest: skipping the h2load scenarios: {h2_skip}", file=sys.stderr)
+            scen_names = [s for s in scen_names if BY_NAME[s].client != "h2load"]
 
     tls_skip = None
     if any(BY_NAME[s].tls for s in scen_names):
@@ -260,6 +273,8 @@ def main():
     taken = set()
     def per_peer(scen_name):  # planned seconds of one peer in one scenario
         scen = BY_NAME[scen_name]
+        if scen.kind == "idle" and scen.h2:  # HTTP/1.1, then h2c, each on a fresh server
+            return 2 * (3 + h2_idle_conns / 4000)
         if scen.kind == "idle":
             return 5 + tls_idle_conns / 500  # a full handshake per connection, one at a time
         lead = FLOOD_LEAD_S if scen.kind == "flood" else 0
@@ -270,6 +285,7 @@ def main():
     progress = Progress(total)
     runs, smoke, idle_results = [], {}, {}
     tls_idle, tls_info = {}, {}  # https-idle per peer; the negotiated version and cipher
+    h2_idle = {}  # h2-idle: per peer, {"http1": idle figures, "h2c": idle figures}
     # Static scenarios: per scenario and peer, the RSS after start (before the warm-up) and,
     # in static-304, the revalidation header sent and its check (peers.revalidation).
     static_info = {}
@@ -354,6 +370,68 @@ def main():
             started.append(peer)
         return started
 
+    def start_h2(scen):
+        """Each live peer's HTTP/2 twin (peers.H2_PEERS[scen.h2]); a peer with none (Go for
+        h2c), or whose twin cannot run (a greenhttp without HTTP/2 yet), sits the scenario out
+        and its smoke entry says why. Smoke results go under "h2:<route>" (TLS) or
+        "h2c:<route>"."""
+        prefix = "h2" if scen.h2 == "tls" else "h2c"
+        started = []
+        for base in live:
+            result = smoke.setdefault(base.name, {})
+            cls = peers.H2_PEERS[scen.h2].get(base.name)
+            try:
+                if cls is None:
+                    raise peers.PeerUnavailable(peers.H2_MISSING.get(
+                        base.name, f"no HTTP/2 twin of {base.name}"))
+                peer = cls(ctx)
+                peer.prepare()
+                peer.start(free_port(taken))
+            except peers.PeerUnavailable as e:
+                result[f"{prefix}:plaintext"] = f"skipped: {e}"
+                progress.note(f"loadtest: {scen.name}: {base.name} skipped: {e}")
+                progress.skip(per_peer(scen.name))
+                continue
+            fronts.append(peer)
+            result.update({f"{prefix}:{k}": v for k, v in peer.smoke().items()})
+            started.append(peer)
+        return started
+
+    def run_h2_idle(scen):
+        """h2-idle: per peer with an h2c twin, memory per idle connection twice, each on a
+        fresh server: HTTP/1.1 (the plain peer, idle_holder.py as in the idle phase) and h2c
+        (its HTTP/2 twin, idle_holder.py --h2c: preface and SETTINGS only)."""
+        for base in list(live):
+            res = h2_idle.setdefault(base.name, {})
+            cls = peers.H2_PEERS["h2c"].get(base.name)
+            if cls is None:
+                res["skipped"] = peers.H2_MISSING.get(base.name, f"no h2c twin of {base.name}")
+                progress.skip(per_peer(scen.name))
+                continue
+            for label, make in (("http1", peers.ALL[base.name]), ("h2c", cls)):
+                peer = make(ctx)
+                try:
+                    peer.prepare()
+                    peer.start(free_port(taken))
+                except peers.PeerUnavailable as e:
+                    res[label] = {"error": f"skipped: {e}"}
+                    progress.note(f"loadtest: {scen.name} {base.name} {label}: {e}")
+                    continue
+                fronts.append(peer)
+                progress.show(f"{scen.name} x{h2_idle_conns} | {base.name} | {label}")
+                res[label] = idle.measure(peer, REPO, h2_idle_conns, h2c=(label == "h2c"))
+                peer.stop()
+                fronts.remove(peer)
+                if "error" in res[label]:
+                    progress.note(f"loadtest: {scen.name} {base.name} {label}: "
+                                  f"{res[label]['error']}")
+
+    def route_key(scen, route):
+        """A route's key in a peer's smoke results for the scenario's kind of server."""
+        if scen.h2:
+            return f"{'h2' if scen.h2 == 'tls' else 'h2c'}:{route}"
+        return f"tls:{route}" if scen.tls else route
+
     def run_flood(scen, runnable):
         """tlsload -keepalive on scen.conns connections, opened first, then measured for the
         run's seconds while a second tlsload floods the same server with new connections
@@ -398,6 +476,10 @@ def main():
     try:
         for scen_name in scen_names:
             scen = BY_NAME[scen_name]
+            if scen.kind == "idle" and scen.h2:
+                run_h2_idle(scen)
+                fronts.clear()
+                continue
             if scen.kind == "idle":
                 for p in start_tls(scen):
                     progress.show(f"{scen_name} x{tls_idle_conns} | {p.name}")
@@ -410,16 +492,17 @@ def main():
                 continue
             if scen.front:
                 active = start_fronts(scen)
+            elif scen.h2:
+                active = start_h2(scen)
             elif scen.tls:
                 active = start_tls(scen)
             else:
                 active = [p for p in list(live) if start(p)]
             runnable = []
             for p in active:
-                bad = [r for r in scen.needs
-                       if smoke[p.name].get(f"tls:{r}" if scen.tls else r) != "ok"]
+                bad = [r for r in scen.needs if smoke[p.name].get(route_key(scen, r)) != "ok"]
                 if bad:
-                    key = f"tls:{bad[0]}" if scen.tls else bad[0]
+                    key = route_key(scen, bad[0])
                     progress.note(f"loadtest: {scen_name}: {p.name} skipped, /{bad[0]}: "
                                   f"{smoke[p.name].get(key)}")
                     progress.skip(per_peer(scen_name))
@@ -494,17 +577,17 @@ def main():
     custom = any(os.environ.get(v, "").strip() for v in (
         "LOADTEST_PEERS", "LOADTEST_SCENARIOS", "LOADTEST_DURATION", "LOADTEST_ROUNDS",
         "LOADTEST_IDLE_CONNS", "LOADTEST_BENCH", "LOADTEST_BENCH_ARGS",
-        "LOADTEST_TLS_IDLE_CONNS"))
+        "LOADTEST_TLS_IDLE_CONNS", "LOADTEST_H2_IDLE_CONNS", "LOADTEST_H2LOAD_THREADS"))
     stem = f"{now:%Y-%m-%d}-{host}" + ("-quick" if quick else "") + ("-custom" if custom else "")
     base = os.path.join(out_dir, stem)
     names = [p for p in peer_names if p not in skipped]
 
     commands = [f"# {p}: {peers.ALL[p](ctx).display()}" for p in names]
-    commands.append(f"# wrk (in loadtest/wrk/, each script with report.lua appended), "
-                    f"pinned with taskset -c {wrk_cpus}:")
+    commands.append(f"# wrk (in loadtest/wrk/, each script with report.lua appended) and "
+                    f"h2load, pinned with taskset -c {wrk_cpus}:")
     commands += [wrk.display_command(BY_NAME[s], seconds) for s in scen_names
                  if BY_NAME[s].kind != "idle"]
-    if any(BY_NAME[s].tls for s in scen_names):
+    if any(BY_NAME[s].tls and not BY_NAME[s].h2 for s in scen_names):
         commands.append("# HTTPS scenarios: every peer on one certificate, "
                         "config/tls/make-cert.sh TMP/tls (TMP/tls/server.pem, server.key):")
         for p in list(names) + (["greenhttp-capped"] if "https-flood" in scen_names else []):
@@ -528,6 +611,18 @@ def main():
                 front = peers.FRONTS[kind][p](ctx)
                 front.upstream = "BACKEND"
                 commands.append(f"# {kind}, {p}: {front.display()}")
+    for mode in dict.fromkeys(BY_NAME[s].h2 for s in scen_names if BY_NAME[s].h2):
+        what = "h2 over TLS, TMP/tls as above" if mode == "tls" else "h2c"
+        for p in names:
+            if p in peers.H2_PEERS[mode]:
+                commands.append(f"# {p}, HTTP/2 ({what}): " + peers.H2_PEERS[mode][p](ctx)
+                                .display().replace(getattr(ctx, "tls_dir", "TMP/tls"),
+                                                   "TMP/tls"))
+    if "h2-idle" in scen_names:
+        commands.append(f"python3 loadtest/idle_holder.py --port PORT --count {h2_idle_conns}"
+                        "   # HTTP/1.1, on the plain peer")
+        commands.append(f"python3 loadtest/idle_holder.py --port PORT --count {h2_idle_conns} "
+                        "--h2c   # on its h2c twin")
     if idle_conns:
         commands.append(f"python3 loadtest/idle_holder.py --port PORT --count {idle_conns}")
     if "https-idle" in scen_names:
@@ -557,11 +652,15 @@ def main():
         "peer_commands": {p: peers.ALL[p](ctx).display() for p in names},
         "idle_conns": idle_conns, "commands": commands,
         "tls_idle_conns": tls_idle_conns, "tls_skip": tls_skip, "flood_conns": FLOOD_CONNS,
+        "h2_idle_conns": h2_idle_conns, "h2_skip": h2_skip, "h2load_threads": h2load.threads(),
+        "h2load_version": (subprocess.run(["h2load", "--version"], capture_output=True,
+                                          text=True).stdout.strip() if h2load.available()
+                           else None),
     }
     shutil.rmtree(tmp, ignore_errors=True)
     render(base, {"meta": meta, "skipped": skipped, "smoke": smoke, "runs": runs,
                   "idle": idle_results, "bench": bench_result, "tls_idle": tls_idle,
-                  "tls_info": tls_info, "static_info": static_info})
+                  "tls_info": tls_info, "static_info": static_info, "h2_idle": h2_idle})
 
 
 def render(base, data, write_json=True):
@@ -578,7 +677,8 @@ def render(base, data, write_json=True):
                    "title": charts.TITLES[p[len(base) + 1:-4]]} for p in pngs]
     report.write(base + ".md", meta, names, data["skipped"], data["smoke"], summary,
                  idle_results, data["bench"], chart_refs, scen_names,
-                 data.get("tls_idle"), data.get("tls_info"), data.get("static_info"))
+                 data.get("tls_idle"), data.get("tls_info"), data.get("static_info"),
+                 data.get("h2_idle"))
     if write_json:
         with open(base + ".json", "w") as f:
             json.dump(data, f, indent=1, default=str)
@@ -596,6 +696,11 @@ def render(base, data, write_json=True):
     for p, r in (data.get("tls_idle") or {}).items():
         if "per_conn" in r:
             print(f"  https-idle {p} {r['per_conn'] / 1000:.1f} KB/connection")
+    for p, res in (data.get("h2_idle") or {}).items():
+        cells = [f"{label} {res[label]['per_conn'] / 1000:.1f} KB/connection"
+                 for label in ("http1", "h2c") if "per_conn" in res.get(label, {})]
+        if cells:
+            print(f"  h2-idle    {p} " + ", ".join(cells))
 
 
 if __name__ == "__main__":

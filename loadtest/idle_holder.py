@@ -4,10 +4,17 @@ then hold them all idle until stdin closes (or SIGTERM). Prints "HELD <n>" on st
 connection has had its response, so a harness can read the server's RSS with N idle
 connections; errors go to stderr.
 
-    python3 loadtest/idle_holder.py --port 8080 --count 10000 [--path /plaintext] [--tls]
+    python3 loadtest/idle_holder.py --port 8080 --count 10000 [--path /plaintext] [--tls|--h2c]
 
 --tls speaks HTTPS: a full TLS handshake per connection (no session reuse, no certificate
 check: the figure is the server's), made blocking, one after another within a batch.
+--h2c speaks HTTP/2 with prior knowledge (issue 17) and sends no request: the connection
+preface and an empty SETTINGS frame; a connection counts as held once the server's SETTINGS
+(acknowledged with a SETTINGS ACK, as a client must) and the server's ACK of ours came. A
+GOAWAY, or an HTTP/1.1 answer, is an error.
+
+When stdin closes, "OPEN <n> of <N>" on stdout says how many connections the server had not
+closed by then (so a figure taken while they were held is known to be one of N connections).
 
 Connections are opened in batches (so a listen backlog of a few hundred is enough) and, when
 N is larger than the ephemeral ports one source address has (ip_local_port_range), spread
@@ -23,6 +30,46 @@ import ssl
 import sys
 
 IP_BIND_ADDRESS_NO_PORT = 24  # linux/in.h: bind the address now, choose the port at connect
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_SETTINGS, H2_GOAWAY, H2_ACK = 0x4, 0x7, 0x1
+
+
+def h2_frame(ftype, flags, payload=b"", stream=0):
+    return len(payload).to_bytes(3, "big") + bytes((ftype, flags)) + stream.to_bytes(4, "big") \
+        + payload
+
+
+class H2cState:
+    """What one h2c connection has received: whole frames are consumed from `offset`."""
+
+    def __init__(self):
+        self.offset, self.settings, self.acked = 0, False, False
+
+
+def h2c_ready(sock, buf, st):
+    """Whether buf now holds the server's SETTINGS and its ACK of ours; answers the server's
+    SETTINGS with an ACK on the way."""
+    if buf.startswith(b"HTTP/"):
+        raise ConnectionError(f"server answered HTTP/1.x, not h2c: {buf[:40]!r}")
+    while len(buf) - st.offset >= 9:
+        length = int.from_bytes(buf[st.offset:st.offset + 3], "big")
+        if len(buf) - st.offset < 9 + length:
+            break
+        ftype, flags = buf[st.offset + 3], buf[st.offset + 4]
+        payload = buf[st.offset + 9:st.offset + 9 + length]
+        if ftype == H2_SETTINGS and flags & H2_ACK:
+            st.acked = True
+        elif ftype == H2_SETTINGS:
+            st.settings = True
+            sock.setblocking(True)
+            sock.sendall(h2_frame(H2_SETTINGS, H2_ACK))
+            sock.setblocking(False)
+        elif ftype == H2_GOAWAY:
+            raise ConnectionError("server sent GOAWAY, error code "
+                                  f"{int.from_bytes(payload[4:8], 'big')}")
+        st.offset += 9 + length
+    return st.settings and st.acked
 
 
 def ports_per_source():
@@ -63,10 +110,12 @@ def open_batch(args, sources, start, count):
         s.setblocking(False)
         socks.append(s)
     sel = selectors.DefaultSelector()
-    bufs = {}
+    bufs, h2 = {}, {}
     for s in socks:
         sel.register(s, selectors.EVENT_READ)
         bufs[s] = b""
+        if args.h2c:
+            h2[s] = H2cState()
     pending = len(socks)
     while pending:
         events = sel.select(timeout=args.timeout)
@@ -83,7 +132,7 @@ def open_batch(args, sources, start, count):
             if not data:
                 raise ConnectionError("server closed a connection before answering")
             bufs[s] += data
-            if read_response(s, bufs[s]):
+            if h2c_ready(s, bufs[s], h2[s]) if args.h2c else read_response(s, bufs[s]):
                 sel.unregister(s)
                 pending -= 1
     sel.close()
@@ -99,11 +148,17 @@ def main():
     p.add_argument("--batch", type=int, default=250)
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--tls", action="store_true", help="HTTPS (no certificate verification)")
+    p.add_argument("--h2c", action="store_true",
+                   help="HTTP/2 prior knowledge: preface and SETTINGS, no request")
     p.add_argument("--per-source", type=int, default=0,
                    help="connections per source address (default: 3/4 of the port range)")
     args = p.parse_args()
+    if args.tls and args.h2c:
+        p.error("--tls and --h2c: h2 over TLS is not implemented here")
     args.request = (f"GET {args.path} HTTP/1.1\r\nHost: {args.host}\r\n"
                     "User-Agent: greenhttp-idle-holder\r\n\r\n").encode()
+    if args.h2c:
+        args.request = H2_PREFACE + h2_frame(H2_SETTINGS, 0)
     if args.tls:
         args.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         args.tls.check_hostname = False
@@ -128,8 +183,21 @@ def main():
         sys.exit(f"idle_holder: after {len(held)} connections: {e}")
     print(f"HELD {len(held)} sources={len(sources)}", flush=True)
     sys.stdin.read()  # hold until the harness closes our stdin
+    print(f"OPEN {sum(map(still_open, held))} of {len(held)}", flush=True)
     for s in held:
         s.close()
+
+
+def still_open(s):
+    """Whether the server has not closed s: no EOF waiting on it (data waiting, such as a
+    GOAWAY, counts as open; the server may close after it)."""
+    try:
+        # The plain socket's recv, also for an SSLSocket: peek at the raw bytes.
+        return socket.socket.recv(s, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

@@ -69,6 +69,8 @@ def draw(summary, peers, scenarios, base):
                 v = summary.get(s, {}).get(p, {}).get(key)
                 row[p] = None if v is None else v * scale
             rows.append((s, row))
+        if not any(v for _, row in rows for v in row.values()):
+            continue  # no scenario has the figure (h2load gives no p99): no chart
         err = _plot(base, suffix, rows, peers, ylabel, log)
         if err:
             return written, err

@@ -15,6 +15,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 
 from . import procfs
@@ -123,7 +124,7 @@ class Peer:
                                       f"before answering {self.ready_path}{self.exit_hint} "
                                       f"({self._log_tail()})")
             try:
-                status, _, body = http_get(port, self.ready_path, timeout=1, tls=self.tls)
+                status, body = self.probe(port)
                 if status == 200 and (self.ready_body is None or body == self.ready_body):
                     return
                 last_error = f"{self.ready_path} answered {status} {body[:40]!r}"
@@ -133,6 +134,11 @@ class Peer:
         self.stop()
         raise PeerUnavailable(f"{self.name} did not answer GET {self.ready_path} with 200 "
                               f"{self.ready_body!r} within 10 s ({last_error})")
+
+    def probe(self, port):
+        """(status, body) of one GET ready_path: start() polls it until the server answers."""
+        status, _, body = http_get(port, self.ready_path, timeout=1, tls=self.tls)
+        return status, body
 
     def get(self, path, method="GET", body=None, timeout=5.0):
         return http_get(self.port, path, method, body, timeout, tls=self.tls)
@@ -570,6 +576,195 @@ class NginxTls(TlsPeer, Nginx):
 
 TLS_PEERS = {"greenhttp": GreenHttpTls, "go": GoTls, "nginx": NginxTls,
              "greenhttp-capped": GreenHttpTlsCapped}
+
+
+# -- The HTTP/2 scenarios (issue 17): each peer's HTTP/2 twin, h2 over TLS (ALPN h2, the run's
+# certificate, as the HTTPS twins) or h2c (cleartext, prior knowledge), serving /plaintext and
+# the run's static files. Checked with curl (Debian's is built with nghttp2): every answer
+# must come over HTTP/2. A twin keeps its base peer's name, so the report's columns line up.
+
+H2_INSTALL_HINT = "install curl (built with HTTP/2, as Debian's is)"
+
+
+def curl_h2(port, path, mode, cafile=None, timeout=5, tmp=None):
+    """One GET with curl over HTTP/2: mode "tls" (`--http2`: ALPN, which falls back to
+    HTTP/1.1 when the server offers no h2) or "h2c" (`--http2-prior-knowledge`). Returns
+    (curl's HTTP version: "2" or "1.1", status, {header: value} lower-cased, body bytes);
+    raises OSError when curl fails (no connection, an HTTP/2 protocol error)."""
+    with tempfile.TemporaryDirectory(dir=tmp) as d:
+        body_path, head_path = os.path.join(d, "body"), os.path.join(d, "head")
+        argv = ["curl", "-sS", "--max-time", str(timeout), "-o", body_path, "-D", head_path,
+                "-w", "%{http_version} %{http_code}"]
+        if mode == "tls":
+            argv += ["--http2", "--cacert", cafile, f"https://127.0.0.1:{port}{path}"]
+        else:
+            argv += ["--http2-prior-knowledge", f"http://127.0.0.1:{port}{path}"]
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 5)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"curl did not finish within {timeout + 5} s")
+        if p.returncode != 0:
+            raise ConnectionError(f"curl exited {p.returncode}: {p.stderr.strip()[:200]}")
+        version, _, code = p.stdout.strip().partition(" ")
+        headers = {}
+        with open(head_path, "rb") as f:
+            for line in f.read().decode(errors="replace").splitlines()[1:]:
+                name, sep, value = line.partition(":")
+                if sep:
+                    headers[name.strip().lower()] = value.strip()
+        with open(body_path, "rb") as f:
+            return version, int(code), headers, f.read()
+
+
+_HTTP2_FLAG = {}
+
+
+def require_http2(binary):
+    """build/greenhttp speaks HTTP/2 once its --help lists --http2 (issue 17); before that
+    the HTTP/2 scenarios skip it with this reason rather than measure its HTTP/1.1."""
+    if binary not in _HTTP2_FLAG:
+        try:
+            p = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=10)
+            _HTTP2_FLAG[binary] = "--http2" in p.stdout + p.stderr
+        except (OSError, subprocess.TimeoutExpired):
+            _HTTP2_FLAG[binary] = False
+    if not _HTTP2_FLAG[binary]:
+        raise PeerUnavailable(f"{binary} has no HTTP/2 yet (its --help lists no --http2)")
+
+
+class H2Peer:
+    """Mixin: the peer speaks HTTP/2, mode "tls" or "h2c"; smoke results go under
+    "h2:<route>" (tls) or "h2c:<route>"."""
+
+    mode = "tls"
+    routes = ("plaintext",)
+    kind = "h2"
+    static = True
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.log_path = os.path.join(ctx.tmp, f"{self.name}-{self.mode}.log")
+
+    @property
+    def smoke_prefix(self):
+        return "h2" if self.mode == "tls" else "h2c"
+
+    def cafile(self):
+        return os.path.join(self.ctx.tls_dir, "ca.pem") if self.mode == "tls" else None
+
+    def h2_get(self, path, timeout=5):
+        """(status, headers, body) of one GET over HTTP/2; ValueError if it came over
+        HTTP/1.1."""
+        version, status, headers, body = curl_h2(self.port, path, self.mode, self.cafile(),
+                                                 timeout, self.ctx.tmp)
+        if version != "2":
+            raise ValueError(f"GET {path} was answered over HTTP/{version}, not HTTP/2")
+        return status, headers, body
+
+    def probe(self, port):
+        """Ready once it answers, over HTTP/2 or else HTTP/1.1 (an HTTP/1.1-only server is
+        then reported by the smoke check, not as one that never started)."""
+        try:
+            _, status, _, body = curl_h2(port, self.ready_path, self.mode, self.cafile(), 1,
+                                         self.ctx.tmp)
+            return status, body
+        except OSError:
+            try:
+                return super().probe(port)
+            except http.client.HTTPException as e:  # an h2c-only port answering HTTP/1.1
+                raise ConnectionError(f"not HTTP/2, and HTTP/1.1 answered with {e!r}")
+
+    def _check_plaintext(self):
+        status, headers, body = self.h2_get("/plaintext")
+        missing = [h for h in ("content-type", "content-length") if h not in headers]
+        banned = [h for h in ("connection", "transfer-encoding", "keep-alive") if h in headers]
+        if status != 200 or body != b"Hello, World!" or missing or banned:
+            return (f"status {status}, body {body[:30]!r}, missing headers {missing}, "
+                    f"connection-specific headers {banned}")
+        return "ok"
+
+    def _check_static(self):
+        for name in STATIC_FILES:
+            with open(os.path.join(self.ctx.static_dir, name), "rb") as f:
+                want = f.read()
+            status, _, got = self.h2_get(f"/static/{name}")
+            if status != 200 or got != want:
+                return (f"GET /static/{name}: status {status}, {len(got)} of {len(want)} "
+                        f"bytes{'' if got == want else ', not the file'}")
+        return "ok"
+
+
+class GreenHttpH2Tls(H2Peer, GreenHttpTls):
+    """build/greenhttp --listen off --listen-tls: ALPN offers h2 then http/1.1."""
+
+    def prepare(self):
+        super().prepare()
+        require_http2(self.binary())
+
+    def argv(self, port):
+        return super().argv(port) + (["--static-dir", self.ctx.static_dir]
+                                     if self.serves_static() else [])
+
+
+class GreenHttpH2c(H2Peer, GreenHttp):
+    """build/greenhttp's plain --listen: h2c with prior knowledge (the preface), HTTP/1.1
+    otherwise, on one port; --h2c is on by default."""
+
+    mode = "h2c"
+
+    def prepare(self):
+        super().prepare()
+        require_http2(self.binary())
+
+
+class GoH2Tls(H2Peer, GoTls):
+    """gopeer --tls-cert --tls-key --http2: ServeTLS with net/http's bundled HTTP/2 at its
+    defaults (250 concurrent streams per connection)."""
+
+    def argv(self, port):
+        return super().argv(port) + ["--http2"]
+
+    def version(self):
+        return f"Go net/http + crypto/tls, HTTP/2 built in, {_tool_version(['go', 'version'])}"
+
+
+class NginxH2Conf:
+    """Mixin: peers/nginx/nginx-h2.conf.in, `listen ... ssl http2` with nginx-tls.conf.in's
+    TLS settings, or `listen ... http2` (h2c, prior knowledge only: no HTTP/1.1 on that
+    port)."""
+
+    template = "nginx-h2.conf.in"
+
+    def fill(self, conf):
+        if self.mode == "tls":
+            tls = (f"    ssl_certificate {self.cert()};\n"
+                   f"    ssl_certificate_key {self.key()};\n"
+                   "    ssl_protocols TLSv1.2 TLSv1.3;\n"
+                   "    ssl_session_cache shared:SSL:10m;\n"
+                   "    ssl_session_timeout 5m;\n"
+                   "    ssl_session_tickets on;\n")
+            return conf.replace("@LISTEN@", "ssl http2").replace("@TLS@", tls)
+        return conf.replace("@LISTEN@", "http2").replace("@TLS@", "")
+
+    def display(self):
+        return (super().display().replace("nginx.conf.in", self.template)
+                + (": `listen ... ssl http2`" if self.mode == "tls" else ": `listen ... http2`"))
+
+
+class NginxH2Tls(H2Peer, NginxH2Conf, TlsPeer, Nginx):
+    pass
+
+
+class NginxH2c(H2Peer, NginxH2Conf, Nginx):
+    mode = "h2c"
+
+
+# H2_PEERS[mode][peer name]: the peer's HTTP/2 twin; a peer with none sits the mode out, for
+# the reason in H2_MISSING.
+H2_PEERS = {"tls": {"greenhttp": GreenHttpH2Tls, "nginx": NginxH2Tls, "go": GoH2Tls},
+            "h2c": {"greenhttp": GreenHttpH2c, "nginx": NginxH2c}}
+H2_MISSING = {"go": "Go 1.19's net/http has no h2c (cleartext HTTP/2 is "
+                    "golang.org/x/net/http2/h2c, outside the standard library)"}
 
 
 def make_cert(repo, tmp):

@@ -20,7 +20,9 @@ def summarise(runs):
             ok = [r for r in rs if "requests" in r]
             s = {"errors_text": [r["error"] for r in rs if "error" in r]}
             if ok:
-                med = lambda k: statistics.median(r[k] for r in ok)
+                # A figure a client does not give (h2load: no percentiles) stays None.
+                med = lambda k: (statistics.median(r[k] for r in ok)
+                                 if all(r.get(k) is not None for r in ok) else None)
                 reqs = sum(r["requests"] for r in ok)
                 s.update(rps=med("rps"), p50_us=med("p50_us"), p99_us=med("p99_us"),
                          p999_us=med("p999_us"),
@@ -37,6 +39,15 @@ def summarise(runs):
                              bytes_rounds=[r["bytes_per_s"] for r in ok])
                 if all("rss_start" in r for r in ok):  # first round's start, last one's end
                     s.update(rss_start=ok[0]["rss_start"], rss_end=ok[-1]["rss_end"])
+                if all(r.get("client") == "h2load" for r in ok):  # issue 17: its latency
+                    s.update(mean_us=med("mean_us"), sd_us=med("sd_us"),
+                             max_us=max(r["max_us"] for r in ok),
+                             done=sum(r["requests"] for r in ok),
+                             succeeded=sum(r["succeeded"] for r in ok),
+                             errored=sum(r["errored"] for r in ok),
+                             negotiated=" ".join(filter(None, (ok[0].get("protocol"),
+                                                               ok[0].get("tls_protocol"),
+                                                               ok[0].get("cipher")))))
                 flood = [r["flood_rps"] for r in ok if "flood_rps" in r]
                 if flood:  # https-flood: the handshake flood's own rate beside the wrk run
                     s.update(flood_rps=statistics.median(flood),
@@ -175,7 +186,7 @@ def met(ok):
 def tls_section(meta, peers, summary, tls_idle, tls_info, scenarios, lines):
     """Issue 15: HTTPS figures and goals (greenhttp against nginx `ssl` and Go crypto/tls on
     the same certificate), memory per idle TLS connection, and the handshake flood."""
-    if not any(BY_NAME[s].tls for s in scenarios):
+    if not any(BY_NAME[s].tls and not BY_NAME[s].h2 for s in scenarios):
         return
     lines += ["## HTTPS (issue 15)", ""]
     if meta.get("tls_skip"):
@@ -229,7 +240,7 @@ def tls_section(meta, peers, summary, tls_idle, tls_info, scenarios, lines):
 
     for scen in scenarios:
         sc = BY_NAME[scen]
-        if not sc.tls or sc.kind != "load":
+        if not sc.tls or sc.kind != "load" or sc.h2:
             continue
         lines += [f"### {sc.title}", "", f"`{display_command(sc, meta['seconds'])}`"
                   + (f" — {sc.note}" if sc.note else ""), ""]
@@ -312,7 +323,7 @@ def revalidated(s, info):
 def static_section(meta, peers, summary, static_info, scenarios, lines):
     """Issue 16: the static-file scenarios, greenhttp --static-dir against nginx (sendfile,
     open_file_cache) and Go's http.FileServer on the same files, with the goals."""
-    names = [s for s in scenarios if BY_NAME[s].static]
+    names = [s for s in scenarios if BY_NAME[s].static and not BY_NAME[s].h2]
     if not names:
         return
     lines += ["## Static files (issue 16)", "",
@@ -399,6 +410,164 @@ def static_section(meta, peers, summary, static_info, scenarios, lines):
             lines.append("")
 
 
+def h2_section(meta, peers, summary, static_info, h2_idle, scenarios, lines):
+    """Issue 17: HTTP/2 under h2load, greenhttp against nginx (`http2`) and Go (net/http's
+    built-in HTTP/2, over TLS only), with the goals; memory per idle h2c connection beside
+    HTTP/1.1's."""
+    names = [s for s in scenarios if BY_NAME[s].h2]
+    if not names:
+        return
+    lines += ["## HTTP/2 (issue 17)", ""]
+    threads = meta.get("h2load_threads", 1)
+    lines += [f"Client: {meta.get('h2load_version') or 'h2load'} (Debian nghttp2-client), "
+              f"`-t{threads}`, pinned as wrk is, told to speak h2 only (`--npn-list=h2` over "
+              "TLS; prior knowledge on `http://`). A run counts only if every request done "
+              "succeeded with a 2xx, nothing errored and the protocol negotiated is h2 (h2c); "
+              "otherwise the table says what went wrong. h2load gives no latency percentiles: "
+              "mean, standard deviation and maximum of its \"time for request\" instead.",
+              "",
+              "Servers: greenhttp `--listen-tls` (ALPN h2, then http/1.1) or its plain "
+              "`--listen` (h2c prior knowledge), HTTP/2 settings at its defaults; nginx "
+              "`listen ... ssl http2` or `listen ... http2` (peers/nginx/nginx-h2.conf.in: "
+              "nginx-tls.conf.in's TLS settings, HTTP/2 at nginx's defaults, "
+              "`keepalive_requests` 1,000,000 which since 1.19.7 also bounds the streams per "
+              "connection); Go `ServeTLS` with net/http's built-in HTTP/2 (peers/go/ "
+              "`--http2`). **Go is not measured over h2c**: Go 1.19's standard library has no "
+              "cleartext HTTP/2 (golang.org/x/net/http2/h2c is outside it). h2-1m runs over "
+              "TLS (all three peers).", ""]
+    if meta.get("h2_skip"):
+        lines += [f"The h2load scenarios did not run: {meta['h2_skip']}.", ""]
+    row = lambda scen: summary.get(scen, {})
+    rows = []
+
+    def clean(s):
+        return (not s.get("errors_text") and s.get("socket_errors", 0) == 0
+                and s.get("status_errors", 0) == 0)
+
+    def goal(scen, base, key, target, label, fmt=kilo):
+        g, b = row(scen).get("greenhttp", {}), row(scen).get(base, {})
+        if g.get(key) and b.get(key):
+            r = g[key] / b[key]
+            note = "" if clean(g) else "; greenhttp had errors (see below)"
+            verdict = met(r >= target and clean(g)) if clean(b) else \
+                f"– ({base} had errors: no comparison)"
+            rows.append(f"| {label} | {r:.2f}× ({fmt(g[key])} vs {fmt(b[key])}{note}) | "
+                        f"{verdict} |")
+        elif g.get("errors_text") and "rps" not in g:
+            rows.append(f"| {label} | greenhttp failed: {'; '.join(g['errors_text'])[:160]} | "
+                        "not met |")
+
+    goal("h2-tls", "nginx", "rps", 1.0, "h2-tls: requests/s ≥ 1.0× nginx")
+    goal("h2-tls", "go", "rps", 2.0, "h2-tls: requests/s ≥ 2× Go")
+    goal("h2c", "nginx", "rps", 1.0, "h2c: requests/s ≥ 1.0× nginx")
+    goal("h2-1m", "nginx", "bytes_per_s", 1.0, "h2-1m: bytes/s ≥ 1.0× nginx", mib_s)
+    g = row("h2-1m").get("greenhttp", {})
+    idle_rss = static_info.get("h2-1m", {}).get("greenhttp", {}).get("rss_idle")
+    if g.get("peak_rss") and idle_rss is not None:
+        sc = BY_NAME["h2-1m"]
+        rows.append(f"| h2-1m: server RSS, after start → peak ({sc.conns * sc.streams} "
+                    f"streams of 1 MiB in flight) | {mib(idle_rss)} → {mib(g['peak_rss'])} "
+                    f"(+{mib(g['peak_rss'] - idle_rss)}) | reported |")
+    gi = h2_idle.get("greenhttp", {})
+    ni = h2_idle.get("nginx", {})
+    if "per_conn" in gi.get("h2c", {}):
+        text = f"{gi['h2c']['per_conn'] / 1000:.1f} KB"
+        if "per_conn" in gi.get("http1", {}):
+            text += f" (HTTP/1.1: {gi['http1']['per_conn'] / 1000:.1f} KB)"
+        if "per_conn" in ni.get("h2c", {}):
+            text += f"; nginx h2c {ni['h2c']['per_conn'] / 1000:.1f} KB"
+        rows.append(f"| h2-idle: memory per idle h2c connection | {text} | reported |")
+    if rows:
+        lines += ["| goal (issue 17) | this run | |", "| --- | --- | --- |"] + rows + [""]
+
+    for scen in names:
+        sc = BY_NAME[scen]
+        if sc.kind != "load":
+            continue
+        lines += [f"### {sc.title}", "", f"`{display_command(sc, meta['seconds'])}`"
+                  + (f" — {sc.note}" if sc.note else ""), ""]
+        lines += ["| peer | requests/s | vs nginx | vs Go | mean | sd | max | errored "
+                  "| non-2xx | CPU/req | peak RSS | negotiated | requests/s per round |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+                  "| --- | --- |"]
+        n_rps = row(scen).get("nginx", {}).get("rps")
+        o_rps = row(scen).get("go", {}).get("rps")
+        for p in peers + [p for p in row(scen) if p not in peers]:
+            s = row(scen).get(p)
+            if s is None:
+                continue
+            if "rps" not in s:
+                lines.append(f"| {p} | failed: {'; '.join(s['errors_text'])[:300]} |"
+                             + " |" * 11)
+                continue
+            cpu = "–" if s["cpu_us_per_req"] is None else f"{s['cpu_us_per_req']:.1f} µs"
+            vs_n = f"{s['rps'] / n_rps:.2f}x" if n_rps else "–"
+            vs_o = f"{s['rps'] / o_rps:.2f}x" if o_rps else "–"
+            lines.append(
+                f"| {p} | {kilo(s['rps'])} | {vs_n} | {vs_o} | {ms(s.get('mean_us'))} | {ms(s.get('sd_us'))} | {ms(s.get('max_us'))} | "
+                f"{s.get('errored', s['socket_errors'])} | {s['status_errors']} | {cpu} | "
+                f"{mib(s['peak_rss'])} | {s.get('negotiated', '?')} | "
+                f"{', '.join(kilo(x) for x in s['rounds'])} |")
+            for e in s["errors_text"]:
+                lines.append(f"| | ⚠ {e[:300]} |" + " |" * 11)
+        lines.append("")
+        if sc.static:
+            present = [p for p in peers if "bytes_per_s" in row(scen).get(p, {})]
+            n_b = row(scen).get("nginx", {}).get("bytes_per_s")
+            info = static_info.get(scen, {})
+            lines += ["| peer | bytes/s | vs nginx | CPU per MiB | RSS after start | RSS as "
+                      "the first run starts | peak | as the last run ends | bytes/s per round |",
+                      "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+            opt = lambda v: "–" if v is None else mib(v)
+            for p in present:
+                s = row(scen)[p]
+                cpu = f"{s['cpu_us_per_mib']:.0f} µs" if s.get("cpu_us_per_mib") else "–"
+                vs_n = f"{s['bytes_per_s'] / n_b:.2f}x" if n_b else "–"
+                lines.append(
+                    f"| {p} | {mib_s(s['bytes_per_s'])} | {vs_n} | {cpu} | "
+                    f"{opt(info.get(p, {}).get('rss_idle'))} | {opt(s.get('rss_start'))} | "
+                    f"{mib(s['peak_rss'])} | {opt(s.get('rss_end'))} | "
+                    f"{', '.join(mib_s(x) for x in s['bytes_rounds'])} |")
+            lines.append("")
+
+    if "h2-idle" in scenarios:
+        n = meta.get("h2_idle_conns", 0)
+        lines += [f"### Memory per idle HTTP/2 connection, beside HTTP/1.1 ({n:,} connections "
+                  "each)", "",
+                  "Each on a fresh server, on its plain port: `python3 loadtest/idle_holder.py "
+                  "--port PORT --count N` (HTTP/1.1: one `GET /plaintext` per connection, then "
+                  "idle) and `... --h2c` (the HTTP/2 connection preface and an empty SETTINGS, "
+                  "the server's SETTINGS acknowledged and our SETTINGS' ACK awaited, no "
+                  "stream, then idle). The figure is the server's RSS with them held, minus "
+                  "before, over N; \"open\" is how many the server still held after the RSS "
+                  "was read. nginx's HTTP/1.1 figure is its plain config's "
+                  "(peers/nginx/nginx.conf.in), its h2c one nginx-h2.conf.in's.", "",
+                  "| peer | HTTP/1.1: RSS before → held | per connection | open | h2c: RSS "
+                  "before → held | per connection | open | h2c − HTTP/1.1 |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for p in peers + [p for p in h2_idle if p not in peers]:
+            res = h2_idle.get(p)
+            if res is None:
+                continue
+            if "skipped" in res:
+                lines.append(f"| {p} | skipped: {res['skipped']} |" + " |" * 6)
+                continue
+            cells = []
+            for label in ("http1", "h2c"):
+                r = res.get(label, {})
+                if "per_conn" in r:
+                    cells += [f"{mib(r['rss_before'])} → {mib(r['rss_after'])}",
+                              f"{r['per_conn'] / 1000:.1f} KB",
+                              f"{r.get('open_at_end', '?')}"]
+                else:
+                    cells += [f"failed: {r.get('error', 'not run')[:200]}", "", ""]
+            both = all("per_conn" in res.get(k, {}) for k in ("http1", "h2c"))
+            diff = (f"{(res['h2c']['per_conn'] - res['http1']['per_conn']) / 1000:+.1f} KB"
+                    if both else "–")
+            lines.append(f"| {p} | " + " | ".join(cells) + f" | {diff} |")
+        lines.append("")
+
+
 def bench_section(b, lines):
     lines += ["## Runtime microbenchmarks (`make bench` shapes): greenrt and Go side by side", ""]
     if not b:
@@ -423,7 +592,7 @@ def bench_section(b, lines):
 
 
 def write(path, meta, peers, skipped, smoke, summary, idle, bench, charts, scenarios,
-          tls_idle=None, tls_info=None, static_info=None):
+          tls_idle=None, tls_info=None, static_info=None, h2_idle=None):
     L = [f"# greenhttp load test — {meta['date']} on {meta['host']}"
          + (" (LOADTEST_QUICK)" if meta["quick"] else ""), ""]
     L += [f"Produced by `{meta['command']}`. Each scenario runs the peers "
@@ -461,14 +630,15 @@ def write(path, meta, peers, skipped, smoke, summary, idle, bench, charts, scena
     goals(summary, idle, L)
     tls_section(meta, peers, summary, tls_idle or {}, tls_info or {}, scenarios, L)
     static_section(meta, peers, summary, static_info or {}, scenarios, L)
+    h2_section(meta, peers, summary, static_info or {}, h2_idle or {}, scenarios, L)
     L += ["## Results", ""]
     for c in charts:
         L.append(f"![{c['title']}]({c['file']})")
     L.append("")
     for scen in scenarios:
         sc = BY_NAME[scen]
-        if sc.tls or sc.static:
-            continue  # in the HTTPS or the static-files section
+        if sc.tls or sc.static or sc.h2:
+            continue  # in the HTTPS, static-files or HTTP/2 section
         L += [f"### {sc.title}", "", f"`{display_command(sc, meta['seconds'])}`"
               + (f" — {sc.note}" if sc.note else ""), ""]
         scenario_table(scen, peers, summary, L)

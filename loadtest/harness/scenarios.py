@@ -38,6 +38,13 @@ class Scenario:
     revalidate: bool = False
     check_script: str = ""
     rss_trace: bool = False
+    # Issue 17. h2: the scenario speaks HTTP/2 to each peer's HTTP/2 twin (peers.H2_PEERS):
+    # "tls" (ALPN h2 on the run's certificate; tls is True as well) or "h2c" (cleartext, prior
+    # knowledge). client "h2load": nghttp2's h2load, -c conns -m streams (streams per
+    # connection), instead of wrk. kind "idle" with h2 "h2c": memory per idle HTTP/2 connection
+    # beside HTTP/1.1's (compare.py's run_h2_idle).
+    h2: str = ""
+    streams: int = 1
     # `make loadtest` without LOADTEST_SCENARIOS runs the scenarios whose default is True.
     default: bool = True
 
@@ -123,7 +130,36 @@ SCENARIOS += [
                   "byte counts say how many answers carried the file"),
 ]
 
+# Issue 17: HTTP/2. h2load (Debian nghttp2-client) drives the load: -c connections, each with
+# -m concurrent streams, one thread (-t1, as wrk runs), for the run's seconds (-D). It is
+# told to speak h2 and nothing else (--npn-list=h2 over TLS; prior knowledge on http://), and
+# its summary is checked: every request done must have succeeded, no status but 2xx, the
+# negotiated protocol h2 (TLS) or h2c. Each peer's HTTP/2 twin (peers.H2_PEERS): greenhttp
+# --listen-tls (ALPN h2) or its plain --listen (h2c prior knowledge), nginx `listen ... ssl
+# http2` or `listen ... http2` (peers/nginx/nginx-h2.conf.in), Go ServeTLS with its built-in
+# HTTP/2 (--http2); Go 1.19's standard library has no h2c, so Go sits h2c and h2-idle out.
+SCENARIOS += [
+    Scenario("h2-tls", "HTTP/2 over TLS plaintext, c=100 × 10 streams", "/plaintext",
+             conns=100, streams=10, tls=True, h2="tls", client="h2load",
+             note="h2load: 100 connections, 10 concurrent streams each, ALPN h2 only"),
+    Scenario("h2c", "HTTP/2 cleartext (prior knowledge) plaintext, c=100 × 10 streams",
+             "/plaintext", conns=100, streams=10, h2="h2c", client="h2load",
+             note="h2load on http://: the connection preface first, no Upgrade; Go has no "
+                  "h2c in its standard library"),
+    Scenario("h2-1m", "HTTP/2 over TLS, 1 MiB file per stream, c=10 × 10 streams",
+             "/static/1m.bin", conns=10, streams=10, tls=True, h2="tls", client="h2load",
+             static="1m.bin", needs=("static",), rss_trace=True,
+             note="h2load over TLS (ALPN h2): 100 concurrent 1 MiB downloads; bytes/s, CPU "
+                  "per MiB and the server's RSS through the run"),
+    Scenario("h2-idle", "memory per idle HTTP/2 (h2c) connection beside HTTP/1.1's",
+             "/plaintext", conns=10000, kind="idle", h2="h2c",
+             note="idle_holder.py --h2c: the connection preface and SETTINGS, the server's "
+                  "SETTINGS and ACK awaited, then held idle; beside idle_holder.py's HTTP/1.1 "
+                  "connections (one request each) on the same server's plain port"),
+]
+
 BY_NAME = {s.name: s for s in SCENARIOS}
 # LOADTEST_SCENARIOS names that stand for several scenarios.
-GROUPS = {"https-all": [s.name for s in SCENARIOS if s.tls],
-          "static-all": [s.name for s in SCENARIOS if s.static]}
+GROUPS = {"https-all": [s.name for s in SCENARIOS if s.tls and not s.h2],
+          "static-all": [s.name for s in SCENARIOS if s.static and not s.h2],
+          "h2-all": [s.name for s in SCENARIOS if s.h2]}

@@ -5,7 +5,7 @@ import json
 import os
 import subprocess
 
-from . import procfs
+from . import h2load, procfs
 
 
 def script_for(scenario, repo, tmp):
@@ -31,6 +31,8 @@ def command(scenario, port, seconds, wrk_cpus, script, floor=True, build="build"
     scenario's minimum run length; headers: -H for this peer alone (static-304's validator)."""
     if floor:
         seconds = scenario.seconds(seconds)
+    if scenario.client == "h2load":
+        return h2load.command(scenario, port, seconds, wrk_cpus)
     if scenario.client == "tlsload":
         return ["taskset", "-c", wrk_cpus, tlsload_binary(build), "-addr", f"127.0.0.1:{port}",
                 "-path", scenario.path, "-c", str(scenario.conns), "-d", f"{seconds}s",
@@ -49,6 +51,8 @@ def command(scenario, port, seconds, wrk_cpus, script, floor=True, build="build"
 def display_command(scenario, seconds):
     """The command as a person would type it in loadtest/wrk/ (no taskset, PORT unfilled)."""
     seconds = scenario.seconds(seconds)
+    if scenario.client == "h2load":
+        return h2load.display_command(scenario, seconds)
     if scenario.client == "tlsload":
         return (f"build/loadtest/tlsload -addr 127.0.0.1:PORT -path {scenario.path} "
                 f"-c {scenario.conns} -d {seconds}s"
@@ -91,9 +95,14 @@ def measure(peer, scenario, seconds, wrk_cpus, script, headers=()):
         except subprocess.TimeoutExpired:
             return {"error": f"wrk did not finish within {seconds + 60} s"}
     cpu1 = procfs.cpu_seconds(pids)
-    r = parse(p.returncode, p.stdout, p.stderr)
-    if "error" in r:
-        return r
+    if scenario.client == "h2load":  # h2load's summary; figures kept beside an "error"
+        r = h2load.parse(scenario, seconds, p.returncode, p.stdout, p.stderr)
+        if "requests" not in r:
+            return r
+    else:
+        r = parse(p.returncode, p.stdout, p.stderr)
+        if "error" in r:
+            return r
     r["cpu_s"] = cpu1 - cpu0
     r["cpu_us_per_req"] = (r["cpu_s"] * 1e6 / r["requests"]) if r["requests"] else None
     r["peak_rss"] = rss.peak
@@ -102,5 +111,7 @@ def measure(peer, scenario, seconds, wrk_cpus, script, headers=()):
     if scenario.rss_trace:
         r["rss_samples"] = rss.samples
     if peer.proc.poll() is not None:
-        r["error"] = f"{peer.name} died during the run (exit status {peer.proc.returncode})"
+        r["error"] = "; ".join(filter(None, (
+            f"{peer.name} died during the run (exit status {peer.proc.returncode})",
+            r.get("error"))))
     return r

@@ -14,7 +14,10 @@
 //
 // --tls-cert/--tls-key serve HTTPS instead (crypto/tls, Go's defaults: TLS 1.2 and 1.3,
 // session tickets with keys Go rotates itself; Go has no server-side session cache), HTTP/1.1
-// only: HTTP/2 is turned off as greenhttp advertises only http/1.1 in ALPN (issue 15).
+// only: HTTP/2 is turned off, as the HTTPS scenarios measure HTTP/1.1 (issue 15).
+// --http2 (with --tls-cert) leaves it on: ServeTLS offers h2 then http/1.1 in ALPN and serves
+// h2 with net/http's bundled HTTP/2 server at its defaults (issue 17's h2-tls and h2-1m). Go
+// 1.19's standard library has no cleartext HTTP/2 (h2c is in golang.org/x/net only).
 package main
 
 import (
@@ -162,6 +165,7 @@ func main() {
 	readHeaderTimeout := flag.Duration("read-header-timeout", 10*time.Second, "header read timeout")
 	tlsCert := flag.String("tls-cert", "", "PEM certificate chain: serve HTTPS (with --tls-key)")
 	tlsKey := flag.String("tls-key", "", "PEM private key of --tls-cert")
+	http2 := flag.Bool("http2", false, "with --tls-cert: offer h2 in ALPN (net/http's HTTP/2)")
 	flag.String("access-log", "off", "accepted for flag compatibility with greenhttp; ignored")
 	flag.Parse()
 	if *threads > 0 {
@@ -201,7 +205,7 @@ func main() {
 			}
 		},
 	}
-	if *tlsCert != "" {
+	if *tlsCert != "" && !*http2 {
 		// A non-nil empty map turns off the automatic HTTP/2 of ServeTLS.
 		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
 	}
