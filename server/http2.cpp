@@ -601,8 +601,9 @@ bool Http2Connection::Impl::start(std::string_view settings, const Request* upgr
     if (u != 0) return false;
   }
   nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, entries, std::size(entries));
-  nghttp2_session_set_local_window_size(session, NGHTTP2_FLAG_NONE, 0,
-                                        std::max(kMinConnectionWindow, h.stream_window));
+  nghttp2_session_set_local_window_size(
+      session, NGHTTP2_FLAG_NONE, 0,
+      static_cast<int32_t>(std::max(kMinConnectionWindow, h.stream_window)));
   if (upgraded != nullptr) {
     // Stream 1 is the upgraded request, half-closed (remote): its head is the HTTP/1.1 one.
     auto* s = new Stream(*this, 1);
@@ -673,9 +674,13 @@ void Http2Connection::Impl::release_idle_memory() {
   out = ByteBuffer();  // the writer role is free: nobody uses it
   const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   for (const auto& [p, size] : big_allocs) {
-    const uintptr_t from = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
-    const uintptr_t to = (reinterpret_cast<uintptr_t>(p) + size) & ~(page - 1);
-    if (to > from) (void)madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
+    // The whole pages inside the allocation (pointer arithmetic on it, not an integer cast).
+    auto* const start = static_cast<char*>(p);
+    const uintptr_t address = reinterpret_cast<uintptr_t>(start);
+    const uintptr_t head = (page - address % page) % page;
+    if (size <= head) continue;
+    const std::size_t whole = (size - head) / page * page;
+    if (whole != 0) (void)madvise(start + head, whole, MADV_DONTNEED);
   }
 }
 
@@ -812,8 +817,6 @@ int Http2Connection::Impl::on_frame_recv(nghttp2_session* session, const nghttp2
         c->goaway(Goaway::kRapidReset, NGHTTP2_ENHANCE_YOUR_CALM);
         return NGHTTP2_ERR_CALLBACK_FAILURE;
       }
-      return 0;
-    case NGHTTP2_GOAWAY:
       return 0;
     default:
       return 0;
