@@ -191,6 +191,7 @@ struct Stream final : ResponseSink, RequestHost, BodySource {
   ByteBuffer& output() override { return pending; }
   bool flush_output() override { return push(false); }
   bool write_direct(std::string_view head, std::string_view data, std::string_view tail) override;
+  int64_t send_file(int fd, uint64_t offset, uint64_t count) override;
   bool framed() const override { return true; }
   void begin_message(int status, std::string_view content_type, std::string_view header_lines,
                      int64_t content_length) override;
@@ -251,6 +252,13 @@ struct Stream final : ResponseSink, RequestHost, BodySource {
   std::size_t queued_sent = 0;
   // A large write's bytes, sent from the handler's memory while it waits (write_direct).
   std::string_view direct;
+  // A file body (send_file), read by the writer straight into its batch: no copy of it is
+  // held anywhere else. file_short: the file ended before its declared length.
+  int file_fd = -1;
+  uint64_t file_offset = 0;
+  uint64_t file_left = 0;
+  uint64_t file_read = 0;
+  bool file_short = false;
   bool end_queued = false;
   bool submitted = false;
   int status = 0;
@@ -416,7 +424,8 @@ bool Stream::push(bool end, std::string_view direct_bytes) {
 bool Stream::wait_for_room(std::unique_lock<green::Mutex>& lock, bool direct_only) {
   bool stalled = false;
   auto full = [&] {
-    return !direct.empty() || (!direct_only && queued.size() - queued_sent >= kQueueBytes);
+    return !direct.empty() || file_left != 0 ||
+           (!direct_only && queued.size() - queued_sent >= kQueueBytes);
   };
   while (full() && !gone()) {
     if (!stalled) {
@@ -432,6 +441,7 @@ bool Stream::wait_for_room(std::unique_lock<green::Mutex>& lock, bool direct_onl
       nghttp2_submit_rst_stream(conn.session, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
       reset = true;
       direct = {};
+      file_left = 0;
       lock.unlock();
       conn.flush(false);
       lock.lock();
@@ -439,7 +449,29 @@ bool Stream::wait_for_room(std::unique_lock<green::Mutex>& lock, bool direct_onl
     }
   }
   direct = {};
+  file_left = 0;
   return !gone();
+}
+
+int64_t Stream::send_file(int fd, uint64_t offset, uint64_t count) {
+  // The head (and anything written before) goes first; then the writer reads the file into
+  // its batch as the windows allow, while this handler waits.
+  if (!push(false)) return -1;
+  std::unique_lock<green::Mutex> lock(conn.mu);
+  if (gone() || late) return -1;
+  file_fd = fd;
+  file_offset = offset;
+  file_left = count;
+  file_read = 0;
+  file_short = false;
+  nghttp2_session_resume_data(conn.session, id);
+  lock.unlock();
+  conn.flush(true);
+  lock.lock();
+  const bool ok = wait_for_room(lock, true);
+  file_fd = -1;
+  if (!ok) return -1;
+  return static_cast<int64_t>(file_read);
 }
 
 const Context& Stream::request_context() {
@@ -905,8 +937,8 @@ ssize_t Http2Connection::Impl::read_body(nghttp2_session* /*session*/, int32_t /
                                          nghttp2_data_source* source, void* /*user*/) {
   // No copy here: send_data() copies the frame's bytes straight into the write buffer.
   auto* s = static_cast<Stream*>(source->ptr);
-  const std::size_t available = s->queued.size() - s->queued_sent + s->direct.size();
-  const std::size_t n = std::min(length, available);
+  const uint64_t available = s->queued.size() - s->queued_sent + s->direct.size() + s->file_left;
+  const auto n = static_cast<std::size_t>(std::min<uint64_t>(length, available));
   if (n == available && s->end_queued) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
   } else if (n == 0) {
@@ -931,14 +963,38 @@ int Http2Connection::Impl::send_data(nghttp2_session* /*session*/, nghttp2_frame
     s->queued.clear();
     s->queued_sent = 0;
   }
-  const std::size_t from_direct = length - from_queue;
+  const std::size_t from_direct = std::min(length - from_queue, s->direct.size());
   out.append(s->direct.substr(0, from_direct));
   s->direct.remove_prefix(from_direct);
+  const std::size_t from_file = length - from_queue - from_direct;
+  if (from_file != 0) {
+    // From the page cache straight into the batch (the one copy; TLS then encrypts it).
+    char* at = out.extend(from_file);
+    std::size_t got = 0;
+    while (got < from_file && !s->file_short) {
+      const ssize_t n = green::may_block_patiently([&] {
+        return ::pread(s->file_fd, at + got, from_file - got,
+                       static_cast<off_t>(s->file_offset + got));
+      });
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        s->file_short = true;  // it shrank: the frame is padded out, the stream reset
+        break;
+      }
+      got += static_cast<std::size_t>(n);
+    }
+    if (got < from_file) std::memset(at + got, 0, from_file - got);
+    s->file_read += got;
+    s->file_offset += from_file;
+    s->file_left = s->file_short ? 0 : s->file_left - from_file;
+  }
   if (frame->data.padlen > 1) {
     std::memset(out.extend(frame->data.padlen - 1), 0, frame->data.padlen - 1);
   }
   // Progress: a handler waiting on its direct bytes restarts its stall clock.
-  if (from_direct != 0 || s->queued.size() - s->queued_sent < kQueueBytes) s->room_cv.notify_all();
+  if (from_direct != 0 || from_file != 0 || s->queued.size() - s->queued_sent < kQueueBytes) {
+    s->room_cv.notify_all();
+  }
   return 0;
 }
 
