@@ -2028,6 +2028,28 @@ class WriteTimeout(ServerCase):
             st = c.get("/static/small.txt")
             self.assertEqual((st.status, bytes(st.data)), (200, b"small\n"))
 
+    def test_file_that_shrinks_mid_send_resets_the_stream(self):
+        """A file cut short while its stream waits for the client's window: once the window
+        opens, the server finds the end early and resets the stream (INTERNAL_ERROR) instead of
+        ending it as if complete; the connection goes on."""
+        path = os.path.join(self.www, "shrinks.bin")
+        with open(path, "wb") as f:
+            f.truncate(4 * MIB)
+        before = self.server.metrics()
+        with self.h2(auto_window=False) as c:
+            sid = c.request("/static/shrinks.bin")
+            c.must(lambda: len(c.streams[sid].data) >= 65535, PROMPT * 2, "the first window")
+            os.truncate(path, 100000)  # the server holds it open: it reads the same inode
+            c.send_raw(window_update(0, 8 * MIB) + window_update(sid, 8 * MIB))
+            st = c.response(sid, PROMPT * 3)
+            self.assertReset(st, INTERNAL_ERROR, "a file that shrank", c)
+            self.assertLess(len(st.data), 4 * MIB)
+            c.send_raw(window_update(0, 65535))
+            st = c.get("/static/small.txt")
+            self.assertEqual((st.status, bytes(st.data)), (200, b"small\n"))
+        self.assertEqual(self.delta(before, "greenhttp_http2_resets_total", cause="handler"), 1)
+        os.unlink(path)
+
     def test_many_stalled_streams_stay_bounded(self):
         baseline = self.server.settled()
         rss = self.server.rss_kib()
