@@ -84,9 +84,12 @@ image-test: image
 	@# The chroot fallback as well (it needs root), so that it cannot rot where containers run.
 	@if [ "$$(id -u)" = 0 ]; then set -x; python3 deploy/image_test.py --mode chroot $(IMAGE); fi
 
+# RUN_ARGS: flags for the binary, e.g. HTTPS (and with it HTTP/2 by ALPN):
+#   make cert && make run RUN_ARGS="--listen-tls 127.0.0.1:8443 --tls-cert build/tls/server.pem --tls-key build/tls/server.key"
+RUN_ARGS ?=
 run: build
-	@echo "HTTPS: make cert && ./$(BUILD)/greenhttp --listen-tls 127.0.0.1:8443 --tls-cert $(BUILD)/tls/server.pem --tls-key $(BUILD)/tls/server.key; curl --cacert $(BUILD)/tls/ca.pem https://localhost:8443/plaintext"
-	./$(BUILD)/greenhttp
+	@echo "HTTP/2: curl --http2-prior-knowledge http://localhost:8080/plaintext (h2c); HTTPS and h2 by ALPN: make cert && make run RUN_ARGS=\"--listen-tls 127.0.0.1:8443 --tls-cert $(BUILD)/tls/server.pem --tls-key $(BUILD)/tls/server.key\", then curl --cacert $(BUILD)/tls/ca.pem https://localhost:8443/plaintext"
+	./$(BUILD)/greenhttp $(RUN_ARGS)
 
 # A throwaway CA and a server certificate for localhost in $(BUILD)/tls (config/tls/make-cert.sh;
 # ca.pem is what a client trusts), made once: delete $(BUILD)/tls for a new one.
