@@ -60,6 +60,10 @@ class BodyBudget {
     released_.fetch_add(n, std::memory_order_relaxed);
   }
 
+  // Memory freed outside the budget that a trim may give back (HTTP/2 streams' buffers):
+  // counted with released() for the MemoryReclaimer, never against the budget.
+  void note_freed(uint64_t n) { released_.fetch_add(n, std::memory_order_relaxed); }
+
   uint64_t limit() const { return limit_; }
   uint64_t in_use() const { return in_use_.load(std::memory_order_relaxed); }
   uint64_t rejections() const { return rejections_.load(std::memory_order_relaxed); }

@@ -249,7 +249,9 @@ bool Connection::try_h2c_upgrade(Request& r) {
     }
   }
   std::string settings;
-  if (settings_fields != 1 || !decode_base64url(encoded, &settings) || settings.size() % 6 != 0) {
+  // At most 32 settings (nghttp2's bound on a SETTINGS frame); more is no upgrade at all.
+  if (settings_fields != 1 || !decode_base64url(encoded, &settings) || settings.size() % 6 != 0 ||
+      settings.size() / 6 > 32) {
     return false;
   }
   buffers_->output.append(

@@ -151,6 +151,10 @@ struct Http2Connection::Impl {
   std::vector<Stream*> streams;  // every Stream alive
   int handlers = 0;              // stream green threads running
   int open_streams = 0;          // Streams nghttp2 has open
+  // Handlers still running for streams that were reset under them. With the open streams
+  // they are what a client makes the server run at once: a rapid reset closes streams but not
+  // their handlers, so a new stream past max_concurrent_streams of the two is refused.
+  int orphans = 0;
   green::ConditionVariable handlers_done;
   bool writing = false;  // a green thread holds the writer role
   bool dead = false;     // the connection is ending: streams fail
@@ -166,13 +170,16 @@ struct Http2Connection::Impl {
   green::Mutex io_mu;  // TLS only: OpenSSL's SSL is one thread's at a time
 
   // Idle memory. nghttp2 allocates a 16 KiB outbound frame buffer per session up front, which
-  // an idle connection does not need: its allocations of kBigAlloc or more are tracked, and an
-  // idle connection with nothing to send gives their whole pages back to the kernel
+  // a connection at rest does not need: the session's allocations of kBigAlloc or more made
+  // at its creation (that buffer alone) are tracked, and a connection with no stream, no open
+  // header block and nothing to send gives their whole pages back to the kernel
   // (MADV_DONTNEED: they read as zeros when nghttp2 next writes frames there, which it does
   // from their start). With the write buffer freed too, an idle HTTP/2 connection costs about
-  // what its HPACK tables and session need.
+  // what its HPACK tables and session need. (A hostile-client run found that zeroing every
+  // large allocation, the HPACK table and stream table included, crashed the server.)
   static constexpr std::size_t kBigAlloc = 16 * 1024;
   std::vector<std::pair<void*, std::size_t>> big_allocs;  // under mu (nghttp2 calls)
+  bool tracking = false;                                  // in nghttp2_session_server_new3
   void release_idle_memory();
   static void* mem_malloc(size_t size, void* user);
   static void mem_free(void* ptr, void* user);
@@ -220,6 +227,16 @@ struct Stream final : ResponseSink, RequestHost, BodySource {
   void submit_head(bool with_body);
   void fail_body(int status);
   void cancel();  // the client reset it, or the connection ends
+  // Gives `n` bytes of request body back to the flow-control windows: the stream's and the
+  // connection's while the stream is open, the connection's once it has closed.
+  void consume(std::size_t n) {
+    if (n == 0) return;
+    if (in_session) {
+      nghttp2_session_consume(conn.session, id, n);
+    } else {
+      nghttp2_session_consume_connection(conn.session, n);
+    }
+  }
 
   Http2Connection::Impl& conn;
   const int32_t id;
@@ -273,6 +290,7 @@ struct Stream final : ResponseSink, RequestHost, BodySource {
   bool in_session = true;
   bool running = false;
   bool reset = false;              // closed before the response completed (RST_STREAM either way)
+  bool orphan = false;             // reset while its handler runs: counted in Impl::orphans
   std::optional<Reset> rst_cause;  // of the RST_STREAM we submitted (counted as it is sent)
 
   std::optional<Context> context;
@@ -542,8 +560,8 @@ long Stream::read(std::span<char> buf) {
   }
   // The window opens as the handler reads (automatic WINDOW_UPDATE is off).
   bool update = false;
-  if (in_session && !conn.dead) {
-    nghttp2_session_consume(conn.session, id, n);
+  if (!conn.dead) {
+    consume(n);
     update = nghttp2_session_want_write(conn.session) != 0;
   }
   lock.unlock();
@@ -590,6 +608,10 @@ Http2Connection::Impl::~Impl() {
 void Http2Connection::Impl::release(Stream* s) {
   if (s->in_session || s->running) return;
   if (s->budget_held != 0) state.body_budget.release(s->budget_held);
+  // What a trim may hand back after a burst of streams (MemoryReclaimer).
+  state.body_budget.note_freed(sizeof(Stream) + s->fields.capacity() + s->pending.capacity() +
+                               s->queued.capacity() + s->scratch_body.capacity() +
+                               s->scratch_headers.capacity() + s->head_fields.capacity());
   streams.erase(std::find(streams.begin(), streams.end(), s));
   delete s;
 }
@@ -613,7 +635,13 @@ bool Http2Connection::Impl::start(std::string_view settings, const Request* upgr
   const Http2Options& h = options.http2;
   std::lock_guard<green::Mutex> lock(mu);
   nghttp2_mem mem{this, &Impl::mem_malloc, &Impl::mem_free, &Impl::mem_calloc, &Impl::mem_realloc};
+  // Only what the session allocates at its creation is tracked: of that, the one allocation
+  // of 16 KiB or more is the outbound frame buffer (its HPACK tables start at 4 KiB). Its
+  // pages are dead whenever nothing is queued; any later allocation may be live state (the
+  // HPACK table grown by a client, the stream table), never to be touched.
+  tracking = true;
   const int rv = nghttp2_session_server_new3(&session, cb, this, opt, &mem);
+  tracking = false;
   nghttp2_session_callbacks_del(cb);
   nghttp2_option_del(opt);
   if (rv != 0) return false;
@@ -626,11 +654,15 @@ bool Http2Connection::Impl::start(std::string_view settings, const Request* upgr
        static_cast<uint32_t>(l.max_header_bytes + l.max_target_bytes)},
       {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
   };
-  if (upgraded != nullptr) {
-    const int u = nghttp2_session_upgrade2(
-        session, reinterpret_cast<const uint8_t*>(settings.data()), settings.size(),
-        upgraded->method() == Method::kHead ? 1 : 0, nullptr);
-    if (u != 0) return false;
+  if (upgraded != nullptr &&
+      nghttp2_session_upgrade2(session, reinterpret_cast<const uint8_t*>(settings.data()),
+                               settings.size(), upgraded->method() == Method::kHead ? 1 : 0,
+                               nullptr) != 0) {
+    // Settings nghttp2 refuses (a value out of range) after the 101 has gone: our SETTINGS
+    // and GOAWAY(PROTOCOL_ERROR), not a silent close.
+    nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, entries, std::size(entries));
+    goaway(Goaway::kProtocol, NGHTTP2_PROTOCOL_ERROR);
+    return true;
   }
   nghttp2_submit_settings(session, NGHTTP2_FLAG_NONE, entries, std::size(entries));
   nghttp2_session_set_local_window_size(
@@ -659,7 +691,7 @@ bool Http2Connection::Impl::start(std::string_view settings, const Request* upgr
 }
 
 void Http2Connection::Impl::track(void* p, std::size_t size) {
-  if (p != nullptr && size >= kBigAlloc) big_allocs.emplace_back(p, size);
+  if (tracking && p != nullptr && size >= kBigAlloc) big_allocs.emplace_back(p, size);
 }
 
 void Http2Connection::Impl::untrack(void* p) {
@@ -702,7 +734,11 @@ void* Http2Connection::Impl::mem_realloc(void* ptr, size_t size, void* user) {
 
 void Http2Connection::Impl::release_idle_memory() {
   std::lock_guard<green::Mutex> lock(mu);
-  if (writing || nghttp2_session_want_write(session) != 0) return;
+  // Only a connection at rest: no stream, no header block half decoded, nothing to send.
+  if (writing || !finished() || header_block_since != 0 ||
+      nghttp2_session_want_write(session) != 0) {
+    return;
+  }
   out = ByteBuffer();  // the writer role is free: nobody uses it
   const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   for (const auto& [p, size] : big_allocs) {
@@ -765,18 +801,20 @@ int Http2Connection::Impl::on_header(nghttp2_session* session, const nghttp2_fra
   auto* c = static_cast<Impl*>(user);
   auto* s =
       static_cast<Stream*>(nghttp2_session_get_stream_user_data(session, frame->hd.stream_id));
-  if (s == nullptr || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;  // trailers: dropped
+  if (s == nullptr) return 0;
   const std::string_view n(reinterpret_cast<const char*>(name), namelen);
   const std::string_view v(reinterpret_cast<const char*>(value), valuelen);
   const Limits& l = c->options.limits;
   s->header_bytes += namelen + valuelen + 32;  // RFC 9113 6.5.2's accounting
-  // Past twice the advertised list size the block is an attack, not a mistake: the connection
-  // ends (HPACK can make a small block decode large; this bounds what we decode).
+  // Past twice the advertised list size (head and trailers together) the block is an attack,
+  // not a mistake: the connection ends. HPACK makes a small block decode large (one byte per
+  // reference to a 4 KB table entry); this bounds what one stream makes us decode.
   if (s->header_bytes > 2 * (l.max_header_bytes + l.max_target_bytes) + 4096) {
     c->goaway(Goaway::kProtocol, NGHTTP2_ENHANCE_YOUR_CALM);
     return NGHTTP2_ERR_CALLBACK_FAILURE;
   }
-  if (s->head_status != 0) return 0;  // already refused: only counted
+  if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;  // trailers: counted, dropped
+  if (s->head_status != 0) return 0;                         // already refused: only counted
   if (n == ":method") {
     s->method = v;
   } else if (n == ":path") {
@@ -823,9 +861,12 @@ int Http2Connection::Impl::on_frame_recv(nghttp2_session* session, const nghttp2
         return 0;
       }
       if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0) s->body_end = true;
-      if (c->handlers >= static_cast<int>(c->options.http2.max_concurrent_streams)) {
-        // More handlers still running than streams allowed: a client that resets streams to
-        // open more (the rapid reset's other half) gets REFUSED_STREAM, as Go's server does.
+      if (c->open_streams + c->orphans >
+          static_cast<int>(c->options.http2.max_concurrent_streams)) {
+        // Open streams (this one included) and handlers of reset streams past the limit: a
+        // client that resets streams to open more (the rapid reset's other half) gets
+        // REFUSED_STREAM, as Go's server does. A client that keeps to the limit never does
+        // (a handler still logging a completed answer is no orphan).
         s->rst_cause = Reset::kRefused;
         nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_REFUSED_STREAM);
         return 0;
@@ -888,6 +929,10 @@ int Http2Connection::Impl::on_stream_close(nghttp2_session* session, int32_t id,
     // Closed before the answer was all out: the client reset it, or the connection failed.
     s->reset = true;
     s->cancel();
+    if (s->running && !s->orphan) {
+      s->orphan = true;
+      ++c->orphans;
+    }
   }
   c->release(s);
   if (c->finished()) {
@@ -1018,15 +1063,22 @@ void Http2Connection::Impl::run_handler(Stream* s) {
     const std::string_view f(s->fields.data() + s->spans[i], s->spans[i + 1] + s->spans[i + 2]);
     s->headers.push_back({f.substr(0, s->spans[i + 1]), f.substr(s->spans[i + 1])});
   }
-  // :authority is the request's Host (RFC 9113 8.3.1): handlers look for Host.
-  if (!s->authority.empty() &&
-      std::none_of(s->headers.begin(), s->headers.end(),
-                   [](const Header& f) { return iequals(f.name, "host"); })) {
-    s->headers.push_back({"host", s->authority});
-  }
+  // :authority is the request's Host (RFC 9113 8.3.1): handlers look for Host. A Host that
+  // differs from it makes the request malformed (the RFC's SHOULD; 400, as nginx answers a
+  // Host it cannot reconcile).
   Request& r = s->request;
   std::string_view reason = s->head_reason;
   int head_status = s->head_status;
+  const auto host = std::find_if(s->headers.begin(), s->headers.end(),
+                                 [](const Header& f) { return iequals(f.name, "host"); });
+  if (!s->authority.empty()) {
+    if (host == s->headers.end()) {
+      s->headers.push_back({"host", s->authority});
+    } else if (!iequals(host->value, s->authority) && head_status == 0) {
+      head_status = 400;
+      reason = "Host differs from :authority";
+    }
+  }
   if (head_status == 0) {
     head_status =
         RequestParser::init_request(r, s->method, s->target, s->headers, s->decoded_path, &reason);
@@ -1071,6 +1123,8 @@ void Http2Connection::Impl::run_handler(Stream* s) {
       body_reason = s->body_reason;
     }
     const bool timed_out = s->deadline_ns != 0 && now_ns() >= s->deadline_ns;
+    // Decided once: an answer in time is not cut by the deadline passing while it is queued.
+    if (!timed_out) s->deadline_ns = 0;
     if (s->context && !failed && !timed_out && !w.head_sent() && w.body_bytes() == 0 &&
         s->client_gone()) {
       w.drop(499);  // the client reset the stream and nothing was written: nginx's 499
@@ -1113,6 +1167,9 @@ void Http2Connection::Impl::run_handler(Stream* s) {
       bytes = w.body_bytes();
       rst = w.broken();
     }
+    // A last push that fails on a stream still open (cannot happen once the deadline is
+    // settled above; kept as the rule) resets it: a stream is never left without an end.
+    if (!rst && !s->push(true)) rst = true;
     if (rst) {
       std::unique_lock<green::Mutex> lock(mu);
       if (!s->gone()) {
@@ -1123,8 +1180,6 @@ void Http2Connection::Impl::run_handler(Stream* s) {
       s->pending.clear();
       lock.unlock();
       flush(false);
-    } else {
-      s->push(true);
     }
   }
   metrics.record_request(status, Clock::now() - start);
@@ -1136,13 +1191,16 @@ void Http2Connection::Impl::run_handler(Stream* s) {
   metrics.http2.streams.fetch_sub(1, std::memory_order_relaxed);
   std::unique_lock<green::Mutex> lock(mu);
   s->running = false;
-  if (s->in_session && !dead && !s->body_end) {
+  if (!dead) {
     // The body the handler left unread opens the windows now (what arrives later is consumed
-    // as it arrives).
-    nghttp2_session_consume(session, s->id, s->body_in.size() - s->body_in_read);
-    s->body_in.clear();
-    s->body_in_read = 0;
+    // as it arrives), also when it had ended or the stream is closed: nghttp2 returns a
+    // closed stream's bytes to nobody, and a connection of 404s to small POSTs would run its
+    // window down to nothing.
+    s->consume(s->body_in.size() - s->body_in_read);
   }
+  s->body_in = ByteBuffer();
+  s->body_in_read = 0;
+  if (s->orphan) --orphans;
   if (s->context) s->context.reset();
   s->cancel_context = nullptr;
   release(s);
