@@ -260,7 +260,8 @@ struct Stream final : ResponseSink, RequestHost, BodySource {
   int body_error = 0;
   std::string_view body_reason;
   green::ConditionVariable body_cv;
-  std::string collected;  // read_all()
+  std::string collected;          // read_all()
+  bool expects_continue = false;  // the handler's first read sends a 100 (handler's)
   uint64_t budget_held = 0;
 
   // The response. `pending` is the handler's; `queued` is the writer's (under conn.mu).
@@ -527,6 +528,18 @@ long Stream::read(std::span<char> buf) {
   if (buf.empty()) return 0;
   std::unique_lock<green::Mutex> lock(conn.mu);
   const ServerOptions& o = conn.options;
+  if (expects_continue) {
+    // Expect: 100-continue: the interim 100 (a HEADERS without END_STREAM) on the handler's
+    // first read, never once its answer has begun, as on HTTP/1.1 (Go does the same on h2).
+    expects_continue = false;
+    if (!submitted && !gone()) {
+      nghttp2_nv status = make_nv(":status", "100");
+      nghttp2_submit_headers(conn.session, NGHTTP2_FLAG_NONE, id, nullptr, &status, 1, nullptr);
+      lock.unlock();
+      conn.flush(false);
+      lock.lock();
+    }
+  }
   for (;;) {
     if (body_error != 0) return -1;
     if (body_in.size() > body_in_read) break;
@@ -1100,6 +1113,7 @@ void Http2Connection::Impl::run_handler(Stream* s) {
   {
     std::lock_guard<green::Mutex> lock(mu);
     r.body().reset({}, s->body_end && s->body_in.empty() ? nullptr : s);
+    s->expects_continue = !s->body_end && iequals(r.header("expect"), "100-continue");
   }
   if (const int64_t ht = options.handler_timeout.count(); ht != 0)
     s->deadline_ns = s->started_ns + ht;
