@@ -24,11 +24,14 @@
 //
 // Limits (ServerOptions::http2; each a flag with a default, tests/http/http2_test.py attacks
 // each):
-//   - SETTINGS_MAX_CONCURRENT_STREAMS (100); a stream beyond it, or beyond that many handlers
-//     still running (a client that resets streams whose handlers still run), is refused with
-//     RST_STREAM(REFUSED_STREAM), as Go does.
+//   - SETTINGS_MAX_CONCURRENT_STREAMS (100), enforced by nghttp2 (REFUSED_STREAM before the
+//     client acknowledged it, a connection error after); and a new stream while the open
+//     streams plus the handlers of reset streams reach it is refused with
+//     RST_STREAM(REFUSED_STREAM), as Go does (a client that resets streams whose handlers still
+//     run cannot make the server run more of them).
 //   - Header list: the HTTP/1.1 limits (--max-header-bytes, --max-headers, --max-target-bytes)
-//     answer 431 and 414, and a header block past twice the list size ends the connection.
+//     answer 431 and 414, and a stream's header blocks (head and trailers) past twice the list
+//     size end the connection (HPACK bombs).
 //   - Rapid reset (CVE-2023-44487): RST_STREAMs from the client take a token from a bucket of
 //     2R refilled at R a second (--http2-reset-rate); an empty bucket is GOAWAY
 //     (ENHANCE_YOUR_CALM) and the end of the connection. SETTINGS, PING, PRIORITY and empty
