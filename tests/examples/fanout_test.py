@@ -187,8 +187,12 @@ class FanoutTest(unittest.TestCase):
     def test_many_requests_at_once_each_meet_the_deadline(self):
         # 40 requests in parallel, each its own green thread making three calls: every answer
         # is on time with both fast bodies, and all 40 slow calls are cancelled (no socket to
-        # the slow upstream is left open for its 20 s).
-        args = ["--deadline", "300ms"]
+        # the slow upstream is left open for its 20 s). A deadline of its own, 1 s: the burst
+        # is 80 connections to Python upstreams that start a thread each, and with 300 ms the
+        # fast ones were late in most TSan runs on a busy machine (the code before HTTP/2 too,
+        # 6 runs in 6): the test is about every answer being on time, not about Python's speed.
+        burst_deadline = 1.0
+        args = ["--deadline", "1000ms"]
         for up in (self.alpha, self.slow, self.beta):
             args += ["--upstream", up.url]
         n = 40
@@ -211,16 +215,16 @@ class FanoutTest(unittest.TestCase):
                 self.assertIsInstance(r, tuple, r)
                 took, status, _, doc = r
                 self.assertEqual(status, 200)
-                self.assertLess(took, DEADLINE + 2 * MARGIN, doc)
+                self.assertLess(took, burst_deadline + 2 * MARGIN, doc)
                 self.assertEqual([u.get("body") for u in doc["upstreams"]],
                                  ["alpha", None, 'be"ta\n'], doc)
                 self.assertTrue(doc["upstreams"][1]["late"])
-            deadline = time.monotonic() + DEADLINE + 2 * MARGIN
+            deadline = time.monotonic() + burst_deadline + 2 * MARGIN
             while len(self.slow.closed) < n and time.monotonic() < deadline:
                 self.slow.closed_event.wait(0.05)  # woken by each hang-up, bounded
                 self.slow.closed_event.clear()
             self.assertEqual(len(self.slow.closed), n)
-            self.assertLess(max(self.slow.closed) - t0, DEADLINE + 2 * MARGIN)
+            self.assertLess(max(self.slow.closed) - t0, burst_deadline + 2 * MARGIN)
 
     def test_client_hanging_up_cancels_the_upstream_calls(self):
         args = ["--deadline", "20s", "--upstream", self.slow.url]
