@@ -15,6 +15,7 @@
 #include "green/http/status.h"
 #include "server/buffer_pool.h"
 #include "server/file_pieces.h"
+#include "server/http_text.h"
 #include "server/server_state.h"
 
 namespace green::http {
@@ -224,18 +225,7 @@ bool Connection::try_h2c_upgrade(Request& r) {
   if (tls_ || !server_.options().http2.cleartext || r.version_minor() != 1) return false;
   bool h2c = false;
   for (const Header& f : r.headers()) {
-    if (!iequals(f.name, "upgrade")) continue;
-    std::string_view v = f.value;
-    while (!v.empty()) {
-      const std::size_t comma = v.find(',');
-      std::string_view token = v.substr(0, comma);
-      while (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
-        token.remove_prefix(1);
-      while (!token.empty() && (token.back() == ' ' || token.back() == '\t'))
-        token.remove_suffix(1);
-      if (iequals(token, "h2c")) h2c = true;
-      v.remove_prefix(comma == std::string_view::npos ? v.size() : comma + 1);
-    }
+    if (iequals(f.name, "upgrade") && has_token(f.value, "h2c")) h2c = true;
   }
   if (!h2c || parser_.body_streaming()) return false;
   const std::string_view length = r.header("content-length");
@@ -645,13 +635,8 @@ void Connection::finish_with_error(int status, std::string_view reason) {
 }
 
 void Connection::append_error(int status, std::string_view reason) {
-  const std::string_view phrase = status_line(status).substr(9);
-  std::string text(phrase.substr(0, phrase.size() - 2));
-  if (!reason.empty()) {
-    text += ": ";
-    text += reason;
-  }
-  append_error_response(buffers_->output, status, text, status == 503 ? kRetryAfterLine : "");
+  append_error_response(buffers_->output, status, error_text(status, reason),
+                        status == 503 ? kRetryAfterLine : "");
 }
 
 void Connection::linger_close() {

@@ -22,6 +22,7 @@
 #include "green/sync.h"
 #include "server/byte_buffer.h"
 #include "server/date_cache.h"
+#include "server/http_text.h"
 #include "server/request_parser.h"
 #include "server/server_state.h"
 
@@ -1128,9 +1129,7 @@ void Http2Connection::Impl::run_handler(Stream* s) {
   {
     ResponseWriter w(*s, s->scratch_body, s->scratch_headers, r.method(), 1, true);
     if (head_status != 0) {
-      w.send(head_status, "text/plain; charset=utf-8",
-             std::string(status_line(head_status).substr(9, status_line(head_status).size() - 11)) +
-                 ": " + std::string(reason) + "\n");
+      w.send(head_status, "text/plain; charset=utf-8", error_text(head_status, reason) + "\n");
     } else {
       failed = server.dispatch(r, w);
     }
@@ -1174,10 +1173,8 @@ void Http2Connection::Impl::run_handler(Stream* s) {
     } else if (body_error != 0 && !w.head_sent() && body_error != 499) {
       w.drop(body_error);
       ResponseWriter error(*s, s->scratch_body, s->scratch_headers, r.method(), 1, true);
-      error.send(
-          body_error, "text/plain; charset=utf-8",
-          std::string(status_line(body_error).substr(9, status_line(body_error).size() - 11)) +
-              ": " + std::string(body_reason) + "\n");
+      error.send(body_error, "text/plain; charset=utf-8",
+                 error_text(body_error, body_reason) + "\n");
       error.finish();
       status = body_error;
     } else {

@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 #include <string_view>
 
 #include "green/http/request.h"  // iequals
+#include "green/http/status.h"
 
 namespace green::http {
 
@@ -37,6 +39,18 @@ inline bool has_token(std::string_view list, std::string_view token) {
     list.remove_prefix(comma + 1);
   }
   return false;
+}
+
+// The text of an error answer: "Request Header Fields Too Large: too many header fields" (the
+// reason phrase alone when `reason` is empty). HTTP/1.1's error responses and HTTP/2's share it.
+inline std::string error_text(int status, std::string_view reason) {
+  const std::string_view line = status_line(status);  // "HTTP/1.1 431 Phrase\r\n"
+  std::string text(line.substr(9, line.size() - 11));
+  if (!reason.empty()) {
+    text += ": ";
+    text += reason;
+  }
+  return text;
 }
 
 }  // namespace green::http
