@@ -22,7 +22,9 @@ struct DateLine {
 
 // noinline: the thread_local's address is computed on each call, never cached across a
 // green-thread switch in the caller (which may resume on another OS thread).
-__attribute__((noinline)) void append_date_header(ByteBuffer& out) {
+namespace {
+// This OS thread's "Date: ...\r\n" line for the current second.
+const DateLine& current_date_line() {
   thread_local DateLine line;
   timespec now{};
   clock_gettime(CLOCK_REALTIME_COARSE, &now);
@@ -34,7 +36,18 @@ __attribute__((noinline)) void append_date_header(ByteBuffer& out) {
     line.length = n + 8;
     line.second = now.tv_sec;
   }
+  return line;
+}
+}  // namespace
+
+__attribute__((noinline)) void append_date_header(ByteBuffer& out) {
+  const DateLine& line = current_date_line();
   out.append({line.text, line.length});
+}
+
+std::string_view current_http_date() {
+  const DateLine& line = current_date_line();
+  return {line.text + 6, line.length - 8};
 }
 
 std::string format_http_date(std::time_t t) {

@@ -8,6 +8,7 @@
 
 #include <ctime>
 #include <string>
+#include <string_view>
 
 #include "green/http/response.h"
 #include "server/byte_buffer.h"
@@ -16,6 +17,9 @@ namespace green::http {
 
 // Appends "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n" for the current second.
 void append_date_header(ByteBuffer& out);
+// The same date alone ("Sun, 06 Nov 1994 08:49:37 GMT", as HTTP/2's date field carries it): a
+// view of this OS thread's copy, to be copied before the caller parks.
+std::string_view current_http_date();
 
 // format_http_date() is public: include/green/http/response.h.
 

@@ -318,9 +318,7 @@ void Stream::begin_message(int st, std::string_view content_type, std::string_vi
                   static_cast<char>('0' + st % 10), 0};
   add(":status", {code, 3}, false);
   add("server", "greenhttp", false);
-  ByteBuffer date;
-  append_date_header(date);  // "Date: ...\r\n"
-  add("date", date.view().substr(6, date.size() - 8), false);
+  add("date", current_http_date(), false);
   if (!content_type.empty()) add("content-type", content_type, false);
   if (content_length >= 0) {
     const std::string n = std::to_string(content_length);
