@@ -288,8 +288,27 @@ class Chroot:
              sys.executable, os.path.abspath(__file__), "--exec-in-root", self.rootfs,
              str(uid), str(gid), self.image.workdir, json.dumps(self.image.env), "--", *argv],
             stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_for_own_netns()
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=4, initializer=join_netns, initargs=(self.proc.pid,))
+
+    def wait_for_own_netns(self):
+        """Popen returns once `unshare` is exec'd, before it has made the new namespace: a thread
+        that joined /proc/PID/ns/net then would join this machine's own network and ask its
+        127.0.0.1:8080 (connection refused, every time: a thread joins once). Wait for it."""
+        ours = os.readlink("/proc/self/ns/net")
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if os.readlink(f"/proc/{self.proc.pid}/ns/net") != ours:
+                    return
+            except FileNotFoundError:
+                pass
+            if not self.alive():
+                raise CheckFailed(f"the server exited before starting; its output:\n{self.logs()}")
+            if time.monotonic() > deadline:
+                raise CheckFailed("unshare did not make a network namespace within 10s")
+            time.sleep(0.01)  # polling an observable state (the namespace link), under a deadline
 
     def alive(self):
         return self.proc.poll() is None
@@ -386,7 +405,8 @@ def wait_ready(target):
         except (OSError, CheckFailed) as e:
             last = str(e)
         time.sleep(0.1)  # polling an observable state (the listener), under a deadline
-    raise CheckFailed(f"/healthz did not answer 200 within {READY_TIMEOUT_S}s ({last})")
+    raise CheckFailed(f"/healthz did not answer 200 within {READY_TIMEOUT_S}s ({last}); "
+                      f"the server's output:\n{target.logs()}")
 
 
 def checks(target):
