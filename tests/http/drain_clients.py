@@ -14,7 +14,6 @@ What a client may see after a request it has fully sent (RFC 9112 §9.6, nginx a
 Anything else is a failure: a reset (ECONNRESET) or a truncated response. Prints one summary
 line (key=value) and exits 1 if any client failed, 2 if the run exceeded its time bound.
 """
-import errno
 import os
 import signal
 import socket

@@ -66,6 +66,8 @@ import tempfile
 import time
 import unittest
 
+from binary_harness import Metrics, ServerProcess, wait_until
+
 try:
     import h2.config
     import h2.connection
@@ -107,23 +109,6 @@ EARLIEST = 0.75
 # the Release tree checks the real bound.
 RSS_GROWTH_LIMIT_KIB = (128 if SLOW else 32) << 10
 MIB = 1 << 20
-
-
-def wait_until(pred, limit, pause=0.005):
-    """Waits until pred() holds or `limit` seconds pass; returns whether it held."""
-    deadline = time.monotonic() + limit
-    while True:
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(pause)  # polling an observable state, bounded by the deadline
-        pause = min(pause * 2, 0.05)
-
-
-def read_text(path):
-    with open(path) as f:
-        return f.read()
 
 
 def sha(data):
@@ -934,32 +919,6 @@ def curl(url, *args, limit=None):
 # --- the server ------------------------------------------------------------------------------
 
 
-class Metrics:
-    """One /metrics scrape: sum(name, label=value, ...) over the matching samples."""
-
-    LINE = re.compile(r'^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$')
-    LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-    def __init__(self, text):
-        self.text = text
-        self.samples = []
-        for line in text.splitlines():
-            m = self.LINE.match(line)
-            if m and not line.startswith("#"):
-                labels = dict(self.LABEL.findall(m.group(2) or ""))
-                self.samples.append((m.group(1), labels, float(m.group(3))))
-
-    def find(self, name, **labels):
-        return [(l, v) for n, l, v in self.samples
-                if n == name and all(l.get(k) == want for k, want in labels.items())]
-
-    def sum(self, name, **labels):
-        return sum(v for _, v in self.find(name, **labels))
-
-    def has(self, name, **labels):
-        return bool(self.find(name, **labels))
-
-
 CERTS = {}
 
 
@@ -971,73 +930,13 @@ def make_certs(directory):
                  key=os.path.join(directory, "server.key"))
 
 
-class Server:
+class Server(ServerProcess):
     """build/greenhttp in a child process, on 127.0.0.1 with its port(s) known."""
 
     def __init__(self, args, run_dir, tls=False, plain=True):
-        self.run_dir = run_dir
-        self.stderr_path = os.path.join(run_dir, "stderr")
-        port_file = os.path.join(run_dir, "port")
-        tls_port_file = os.path.join(run_dir, "tls-port")
-        argv = [BINARY, "--access-log", "off", "--threads", "2"]
-        argv += ["--listen", "127.0.0.1:0", "--port-file", port_file] if plain else \
-            ["--listen", "off"]
-        files = [port_file] if plain else []
-        if tls:
-            argv += ["--listen-tls", "127.0.0.1:0", "--tls-port-file", tls_port_file,
-                     "--tls-cert", CERTS["cert"], "--tls-key", CERTS["key"]]
-            files.append(tls_port_file)
-        self.argv = argv + list(args)
-        with open(self.stderr_path, "w") as err:
-            self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=err)
-        ready = wait_until(lambda: all(os.path.exists(f) for f in files)
-                           or self.proc.poll() is not None, 20)
-        if not ready or self.proc.poll() is not None:
-            self.kill()
-            raise AssertionError("greenhttp %s did not start (exit %s): %s" % (
-                " ".join(args), self.proc.returncode, self.stderr()[-2000:]))
-        self.port = int(read_text(port_file)) if plain else None
-        self.tls_port = int(read_text(tls_port_file)) if tls else None
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def stderr(self):
-        with open(self.stderr_path, errors="replace") as f:
-            return f.read()
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def fds(self):
-        return len(os.listdir("/proc/%d/fd" % self.pid))
-
-    def rss_kib(self):
-        with open("/proc/%d/status" % self.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise AssertionError("no VmRSS for %d" % self.pid)
-
-    def tcp_sockets(self):
-        """(state, local port, remote port) of each TCP socket this process holds open."""
-        inodes = set()
-        for fd in os.listdir("/proc/%d/fd" % self.pid):
-            try:
-                target = os.readlink("/proc/%d/fd/%s" % (self.pid, fd))
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        out = []
-        with open("/proc/net/tcp") as f:
-            for line in f.readlines()[1:]:
-                parts = line.split()
-                if parts[9] in inodes:
-                    out.append((parts[3], int(parts[1].split(":")[1], 16),
-                                int(parts[2].split(":")[1], 16)))
-        return out
+        super().__init__(BINARY, run_dir, args, plain=plain, tls=tls, tls_args=[
+            "--listen-tls", "127.0.0.1:0", "--tls-cert", CERTS.get("cert"),
+            "--tls-key", CERTS.get("key")] if tls else ())
 
     def connection_ports(self):
         """The client ports of the connections the server holds open (not the listeners)."""
@@ -1063,19 +962,6 @@ class Server:
             raise AssertionError("HTTP/2 connections still open: %s" % self.metrics().find(
                 "greenhttp_http2_connections"))
         return self.green_threads()
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-    def sanitizer_report(self):
-        err = self.stderr()
-        for mark in ("AddressSanitizer", "ThreadSanitizer", "LeakSanitizer", "runtime error:"):
-            if mark in err:
-                at = err.index(mark)
-                return err[max(0, at - 200):][:3000]
-        return None
 
 
 def setUpModule():

@@ -66,6 +66,8 @@ import time
 import unittest
 import urllib.parse
 
+from binary_harness import ServerProcess, wait_until
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -89,18 +91,6 @@ BINARY, SLOW, UNITTEST_ARGS = parse_argv()
 PROMPT = 3.0 if SLOW else 1.5
 BIG_SIZE = (64 if SLOW else 200) << 20
 RSS_GROWTH_LIMIT_KIB = (64 if SLOW else 32) << 10
-
-
-def wait_until(pred, limit, pause=0.005):
-    """Waits until pred() holds or `limit` seconds pass; returns whether it held."""
-    deadline = time.monotonic() + limit
-    while True:
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(pause)  # polling an observable state, bounded by the deadline
-        pause = min(pause * 2, 0.05)
 
 
 def http_date(t):
@@ -299,79 +289,12 @@ def inq(sock):
 # --- the server ------------------------------------------------------------------------------
 
 
-class Server:
+class Server(ServerProcess):
     """build/greenhttp in a child process, on 127.0.0.1 with its port known."""
 
     def __init__(self, args, run_dir, preexec_fn=None, tls=False):
-        self.run_dir = run_dir
-        self.stderr_path = os.path.join(run_dir, "stderr")
-        port_file = os.path.join(run_dir, "port")
-        tls_port_file = os.path.join(run_dir, "tls-port")
-        argv = [BINARY, "--listen", "127.0.0.1:0", "--port-file", port_file,
-                "--access-log", "off", "--threads", "2"] + list(args)
-        if tls:
-            argv += ["--listen-tls", "127.0.0.1:0", "--tls-port-file", tls_port_file]
-            port_file = tls_port_file  # written after the plain one
-        self.argv = argv
-        with open(self.stderr_path, "w") as err:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err,
-                                         preexec_fn=preexec_fn)
-        ready = wait_until(lambda: os.path.exists(port_file) or self.proc.poll() is not None,
-                           20)
-        if not ready or self.proc.poll() is not None:
-            self.kill()
-            raise AssertionError("greenhttp %s did not start (exit %s): %s" % (
-                " ".join(args), self.proc.returncode, self.stderr()[-2000:]))
-        with open(os.path.join(run_dir, "port")) as f:
-            self.port = int(f.read())
-        self.tls_port = None
-        if tls:
-            with open(tls_port_file) as f:
-                self.tls_port = int(f.read())
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def stderr(self):
-        with open(self.stderr_path, errors="replace") as f:
-            return f.read()
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def fds(self):
-        return len(os.listdir("/proc/%d/fd" % self.pid))
-
-    def rss_kib(self):
-        with open("/proc/%d/status" % self.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise AssertionError("no VmRSS for %d" % self.pid)
-
-    def tcp_sockets(self):
-        """(state, local port, remote port) of each TCP socket this process holds open (its
-        descriptors' inodes in /proc/net/tcp); state 0A is LISTEN, 01 ESTABLISHED."""
-        inodes = set()
-        for fd in os.listdir("/proc/%d/fd" % self.pid):
-            try:
-                target = os.readlink("/proc/%d/fd/%s" % (self.pid, fd))
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        out = []
-        with open("/proc/net/tcp") as f:
-            for line in f.readlines()[1:]:
-                parts = line.split()
-                if parts[9] in inodes:
-                    out.append((parts[3], int(parts[1].split(":")[1], 16),
-                                int(parts[2].split(":")[1], 16)))
-        return out
-
-    def listening_ports(self):
-        return {local for state, local, _ in self.tcp_sockets() if state == "0A"}
+        super().__init__(BINARY, run_dir, args, tls=tls, preexec_fn=preexec_fn,
+                         tls_args=["--listen-tls", "127.0.0.1:0"])
 
     def connection_ports(self):
         """The client ports of the connections the server holds open on its public port."""
@@ -383,19 +306,6 @@ class Server:
         if not wait_until(lambda: not self.connection_ports(), PROMPT * 2):
             raise AssertionError("connections still open: %s" % self.connection_ports())
         return self.fds()
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-    def sanitizer_report(self):
-        err = self.stderr()
-        for mark in ("AddressSanitizer", "ThreadSanitizer", "LeakSanitizer", "runtime error:"):
-            if mark in err:
-                at = err.index(mark)
-                return err[max(0, at - 200):][:3000]
-        return None
 
 
 class ServerCase(unittest.TestCase):

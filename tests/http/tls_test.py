@@ -27,7 +27,6 @@ line on stderr, a closed socket); all traffic goes to 127.0.0.1.
 
 import hashlib
 import os
-import re
 import shutil
 import signal
 import socket
@@ -37,6 +36,8 @@ import sys
 import tempfile
 import threading
 import time
+
+from binary_harness import Metrics, ServerProcess, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAKE_CERT = os.path.join(ROOT, "config", "tls", "make-cert.sh")
@@ -56,18 +57,6 @@ class Failed(Exception):
 def check(cond, message):
     if not cond:
         raise Failed(message)
-
-
-def wait_until(pred, limit, pause=0.01):
-    """Waits until pred() holds or `limit` seconds pass; returns whether it held."""
-    deadline = time.monotonic() + limit
-    while True:
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(pause)  # polling an observable state, bounded by the deadline
-        pause = min(pause * 2, 0.05)
 
 
 # --- certificates -------------------------------------------------------------------------
@@ -236,67 +225,17 @@ def client_hello(ctx):
 # --- the server ----------------------------------------------------------------------------
 
 
-class Metrics:
-    """One /metrics scrape: sum(name, label=value, ...) over the matching samples."""
-
-    LINE = re.compile(r'^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$')
-    LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-    def __init__(self, text):
-        self.samples = []
-        for line in text.splitlines():
-            m = self.LINE.match(line)
-            if m and not line.startswith("#"):
-                labels = dict(self.LABEL.findall(m.group(2) or ""))
-                self.samples.append((m.group(1), labels, float(m.group(3))))
-
-    def find(self, name, **labels):
-        return [(l, v) for n, l, v in self.samples
-                if n == name and all(l.get(k) == want for k, want in labels.items())]
-
-    def sum(self, name, **labels):
-        return sum(v for _, v in self.find(name, **labels))
-
-    def has(self, name):
-        return any(n == name for n, _, _ in self.samples)
-
-
-class Server:
-    """build/greenhttp in a child process with its TLS port (and plain port, if any) known."""
+class Server(ServerProcess):
+    """build/greenhttp in a child process with its TLS port (and plain port, if any) known; the
+    TLS listener comes from `args` (--listen-tls and the certificate, or a config file)."""
 
     def __init__(self, binary, tmp, name, args, plain=True, tls_ctx=None):
         self.name = name
-        self.dir = os.path.join(tmp, name)
-        os.makedirs(self.dir, exist_ok=True)
-        self.stderr_path = os.path.join(self.dir, "stderr")
-        tls_port_file = os.path.join(self.dir, "tls-port")
-        port_file = os.path.join(self.dir, "port")
-        argv = [binary, "--access-log", "off", "--threads", "2", "--tls-port-file", tls_port_file]
-        if plain:
-            argv += ["--listen", "127.0.0.1:0", "--port-file", port_file]
-        else:
-            argv += ["--listen", "off"]
         self.tls_ctx = tls_ctx  # for /metrics over TLS when there is no plain listener
-        self.proc = subprocess.Popen(argv + args, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.stderr_path, "w"))
-        files = [tls_port_file] + ([port_file] if plain else [])
-        ready = wait_until(lambda: all(os.path.exists(f) for f in files)
-                           or self.proc.poll() is not None, 20)
-        if not ready or self.proc.poll() is not None:
-            self.kill()
-            raise Failed("%s did not start (exit %s): %s" % (name, self.proc.returncode,
-                                                              self.stderr()))
-        self.tls_port = int(open(tls_port_file).read())
-        self.port = int(open(port_file).read()) if plain else None
-
-    def stderr(self):
-        return open(self.stderr_path, errors="replace").read()
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def fds(self):
-        return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+        try:
+            super().__init__(binary, os.path.join(tmp, name), args, plain=plain, tls=True)
+        except AssertionError as e:
+            raise Failed("%s: %s" % (name, e))
 
     def metrics(self):
         if self.port is not None:
@@ -318,31 +257,6 @@ class Server:
 
         wait_until(reached, limit or PROMPT * 3)
         return seen[0]
-
-    def signal(self, sig):
-        self.proc.send_signal(sig)
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self, limit=15):
-        """SIGTERM; returns the exit status (or a string saying it had to be killed)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return "killed after %d s" % limit
-
-    def sanitizer_report(self):
-        err = self.stderr()
-        for mark in ("AddressSanitizer", "ThreadSanitizer", "LeakSanitizer", "runtime error:"):
-            if mark in err:
-                return err[err.index(mark) - 200 if err.index(mark) > 200 else 0:][:3000]
-        return None
 
 
 def failures_by_reason(server):
