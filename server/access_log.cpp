@@ -72,7 +72,9 @@ void fill_access_record(AccessRecord& rec, const Request* r, std::string_view re
   std::size_t n = 0;
   auto put = [&](std::string_view s) {
     const std::size_t k = std::min(s.size(), sizeof line - n);
-    std::memcpy(line + n, s.data(), k);
+    // An empty view may have no data (an HTTP/2 request refused before its :method or :path
+    // was read): memcpy's pointers must not be null even for 0 bytes.
+    if (k != 0) std::memcpy(line + n, s.data(), k);
     n += k;
   };
   put(r->method_name());
