@@ -13,6 +13,10 @@
 //   * an input that starts with "|~|" (an empty first chunk) is served by a second server with
 //     small limits (64-byte target, 256-byte head, 4 headers, 4 KiB read buffer, 4 KiB body),
 //     so buffer-full and limit edges are reached with short inputs.
+//   * an input whose first bytes (after that "|~|") are HTTP/2's client preface is served by a
+//     server with h2c on (with the normal or the small limits): the HTTP/2 connection
+//     (server/http2.cpp) over nghttp2, its stream green threads and its writer. Such seeds are
+//     the corpus's h2-* files (tests/http/fuzz/make_h2_corpus.py writes them).
 // After the last chunk the harness shuts down its write side and reads until end of stream.
 //
 // Invariants checked (each failure prints what broke and aborts, which libFuzzer records as a
@@ -24,6 +28,11 @@
 //   * what came back parses as a sequence of whole HTTP/1.1 responses: status line with a
 //     status in 100..599, header lines, a body framed by Content-Length or chunked coding
 //     (none for 1xx, 204, 304 and answers to HEAD), nothing after a Connection: close one;
+//   * for HTTP/2: what came back is a sequence of whole frames, the server's SETTINGS first;
+//     only the types a server sends (no PUSH_PROMISE, PRIORITY or unknown types), each on the
+//     stream kind it belongs to, with the sizes RFC 9113 gives the control frames; every
+//     header block decodes (one HPACK decoder over the connection, as a client has) and starts
+//     with a :status in 100..599; after a GOAWAY, no stream above its last stream id;
 //   * no crash, no sanitizer report, no leak (build-fuzz runs ASan+UBSan; LSan at exit).
 // CONNECTION_FUZZ_SKIP_STALL_CHECK=1 drops the first check, to explore past a known stall;
 // CONNECTION_FUZZ_VERBOSE=1 prints each input's size, chunks and answer size.
@@ -40,6 +49,7 @@
 // (tests/http/connection_fuzz_replay_test.cpp).
 #include <fcntl.h>
 #include <linux/sockios.h>
+#include <nghttp2/nghttp2.h>
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -47,6 +57,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
@@ -62,6 +73,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "green/green.h"
@@ -99,6 +111,8 @@ struct Runtime {
   green::handlers::AppState* context = nullptr;
   Server* normal = nullptr;
   Server* small = nullptr;
+  Server* h2 = nullptr;
+  Server* h2_small = nullptr;
   std::unique_ptr<green::http::AccessLog> access_log;
   std::string static_dir;
   std::atomic<int> ready{0};
@@ -106,7 +120,7 @@ struct Runtime {
 };
 Runtime* g_runtime = nullptr;
 
-green::http::ServerOptions options(bool small) {
+green::http::ServerOptions options(bool small, bool h2) {
   green::http::ServerOptions o;
   o.listen = "127.0.0.1:0";  // never bound: connections come through serve_connection
   o.read_header_timeout = std::chrono::seconds(30);
@@ -114,8 +128,9 @@ green::http::ServerOptions options(bool small) {
   o.write_timeout = std::chrono::seconds(30);
   o.shutdown_timeout = std::chrono::seconds(1);
   o.limits.max_body_bytes = 64 * 1024;
-  // The oracle reads HTTP/1.1 responses: the h2c preface must stay a 505 here.
-  o.http2.cleartext = false;
+  // The HTTP/1.1 servers' oracle reads HTTP/1.1 responses: the h2c preface must stay a 505
+  // there.
+  o.http2.cleartext = h2;
   if (small) {
     o.limits.max_target_bytes = 64;
     o.limits.max_header_bytes = 256;
@@ -169,14 +184,18 @@ Runtime& runtime() {
         green::handlers::register_static(*rt->router, *rt->context);
         green::handlers::register_observability(*rt->router, *rt->context);
         rt->access_log->start();
-        rt->normal = new Server(options(false), *rt->router, rt->access_log.get());
-        rt->small = new Server(options(true), *rt->router, rt->access_log.get());
+        rt->normal = new Server(options(false, false), *rt->router, rt->access_log.get());
+        rt->small = new Server(options(true, false), *rt->router, rt->access_log.get());
+        rt->h2 = new Server(options(false, true), *rt->router, rt->access_log.get());
+        rt->h2_small = new Server(options(true, true), *rt->router, rt->access_log.get());
         rt->context->server = rt->normal;
         rt->ready.store(1);
         rt->ready.notify_all();
         rt->stop.wait();
         delete rt->normal;  // waits for connection green threads (none are left)
         delete rt->small;
+        delete rt->h2;
+        delete rt->h2_small;
         delete rt->context;
         delete rt->router;
         rt->access_log->stop();
@@ -340,6 +359,184 @@ bool parse_responses(std::string_view s, std::size_t at, bool head_possible,
   return true;
 }
 
+// ---- The HTTP/2 frame stream checker ------------------------------------------------------
+
+constexpr std::string_view kH2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+uint32_t be(std::string_view s, std::size_t at, int bytes) {
+  uint32_t v = 0;
+  for (int i = 0; i < bytes; ++i)
+    v = v << 8 | static_cast<uint8_t>(s[at + static_cast<std::size_t>(i)]);
+  return v;
+}
+
+// Decodes one header block with the connection's decoder: the :status it starts with
+// (100..599), 0 if it starts with another field or is empty (trailers), -1 if it does not
+// decode whole or has a bad :status.
+int decode_header_block(nghttp2_hd_inflater* inflater, std::string_view block) {
+  auto* in = reinterpret_cast<const uint8_t*>(block.data());
+  std::size_t left = block.size();
+  bool first = true;
+  int status = 0;
+  for (;;) {
+    nghttp2_nv nv;
+    int flags = 0;
+    const ssize_t n = nghttp2_hd_inflate_hd2(inflater, &nv, &flags, in, left, 1);
+    if (n < 0) return -1;
+    in += n;
+    left -= static_cast<std::size_t>(n);
+    if ((flags & NGHTTP2_HD_INFLATE_EMIT) != 0) {
+      if (first) {
+        const std::string_view name(reinterpret_cast<const char*>(nv.name), nv.namelen);
+        const std::string_view value(reinterpret_cast<const char*>(nv.value), nv.valuelen);
+        if (name == ":status") {
+          if (value.size() != 3 || value[0] < '1' || value[0] > '5' ||
+              !std::isdigit(static_cast<unsigned char>(value[1])) ||
+              !std::isdigit(static_cast<unsigned char>(value[2]))) {
+            return -1;
+          }
+          status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
+        }
+        first = false;
+      } else if (std::string_view(reinterpret_cast<const char*>(nv.name), nv.namelen)
+                     .starts_with(':')) {
+        return -1;  // a pseudo-header after a regular field, or a second one
+      }
+    }
+    if ((flags & NGHTTP2_HD_INFLATE_FINAL) != 0) {
+      nghttp2_hd_inflate_end_headers(inflater);
+      return status;
+    }
+    if (n == 0 && left == 0) return -1;  // ended inside a field
+  }
+}
+
+// Why `out` is not what an HTTP/2 server may send (see the top), or null if it is.
+const char* check_h2_frames(std::string_view out) {
+  nghttp2_hd_inflater* inflater = nullptr;
+  if (nghttp2_hd_inflate_new(&inflater) != 0) std::abort();
+  struct Free {
+    nghttp2_hd_inflater* p;
+    ~Free() { nghttp2_hd_inflate_del(p); }
+  } free_inflater{inflater};
+  std::string block;          // a header block being gathered (HEADERS + CONTINUATION)
+  uint32_t block_stream = 0;  // its stream, 0 when none is open
+  bool block_ends_stream = false;
+  std::unordered_map<uint32_t, bool> answered;  // stream -> its final (non-1xx) head was sent
+  uint32_t goaway_last = UINT32_MAX;
+  std::size_t at = 0;
+  bool first = true;
+  while (at < out.size()) {
+    if (out.size() - at < 9) return "a frame header cut short";
+    const uint32_t length = be(out, at, 3);
+    const auto type = static_cast<uint8_t>(out[at + 3]);
+    const auto flags = static_cast<uint8_t>(out[at + 4]);
+    const uint32_t stream = be(out, at + 5, 4) & 0x7fffffffU;
+    if (out.size() - at - 9 < length) return "a frame cut short";
+    const std::string_view payload = out.substr(at + 9, length);
+    at += 9 + length;
+    if (first && (type != NGHTTP2_SETTINGS || (flags & NGHTTP2_FLAG_ACK) != 0)) {
+      return "the first frame is not the server's SETTINGS";
+    }
+    first = false;
+    if (block_stream != 0 && (type != NGHTTP2_CONTINUATION || stream != block_stream)) {
+      return "a header block interrupted by another frame";
+    }
+    const bool control = type == NGHTTP2_SETTINGS || type == NGHTTP2_PING || type == NGHTTP2_GOAWAY;
+    if (control != (stream == 0) && type != NGHTTP2_WINDOW_UPDATE) {
+      return "a frame on the wrong kind of stream";
+    }
+    if (stream != 0 && stream % 2 == 0) return "a frame on an even (server-initiated) stream";
+    if (stream != 0 && stream > goaway_last && type != NGHTTP2_WINDOW_UPDATE) {
+      return "a stream answered above the last stream id of a GOAWAY";
+    }
+    switch (type) {
+      case NGHTTP2_DATA:
+        if (auto it = answered.find(stream); it == answered.end() || !it->second) {
+          return "DATA before the stream's final head";
+        }
+        break;
+      case NGHTTP2_HEADERS:
+      case NGHTTP2_CONTINUATION: {
+        std::string_view fragment = payload;
+        if (type == NGHTTP2_HEADERS) {
+          if ((flags & NGHTTP2_FLAG_PADDED) != 0 || (flags & NGHTTP2_FLAG_PRIORITY) != 0) {
+            return "HEADERS with padding or priority (this server sends neither)";
+          }
+          block_ends_stream = (flags & NGHTTP2_FLAG_END_STREAM) != 0;
+        } else if (block_stream == 0) {
+          return "CONTINUATION without HEADERS";
+        }
+        block.append(fragment);
+        block_stream = stream;
+        if ((flags & NGHTTP2_FLAG_END_HEADERS) != 0) {
+          const int status = decode_header_block(inflater, block);
+          bool& final_sent = answered[stream];
+          if (status < 0) return "a header block that does not decode, or a bad :status";
+          if (final_sent) {
+            if (status != 0 || !block_ends_stream) {
+              return "a header block after the final one that is not trailers ending the stream";
+            }
+          } else if (status == 0) {
+            return "a response head without :status first";
+          } else if (status >= 200) {
+            final_sent = true;
+          } else if (block_ends_stream) {
+            return "a 1xx head that ends the stream";
+          }
+          block.clear();
+          block_stream = 0;
+        }
+        break;
+      }
+      case NGHTTP2_RST_STREAM:
+        if (length != 4) return "RST_STREAM of a length other than 4";
+        break;
+      case NGHTTP2_SETTINGS:
+        if ((flags & NGHTTP2_FLAG_ACK) != 0 ? length != 0 : length % 6 != 0) {
+          return "SETTINGS of a bad length";
+        }
+        break;
+      case NGHTTP2_PING:
+        if (length != 8) return "PING of a length other than 8";
+        break;
+      case NGHTTP2_GOAWAY:
+        if (length < 8) return "GOAWAY shorter than 8";
+        if ((be(payload, 0, 4) & 0x7fffffffU) > goaway_last) {
+          return "a GOAWAY raised the last stream id";
+        }
+        goaway_last = be(payload, 0, 4) & 0x7fffffffU;
+        break;
+      case NGHTTP2_WINDOW_UPDATE:
+        if (length != 4) return "WINDOW_UPDATE of a length other than 4";
+        if ((be(payload, 0, 4) & 0x7fffffffU) == 0) return "a WINDOW_UPDATE of 0";
+        break;
+      default:
+        return "a frame type a server does not send (PUSH_PROMISE, PRIORITY, unknown)";
+    }
+  }
+  if (block_stream != 0) return "the stream ended inside a header block";
+  if (out.empty()) return "nothing back: not even the server's SETTINGS";
+  return nullptr;
+}
+
+// For CONNECTION_FUZZ_VERBOSE: the frames that came back, as "type:stream" (H HEADERS,
+// D DATA, R RST_STREAM, S SETTINGS, P PING, G GOAWAY, W WINDOW_UPDATE, C CONTINUATION).
+void print_frame_types(std::string_view out) {
+  std::string line = " ";
+  for (std::size_t at = 0; out.size() - at >= 9;) {
+    const uint32_t length = be(out, at, 3);
+    const auto type = static_cast<uint8_t>(out[at + 3]);
+    char one[24];
+    std::snprintf(one, sizeof one, " %c:%u", type < 10 ? "DH?RS?PGWC"[type] : '?',
+                  be(out, at + 5, 4) & 0x7fffffffU);
+    line += one;
+    if (out.size() - at - 9 < length) break;
+    at += 9 + length;
+  }
+  std::fprintf(stderr, "%s\n", line.c_str());
+}
+
 // ---- Driving one connection ---------------------------------------------------------------
 
 std::vector<std::string_view> chunks_of(std::string_view in, bool* small) {
@@ -399,7 +596,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   const std::string input(reinterpret_cast<const char*>(data), size);
   bool small = false;
   const std::vector<std::string_view> chunks = chunks_of(input, &small);
-  Server* server = small ? rt.small : rt.normal;
+  const bool h2 = std::string_view(input).substr(small ? kSplit.size() : 0).starts_with(kH2Preface);
+  Server* server = h2 ? (small ? rt.h2_small : rt.h2) : (small ? rt.small : rt.normal);
 
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) std::abort();
@@ -495,8 +693,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   }
 
   if (std::getenv("CONNECTION_FUZZ_VERBOSE") != nullptr) {
-    std::fprintf(stderr, "connection_fuzz: %zu bytes in %zu chunk(s) -> %zu bytes back\n",
-                 input.size(), chunks.size(), output.size());
+    std::fprintf(stderr, "connection_fuzz: %zu bytes in %zu chunk(s) -> %zu bytes back%s\n",
+                 input.size(), chunks.size(), output.size(), h2 ? " (HTTP/2)" : "");
+    if (h2) print_frame_types(output);
+  }
+  if (h2) {
+    if (const char* why = check_h2_frames(output)) fail(why, input, output);
+    return 0;
   }
   std::vector<char> failed(output.size() + 1, 0);
   const bool head_possible = input.find("HEAD") != std::string::npos;
