@@ -353,6 +353,15 @@ int main(int argc, char** argv) {
         debug_done.done();
       });
     }
+    // The line before the port files: whoever waits for a port file (a supervisor, the tests)
+    // then finds the startup line already written (a test that read stderr once the port file
+    // appeared found it empty).
+    std::string bound = cfg.listen.empty() ? "" : server.local_address().to_string();
+    if (tls) {
+      bound += (bound.empty() ? "" : ", ") + ("https://" + server.tls_local_address().to_string());
+    }
+    spdlog::info("listening on {} ({} Ps, up to {} connections)", bound, green::num_procs(),
+                 server.max_connections());
     if ((!cfg.port_file.empty() && !cfg.listen.empty() &&
          !write_port_file(cfg.port_file, server.local_address().port(), &error)) ||
         (!cfg.tls_port_file.empty() &&
@@ -365,12 +374,6 @@ int main(int argc, char** argv) {
       return;
     }
     access_log->start();
-    std::string bound = cfg.listen.empty() ? "" : server.local_address().to_string();
-    if (tls) {
-      bound += (bound.empty() ? "" : ", ") + ("https://" + server.tls_local_address().to_string());
-    }
-    spdlog::info("listening on {} ({} Ps, up to {} connections)", bound, green::num_procs(),
-                 server.max_connections());
     std::size_t still_running = 0;
     {
       SignalWaiter signal_waiter(server, debug_server.get(), *access_log, tls.get());
