@@ -192,9 +192,16 @@ TEST(Stack, ParkedGreenThreadsProjectUnderTheDefaultMapCountAtAMillion) {
     while (green::num_green_threads() > 1) green::yield();
   });
   EXPECT_EQ(live, n + 1);
+#if defined(GREEN_TSAN_BUILD)
+  // TSan maps memory of its own for each fiber (about 4 mappings): projected, that would be
+  // TSan's count, not the runtime's. The count itself must still fit.
+  (void)kMillion;
+  EXPECT_LT(maps_parked, 65530);
+#else
   const int64_t projected = maps_before + (maps_parked - maps_before) * kMillion / n;
   EXPECT_LT(projected, 65530) << maps_parked - maps_before << " mappings for " << n
                               << " parked green threads";
+#endif
 #if !defined(GREEN_SANITIZER_BUILD)
   // A parked G should cost about one page; anything near 16 KiB means stacks are committed
   // eagerly (huge pages, pre-touching). The benchmark measures the exact figure.
