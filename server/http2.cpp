@@ -187,7 +187,7 @@ struct Http2Connection::Impl {
   static void* mem_calloc(size_t n, size_t size, void* user);
   static void* mem_realloc(void* ptr, size_t size, void* user);
   void track(void* p, std::size_t size);
-  void untrack(void* p);
+  std::size_t untrack(void* p);  // the size it was tracked with, 0 if it was not
 };
 
 // One request stream: its request, its body as it arrives, its response queue, and its
@@ -706,14 +706,16 @@ void Http2Connection::Impl::track(void* p, std::size_t size) {
   if (tracking && p != nullptr && size >= kBigAlloc) big_allocs.emplace_back(p, size);
 }
 
-void Http2Connection::Impl::untrack(void* p) {
+std::size_t Http2Connection::Impl::untrack(void* p) {
   for (auto& a : big_allocs) {
     if (a.first == p) {
+      const std::size_t size = a.second;
       a = big_allocs.back();
       big_allocs.pop_back();
-      return;
+      return size;
     }
   }
+  return 0;
 }
 
 void* Http2Connection::Impl::mem_malloc(size_t size, void* user) {
@@ -736,11 +738,15 @@ void* Http2Connection::Impl::mem_calloc(size_t n, size_t size, void* user) {
 
 void* Http2Connection::Impl::mem_realloc(void* ptr, size_t size, void* user) {
   auto* c = static_cast<Impl*>(user);
+  // Untracked before the call: once realloc may have freed the old block, its pointer is not
+  // used again (an invalid pointer value; GCC's -Wuse-after-free at -O1).
+  const std::size_t was = ptr != nullptr ? c->untrack(ptr) : 0;
   void* p = std::realloc(ptr, size);
-  if (p != nullptr || size == 0) {
-    if (ptr != nullptr) c->untrack(ptr);
-    c->track(p, size);
+  if (p == nullptr && size != 0) {
+    if (was != 0) c->big_allocs.emplace_back(ptr, was);  // it failed: the old block stands
+    return nullptr;
   }
+  c->track(p, size);
   return p;
 }
 
