@@ -45,7 +45,8 @@ __attribute__((noinline)) void append_date_header(ByteBuffer& out) {
   out.append({line.text, line.length});
 }
 
-std::string_view current_http_date() {
+// noinline as append_date_header: the thread_local's address must not be reused after a switch.
+__attribute__((noinline)) std::string_view current_http_date() {
   const DateLine& line = current_date_line();
   return {line.text + 6, line.length - 8};
 }
